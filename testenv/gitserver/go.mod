@@ -1,0 +1,5 @@
+module ferry.local/testenv/gitserver
+
+go 1.26
+
+require golang.org/x/crypto v0.45.0
