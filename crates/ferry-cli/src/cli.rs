@@ -1,0 +1,64 @@
+//! Command-line definition (clap derive). Kept separate so completions can be generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+const ABOUT: &str =
+    "Deliver what is declared in git to a Kubernetes cluster: push (CI) or pull (agent).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  ferry cluster-info                         # which cluster, which identity, is SSA available
+  ferry completions bash > /etc/bash_completion.d/ferry
+
+Exit codes:
+  0  success (diff: no changes)
+  1  diff: changes found; other commands: some objects failed
+  2  error (bad input, cluster unreachable, refused for safety)
+  3  timed out waiting for health";
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Path to a kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value_t
+    )]
+    pub output: OutputFormat,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the cluster's version, the identity it sees, and whether server-side apply works.
+    ClusterInfo,
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(after_help = "Example:\n  ferry completions zsh > \"${fpath[1]}/_ferry\"")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}

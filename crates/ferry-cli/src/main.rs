@@ -1,0 +1,35 @@
+//! `ferry`: the push-mode driver. Parses flags, connects to the cluster, and hands the work to
+//! `ferry-engine`. Each subcommand lives in `commands/`.
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_tracing(cli.global.verbose);
+    ferry_engine::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(output::EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            output::print_error(&err);
+            ExitCode::from(output::EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Output plumbing shared by all subcommands: format selection, exit codes, logging setup.
+
+use clap::ValueEnum;
+
+/// Success, nothing left to do.
+pub const EXIT_OK: u8 = 0;
+/// `ferry diff`: changes found. Other commands: the operation finished but some objects failed.
+pub const EXIT_CHANGES: u8 = 1;
+/// An error: bad input, cluster unreachable, refused for safety.
+pub const EXIT_ERROR: u8 = 2;
+/// `--wait` ran out of time before every object became healthy.
+pub const EXIT_TIMEOUT: u8 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Human-readable text (default).
+    #[default]
+    Human,
+    /// One JSON document, for machines.
+    Json,
+    /// Markdown, e.g. for a pull-request comment.
+    Markdown,
+}
+
+/// Logs go to stderr so that stdout stays clean for `-o json` and `ferry render`.
+/// `RUST_LOG` wins over `-v` when set.
+pub fn init_tracing(verbosity: u8) {
+    let default = match verbosity {
+        0 => "warn",
+        1 => "info,ferry=info",
+        2 => "debug,hyper=info,h2=info,tower=info,rustls=info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Print an error chain: the top error and each cause on its own line.
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Stage 7, health: kstatus-like readiness rules and waiting for objects to become Current.

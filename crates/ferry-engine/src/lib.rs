@@ -1,0 +1,31 @@
+//! ferry-engine: the one engine behind both triggers.
+//!
+//! The pipeline runs `source → render → decrypt → plan → apply → prune → health → report`;
+//! each stage is a module below. The `ferry` CLI (push) and the `ferry-agent` (pull) are thin
+//! drivers over [`pipeline`].
+
+pub mod apply;
+pub mod cluster;
+pub mod decrypt;
+pub mod error;
+pub mod health;
+pub mod manifest;
+pub mod pipeline;
+pub mod plan;
+pub mod prune;
+pub mod render;
+pub mod report;
+pub mod source;
+
+pub use error::{Error, Result};
+pub use manifest::{Manifest, ObjectKey, Origin};
+
+/// The field manager ferry uses for server-side apply.
+pub const FIELD_MANAGER: &str = "ferry";
+
+/// Install the process-wide rustls crypto provider (aws-lc-rs). Call once at startup in every
+/// binary and test; repeated calls are harmless.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

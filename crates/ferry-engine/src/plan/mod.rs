@@ -1,0 +1,1 @@
+//! Stage 4, plan: resolve kinds through discovery, order objects, diff against the live cluster.

@@ -1,0 +1,1 @@
+//! Stage 6, prune: the inventory of what an app owns, and safe deletion of what left the source.

@@ -1,0 +1,1 @@
+//! Stage 2, render: turns a source directory into manifests (plain YAML, kustomize, helm).

@@ -1,0 +1,1 @@
+//! ferry-images: registry scanning, tag policies and format-preserving image write-back to git.

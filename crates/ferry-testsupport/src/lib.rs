@@ -1,0 +1,194 @@
+//! Test harness for tests against the real testenv control plane (see `testenv/`).
+//!
+//! [`TestEnv::get`] reads `$FERRY_TESTENV_DIR/env` (default `/tmp/ferry-testenv/env`) written by
+//! `testenv/up`, and fails loudly if the environment is not up: tests never silently skip.
+//! [`TestNamespace`] gives each test its own namespace and deletes it on drop.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The running test environment, as described by the env file `testenv/up` writes.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub dir: PathBuf,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl TestEnv {
+    /// Locate the running environment. Panics with instructions when it is not up, so that a
+    /// missing environment is a failure, never a skipped test.
+    pub fn get() -> Self {
+        match Self::load() {
+            Ok(env) => env,
+            Err(err) => panic!(
+                "the ferry testenv is not up: {err:#}\nstart it with `testenv/up` (CI: .ci/run does this)"
+            ),
+        }
+    }
+
+    fn load() -> Result<Self> {
+        let dir = std::env::var_os("FERRY_TESTENV_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp/ferry-testenv"));
+        let env_file = dir.join("env");
+        let text = std::fs::read_to_string(&env_file)
+            .with_context(|| format!("reading {}", env_file.display()))?;
+        let mut vars = BTreeMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            if let Some((key, value)) = line.split_once('=') {
+                let value = value.trim_matches(|c| c == '"' || c == '\'');
+                vars.insert(key.to_string(), value.to_string());
+            }
+        }
+        Ok(Self { dir, vars })
+    }
+
+    pub fn var(&self, key: &str) -> String {
+        self.vars
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| panic!("testenv env file has no {key}"))
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        PathBuf::from(self.var("KUBECONFIG"))
+    }
+
+    /// Directory holding the Go-built tools (helm, kustomize, sops, age, kubeseal, crane...).
+    pub fn bin_dir(&self) -> PathBuf {
+        PathBuf::from(self.var("FERRY_TESTENV_BIN"))
+    }
+
+    /// Path of a tool binary built by the testenv.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin_dir().join(name)
+    }
+
+    /// `PATH` with the testenv tools first, for spawning tools and the ferry binaries.
+    pub fn path_env(&self) -> String {
+        let current = std::env::var("PATH").unwrap_or_default();
+        format!("{}:{current}", self.bin_dir().display())
+    }
+
+    /// An admin client for the testenv cluster.
+    pub async fn client(&self) -> Client {
+        install_crypto();
+        client_for_kubeconfig(&self.kubeconfig())
+            .await
+            .unwrap_or_else(|err| panic!("testenv client: {err:#}"))
+    }
+}
+
+/// Build a client from a kubeconfig file (e.g. one minted for a tenant service account).
+pub async fn client_for_kubeconfig(path: &Path) -> Result<Client> {
+    install_crypto();
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading {}", path.display()))?;
+    Client::try_from(config).context("building client")
+}
+
+fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Install a test log subscriber (respects RUST_LOG); harmless if called repeatedly.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A namespace that belongs to one test and is deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Create `ferry-test-<prefix>-<random>` and return it.
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": { "name": name, "labels": { "ferry.dev/test": "true" } }
+        }))
+        .unwrap_or_default();
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|err| panic!("creating test namespace {name}: {err}"));
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let name = self.name.clone();
+        // Best effort: the namespace controller finishes deletion asynchronously.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let namespaces: Api<Namespace> = Api::all(client);
+                let _ = namespaces.delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+/// `ferry-test-<prefix>-<6 random lowercase chars>`, a valid DNS label.
+pub fn unique_name(prefix: &str) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let suffix: String = (0..6)
+        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
+        .collect();
+    format!("ferry-test-{prefix}-{suffix}")
+}
+
+/// Poll `check` every 250 ms until it returns `Ok(Some(value))` or `timeout` passes.
+/// The error says what was awaited and the last observation.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(err) => last_error = Some(err),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            match last_error {
+                Some(err) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {err:#}")
+                }
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
