@@ -1,0 +1,167 @@
+//! Types shared by ferry's CRDs: references, conditions and the condition vocabulary (Flux's
+//! Ready / Reconciling / Stalled model), plus helpers to read and set conditions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every ferry CRD.
+pub const GROUP: &str = "ferry.dev";
+/// The API version of every ferry CRD.
+pub const VERSION: &str = "v1alpha1";
+
+/// Condition types (Flux/kstatus vocabulary).
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Annotation that requests an immediate reconcile; any new value triggers one
+/// (`ferry sync` writes the current time). Mirrors Flux's `reconcile.fluxcd.io/requestedAt`.
+pub const RECONCILE_REQUESTED_AT: &str = "ferry.dev/reconcile-requested-at";
+
+/// A Secret in the same namespace as the referring object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectReference {
+    pub name: String,
+}
+
+/// A reference to an object that may live in another namespace (refused by default, see
+/// `ferry-agent --allow-cross-namespace-refs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedObjectReference {
+    pub name: String,
+    /// Defaults to the namespace of the referring object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A typed reference to a source object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReference {
+    /// Kind of the source; only `GitSource` today.
+    #[serde(default = "default_source_kind")]
+    pub kind: String,
+    pub name: String,
+    /// Defaults to the namespace of the Release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+fn default_source_kind() -> String {
+    "GitSource".to_string()
+}
+
+/// Parse a Go-style duration (`30s`, `5m`, `1h30m`, `500ms`) as used in Flux specs.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".to_string());
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("duration {text:?} is missing a unit (ms, s, m, h)"))?;
+        if digits == 0 {
+            return Err(format!("duration {text:?} is not like 30s, 5m or 1h30m"));
+        }
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("duration {text:?} has a bad number"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            other => {
+                return Err(format!(
+                    "duration {text:?} has unknown unit {other:?} (use ms, s, m or h)"
+                ));
+            }
+        };
+        total += value * factor;
+        rest = &rest[unit_len..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// Find a condition by type.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// True when the `Ready` condition is `True`.
+pub fn is_ready(conditions: &[Condition]) -> bool {
+    find_condition(conditions, READY).is_some_and(|c| c.status == "True")
+}
+
+/// Set (or replace) a condition, keeping `lastTransitionTime` when the status did not change,
+/// as the Kubernetes API conventions ask.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let transition = match find_condition(conditions, type_) {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => now,
+    };
+    let condition = Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation,
+        last_transition_time: transition,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(slot) => *slot = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// Remove a condition by type.
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert!(parse_duration("10").unwrap_err().contains("unit"));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn condition_transition_time_kept_when_status_unchanged() {
+        let mut conditions = Vec::new();
+        set_condition(&mut conditions, READY, true, "A", "first", Some(1));
+        let first = conditions[0].last_transition_time.clone();
+        set_condition(&mut conditions, READY, true, "B", "second", Some(2));
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, first);
+        assert_eq!(conditions[0].reason, "B");
+        assert!(is_ready(&conditions));
+        set_condition(&mut conditions, READY, false, "C", "broken", Some(2));
+        assert!(!is_ready(&conditions));
+    }
+}
