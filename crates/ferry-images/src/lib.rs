@@ -1,1 +1,11 @@
 //! ferry-images: registry scanning, tag policies and format-preserving image write-back to git.
+//!
+//! Pure parts (no I/O): [`reference`], [`semver_range`], [`policy`], [`yaml_scan`], [`markers`],
+//! [`kustomize`]. File-tree edits shared by `ferry set-image` and the automation: [`setimage`].
+
+pub mod kustomize;
+pub mod markers;
+pub mod policy;
+pub mod reference;
+pub mod semver_range;
+pub mod yaml_scan;
