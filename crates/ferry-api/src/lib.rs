@@ -3,10 +3,12 @@
 
 pub mod common;
 pub mod gitsource;
+pub mod images;
 pub mod receiver;
 pub mod release;
 
 pub use common::{GROUP, VERSION};
 pub use gitsource::{GitRef, GitSource, GitSourceSpec, GitSourceStatus};
+pub use images::{ImagePolicy, ImageRepository, ImageUpdate};
 pub use receiver::{Receiver, ReceiverSpec, ReceiverStatus, ReceiverType};
 pub use release::{Release, ReleaseSpec, ReleaseStatus};

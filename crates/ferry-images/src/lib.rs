@@ -8,4 +8,5 @@ pub mod markers;
 pub mod policy;
 pub mod reference;
 pub mod semver_range;
+pub mod setimage;
 pub mod yaml_scan;

@@ -23,7 +23,7 @@ pub enum MarkerField {
 
 /// The policy a marker names: `namespace:name`, or `name` meaning the namespace of the
 /// automation (a ferry extension; Flux always writes the namespace).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct PolicyRef {
     pub namespace: Option<String>,
     pub name: String,
