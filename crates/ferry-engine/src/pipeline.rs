@@ -1,1 +1,848 @@
 //! The whole pipeline, composed from the stages; both drivers (CLI and agent) call this.
+//!
+//! Render first (`render::render`, no cluster needed), then hand the manifests to [`apply`],
+//! [`diff`], or use [`delete_app`] / [`status`] with an app name. Nothing here assumes
+//! cluster-admin: the client may impersonate a tenant, the inventory lives in the app's
+//! namespace, and every API refusal is reported with the server's message (verb, resource and
+//! identity for RBAC denials).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::Value;
+
+use crate::apply::{
+    self, Applied, ApplySettings, Requests, describe_kube_error, is_unreachable, status_code,
+};
+use crate::health::{self, Target};
+use crate::plan::{self, Owner, Phase, PlannedObject, ResolvedKind, Resolver};
+use crate::prune::{
+    self, Candidate,
+    inventory::{self, Entry, Inventory},
+};
+use crate::report::{
+    Action, ApplyReport, DiffAction, DiffReport, ObjectDiff, ObjectResult, ObjectStatus,
+    StatusReport,
+};
+use crate::{Error, Manifest, ObjectKey, Result};
+
+/// Progress callbacks for long runs (the CLI draws a bar; the agent logs or ignores them).
+pub trait Progress: Send + Sync {
+    fn event(&self, event: ProgressEvent<'_>);
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum ProgressEvent<'a> {
+    /// The plan is ready: `total` objects to apply.
+    Planned {
+        total: usize,
+    },
+    Applied {
+        key: &'a ObjectKey,
+        action: Action,
+    },
+    Waiting {
+        pending: usize,
+        total: usize,
+    },
+    Pruned {
+        key: &'a ObjectKey,
+        action: Action,
+    },
+}
+
+/// Ignores progress.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _event: ProgressEvent<'_>) {}
+}
+
+/// Options for [`apply`] and [`diff`].
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The app name: label value and inventory name (`ferry-inventory-<app>`).
+    pub app: String,
+    /// Default namespace for namespaced objects without one, and where the inventory lives.
+    /// `None`: the client's default namespace (kubeconfig context, or the pod's namespace).
+    pub namespace: Option<String>,
+    /// Delete objects that were in the previous inventory and are gone from the source.
+    pub prune: bool,
+    /// Allow an empty source to prune everything (refused otherwise).
+    pub allow_empty: bool,
+    /// Take over fields another field manager owns (server-side apply `force`).
+    pub force_conflicts: bool,
+    /// Wait until every object is Current.
+    pub wait: bool,
+    pub timeout: Duration,
+    /// Maximum concurrent API requests.
+    pub concurrency: usize,
+    /// The git commit being applied; recorded in the inventory and on changed objects.
+    pub revision: Option<String>,
+    /// Server-side dry run: nothing is persisted, the inventory is not touched.
+    pub dry_run: bool,
+    /// Where the manifests came from (path or URL), recorded in the inventory.
+    pub source: String,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            app: String::new(),
+            namespace: None,
+            prune: false,
+            allow_empty: false,
+            force_conflicts: false,
+            wait: false,
+            timeout: Duration::from_secs(300),
+            concurrency: 16,
+            revision: None,
+            dry_run: false,
+            source: String::new(),
+        }
+    }
+}
+
+impl ApplyOptions {
+    pub fn new(app: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            ..Default::default()
+        }
+    }
+
+    fn owner(&self, client: &Client) -> Owner {
+        owner_for(client, &self.app, self.namespace.as_deref())
+    }
+}
+
+fn owner_for(client: &Client, app: &str, namespace: Option<&str>) -> Owner {
+    Owner {
+        app: app.to_string(),
+        namespace: namespace
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(client.default_namespace())
+            .to_string(),
+    }
+}
+
+/// Check that every namespace the plan needs exists or is created by the plan itself.
+async fn check_namespaces(
+    client: &Client,
+    planned: &[PlannedObject],
+    owner: &Owner,
+    requests: &Requests,
+) -> Result<BTreeSet<String>> {
+    let created: BTreeSet<&str> = planned
+        .iter()
+        .filter(|p| p.key.group.is_empty() && p.key.kind == "Namespace")
+        .map(|p| p.key.name.as_str())
+        .collect();
+    let mut needed: BTreeMap<&str, String> = BTreeMap::new();
+    needed.insert(
+        owner.namespace.as_str(),
+        format!("the inventory of app {}", owner.app),
+    );
+    for p in planned {
+        if let Some(ns) = p.key.namespace.as_deref() {
+            needed
+                .entry(ns)
+                .or_insert_with(|| format!("{} ({})", p.key, p.manifest.origin));
+        }
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut missing_but_created = BTreeSet::new();
+    for (ns, user) in needed {
+        if created.contains(ns) {
+            // Cheap enough to check: decides when the inventory can be written.
+            requests.read();
+            if let Ok(None) = api.get_opt(ns).await {
+                missing_but_created.insert(ns.to_string());
+            }
+            continue;
+        }
+        requests.read();
+        match api.get_opt(ns).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(Error::Object {
+                    object: format!("Namespace {ns}"),
+                    message: format!(
+                        "does not exist but {user} needs it; add the Namespace to the source or create it first"
+                    ),
+                });
+            }
+            Err(err) if is_unreachable(&err) => {
+                return Err(Error::Cluster(describe_kube_error(&err)));
+            }
+            // A tenant may not read namespaces; the apply reports any real problem.
+            Err(_) => {}
+        }
+    }
+    Ok(missing_but_created)
+}
+
+fn entry_for(p: &PlannedObject, fingerprint: Option<String>) -> Entry {
+    Entry {
+        api_version: p.api_version(),
+        key: p.key.clone(),
+        fingerprint,
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn kind_of(p: &PlannedObject) -> ResolvedKind {
+    ResolvedKind {
+        resource: p.resource.clone(),
+        namespaced: p.namespaced,
+    }
+}
+
+/// Resolve inventory entries to API resources; entries whose kind is no longer served are
+/// returned separately.
+fn resolve_entries(resolver: &Resolver, entries: Vec<Entry>) -> (Vec<Candidate>, Vec<Entry>) {
+    let mut resolved = Vec::new();
+    let mut unresolved = Vec::new();
+    for entry in entries {
+        let version = entry
+            .api_version
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        match resolver.resolve_any_version(&entry.key.group, &version, &entry.key.kind) {
+            Some(kind) => resolved.push(Candidate { entry, kind }),
+            None => unresolved.push(entry),
+        }
+    }
+    (resolved, unresolved)
+}
+
+/// Render → apply: the push and pull paths both end here.
+pub async fn apply(
+    client: &Client,
+    manifests: Vec<Manifest>,
+    opts: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<ApplyReport> {
+    let started = Instant::now();
+    plan::validate_app_name(&opts.app)?;
+    let owner = opts.owner(client);
+    let requests = Requests::default();
+    if manifests.is_empty() && opts.prune && !opts.allow_empty {
+        return Err(Error::Refused(format!(
+            "the source rendered no objects; with --prune that would delete everything app {} owns. Check the path, or pass --allow-empty if that is really intended",
+            opts.app
+        )));
+    }
+    requests.read();
+    let mut resolver = Resolver::discover(client).await?;
+    resolver.learn_crds(&manifests);
+    let planned = plan::plan(
+        manifests,
+        &resolver,
+        &owner.namespace,
+        &owner,
+        opts.revision.as_deref(),
+    )?;
+    progress.event(ProgressEvent::Planned {
+        total: planned.len(),
+    });
+    let not_yet_created = check_namespaces(client, &planned, &owner, &requests).await?;
+    let previous = inventory::read(client, &owner, &requests).await?;
+    let previous_entries = previous
+        .as_ref()
+        .map(Inventory::entries_by_key)
+        .unwrap_or_default();
+    let recorded: HashMap<ObjectKey, String> = previous_entries
+        .iter()
+        .filter_map(|(k, e)| e.fingerprint.clone().map(|f| (k.clone(), f)))
+        .collect();
+    let planned_keys: BTreeSet<&ObjectKey> = planned.iter().map(|p| &p.key).collect();
+
+    // Widen the inventory before writing anything (see prune::inventory for why).
+    let mut widened = previous.clone().unwrap_or_else(|| Inventory {
+        app: opts.app.clone(),
+        source: opts.source.clone(),
+        ..Default::default()
+    });
+    for p in &planned {
+        if !previous_entries.contains_key(&p.key) {
+            widened.objects.push(entry_for(p, None));
+        }
+    }
+    let needs_widening = widened.objects.len() != previous_entries.len() || previous.is_none();
+    let mut widened_written = !needs_widening || opts.dry_run;
+    if !widened_written && !not_yet_created.contains(&owner.namespace) {
+        widened.applied_at = now_rfc3339();
+        inventory::write(client, &owner, &widened, &requests).await?;
+        widened_written = true;
+    }
+
+    let kinds: Vec<(ObjectKey, ResolvedKind)> = planned
+        .iter()
+        .map(|p| (p.key.clone(), kind_of(p)))
+        .collect();
+    let live = apply::live_index(client, &kinds, opts.concurrency, &requests).await?;
+    let settings = ApplySettings {
+        owner: &owner,
+        force_conflicts: opts.force_conflicts,
+        dry_run: opts.dry_run,
+        concurrency: opts.concurrency,
+    };
+    let mut applied: HashMap<ObjectKey, Applied> = HashMap::new();
+    for phase in Phase::ALL {
+        let batch: Vec<&PlannedObject> = planned.iter().filter(|p| p.phase == phase).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let results = apply::apply_all(
+            client, &batch, &live, &recorded, &settings, &requests, progress,
+        )
+        .await;
+        for a in results {
+            applied.insert(a.result.key.clone(), a);
+        }
+        if phase == Phase::Foundation {
+            if !widened_written {
+                widened.applied_at = now_rfc3339();
+                inventory::write(client, &owner, &widened, &requests).await?;
+                widened_written = true;
+            }
+            if !opts.dry_run {
+                wait_for_crds(client, &batch, &applied, opts, &requests, progress).await;
+            }
+        }
+    }
+    let mut objects: Vec<ObjectResult> = planned
+        .iter()
+        .filter_map(|p| applied.get(&p.key).map(|a| a.result.clone()))
+        .collect();
+    let failed = objects.iter().any(|o| o.action == Action::Failed);
+
+    // Prune what left the source.
+    let gone: Vec<Entry> = previous_entries
+        .values()
+        .filter(|e| !planned_keys.contains(&e.key))
+        .cloned()
+        .collect();
+    let mut kept_entries: Vec<Entry> = Vec::new();
+    let mut prune_skipped = None;
+    if !gone.is_empty() {
+        if !opts.prune {
+            for e in &gone {
+                objects.push(
+                    ObjectResult::new(e.key.clone(), e.api_version.clone(), Action::Kept)
+                        .with_message("gone from the source; not deleted without --prune"),
+                );
+            }
+            kept_entries.extend(gone);
+        } else if failed {
+            prune_skipped = Some("some objects failed to apply; nothing was pruned".to_string());
+            kept_entries.extend(gone);
+        } else {
+            let (candidates, unresolved) = resolve_entries(&resolver, gone);
+            for e in unresolved {
+                objects.push(
+                    ObjectResult::new(e.key.clone(), e.api_version.clone(), Action::Kept)
+                        .with_message(
+                            "its kind is no longer served by the cluster; left in the inventory",
+                        ),
+                );
+                kept_entries.push(e);
+            }
+            let kinds: Vec<(ObjectKey, ResolvedKind)> = candidates
+                .iter()
+                .map(|c| (c.entry.key.clone(), c.kind.clone()))
+                .collect();
+            let live = apply::live_index(client, &kinds, opts.concurrency, &requests).await?;
+            let outcomes = prune::delete_owned(
+                client,
+                candidates,
+                &live,
+                &owner,
+                Action::Pruned,
+                opts.dry_run,
+                opts.concurrency,
+                &requests,
+            )
+            .await;
+            for (candidate, outcome) in outcomes {
+                if let Some(result) = outcome.result {
+                    progress.event(ProgressEvent::Pruned {
+                        key: &result.key,
+                        action: result.action,
+                    });
+                    objects.push(result);
+                }
+                if outcome.keep {
+                    kept_entries.push(candidate.entry);
+                }
+            }
+        }
+    }
+
+    // Wait for health.
+    let mut timed_out = false;
+    if opts.wait && !opts.dry_run && !failed {
+        let targets: Vec<Target> = planned
+            .iter()
+            .map(|p| Target {
+                key: p.key.clone(),
+                kind: kind_of(p),
+            })
+            .collect();
+        let (healths, hit_deadline) = health::wait_all(
+            client,
+            &targets,
+            opts.timeout,
+            opts.concurrency,
+            &requests,
+            progress,
+        )
+        .await;
+        timed_out = hit_deadline;
+        for (target, h) in targets.iter().zip(healths) {
+            if let Some(o) = objects.iter_mut().find(|o| o.key == target.key) {
+                o.health = Some(h);
+            }
+        }
+    }
+
+    // Narrow the inventory to what the app now owns; skip the write when nothing changed.
+    if !opts.dry_run && !failed {
+        let mut entries: Vec<Entry> = planned
+            .iter()
+            .map(|p| entry_for(p, applied.get(&p.key).and_then(|a| a.fingerprint.clone())))
+            .collect();
+        entries.extend(kept_entries);
+        let next = Inventory {
+            app: opts.app.clone(),
+            source: opts.source.clone(),
+            revision: opts.revision.clone(),
+            applied_at: now_rfc3339(),
+            objects: entries,
+        };
+        let unchanged = previous.as_ref().is_some_and(|p| p.same_content(&next)) && !needs_widening;
+        if !unchanged {
+            inventory::write(client, &owner, &next, &requests).await?;
+        }
+    }
+
+    Ok(ApplyReport {
+        app: opts.app.clone(),
+        namespace: owner.namespace.clone(),
+        revision: opts.revision.clone(),
+        dry_run: opts.dry_run,
+        objects,
+        requests: requests.snapshot(),
+        timed_out,
+        prune_skipped,
+        duration_ms: started.elapsed().as_millis(),
+    })
+}
+
+/// CRDs applied in the foundation phase must be Established before their instances are applied.
+async fn wait_for_crds(
+    client: &Client,
+    batch: &[&PlannedObject],
+    applied: &HashMap<ObjectKey, Applied>,
+    opts: &ApplyOptions,
+    requests: &Requests,
+    progress: &dyn Progress,
+) {
+    let targets: Vec<Target> = batch
+        .iter()
+        .filter(|p| p.key.kind == "CustomResourceDefinition")
+        .filter(|p| {
+            applied
+                .get(&p.key)
+                .is_some_and(|a| matches!(a.result.action, Action::Created | Action::Configured))
+        })
+        .map(|p| Target {
+            key: p.key.clone(),
+            kind: kind_of(p),
+        })
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let timeout = opts.timeout.min(Duration::from_secs(60));
+    let (healths, _) = health::wait_all(
+        client,
+        &targets,
+        timeout,
+        opts.concurrency,
+        requests,
+        progress,
+    )
+    .await;
+    for (t, h) in targets.iter().zip(healths) {
+        if h.state != health::HealthState::Current {
+            tracing::warn!(crd = %t.key, "CRD not established: {}", h.message);
+        }
+    }
+}
+
+/// `ferry diff`: server-side dry-run apply of every object and a redacted unified diff against
+/// the live object; with `opts.prune`, also what would be pruned.
+pub async fn diff(
+    client: &Client,
+    manifests: Vec<Manifest>,
+    opts: &ApplyOptions,
+    _progress: &dyn Progress,
+) -> Result<DiffReport> {
+    plan::validate_app_name(&opts.app)?;
+    let owner = opts.owner(client);
+    let requests = Requests::default();
+    requests.read();
+    let mut resolver = Resolver::discover(client).await?;
+    resolver.learn_crds(&manifests);
+    let planned = plan::plan(
+        manifests,
+        &resolver,
+        &owner.namespace,
+        &owner,
+        opts.revision.as_deref(),
+    )?;
+    let previous = match inventory::read(client, &owner, &requests).await {
+        Ok(inv) => inv,
+        // The inventory's namespace may not exist yet: then nothing was applied before.
+        Err(Error::Object { .. }) => None,
+        Err(err) => return Err(err),
+    };
+    let mut params = PatchParams::apply(crate::FIELD_MANAGER).dry_run();
+    if opts.force_conflicts {
+        params = params.force();
+    }
+    let results: Vec<Result<ObjectDiff>> = futures::stream::iter(planned.iter())
+        .map(|p| {
+            let params = params.clone();
+            let requests = &requests;
+            let owner = &owner;
+            async move {
+                let api = apply::api_for(client, &kind_of(p), p.key.namespace.as_deref());
+                requests.read();
+                let live = match api.get_opt(&p.key.name).await {
+                    Ok(live) => live,
+                    Err(err) if status_code(&err) == Some(404) => None,
+                    Err(err) => {
+                        return Err(Error::Object {
+                            object: p.key.to_string(),
+                            message: describe_kube_error(&err),
+                        });
+                    }
+                };
+                if let Some(live) = &live
+                    && let Some(other) = live
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(plan::ANNOTATION_OWNER))
+                    && *other != owner.id()
+                {
+                    return Err(Error::Object {
+                        object: p.key.to_string(),
+                        message: format!(
+                            "already owned by ferry app {other:?}; applying would fail"
+                        ),
+                    });
+                }
+                requests.write();
+                let desired = match api
+                    .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
+                    .await
+                {
+                    Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
+                    // Namespace or CRD created by this same apply: show the intent itself.
+                    Err(err) if status_code(&err) == Some(404) && live.is_none() => {
+                        serde_json::to_value(&p.manifest.object).unwrap_or(Value::Null)
+                    }
+                    Err(err) => {
+                        return Err(Error::Object {
+                            object: p.key.to_string(),
+                            message: format!("dry-run apply failed: {}", describe_kube_error(&err)),
+                        });
+                    }
+                };
+                let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
+                Ok(diff_object(&p.key, live.as_ref(), Some(&desired)))
+            }
+        })
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    let mut objects = results.into_iter().collect::<Result<Vec<_>>>()?;
+    if opts.prune
+        && let Some(previous) = previous
+    {
+        let planned_keys: BTreeSet<&ObjectKey> = planned.iter().map(|p| &p.key).collect();
+        let gone: Vec<Entry> = previous
+            .objects
+            .into_iter()
+            .filter(|e| !planned_keys.contains(&e.key))
+            .collect();
+        let (candidates, _) = resolve_entries(&resolver, gone);
+        for c in candidates {
+            let api = apply::api_for(client, &c.kind, c.entry.key.namespace.as_deref());
+            requests.read();
+            let Ok(Some(live)) = api.get_opt(&c.entry.key.name).await else {
+                continue;
+            };
+            let annotations = live.metadata.annotations.as_ref();
+            if !owner.owns(live.metadata.labels.as_ref(), annotations)
+                || annotations
+                    .and_then(|a| a.get(plan::ANNOTATION_PRUNE))
+                    .map(String::as_str)
+                    == Some("disabled")
+            {
+                continue;
+            }
+            let live = serde_json::to_value(&live).unwrap_or(Value::Null);
+            objects.push(diff_object(&c.entry.key, Some(&live), None));
+        }
+    }
+    Ok(DiffReport {
+        app: opts.app.clone(),
+        namespace: owner.namespace,
+        objects,
+        requests: requests.snapshot(),
+    })
+}
+
+/// Diff one object. `live == None`: create; `desired == None`: prune.
+pub fn diff_object(key: &ObjectKey, live: Option<&Value>, desired: Option<&Value>) -> ObjectDiff {
+    let is_secret = key.group.is_empty() && key.kind == "Secret";
+    let mut live = live.map(normalize);
+    let mut desired = desired.map(normalize);
+    if is_secret {
+        redact_secret(live.as_mut(), desired.as_mut());
+    }
+    let to_yaml = |v: &Option<Value>| v.as_ref().map(yaml).unwrap_or_default();
+    let (old, new) = (to_yaml(&live), to_yaml(&desired));
+    let action = match (&live, &desired) {
+        (None, _) => DiffAction::Create,
+        (_, None) => DiffAction::Prune,
+        _ if old == new => DiffAction::Unchanged,
+        _ => DiffAction::Change,
+    };
+    let diff = if action == DiffAction::Unchanged {
+        String::new()
+    } else {
+        similar::TextDiff::from_lines(&old, &new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("live/{key}"), &format!("desired/{key}"))
+            .to_string()
+    };
+    ObjectDiff {
+        key: key.clone(),
+        action,
+        diff,
+    }
+}
+
+fn yaml(value: &Value) -> String {
+    serde_saphyr::to_string(value)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(value).unwrap_or_default())
+}
+
+/// Strip server-populated and ferry bookkeeping fields so that only intent differences show.
+fn normalize(value: &Value) -> Value {
+    let mut v = value.clone();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("status");
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            for field in [
+                "managedFields",
+                "resourceVersion",
+                "uid",
+                "generation",
+                "creationTimestamp",
+                "selfLink",
+            ] {
+                meta.remove(field);
+            }
+            if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                for a in [
+                    "kubectl.kubernetes.io/last-applied-configuration",
+                    "deployment.kubernetes.io/revision",
+                    plan::ANNOTATION_HASH,
+                    plan::ANNOTATION_REVISION,
+                ] {
+                    annotations.remove(a);
+                }
+                if annotations.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Replace Secret values: unchanged keys show `<redacted>` on both sides, changed keys show
+/// `<redacted, changed>` on the desired side, so a diff line appears without the value.
+fn redact_secret(live: Option<&mut Value>, desired: Option<&mut Value>) {
+    const SAME: &str = "<redacted>";
+    const CHANGED: &str = "<redacted, changed>";
+    let live_data: serde_json::Map<String, Value> = live
+        .as_ref()
+        .and_then(|l| l.get("data"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(desired) = desired {
+        for field in ["data", "stringData"] {
+            if let Some(map) = desired.get_mut(field).and_then(Value::as_object_mut) {
+                for (k, v) in map.iter_mut() {
+                    let same = field == "data" && live_data.get(k) == Some(v);
+                    *v = Value::String(if same { SAME } else { CHANGED }.to_string());
+                }
+            }
+        }
+    }
+    if let Some(live) = live {
+        for field in ["data", "stringData"] {
+            if let Some(map) = live.get_mut(field).and_then(Value::as_object_mut) {
+                for v in map.values_mut() {
+                    *v = Value::String(SAME.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// `ferry delete --app`: delete every object in the inventory that is still provably ours (in
+/// reverse apply order), then the inventory itself.
+pub async fn delete_app(
+    client: &Client,
+    app: &str,
+    namespace: Option<&str>,
+    dry_run: bool,
+    concurrency: usize,
+) -> Result<ApplyReport> {
+    let started = Instant::now();
+    plan::validate_app_name(app)?;
+    let owner = owner_for(client, app, namespace);
+    let requests = Requests::default();
+    let Some(inv) = inventory::read(client, &owner, &requests).await? else {
+        return Err(Error::Refused(format!(
+            "no inventory for app {app} in namespace {}: nothing to delete (was it applied with another --namespace?)",
+            owner.namespace
+        )));
+    };
+    requests.read();
+    let resolver = Resolver::discover(client).await?;
+    let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
+    let mut objects: Vec<ObjectResult> = unresolved
+        .into_iter()
+        .map(|e| {
+            ObjectResult::new(e.key, e.api_version, Action::Kept)
+                .with_message("its kind is no longer served by the cluster")
+        })
+        .collect();
+    let kinds: Vec<(ObjectKey, ResolvedKind)> = candidates
+        .iter()
+        .map(|c| (c.entry.key.clone(), c.kind.clone()))
+        .collect();
+    let live = apply::live_index(client, &kinds, concurrency, &requests).await?;
+    let outcomes = prune::delete_owned(
+        client,
+        candidates,
+        &live,
+        &owner,
+        Action::Deleted,
+        dry_run,
+        concurrency,
+        &requests,
+    )
+    .await;
+    objects.extend(outcomes.into_iter().filter_map(|(_, o)| o.result));
+    let failed = objects.iter().any(|o| o.action == Action::Failed);
+    if !failed && !dry_run {
+        inventory::delete(client, &owner, &requests).await?;
+    }
+    Ok(ApplyReport {
+        app: app.to_string(),
+        namespace: owner.namespace,
+        revision: inv.revision,
+        dry_run,
+        objects,
+        requests: requests.snapshot(),
+        timed_out: false,
+        prune_skipped: failed.then(|| {
+            "some objects could not be deleted; the inventory was kept so a rerun can finish"
+                .to_string()
+        }),
+        duration_ms: started.elapsed().as_millis(),
+    })
+}
+
+/// `ferry status --app`: the inventory, last revision/time, and the health of every object.
+pub async fn status(
+    client: &Client,
+    app: &str,
+    namespace: Option<&str>,
+    concurrency: usize,
+) -> Result<StatusReport> {
+    plan::validate_app_name(app)?;
+    let owner = owner_for(client, app, namespace);
+    let requests = Requests::default();
+    let Some(inv) = inventory::read(client, &owner, &requests).await? else {
+        return Err(Error::Refused(format!(
+            "no inventory for app {app} in namespace {}: it was never applied there (check --app and --namespace)",
+            owner.namespace
+        )));
+    };
+    let resolver = Resolver::discover(client).await?;
+    let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
+    let mut objects: Vec<ObjectStatus> = futures::stream::iter(candidates)
+        .map(|c| {
+            let requests = &requests;
+            async move {
+                let target = Target {
+                    key: c.entry.key.clone(),
+                    kind: c.kind,
+                };
+                let mut h = health::check(client, &target, requests).await;
+                if !matches!(
+                    h.state,
+                    health::HealthState::Current | health::HealthState::NotFound
+                ) {
+                    let detail = health::explain(client, &target, requests).await;
+                    if !detail.is_empty() {
+                        h.message = format!("{}\n{detail}", h.message);
+                    }
+                }
+                ObjectStatus {
+                    key: c.entry.key,
+                    api_version: c.entry.api_version,
+                    health: h,
+                }
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    objects.extend(unresolved.into_iter().map(|e| ObjectStatus {
+        key: e.key,
+        api_version: e.api_version,
+        health: health::Health::not_found(),
+    }));
+    Ok(StatusReport {
+        app: app.to_string(),
+        namespace: owner.namespace,
+        source: inv.source,
+        revision: inv.revision,
+        applied_at: inv.applied_at,
+        objects,
+    })
+}

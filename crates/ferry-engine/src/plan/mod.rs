@@ -1,1 +1,492 @@
-//! Stage 4, plan: resolve kinds through discovery, order objects, diff against the live cluster.
+//! Stage 4, plan: resolve kinds through discovery, default namespaces, stamp ownership metadata,
+//! hash the intent, and order objects into apply phases. [`diff`] compares the plan with the
+//! live cluster for `ferry diff` (see `pipeline::diff`).
+//!
+//! Ownership: every applied object gets the label `ferry.dev/app=<app>` and the annotation
+//! `ferry.dev/owner=<inventory namespace>/<app>`; both must match before ferry prunes or deletes
+//! anything. `ferry.dev/intent-hash` is a hash of what ferry applies; a re-apply of an unchanged
+//! object with an unchanged live fingerprint sends no write (see `apply`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use kube::Client;
+use kube::api::ApiResource;
+use kube::core::GroupVersionKind;
+use kube::discovery::{Discovery, Scope};
+use serde_json::Value;
+
+use crate::{Error, Manifest, ObjectKey, Result};
+
+pub const LABEL_APP: &str = "ferry.dev/app";
+pub const ANNOTATION_OWNER: &str = "ferry.dev/owner";
+pub const ANNOTATION_HASH: &str = "ferry.dev/intent-hash";
+pub const ANNOTATION_REVISION: &str = "ferry.dev/revision";
+/// Per-object opt-out from pruning and `ferry delete`: `ferry.dev/prune: disabled`.
+pub const ANNOTATION_PRUNE: &str = "ferry.dev/prune";
+
+/// Apply order. Lower phases are applied (and, for CRDs, established) before higher ones;
+/// objects within a phase are applied concurrently. Prune and delete go in reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Phase {
+    /// Namespaces and CRDs: everything else may live in or be an instance of them.
+    Foundation = 0,
+    /// Identity, policy and configuration that workloads reference.
+    Config = 1,
+    /// Services before workloads, so environment variables and DNS exist at pod start.
+    Network = 2,
+    /// Workloads and everything else, including custom resources.
+    Workload = 3,
+    /// Admission webhooks and API services last: applying them early could block the rest
+    /// while their backing workload is not running yet.
+    Admission = 4,
+}
+
+impl Phase {
+    pub fn of(group: &str, kind: &str) -> Self {
+        match (group, kind) {
+            ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+                Self::Foundation
+            }
+            (
+                "",
+                "ServiceAccount"
+                | "Secret"
+                | "ConfigMap"
+                | "ResourceQuota"
+                | "LimitRange"
+                | "PersistentVolume"
+                | "PersistentVolumeClaim",
+            )
+            | (
+                "rbac.authorization.k8s.io",
+                "ClusterRole" | "Role" | "ClusterRoleBinding" | "RoleBinding",
+            )
+            | ("scheduling.k8s.io", "PriorityClass")
+            | ("storage.k8s.io", "StorageClass")
+            | ("node.k8s.io", "RuntimeClass")
+            | ("networking.k8s.io", "NetworkPolicy" | "IngressClass")
+            | ("policy", "PodDisruptionBudget") => Self::Config,
+            ("", "Service" | "Endpoints") | ("discovery.k8s.io", "EndpointSlice") => Self::Network,
+            (
+                "admissionregistration.k8s.io",
+                "MutatingWebhookConfiguration"
+                | "ValidatingWebhookConfiguration"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
+                | "MutatingAdmissionPolicy"
+                | "MutatingAdmissionPolicyBinding",
+            )
+            | ("apiregistration.k8s.io", "APIService") => Self::Admission,
+            _ => Self::Workload,
+        }
+    }
+
+    pub const ALL: [Phase; 5] = [
+        Self::Foundation,
+        Self::Config,
+        Self::Network,
+        Self::Workload,
+        Self::Admission,
+    ];
+}
+
+/// How to reach one kind: its API resource and whether it is namespaced.
+#[derive(Debug, Clone)]
+pub struct ResolvedKind {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+/// Resolves `apiVersion`+`kind` to API resources using discovery, plus the CRDs in the source
+/// (their kinds are not served until they are applied). Works with any identity: discovery is
+/// readable by every authenticated user.
+pub struct Resolver {
+    discovery: Discovery,
+    from_crds: HashMap<(String, String, String), ResolvedKind>,
+}
+
+impl Resolver {
+    /// Run discovery (one aggregated request pair) against the cluster.
+    pub async fn discover(client: &Client) -> Result<Self> {
+        let discovery = Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .map_err(|err| {
+                Error::Cluster(format!(
+                    "discovery failed (cannot list the API server's kinds): {}",
+                    crate::apply::describe_kube_error(&err)
+                ))
+            })?;
+        Ok(Self {
+            discovery,
+            from_crds: HashMap::new(),
+        })
+    }
+
+    /// Register the kinds that CRDs in the source will serve.
+    pub fn learn_crds(&mut self, manifests: &[Manifest]) {
+        for m in manifests {
+            if m.group() != "apiextensions.k8s.io" || m.kind() != "CustomResourceDefinition" {
+                continue;
+            }
+            let spec = &m.object.data["spec"];
+            let (Some(group), Some(kind), Some(plural)) = (
+                spec["group"].as_str(),
+                spec["names"]["kind"].as_str(),
+                spec["names"]["plural"].as_str(),
+            ) else {
+                continue;
+            };
+            let namespaced = spec["scope"].as_str() != Some("Cluster");
+            for version in spec["versions"].as_array().into_iter().flatten() {
+                let Some(version) = version["name"].as_str() else {
+                    continue;
+                };
+                let gvk = GroupVersionKind::gvk(group, version, kind);
+                let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+                self.from_crds.insert(
+                    (group.to_string(), version.to_string(), kind.to_string()),
+                    ResolvedKind {
+                        resource,
+                        namespaced,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Resolve `group/version` + `kind`; `None` if neither the cluster nor a CRD in the source
+    /// serves it.
+    pub fn resolve(&self, group: &str, version: &str, kind: &str) -> Option<ResolvedKind> {
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        if let Some((resource, caps)) = self.discovery.resolve_gvk(&gvk) {
+            return Some(ResolvedKind {
+                resource,
+                namespaced: caps.scope == Scope::Namespaced,
+            });
+        }
+        self.from_crds
+            .get(&(group.to_string(), version.to_string(), kind.to_string()))
+            .cloned()
+    }
+
+    /// Resolve a group+kind at any served version (for inventory entries whose recorded version
+    /// may have been removed since).
+    pub fn resolve_any_version(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> Option<ResolvedKind> {
+        self.resolve(group, version, kind).or_else(|| {
+            let (resource, caps) = self.discovery.get(group)?.recommended_kind(kind)?;
+            Some(ResolvedKind {
+                resource,
+                namespaced: caps.scope == Scope::Namespaced,
+            })
+        })
+    }
+
+    /// Versions the cluster serves for a group, for error messages.
+    fn served_versions(&self, group: &str, kind: &str) -> Vec<String> {
+        let Some(api_group) = self.discovery.get(group) else {
+            return Vec::new();
+        };
+        api_group
+            .versions()
+            .filter(|v| {
+                api_group
+                    .versioned_resources(v)
+                    .iter()
+                    .any(|(r, _)| r.kind == kind)
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// One object ready to apply.
+#[derive(Debug, Clone)]
+pub struct PlannedObject {
+    pub manifest: Manifest,
+    pub resource: ApiResource,
+    pub namespaced: bool,
+    pub key: ObjectKey,
+    pub phase: Phase,
+    /// Hash of the applied intent (also stamped as `ferry.dev/intent-hash`).
+    pub hash: String,
+}
+
+impl PlannedObject {
+    pub fn api_version(&self) -> String {
+        self.resource.api_version.clone()
+    }
+}
+
+/// Who owns what: the app name and the namespace its inventory lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub app: String,
+    pub namespace: String,
+}
+
+impl Owner {
+    /// The `ferry.dev/owner` annotation value.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.app)
+    }
+
+    /// Whether live metadata says this owner owns the object: label **and** annotation.
+    pub fn owns(
+        &self,
+        labels: Option<&BTreeMap<String, String>>,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        labels.and_then(|l| l.get(LABEL_APP)) == Some(&self.app)
+            && annotations.and_then(|a| a.get(ANNOTATION_OWNER)) == Some(&self.id())
+    }
+}
+
+/// Validate an app name: it becomes a label value and part of the inventory's name.
+pub fn validate_app_name(app: &str) -> Result<()> {
+    let ok = !app.is_empty()
+        && app.len() <= 63
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !app.starts_with('-')
+        && !app.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "app name {app:?} is not valid: use at most 63 lowercase letters, digits and '-' (pass --app NAME)"
+        )))
+    }
+}
+
+/// Resolve, default, stamp, hash and order the manifests. Fails before anything is applied if
+/// any kind is unknown or the same object appears twice.
+pub fn plan(
+    manifests: Vec<Manifest>,
+    resolver: &Resolver,
+    default_namespace: &str,
+    owner: &Owner,
+    revision: Option<&str>,
+) -> Result<Vec<PlannedObject>> {
+    let mut planned = Vec::with_capacity(manifests.len());
+    let mut seen: HashMap<ObjectKey, crate::Origin> = HashMap::new();
+    for mut manifest in manifests {
+        let api_version = manifest.api_version().to_string();
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), api_version.clone()),
+        };
+        let kind = manifest.kind().to_string();
+        let Some(resolved) = resolver.resolve(&group, &version, &kind) else {
+            let served = resolver.served_versions(&group, &kind);
+            let hint = if served.is_empty() {
+                "the cluster does not serve this kind: install its CRD first or add the CRD to the source".to_string()
+            } else {
+                format!(
+                    "the cluster serves {kind} only as {}",
+                    served
+                        .iter()
+                        .map(|v| if group.is_empty() {
+                            v.clone()
+                        } else {
+                            format!("{group}/{v}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(Error::Source {
+                path: manifest.origin.file.clone(),
+                message: format!(
+                    "{}: unknown kind {kind} (apiVersion {api_version}) for {:?}: {hint}",
+                    origin_position(&manifest.origin),
+                    manifest.name()
+                ),
+            });
+        };
+        if resolved.namespaced {
+            if manifest
+                .object
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("")
+                .is_empty()
+            {
+                manifest.object.metadata.namespace = Some(default_namespace.to_string());
+            }
+        } else if manifest.object.metadata.namespace.take().is_some() {
+            tracing::debug!(object = %manifest.key(), "dropping namespace of a cluster-scoped object");
+        }
+        let key = ObjectKey {
+            group: group.clone(),
+            kind: kind.clone(),
+            namespace: manifest.object.metadata.namespace.clone(),
+            name: manifest.name().to_string(),
+        };
+        if let Some(previous) = seen.insert(key.clone(), manifest.origin.clone()) {
+            return Err(Error::Source {
+                path: manifest.origin.file.clone(),
+                message: format!(
+                    "{}: {key} is also defined at {previous}; each object may appear only once",
+                    origin_position(&manifest.origin)
+                ),
+            });
+        }
+        stamp_ownership(&mut manifest, owner);
+        let hash = intent_hash(&manifest);
+        let annotations = manifest.object.metadata.annotations.get_or_insert_default();
+        annotations.insert(ANNOTATION_HASH.to_string(), hash.clone());
+        if let Some(revision) = revision {
+            annotations.insert(ANNOTATION_REVISION.to_string(), revision.to_string());
+        }
+        planned.push(PlannedObject {
+            phase: Phase::of(&group, &kind),
+            manifest,
+            resource: resolved.resource,
+            namespaced: resolved.namespaced,
+            key,
+            hash,
+        });
+    }
+    // Stable order: by phase, then source order (sort_by_key is stable).
+    planned.sort_by_key(|p| p.phase);
+    Ok(planned)
+}
+
+fn origin_position(origin: &crate::Origin) -> String {
+    match origin.line {
+        Some(line) => format!("line {line} (document {})", origin.document + 1),
+        None => format!("document {}", origin.document + 1),
+    }
+}
+
+fn stamp_ownership(manifest: &mut Manifest, owner: &Owner) {
+    let meta = &mut manifest.object.metadata;
+    meta.labels
+        .get_or_insert_default()
+        .insert(LABEL_APP.to_string(), owner.app.clone());
+    meta.annotations
+        .get_or_insert_default()
+        .insert(ANNOTATION_OWNER.to_string(), owner.id());
+    // Server-populated fields must not be sent with an apply.
+    meta.resource_version = None;
+    meta.uid = None;
+    meta.managed_fields = None;
+    meta.creation_timestamp = None;
+}
+
+/// SHA-256 over the canonical JSON of the object (without the hash and revision annotations).
+/// For Secrets the hash sits on the Secret itself, readable only by those who can read its data.
+pub fn intent_hash(manifest: &Manifest) -> String {
+    use aws_lc_rs::digest::{SHA256, digest};
+    let mut value = serde_json::to_value(&manifest.object).unwrap_or(Value::Null);
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut)
+        && let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+    {
+        annotations.remove(ANNOTATION_HASH);
+        annotations.remove(ANNOTATION_REVISION);
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+    }
+    let canonical = canonical_json(&value);
+    hex::encode(&digest(&SHA256, canonical.as_bytes()).as_ref()[..16])
+}
+
+/// JSON with object keys sorted, independent of map ordering features.
+fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_order_dependencies_first() {
+        assert!(Phase::of("", "Namespace") < Phase::of("", "ServiceAccount"));
+        assert!(Phase::of("rbac.authorization.k8s.io", "Role") < Phase::of("apps", "Deployment"));
+        assert!(Phase::of("", "Service") < Phase::of("apps", "Deployment"));
+        assert!(
+            Phase::of("example.com", "Widget")
+                > Phase::of("apiextensions.k8s.io", "CustomResourceDefinition")
+        );
+        assert!(
+            Phase::of(
+                "admissionregistration.k8s.io",
+                "ValidatingWebhookConfiguration"
+            ) > Phase::of("apps", "Deployment")
+        );
+    }
+
+    #[test]
+    fn app_names() {
+        assert!(validate_app_name("web-1").is_ok());
+        assert!(validate_app_name("Web").is_err());
+        assert!(validate_app_name("").is_err());
+        assert!(validate_app_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn ownership_needs_label_and_annotation() {
+        let owner = Owner {
+            app: "a".into(),
+            namespace: "ns".into(),
+        };
+        let labels = BTreeMap::from([(LABEL_APP.to_string(), "a".to_string())]);
+        let ours = BTreeMap::from([(ANNOTATION_OWNER.to_string(), "ns/a".to_string())]);
+        let other = BTreeMap::from([(ANNOTATION_OWNER.to_string(), "other/a".to_string())]);
+        assert!(owner.owns(Some(&labels), Some(&ours)));
+        assert!(!owner.owns(Some(&labels), Some(&other)));
+        assert!(!owner.owns(None, Some(&ours)));
+    }
+
+    #[test]
+    fn hash_ignores_key_order_and_revision() {
+        let a = crate::render::plain::parse_bytes(
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, annotations: {ferry.dev/revision: r1}}\ndata: {a: '1', b: '2'}\n",
+            std::path::Path::new("a"),
+        )
+        .unwrap();
+        let b = crate::render::plain::parse_bytes(
+            b"kind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\ndata: {b: '2', a: '1'}\n",
+            std::path::Path::new("b"),
+        )
+        .unwrap();
+        assert_eq!(intent_hash(&a[0]), intent_hash(&b[0]));
+        let c = crate::render::plain::parse_bytes(
+            b"kind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\ndata: {b: '3', a: '1'}\n",
+            std::path::Path::new("c"),
+        )
+        .unwrap();
+        assert_ne!(intent_hash(&a[0]), intent_hash(&c[0]));
+    }
+}

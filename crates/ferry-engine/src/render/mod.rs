@@ -94,7 +94,7 @@ impl RenderRequest {
     }
 
     /// `path` relative to the root, for [`crate::Origin`]s and messages.
-    pub fn relative<'a>(&self, root: &Path, path: &'a Path) -> PathBuf {
+    pub fn relative(&self, root: &Path, path: &Path) -> PathBuf {
         match path.strip_prefix(root) {
             Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
             Ok(rel) => rel.to_path_buf(),

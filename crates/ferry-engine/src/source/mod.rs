@@ -1,1 +1,42 @@
 //! Stage 1, source: where the files come from (a local path, stdin, or a git checkout).
+
+pub mod git;
+
+use std::path::Path;
+
+/// The commit checked out at `path` if it is inside a git working tree (`HEAD`'s commit id),
+/// used as the default `--revision`. A dirty tree gets a `-dirty` suffix so the recorded
+/// revision never claims to be exactly a commit it is not.
+pub fn git_revision(path: &Path) -> Option<String> {
+    let repo = git2::Repository::discover(path).ok()?;
+    let head = repo.head().ok()?.peel_to_commit().ok()?;
+    let mut options = git2::StatusOptions::new();
+    options.include_untracked(false).include_ignored(false);
+    let dirty = repo
+        .statuses(Some(&mut options))
+        .map(|s| !s.is_empty())
+        .unwrap_or(false);
+    Some(format!("{}{}", head.id(), if dirty { "-dirty" } else { "" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_of_a_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(git_revision(dir.path()), None);
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "x: 1\n").unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("a.yaml")).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let commit = repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[]).unwrap();
+        assert_eq!(git_revision(dir.path()), Some(commit.to_string()));
+        std::fs::write(dir.path().join("a.yaml"), "x: 2\n").unwrap();
+        assert_eq!(git_revision(dir.path()), Some(format!("{commit}-dirty")));
+    }
+}
