@@ -12,6 +12,8 @@ const ABOUT: &str =
 const AFTER_HELP: &str = "\
 Examples:
   ferry cluster-info                         # which cluster, which identity, is SSA available
+  ferry apply ./deploy --app web --prune     # apply a directory as app \"web\", delete what left it
+  ferry diff ./deploy                        # what would change (exit 1 if anything)
   ferry completions bash > /etc/bash_completion.d/ferry
 
 Exit codes:
@@ -55,6 +57,23 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Show the cluster's version, the identity it sees, and whether server-side apply works.
     ClusterInfo,
+    /// Server-side apply files, directories or stdin as one app; optionally prune and wait.
+    #[command(after_help = crate::commands::apply::APPLY_HELP)]
+    Apply(crate::commands::apply::ApplyArgs),
+    /// Show what apply would change: server-side dry run and a diff per object.
+    #[command(after_help = crate::commands::diff::DIFF_HELP)]
+    Diff(crate::commands::diff::DiffArgs),
+    /// Print the final manifests apply would send (no cluster needed).
+    #[command(after_help = crate::commands::render::RENDER_HELP)]
+    Render(crate::commands::render::RenderArgs),
+    /// Delete everything an app applied, then its inventory.
+    #[command(after_help = crate::commands::delete::DELETE_HELP)]
+    Delete(crate::commands::delete::DeleteArgs),
+    /// Show an app's inventory, last revision and the health of each object.
+    #[command(after_help = crate::commands::status::STATUS_HELP)]
+    Status(crate::commands::status::StatusArgs),
+    /// Rewrite image references in a checkout (setter markers, kustomization images).
+    SetImage(crate::commands::set_image::SetImageArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     #[command(after_help = "Example:\n  ferry completions zsh > \"${fpath[1]}/_ferry\"")]
     Completions {

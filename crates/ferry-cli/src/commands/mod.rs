@@ -1,6 +1,12 @@
 //! Subcommand dispatch: each subcommand is a small module that calls into `ferry-engine`.
 
+pub(crate) mod apply;
 mod cluster_info;
+pub(crate) mod delete;
+pub(crate) mod diff;
+pub(crate) mod render;
+pub(crate) mod status;
+pub(crate) mod set_image;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -11,6 +17,12 @@ use crate::output::EXIT_OK;
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::ClusterInfo => cluster_info::run(&cli.global).await,
+        Command::Apply(args) => apply::run(&cli.global, &args).await,
+        Command::Diff(args) => diff::run(&cli.global, &args).await,
+        Command::Render(args) => render::run(&cli.global, &args),
+        Command::Delete(args) => delete::run(&cli.global, &args).await,
+        Command::Status(args) => status::run(&cli.global, &args).await,
+        Command::SetImage(args) => set_image::run(&cli.global, &args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(EXIT_OK)

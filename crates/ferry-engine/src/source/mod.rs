@@ -16,7 +16,17 @@ pub fn git_revision(path: &Path) -> Option<String> {
         .statuses(Some(&mut options))
         .map(|s| !s.is_empty())
         .unwrap_or(false);
-    Some(format!("{}{}", head.id(), if dirty { "-dirty" } else { "" }))
+    Some(format!(
+        "{}{}",
+        head.id(),
+        if dirty { "-dirty" } else { "" }
+    ))
+}
+
+/// The working tree root of the git checkout containing `path`, if any (the default source root).
+pub fn git_workdir(path: &Path) -> Option<std::path::PathBuf> {
+    let repo = git2::Repository::discover(path).ok()?;
+    repo.workdir().map(Path::to_path_buf)
 }
 
 #[cfg(test)]
@@ -34,7 +44,9 @@ mod tests {
         index.write().unwrap();
         let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-        let commit = repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[]).unwrap();
+        let commit = repo
+            .commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
         assert_eq!(git_revision(dir.path()), Some(commit.to_string()));
         std::fs::write(dir.path().join("a.yaml"), "x: 2\n").unwrap();
         assert_eq!(git_revision(dir.path()), Some(format!("{commit}-dirty")));

@@ -1,0 +1,350 @@
+//! `ferry apply PATH...`: render the paths, server-side apply them as one app, optionally prune
+//! and wait. Also holds the source/target flags `diff` and `render` share.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferry_engine::pipeline::{self, ApplyOptions, Progress, ProgressEvent};
+use ferry_engine::render::{self, RenderRequest, set_image};
+use ferry_engine::{Manifest, cluster};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::GlobalArgs;
+use crate::commands::cluster_info::cluster_options;
+use crate::output::{EXIT_CHANGES, EXIT_OK, EXIT_TIMEOUT, OutputFormat};
+
+pub const APPLY_HELP: &str = "\
+Examples:
+  ferry apply ./deploy                                  # app name = directory name
+  ferry apply ./deploy --app web -n web --prune --wait  # delete what left ./deploy, wait for health
+  ferry apply k8s/base k8s/prod --app shop --set-image shop=ghcr.io/acme/shop:1.4.2
+  kustomize build . | ferry apply - --app web           # stdin
+  ferry apply ./deploy -o json                          # one result per object, for machines
+
+PATH is a file, a directory (recursive; .yaml/.yml/.json; multi-document) or - for stdin.
+Objects get the label ferry.dev/app=<app>; the inventory is the ConfigMap
+ferry-inventory-<app> in the app's namespace. --prune deletes only objects that are in the
+inventory AND still carry the app's label and owner annotation, never those annotated
+ferry.dev/prune: disabled, and never when the source is empty (unless --allow-empty).
+--wait is on by default when $CI is set.
+
+Exit codes: 0 applied (and healthy with --wait), 1 some objects failed, 2 error, 3 timed out.";
+
+/// Where the manifests come from (shared by apply, diff and render).
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// Files or directories to render, or - for stdin.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Source root: nothing outside it is read (default: the git checkout containing PATH,
+    /// else the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Replace container images in every pod template: NAME=NEWNAME:TAG, NAME=NEWNAME@DIGEST,
+    /// NAME=:TAG or NAME:TAG. Repeatable.
+    #[arg(long = "set-image", value_name = "NAME=IMAGE")]
+    pub set_images: Vec<String>,
+    /// Namespace for namespaced objects without one; also where the app's inventory lives
+    /// (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+/// App identity and apply behaviour (shared by apply and diff).
+#[derive(Debug, Args, Clone)]
+pub struct AppArgs {
+    /// App name: labels the objects and names the inventory (default: the directory's name).
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+    /// Delete objects that were applied before by this app and are gone from the source.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune, allow an empty source (deletes everything the app owns).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Take over fields owned by another field manager instead of failing.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Git commit to record (default: HEAD of the checkout containing PATH).
+    #[arg(long, value_name = "SHA")]
+    pub revision: Option<String>,
+    /// Maximum parallel API requests.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Wait until every object is healthy (default when $CI is set).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Do not wait for health.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long --wait waits (e.g. 90s, 5m, 1h).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Server-side dry run: validate against the cluster, persist nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// List unchanged objects too in human output.
+    #[arg(long)]
+    pub show_unchanged: bool,
+}
+
+/// `90s`, `5m`, `1h30m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(format!("invalid duration {text:?}: use e.g. 90s, 5m or 1h")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: use e.g. 90s, 5m or 1h"))?;
+        total += n * unit;
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(format!("invalid duration {text:?}: use e.g. 90s, 5m or 1h"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// The source root: --root, else the git checkout containing the first path, else the
+/// current directory.
+fn source_root(args: &SourceArgs) -> Result<PathBuf> {
+    if let Some(root) = &args.root {
+        return Ok(root.clone());
+    }
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let first = args.paths.iter().find(|p| p.as_os_str() != "-");
+    if let Some(first) = first {
+        let absolute = cwd.join(first);
+        if let Some(workdir) = ferry_engine::source::git_workdir(&absolute) {
+            return Ok(workdir);
+        }
+        if !absolute.starts_with(&cwd) {
+            // Outside the current directory and not in a checkout: the path itself is the root.
+            return Ok(if absolute.is_dir() {
+                absolute
+            } else {
+                absolute.parent().map(Path::to_path_buf).unwrap_or(absolute)
+            });
+        }
+    }
+    Ok(cwd)
+}
+
+/// Render every path into one list of manifests.
+pub fn render_sources(args: &SourceArgs) -> Result<Vec<Manifest>> {
+    let root = source_root(args)?;
+    let overrides = set_image::parse_all(&args.set_images)?;
+    let mut manifests = Vec::new();
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    for path in &args.paths {
+        let path = if path.as_os_str() == "-" {
+            path.clone()
+        } else {
+            cwd.join(path)
+        };
+        let req = RenderRequest::new(root.clone(), path)
+            .with_default_namespace(args.namespace.clone())
+            .with_set_images(overrides.clone());
+        manifests.extend(render::render(&req)?);
+    }
+    Ok(manifests)
+}
+
+/// `--app`, else the (sanitized) name of the first path's directory.
+pub fn app_name(app: &AppArgs, source: &SourceArgs) -> Result<String> {
+    if let Some(app) = &app.app {
+        return Ok(app.clone());
+    }
+    let Some(first) = source.paths.iter().find(|p| p.as_os_str() != "-") else {
+        bail!("reading from stdin: pass --app NAME to name the app");
+    };
+    let absolute = std::env::current_dir()?.join(first);
+    let absolute = absolute.canonicalize().unwrap_or(absolute);
+    let dir = if absolute.is_file() {
+        absolute.parent().map(Path::to_path_buf).unwrap_or(absolute)
+    } else {
+        absolute
+    };
+    let raw = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let name: String = raw
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-').chars().take(63).collect::<String>();
+    if name.is_empty() {
+        bail!(
+            "cannot derive an app name from {}: pass --app NAME",
+            first.display()
+        );
+    }
+    Ok(name)
+}
+
+pub fn apply_options(app: &AppArgs, source: &SourceArgs) -> Result<ApplyOptions> {
+    let first = source.paths.iter().find(|p| p.as_os_str() != "-");
+    let revision = app.revision.clone().or_else(|| {
+        first.and_then(|p| {
+            ferry_engine::source::git_revision(&std::env::current_dir().ok()?.join(p))
+        })
+    });
+    Ok(ApplyOptions {
+        app: app_name(app, source)?,
+        namespace: source.namespace.clone(),
+        prune: app.prune,
+        allow_empty: app.allow_empty,
+        force_conflicts: app.force_conflicts,
+        concurrency: app.concurrency.max(1),
+        revision,
+        source: source
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        ..Default::default()
+    })
+}
+
+/// Progress on stderr: an indicatif bar on a terminal, occasional plain lines otherwise.
+pub struct CliProgress {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    last_line: Mutex<Option<(Instant, usize)>>,
+}
+
+impl CliProgress {
+    pub fn new(enabled: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        Self {
+            bar: (enabled && tty).then(|| {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar
+            }),
+            plain: enabled && !tty,
+            last_line: Mutex::new(None),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for CliProgress {
+    fn event(&self, event: ProgressEvent<'_>) {
+        match event {
+            ProgressEvent::Planned { total } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(total as u64);
+                    bar.set_message("applying");
+                } else if self.plain {
+                    eprintln!("applying {total} objects");
+                }
+            }
+            ProgressEvent::Applied { .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+            }
+            ProgressEvent::Waiting { pending, total } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(total as u64);
+                    bar.set_position((total - pending) as u64);
+                    bar.set_message("healthy");
+                } else if self.plain {
+                    // At most one line every 5 s, and only when the count moved.
+                    let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+                    let due = last.is_none_or(|(at, n)| {
+                        n != pending && at.elapsed() >= Duration::from_secs(5)
+                    });
+                    if due && pending > 0 {
+                        eprintln!("waiting for {pending} of {total} objects to become healthy");
+                        *last = Some((Instant::now(), pending));
+                    }
+                }
+            }
+            ProgressEvent::Pruned { .. } => {}
+        }
+    }
+}
+
+pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
+    let manifests = render_sources(&args.source)?;
+    let mut opts = apply_options(&args.app, &args.source)?;
+    opts.wait = if args.no_wait {
+        false
+    } else {
+        args.wait || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+    };
+    opts.timeout = args.timeout;
+    opts.dry_run = args.dry_run;
+    let client = cluster::connect(&cluster_options(global)).await?;
+    let progress = CliProgress::new(global.output == OutputFormat::Human);
+    let report = pipeline::apply(&client, manifests, &opts, &progress).await;
+    progress.finish();
+    let report = report?;
+    match global.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Markdown => print!("{}", report.to_markdown()),
+        OutputFormat::Human => print!("{}", report.to_human(args.show_unchanged)),
+    }
+    Ok(if report.timed_out {
+        EXIT_TIMEOUT
+    } else if !report.succeeded() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

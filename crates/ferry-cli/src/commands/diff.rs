@@ -1,0 +1,57 @@
+//! `ferry diff PATH...`: server-side dry-run apply against the live cluster and a redacted
+//! unified diff per object. Exit 0 = no changes, 1 = changes, 2 = error.
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use clap::Args;
+use ferry_engine::cluster;
+use ferry_engine::pipeline::{self, NoProgress};
+
+use crate::cli::GlobalArgs;
+use crate::commands::apply::{AppArgs, SourceArgs, apply_options, render_sources};
+use crate::commands::cluster_info::cluster_options;
+use crate::output::{EXIT_CHANGES, EXIT_OK, OutputFormat};
+
+pub const DIFF_HELP: &str = "\
+Examples:
+  ferry diff ./deploy                      # colored diff on a terminal
+  ferry diff ./deploy --prune              # also list what --prune would delete
+  ferry diff ./deploy -o markdown > diff.md  # for a pull-request comment
+  if ferry diff ./deploy; then echo 'nothing to deploy'; fi
+
+Each object is dry-run applied by the API server (defaults, webhooks and all), then compared
+with the live object; managedFields, status and bookkeeping annotations are left out and
+Secret values are shown as <redacted>.
+
+Exit codes: 0 no changes, 1 changes found, 2 error.";
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+pub async fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8> {
+    let manifests = render_sources(&args.source)?;
+    let opts = apply_options(&args.app, &args.source)?;
+    let client = cluster::connect(&cluster_options(global)).await?;
+    let report = pipeline::diff(&client, manifests, &opts, &NoProgress).await?;
+    match global.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Markdown => print!("{}", report.to_markdown()),
+        OutputFormat::Human => print!(
+            "{}",
+            report.to_human(
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            )
+        ),
+    }
+    Ok(if report.has_changes() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    })
+}

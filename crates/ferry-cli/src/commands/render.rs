@@ -1,0 +1,50 @@
+//! `ferry render PATH...`: print the final manifests that `apply` would send, as a YAML stream
+//! (or a JSON list with `-o json`). No cluster needed.
+//!
+//! Secret data *is* printed: it is exactly what would be applied, and this command exists to
+//! show that. It only goes to stdout, never to logs; redirect it accordingly.
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::cli::GlobalArgs;
+use crate::commands::apply::{SourceArgs, render_sources};
+use crate::output::{EXIT_OK, OutputFormat};
+
+pub const RENDER_HELP: &str = "\
+Examples:
+  ferry render ./deploy                          # YAML stream on stdout
+  ferry render ./deploy --set-image web=ghcr.io/acme/web:2.0 -o json
+  ferry render ./deploy | kubectl apply --dry-run=client -f -
+
+Secret values are printed (decrypted, if a later stage decrypts them): this is exactly what
+would be applied. They go to stdout only, never to logs. No cluster is contacted, so
+namespaces are filled in by apply (discovery decides what is namespaced), not here.
+
+Exit codes: 0 rendered, 2 error (the message names the file, line and document).";
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8> {
+    let manifests = render_sources(&args.source)?;
+    match global.output {
+        OutputFormat::Json => {
+            let objects: Vec<_> = manifests.iter().map(|m| &m.object).collect();
+            println!("{}", serde_json::to_string_pretty(&objects)?);
+        }
+        OutputFormat::Human | OutputFormat::Markdown => {
+            let mut out = String::new();
+            for m in &manifests {
+                let value = serde_json::to_value(&m.object)?;
+                out.push_str(&format!("---\n# Source: {}\n", m.origin));
+                out.push_str(&serde_saphyr::to_string(&value)?);
+            }
+            print!("{out}");
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,45 @@
+//! `ferry status --app NAME`: the app's inventory, last applied revision and time, and the
+//! health of every object in it.
+
+use anyhow::Result;
+use clap::Args;
+use ferry_engine::{cluster, pipeline};
+
+use crate::cli::GlobalArgs;
+use crate::commands::cluster_info::cluster_options;
+use crate::output::{EXIT_CHANGES, EXIT_OK, OutputFormat};
+
+pub const STATUS_HELP: &str = "\
+Examples:
+  ferry status --app web -n web
+  ferry status --app web -n web -o json | jq '.objects[] | select(.health.state != \"current\")'
+
+The time shown is that of the last apply that changed something (a no-change apply writes
+nothing, not even the inventory).
+
+Exit codes: 0 every object healthy, 1 some object not healthy, 2 error (e.g. no such app).";
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The app to show.
+    #[arg(long, value_name = "NAME", required = true)]
+    pub app: String,
+    /// Namespace holding the app's inventory (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
+    let client = cluster::connect(&cluster_options(global)).await?;
+    let report = pipeline::status(&client, &args.app, args.namespace.as_deref(), 16).await?;
+    match global.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Markdown => print!("{}", report.to_markdown()),
+        OutputFormat::Human => print!("{}", report.to_human()),
+    }
+    Ok(if report.healthy() {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    })
+}
