@@ -9,10 +9,15 @@
 //! from discovery, so the plan stage does it. Renderers that need it themselves (helm
 //! `--namespace`) read [`RenderRequest::default_namespace`].
 
+pub mod app;
+pub mod config;
+pub mod helm;
+pub mod kustomize;
 pub mod plain;
 pub mod process;
 pub mod safety;
 pub mod set_image;
+pub mod substitute;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -37,6 +42,12 @@ pub struct RenderRequest {
     pub stdin: Option<Vec<u8>>,
     /// Variables for later substitution stages (`${VAR}`), empty means none.
     pub vars: BTreeMap<String, String>,
+    /// Command-line (or agent) settings layered over the app's `ferry.yaml`: renderer, chart,
+    /// values, `--set`, vars files, post-render, binaries, credentials. See [`config::Overrides`].
+    pub overrides: config::Overrides,
+    /// age keys for SOPS; `None` loads what `sops` would use (env, default key file) when
+    /// something encrypted is found.
+    pub age_keys: Option<crate::decrypt::sops::AgeKeys>,
 }
 
 impl RenderRequest {
@@ -127,17 +138,15 @@ pub fn render(req: &RenderRequest) -> Result<Vec<Manifest>> {
             Some(bytes) => bytes.clone(),
             None => read_stdin()?,
         };
-        plain::parse_bytes(&bytes, Path::new("-"))?
+        let mut manifests = plain::parse_bytes(&bytes, Path::new("-"))?;
+        app::finish_stdin(req, &mut manifests)?;
+        manifests
     } else {
+        // ferry.yaml / detection / flags pick plain, kustomize or helm; app also runs stage 3
+        // (SOPS decryption) and `${VAR}` substitution.
         let path = req.resolved_path()?;
-        let renderer = renderers()
-            .into_iter()
-            .find(|r| r.detects(&path))
-            .unwrap_or(&plain::PlainYaml);
-        tracing::debug!(renderer = renderer.name(), path = %path.display(), "rendering");
-        renderer.render(req, &path)?
+        app::render_path(req, &path)?
     };
-    // Stage 3 (decrypt) plugs in here, before image overrides: decrypt/ owns it.
     set_image::apply_overrides(&mut manifests, &req.set_images)?;
     Ok(manifests)
 }

@@ -397,6 +397,11 @@ impl Redactor {
         self.needles.is_empty()
     }
 
+    /// The known secret strings (and their base64 forms), longest first.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.needles.iter().map(String::as_str)
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for needle in &self.needles {

@@ -1,0 +1,272 @@
+//! Rendering one app directory the way its `ferry.yaml` (or detection, or flags) says, and the
+//! steps every render shares afterwards: SOPS decryption of objects carrying a `sops:` block,
+//! the app's default namespace, and `${VAR}` substitution. Called from [`super::render`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::config::{self, Context, RendererKind};
+use super::substitute::{self, Substitution};
+use super::{RenderRequest, Renderer, helm, kustomize, plain, safety};
+use crate::decrypt::sops;
+use crate::{Error, Manifest, Origin, Result};
+
+/// Render `path` (resolved, inside the root) and run the shared post-render steps.
+pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
+    let root = req.root.canonicalize().map_err(|err| Error::Source {
+        path: req.root.clone(),
+        message: format!("cannot open the source root: {err}"),
+    })?;
+    let app = config::resolve(&root, path, &req.overrides)?;
+    let mut ctx = Context::new(
+        &root,
+        app,
+        &req.overrides,
+        req.default_namespace.clone(),
+        req.age_keys.clone(),
+    )?;
+    tracing::debug!(
+        renderer = ctx.app.kind.name(),
+        path = %ctx.app.render_path.display(),
+        config = ?ctx.app.config_file,
+        "rendering app"
+    );
+    let mut manifests = match ctx.app.kind {
+        RendererKind::Plain => {
+            let target = ctx.app.render_path.clone();
+            if target.is_dir() {
+                ctx.guard.scan_dir(&target)?;
+            } else {
+                ctx.guard.check_file(&target)?;
+            }
+            plain::PlainYaml.render(req, &target)?
+        }
+        RendererKind::Kustomize => kustomize::render(&mut ctx)?,
+        RendererKind::Helm => helm::render(&mut ctx)?,
+    };
+    finish(&mut ctx, req, &mut manifests)?;
+    Ok(manifests)
+}
+
+/// Shared steps for stdin input (no app directory, no ferry.yaml).
+pub fn finish_stdin(req: &RenderRequest, manifests: &mut [Manifest]) -> Result<()> {
+    let mut keys = req.age_keys.clone();
+    decrypt_remaining(manifests, &mut keys)?;
+    let subst = substitution(req, None, None)?;
+    if let Some(subst) = subst {
+        substitute::apply(manifests, &subst)?;
+    }
+    Ok(())
+}
+
+fn finish(ctx: &mut Context<'_>, req: &RenderRequest, manifests: &mut [Manifest]) -> Result<()> {
+    let mut keys = if manifests.iter().any(carries_sops) {
+        Some(ctx.keys()?.clone())
+    } else {
+        None
+    };
+    decrypt_remaining(manifests, &mut keys)?;
+    if req.default_namespace.is_none()
+        && let Some(namespace) = &ctx.app.config.namespace
+    {
+        for manifest in manifests.iter_mut() {
+            if manifest.namespace().is_none_or(str::is_empty) && !is_cluster_scoped(manifest) {
+                manifest.object.metadata.namespace = Some(namespace.clone());
+            }
+        }
+    }
+    let subst = substitution(req, Some(ctx), ctx.app.config_file.clone().as_deref())?;
+    if let Some(subst) = subst {
+        substitute::apply(manifests, &subst)?;
+    }
+    Ok(())
+}
+
+fn carries_sops(manifest: &Manifest) -> bool {
+    manifest
+        .object
+        .data
+        .get("sops")
+        .is_some_and(|s| s.get("mac").is_some())
+}
+
+/// Objects still carrying a `sops:` block after their renderer (plain files, helm output).
+fn decrypt_remaining(manifests: &mut [Manifest], keys: &mut Option<sops::AgeKeys>) -> Result<()> {
+    for manifest in manifests.iter_mut().filter(|m| carries_sops(m)) {
+        if keys.is_none() {
+            *keys = Some(sops::AgeKeys::from_env()?);
+        }
+        if let Some(keys) = keys.as_ref() {
+            sops::decrypt_manifest(manifest, keys)?;
+        }
+    }
+    Ok(())
+}
+
+/// The substitution for this render, if any is configured: ferry.yaml `substitute` and
+/// `substituteFrom`, then `--vars-file`s, then `--var`s (later wins).
+fn substitution(
+    req: &RenderRequest,
+    ctx: Option<&Context<'_>>,
+    config_file: Option<&Path>,
+) -> Result<Option<Substitution>> {
+    let config = ctx.map(|c| &c.app.config);
+    let configured = config.is_some_and(|c| c.substitution_configured())
+        || !req.vars.is_empty()
+        || !req.overrides.vars_files.is_empty()
+        || req.overrides.strict_substitute.is_some();
+    if !configured {
+        return Ok(None);
+    }
+    let mut vars = BTreeMap::new();
+    if let (Some(ctx), Some(config)) = (ctx, config) {
+        let declared = config_file.unwrap_or(&ctx.app.base_dir);
+        for file in &config.substitute_from {
+            let path =
+                safety::resolve_inside(&ctx.root, &ctx.app.base_dir, file, "vars file", declared)?;
+            vars.extend(read_vars(&path, &ctx.limits)?);
+        }
+        if let Some(inline) = &config.substitute {
+            vars.extend(inline.clone());
+        }
+    }
+    let limits = ctx.map(|c| c.limits.clone()).unwrap_or_default();
+    for file in &req.overrides.vars_files {
+        vars.extend(read_vars(file, &limits)?);
+    }
+    for (key, value) in &req.vars {
+        if !substitute::is_var_name(key) {
+            return Err(Error::Source {
+                path: "--var".into(),
+                message: format!("{key:?} is not a valid variable name"),
+            });
+        }
+        vars.insert(key.clone(), value.clone());
+    }
+    let strict = req
+        .overrides
+        .strict_substitute
+        .or_else(|| config.and_then(|c| c.strict_substitute))
+        .unwrap_or(false);
+    Ok(Some(Substitution { vars, strict }))
+}
+
+fn read_vars(path: &Path, limits: &safety::Limits) -> Result<BTreeMap<String, String>> {
+    let meta = std::fs::metadata(path).map_err(|err| Error::Source {
+        path: path.to_path_buf(),
+        message: format!("cannot read vars file: {err}"),
+    })?;
+    if meta.len() > limits.max_file_bytes {
+        return Err(Error::Refused(format!(
+            "{}: vars file is over the per-file limit of {} bytes",
+            path.display(),
+            limits.max_file_bytes
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|err| Error::Source {
+        path: path.to_path_buf(),
+        message: format!("cannot read vars file: {err}"),
+    })?;
+    substitute::read_vars_file(path, &bytes)
+}
+
+/// Parse renderer output into manifests, decrypting documents with a `sops:` block first.
+pub fn parse_and_decrypt(
+    ctx: &mut Context<'_>,
+    stdout: &[u8],
+    origin_file: &Path,
+) -> Result<Vec<Manifest>> {
+    if !sops::looks_encrypted(stdout) {
+        return plain::parse_bytes(stdout, origin_file);
+    }
+    let text = std::str::from_utf8(stdout).map_err(|_| Error::Render {
+        path: origin_file.to_path_buf(),
+        message: "renderer output is not UTF-8".into(),
+    })?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple_with_options(text, safety::yaml_options()).map_err(
+            |err| Error::Render {
+                path: origin_file.to_path_buf(),
+                message: format!("unreadable renderer output: {}", err.without_snippet()),
+            },
+        )?;
+    let mut manifests = Vec::new();
+    for (document, mut doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let origin = Origin {
+            file: origin_file.to_path_buf(),
+            document,
+            line: None,
+        };
+        if sops::is_encrypted_value(&doc) {
+            let name = object_name(&doc);
+            let path = origin_file.join(&name);
+            let keys = ctx.keys()?.clone();
+            sops::decrypt_document(&mut doc, &path, &keys)?;
+            if let Some(map) = doc.as_object_mut() {
+                map.remove("sops");
+            }
+            collect_secret_values(&doc, &mut ctx.redactor);
+        }
+        manifests.push(plain::to_manifest(doc, &origin)?);
+    }
+    Ok(manifests)
+}
+
+fn object_name(doc: &Value) -> String {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    format!("{kind}/{name}")
+}
+
+/// Add a decrypted object's payload to the redactor: Secret `data` (and its decoded form),
+/// `stringData`, and for other kinds every string outside `metadata`.
+fn collect_secret_values(doc: &Value, redactor: &mut safety::Redactor) {
+    use base64::Engine as _;
+    if let Some(Value::Object(data)) = doc.get("data") {
+        for value in data.values().filter_map(Value::as_str) {
+            redactor.add(value);
+            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value)
+                && let Ok(text) = String::from_utf8(decoded)
+            {
+                redactor.add(&text);
+            }
+        }
+    }
+    if let Value::Object(map) = doc {
+        for (key, value) in map {
+            if !matches!(key.as_str(), "metadata" | "apiVersion" | "kind" | "data") {
+                redactor.add_leaves(value);
+            }
+        }
+    }
+}
+
+/// Kinds that never take a namespace, so the app's default namespace is not stamped on them
+/// (the plan stage also drops it for any cluster-scoped kind it discovers).
+fn is_cluster_scoped(manifest: &Manifest) -> bool {
+    matches!(
+        (manifest.group(), manifest.kind()),
+        ("", "Namespace" | "Node" | "PersistentVolume")
+            | (
+                "rbac.authorization.k8s.io",
+                "ClusterRole" | "ClusterRoleBinding"
+            )
+            | ("apiextensions.k8s.io", "CustomResourceDefinition")
+            | ("storage.k8s.io", "StorageClass" | "CSIDriver")
+            | ("scheduling.k8s.io", "PriorityClass")
+            | ("networking.k8s.io", "IngressClass")
+            | (
+                "admissionregistration.k8s.io",
+                "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+            )
+            | ("apiregistration.k8s.io", "APIService")
+    )
+}

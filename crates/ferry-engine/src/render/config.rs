@@ -1,0 +1,603 @@
+//! `ferry.yaml`: the per-app declaration of how a source directory is rendered (renderer,
+//! chart, values, substitution, post-render, limits), read the same way by `ferry apply` and by
+//! the agent. Unknown fields are errors naming the file; [`schema_json`] gives editors a schema.
+//! Without a ferry.yaml the renderer is detected: `kustomization.yaml` → kustomize,
+//! `Chart.yaml` → helm, anything else → plain YAML.
+//!
+//! Paths inside ferry.yaml are relative to its directory and must stay inside the source root
+//! (the repository is untrusted input). Paths given on the command line ([`Overrides`]) are the
+//! operator's own choice and are used as given.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::safety::Limits;
+use crate::{Error, Result};
+
+/// File names looked up in an app directory, in order.
+pub const CONFIG_FILES: [&str; 2] = ["ferry.yaml", "ferry.yml"];
+/// Kustomize's accepted kustomization file names.
+pub const KUSTOMIZATION_FILES: [&str; 3] =
+    ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// Which renderer turns the directory into manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RendererKind {
+    Plain,
+    Kustomize,
+    Helm,
+}
+
+impl RendererKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RendererKind::Plain => "plain",
+            RendererKind::Kustomize => "kustomize",
+            RendererKind::Helm => "helm",
+        }
+    }
+}
+
+/// The whole `ferry.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppConfig {
+    /// Optional schema marker: `ferry.dev/v1alpha1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `plain`, `kustomize` or `helm`. Default: detected from the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renderer: Option<RendererKind>,
+    /// Sub-directory (relative to this file) holding the manifests / kustomization / chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Default namespace for namespaced objects without one (also helm's `--namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomize: Option<KustomizeConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmConfig>,
+    /// Variables for `${VAR}` substitution (Flux `postBuild.substitute`). Setting this,
+    /// `substituteFrom` or `strictSubstitute` turns substitution on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitute: Option<BTreeMap<String, String>>,
+    /// Vars files (dotenv `KEY=VALUE`, or a YAML mapping), relative to this file. Later files
+    /// and `substitute` win.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitute_from: Vec<String>,
+    /// An undefined variable without a default is an error (default: it becomes empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_substitute: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<DecryptionConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KustomizeConfig {
+    /// Allow remote (git/HTTP) resources in kustomizations. Off by default: a build should
+    /// only read what is in the source.
+    #[serde(default)]
+    pub allow_remote_bases: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HelmConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Release name (default: the chart's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_name: Option<String>,
+    /// Values files relative to this file, in order (later wins). SOPS-encrypted files are
+    /// decrypted in memory and piped to helm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Inline values, applied after the values files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
+    /// `--set` expressions (`a.b=c`), applied last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<String>,
+    /// `--set-string` expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_string: Vec<String>,
+    /// Render the chart's `crds/` (applied before everything else). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_crds: Option<bool>,
+    /// `--kube-version` for `.Capabilities.KubeVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    /// `--api-versions` for `.Capabilities.APIVersions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_versions: Vec<String>,
+    /// A kustomization applied on top of the chart output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_render: Option<PostRender>,
+}
+
+/// Where the chart comes from: exactly one of `path`, `repo` (+ `name`) or `oci`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChartSource {
+    /// Chart directory or `.tgz`, relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Helm HTTP repository URL (serving `index.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Chart name in `repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// OCI reference, `oci://registry/path/chart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<String>,
+    /// Version or semver range (`1.2.3`, `^1.2`, `>=1.0.0 <2.0.0`, `~1.4 || ^2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Talk plain HTTP to the OCI registry (local/test registries).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Skip TLS verification for the repository (not recommended).
+    #[serde(default)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostRender {
+    /// Directory (relative to this file) with a kustomization whose patches/transformers are
+    /// applied to the chart output; ferry adds the chart output to its `resources`.
+    pub kustomization: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecryptionConfig {
+    /// Only `sops` (age keys). SOPS-encrypted objects and values files are always decrypted
+    /// when found; declaring this makes a missing key an error up front.
+    pub provider: DecryptionProvider,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DecryptionProvider {
+    #[default]
+    Sops,
+}
+
+/// Settings from the command line (or the agent's own configuration): override ferry.yaml.
+/// Lists are appended after the file's, scalars replace. Paths are used as given.
+#[derive(Clone, Default)]
+pub struct Overrides {
+    pub renderer: Option<RendererKind>,
+    /// Chart: a local path, `oci://…`, or a chart name together with `repo`.
+    pub chart: Option<String>,
+    pub repo: Option<String>,
+    pub chart_version: Option<String>,
+    pub release_name: Option<String>,
+    pub values_files: Vec<PathBuf>,
+    pub set: Vec<String>,
+    pub set_string: Vec<String>,
+    pub vars_files: Vec<PathBuf>,
+    pub strict_substitute: Option<bool>,
+    pub post_render: Option<PathBuf>,
+    pub plain_http: Option<bool>,
+    pub allow_remote_bases: Option<bool>,
+    pub timeout_seconds: Option<u64>,
+    /// Explicit renderer binaries (`--helm`, `--kustomize`).
+    pub helm_binary: Option<PathBuf>,
+    pub kustomize_binary: Option<PathBuf>,
+    /// Chart repository / registry credentials. Passed to helm via stdin, never argv.
+    pub chart_username: Option<String>,
+    pub chart_password: Option<String>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("Overrides")
+            .field("renderer", &self.renderer)
+            .field("chart", &self.chart)
+            .field("repo", &self.repo)
+            .field("chart_version", &self.chart_version)
+            .field("release_name", &self.release_name)
+            .field("values_files", &self.values_files)
+            .field("set", &self.set)
+            .field("set_string", &self.set_string)
+            .field("vars_files", &self.vars_files)
+            .field("post_render", &self.post_render)
+            .field("chart_username", &self.chart_username)
+            .field(
+                "chart_password",
+                &self.chart_password.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.renderer.is_none()
+            && self.chart.is_none()
+            && self.repo.is_none()
+            && self.chart_version.is_none()
+            && self.release_name.is_none()
+            && self.values_files.is_empty()
+            && self.set.is_empty()
+            && self.set_string.is_empty()
+            && self.vars_files.is_empty()
+            && self.strict_substitute.is_none()
+            && self.post_render.is_none()
+    }
+}
+
+impl AppConfig {
+    /// Parse ferry.yaml text; `path` names the file in errors.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::Source {
+            path: path.to_path_buf(),
+            message: "ferry.yaml is not UTF-8 text".to_string(),
+        })?;
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let config: Self = serde_saphyr::from_str_with_options(text, super::safety::yaml_options())
+            .map_err(|err| Error::Source {
+                path: path.to_path_buf(),
+                message: format!(
+                    "invalid ferry.yaml: {}; see docs/render.md for the schema (`ferry schema` / ferry.schema.json for editors)",
+                    err.without_snippet()
+                ),
+            })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Read `ferry.yaml`/`ferry.yml` from `dir`; `Ok(None)` when there is none.
+    pub fn load(dir: &Path) -> Result<Option<(PathBuf, Self)>> {
+        for name in CONFIG_FILES {
+            let path = dir.join(name);
+            if path.is_file() {
+                let bytes = std::fs::read(&path).map_err(|err| Error::Source {
+                    path: path.clone(),
+                    message: format!("cannot read: {err}"),
+                })?;
+                return Ok(Some((path.clone(), Self::parse(&path, &bytes)?)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let fail = |message: String| {
+            Err(Error::Source {
+                path: path.to_path_buf(),
+                message,
+            })
+        };
+        if let Some(version) = &self.api_version
+            && version != "ferry.dev/v1alpha1"
+        {
+            return fail(format!(
+                "apiVersion {version:?} is not supported; use ferry.dev/v1alpha1"
+            ));
+        }
+        if let Some(chart) = self.helm.as_ref().and_then(|h| h.chart.as_ref()) {
+            chart
+                .validate()
+                .or_else(|message| fail(format!("helm.chart: {message}")))?;
+        }
+        if self.helm.is_some()
+            && matches!(
+                self.renderer,
+                Some(RendererKind::Plain | RendererKind::Kustomize)
+            )
+        {
+            return fail(format!(
+                "`helm:` is set but renderer is {}; remove one of them",
+                self.renderer.map(RendererKind::name).unwrap_or_default()
+            ));
+        }
+        if let Some(vars) = &self.substitute {
+            for key in vars.keys() {
+                if !super::substitute::is_var_name(key) {
+                    return fail(format!("substitute: {key:?} is not a valid variable name"));
+                }
+            }
+        }
+        if let Some(values) = self.helm.as_ref().and_then(|h| h.values.as_ref())
+            && !values.is_object()
+        {
+            return fail("helm.values must be a mapping".to_string());
+        }
+        Ok(())
+    }
+
+    /// True when variable substitution is configured at all (Flux: only with `postBuild`).
+    pub fn substitution_configured(&self) -> bool {
+        self.substitute.is_some()
+            || !self.substitute_from.is_empty()
+            || self.strict_substitute.is_some()
+    }
+
+    /// The JSON schema of ferry.yaml, for editors (`# yaml-language-server: $schema=...`).
+    pub fn schema_json() -> String {
+        let schema = schemars::schema_for!(AppConfig);
+        serde_json::to_string_pretty(&schema).unwrap_or_default()
+    }
+}
+
+impl ChartSource {
+    /// Exactly one source, with the fields it needs.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let count = [self.path.is_some(), self.repo.is_some(), self.oci.is_some()]
+            .into_iter()
+            .filter(|b| *b)
+            .count();
+        if count != 1 {
+            return Err("set exactly one of `path`, `repo` (with `name`) or `oci`".to_string());
+        }
+        if self.repo.is_some() && self.name.is_none() {
+            return Err("`repo` needs `name` (the chart's name in the repository)".to_string());
+        }
+        if self.repo.is_none() && self.name.is_some() {
+            return Err("`name` is only used with `repo`".to_string());
+        }
+        if let Some(repo) = &self.repo
+            && !(repo.starts_with("https://") || repo.starts_with("http://"))
+        {
+            return Err(format!(
+                "repo {repo:?} must be an http(s):// URL (for OCI registries use `oci: oci://...`)"
+            ));
+        }
+        if let Some(oci) = &self.oci
+            && !oci.starts_with("oci://")
+        {
+            return Err(format!("oci {oci:?} must start with oci://"));
+        }
+        if let Some(version) = &self.version {
+            super::helm::version::parse_constraint(version)?;
+        }
+        Ok(())
+    }
+}
+
+/// The effective app: ferry.yaml (if any) merged with overrides, plus where it was declared.
+#[derive(Debug, Clone)]
+pub struct ResolvedApp {
+    pub config: AppConfig,
+    /// The ferry.yaml, for messages; `None` when detected or flag-driven.
+    pub config_file: Option<PathBuf>,
+    /// Directory ferry.yaml paths are relative to (the app directory).
+    pub base_dir: PathBuf,
+    /// The directory (or file) to render: `base_dir` + `path`.
+    pub render_path: PathBuf,
+    pub kind: RendererKind,
+}
+
+impl ResolvedApp {
+    /// What errors should name: the ferry.yaml if there is one, else the app directory.
+    pub fn declared_in(&self) -> &Path {
+        self.config_file.as_deref().unwrap_or(&self.base_dir)
+    }
+}
+
+/// Detect the renderer for a directory without ferry.yaml.
+pub fn detect(path: &Path) -> RendererKind {
+    if path.is_dir() {
+        if KUSTOMIZATION_FILES.iter().any(|n| path.join(n).is_file()) {
+            return RendererKind::Kustomize;
+        }
+        if path.join("Chart.yaml").is_file() {
+            return RendererKind::Helm;
+        }
+    } else if path.extension().is_some_and(|e| e == "tgz") {
+        return RendererKind::Helm;
+    }
+    RendererKind::Plain
+}
+
+/// Load and merge: `root` is the source root, `path` the resolved app path inside it.
+pub fn resolve(root: &Path, path: &Path, overrides: &Overrides) -> Result<ResolvedApp> {
+    let (config_file, mut config) = if path.is_dir() {
+        match AppConfig::load(path)? {
+            Some((file, config)) => (Some(file), config),
+            None => (None, AppConfig::default()),
+        }
+    } else {
+        (None, AppConfig::default())
+    };
+    let base_dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().unwrap_or(root).to_path_buf()
+    };
+    let render_path = match &config.path {
+        Some(sub) => super::safety::resolve_inside(
+            root,
+            &base_dir,
+            sub,
+            "path",
+            config_file.as_deref().unwrap_or(&base_dir),
+        )?,
+        None => path.to_path_buf(),
+    };
+    if let Some(renderer) = overrides.renderer {
+        config.renderer = Some(renderer);
+    }
+    if overrides.chart.is_some() || overrides.repo.is_some() {
+        // A chart on the command line is trusted and replaces ferry.yaml's; local chart paths
+        // from flags are kept as given (see helm::ChartRef::from_overrides).
+        config.helm.get_or_insert_with(HelmConfig::default).chart = None;
+    }
+    let helm_flags = overrides.chart.is_some()
+        || overrides.repo.is_some()
+        || !overrides.values_files.is_empty()
+        || !overrides.set.is_empty()
+        || !overrides.set_string.is_empty()
+        || overrides.release_name.is_some()
+        || overrides.post_render.is_some();
+    let kind = match config.renderer {
+        Some(kind) => kind,
+        None if config.helm.is_some() || overrides.chart.is_some() || overrides.repo.is_some() => {
+            RendererKind::Helm
+        }
+        None => detect(&render_path),
+    };
+    if helm_flags && kind != RendererKind::Helm {
+        return Err(Error::Source {
+            path: config_file.clone().unwrap_or_else(|| render_path.clone()),
+            message: format!(
+                "helm flags (--chart, --values, --set, --release-name, --post-render) given, but this app renders with {}; use --renderer helm or drop the flags",
+                kind.name()
+            ),
+        });
+    }
+    if let Some(strict) = overrides.strict_substitute {
+        config.strict_substitute = Some(strict);
+    }
+    if let Some(allow) = overrides.allow_remote_bases {
+        config
+            .kustomize
+            .get_or_insert_with(KustomizeConfig::default)
+            .allow_remote_bases = allow;
+    }
+    if let Some(timeout) = overrides.timeout_seconds {
+        config
+            .limits
+            .get_or_insert_with(Limits::default)
+            .timeout_seconds = timeout;
+    }
+    Ok(ResolvedApp {
+        config,
+        config_file,
+        base_dir,
+        render_path,
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_errors_naming_the_file() {
+        let err = AppConfig::parse(
+            Path::new("apps/x/ferry.yaml"),
+            b"helm:\n  valuesFile: [a]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("apps/x/ferry.yaml"), "{err}");
+        assert!(err.contains("valuesFile"), "{err}");
+    }
+
+    #[test]
+    fn parses_a_full_config() {
+        let text = br#"
+apiVersion: ferry.dev/v1alpha1
+renderer: helm
+namespace: web
+helm:
+  chart: { oci: oci://registry.example/charts/web, version: ">=1.0.0 <2.0.0" }
+  releaseName: web
+  valuesFiles: [values.yaml, secrets.enc.yaml]
+  values: { replicas: 2 }
+  set: [image.tag=1.2.3]
+  postRender: { kustomization: post }
+substitute: { CLUSTER: prod }
+substituteFrom: [vars.env]
+strictSubstitute: true
+limits: { timeoutSeconds: 30 }
+"#;
+        let config = AppConfig::parse(Path::new("ferry.yaml"), text).unwrap();
+        assert_eq!(config.renderer, Some(RendererKind::Helm));
+        let helm = config.helm.unwrap();
+        assert_eq!(helm.values_files.len(), 2);
+        assert_eq!(config.limits.unwrap().timeout_seconds, 30);
+    }
+
+    #[test]
+    fn chart_source_needs_exactly_one_origin() {
+        let err = AppConfig::parse(
+            Path::new("ferry.yaml"),
+            b"helm:\n  chart: { path: chart, oci: oci://x/y }\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn schema_mentions_the_fields() {
+        let schema = AppConfig::schema_json();
+        assert!(schema.contains("valuesFiles"));
+        assert!(schema.contains("postRender"));
+    }
+}
+
+/// Everything one app render carries through its renderer: the resolved app, the limits, the
+/// checks done so far, lazily loaded decryption keys, and the values to redact.
+pub struct Context<'a> {
+    /// Canonical source root.
+    pub root: PathBuf,
+    pub app: ResolvedApp,
+    pub overrides: &'a Overrides,
+    /// Effective default namespace (flag, else ferry.yaml's `namespace`).
+    pub namespace: Option<String>,
+    pub limits: Limits,
+    pub guard: super::safety::TreeGuard,
+    pub redactor: super::safety::Redactor,
+    keys: Option<crate::decrypt::sops::AgeKeys>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        root: &Path,
+        app: ResolvedApp,
+        overrides: &'a Overrides,
+        namespace: Option<String>,
+        keys: Option<crate::decrypt::sops::AgeKeys>,
+    ) -> Result<Self> {
+        let limits = app.config.limits.clone().unwrap_or_default();
+        let guard = super::safety::TreeGuard::new(root, &limits)?;
+        Ok(Self {
+            root: guard.root().to_path_buf(),
+            namespace: namespace.or_else(|| app.config.namespace.clone()),
+            app,
+            overrides,
+            limits,
+            guard,
+            redactor: super::safety::Redactor::new(),
+            keys,
+        })
+    }
+
+    /// The age keys: given by the caller, else what `sops` would use (`SOPS_AGE_KEY`,
+    /// `SOPS_AGE_KEY_FILE`, the default key file). Loaded only when something is encrypted.
+    pub fn keys(&mut self) -> Result<&crate::decrypt::sops::AgeKeys> {
+        if self.keys.is_none() {
+            self.keys = Some(crate::decrypt::sops::AgeKeys::from_env()?);
+        }
+        Ok(self
+            .keys
+            .get_or_insert_with(crate::decrypt::sops::AgeKeys::empty))
+    }
+
+    /// Relative form of a path for messages and origins.
+    pub fn relative(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+}

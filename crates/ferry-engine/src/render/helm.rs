@@ -1,0 +1,414 @@
+//! Helm renderer: `helm template` (the real binary, like Argo CD) for a chart from the source,
+//! a Helm HTTP repository or an OCI registry, with values files (SOPS-encrypted ones decrypted
+//! in memory and piped in as `-f -`), inline values, `--set`, release name and namespace,
+//! `crds/` included, test hooks dropped, and an optional post-render kustomization.
+//! Deploying is ferry's own (server-side apply, inventory): no Helm release secrets.
+//!
+//! helm runs with private, throw-away `HELM_*` homes, so a user's repositories, registry
+//! logins and plugins never leak into (or change) a render.
+
+pub mod chart;
+pub mod hooks;
+pub mod version;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::config::{ChartSource, Context, HelmConfig};
+use super::process::{self, Run, Tool};
+use super::safety::{self, Limits};
+use crate::decrypt::sops;
+use crate::{Error, Manifest, Result};
+pub use chart::ChartRef;
+
+/// A helm binary plus its private homes (removed on drop).
+pub struct HelmEnv {
+    binary: PathBuf,
+    home: TempDir,
+}
+
+impl HelmEnv {
+    pub fn new(binary: PathBuf) -> Result<Self> {
+        // tempfile creates directories 0700: registry logins and pulled charts stay private.
+        let home = tempfile::Builder::new()
+            .prefix("ferry-helm-")
+            .tempdir()
+            .map_err(|err| Error::Render {
+                path: PathBuf::from("helm"),
+                message: format!("cannot create a temporary helm home: {err}"),
+            })?;
+        Ok(Self { binary, home })
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// A helm invocation with the private homes set.
+    pub fn run(&self, limits: &Limits) -> Run<'_> {
+        let home = self.home.path();
+        Run::new(&self.binary, limits.timeout(), limits.max_total_bytes)
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .env("HELM_PLUGINS", home.join("plugins"))
+            .env("HELM_REGISTRY_CONFIG", home.join("registry.json"))
+            .env("HELM_REPOSITORY_CONFIG", home.join("repositories.yaml"))
+            .env("HELM_REPOSITORY_CACHE", home.join("repository"))
+    }
+}
+
+/// One values source, in helm's order (later wins).
+enum ValuesEntry {
+    /// A plain file helm can read itself.
+    File { path: PathBuf, bytes: Vec<u8> },
+    /// Decrypted or inline values, held only in memory.
+    Memory(Value),
+}
+
+/// Render the app's chart.
+pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
+    let binary = process::find_tool(Tool::Helm, ctx.overrides.helm_binary.as_deref()).map_err(
+        |message| Error::Render {
+            path: ctx.app.declared_in().to_path_buf(),
+            message,
+        },
+    )?;
+    let env = HelmEnv::new(binary)?;
+    let cfg = ctx.app.config.helm.clone().unwrap_or_default();
+    let source = cfg.chart.clone().unwrap_or_default();
+    let chart_ref = chart_ref(ctx, &cfg)?;
+    let opts = chart::PullOptions {
+        version: ctx
+            .overrides
+            .chart_version
+            .clone()
+            .or_else(|| source.version.clone()),
+        plain_http: ctx.overrides.plain_http.unwrap_or(source.plain_http),
+        insecure_skip_tls_verify: source.insecure_skip_tls_verify,
+        username: ctx.overrides.chart_username.clone(),
+        password: ctx.overrides.chart_password.clone(),
+    };
+    if let Some(password) = &opts.password {
+        ctx.redactor.add(password);
+    }
+    if let Some(range) = &opts.version {
+        version::parse_constraint(range).map_err(|message| Error::Source {
+            path: ctx.app.declared_in().to_path_buf(),
+            message,
+        })?;
+    }
+    let limits = ctx.limits.clone();
+    let chart_path = chart::fetch(
+        &chart_ref,
+        &opts,
+        &env,
+        &limits,
+        &mut ctx.guard,
+        &ctx.redactor,
+    )?;
+
+    let entries = values_entries(ctx, &cfg)?;
+    let release = ctx
+        .overrides
+        .release_name
+        .clone()
+        .or_else(|| cfg.release_name.clone())
+        .or_else(|| chart::chart_name(&chart_path))
+        .unwrap_or_else(|| "release".to_string());
+    let namespace = ctx
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+
+    let mut run = env
+        .run(&limits)
+        .arg("template")
+        .arg(&release)
+        .arg(&chart_path)
+        .arg("--namespace")
+        .arg(&namespace)
+        .arg("--skip-tests");
+    if cfg.include_crds.unwrap_or(true) {
+        run = run.arg("--include-crds");
+    }
+    if let Some(kube_version) = &cfg.kube_version {
+        run = run.arg("--kube-version").arg(kube_version);
+    }
+    for api in &cfg.api_versions {
+        run = run.arg("--api-versions").arg(api);
+    }
+    // Plain files before the first in-memory entry are passed by path (helm parses them, as
+    // always); from there on everything is merged in memory and piped, keeping helm's order.
+    let first_memory = entries
+        .iter()
+        .position(|e| matches!(e, ValuesEntry::Memory(_)))
+        .unwrap_or(entries.len());
+    let mut merged: Option<Value> = None;
+    for (index, entry) in entries.into_iter().enumerate() {
+        match entry {
+            ValuesEntry::File { path, .. } if index < first_memory => {
+                run = run.arg("--values").arg(path);
+            }
+            ValuesEntry::File { path, bytes } => {
+                let value = parse_values(&path, &bytes)?;
+                deep_merge(merged.get_or_insert_with(empty_map), value);
+            }
+            ValuesEntry::Memory(value) => deep_merge(merged.get_or_insert_with(empty_map), value),
+        }
+    }
+    if let Some(merged) = merged {
+        let bytes = serde_json::to_vec(&merged).map_err(|err| Error::Render {
+            path: ctx.app.declared_in().to_path_buf(),
+            message: format!("cannot encode values: {err}"),
+        })?;
+        run = run.arg("--values").arg("-").stdin(bytes);
+    }
+    for set in cfg.set.iter().chain(&ctx.overrides.set) {
+        run = run.arg("--set").arg(set);
+    }
+    for set in cfg.set_string.iter().chain(&ctx.overrides.set_string) {
+        run = run.arg("--set-string").arg(set);
+    }
+
+    let shown = match &chart_ref {
+        ChartRef::Local(path) => ctx.relative(path).display().to_string(),
+        other => other.display(),
+    };
+    let stdout = chart::run_helm(run, &format!("helm template {shown}"), &ctx.redactor)?;
+    let mut manifests = parse_output(&stdout, &shown, &ctx.redactor)?;
+    hooks::drop_unsupported(&mut manifests);
+
+    let post_render = match (&ctx.overrides.post_render, &cfg.post_render) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(post)) => Some(safety::resolve_inside(
+            &ctx.root,
+            &ctx.app.base_dir,
+            &post.kustomization,
+            "post-render kustomization",
+            ctx.app.declared_in(),
+        )?),
+        (None, None) => None,
+    };
+    if let Some(dir) = post_render {
+        manifests = super::kustomize::post_render(ctx, manifests, &dir)?;
+    }
+    Ok(manifests)
+}
+
+/// Where the chart comes from: flags, then ferry.yaml `helm.chart`, then the app directory.
+fn chart_ref(ctx: &Context<'_>, cfg: &HelmConfig) -> Result<ChartRef> {
+    let declared = ctx.app.declared_in().to_path_buf();
+    if let Some(chart) = &ctx.overrides.chart {
+        if let Some(url) = &ctx.overrides.repo {
+            return Ok(ChartRef::Repo {
+                url: url.clone(),
+                name: chart.clone(),
+            });
+        }
+        if chart.starts_with("oci://") {
+            return Ok(ChartRef::Oci(chart.clone()));
+        }
+        // A local chart named on the command line: the operator's choice, used as given.
+        let path = std::fs::canonicalize(chart).map_err(|err| Error::Source {
+            path: PathBuf::from(chart),
+            message: format!("chart not found: {err}"),
+        })?;
+        return Ok(ChartRef::Local(path));
+    }
+    if ctx.overrides.repo.is_some() {
+        return Err(Error::Source {
+            path: declared,
+            message: "--repo needs --chart NAME (the chart's name in the repository)".into(),
+        });
+    }
+    match &cfg.chart {
+        Some(ChartSource {
+            path: Some(path), ..
+        }) => Ok(ChartRef::Local(safety::resolve_inside(
+            &ctx.root,
+            &ctx.app.base_dir,
+            path,
+            "chart",
+            &declared,
+        )?)),
+        Some(ChartSource {
+            repo: Some(url),
+            name: Some(name),
+            ..
+        }) => Ok(ChartRef::Repo {
+            url: url.clone(),
+            name: name.clone(),
+        }),
+        Some(ChartSource { oci: Some(oci), .. }) => Ok(ChartRef::Oci(oci.clone())),
+        Some(_) => Err(Error::Source {
+            path: declared,
+            message: "helm.chart: set exactly one of `path`, `repo` (with `name`) or `oci`".into(),
+        }),
+        None => {
+            let path = &ctx.app.render_path;
+            let is_chart =
+                path.join("Chart.yaml").is_file() || path.extension().is_some_and(|e| e == "tgz");
+            if !is_chart {
+                return Err(Error::Source {
+                    path: declared,
+                    message: "renderer is helm but there is no chart: add Chart.yaml here, set `helm.chart` in ferry.yaml, or pass --chart".into(),
+                });
+            }
+            Ok(ChartRef::Local(path.clone()))
+        }
+    }
+}
+
+/// Values files (ferry.yaml's, confined to the root, then the command line's) and inline
+/// values, in order. SOPS-encrypted files are decrypted here, in memory.
+fn values_entries(ctx: &mut Context<'_>, cfg: &HelmConfig) -> Result<Vec<ValuesEntry>> {
+    let declared = ctx.app.declared_in().to_path_buf();
+    let mut files = Vec::new();
+    for file in &cfg.values_files {
+        let path =
+            safety::resolve_inside(&ctx.root, &ctx.app.base_dir, file, "values file", &declared)?;
+        ctx.guard.check_file(&path)?;
+        files.push(path);
+    }
+    for file in &ctx.overrides.values_files {
+        let meta = std::fs::metadata(file).map_err(|err| Error::Source {
+            path: file.clone(),
+            message: format!("cannot read values file: {err}"),
+        })?;
+        if meta.len() > ctx.limits.max_file_bytes {
+            return Err(Error::Refused(format!(
+                "{}: values file is over the per-file limit of {} bytes",
+                file.display(),
+                ctx.limits.max_file_bytes
+            )));
+        }
+        files.push(file.clone());
+    }
+    let mut entries = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).map_err(|err| Error::Source {
+            path: path.clone(),
+            message: format!("cannot read values file: {err}"),
+        })?;
+        if sops::is_encrypted(&bytes) {
+            let shown = ctx.relative(&path);
+            let keys = ctx.keys()?.clone();
+            let plain = sops::decrypt(&bytes, sops::Format::from_path(&path), &shown, &keys)?;
+            let value = parse_values(&shown, &plain)?;
+            ctx.redactor.add_leaves(&value);
+            entries.push(ValuesEntry::Memory(value));
+        } else {
+            entries.push(ValuesEntry::File { path, bytes });
+        }
+    }
+    if let Some(values) = &cfg.values {
+        entries.push(ValuesEntry::Memory(values.clone()));
+    }
+    Ok(entries)
+}
+
+fn parse_values(path: &Path, bytes: &[u8]) -> Result<Value> {
+    let fail = |message: String| Error::Source {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| fail("values file is not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Ok(empty_map());
+    }
+    // Never include parser snippets: this may be decrypted text.
+    let value: Value =
+        serde_saphyr::from_str_with_options(text, safety::yaml_options()).map_err(|err| {
+            let line = err
+                .location()
+                .map(|l| format!(" at line {}", l.line()))
+                .unwrap_or_default();
+            fail(format!("values are not valid YAML{line}"))
+        })?;
+    match value {
+        Value::Object(_) => {
+            let mut value = value;
+            // A decrypted file still carries its `sops:` block only if decryption kept it.
+            if let Some(map) = value.as_object_mut() {
+                map.remove("sops");
+            }
+            Ok(value)
+        }
+        Value::Null => Ok(empty_map()),
+        _ => Err(fail("values must be a mapping".into())),
+    }
+}
+
+fn empty_map() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// Helm's merge of successive `-f` files: maps merge recursively, anything else replaces.
+fn deep_merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        deep_merge(existing, value)
+                    }
+                    _ => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Parse `helm template` output; each object's origin is the template named by helm's
+/// `# Source:` comment.
+fn parse_output(stdout: &[u8], shown: &str, redactor: &safety::Redactor) -> Result<Vec<Manifest>> {
+    let origin = PathBuf::from(format!("helm template {shown}"));
+    let mut manifests =
+        super::plain::parse_bytes(stdout, &origin).map_err(|err| Error::Render {
+            path: origin.clone(),
+            message: redactor.redact(&format!("helm produced unreadable output: {err}")),
+        })?;
+    let text = String::from_utf8_lossy(stdout);
+    let sources: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| line.strip_prefix("# Source: ").map(|s| (i + 1, s.trim())))
+        .collect();
+    for manifest in &mut manifests {
+        let Some(start) = manifest.origin.line else {
+            continue;
+        };
+        if let Some((_, source)) = sources
+            .iter()
+            .find(|(line, _)| *line >= start && *line <= start + 2)
+        {
+            manifest.origin.file = PathBuf::from(source);
+            manifest.origin.line = None;
+        }
+    }
+    Ok(manifests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_is_helms() {
+        let mut base = serde_json::json!({"a": {"b": 1, "c": [1]}, "d": 1});
+        deep_merge(
+            &mut base,
+            serde_json::json!({"a": {"c": [2], "e": true}, "d": {"x": 1}}),
+        );
+        assert_eq!(
+            base,
+            serde_json::json!({"a": {"b": 1, "c": [2], "e": true}, "d": {"x": 1}})
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! Where a chart comes from: a local directory or `.tgz` inside the source, a Helm HTTP
+//! repository (`index.yaml`, optional basic auth), or an OCI registry. Remote charts are pulled
+//! by the real `helm pull` into a private (0700) temp dir and checked as archives
+//! (decompression bombs, path escapes, links) before `helm template` reads them. Credentials go
+//! to helm through `--password-stdin`, never argv.
+
+use std::path::{Path, PathBuf};
+
+use super::super::process::{self, Run};
+use super::super::safety::{self, Limits, Redactor, TreeGuard};
+use super::HelmEnv;
+use crate::{Error, Result};
+
+/// A chart reference before fetching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChartRef {
+    /// A directory with `Chart.yaml`, or a packaged `.tgz` (already resolved and checked to be
+    /// inside the root, or given on the command line).
+    Local(PathBuf),
+    /// `helm pull NAME --repo URL`.
+    Repo { url: String, name: String },
+    /// `oci://host/path/chart`.
+    Oci(String),
+}
+
+impl ChartRef {
+    /// Short text for messages and origins (no credentials: URLs are printed without userinfo).
+    pub fn display(&self) -> String {
+        match self {
+            ChartRef::Local(path) => path.display().to_string(),
+            ChartRef::Repo { url, name } => format!("{name} from {}", strip_userinfo(url)),
+            ChartRef::Oci(reference) => strip_userinfo(reference),
+        }
+    }
+}
+
+fn strip_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
+                format!("{scheme}://{host}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Registry/repository options for pulling.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    pub version: Option<String>,
+    pub plain_http: bool,
+    pub insecure_skip_tls_verify: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Get a local chart path for `helm template`, checking what will be read.
+pub fn fetch(
+    chart: &ChartRef,
+    opts: &PullOptions,
+    env: &HelmEnv,
+    limits: &Limits,
+    guard: &mut TreeGuard,
+    redactor: &Redactor,
+) -> Result<PathBuf> {
+    match chart {
+        ChartRef::Local(path) => {
+            if path.is_dir() {
+                if !path.join("Chart.yaml").is_file() {
+                    return Err(Error::Source {
+                        path: path.clone(),
+                        message: "not a Helm chart: no Chart.yaml in this directory".into(),
+                    });
+                }
+                if path.starts_with(guard.root()) {
+                    guard.scan_dir(path)?;
+                }
+                check_vendored_archives(path, limits)?;
+            } else {
+                safety::check_chart_archive(path, limits)?;
+            }
+            if let Some(version) = &opts.version {
+                check_local_version(path, version)?;
+            }
+            Ok(path.clone())
+        }
+        ChartRef::Repo { url, name } => {
+            let dest = env.home().join("charts");
+            std::fs::create_dir_all(&dest).map_err(|err| io_err(&dest, err))?;
+            let mut pull = env.run(limits).arg("pull");
+            if opts.username.is_some() || opts.password.is_some() {
+                // `repo add --password-stdin` keeps the password out of argv; it lands in the
+                // private temp HELM_REPOSITORY_CONFIG, removed with it.
+                let mut add = env
+                    .run(limits)
+                    .arg("repo")
+                    .arg("add")
+                    .arg("ferry-chart-repo")
+                    .arg(url);
+                if let Some(user) = &opts.username {
+                    add = add.arg("--username").arg(user);
+                }
+                add = add
+                    .arg("--password-stdin")
+                    .stdin(opts.password.clone().unwrap_or_default().into_bytes());
+                if opts.insecure_skip_tls_verify {
+                    add = add.arg("--insecure-skip-tls-verify");
+                }
+                run_helm(
+                    add,
+                    &format!("adding chart repository {}", strip_userinfo(url)),
+                    redactor,
+                )?;
+                pull = pull.arg(format!("ferry-chart-repo/{name}"));
+            } else {
+                pull = pull.arg(name).arg("--repo").arg(url);
+            }
+            if let Some(version) = &opts.version {
+                pull = pull.arg("--version").arg(version);
+            }
+            if opts.insecure_skip_tls_verify {
+                pull = pull.arg("--insecure-skip-tls-verify");
+            }
+            pull = pull.arg("--destination").arg(&dest);
+            run_helm(
+                pull,
+                &format!("pulling chart {}", chart.display()),
+                redactor,
+            )?;
+            downloaded_archive(&dest, chart, limits)
+        }
+        ChartRef::Oci(reference) => {
+            let dest = env.home().join("charts");
+            std::fs::create_dir_all(&dest).map_err(|err| io_err(&dest, err))?;
+            if opts.username.is_some() || opts.password.is_some() {
+                let host = reference
+                    .trim_start_matches("oci://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let mut login = env.run(limits).arg("registry").arg("login").arg(&host);
+                if let Some(user) = &opts.username {
+                    login = login.arg("--username").arg(user);
+                }
+                login = login
+                    .arg("--password-stdin")
+                    .stdin(opts.password.clone().unwrap_or_default().into_bytes());
+                if opts.plain_http || opts.insecure_skip_tls_verify {
+                    login = login.arg("--insecure");
+                }
+                run_helm(login, &format!("logging in to {host}"), redactor)?;
+            }
+            let mut pull = env.run(limits).arg("pull").arg(reference);
+            if let Some(version) = &opts.version {
+                pull = pull.arg("--version").arg(version);
+            }
+            if opts.plain_http {
+                pull = pull.arg("--plain-http");
+            }
+            if opts.insecure_skip_tls_verify {
+                pull = pull.arg("--insecure-skip-tls-verify");
+            }
+            pull = pull.arg("--destination").arg(&dest);
+            run_helm(
+                pull,
+                &format!("pulling chart {}", chart.display()),
+                redactor,
+            )?;
+            downloaded_archive(&dest, chart, limits)
+        }
+    }
+}
+
+fn io_err(path: &Path, err: std::io::Error) -> Error {
+    Error::Render {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    }
+}
+
+/// Run a helm command, turning failure into an error with helm's (redacted) stderr.
+pub(super) fn run_helm(run: Run<'_>, what: &str, redactor: &Redactor) -> Result<Vec<u8>> {
+    let output = process::run(run).map_err(|err| {
+        let stderr = match &err {
+            process::RunError::Timeout { stderr, .. } => {
+                String::from_utf8_lossy(stderr).into_owned()
+            }
+            _ => String::new(),
+        };
+        Error::Render {
+            path: PathBuf::from("helm"),
+            message: redactor.redact(&format!("{what}: {err}{}", tail(&stderr))),
+        }
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Error::Render {
+            path: PathBuf::from("helm"),
+            message: redactor.redact(&format!(
+                "{what} failed ({}):{}",
+                output.status,
+                tail(&stderr)
+            )),
+        });
+    }
+    Ok(output.stdout)
+}
+
+fn tail(stderr: &str) -> String {
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("\n{stderr}")
+    }
+}
+
+/// The one `.tgz` helm pulled into `dest`, checked.
+fn downloaded_archive(dest: &Path, chart: &ChartRef, limits: &Limits) -> Result<PathBuf> {
+    let mut archives = Vec::new();
+    for entry in std::fs::read_dir(dest).map_err(|err| io_err(dest, err))? {
+        let path = entry.map_err(|err| io_err(dest, err))?.path();
+        if path.extension().is_some_and(|e| e == "tgz") {
+            archives.push(path);
+        }
+    }
+    let [archive] = archives.as_slice() else {
+        return Err(Error::Render {
+            path: PathBuf::from(chart.display()),
+            message: format!("helm pull left {} archives, expected one", archives.len()),
+        });
+    };
+    safety::check_chart_archive(archive, limits)?;
+    Ok(archive.clone())
+}
+
+/// Dependencies vendored as archives under `charts/` are unpacked by helm too: check them.
+fn check_vendored_archives(chart_dir: &Path, limits: &Limits) -> Result<()> {
+    let charts = chart_dir.join("charts");
+    let Ok(entries) = std::fs::read_dir(&charts) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "tgz") {
+            safety::check_chart_archive(&path, limits)?;
+        }
+    }
+    Ok(())
+}
+
+/// Helm ignores `--version` for local charts; ferry checks the declared range itself.
+fn check_local_version(path: &Path, range: &str) -> Result<()> {
+    let constraint = super::version::parse_constraint(range).map_err(|message| Error::Source {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    let version = if path.is_dir() {
+        let file = path.join("Chart.yaml");
+        let bytes = std::fs::read(&file).map_err(|err| io_err(&file, err))?;
+        chart_version(&bytes).ok_or_else(|| Error::Source {
+            path: file.clone(),
+            message: "Chart.yaml has no valid semver `version`".into(),
+        })?
+    } else {
+        // A packaged chart's version is in its file name (`name-1.2.3.tgz`), as helm writes it.
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        stem.char_indices()
+            .filter(|(_, c)| *c == '-')
+            .find_map(|(i, _)| semver::Version::parse(&stem[i + 1..]).ok())
+            .ok_or_else(|| Error::Source {
+                path: path.to_path_buf(),
+                message: "cannot tell the chart version from the archive name (expected NAME-VERSION.tgz)".into(),
+            })?
+    };
+    if constraint.matches(&version) {
+        Ok(())
+    } else {
+        Err(Error::Source {
+            path: path.to_path_buf(),
+            message: format!(
+                "chart version {version} does not satisfy the requested range {range:?}"
+            ),
+        })
+    }
+}
+
+fn chart_version(chart_yaml: &[u8]) -> Option<semver::Version> {
+    let text = std::str::from_utf8(chart_yaml).ok()?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str_with_options(text, safety::yaml_options()).ok()?;
+    let version = match value.get("version")? {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    semver::Version::parse(version.trim_start_matches('v')).ok()
+}
+
+/// The chart's `name` from Chart.yaml (directory) or the archive file name.
+pub fn chart_name(path: &Path) -> Option<String> {
+    if path.is_dir() {
+        let text = std::fs::read_to_string(path.join("Chart.yaml")).ok()?;
+        let value: serde_json::Value =
+            serde_saphyr::from_str_with_options(&text, safety::yaml_options()).ok()?;
+        return value.get("name")?.as_str().map(str::to_string);
+    }
+    let stem = path.file_stem()?.to_str()?;
+    let name = stem
+        .char_indices()
+        .filter(|(_, c)| *c == '-')
+        .find(|(i, _)| semver::Version::parse(&stem[i + 1..]).is_ok())
+        .map(|(i, _)| &stem[..i])
+        .unwrap_or(stem);
+    Some(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_is_not_shown() {
+        assert_eq!(
+            strip_userinfo("https://u:p@charts.example/x"),
+            "https://charts.example/x"
+        );
+        assert_eq!(strip_userinfo("oci://reg/charts/a"), "oci://reg/charts/a");
+    }
+
+    #[test]
+    fn names_from_archives() {
+        assert_eq!(
+            chart_name(Path::new("/x/my-chart-1.2.3.tgz")).as_deref(),
+            Some("my-chart")
+        );
+    }
+}
