@@ -25,15 +25,11 @@ pub(crate) struct AgeEntry {
 pub(crate) struct KeyGroup {
     #[serde(default)]
     pub age: Option<Vec<AgeEntry>>,
-    #[serde(flatten)]
-    pub other: serde_json::Map<String, Value>,
 }
 
 /// The `sops:` block as stored in files. Field names are SOPS's.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct Metadata {
-    #[serde(default)]
-    pub shamir_threshold: Option<i64>,
     #[serde(default)]
     pub key_groups: Option<Vec<KeyGroup>>,
     #[serde(default)]
@@ -66,8 +62,6 @@ pub(crate) struct Metadata {
     pub encrypted_comment_regex: Option<String>,
     #[serde(default)]
     pub mac_only_encrypted: Option<bool>,
-    #[serde(default)]
-    pub version: Option<Value>,
 }
 
 impl Metadata {
