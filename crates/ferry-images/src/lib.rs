@@ -7,6 +7,7 @@ pub mod kustomize;
 pub mod markers;
 pub mod policy;
 pub mod reference;
+pub mod registry;
 pub mod semver_range;
 pub mod setimage;
 pub mod yaml_scan;

@@ -1,0 +1,811 @@
+//! OCI distribution API client for scanning: tag lists (paged with `n` and following `Link`),
+//! digests via `HEAD` on manifests, the bearer-token flow (Docker Hub, GHCR, Harbor, ECR-style
+//! token services) and basic auth, conditional requests (`If-None-Match`) so that an unchanged
+//! tag list costs one request, and per-registry pacing with backoff on 429.
+//!
+//! One [`Registries`] is shared by all scans of a process: it holds the HTTP clients, the token
+//! and ETag caches and the per-host pacing state.
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::reference::{is_loopback_host, split_repository};
+pub use auth::Credentials;
+use auth::parse_challenge;
+
+/// Accept header for manifest HEAD/GET: indexes first, so multi-arch images give the index digest.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error(
+        "registry {host} is unreachable ({url}): {reason}; check the image name and that the registry is up"
+    )]
+    Unreachable {
+        host: String,
+        url: String,
+        reason: String,
+    },
+    #[error("registry {host} refused the credentials for {repository} (401 Unauthorized){hint}")]
+    Unauthorized {
+        host: String,
+        repository: String,
+        hint: String,
+    },
+    #[error(
+        "registry {host} denied access to {repository} (403 Forbidden); the credentials lack pull rights"
+    )]
+    Forbidden { host: String, repository: String },
+    #[error("repository {repository} was not found on registry {host} (404); check spec.image")]
+    NotFound { host: String, repository: String },
+    #[error("registry {host} is rate limiting (429 Too Many Requests); backing off for {}s", retry_after.as_secs())]
+    RateLimited { host: String, retry_after: Duration },
+    #[error("registry {host} answered {status} for {url}: {body}")]
+    Http {
+        host: String,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("registry {host} sent an invalid response for {url}: {reason}")]
+    Invalid {
+        host: String,
+        url: String,
+        reason: String,
+    },
+    #[error("token service {realm} failed: {reason}")]
+    Token { realm: String, reason: String },
+    #[error("TLS setup for registry {host}: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("scan of {repository} did not finish within {}s", timeout.as_secs())]
+    Timeout {
+        repository: String,
+        timeout: Duration,
+    },
+}
+
+impl RegistryError {
+    /// A short condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RegistryError::Unreachable { .. } => "RegistryUnreachable",
+            RegistryError::Unauthorized { .. } => "Unauthorized",
+            RegistryError::Forbidden { .. } => "Forbidden",
+            RegistryError::NotFound { .. } => "NotFound",
+            RegistryError::RateLimited { .. } => "RateLimited",
+            RegistryError::Http { .. } | RegistryError::Invalid { .. } => "RegistryError",
+            RegistryError::Token { .. } => "TokenServiceFailed",
+            RegistryError::Tls { .. } => "TLSError",
+            RegistryError::Timeout { .. } => "Timeout",
+        }
+    }
+
+    /// How long to wait before the next attempt, if the registry said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// Per-repository connection options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ConnectOptions {
+    /// Plain HTTP and no certificate verification.
+    pub insecure: bool,
+    /// Extra PEM CA bundle.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Tunables shared by every scan.
+#[derive(Debug, Clone)]
+pub struct RegistryLimits {
+    /// Minimum spacing between requests to one registry host.
+    pub min_interval: Duration,
+    /// Page size asked for (`n`).
+    pub page_size: usize,
+    /// Attempts of one request on 429 before giving up (with backoff in between).
+    pub max_attempts: u32,
+    /// Backoff after a 429 without Retry-After (doubles on each consecutive 429, capped at 5m).
+    pub base_backoff: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::from_millis(20),
+            page_size: 1000,
+            max_attempts: 4,
+            base_backoff: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The outcome of listing tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagList {
+    pub tags: Vec<String>,
+    /// HTTP requests made (token requests included).
+    pub requests: u32,
+    /// True when the registry answered 304 and the cached list was used.
+    pub not_modified: bool,
+}
+
+#[derive(Default)]
+struct HostState {
+    next_allowed: Option<Instant>,
+    blocked_until: Option<Instant>,
+    consecutive_429: u32,
+}
+
+#[derive(Clone)]
+struct CachedPage {
+    etag: String,
+    tags: Vec<String>,
+    next: Option<String>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: String,
+    expires: Instant,
+}
+
+/// Shared registry access (clone freely).
+#[derive(Clone)]
+pub struct Registries {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: RegistryLimits,
+    clients: Mutex<HashMap<ConnectOptions, reqwest::Client>>,
+    hosts: Mutex<HashMap<String, HostState>>,
+    pages: Mutex<HashMap<String, CachedPage>>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+}
+
+#[derive(Deserialize)]
+struct TagsResponse {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Self::new(RegistryLimits::default())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One repository on one registry, with its credentials.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub path: String,
+    pub credentials: Credentials,
+    pub options: ConnectOptions,
+}
+
+impl Target {
+    pub fn new(repository: &str, credentials: Credentials, options: ConnectOptions) -> Self {
+        let (host, path) = split_repository(repository);
+        Self {
+            host,
+            path,
+            credentials,
+            options,
+        }
+    }
+
+    fn base(&self) -> String {
+        let scheme = if self.options.insecure || is_loopback_host(&self.host) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", self.host)
+    }
+
+    fn display(&self) -> String {
+        format!("{}/{}", self.host, self.path)
+    }
+}
+
+impl Registries {
+    pub fn new(limits: RegistryLimits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                limits,
+                clients: Mutex::default(),
+                hosts: Mutex::default(),
+                pages: Mutex::default(),
+                tokens: Mutex::default(),
+            }),
+        }
+    }
+
+    fn client(&self, target: &Target) -> Result<reqwest::Client, RegistryError> {
+        if let Some(c) = lock(&self.inner.clients).get(&target.options) {
+            return Ok(c.clone());
+        }
+        let tls = |reason: String| RegistryError::Tls {
+            host: target.host.clone(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("ferry-images/", env!("CARGO_PKG_VERSION")))
+            .timeout(self.inner.limits.request_timeout)
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if target.options.insecure {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some(pem) = &target.options.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| tls(format!("the CA bundle is not valid PEM: {e}")))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| tls(e.to_string()))?;
+        lock(&self.inner.clients).insert(target.options.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Wait for this host's pacing slot; fail fast when a 429 backoff outlasts `deadline`.
+    async fn pace(&self, host: &str, deadline: Instant) -> Result<(), RegistryError> {
+        let wait_until = {
+            let mut hosts = lock(&self.inner.hosts);
+            let state = hosts.entry(host.to_string()).or_default();
+            let now = Instant::now();
+            let mut at = state.next_allowed.unwrap_or(now).max(now);
+            if let Some(blocked) = state.blocked_until {
+                if blocked > deadline {
+                    return Err(RegistryError::RateLimited {
+                        host: host.to_string(),
+                        retry_after: blocked.saturating_duration_since(now),
+                    });
+                }
+                at = at.max(blocked);
+            }
+            state.next_allowed = Some(at + self.inner.limits.min_interval);
+            at
+        };
+        let now = Instant::now();
+        if wait_until > now {
+            tokio::time::sleep(wait_until - now).await;
+        }
+        Ok(())
+    }
+
+    fn record_429(&self, host: &str, retry_after: Option<Duration>) -> Duration {
+        let mut hosts = lock(&self.inner.hosts);
+        let state = hosts.entry(host.to_string()).or_default();
+        state.consecutive_429 += 1;
+        let backoff = retry_after.unwrap_or_else(|| {
+            let factor = 2u32.saturating_pow(state.consecutive_429.saturating_sub(1).min(8));
+            (self.inner.limits.base_backoff * factor).min(Duration::from_secs(300))
+        });
+        state.blocked_until = Some(Instant::now() + backoff);
+        backoff
+    }
+
+    fn record_ok(&self, host: &str) {
+        if let Some(state) = lock(&self.inner.hosts).get_mut(host) {
+            state.consecutive_429 = 0;
+            state.blocked_until = None;
+        }
+    }
+
+    /// When the host may next be asked (after a 429), for requeue decisions.
+    pub fn blocked_for(&self, host: &str) -> Option<Duration> {
+        let hosts = lock(&self.inner.hosts);
+        let blocked = hosts.get(host)?.blocked_until?;
+        let left = blocked.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Send a request with auth, pacing and 429 handling. `build` makes a fresh request for
+    /// each attempt.
+    async fn send<F>(
+        &self,
+        target: &Target,
+        url: &str,
+        deadline: Instant,
+        requests: &mut u32,
+        build: F,
+    ) -> Result<reqwest::Response, RegistryError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let client = self.client(target)?;
+        let scope = format!("repository:{}:pull", target.path);
+        let token_key = format!(
+            "{}|{}|{}",
+            target.host,
+            scope,
+            target.credentials.cache_id()
+        );
+        let mut auth_header: Option<String> = self.initial_auth(target, &token_key);
+        let mut tried_auth = false;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.pace(&target.host, deadline).await?;
+            let mut request = build(&client);
+            if let Some(value) = &auth_header {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            *requests += 1;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| RegistryError::Unreachable {
+                    host: target.host.clone(),
+                    url: url.to_string(),
+                    reason: error_chain(&e),
+                })?;
+            match response.status() {
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let retry_after = parse_retry_after(response.headers());
+                    let backoff = self.record_429(&target.host, retry_after);
+                    tracing::warn!(host = %target.host, backoff_secs = backoff.as_secs_f64(), "registry rate limit (429)");
+                    if attempts >= self.inner.limits.max_attempts
+                        || Instant::now() + backoff > deadline
+                    {
+                        return Err(RegistryError::RateLimited {
+                            host: target.host.clone(),
+                            retry_after: backoff,
+                        });
+                    }
+                }
+                StatusCode::UNAUTHORIZED if !tried_auth => {
+                    tried_auth = true;
+                    let challenge = response
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge);
+                    auth_header = Some(
+                        self.answer_challenge(
+                            target, challenge, &scope, &token_key, deadline, requests,
+                        )
+                        .await?,
+                    );
+                }
+                StatusCode::UNAUTHORIZED => {
+                    return Err(RegistryError::Unauthorized {
+                        host: target.host.clone(),
+                        repository: target.path.clone(),
+                        hint: match target.credentials {
+                            Credentials::Anonymous => {
+                                "; the registry needs credentials: set spec.secretRef".into()
+                            }
+                            _ => "; check the Secret in spec.secretRef".into(),
+                        },
+                    });
+                }
+                StatusCode::FORBIDDEN => {
+                    return Err(RegistryError::Forbidden {
+                        host: target.host.clone(),
+                        repository: target.path.clone(),
+                    });
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(RegistryError::NotFound {
+                        host: target.host.clone(),
+                        repository: target.path.clone(),
+                    });
+                }
+                _ => {
+                    self.record_ok(&target.host);
+                    return Ok(response);
+                }
+            }
+        }
+    }
+
+    fn initial_auth(&self, target: &Target, token_key: &str) -> Option<String> {
+        if let Credentials::Bearer(token) = &target.credentials {
+            return Some(format!("Bearer {token}"));
+        }
+        let tokens = lock(&self.inner.tokens);
+        tokens
+            .get(token_key)
+            .filter(|t| t.expires > Instant::now())
+            .map(|t| format!("Bearer {}", t.token))
+    }
+
+    async fn answer_challenge(
+        &self,
+        target: &Target,
+        challenge: Option<auth::Challenge>,
+        scope: &str,
+        token_key: &str,
+        deadline: Instant,
+        requests: &mut u32,
+    ) -> Result<String, RegistryError> {
+        let unauthorized = |hint: &str| RegistryError::Unauthorized {
+            host: target.host.clone(),
+            repository: target.path.clone(),
+            hint: hint.to_string(),
+        };
+        let Some(challenge) = challenge else {
+            return Err(unauthorized(
+                "; the registry sent no WWW-Authenticate challenge",
+            ));
+        };
+        match challenge.scheme.as_str() {
+            "basic" => match &target.credentials {
+                Credentials::Basic { username, password } => Ok(basic_header(username, password)),
+                _ => Err(unauthorized(
+                    "; the registry wants basic auth: set spec.secretRef to a Secret with username/password or .dockerconfigjson",
+                )),
+            },
+            "bearer" => {
+                let realm = challenge
+                    .params
+                    .get("realm")
+                    .cloned()
+                    .ok_or_else(|| unauthorized("; the bearer challenge has no realm"))?;
+                let token = self
+                    .fetch_token(
+                        target,
+                        &realm,
+                        challenge.params.get("service"),
+                        scope,
+                        deadline,
+                        requests,
+                    )
+                    .await?;
+                let header = format!("Bearer {}", token.token);
+                lock(&self.inner.tokens).insert(token_key.to_string(), token);
+                Ok(header)
+            }
+            other => Err(unauthorized(&format!(
+                "; unsupported auth scheme {other:?}"
+            ))),
+        }
+    }
+
+    /// The token endpoint of the bearer flow (docker token spec; OAuth2 refresh for identity
+    /// tokens).
+    async fn fetch_token(
+        &self,
+        target: &Target,
+        realm: &str,
+        service: Option<&String>,
+        scope: &str,
+        deadline: Instant,
+        requests: &mut u32,
+    ) -> Result<CachedToken, RegistryError> {
+        let fail = |reason: String| RegistryError::Token {
+            realm: realm.to_string(),
+            reason,
+        };
+        let realm_host = reqwest::Url::parse(realm)
+            .map_err(|e| fail(format!("invalid realm URL: {e}")))?
+            .host_str()
+            .unwrap_or_default()
+            .to_string();
+        self.pace(&realm_host, deadline).await?;
+        let client = self.client(target)?;
+        let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        let request = match &target.credentials {
+            Credentials::IdentityToken(refresh) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "ferry"),
+                    ("refresh_token", refresh.as_str()),
+                    ("scope", scope),
+                ];
+                if let Some(service) = service {
+                    form.push(("service", service));
+                }
+                client.post(realm).form(&form)
+            }
+            Credentials::Basic { username, password } => client
+                .get(realm)
+                .query(&query)
+                .header(header::AUTHORIZATION, basic_header(username, password)),
+            _ => client.get(realm).query(&query),
+        };
+        *requests += 1;
+        let response = request.send().await.map_err(|e| fail(error_chain(&e)))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(RegistryError::Unauthorized {
+                host: target.host.clone(),
+                repository: target.path.clone(),
+                hint: format!("; the token service refused the credentials ({status})"),
+            });
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let backoff = self.record_429(&realm_host, parse_retry_after(response.headers()));
+            return Err(RegistryError::RateLimited {
+                host: realm_host,
+                retry_after: backoff,
+            });
+        }
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {status}")));
+        }
+        let body: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| fail(format!("response is not token JSON: {e}")))?;
+        let token = body
+            .token
+            .or(body.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| fail("response has no token".into()))?;
+        // Docker's token spec: default lifetime 60s; renew a little early.
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).max(10));
+        Ok(CachedToken {
+            token,
+            expires: Instant::now() + lifetime - Duration::from_secs(5),
+        })
+    }
+
+    /// List every tag of the target, following pagination. Pages the registry reports as not
+    /// modified (304 on `If-None-Match`) come from the cache; when the first page is unchanged
+    /// and it was the only page, that single request is the whole scan.
+    pub async fn list_tags(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<TagList, RegistryError> {
+        let deadline = Instant::now() + timeout;
+        let fut = self.list_tags_inner(target, deadline);
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(RegistryError::Timeout {
+                repository: target.display(),
+                timeout,
+            }),
+        }
+    }
+
+    async fn list_tags_inner(
+        &self,
+        target: &Target,
+        deadline: Instant,
+    ) -> Result<TagList, RegistryError> {
+        let base = target.base();
+        let mut url = format!(
+            "{base}/v2/{}/tags/list?n={}",
+            target.path, self.inner.limits.page_size
+        );
+        let cred = target.credentials.cache_id();
+        let mut tags = Vec::new();
+        let mut requests = 0u32;
+        let mut all_cached = true;
+        let mut seen_pages = 0usize;
+        loop {
+            seen_pages += 1;
+            if seen_pages > 100_000 {
+                return Err(RegistryError::Invalid {
+                    host: target.host.clone(),
+                    url,
+                    reason: "pagination does not end".into(),
+                });
+            }
+            let cache_key = format!("{cred}|{url}");
+            let cached = lock(&self.inner.pages).get(&cache_key).cloned();
+            let response = self
+                .send(target, &url, deadline, &mut requests, |c| {
+                    let mut r = c.get(&url);
+                    if let Some(page) = &cached {
+                        r = r.header(header::IF_NONE_MATCH, page.etag.clone());
+                    }
+                    r
+                })
+                .await?;
+            let status = response.status();
+            let (page_tags, next) = if status == StatusCode::NOT_MODIFIED {
+                match cached {
+                    Some(page) => (page.tags, page.next),
+                    None => {
+                        return Err(RegistryError::Invalid {
+                            host: target.host.clone(),
+                            url,
+                            reason: "304 Not Modified to an unconditional request".into(),
+                        });
+                    }
+                }
+            } else if status.is_success() {
+                all_cached = false;
+                let etag = response
+                    .headers()
+                    .get(header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let next = next_link(response.headers(), &base);
+                let body: TagsResponse =
+                    response.json().await.map_err(|e| RegistryError::Invalid {
+                        host: target.host.clone(),
+                        url: url.clone(),
+                        reason: format!("tag list is not JSON: {e}"),
+                    })?;
+                let page_tags = body.tags.unwrap_or_default();
+                match etag {
+                    Some(etag) => {
+                        lock(&self.inner.pages).insert(
+                            cache_key,
+                            CachedPage {
+                                etag,
+                                tags: page_tags.clone(),
+                                next: next.clone(),
+                            },
+                        );
+                    }
+                    None => {
+                        lock(&self.inner.pages).remove(&cache_key);
+                    }
+                }
+                (page_tags, next)
+            } else {
+                let body = response.text().await.unwrap_or_default();
+                return Err(RegistryError::Http {
+                    host: target.host.clone(),
+                    url,
+                    status: status.as_u16(),
+                    body: body.chars().take(300).collect(),
+                });
+            };
+            tags.extend(page_tags);
+            match next {
+                Some(next) if next != url => url = next,
+                _ => break,
+            }
+        }
+        Ok(TagList {
+            tags,
+            requests,
+            not_modified: all_cached,
+        })
+    }
+
+    /// The digest of `tag` (`Docker-Content-Digest` of a HEAD; falls back to hashing a GET).
+    pub async fn digest(
+        &self,
+        target: &Target,
+        tag: &str,
+        timeout: Duration,
+    ) -> Result<String, RegistryError> {
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/v2/{}/manifests/{tag}", target.base(), target.path);
+        let mut requests = 0;
+        let response = self
+            .send(target, &url, deadline, &mut requests, |c| {
+                c.head(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        if let Some(d) = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            return Ok(d.to_string());
+        }
+        let response = self
+            .send(target, &url, deadline, &mut requests, |c| {
+                c.get(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| RegistryError::Invalid {
+            host: target.host.clone(),
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+        Ok(format!("sha256:{}", hex::encode(d.as_ref())))
+    }
+}
+
+fn basic_header(username: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+    )
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).clamp(0, 3600);
+    Some(Duration::from_secs(secs as u64))
+}
+
+/// The `rel="next"` target of a `Link` header, absolute.
+pub fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
+    headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v: &HeaderValue| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|part| {
+            let (target, params) = part.split_once(';')?;
+            if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+                return None;
+            }
+            let target = target.trim().trim_start_matches('<').trim_end_matches('>');
+            Some(
+                if target.starts_with("http://") || target.starts_with("https://") {
+                    target.to_string()
+                } else {
+                    format!("{base}{target}")
+                },
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static("</v2/app/tags/list?last=b&n=2>; rel=\"next\""),
+        );
+        assert_eq!(
+            next_link(&h, "http://r:5000").as_deref(),
+            Some("http://r:5000/v2/app/tags/list?last=b&n=2")
+        );
+        assert_eq!(next_link(&HeaderMap::new(), "http://r"), None);
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+    }
+}
