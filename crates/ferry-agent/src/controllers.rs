@@ -1,0 +1,272 @@
+//! Leadership and the controller set: wait for the Lease (when leader election is on), run the
+//! GitSource and Release controllers while leading, stop them when the lease is lost or on
+//! shutdown (running reconciles finish first), then release the lease.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ferry_api::{GitSource, Release};
+use futures::{StreamExt, future};
+use kube::runtime::controller::Config as ControllerConfig;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::{Predicate, WatchStreamExt, predicates};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Config};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream_shim::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::http::CertificateSlot;
+use crate::metrics::Metrics;
+use crate::options::AgentOptions;
+use crate::{gitsource, release};
+
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    client: Client,
+    config: Config,
+    options: AgentOptions,
+    metrics: Arc<Metrics>,
+    leading: Arc<AtomicBool>,
+    certificate: CertificateSlot,
+    shutdown: CancellationToken,
+    http_task: JoinHandle<()>,
+) -> anyhow::Result<()> {
+    let result = if options.leader_elect {
+        run_with_lease(
+            &client,
+            &config,
+            &options,
+            &metrics,
+            &leading,
+            &certificate,
+            &shutdown,
+        )
+        .await
+    } else {
+        leading.store(true, Ordering::Relaxed);
+        metrics.leader.set(1);
+        run_controllers(
+            client,
+            config,
+            options,
+            metrics.clone(),
+            certificate,
+            shutdown.clone(),
+        )
+        .await;
+        Ok(())
+    };
+    leading.store(false, Ordering::Relaxed);
+    metrics.leader.set(0);
+    shutdown.cancel();
+    let _ = http_task.await;
+    result
+}
+
+async fn run_with_lease(
+    client: &Client,
+    config: &Config,
+    options: &AgentOptions,
+    metrics: &Arc<Metrics>,
+    leading: &Arc<AtomicBool>,
+    certificate: &CertificateSlot,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let identity = options.identity.clone().unwrap_or_else(default_identity);
+    let duration = options.lease_duration().as_secs();
+    let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+        .with_namespace(&options.namespace)
+        .with_identity(&identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .with_field_manager("ferry-agent")
+        .build()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot set up the leader-election Lease {}/{}: {e}; does the namespace exist and may the agent manage leases there?",
+                options.namespace,
+                options.lease_name
+            )
+        })?;
+    let (mut is_leader, lease_task) = manager.watch().await;
+    tracing::info!(%identity, lease = %options.lease_name, "waiting for leadership");
+    loop {
+        // Wait to become leader, or shutdown.
+        while !*is_leader.borrow_and_update() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    drop(is_leader);
+                    let _ = lease_task.await;
+                    return Ok(());
+                }
+                changed = is_leader.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("the leader-election task stopped");
+                    }
+                }
+            }
+        }
+        tracing::info!(%identity, "became leader");
+        leading.store(true, Ordering::Relaxed);
+        metrics.leader.set(1);
+        let term = shutdown.child_token();
+        let controllers = run_controllers(
+            client.clone(),
+            config.clone(),
+            options.clone(),
+            metrics.clone(),
+            certificate.clone(),
+            term.clone(),
+        );
+        tokio::pin!(controllers);
+        let mut lost = false;
+        loop {
+            tokio::select! {
+                _ = &mut controllers => break,
+                changed = is_leader.changed() => {
+                    if changed.is_err() || !*is_leader.borrow() {
+                        tracing::warn!(%identity, "lost leadership; stopping controllers");
+                        lost = true;
+                        term.cancel();
+                    }
+                }
+            }
+        }
+        leading.store(false, Ordering::Relaxed);
+        metrics.leader.set(0);
+        if shutdown.is_cancelled() || !lost {
+            drop(is_leader);
+            // Dropping the receiver makes the lease task release the Lease.
+            let _ = lease_task.await;
+            return Ok(());
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| "ferry-agent".to_string());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+fn watcher_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+/// Run both controllers until `stop` is cancelled; in-flight reconciles finish first.
+pub async fn run_controllers(
+    client: Client,
+    config: Config,
+    options: AgentOptions,
+    metrics: Arc<Metrics>,
+    certificate: CertificateSlot,
+    stop: CancellationToken,
+) {
+    let namespaces: Vec<Option<String>> = if options.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let (release_tx, release_rx) = mpsc::unbounded_channel::<ObjectRef<Release>>();
+    let concurrency = options.concurrency;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        options,
+        metrics,
+        release_tx,
+    ));
+    let _ = certificate;
+
+    // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
+    // annotation changes trigger: status writes by the agent itself do not.
+    let (source_reader, source_writer) = reflector::store::<GitSource>();
+    let source_stream = futures::stream::select_all(namespaces.iter().map(|ns| {
+        let api: Api<GitSource> = api_for(&client, ns.as_deref());
+        watcher(api, watcher_config()).default_backoff().boxed()
+    }))
+    .reflect(source_writer)
+    .applied_objects()
+    .predicate_filter(
+        (predicates::generation as fn(&GitSource) -> Option<u64>).combine(predicates::annotations),
+        Default::default(),
+    );
+    let _ = ctx.sources.set(source_reader.clone());
+
+    let (release_reader, release_writer) = reflector::store::<Release>();
+    let release_stream = futures::stream::select_all(namespaces.iter().map(|ns| {
+        let api: Api<Release> = api_for(&client, ns.as_deref());
+        watcher(api, watcher_config()).default_backoff().boxed()
+    }))
+    .reflect(release_writer)
+    .applied_objects()
+    .predicate_filter(
+        (predicates::generation as fn(&Release) -> Option<u64>)
+            .combine(predicates::annotations)
+            .combine(predicates::finalizers),
+        Default::default(),
+    );
+    let _ = ctx.releases.set(release_reader.clone());
+
+    let stop_sources = stop.clone();
+    let sources = Controller::for_stream(source_stream, source_reader)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move { stop_sources.cancelled().await })
+        .run(gitsource::reconcile, gitsource::error_policy, ctx.clone())
+        .for_each(|result| {
+            if let Err(err) = result {
+                tracing::debug!("GitSource controller: {err}");
+            }
+            future::ready(())
+        });
+    let stop_releases = stop.clone();
+    let releases = Controller::for_stream(release_stream, release_reader)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .reconcile_on(UnboundedReceiverStream(release_rx))
+        .graceful_shutdown_on(async move { stop_releases.cancelled().await })
+        .run(release::reconcile, release::error_policy, ctx.clone())
+        .for_each(|result| {
+            if let Err(err) = result {
+                tracing::debug!("Release controller: {err}");
+            }
+            future::ready(())
+        });
+    tokio::join!(sources, releases);
+    tracing::info!("controllers stopped");
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A tiny adapter so we need not pull in tokio-stream for one type.
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    pub struct UnboundedReceiverStream<T>(pub UnboundedReceiver<T>);
+
+    impl<T> futures::Stream for UnboundedReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

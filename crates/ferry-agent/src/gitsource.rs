@@ -1,0 +1,296 @@
+//! The GitSource controller: fetches each source on its interval, on spec change and on demand
+//! (annotation, webhook), publishes the checkout to the in-memory artifact index, and wakes the
+//! Releases that use it when the revision changes. A failed fetch keeps the last good artifact.
+//! Status is only written when something a user would see changed (zero writes in steady state).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT, RECONCILING, STALLED};
+use ferry_api::{GitSource, GitSourceStatus};
+use ferry_engine::source::git::{self, FetchRequest, GitAuth, GitReference};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use crate::context::{Artifact, Context, key_of};
+use crate::metrics::ObjectLabels;
+
+const KIND: &str = "GitSource";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Fetch(String),
+    #[error("cannot update the status of GitSource {0}: {1}")]
+    Status(String, String),
+}
+
+/// Interval, or the Flux default of one minute.
+pub fn interval(source: &GitSource) -> Duration {
+    source
+        .spec
+        .interval
+        .as_deref()
+        .and_then(|i| common::parse_duration(i).ok())
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_secs(1))
+}
+
+fn reference(source: &GitSource) -> GitReference {
+    let r = source.spec.git_ref.clone().unwrap_or_default();
+    if let Some(commit) = r.commit {
+        GitReference::Commit(commit)
+    } else if let Some(range) = r.semver {
+        GitReference::Semver(range)
+    } else if let Some(tag) = r.tag {
+        GitReference::Tag(tag)
+    } else {
+        GitReference::Branch(r.branch.unwrap_or_else(|| "main".to_string()))
+    }
+}
+
+pub async fn reconcile(source: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, SourceError> {
+    let started = Instant::now();
+    let key = key_of(&*source);
+    let result = reconcile_inner(&source, &ctx).await;
+    ctx.metrics
+        .observe_reconcile(KIND, &key.0, &key.1, result.is_ok(), started.elapsed());
+    result
+}
+
+async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, SourceError> {
+    let key = key_of(source);
+    let api: Api<GitSource> = Api::namespaced(ctx.client.clone(), &key.0);
+    let old = source.status.clone().unwrap_or_default();
+    let requested = source.annotations().get(RECONCILE_REQUESTED_AT).cloned();
+    if source.spec.suspend && requested == old.last_handled_reconcile_at {
+        tracing::debug!(source = %format!("{}/{}", key.0, key.1), "suspended");
+        return Ok(Action::await_change());
+    }
+    let mut status = old.clone();
+    status.observed_generation = source.metadata.generation;
+    status.last_handled_reconcile_at = requested.clone();
+    common::remove_condition(&mut status.conditions, RECONCILING);
+
+    let fetched = fetch(source, ctx).await;
+    let action = match fetched {
+        Ok(checkout) => {
+            ctx.clear_failures(KIND, &key);
+            let artifact = Artifact {
+                path: checkout.path,
+                revision: checkout.revision.clone(),
+                url: git::redact_url(&source.spec.url),
+            };
+            let changed = ctx.set_artifact(key.clone(), artifact);
+            if status.revision.as_deref() != Some(&checkout.revision) {
+                status.revision = Some(checkout.revision.clone());
+                status.last_fetch_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            }
+            common::remove_condition(&mut status.conditions, STALLED);
+            common::set_condition(
+                &mut status.conditions,
+                READY,
+                true,
+                "Succeeded",
+                &format!("stored revision {}", checkout.revision),
+                source.metadata.generation,
+            );
+            if changed {
+                tracing::info!(source = %format!("{}/{}", key.0, key.1), revision = %checkout.revision, "fetched new revision");
+                ctx.trigger_releases_of_source(&key);
+            }
+            Action::requeue(interval(source))
+        }
+        Err(err) => {
+            let (reason, stalled) = match &err {
+                SourceError::Invalid(_) => ("InvalidSpec", true),
+                _ => ("FetchFailed", false),
+            };
+            let message = err.to_string();
+            let prev_message = common::find_condition(&old.conditions, READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            let kept = status
+                .revision
+                .as_deref()
+                .map(|r| format!("; still serving the last good revision {r}"))
+                .unwrap_or_default();
+            let full = format!("{message}{kept}");
+            common::set_condition(
+                &mut status.conditions,
+                READY,
+                false,
+                reason,
+                &full,
+                source.metadata.generation,
+            );
+            if stalled {
+                common::set_condition(
+                    &mut status.conditions,
+                    STALLED,
+                    true,
+                    reason,
+                    &message,
+                    source.metadata.generation,
+                );
+            }
+            if prev_message != full {
+                tracing::warn!(source = %format!("{}/{}", key.0, key.1), "fetch failed: {message}");
+                publish(ctx, source, EventType::Warning, reason, &full).await;
+            }
+            if stalled {
+                Action::await_change()
+            } else {
+                Action::requeue(ctx.failure_backoff(KIND, &key, interval(source)))
+            }
+        }
+    };
+    if status_differs(&old, &status) {
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| SourceError::Status(format!("{}/{}", key.0, key.1), e.to_string()))?;
+    }
+    Ok(action)
+}
+
+/// Compare statuses ignoring condition timestamps, so unchanged state is never written.
+pub fn status_differs(old: &GitSourceStatus, new: &GitSourceStatus) -> bool {
+    let strip = |s: &GitSourceStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(old) != strip(new)
+}
+
+async fn fetch(source: &GitSource, ctx: &Context) -> Result<git::Checkout, SourceError> {
+    let key = key_of(source);
+    let url = source.spec.url.clone();
+    if !(url.starts_with("https://")
+        || url.starts_with("http://")
+        || url.starts_with("ssh://")
+        || url.starts_with("file://")
+        || (url.contains('@') && url.contains(':')))
+    {
+        return Err(SourceError::Invalid(format!(
+            "url {:?} is not an https://, http://, ssh://, user@host:path or file:// URL",
+            git::redact_url(&url)
+        )));
+    }
+    let timeout = match source.spec.timeout.as_deref() {
+        Some(t) => common::parse_duration(t)
+            .map_err(|e| SourceError::Invalid(format!("spec.timeout: {e}")))?,
+        None => Duration::from_secs(60),
+    };
+    if let Some(i) = source.spec.interval.as_deref() {
+        common::parse_duration(i)
+            .map_err(|e| SourceError::Invalid(format!("spec.interval: {e}")))?;
+    }
+    let auth = match &source.spec.secret_ref {
+        Some(secret_ref) => load_auth(ctx, &key.0, &secret_ref.name).await?,
+        None => GitAuth::default(),
+    };
+    let request = FetchRequest {
+        url,
+        reference: reference(source),
+        auth,
+        timeout,
+    };
+    let cache_dir = ctx.options.cache_dir.clone();
+    let _slot = ctx
+        .fetch_slots
+        .acquire()
+        .await
+        .map_err(|_| SourceError::Fetch("agent is shutting down".to_string()))?;
+    let started = Instant::now();
+    let task = tokio::task::spawn_blocking(move || git::fetch(&cache_dir, &request));
+    // The blocking fetch aborts itself at the deadline; this is the backstop.
+    let joined = tokio::time::timeout(timeout + Duration::from_secs(5), task).await;
+    ctx.metrics
+        .fetch_duration
+        .get_or_create(&ObjectLabels {
+            kind: KIND.to_string(),
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    match joined {
+        Err(_) => Err(SourceError::Fetch(format!(
+            "fetch of {} timed out after {timeout:?}",
+            git::redact_url(&source.spec.url)
+        ))),
+        Ok(Err(join)) => Err(SourceError::Fetch(format!("fetch task failed: {join}"))),
+        Ok(Ok(Err(err))) => Err(SourceError::Fetch(err.to_string())),
+        Ok(Ok(Ok(checkout))) => Ok(checkout),
+    }
+}
+
+/// Read credentials from the Secret; values are never logged or copied into messages.
+async fn load_auth(ctx: &Context, namespace: &str, name: &str) -> Result<GitAuth, SourceError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets.get_opt(name).await.map_err(|e| {
+        SourceError::Fetch(format!(
+            "cannot read Secret {namespace}/{name} (spec.secretRef): {e}"
+        ))
+    })?;
+    let Some(secret) = secret else {
+        return Err(SourceError::Fetch(format!(
+            "Secret {namespace}/{name} named in spec.secretRef does not exist; create it with username/password, bearerToken or identity/known_hosts"
+        )));
+    };
+    let data = secret.data.unwrap_or_default();
+    let get = |k: &str| {
+        data.get(k).map(|v| {
+            String::from_utf8_lossy(&v.0)
+                .trim_end_matches('\n')
+                .to_string()
+        })
+    };
+    let auth = GitAuth {
+        username: get("username"),
+        password: get("password"),
+        bearer_token: get("bearerToken"),
+        ssh_identity: get("identity"),
+        known_hosts: get("known_hosts"),
+    };
+    if auth.username.is_none() && auth.bearer_token.is_none() && auth.ssh_identity.is_none() {
+        return Err(SourceError::Invalid(format!(
+            "Secret {namespace}/{name} has none of the keys username/password, bearerToken, identity"
+        )));
+    }
+    Ok(auth)
+}
+
+pub fn error_policy(source: Arc<GitSource>, err: &SourceError, ctx: Arc<Context>) -> Action {
+    let key = key_of(&*source);
+    tracing::warn!(source = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
+    Action::requeue(ctx.failure_backoff(KIND, &key, interval(&source)))
+}
+
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::debug!("cannot publish event: {err}");
+    }
+}

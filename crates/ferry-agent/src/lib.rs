@@ -1,0 +1,107 @@
+//! ferry-agent: the pull-mode driver over `ferry-engine`. [`Agent::start`] connects to the
+//! cluster (in-cluster or a kubeconfig), serves HTTP (health, metrics, webhooks), takes the
+//! leader Lease, and runs the GitSource and Release controllers while it leads.
+
+pub mod context;
+pub mod controllers;
+pub mod crds;
+pub mod gitsource;
+pub mod http;
+pub mod metrics;
+pub mod options;
+pub mod release;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use ferry_engine::cluster::{ClusterOptions, load_config};
+use kube::Client;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+pub use crate::options::AgentOptions;
+
+/// A running agent: its HTTP address and a handle to stop it.
+pub struct Agent {
+    pub http_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    /// True while this replica holds the lease (always true without leader election).
+    pub leading: Arc<AtomicBool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    /// Connect, bind the HTTP port, and start electing/reconciling in the background.
+    pub async fn start(options: AgentOptions) -> anyhow::Result<Self> {
+        ferry_engine::install_crypto_provider();
+        let config = load_config(&ClusterOptions {
+            kubeconfig: options.kubeconfig.clone(),
+            context: options.context.clone(),
+        })
+        .await?;
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config.clone())
+            .with_context(|| format!("cannot build a client for {server}"))?;
+        client.apiserver_version().await.with_context(|| {
+            format!("cannot reach the API server at {server}; is the cluster up and the kubeconfig current?")
+        })?;
+        std::fs::create_dir_all(&options.cache_dir).with_context(|| {
+            format!(
+                "cannot create the cache dir {}",
+                options.cache_dir.display()
+            )
+        })?;
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let leading = Arc::new(AtomicBool::new(false));
+        let state = http::HttpState {
+            client: client.clone(),
+            metrics: metrics.clone(),
+            max_body: options.webhook_max_bytes,
+            ready: Arc::new(AtomicBool::new(true)),
+            watch_namespaces: options.watch_namespaces.clone(),
+            certificate: Arc::default(),
+        };
+        let certificate = state.certificate.clone();
+        let (http_addr, http_task) =
+            http::serve(options.http_addr, state, shutdown.clone()).await?;
+        tracing::info!(%http_addr, %server, "ferry-agent started");
+        let task = tokio::spawn(controllers::run(
+            client,
+            config,
+            options,
+            metrics.clone(),
+            leading.clone(),
+            certificate,
+            shutdown.clone(),
+            http_task,
+        ));
+        Ok(Self {
+            http_addr,
+            shutdown,
+            metrics,
+            leading,
+            task,
+        })
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// Graceful stop: running reconciles finish, the lease is released.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("agent task panicked")?
+    }
+
+    /// Wait until the agent exits on its own (signal or fatal error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("agent task panicked")?
+    }
+}

@@ -1,0 +1,100 @@
+//! Agent configuration: command-line flags (with environment fallbacks) shared by `main` and the
+//! in-process tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// How the agent runs. Every flag has an environment fallback so the Deployment can set them.
+#[derive(Debug, Clone, Args)]
+pub struct AgentOptions {
+    /// Path to a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The agent's own namespace: where its leader-election Lease lives.
+    #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry-system")]
+    pub namespace: String,
+    /// Only watch GitSources, Releases and Receivers in these namespaces (repeatable). Default:
+    /// all namespaces. Lets several agents with their own RBAC run side by side.
+    #[arg(
+        long = "watch-namespace",
+        env = "FERRY_WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// ServiceAccount (in the Release's namespace) used for Releases without
+    /// `serviceAccountName`. When set, no Release ever applies with the agent's own rights.
+    #[arg(long, env = "FERRY_DEFAULT_SERVICE_ACCOUNT", value_name = "NAME")]
+    pub default_service_account: Option<String>,
+    /// Allow a Release to reference a GitSource or Release in another namespace (refused by
+    /// default: a tenant must not read another tenant's sources).
+    #[arg(long, env = "FERRY_ALLOW_CROSS_NAMESPACE_REFS")]
+    pub allow_cross_namespace_refs: bool,
+    /// Where git checkouts are cached.
+    #[arg(
+        long,
+        env = "FERRY_CACHE_DIR",
+        default_value = "/tmp/ferry-agent-cache"
+    )]
+    pub cache_dir: PathBuf,
+    /// Address for /healthz, /readyz, /metrics, webhooks (/hook/...) and /v1/cert.pem.
+    #[arg(long, env = "FERRY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: SocketAddr,
+    /// Use a Lease so that only one replica reconciles at a time.
+    #[arg(long, env = "FERRY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "ferry-agent")]
+    pub lease_name: String,
+    /// Lease duration in seconds: how long a dead leader blocks the others.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_secs: u64,
+    /// Identity in the Lease (default: $POD_NAME or hostname + random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Releases reconciled in parallel.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u16,
+    /// Git fetches in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub fetch_concurrency: u16,
+    /// Largest accepted webhook payload.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub webhook_max_bytes: usize,
+    /// Also run the image automation controllers (ImageRepository, ImagePolicy, ImageUpdate).
+    #[arg(long, env = "FERRY_IMAGE_AUTOMATION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub image_automation: bool,
+}
+
+impl AgentOptions {
+    /// Options for tests and embedding: no leader election, an ephemeral port.
+    pub fn for_kubeconfig(kubeconfig: PathBuf, cache_dir: PathBuf) -> Self {
+        Self {
+            kubeconfig: Some(kubeconfig),
+            context: None,
+            namespace: "ferry-system".to_string(),
+            watch_namespaces: Vec::new(),
+            default_service_account: None,
+            allow_cross_namespace_refs: false,
+            cache_dir,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            leader_elect: false,
+            lease_name: "ferry-agent".to_string(),
+            lease_duration_secs: 15,
+            identity: None,
+            concurrency: 8,
+            fetch_concurrency: 4,
+            webhook_max_bytes: 1024 * 1024,
+            image_automation: false,
+        }
+    }
+
+    pub fn lease_duration(&self) -> Duration {
+        Duration::from_secs(self.lease_duration_secs.max(2))
+    }
+}

@@ -1,0 +1,743 @@
+//! The Release controller: for each Release, take its GitSource's current checkout, render the
+//! path with the engine, and apply it with the engine's pipeline as the Release's service account.
+//! Writes conditions (Ready / Reconciling / Stalled), revisions, inventory and a short history.
+//! A finalizer prunes what the Release applied when it is deleted (unless `Orphan`).
+//!
+//! Safety rules: a Release never applies with the agent's rights when a default service account
+//! is configured; cross-namespace references are refused unless allowed; a failing render or
+//! fetch keeps the last applied state (nothing is pruned from a broken source).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT, RECONCILING, STALLED};
+use ferry_api::release::{DeletionPolicy, HISTORY_LIMIT, InventoryEntry, SyncRecord};
+use ferry_api::{GitSource, Release, ReleaseStatus};
+use ferry_engine::decrypt::sops::AgeKeys;
+use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+use ferry_engine::render::{self, RenderRequest};
+use ferry_engine::report::{Action as ObjAction, ApplyReport};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
+
+use crate::context::{Context, Key, key_of};
+use crate::gitsource::publish;
+
+const KIND: &str = "Release";
+/// Finalizer that makes deletion prune what the Release applied.
+pub const FINALIZER: &str = "ferry.dev/finalizer";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("cannot update the status of Release {0}: {1}")]
+    Status(String, String),
+    #[error("deleting the objects of Release {0} failed: {1}")]
+    Cleanup(String, String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// Durations of a Release, with Flux-like defaults.
+struct Timing {
+    interval: Duration,
+    retry: Duration,
+    timeout: Duration,
+}
+
+fn timing(release: &Release) -> Result<Timing, String> {
+    let parse = |field: &str, value: &Option<String>, default: Duration| match value {
+        Some(v) => common::parse_duration(v).map_err(|e| format!("spec.{field}: {e}")),
+        None => Ok(default),
+    };
+    let interval = parse("interval", &release.spec.interval, Duration::from_secs(600))?
+        .max(Duration::from_secs(1));
+    let retry = parse(
+        "retryInterval",
+        &release.spec.retry_interval,
+        interval.min(Duration::from_secs(120)),
+    )?
+    .max(Duration::from_secs(1));
+    let timeout = parse("timeout", &release.spec.timeout, Duration::from_secs(300))?;
+    Ok(Timing {
+        interval,
+        retry,
+        timeout,
+    })
+}
+
+/// The engine app name for a Release: its name, prefixed by its namespace when it deploys into
+/// another namespace (so two Releases cannot share an inventory), shortened with a hash to fit a
+/// label value.
+pub fn app_name(release: &Release) -> String {
+    let (ns, name) = key_of(release);
+    let target = release.spec.target_namespace.as_deref().unwrap_or(&ns);
+    let base = if target == ns {
+        name.replace('.', "-")
+    } else {
+        format!("{ns}-{name}").replace('.', "-")
+    };
+    if base.len() <= 63 {
+        return base;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, base.as_bytes());
+    let suffix = hex::encode(&digest.as_ref()[..4]);
+    format!("{}-{suffix}", base[..54].trim_end_matches('-'))
+}
+
+pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReleaseError> {
+    let key = key_of(&*release);
+    ctx.metrics.in_flight.inc();
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &key.0);
+    let result = finalizer(&api, FINALIZER, release, |event| async {
+        match event {
+            FinalizerEvent::Apply(r) => sync(&r, &ctx).await,
+            FinalizerEvent::Cleanup(r) => cleanup(&r, &ctx).await,
+        }
+    })
+    .await;
+    ctx.metrics.in_flight.dec();
+    match result {
+        Ok(action) => Ok(action),
+        Err(kube::runtime::finalizer::Error::ApplyFailed(e))
+        | Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(other) => Err(ReleaseError::Finalizer(other.to_string())),
+    }
+}
+
+/// What a sync decided, before it is written to status.
+struct Decision {
+    ready: bool,
+    reason: &'static str,
+    message: String,
+    stalled: bool,
+    requeue: Action,
+    /// Source revision attempted (None when it never got that far).
+    attempted: Option<String>,
+    report: Option<ApplyReport>,
+}
+
+impl Decision {
+    fn waiting(reason: &'static str, message: String, retry: Duration) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message,
+            stalled: false,
+            requeue: Action::requeue(retry),
+            attempted: None,
+            report: None,
+        }
+    }
+
+    fn stalled(reason: &'static str, message: String) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message,
+            stalled: true,
+            requeue: Action::await_change(),
+            attempted: None,
+            report: None,
+        }
+    }
+}
+
+async fn sync(release: &Release, ctx: &Context) -> Result<Action, ReleaseError> {
+    let started = Instant::now();
+    let key = key_of(release);
+    let requested = release.annotations().get(RECONCILE_REQUESTED_AT).cloned();
+    let old = release.status.clone().unwrap_or_default();
+    if release.spec.suspend && requested == old.last_handled_reconcile_at {
+        return Ok(Action::await_change());
+    }
+    let decision = decide(release, ctx).await;
+    let ok = decision.ready;
+    let requeue = decision.requeue.clone();
+    let (status, events) = next_status(release, &old, decision, requested);
+    let became_ready = common::is_ready(&status.conditions)
+        && (!common::is_ready(&old.conditions)
+            || old.observed_generation != status.observed_generation);
+    let mut status_error = None;
+    if status_differs(&old, &status) {
+        let api: Api<Release> = Api::namespaced(ctx.client.clone(), &key.0);
+        let patch = serde_json::json!({ "status": status });
+        if let Err(e) = api
+            .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            status_error = Some(ReleaseError::Status(
+                format!("{}/{}", key.0, key.1),
+                e.to_string(),
+            ));
+        }
+    }
+    for (type_, reason, note) in events {
+        publish(ctx, release, type_, reason, &note).await;
+    }
+    if became_ready {
+        ctx.trigger_dependents(&key);
+    }
+    if ok {
+        ctx.clear_failures(KIND, &key);
+    }
+    ctx.metrics
+        .observe_reconcile(KIND, &key.0, &key.1, ok, started.elapsed());
+    status_error.map_or(Ok(requeue), Err)
+}
+
+/// Work out the next status from the decision; also returns the Events to publish.
+fn next_status(
+    release: &Release,
+    old: &ReleaseStatus,
+    decision: Decision,
+    requested: Option<String>,
+) -> (ReleaseStatus, Vec<(EventType, &'static str, String)>) {
+    let generation = release.metadata.generation;
+    let mut status = old.clone();
+    let mut events = Vec::new();
+    status.observed_generation = generation;
+    status.last_handled_reconcile_at = requested;
+    common::remove_condition(&mut status.conditions, RECONCILING);
+    if decision.stalled {
+        common::set_condition(
+            &mut status.conditions,
+            STALLED,
+            true,
+            decision.reason,
+            &decision.message,
+            generation,
+        );
+    } else {
+        common::remove_condition(&mut status.conditions, STALLED);
+    }
+    let previous_message = common::find_condition(&old.conditions, READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    common::set_condition(
+        &mut status.conditions,
+        READY,
+        decision.ready,
+        decision.reason,
+        &decision.message,
+        generation,
+    );
+    if let Some(revision) = &decision.attempted {
+        status.last_attempted_revision = Some(revision.clone());
+        let changed_objects = decision
+            .report
+            .as_ref()
+            .map(|r| {
+                r.objects
+                    .iter()
+                    .filter(|o| {
+                        matches!(
+                            o.action,
+                            ObjAction::Created
+                                | ObjAction::Configured
+                                | ObjAction::Pruned
+                                | ObjAction::Deleted
+                        )
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        let result = if decision.ready {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        let last = status.history.first();
+        let new_entry = last.is_none_or(|h| h.revision != *revision || h.result != result)
+            || changed_objects > 0;
+        if decision.ready {
+            status.last_applied_revision = Some(revision.clone());
+            if let Some(report) = &decision.report {
+                status.inventory = inventory_of(report);
+            }
+        }
+        if new_entry {
+            let message = if decision.ready {
+                summary(decision.report.as_ref())
+            } else {
+                decision.message.clone()
+            };
+            status.history.insert(
+                0,
+                SyncRecord {
+                    revision: revision.clone(),
+                    time: Time(k8s_openapi::jiff::Timestamp::now()),
+                    result: result.to_string(),
+                    message: Some(message.chars().take(300).collect()),
+                },
+            );
+            status.history.truncate(HISTORY_LIMIT);
+            let type_ = if decision.ready {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            let reason = if decision.ready {
+                "Synced"
+            } else {
+                decision.reason
+            };
+            let note = if decision.ready {
+                format!("{revision}: {}", summary(decision.report.as_ref()))
+            } else {
+                format!("{revision}: {}", decision.message)
+            };
+            events.push((type_, reason, note));
+        }
+    } else if !decision.ready && previous_message != decision.message {
+        events.push((
+            EventType::Warning,
+            decision.reason,
+            decision.message.clone(),
+        ));
+    }
+    (status, events)
+}
+
+fn summary(report: Option<&ApplyReport>) -> String {
+    let Some(report) = report else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for action in [
+        ObjAction::Created,
+        ObjAction::Configured,
+        ObjAction::Unchanged,
+        ObjAction::Pruned,
+        ObjAction::Kept,
+    ] {
+        let n = report.count(action);
+        if n > 0 {
+            parts.push(format!("{n} {}", action.as_str()));
+        }
+    }
+    if parts.is_empty() {
+        "no objects".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn inventory_of(report: &ApplyReport) -> Vec<InventoryEntry> {
+    let mut entries: Vec<InventoryEntry> = report
+        .objects
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.action,
+                ObjAction::Created | ObjAction::Configured | ObjAction::Unchanged | ObjAction::Kept
+            )
+        })
+        .map(|o| InventoryEntry {
+            api_version: o.api_version.clone(),
+            kind: o.key.kind.clone(),
+            namespace: o.key.namespace.clone(),
+            name: o.key.name.clone(),
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Compare statuses ignoring timestamps (conditions and history), so a no-op sync writes nothing.
+pub fn status_differs(old: &ReleaseStatus, new: &ReleaseStatus) -> bool {
+    let strip = |s: &ReleaseStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(old) != strip(new)
+}
+
+/// The namespace a reference points to, refusing cross-namespace references unless allowed.
+fn referenced_namespace(
+    ctx: &Context,
+    own: &str,
+    referenced: Option<&str>,
+    what: &str,
+) -> Result<String, String> {
+    let target = referenced.unwrap_or(own);
+    if target != own && !ctx.options.allow_cross_namespace_refs {
+        return Err(format!(
+            "{what} is in namespace {target}, but cross-namespace references are refused (a Release may only use objects of its own namespace {own}); move it, or start the agent with --allow-cross-namespace-refs"
+        ));
+    }
+    Ok(target.to_string())
+}
+
+async fn decide(release: &Release, ctx: &Context) -> Decision {
+    let (ns, _name) = key_of(release);
+    let timing = match timing(release) {
+        Ok(t) => t,
+        Err(e) => return Decision::stalled("InvalidSpec", e),
+    };
+    // Source.
+    if release.spec.source_ref.kind != "GitSource" {
+        return Decision::stalled(
+            "InvalidSpec",
+            format!(
+                "spec.sourceRef.kind {:?} is not supported; use GitSource",
+                release.spec.source_ref.kind
+            ),
+        );
+    }
+    let source_ns = match referenced_namespace(
+        ctx,
+        &ns,
+        release.spec.source_ref.namespace.as_deref(),
+        &format!("GitSource {}", release.spec.source_ref.name),
+    ) {
+        Ok(n) => n,
+        Err(e) => return Decision::stalled("CrossNamespaceRefDenied", e),
+    };
+    // Dependencies.
+    for dep in &release.spec.depends_on {
+        let dep_ns = match referenced_namespace(
+            ctx,
+            &ns,
+            dep.namespace.as_deref(),
+            &format!("dependency Release {}", dep.name),
+        ) {
+            Ok(n) => n,
+            Err(e) => return Decision::stalled("CrossNamespaceRefDenied", e),
+        };
+        if let Err(e) = dependency_ready(ctx, &(dep_ns, dep.name.clone())) {
+            return Decision::waiting("DependencyNotReady", e, timing.retry);
+        }
+    }
+    let source_key: Key = (source_ns.clone(), release.spec.source_ref.name.clone());
+    let Some(artifact) = ctx.artifact(&source_key) else {
+        return Decision::waiting(
+            "SourceNotReady",
+            source_not_ready_message(ctx, &source_key),
+            timing.retry,
+        );
+    };
+    let revision = artifact.revision.clone();
+    let failed = |reason: &'static str, message: String| Decision {
+        ready: false,
+        reason,
+        message,
+        stalled: false,
+        requeue: Action::requeue(ctx.failure_backoff(KIND, &key_of(release), timing.retry)),
+        attempted: Some(revision.clone()),
+        report: None,
+    };
+    // Identity.
+    let client = match client_for(release, ctx) {
+        Ok(c) => c,
+        Err(e) => return Decision::stalled("ImpersonationFailed", e),
+    };
+    // Render (blocking: file IO and renderer processes).
+    let keys = match decryption_keys(release, ctx).await {
+        Ok(k) => k,
+        Err(e) => return failed("DecryptionFailed", e),
+    };
+    let target_ns = release
+        .spec
+        .target_namespace
+        .clone()
+        .unwrap_or_else(|| ns.clone());
+    let path = release.spec.path.clone().unwrap_or_else(|| ".".to_string());
+    let request = RenderRequest::new(artifact.path.clone(), path.trim_start_matches("./"))
+        .with_default_namespace(Some(target_ns.clone()));
+    if release.spec.render.is_some() {
+        return Decision::stalled(
+            "InvalidSpec",
+            "spec.render is not supported yet by this agent; put the options in a ferry.yaml next to the manifests".to_string(),
+        );
+    }
+    let rendered = tokio::task::spawn_blocking(move || render::render(&request)).await;
+    let mut manifests = match rendered {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            return failed(
+                "RenderFailed",
+                format!(
+                    "rendering {path} of {} at {revision} failed: {e}; the last applied revision stays in place",
+                    artifact.url
+                ),
+            );
+        }
+        Err(e) => return failed("RenderFailed", format!("render task failed: {e}")),
+    };
+    if let Some(keys) = &keys {
+        for manifest in &mut manifests {
+            if let Err(e) = ferry_engine::decrypt::sops::decrypt_manifest(manifest, keys) {
+                return failed("DecryptionFailed", e.to_string());
+            }
+        }
+    }
+    // Apply through the one engine.
+    let options = ApplyOptions {
+        app: app_name(release),
+        namespace: Some(target_ns),
+        prune: release.spec.prune.unwrap_or(true),
+        wait: release.spec.wait,
+        timeout: timing.timeout,
+        revision: Some(revision.clone()),
+        source: format!(
+            "{}//{}",
+            artifact.url,
+            release.spec.path.as_deref().unwrap_or(".")
+        ),
+        concurrency: 8,
+        ..ApplyOptions::default()
+    };
+    let applied = tokio::time::timeout(
+        timing.timeout + Duration::from_secs(30),
+        apply_boxed(client, manifests, options),
+    )
+    .await;
+    let report = match applied {
+        Err(_) => {
+            return failed(
+                "ApplyFailed",
+                format!("apply timed out after {:?}", timing.timeout),
+            );
+        }
+        Ok(Err(e)) => return failed("ApplyFailed", format!("applying {revision}: {e}")),
+        Ok(Ok(report)) => report,
+    };
+    let failures = report.failures();
+    if !failures.is_empty() {
+        let listed: Vec<String> = failures
+            .iter()
+            .take(3)
+            .map(|o| {
+                format!(
+                    "{}: {}",
+                    o.key,
+                    o.message
+                        .clone()
+                        .or_else(|| o.health.as_ref().map(|h| h.message.clone()))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let more = failures.len().saturating_sub(3);
+        let reason = if report.timed_out {
+            "HealthCheckFailed"
+        } else {
+            "ApplyFailed"
+        };
+        let mut message = format!(
+            "{} object(s) failed at {revision}: {}",
+            failures.len(),
+            listed.join("; ")
+        );
+        if more > 0 {
+            message.push_str(&format!(" (and {more} more)"));
+        }
+        let mut d = failed(reason, message);
+        d.report = Some(report);
+        return d;
+    }
+    let mut message = format!("Applied revision: {revision}");
+    if let Some(skipped) = &report.prune_skipped {
+        message.push_str(&format!(" (prune skipped: {skipped})"));
+    }
+    Decision {
+        ready: true,
+        reason: "ReconciliationSucceeded",
+        message,
+        stalled: false,
+        requeue: Action::requeue(timing.interval),
+        attempted: Some(revision),
+        report: Some(report),
+    }
+}
+
+// The engine's futures are not `Send` (they borrow inside `buffer_unordered` closures, which
+// rustc cannot prove Send for every lifetime), so they cannot run on the controller's worker
+// tasks directly. Each run drives its future on a blocking-pool thread with the runtime's handle:
+// IO still goes through the shared reactor, and the engine's internal concurrency is unchanged.
+fn apply_boxed(
+    client: Client,
+    manifests: Vec<ferry_engine::Manifest>,
+    options: ApplyOptions,
+) -> futures::future::BoxFuture<'static, ferry_engine::Result<ApplyReport>> {
+    run_engine(
+        move || async move { pipeline::apply(&client, manifests, &options, &NoProgress).await },
+    )
+}
+
+fn delete_boxed(
+    client: Client,
+    app: String,
+    namespace: String,
+) -> futures::future::BoxFuture<'static, ferry_engine::Result<ApplyReport>> {
+    run_engine(move || async move {
+        pipeline::delete_app(&client, &app, Some(&namespace), false, 8).await
+    })
+}
+
+fn run_engine<F, Fut>(
+    make: F,
+) -> futures::future::BoxFuture<'static, ferry_engine::Result<ApplyReport>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ferry_engine::Result<ApplyReport>>,
+{
+    let handle = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || handle.block_on(make()));
+    Box::pin(async move {
+        task.await.unwrap_or_else(|join| {
+            Err(ferry_engine::Error::Other(anyhow::anyhow!(
+                "engine task failed: {join}"
+            )))
+        })
+    })
+}
+
+fn source_not_ready_message(ctx: &Context, source: &Key) -> String {
+    let found = ctx
+        .sources
+        .get()
+        .and_then(|store| store.get(&ObjectRef::<GitSource>::new(&source.1).within(&source.0)));
+    match found {
+        None => format!(
+            "GitSource {}/{} not found (is it created, and in a namespace this agent watches?)",
+            source.0, source.1
+        ),
+        Some(gs) => {
+            let why = gs
+                .status
+                .as_ref()
+                .and_then(|s| common::find_condition(&s.conditions, READY))
+                .map(|c| c.message.clone())
+                .unwrap_or_else(|| "not fetched yet".to_string());
+            format!(
+                "GitSource {}/{} has no revision yet: {why}",
+                source.0, source.1
+            )
+        }
+    }
+}
+
+fn dependency_ready(ctx: &Context, dep: &Key) -> Result<(), String> {
+    let store = ctx
+        .releases
+        .get()
+        .ok_or_else(|| "the Release cache is not ready".to_string())?;
+    let Some(other) = store.get(&ObjectRef::<Release>::new(&dep.1).within(&dep.0)) else {
+        return Err(format!("dependency Release {}/{} not found", dep.0, dep.1));
+    };
+    let status = other.status.clone().unwrap_or_default();
+    if status.observed_generation != other.metadata.generation
+        || !common::is_ready(&status.conditions)
+    {
+        return Err(format!(
+            "dependency Release {}/{} is not Ready",
+            dep.0, dep.1
+        ));
+    }
+    Ok(())
+}
+
+/// The client a Release applies with: its service account, the agent's default one, or (only
+/// when no default is configured) the agent's own identity.
+fn client_for(release: &Release, ctx: &Context) -> Result<Client, String> {
+    let ns = release.namespace().unwrap_or_default();
+    let sa = release
+        .spec
+        .service_account_name
+        .clone()
+        .or_else(|| ctx.options.default_service_account.clone());
+    match sa {
+        Some(sa) => ctx.tenant_client(&ns, &sa).map_err(|e| e.to_string()),
+        None => Ok(ctx.client.clone()),
+    }
+}
+
+/// Age keys from the decryption Secret (every value whose key ends in `.agekey`).
+async fn decryption_keys(release: &Release, ctx: &Context) -> Result<Option<AgeKeys>, String> {
+    let Some(decryption) = &release.spec.decryption else {
+        return Ok(None);
+    };
+    if decryption.provider != "sops" {
+        return Err(format!(
+            "spec.decryption.provider {:?} is not supported; use sops",
+            decryption.provider
+        ));
+    }
+    let ns = release.namespace().unwrap_or_default();
+    let name = &decryption.secret_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read decryption Secret {ns}/{name}: {e}"))?
+        .ok_or_else(|| format!("decryption Secret {ns}/{name} does not exist"))?;
+    let mut text = String::new();
+    for (key, value) in secret.data.unwrap_or_default() {
+        if key.ends_with(".agekey") {
+            text.push_str(&String::from_utf8_lossy(&value.0));
+            text.push('\n');
+        }
+    }
+    if text.trim().is_empty() {
+        return Err(format!(
+            "decryption Secret {ns}/{name} has no `*.agekey` entries"
+        ));
+    }
+    AgeKeys::from_text(&text)
+        .map(Some)
+        .map_err(|e| format!("decryption Secret {ns}/{name}: {e}"))
+}
+
+/// Deletion: prune everything the Release applied (unless `deletionPolicy: Orphan`).
+async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseError> {
+    let key = key_of(release);
+    let policy = release.spec.deletion_policy.unwrap_or_default();
+    if policy == DeletionPolicy::Orphan || release.spec.suspend {
+        tracing::info!(release = %format!("{}/{}", key.0, key.1), "deleted; objects orphaned");
+        return Ok(Action::await_change());
+    }
+    let client = client_for(release, ctx)
+        .map_err(|e| ReleaseError::Cleanup(format!("{}/{}", key.0, key.1), e))?;
+    let target_ns = release
+        .spec
+        .target_namespace
+        .clone()
+        .unwrap_or_else(|| key.0.clone());
+    let app = app_name(release);
+    match delete_boxed(client, app, target_ns).await {
+        Ok(report) => {
+            if let Some(why) = report.prune_skipped {
+                return Err(ReleaseError::Cleanup(format!("{}/{}", key.0, key.1), why));
+            }
+            tracing::info!(release = %format!("{}/{}", key.0, key.1), deleted = report.count(ObjAction::Deleted), "deleted with its objects");
+            Ok(Action::await_change())
+        }
+        // Never applied (no inventory): nothing of ours to delete.
+        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(ReleaseError::Cleanup(
+            format!("{}/{}", key.0, key.1),
+            e.to_string(),
+        )),
+    }
+}
+
+pub fn error_policy(release: Arc<Release>, err: &ReleaseError, ctx: Arc<Context>) -> Action {
+    let key = key_of(&*release);
+    tracing::warn!(release = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
+    let retry = timing(&release)
+        .map(|t| t.retry)
+        .unwrap_or(Duration::from_secs(30));
+    Action::requeue(ctx.failure_backoff(KIND, &key, retry))
+}
