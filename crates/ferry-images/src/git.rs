@@ -1,0 +1,511 @@
+//! Git write-back: fetch the branch, apply the edits in a work tree, commit, push; on a
+//! non-fast-forward rejection fetch again and re-apply the edits on top of the new upstream
+//! (the edits are recomputed from the files, so nobody's commit is clobbered). A commit that
+//! cannot be pushed (e.g. no write permission) stays on a local branch of the cached clone.
+
+use std::path::{Path, PathBuf};
+
+use git2::{
+    Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository, Signature,
+};
+use thiserror::Error;
+
+/// Local branch holding a commit that could not be pushed.
+pub const PENDING_BRANCH: &str = "ferry-pending";
+
+#[derive(Debug, Error)]
+pub enum GitError {
+    #[error("git fetch of {branch} from {url} failed: {reason}")]
+    Fetch {
+        url: String,
+        branch: String,
+        reason: String,
+    },
+    #[error("branch {branch} does not exist in {url}; create it or fix spec.git.checkoutBranch")]
+    NoBranch { url: String, branch: String },
+    #[error(
+        "push to {branch} of {url} was refused: {reason}. The commit {commit} is kept in the agent's clone on branch {PENDING_BRANCH}; grant write access (or fix the credentials) and it is pushed on the next run"
+    )]
+    PushRefused {
+        url: String,
+        branch: String,
+        commit: String,
+        reason: String,
+    },
+    #[error(
+        "push to {branch} of {url} kept failing as non-fast-forward after {attempts} attempts (others keep pushing); will retry"
+    )]
+    Contention {
+        url: String,
+        branch: String,
+        attempts: u32,
+    },
+    #[error("the image edits failed: {0}")]
+    Edit(String),
+    #[error("git: {0}")]
+    Git(String),
+}
+
+impl From<git2::Error> for GitError {
+    fn from(e: git2::Error) -> Self {
+        GitError::Git(e.message().to_string())
+    }
+}
+
+/// How to authenticate to the remote (from the GitSource's Secret). Debug is redacted.
+#[derive(Clone, Default)]
+pub struct GitAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub bearer_token: Option<String>,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GitAuth {{ username: {:?}, password: {}, bearer_token: {} }}",
+            self.username,
+            if self.password.is_some() {
+                "***"
+            } else {
+                "none"
+            },
+            if self.bearer_token.is_some() {
+                "***"
+            } else {
+                "none"
+            }
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteBackSpec {
+    pub url: String,
+    pub auth: GitAuth,
+    pub checkout_branch: String,
+    /// May be the same as `checkout_branch`.
+    pub push_branch: String,
+    pub author_name: String,
+    pub author_email: String,
+    /// Persistent clone used between runs.
+    pub work_dir: PathBuf,
+    /// Attempts on non-fast-forward.
+    pub max_attempts: u32,
+}
+
+/// What the edit callback reports for one attempt.
+#[derive(Debug, Clone, Default)]
+pub struct EditOutcome {
+    /// Commit message; `None` when nothing changed.
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteBackResult {
+    /// Nothing to change; the upstream head that was checked.
+    NoChange { head: String },
+    Pushed {
+        commit: String,
+        branch: String,
+        attempts: u32,
+    },
+}
+
+/// Run the write-back (blocking; call from `spawn_blocking`). `edit` gets the work tree root at
+/// the base commit and edits files in place; it may be called more than once (once per attempt).
+pub fn write_back<F>(spec: &WriteBackSpec, mut edit: F) -> Result<WriteBackResult, GitError>
+where
+    F: FnMut(&Path) -> Result<EditOutcome, String>,
+{
+    std::fs::create_dir_all(&spec.work_dir)
+        .map_err(|e| GitError::Git(format!("creating {}: {e}", spec.work_dir.display())))?;
+    let repo = match Repository::open(&spec.work_dir) {
+        Ok(repo) => repo,
+        Err(_) => Repository::init(&spec.work_dir)?,
+    };
+    match repo.find_remote("origin") {
+        Ok(remote) if remote.url().ok() == Some(spec.url.as_str()) => {}
+        Ok(_) => repo.remote_set_url("origin", &spec.url)?,
+        Err(_) => {
+            repo.remote("origin", &spec.url)?;
+        }
+    }
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (base, base_branch) = fetch_base(&repo, spec)?;
+        let base_commit = repo.find_commit(base)?;
+        // A clean work tree at the base commit.
+        repo.set_head_detached(base)?;
+        repo.checkout_tree(
+            base_commit.as_object(),
+            Some(
+                git2::build::CheckoutBuilder::new()
+                    .force()
+                    .remove_untracked(true),
+            ),
+        )?;
+        let outcome = edit(&spec.work_dir).map_err(GitError::Edit)?;
+        let mut index = repo.index()?;
+        index.add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)?;
+        index.update_all(["*"].iter(), None)?;
+        index.write()?;
+        let tree_id = index.write_tree()?;
+        let Some(message) = outcome.message else {
+            return Ok(WriteBackResult::NoChange {
+                head: base.to_string(),
+            });
+        };
+        if tree_id == base_commit.tree_id() {
+            return Ok(WriteBackResult::NoChange {
+                head: base.to_string(),
+            });
+        }
+        let tree = repo.find_tree(tree_id)?;
+        let sig = Signature::now(&spec.author_name, &spec.author_email)?;
+        let commit = repo.commit(None, &sig, &sig, &message, &tree, &[&base_commit])?;
+        tracing::debug!(%commit, base = %base, from = %base_branch, "committed image update");
+        match push(&repo, spec, commit) {
+            Ok(()) => {
+                // Keep the remote-tracking ref in step so the next run starts from here.
+                repo.reference(
+                    &format!("refs/remotes/origin/{}", spec.push_branch),
+                    commit,
+                    true,
+                    "ferry: pushed",
+                )?;
+                let _ = delete_pending(&repo);
+                return Ok(WriteBackResult::Pushed {
+                    commit: commit.to_string(),
+                    branch: spec.push_branch.clone(),
+                    attempts,
+                });
+            }
+            Err(PushError::NonFastForward) if attempts < spec.max_attempts => {
+                tracing::info!(branch = %spec.push_branch, attempts, "push rejected as non-fast-forward; re-applying on the new upstream");
+                continue;
+            }
+            Err(PushError::NonFastForward) => {
+                return Err(GitError::Contention {
+                    url: spec.url.clone(),
+                    branch: spec.push_branch.clone(),
+                    attempts,
+                });
+            }
+            Err(PushError::Refused(reason)) => {
+                let commit_obj = repo.find_commit(commit)?;
+                repo.branch(PENDING_BRANCH, &commit_obj, true)?;
+                return Err(GitError::PushRefused {
+                    url: spec.url.clone(),
+                    branch: spec.push_branch.clone(),
+                    commit: commit.to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+fn delete_pending(repo: &Repository) -> Result<(), git2::Error> {
+    repo.find_branch(PENDING_BRANCH, git2::BranchType::Local)?
+        .delete()
+}
+
+fn callbacks(auth: &GitAuth) -> RemoteCallbacks<'_> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut tries = 0;
+    callbacks.credentials(move |_url, username_from_url, allowed| {
+        tries += 1;
+        // libgit2 asks again after a refusal: answer once, then let it fail.
+        if tries > 1 {
+            return Err(git2::Error::from_str(
+                "authentication failed (check the GitSource secret)",
+            ));
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && let Some(password) = &auth.password
+        {
+            let user = auth
+                .username
+                .as_deref()
+                .or(username_from_url)
+                .unwrap_or("git");
+            return Cred::userpass_plaintext(user, password);
+        }
+        Err(git2::Error::from_str(
+            "the remote asks for credentials: set spec.secretRef on the GitSource",
+        ))
+    });
+    callbacks
+}
+
+fn headers(auth: &GitAuth) -> Vec<String> {
+    auth.bearer_token
+        .iter()
+        .map(|t| format!("Authorization: Bearer {t}"))
+        .collect()
+}
+
+/// Fetch the checkout and push branches; the base is the push branch when it exists and
+/// differs from the checkout branch (updates stack there), else the checkout branch.
+fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), GitError> {
+    let mut remote = repo.find_remote("origin")?;
+    let headers = headers(&spec.auth);
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let mut refspecs = vec![format!(
+        "+refs/heads/{b}:refs/remotes/origin/{b}",
+        b = spec.checkout_branch
+    )];
+    if spec.push_branch != spec.checkout_branch {
+        refspecs.push(format!(
+            "+refs/heads/{b}:refs/remotes/origin/{b}",
+            b = spec.push_branch
+        ));
+    }
+    // The push branch may not exist yet: fetch each refspec on its own and tolerate a missing
+    // push branch.
+    for (i, refspec) in refspecs.iter().enumerate() {
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(callbacks(&spec.auth));
+        options.custom_headers(&header_refs);
+        options.prune(git2::FetchPrune::Off);
+        if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
+            let message = e.message().to_string();
+            let missing = message.contains("couldn't find remote ref")
+                || message.contains("not found")
+                || e.code() == git2::ErrorCode::NotFound;
+            if i > 0 && missing {
+                continue;
+            }
+            return Err(GitError::Fetch {
+                url: spec.url.clone(),
+                branch: spec.checkout_branch.clone(),
+                reason: message,
+            });
+        }
+    }
+    let tracking = |b: &str| repo.refname_to_id(&format!("refs/remotes/origin/{b}")).ok();
+    if spec.push_branch != spec.checkout_branch
+        && let Some(oid) = tracking(&spec.push_branch)
+    {
+        return Ok((oid, spec.push_branch.clone()));
+    }
+    match tracking(&spec.checkout_branch) {
+        Some(oid) => Ok((oid, spec.checkout_branch.clone())),
+        None => Err(GitError::NoBranch {
+            url: spec.url.clone(),
+            branch: spec.checkout_branch.clone(),
+        }),
+    }
+}
+
+enum PushError {
+    NonFastForward,
+    Refused(String),
+}
+
+fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), PushError> {
+    let mut remote = repo
+        .find_remote("origin")
+        .map_err(|e| PushError::Refused(e.message().to_string()))?;
+    let rejected: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
+    let headers = headers(&spec.auth);
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let result = {
+        let mut cbs = callbacks(&spec.auth);
+        cbs.push_update_reference(|_refname, status| {
+            if let Some(status) = status {
+                *rejected.borrow_mut() = Some(status.to_string());
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(cbs);
+        options.custom_headers(&header_refs);
+        // Not forced: a concurrent push makes this fail as non-fast-forward, never overwrites.
+        let refspec = format!("{commit}:refs/heads/{}", spec.push_branch);
+        remote.push(&[refspec.as_str()], Some(&mut options))
+    };
+    let classify = |message: &str| {
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("non-fast-forward")
+            || lower.contains("fetch first")
+            || lower.contains("not present locally")
+            || lower.contains("cannot push because a reference that you are trying to update on the remote contains commits")
+        {
+            PushError::NonFastForward
+        } else {
+            PushError::Refused(message.to_string())
+        }
+    };
+    if let Err(e) = result {
+        return Err(classify(e.message()));
+    }
+    if let Some(status) = rejected.into_inner() {
+        return Err(classify(&status));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bare repository on disk as the remote (file URL): real git, no server needed for the
+    /// retry logic. The server path (smart HTTP, auth) is covered by the integration tests.
+    fn setup() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("remote.git");
+        Repository::init_bare(&bare).unwrap();
+        let seed = dir.path().join("seed");
+        let repo = Repository::init(&seed).unwrap();
+        std::fs::write(
+            seed.join("app.yaml"),
+            "image: r/app:1.0 # {\"$imagepolicy\": \"ns:app\"}\nother: x\n",
+        )
+        .unwrap();
+        commit_all(&repo, "seed");
+        let url = format!("file://{}", bare.display());
+        repo.remote("origin", &url).unwrap();
+        repo.find_remote("origin")
+            .unwrap()
+            .push(&["HEAD:refs/heads/main"], None)
+            .unwrap();
+        (dir, url)
+    }
+
+    fn commit_all(repo: &Repository, message: &str) -> Oid {
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = Signature::now("t", "t@example.com").unwrap();
+        let parents: Vec<git2::Commit> = repo
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .into_iter()
+            .collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .unwrap()
+    }
+
+    fn spec(dir: &Path, url: &str, name: &str) -> WriteBackSpec {
+        WriteBackSpec {
+            url: url.to_string(),
+            auth: GitAuth::default(),
+            checkout_branch: "main".into(),
+            push_branch: "main".into(),
+            author_name: "ferry".into(),
+            author_email: "ferry@example.com".into(),
+            work_dir: dir.join(name),
+            max_attempts: 5,
+        }
+    }
+
+    fn replace_in(root: &Path, file: &str, from: &str, to: &str) -> Result<EditOutcome, String> {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        if !text.contains(from) {
+            return Ok(EditOutcome { message: None });
+        }
+        std::fs::write(&path, text.replace(from, to)).map_err(|e| e.to_string())?;
+        Ok(EditOutcome {
+            message: Some(format!("{from} -> {to}")),
+        })
+    }
+
+    fn remote_file(dir: &Path, url: &str, file: &str) -> String {
+        let check = dir.join(format!("check-{}", rand_suffix()));
+        let repo = git2::build::RepoBuilder::new()
+            .branch("main")
+            .clone(url, &check)
+            .unwrap();
+        let _ = repo;
+        std::fs::read_to_string(check.join(file)).unwrap()
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    #[test]
+    fn pushes_and_reports_no_change_the_second_time() {
+        let (dir, url) = setup();
+        let s = spec(dir.path(), &url, "work");
+        let r = write_back(&s, |root| {
+            replace_in(root, "app.yaml", "r/app:1.0", "r/app:1.1")
+        })
+        .unwrap();
+        assert!(
+            matches!(r, WriteBackResult::Pushed { attempts: 1, .. }),
+            "{r:?}"
+        );
+        let r = write_back(&s, |root| {
+            replace_in(root, "app.yaml", "r/app:1.0", "r/app:1.1")
+        })
+        .unwrap();
+        assert!(matches!(r, WriteBackResult::NoChange { .. }), "{r:?}");
+        assert!(remote_file(dir.path(), &url, "app.yaml").contains("r/app:1.1"));
+    }
+
+    #[test]
+    fn non_fast_forward_is_reapplied_on_top() {
+        let (dir, url) = setup();
+        let a = spec(dir.path(), &url, "a");
+        let b = spec(dir.path(), &url, "b");
+        // b fetches first (stale), then a pushes, then b's first push is rejected and retried.
+        let mut first = true;
+        let r = write_back(&b, |root| {
+            if first {
+                first = false;
+                let r = write_back(&a, |root| {
+                    replace_in(root, "app.yaml", "other: x", "other: y")
+                })
+                .unwrap();
+                assert!(matches!(r, WriteBackResult::Pushed { .. }));
+            }
+            replace_in(root, "app.yaml", "r/app:1.0", "r/app:2.0")
+        })
+        .unwrap();
+        assert!(
+            matches!(r, WriteBackResult::Pushed { attempts: 2, .. }),
+            "{r:?}"
+        );
+        let text = remote_file(dir.path(), &url, "app.yaml");
+        assert!(
+            text.contains("r/app:2.0") && text.contains("other: y"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn separate_push_branch_stacks_and_missing_branch_is_clear() {
+        let (dir, url) = setup();
+        let mut s = spec(dir.path(), &url, "w");
+        s.push_branch = "images".into();
+        let r = write_back(&s, |root| {
+            replace_in(root, "app.yaml", "r/app:1.0", "r/app:1.1")
+        })
+        .unwrap();
+        assert!(matches!(r, WriteBackResult::Pushed { ref branch, .. } if branch == "images"));
+        // The second update starts from the push branch.
+        let r = write_back(&s, |root| {
+            replace_in(root, "app.yaml", "r/app:1.1", "r/app:1.2")
+        })
+        .unwrap();
+        assert!(matches!(r, WriteBackResult::Pushed { .. }), "{r:?}");
+        s.checkout_branch = "nope".into();
+        s.push_branch = "nope".into();
+        let err = write_back(&s, |_| Ok(EditOutcome::default())).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}
