@@ -74,6 +74,11 @@ pub enum Command {
     Status(crate::commands::status::StatusArgs),
     /// Rewrite image references in a checkout (setter markers, kustomization images).
     SetImage(crate::commands::set_image::SetImageArgs),
+    /// Encrypt, decrypt or edit SOPS files with age keys (no sops binary needed).
+    #[command(subcommand)]
+    Secrets(crate::commands::secrets::SecretsCommand),
+    /// Seal a Secret into a kubeseal-compatible SealedSecret.
+    Seal(crate::commands::seal::SealArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     #[command(after_help = "Example:\n  ferry completions zsh > \"${fpath[1]}/_ferry\"")]
     Completions {

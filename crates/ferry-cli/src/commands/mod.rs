@@ -5,6 +5,8 @@ mod cluster_info;
 pub(crate) mod delete;
 pub(crate) mod diff;
 pub(crate) mod render;
+pub(crate) mod seal;
+pub(crate) mod secrets;
 pub(crate) mod status;
 pub(crate) mod set_image;
 
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Delete(args) => delete::run(&cli.global, &args).await,
         Command::Status(args) => status::run(&cli.global, &args).await,
         Command::SetImage(args) => set_image::run(&cli.global, &args),
+        Command::Secrets(command) => secrets::run(&command),
+        Command::Seal(args) => seal::run(&args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(EXIT_OK)

@@ -88,7 +88,10 @@ pub async fn run(args: &SealArgs) -> Result<u8> {
     let sealed = sealed::seal_secret(&secret, &public_key, scope, args.namespace.as_deref())
         .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let out = match args.format {
-        SealFormat::Yaml => serde_saphyr::to_string(&sealed)?,
+        SealFormat::Yaml => serde_saphyr::to_string_with_options(
+            &sealed,
+            ferry_engine::decrypt::sops::yaml_options(),
+        )?,
         SealFormat::Json => serde_json::to_string_pretty(&sealed)? + "\n",
     };
     std::io::stdout().write_all(out.as_bytes())?;

@@ -99,6 +99,7 @@ pub(crate) enum CipherError {
 }
 
 /// True if `value` has the shape of an encrypted SOPS value.
+#[cfg(test)]
 pub(crate) fn is_enc(value: &str) -> bool {
     value.starts_with("ENC[AES256_GCM,data:") && value.ends_with(']')
 }

@@ -427,7 +427,7 @@ pub(crate) fn emit(docs: &[Value], format: Format, path: &Path) -> Result<Zeroiz
                 if index > 0 {
                     out.push_str("---\n");
                 }
-                let text = serde_saphyr::to_string(doc)
+                let text = serde_saphyr::to_string_with_options(doc, yaml_options())
                     .map_err(|e| err(path, format!("cannot write YAML: {e}")))?;
                 out.push_str(&text);
                 if !out.ends_with('\n') {
@@ -437,6 +437,14 @@ pub(crate) fn emit(docs: &[Value], format: Format, path: &Path) -> Result<Zeroiz
             Ok(Zeroizing::new(out.into_bytes()))
         }
     }
+}
+
+/// YAML output style: literal blocks for multi-line strings, but never folded (`>`) scalars
+/// for long single-line values such as `ENC[…]` strings, so files stay greppable.
+pub fn yaml_options() -> serde_saphyr::SerializerOptions {
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.folded_wrap_chars = usize::MAX;
+    options
 }
 
 /// SOPS reads every JSON number as a float; print integral ones without a fraction, as Go's

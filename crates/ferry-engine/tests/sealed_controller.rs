@@ -1,0 +1,203 @@
+//! The unsealer controller against the real testenv API server: it generates and stores its
+//! key, turns a SealedSecret into an owned Secret, restores the Secret when it is edited or
+//! deleted, and reports a strict seal moved to another name as not synced, without plaintext.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferry_engine::decrypt::sealed::{
+    self, CertificateHandle, KeyBits, Scope, SealedSecret, UnsealerOptions, run_unsealer,
+};
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = SealedSecret::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("ferry-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("installing the SealedSecret CRD: {e}"));
+    wait_for("SealedSecret CRD established", TIMEOUT, || {
+        let crds = crds.clone();
+        let name = name.clone();
+        async move {
+            let crd = crds.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(established.then_some(()))
+        }
+    })
+    .await
+    .expect("CRD established");
+}
+
+fn data() -> BTreeMap<String, ByteString> {
+    BTreeMap::from([
+        (
+            "password".to_string(),
+            ByteString(b"ctrl-s3cret-77".to_vec()),
+        ),
+        ("user".to_string(), ByteString(b"app".to_vec())),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsealer_controller_creates_and_resyncs_owned_secrets() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "unseal").await;
+
+    let handle = CertificateHandle::default();
+    let options = UnsealerOptions {
+        key_namespace: ns.name.clone(),
+        watch_namespace: Some(ns.name.clone()),
+        key_bits: KeyBits::Rsa2048,
+        renew_period: None,
+        key_refresh: Duration::from_secs(5),
+        certificates: handle.clone(),
+    };
+    let task = tokio::spawn(run_unsealer(client.clone(), options));
+
+    let cert = wait_for("the unsealer's certificate", TIMEOUT, || {
+        let handle = handle.clone();
+        async move { Ok(handle.certificate_pem()) }
+    })
+    .await
+    .expect("certificate");
+
+    // The key is stored bitnami-style.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let keys = secrets
+        .list(&ListParams::default().labels("sealedsecrets.bitnami.com/sealed-secrets-key=active"))
+        .await
+        .expect("list keys");
+    assert_eq!(keys.items.len(), 1);
+    assert_eq!(keys.items[0].type_.as_deref(), Some("kubernetes.io/tls"));
+
+    // Seal a Secret for this unsealer and create the SealedSecret.
+    let public = sealed::public_key_from_certificate_pem(cert.as_bytes()).expect("cert");
+    let mut secret = Secret {
+        data: Some(data()),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    secret.metadata.name = Some("db".into());
+    secret.metadata.namespace = Some(ns.name.clone());
+    secret.metadata.labels = Some(BTreeMap::from([("app".into(), "db".into())]));
+    let sealed_secret = sealed::seal_secret(&secret, &public, Scope::Strict, None).expect("seal");
+    let api: Api<SealedSecret> = Api::namespaced(client.clone(), &ns.name);
+    let created = api
+        .create(&PostParams::default(), &sealed_secret)
+        .await
+        .expect("create SealedSecret");
+    let uid = created.uid().expect("uid");
+
+    let wait_secret = |what: &'static str| {
+        let secrets = secrets.clone();
+        let uid = uid.clone();
+        async move {
+            wait_for(what, TIMEOUT, || {
+                let secrets = secrets.clone();
+                let uid = uid.clone();
+                async move {
+                    let Some(s) = secrets.get_opt("db").await? else {
+                        return Ok(None);
+                    };
+                    let owned = s.owner_references().iter().any(|o| {
+                        o.uid == uid && o.kind == "SealedSecret" && o.controller == Some(true)
+                    });
+                    Ok((owned && s.data.as_ref() == Some(&data())).then_some(s))
+                }
+            })
+            .await
+        }
+    };
+    let unsealed = wait_secret("the unsealed Secret")
+        .await
+        .expect("unsealed Secret");
+    assert_eq!(
+        unsealed.labels().get("app").map(String::as_str),
+        Some("db"),
+        "template labels are honoured"
+    );
+
+    let synced = wait_for("status Synced=True", TIMEOUT, || {
+        let api = api.clone();
+        async move {
+            let s = api.get("db").await?;
+            let ok = s
+                .status
+                .iter()
+                .flat_map(|st| st.conditions.iter())
+                .any(|c| c.type_ == "Synced" && c.status == "True");
+            Ok(ok.then_some(()))
+        }
+    })
+    .await;
+    synced.expect("synced");
+
+    // Deleted → re-created.
+    secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete Secret");
+    wait_secret("the Secret to be re-created")
+        .await
+        .expect("re-created");
+
+    // Edited → restored.
+    let patch = serde_json::json!({ "data": { "password": "dGFtcGVyZWQ=" } });
+    secrets
+        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("edit Secret");
+    wait_secret("the edited Secret to be restored")
+        .await
+        .expect("restored");
+
+    // A strict seal copied to another name is refused, with a message free of plaintext.
+    let mut moved = sealed_secret.clone();
+    moved.metadata.name = Some("copied".into());
+    api.create(&PostParams::default(), &moved)
+        .await
+        .expect("create moved");
+    let message = wait_for("status Synced=False on the moved copy", TIMEOUT, || {
+        let api = api.clone();
+        async move {
+            let s = api.get("copied").await?;
+            Ok(s.status
+                .iter()
+                .flat_map(|st| st.conditions.iter())
+                .find(|c| c.type_ == "Synced" && c.status == "False")
+                .and_then(|c| c.message.clone()))
+        }
+    })
+    .await
+    .expect("not synced");
+    assert!(message.contains("no key can unseal"), "{message}");
+    assert!(!message.contains("ctrl-s3cret-77"), "{message}");
+    assert!(
+        secrets.get_opt("copied").await.expect("get").is_none(),
+        "no Secret for a refused seal"
+    );
+
+    task.abort();
+    let _ = task.await;
+}
