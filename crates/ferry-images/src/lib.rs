@@ -11,4 +11,5 @@ pub mod reference;
 pub mod registry;
 pub mod semver_range;
 pub mod setimage;
+pub mod webhook;
 pub mod yaml_scan;
