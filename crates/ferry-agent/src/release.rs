@@ -451,16 +451,14 @@ async fn decide(release: &Release, ctx: &Context) -> Decision {
         .clone()
         .unwrap_or_else(|| ns.clone());
     let path = release.spec.path.clone().unwrap_or_else(|| ".".to_string());
-    let request = RenderRequest::new(artifact.path.clone(), path.trim_start_matches("./"))
+    let mut request = RenderRequest::new(artifact.path.clone(), path.trim_start_matches("./"))
         .with_default_namespace(Some(target_ns.clone()));
-    if release.spec.render.is_some() {
-        return Decision::stalled(
-            "InvalidSpec",
-            "spec.render is not supported yet by this agent; put the options in a ferry.yaml next to the manifests".to_string(),
-        );
+    if let Err(e) = apply_render_spec(release, &mut request) {
+        return Decision::stalled("InvalidSpec", e);
     }
+    request.age_keys = keys;
     let rendered = tokio::task::spawn_blocking(move || render::render(&request)).await;
-    let mut manifests = match rendered {
+    let manifests = match rendered {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             return failed(
@@ -473,13 +471,6 @@ async fn decide(release: &Release, ctx: &Context) -> Decision {
         }
         Err(e) => return failed("RenderFailed", format!("render task failed: {e}")),
     };
-    if let Some(keys) = &keys {
-        for manifest in &mut manifests {
-            if let Err(e) = ferry_engine::decrypt::sops::decrypt_manifest(manifest, keys) {
-                return failed("DecryptionFailed", e.to_string());
-            }
-        }
-    }
     // Apply through the one engine.
     let options = ApplyOptions {
         app: app_name(release),
@@ -659,6 +650,89 @@ fn client_for(release: &Release, ctx: &Context) -> Result<Client, String> {
     match sa {
         Some(sa) => ctx.tenant_client(&ns, &sa).map_err(|e| e.to_string()),
         None => Ok(ctx.client.clone()),
+    }
+}
+
+/// Layer `spec.render` (the ferry.yaml schema) over the app's own ferry.yaml, through the same
+/// override mechanism the CLI flags use. Fields that only make sense inside the repository
+/// (files relative to ferry.yaml) are refused with a pointer to put them in ferry.yaml.
+fn apply_render_spec(release: &Release, request: &mut RenderRequest) -> Result<(), String> {
+    use ferry_engine::render::config::AppConfig;
+    let Some(value) = &release.spec.render else {
+        return Ok(());
+    };
+    let config: AppConfig = serde_json::from_value(value.clone())
+        .map_err(|e| format!("spec.render is not a valid ferry.yaml app config: {e}"))?;
+    let unsupported = |field: &str| {
+        Err(format!(
+            "spec.render.{field} refers to files in the repository; set it in the app's ferry.yaml instead"
+        ))
+    };
+    if !config.substitute_from.is_empty() {
+        return unsupported("substituteFrom");
+    }
+    if config.path.is_some() {
+        return unsupported("path (use spec.path)");
+    }
+    let o = &mut request.overrides;
+    o.renderer = config.renderer;
+    if let Some(ns) = config.namespace {
+        request.default_namespace = Some(ns);
+    }
+    if let Some(k) = config.kustomize {
+        o.allow_remote_bases = Some(k.allow_remote_bases);
+    }
+    if let Some(helm) = config.helm {
+        if !helm.values_files.is_empty() {
+            return unsupported("helm.valuesFiles");
+        }
+        if let Some(values) = helm.values {
+            flatten_values("", &values, &mut o.set);
+        }
+        o.set.extend(helm.set);
+        o.set_string.extend(helm.set_string);
+        o.release_name = helm.release_name;
+        if let Some(chart) = helm.chart {
+            if chart.path.is_some() {
+                return unsupported("helm.chart.path");
+            }
+            o.chart = chart.oci.or(chart.name);
+            o.repo = chart.repo;
+            o.chart_version = chart.version;
+            o.plain_http = Some(chart.plain_http);
+        }
+    }
+    if let Some(vars) = config.substitute {
+        request.vars.extend(vars);
+    }
+    if config.strict_substitute.is_some() {
+        request.overrides.strict_substitute = config.strict_substitute;
+    }
+    Ok(())
+}
+
+/// Inline helm values as `--set` expressions (`a.b=c`, lists as `a[0]=x`).
+fn flatten_values(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.replace('.', "\\.")
+                } else {
+                    format!("{prefix}.{}", k.replace('.', "\\."))
+                };
+                flatten_values(&key, v, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten_values(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        Value::String(s) => out.push(format!("{prefix}={}", s.replace(',', "\\,"))),
+        Value::Null => out.push(format!("{prefix}=null")),
+        other => out.push(format!("{prefix}={other}")),
     }
 }
 

@@ -1,0 +1,367 @@
+//! Shared helpers for the agent's integration tests: install the CRDs, create bare repos on the
+//! testenv git server and push commits with the git CLI, start an in-process agent scoped to the
+//! test's namespaces, and read Release/GitSource status.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ferry_agent::{Agent, AgentOptions};
+use ferry_api::common::{READY, find_condition};
+use ferry_api::{GitSource, Release};
+use ferry_testsupport::{TestEnv, wait_for};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+
+/// Apply the CRDs (once per test binary) and wait until they are Established.
+pub async fn install_crds(client: &Client) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.get().is_some() {
+        return;
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ferry_agent::crds::all() {
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        api.patch(
+            &name,
+            &PatchParams::apply("ferry-agent-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        wait_for(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await?;
+                    let established = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(established.then_some(()))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let _ = DONE.set(());
+}
+
+/// A repository on the testenv git server with a local working copy to commit from.
+pub struct Repo {
+    pub name: String,
+    /// http URL without credentials (what a GitSource uses with a secretRef).
+    pub url: String,
+    pub work: tempfile::TempDir,
+    push_url: String,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "ferry-test")
+        .env("GIT_AUTHOR_EMAIL", "test@ferry.invalid")
+        .env("GIT_COMMITTER_NAME", "ferry-test")
+        .env("GIT_COMMITTER_EMAIL", "test@ferry.invalid")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .with_context(|| format!("running git {args:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "git {:?} failed: {}",
+            args.first(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl Repo {
+    /// Create `<name>.git` under FERRY_GIT_ROOT (served over smart HTTP with basic auth).
+    pub fn create(env: &TestEnv, name: &str) -> Self {
+        let root = PathBuf::from(env.var("FERRY_GIT_ROOT"));
+        let bare = root.join(format!("{name}.git"));
+        let out = Command::new("git")
+            .args(["init", "--bare", "--initial-branch=main"])
+            .arg(&bare)
+            .output()
+            .expect("git init --bare");
+        assert!(
+            out.status.success(),
+            "git init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Let http-backend serve it (and accept pushes).
+        let _ = Command::new("git")
+            .args(["config", "http.receivepack", "true"])
+            .current_dir(&bare)
+            .output();
+        let base = env.var("FERRY_GIT_URL");
+        let url = format!("{base}/{name}.git");
+        let (scheme, rest) = base.split_once("://").expect("FERRY_GIT_URL has a scheme");
+        let push_url = format!(
+            "{scheme}://{}:{}@{rest}/{name}.git",
+            env.var("FERRY_GIT_USER"),
+            env.var("FERRY_GIT_PASSWORD")
+        );
+        let work = tempfile::tempdir().expect("tempdir");
+        git(work.path(), &["init", "--initial-branch=main"]).expect("git init");
+        Self {
+            name: name.to_string(),
+            url,
+            work,
+            push_url,
+        }
+    }
+
+    /// Write files (path → content; `None` deletes), commit and push; returns the commit SHA.
+    pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {
+        for (path, content) in files {
+            let full = self.work.path().join(path);
+            match content {
+                Some(text) => {
+                    if let Some(parent) = full.parent() {
+                        std::fs::create_dir_all(parent).expect("mkdir");
+                    }
+                    std::fs::write(&full, text).expect("write file");
+                }
+                None => {
+                    let _ = std::fs::remove_file(&full);
+                }
+            }
+        }
+        git(self.work.path(), &["add", "-A"]).expect("git add");
+        git(
+            self.work.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        )
+        .expect("git commit");
+        git(
+            self.work.path(),
+            &["push", "-q", &self.push_url, "HEAD:refs/heads/main"],
+        )
+        .expect("git push");
+        git(self.work.path(), &["rev-parse", "HEAD"]).expect("rev-parse")
+    }
+}
+
+/// Start an agent watching only `namespaces` (so parallel tests do not see each other).
+pub async fn start_agent(
+    env: &TestEnv,
+    namespaces: &[&str],
+    tweak: impl FnOnce(&mut AgentOptions),
+) -> (Agent, tempfile::TempDir) {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
+    options.watch_namespaces = namespaces.iter().map(|s| s.to_string()).collect();
+    tweak(&mut options);
+    let agent = Agent::start(options).await.expect("agent starts");
+    (agent, cache)
+}
+
+/// Create a Secret with the testenv git credentials (basic auth).
+pub async fn git_secret(env: &TestEnv, client: &Client, ns: &str, name: &str) {
+    secret(
+        client,
+        ns,
+        name,
+        &[
+            ("username", &env.var("FERRY_GIT_USER")),
+            ("password", &env.var("FERRY_GIT_PASSWORD")),
+        ],
+    )
+    .await;
+}
+
+pub async fn secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let string_data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": string_data,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("ferry-agent-tests").force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("secret {ns}/{name}: {e}"));
+}
+
+pub async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let obj: K = serde_json::from_value(value).expect("valid object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating {}: {e}", obj.name_any()))
+}
+
+pub fn git_source(
+    name: &str,
+    url: &str,
+    secret: Option<&str>,
+    interval: &str,
+) -> serde_json::Value {
+    let mut spec = serde_json::json!({"url": url, "ref": {"branch": "main"}, "interval": interval, "timeout": "20s"});
+    if let Some(s) = secret {
+        spec["secretRef"] = serde_json::json!({"name": s});
+    }
+    serde_json::json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": name}, "spec": spec,
+    })
+}
+
+pub fn release(
+    name: &str,
+    source: &str,
+    path: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut spec = serde_json::json!({
+        "sourceRef": {"kind": "GitSource", "name": source},
+        "path": path, "interval": "1m", "retryInterval": "2s", "prune": true,
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": name}, "spec": spec,
+    })
+}
+
+pub fn ready_state(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String, String)> {
+    find_condition(conditions, READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Wait until the Release's `lastAppliedRevision` ends with `sha` and it is Ready.
+pub async fn wait_release_applied(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    sha: &str,
+    timeout: Duration,
+) -> Release {
+    let api: Api<Release> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("Release {ns}/{name} Ready at {sha}"),
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                let r = api.get(name).await?;
+                let status = r.status.clone().unwrap_or_default();
+                let ready = ready_state(&status.conditions);
+                let applied = status
+                    .last_applied_revision
+                    .as_deref()
+                    .is_some_and(|rev| rev.ends_with(sha));
+                if applied && ready.as_ref().is_some_and(|(s, _, _)| s == "True") {
+                    return Ok(Some(r));
+                }
+                anyhow::bail!(
+                    "not yet: ready={ready:?} lastApplied={:?}",
+                    status.last_applied_revision
+                )
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Wait until the Release's Ready condition has `reason`.
+pub async fn wait_release_reason(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Release {
+    let api: Api<Release> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("Release {ns}/{name} reason {reason}"),
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                let r = api.get(name).await?;
+                let ready = ready_state(&r.status.clone().unwrap_or_default().conditions);
+                if ready.as_ref().is_some_and(|(_, why, _)| why == reason) {
+                    return Ok(Some(r));
+                }
+                anyhow::bail!("not yet: ready={ready:?}")
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+pub async fn wait_source<F>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: F,
+) -> GitSource
+where
+    F: Fn(&GitSource) -> bool,
+{
+    let api: Api<GitSource> = Api::namespaced(client.clone(), ns);
+    let check = &check;
+    wait_for(
+        &format!("GitSource {ns}/{name}: {what}"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let gs = api.get(name).await?;
+                if check(&gs) {
+                    return Ok(Some(gs));
+                }
+                anyhow::bail!("status: {:?}", gs.status)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+pub fn configmap_yaml(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
