@@ -2,8 +2,8 @@
 //! steps every render shares afterwards: SOPS decryption of objects carrying a `sops:` block,
 //! the app's default namespace, and `${VAR}` substitution. Called from [`super::render`].
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -172,11 +172,105 @@ fn read_vars(path: &Path, limits: &safety::Limits) -> Result<BTreeMap<String, St
     substitute::read_vars_file(path, &bytes)
 }
 
-/// Parse renderer output into manifests, decrypting documents with a `sops:` block first.
+/// Plaintext of encrypted source documents: `sops.mac` → (ciphertext string → plaintext).
+type SourcePlaintext = HashMap<String, HashMap<String, Value>>;
+
+/// Verify and decrypt SOPS source files as written (MAC in their own field order).
+fn decrypt_sources(ctx: &mut Context<'_>, files: &[PathBuf]) -> Result<SourcePlaintext> {
+    let mut by_mac = SourcePlaintext::new();
+    for file in files {
+        let shown = ctx.relative(file);
+        let bytes = std::fs::read(file).map_err(|err| Error::Source {
+            path: shown.clone(),
+            message: err.to_string(),
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| Error::Source {
+            path: shown.clone(),
+            message: "not UTF-8".into(),
+        })?;
+        let docs: Vec<Value> =
+            serde_saphyr::from_str_multiple_with_options(text, safety::yaml_options()).map_err(
+                |err| Error::Source {
+                    path: shown.clone(),
+                    message: format!("invalid YAML: {}", err.without_snippet()),
+                },
+            )?;
+        if !docs.iter().any(sops::is_encrypted_value) {
+            continue;
+        }
+        let mut plain = docs.clone();
+        let keys = ctx.keys()?.clone();
+        sops::decrypt_documents(&mut plain, &shown, &keys)?;
+        for (encrypted, decrypted) in docs.iter().zip(&plain) {
+            let Some(mac) = encrypted.pointer("/sops/mac").and_then(Value::as_str) else {
+                continue;
+            };
+            let entry = by_mac.entry(mac.to_string()).or_default();
+            pair_leaves(encrypted, decrypted, entry);
+        }
+    }
+    Ok(by_mac)
+}
+
+fn pair_leaves(encrypted: &Value, plain: &Value, out: &mut HashMap<String, Value>) {
+    match (encrypted, plain) {
+        (Value::String(cipher), plain) if cipher.starts_with("ENC[") => {
+            out.insert(cipher.clone(), plain.clone());
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a.iter().filter(|(k, _)| k.as_str() != "sops") {
+                if let Some(other) = b.get(key) {
+                    pair_leaves(value, other, out);
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (x, y) in a.iter().zip(b) {
+                pair_leaves(x, y, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Replace ciphertext leaves with their verified plaintext; the first unknown one, if any.
+fn substitute_plaintext(value: &mut Value, plain: &HashMap<String, Value>) -> Option<String> {
+    match value {
+        Value::String(cipher) if cipher.starts_with("ENC[") => match plain.get(cipher.as_str()) {
+            Some(p) => {
+                *value = p.clone();
+                None
+            }
+            None => Some(String::from("a value")),
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .filter_map(|v| substitute_plaintext(v, plain))
+            .next_back(),
+        Value::Object(map) => {
+            let mut missing = None;
+            for (key, v) in map.iter_mut().filter(|(k, _)| k.as_str() != "sops") {
+                if let Some(m) = substitute_plaintext(v, plain) {
+                    missing = Some(if m == "a value" {
+                        key.clone()
+                    } else {
+                        format!("{key}.{m}")
+                    });
+                }
+            }
+            missing
+        }
+        _ => None,
+    }
+}
+
+/// Parse renderer output into manifests, decrypting documents with a `sops:` block first:
+/// from their verified source documents when known (`sources`), else in place.
 pub fn parse_and_decrypt(
     ctx: &mut Context<'_>,
     stdout: &[u8],
     origin_file: &Path,
+    sources: &[PathBuf],
 ) -> Result<Vec<Manifest>> {
     if !sops::looks_encrypted(stdout) {
         return plain::parse_bytes(stdout, origin_file);
@@ -192,6 +286,7 @@ pub fn parse_and_decrypt(
                 message: format!("unreadable renderer output: {}", err.without_snippet()),
             },
         )?;
+    let source_plaintext = decrypt_sources(ctx, sources)?;
     let mut manifests = Vec::new();
     for (document, mut doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
@@ -205,8 +300,23 @@ pub fn parse_and_decrypt(
         if sops::is_encrypted_value(&doc) {
             let name = object_name(&doc);
             let path = origin_file.join(&name);
-            let keys = ctx.keys()?.clone();
-            sops::decrypt_document(&mut doc, &path, &keys)?;
+            let known = doc
+                .pointer("/sops/mac")
+                .and_then(Value::as_str)
+                .and_then(|mac| source_plaintext.get(mac));
+            if let Some(plain) = known {
+                if let Some(field) = substitute_plaintext(&mut doc, plain) {
+                    return Err(Error::Decrypt {
+                        path,
+                        message: format!(
+                            "encrypted field {field} does not come from the encrypted source file (changed by a kustomize patch?); encrypt the final value instead"
+                        ),
+                    });
+                }
+            } else {
+                let keys = ctx.keys()?.clone();
+                sops::decrypt_document(&mut doc, &path, &keys)?;
+            }
             if let Some(map) = doc.as_object_mut() {
                 map.remove("sops");
             }

@@ -28,13 +28,15 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         .as_ref()
         .is_some_and(|k| k.allow_remote_bases);
     let mut visited = HashSet::new();
-    check_graph(ctx, &dir, allow_remote, &mut visited)?;
+    let mut encrypted = Vec::new();
+    check_graph(ctx, &dir, allow_remote, &mut visited, &mut encrypted)?;
     let shown = ctx.relative(&dir);
     let stdout = build(ctx, &dir, &shown)?;
     let origin = PathBuf::from(format!("kustomize build {}", shown.display()));
-    // Objects may carry `sops:` blocks: decrypt on the parsed documents, before they become
-    // typed objects, so the MAC sees the original field order.
-    super::app::parse_and_decrypt(ctx, &stdout, &origin)
+    // Objects may carry `sops:` blocks. kustomize re-sorts fields, which breaks the SOPS MAC,
+    // so the encrypted source files are verified and decrypted as written, and their
+    // plaintext is matched to the build output by ciphertext.
+    super::app::parse_and_decrypt(ctx, &stdout, &origin, &encrypted)
 }
 
 fn find_kustomization(dir: &Path) -> Option<PathBuf> {
@@ -60,6 +62,7 @@ fn check_graph(
     dir: &Path,
     allow_remote: bool,
     visited: &mut HashSet<PathBuf>,
+    encrypted: &mut Vec<PathBuf>,
 ) -> Result<()> {
     let dir = std::fs::canonicalize(dir).map_err(|err| Error::Source {
         path: dir.to_path_buf(),
@@ -108,9 +111,16 @@ fn check_graph(
             }
             let resolved = safety::resolve_inside(&ctx.root, &dir, entry, field, &shown)?;
             if resolved.is_dir() {
-                check_graph(ctx, &resolved, allow_remote, visited)?;
+                check_graph(ctx, &resolved, allow_remote, visited, encrypted)?;
             } else {
                 ctx.guard.check_file(&resolved)?;
+                let bytes = std::fs::read(&resolved).map_err(|err| Error::Source {
+                    path: ctx.relative(&resolved),
+                    message: err.to_string(),
+                })?;
+                if crate::decrypt::sops::looks_encrypted(&bytes) && !encrypted.contains(&resolved) {
+                    encrypted.push(resolved);
+                }
             }
         }
     }

@@ -111,7 +111,10 @@ pub fn resolve_inside(
     if !from.starts_with(&root) {
         return Err(escape("is resolved from a directory outside"));
     }
-    let joined = lexical_join(&from, rel)
+    // Normalise against the root, so `../base` from `overlays/prod` is fine but climbing
+    // above the root is not.
+    let from_rel = from.strip_prefix(&root).unwrap_or(Path::new(""));
+    let joined = lexical_join(&root, &from_rel.join(rel))
         .filter(|p| p.starts_with(&root))
         .ok_or_else(|| escape("leaves"))?;
     let real = std::fs::canonicalize(&joined).map_err(|err| Error::Source {
@@ -239,7 +242,9 @@ impl TreeGuard {
                 let inside = if target.is_absolute() {
                     target.starts_with(&self.root)
                 } else {
-                    lexical_join(parent, &target).is_some_and(|p| p.starts_with(&self.root))
+                    let parent_rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
+                    lexical_join(&self.root, &parent_rel.join(&target))
+                        .is_some_and(|p| p.starts_with(&self.root))
                 };
                 if inside {
                     Ok(())

@@ -148,7 +148,10 @@ pub fn fetch(
                 login = login
                     .arg("--password-stdin")
                     .stdin(opts.password.clone().unwrap_or_default().into_bytes());
-                if opts.plain_http || opts.insecure_skip_tls_verify {
+                if opts.plain_http {
+                    login = login.arg("--plain-http");
+                }
+                if opts.insecure_skip_tls_verify {
                     login = login.arg("--insecure");
                 }
                 run_helm(login, &format!("logging in to {host}"), redactor)?;
