@@ -236,12 +236,11 @@ async fn interrupted_apply_keeps_inventory_and_rerun_completes_and_prunes() {
     pipeline::apply(&client, manifests(&configmap("old", "1")), &o, &NoProgress)
         .await
         .expect("v1");
-    // v2 creates "fresh" but fails half-way on an invalid object (the API server rejects it):
-    // nothing is pruned and "fresh" is already tracked in the widened inventory.
+    // v2 drops "old" and creates "fresh" but fails half-way on an invalid object (the API
+    // server rejects it): nothing is pruned and "fresh" is already in the widened inventory.
     let broken = format!(
-        "{}{}apiVersion: v1\nkind: Service\nmetadata:\n  name: broken\nspec:\n  ports: [{{port: 99999}}]\n",
-        configmap("fresh", "1"),
-        configmap("old", "1")
+        "{}apiVersion: v1\nkind: Service\nmetadata:\n  name: broken\nspec:\n  ports: [{{port: 99999}}]\n",
+        configmap("fresh", "1")
     );
     let report = pipeline::apply(&client, manifests(&broken), &o, &NoProgress)
         .await
