@@ -3,6 +3,7 @@
 //! Pure parts (no I/O): [`reference`], [`semver_range`], [`policy`], [`yaml_scan`], [`markers`],
 //! [`kustomize`]. File-tree edits shared by `ferry set-image` and the automation: [`setimage`].
 
+pub mod controller;
 pub mod git;
 pub mod kustomize;
 pub mod markers;

@@ -1,0 +1,339 @@
+//! ImageRepository reconciler: scan the tag list on the interval (or at once when triggered),
+//! apply the exclusion list, keep the tags in memory for the policies, report in status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_api::common::{READY, RECONCILE_REQUESTED_AT, STALLED, remove_condition, set_condition};
+use ferry_api::images::{ImageRepository, ImageRepositoryStatus, ScanResult};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use regex::Regex;
+
+use super::{Context, ReconcileError, ScanData, drain, lock, now_time, parse_interval};
+use crate::reference::ImageRef;
+use crate::registry::auth::{self, Credentials};
+use crate::registry::{ConnectOptions, RegistryError, Target};
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_EXCLUSIONS: [&str; 1] = ["^.*\\.sig$"];
+
+pub(super) async fn controller(ctx: Arc<Context>) {
+    let api: Api<ImageRepository> = match &ctx.options.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let concurrency = ctx.options.concurrency;
+    let stream = Controller::new(api, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .run(reconcile, error_policy, ctx);
+    drain(stream, "ImageRepository").await;
+}
+
+fn error_policy(_: Arc<ImageRepository>, err: &ReconcileError, _: Arc<Context>) -> Action {
+    tracing::warn!("ImageRepository reconcile failed: {err}");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Credentials and TLS options from the referenced Secrets.
+pub(super) async fn connect(
+    ctx: &Context,
+    repo: &ImageRepository,
+) -> Result<Target, (String, String)> {
+    let ns = repo.namespace().unwrap_or_default();
+    let image = ImageRef::parse(&repo.spec.image)
+        .map_err(|e| ("InvalidImage".to_string(), format!("spec.image: {e}")))?;
+    if image.tag.is_some() || image.digest.is_some() {
+        return Err((
+            "InvalidImage".into(),
+            format!(
+                "spec.image {:?} must not have a tag or digest; use {:?}",
+                repo.spec.image, image.repository
+            ),
+        ));
+    }
+    let (host, _) = image.registry_and_path();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let read = |name: String| {
+        let ns = ns.clone();
+        let secrets = secrets.clone();
+        async move {
+            match secrets.get_opt(&name).await {
+                Ok(Some(secret)) => Ok(secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect::<BTreeMap<_, _>>()),
+                Ok(None) => Err((
+                    "SecretNotFound".to_string(),
+                    format!("Secret {ns}/{name} not found; create it or fix the reference"),
+                )),
+                Err(e) => Err((
+                    "SecretUnreadable".to_string(),
+                    format!("cannot read Secret {ns}/{name}: {e}"),
+                )),
+            }
+        }
+    };
+    let credentials = match &repo.spec.secret_ref {
+        None => Credentials::Anonymous,
+        Some(r) => {
+            let data = read(r.name.clone()).await?;
+            auth::from_secret_data(
+                &format!("{}/{}", repo.namespace().unwrap_or_default(), r.name),
+                &data,
+                &host,
+            )
+            .map_err(|e| ("InvalidSecret".to_string(), e.to_string()))?
+        }
+    };
+    let ca_pem = match &repo.spec.cert_secret_ref {
+        None => None,
+        Some(r) => {
+            let data = read(r.name.clone()).await?;
+            Some(
+                data.get("ca.crt")
+                    .or_else(|| data.get("caFile"))
+                    .cloned()
+                    .ok_or_else(|| {
+                        (
+                            "InvalidSecret".to_string(),
+                            format!("Secret {} has no `ca.crt`", r.name),
+                        )
+                    })?,
+            )
+        }
+    };
+    Ok(Target::new(
+        &image.repository,
+        credentials,
+        ConnectOptions {
+            insecure: repo.spec.insecure,
+            ca_pem,
+        },
+    ))
+}
+
+async fn patch_status(
+    ctx: &Context,
+    repo: &ImageRepository,
+    status: &ImageRepositoryStatus,
+) -> Result<(), ReconcileError> {
+    let api: Api<ImageRepository> =
+        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    api.patch_status(
+        &repo.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn reconcile(
+    repo: Arc<ImageRepository>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let ns = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    let key = (ns.clone(), name.clone());
+    if repo.meta().deletion_timestamp.is_some() {
+        lock(&ctx.scans).remove(&key);
+        return Ok(Action::await_change());
+    }
+    if repo.spec.suspend {
+        return Ok(Action::await_change());
+    }
+    let mut status = repo.status.clone().unwrap_or_default();
+    let generation = repo.meta().generation;
+    let interval = match parse_interval(repo.spec.interval.as_deref(), DEFAULT_INTERVAL) {
+        Ok(i) => i,
+        Err(e) => {
+            return stall(
+                &ctx,
+                &repo,
+                status,
+                "InvalidInterval",
+                &format!("spec.interval: {e}"),
+            )
+            .await;
+        }
+    };
+    let timeout =
+        parse_interval(repo.spec.timeout.as_deref(), DEFAULT_TIMEOUT).unwrap_or(DEFAULT_TIMEOUT);
+    let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
+    let request_pending = requested.is_some() && requested != status.last_handled_reconcile_at;
+    // Skip when the last scan is fresh and nothing asks for a new one.
+    let last = lock(&ctx.scans).get(&key).cloned();
+    if let Some(last) = &last
+        && !request_pending
+        && status.observed_generation == generation
+        && last.image == repo.spec.image
+    {
+        let age = last.scanned_at.elapsed();
+        if age < interval {
+            return Ok(Action::requeue(interval - age));
+        }
+    }
+    // The ImageRepository may be unknown to the registry pacing for a while after a 429.
+    let exclusions = match compile_exclusions(&repo) {
+        Ok(e) => e,
+        Err(message) => return stall(&ctx, &repo, status, "InvalidExclusionList", &message).await,
+    };
+    let target = match connect(&ctx, &repo).await {
+        Ok(t) => t,
+        Err((reason, message)) => {
+            let permanent = reason == "InvalidImage";
+            set_condition(
+                &mut status.conditions,
+                READY,
+                false,
+                &reason,
+                &message,
+                generation,
+            );
+            status.observed_generation = generation;
+            status.last_handled_reconcile_at = requested.clone();
+            patch_status(&ctx, &repo, &status).await?;
+            return Ok(if permanent {
+                Action::await_change()
+            } else {
+                Action::requeue(Duration::from_secs(30))
+            });
+        }
+    };
+    status.canonical_image_name = Some(format!("{}/{}", target.host, target.path));
+    let started = Instant::now();
+    match ctx.registries.list_tags(&target, timeout).await {
+        Ok(list) => {
+            let mut tags: Vec<String> = list
+                .tags
+                .into_iter()
+                .filter(|t| !exclusions.iter().any(|r| r.is_match(t)))
+                .collect();
+            tags.sort_unstable();
+            tags.dedup();
+            let count = tags.len();
+            let latest_tags: Vec<String> = tags.iter().rev().take(10).cloned().collect();
+            let unchanged = last
+                .as_ref()
+                .is_some_and(|l| *l.tags == tags && l.image == repo.spec.image);
+            lock(&ctx.scans).insert(
+                key,
+                ScanData {
+                    tags: Arc::new(tags),
+                    scanned_at: Instant::now(),
+                    image: repo.spec.image.clone(),
+                },
+            );
+            tracing::info!(repository = %format!("{ns}/{name}"), tags = count, requests = list.requests, not_modified = list.not_modified, ms = started.elapsed().as_millis() as u64, "scanned");
+            status.last_scan_result = Some(ScanResult {
+                tag_count: count as i64,
+                scan_time: Some(now_time()),
+                latest_tags,
+                requests: i64::from(list.requests),
+            });
+            let message = if unchanged {
+                format!("scan found {count} tags (unchanged)")
+            } else {
+                format!("scan found {count} tags")
+            };
+            set_condition(
+                &mut status.conditions,
+                READY,
+                true,
+                "Succeeded",
+                &message,
+                generation,
+            );
+            remove_condition(&mut status.conditions, STALLED);
+        }
+        Err(err) => {
+            let retry = retry_delay(&err, interval);
+            let message = format!(
+                "{err}; last good scan kept, retrying in {}s",
+                retry.as_secs()
+            );
+            tracing::warn!(repository = %format!("{ns}/{name}"), "{message}");
+            set_condition(
+                &mut status.conditions,
+                READY,
+                false,
+                err.reason(),
+                &message,
+                generation,
+            );
+            status.observed_generation = generation;
+            status.last_handled_reconcile_at = requested.clone();
+            patch_status(&ctx, &repo, &status).await?;
+            return Ok(Action::requeue(retry));
+        }
+    }
+    status.observed_generation = generation;
+    status.last_handled_reconcile_at = requested;
+    patch_status(&ctx, &repo, &status).await?;
+    Ok(Action::requeue(interval))
+}
+
+/// Backoff: what the registry asked for, else a short retry for auth/not-found problems
+/// (someone is probably fixing them) and a bounded one for outages.
+fn retry_delay(err: &RegistryError, interval: Duration) -> Duration {
+    match err {
+        RegistryError::RateLimited { retry_after, .. } => {
+            (*retry_after).max(Duration::from_secs(1))
+        }
+        RegistryError::Unauthorized { .. }
+        | RegistryError::Forbidden { .. }
+        | RegistryError::NotFound { .. } => Duration::from_secs(30).min(interval),
+        _ => Duration::from_secs(15).min(interval),
+    }
+}
+
+fn compile_exclusions(repo: &ImageRepository) -> Result<Vec<Regex>, String> {
+    let list: Vec<String> = match &repo.spec.exclusion_list {
+        Some(list) => list.clone(),
+        None => DEFAULT_EXCLUSIONS.iter().map(|s| s.to_string()).collect(),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Regex::new(p)
+                .map_err(|e| format!("spec.exclusionList[{i}] {p:?} is not a valid regex: {e}"))
+        })
+        .collect()
+}
+
+async fn stall(
+    ctx: &Context,
+    repo: &ImageRepository,
+    mut status: ImageRepositoryStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action, ReconcileError> {
+    let generation = repo.meta().generation;
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        STALLED,
+        true,
+        reason,
+        message,
+        generation,
+    );
+    status.observed_generation = generation;
+    patch_status(ctx, repo, &status).await?;
+    Ok(Action::await_change())
+}
