@@ -1,0 +1,113 @@
+//! `ferry set-image NAME=IMAGE[:TAG|@DIGEST] [PATH]`: rewrite image references in a checkout
+//! (Flux setter markers, kustomization `images:` entries, plain `image:` fields) with
+//! format-preserving edits, for a pipeline that commits the result.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use ferry_images::setimage::{self, TreeReport};
+
+use crate::cli::GlobalArgs;
+use crate::output::{EXIT_CHANGES, EXIT_OK, OutputFormat};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+NAME matches:
+  - a setter marker whose policy is NAME or NAMESPACE:NAME, e.g.
+      image: reg.example/app:1.0.0 # {\"$imagepolicy\": \"apps:app\"}
+    (and the :tag, :name, :digest variants), or whose current image is NAME;
+  - a kustomization.yaml `images:` entry with `name: NAME`;
+  - an unmarked `image:` field whose image is NAME.
+Only the values change: comments, quoting, key order and indentation stay as they are.
+
+Examples:
+  ferry set-image reg.example/app=reg.example/app:1.2.3 deploy/
+  ferry set-image app=reg.example/app@sha256:0123... overlays/prod
+  ferry set-image app=reg.example/app:1.2.3 --dry-run -o json
+
+Exit codes: 0 done (or already up to date), 1 done but some markers/files had problems
+(listed on stderr), 2 NAME matched nothing or bad input.")]
+pub struct SetImageArgs {
+    /// NAME=IMAGE[:TAG|@DIGEST]
+    #[arg(value_name = "NAME=IMAGE")]
+    pub assignment: String,
+    /// File or directory to edit (default: the current directory).
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub path: PathBuf,
+    /// Show what would change without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: &SetImageArgs) -> Result<u8> {
+    let (name, image) = match setimage::parse_assignment(&args.assignment) {
+        Ok(parsed) => parsed,
+        Err(message) => bail!("{message}"),
+    };
+    let root = if args.path.is_dir() {
+        args.path.clone()
+    } else {
+        args.path.parent().map(PathBuf::from).unwrap_or_default()
+    };
+    let report = setimage::edit_tree(&root, &args.path, args.dry_run, |file, text| {
+        setimage::set_image_edit(&name, &image, file, text)
+    })?;
+    print_report(global.output, &report, &root, args.dry_run);
+    for issue in &report.issues {
+        eprintln!("warning: {}", prefixed(&root, issue));
+    }
+    if report.matched == 0 {
+        bail!(
+            "{name} matched no marker, kustomization images entry or image field under {}; \
+             check NAME (a policy name from a $imagepolicy marker, or an image name)",
+            args.path.display()
+        );
+    }
+    Ok(if report.issues.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    })
+}
+
+fn prefixed(root: &std::path::Path, issue: &setimage::FileIssue) -> String {
+    let mut issue = issue.clone();
+    issue.file = root.join(&issue.file);
+    issue.to_string()
+}
+
+fn print_report(format: OutputFormat, report: &TreeReport, root: &std::path::Path, dry_run: bool) {
+    match format {
+        OutputFormat::Json => {
+            let doc = serde_json::json!({
+                "dryRun": dry_run,
+                "matched": report.matched,
+                "filesChanged": report.files_changed,
+                "changes": report.changes,
+                "issues": report.issues,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        OutputFormat::Human | OutputFormat::Markdown => {
+            let verb = if dry_run { "would change" } else { "changed" };
+            for c in &report.changes {
+                println!(
+                    "{}:{}: {} {}: {} -> {}",
+                    root.join(&c.file).display(),
+                    c.line,
+                    c.what,
+                    verb,
+                    c.from.as_deref().unwrap_or("(none)"),
+                    c.to.as_deref().unwrap_or("(removed)")
+                );
+            }
+            if report.changes.is_empty() && report.matched > 0 {
+                println!(
+                    "up to date ({} references matched, nothing to change)",
+                    report.matched
+                );
+            }
+        }
+    }
+}
