@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::config::{self, Context, RendererKind};
 use super::substitute::{self, Substitution};
-use super::{RenderRequest, Renderer, helm, kustomize, plain, safety};
+use super::{RenderRequest, helm, kustomize, plain, safety};
 use crate::decrypt::sops;
 use crate::{Error, Manifest, Origin, Result};
 
@@ -41,12 +41,44 @@ pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
             } else {
                 ctx.guard.check_file(&target)?;
             }
-            plain::PlainYaml.render(req, &target)?
+            render_plain(&ctx, &target)?
         }
         RendererKind::Kustomize => kustomize::render(&mut ctx)?,
         RendererKind::Helm => helm::render(&mut ctx)?,
     };
     finish(&mut ctx, req, &mut manifests)?;
+    Ok(manifests)
+}
+
+/// Plain YAML, minus the app's own configuration: ferry.yaml and the values/vars files it
+/// names are not manifests.
+fn render_plain(ctx: &Context<'_>, target: &Path) -> Result<Vec<Manifest>> {
+    let config = &ctx.app.config;
+    let mut excluded: Vec<PathBuf> = config::CONFIG_FILES
+        .iter()
+        .map(|name| ctx.app.base_dir.join(name))
+        .collect();
+    let named = config
+        .substitute_from
+        .iter()
+        .chain(config.helm.iter().flat_map(|h| h.values_files.iter()));
+    excluded.extend(named.map(|file| ctx.app.base_dir.join(file)));
+    let excluded: Vec<PathBuf> = excluded
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    let mut manifests = Vec::new();
+    for file in plain::manifest_files(target)? {
+        let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
+        if excluded.contains(&canonical) {
+            continue;
+        }
+        let bytes = std::fs::read(&file).map_err(|err| Error::Source {
+            path: file.clone(),
+            message: format!("cannot read: {err}"),
+        })?;
+        manifests.extend(plain::parse_bytes(&bytes, &ctx.relative(&file))?);
+    }
     Ok(manifests)
 }
 

@@ -485,6 +485,64 @@ pub fn resolve(root: &Path, path: &Path, overrides: &Overrides) -> Result<Resolv
     })
 }
 
+/// Everything one app render carries through its renderer: the resolved app, the limits, the
+/// checks done so far, lazily loaded decryption keys, and the values to redact.
+pub struct Context<'a> {
+    /// Canonical source root.
+    pub root: PathBuf,
+    pub app: ResolvedApp,
+    pub overrides: &'a Overrides,
+    /// Effective default namespace (flag, else ferry.yaml's `namespace`).
+    pub namespace: Option<String>,
+    pub limits: Limits,
+    pub guard: super::safety::TreeGuard,
+    pub redactor: super::safety::Redactor,
+    keys: Option<crate::decrypt::sops::AgeKeys>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        root: &Path,
+        app: ResolvedApp,
+        overrides: &'a Overrides,
+        namespace: Option<String>,
+        keys: Option<crate::decrypt::sops::AgeKeys>,
+    ) -> Result<Self> {
+        let limits = app.config.limits.clone().unwrap_or_default();
+        let guard = super::safety::TreeGuard::new(root, &limits)?;
+        Ok(Self {
+            root: guard.root().to_path_buf(),
+            namespace: namespace.or_else(|| app.config.namespace.clone()),
+            app,
+            overrides,
+            limits,
+            guard,
+            redactor: super::safety::Redactor::new(),
+            keys,
+        })
+    }
+
+    /// The age keys: given by the caller, else what `sops` would use (`SOPS_AGE_KEY`,
+    /// `SOPS_AGE_KEY_FILE`, the default key file). Loaded only when something is encrypted.
+    pub fn keys(&mut self) -> Result<&crate::decrypt::sops::AgeKeys> {
+        if self.keys.is_none() {
+            self.keys = Some(crate::decrypt::sops::AgeKeys::from_env()?);
+        }
+        Ok(self
+            .keys
+            .get_or_insert_with(crate::decrypt::sops::AgeKeys::empty))
+    }
+
+    /// Relative form of a path for messages and origins.
+    pub fn relative(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,63 +599,5 @@ limits: { timeoutSeconds: 30 }
         let schema = AppConfig::schema_json();
         assert!(schema.contains("valuesFiles"));
         assert!(schema.contains("postRender"));
-    }
-}
-
-/// Everything one app render carries through its renderer: the resolved app, the limits, the
-/// checks done so far, lazily loaded decryption keys, and the values to redact.
-pub struct Context<'a> {
-    /// Canonical source root.
-    pub root: PathBuf,
-    pub app: ResolvedApp,
-    pub overrides: &'a Overrides,
-    /// Effective default namespace (flag, else ferry.yaml's `namespace`).
-    pub namespace: Option<String>,
-    pub limits: Limits,
-    pub guard: super::safety::TreeGuard,
-    pub redactor: super::safety::Redactor,
-    keys: Option<crate::decrypt::sops::AgeKeys>,
-}
-
-impl<'a> Context<'a> {
-    pub fn new(
-        root: &Path,
-        app: ResolvedApp,
-        overrides: &'a Overrides,
-        namespace: Option<String>,
-        keys: Option<crate::decrypt::sops::AgeKeys>,
-    ) -> Result<Self> {
-        let limits = app.config.limits.clone().unwrap_or_default();
-        let guard = super::safety::TreeGuard::new(root, &limits)?;
-        Ok(Self {
-            root: guard.root().to_path_buf(),
-            namespace: namespace.or_else(|| app.config.namespace.clone()),
-            app,
-            overrides,
-            limits,
-            guard,
-            redactor: super::safety::Redactor::new(),
-            keys,
-        })
-    }
-
-    /// The age keys: given by the caller, else what `sops` would use (`SOPS_AGE_KEY`,
-    /// `SOPS_AGE_KEY_FILE`, the default key file). Loaded only when something is encrypted.
-    pub fn keys(&mut self) -> Result<&crate::decrypt::sops::AgeKeys> {
-        if self.keys.is_none() {
-            self.keys = Some(crate::decrypt::sops::AgeKeys::from_env()?);
-        }
-        Ok(self
-            .keys
-            .get_or_insert_with(crate::decrypt::sops::AgeKeys::empty))
-    }
-
-    /// Relative form of a path for messages and origins.
-    pub fn relative(&self, path: &Path) -> PathBuf {
-        match path.strip_prefix(&self.root) {
-            Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
-            Ok(rel) => rel.to_path_buf(),
-            Err(_) => path.to_path_buf(),
-        }
     }
 }
