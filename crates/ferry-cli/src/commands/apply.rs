@@ -52,6 +52,9 @@ pub struct SourceArgs {
     /// (default: the kubeconfig context's namespace).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// Renderer, chart, values, variables (override the app's ferry.yaml).
+    #[command(flatten)]
+    pub render: crate::commands::render_args::RenderArgs,
 }
 
 /// App identity and apply behaviour (shared by apply and diff).
@@ -160,6 +163,8 @@ fn source_root(args: &SourceArgs) -> Result<PathBuf> {
 pub fn render_sources(args: &SourceArgs) -> Result<Vec<Manifest>> {
     let root = source_root(args)?;
     let overrides = set_image::parse_all(&args.set_images)?;
+    let render_overrides = args.render.overrides()?;
+    let age_keys = args.render.age_keys()?;
     let mut manifests = Vec::new();
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
     for path in &args.paths {
@@ -168,9 +173,12 @@ pub fn render_sources(args: &SourceArgs) -> Result<Vec<Manifest>> {
         } else {
             cwd.join(path)
         };
-        let req = RenderRequest::new(root.clone(), path)
+        let mut req = RenderRequest::new(root.clone(), path)
             .with_default_namespace(args.namespace.clone())
             .with_set_images(overrides.clone());
+        req.overrides = render_overrides.clone();
+        req.vars = args.render.vars();
+        req.age_keys = age_keys.clone();
         manifests.extend(render::render(&req)?);
     }
     Ok(manifests)

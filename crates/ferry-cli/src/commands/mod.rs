@@ -5,6 +5,7 @@ mod cluster_info;
 pub(crate) mod delete;
 pub(crate) mod diff;
 pub(crate) mod render;
+pub(crate) mod render_args;
 pub(crate) mod seal;
 pub(crate) mod secrets;
 pub(crate) mod status;
