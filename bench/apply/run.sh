@@ -35,9 +35,9 @@ measure() {
 	WALL="$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; printf "%.2f", s}' "$WORK/$name.time")"
 	RSS="$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$WORK/$name.time")"
 }
-# kubectl -v=6 logs one line per HTTP request: "GET https://... 200 OK in 3 milliseconds".
-kubectl_requests() { grep -cE '"?(GET|POST|PATCH|PUT|DELETE) https' "$WORK/$1.err" || true; }
-kubectl_writes() { grep -cE '"?(POST|PATCH|PUT|DELETE) https' "$WORK/$1.err" || true; }
+# kubectl -v=6 logs one line per HTTP response: `"Response" verb="GET" url="https://..."`.
+kubectl_requests() { grep -cE '"Response" verb="(GET|POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true; }
+kubectl_writes() { grep -cE '"Response" verb="(POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true; }
 
 rows=()
 for run in cold reapply; do
