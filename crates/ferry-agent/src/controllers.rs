@@ -239,7 +239,8 @@ pub async fn run_controllers(
             }
             future::ready(())
         });
-    tokio::join!(sources, releases);
+    let drift = crate::drift::run(ctx.clone(), stop.clone());
+    tokio::join!(sources, releases, drift);
     tracing::info!("controllers stopped");
 }
 

@@ -5,6 +5,7 @@
 pub mod context;
 pub mod controllers;
 pub mod crds;
+pub mod drift;
 pub mod gitsource;
 pub mod http;
 pub mod metrics;

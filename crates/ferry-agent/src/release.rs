@@ -157,6 +157,7 @@ async fn sync(release: &Release, ctx: &Context) -> Result<Action, ReleaseError> 
         return Ok(Action::await_change());
     }
     let decision = decide(release, ctx).await;
+    tracing::debug!(release = %format!("{}/{}", key.0, key.1), ready = decision.ready, reason = decision.reason, message = %decision.message, summary = %summary(decision.report.as_ref()), "sync finished");
     let ok = decision.ready;
     let requeue = decision.requeue.clone();
     let (status, events) = next_status(release, &old, decision, requested);
@@ -485,6 +486,9 @@ async fn decide(release: &Release, ctx: &Context) -> Decision {
             release.spec.path.as_deref().unwrap_or(".")
         ),
         concurrency: 8,
+        // Git is the source of truth: take back fields someone edited by hand (self-heal),
+        // as Flux's server-side apply does.
+        force_conflicts: true,
         ..ApplyOptions::default()
     };
     let applied = tokio::time::timeout(

@@ -1,0 +1,182 @@
+//! Drift detection: metadata-only watches on every kind that appears in a Release inventory,
+//! limited to objects labelled `ferry.dev/app`. An object deleted or changed (new generation, or
+//! for kinds without one, a new resourceVersion) queues its Release at once, which re-applies
+//! through the engine (self-heal). Status-only churn of workloads does not trigger.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::Release;
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::{GroupVersionKind, PartialObjectMeta};
+use kube::discovery::{ApiResource, Scope, pinned_kind};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{Context, key_of};
+use crate::release::app_name;
+
+/// The label the engine puts on everything it applies.
+const LABEL_APP: &str = "ferry.dev/app";
+const ANNOTATION_OWNER: &str = "ferry.dev/owner";
+
+/// Watch the kinds of all inventories until `stop`; new kinds are picked up every few seconds.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+    let mut watching: HashSet<(String, String)> = HashSet::new();
+    loop {
+        if let Some(store) = ctx.releases.get() {
+            let mut kinds = HashSet::new();
+            for release in store.state() {
+                for entry in release.status.iter().flat_map(|s| s.inventory.iter()) {
+                    kinds.insert((entry.api_version.clone(), entry.kind.clone()));
+                }
+            }
+            for kind in kinds {
+                if watching.contains(&kind) {
+                    continue;
+                }
+                let (group, version) = match kind.0.split_once('/') {
+                    Some((g, v)) => (g.to_string(), v.to_string()),
+                    None => (String::new(), kind.0.clone()),
+                };
+                let gvk = GroupVersionKind::gvk(&group, &version, &kind.1);
+                match pinned_kind(&ctx.client, &gvk).await {
+                    Ok((resource, caps)) => {
+                        watching.insert(kind.clone());
+                        let namespaced = caps.scope == Scope::Namespaced;
+                        spawn_watch(ctx.clone(), resource, namespaced, stop.clone());
+                    }
+                    Err(err) => tracing::debug!(?kind, "drift: cannot resolve kind: {err}"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+    }
+}
+
+fn spawn_watch(
+    ctx: Arc<Context>,
+    resource: ApiResource,
+    namespaced: bool,
+    stop: CancellationToken,
+) {
+    let namespaces: Vec<Option<String>> = if !namespaced || ctx.options.watch_namespaces.is_empty()
+    {
+        vec![None]
+    } else {
+        ctx.options
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    for ns in namespaces {
+        // `Api<PartialObjectMeta<_>>` makes metadata-only list/watch requests.
+        let api: Api<PartialObjectMeta<DynamicObject>> = match &ns {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+            None => Api::all_with(ctx.client.clone(), &resource),
+        };
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        let kind = resource.kind.clone();
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels(LABEL_APP).any_semantic();
+            let mut stream = watch(api, config).default_backoff().boxed();
+            // Last seen change marker per object; the initial list only fills it.
+            let mut seen: HashMap<String, String> = HashMap::new();
+            // Objects listed by the first list: their Releases are checked once, because an edit
+            // between the apply and the start of this watch would otherwise go unnoticed.
+            let mut first_list: Option<Vec<PartialObjectMeta<DynamicObject>>> = Some(Vec::new());
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = stream.next() => event,
+                };
+                let Some(event) = event else { return };
+                match event {
+                    Ok(Event::InitApply(obj)) => {
+                        seen.insert(uid(&obj), marker(&obj));
+                        if let Some(list) = first_list.as_mut() {
+                            list.push(obj);
+                        }
+                    }
+                    Ok(Event::InitDone) => {
+                        for obj in first_list.take().unwrap_or_default() {
+                            trigger(&ctx, &obj, &kind, "listed");
+                        }
+                    }
+                    Ok(Event::Apply(obj)) => {
+                        let m = marker(&obj);
+                        if seen
+                            .insert(uid(&obj), m.clone())
+                            .is_some_and(|old| old == m)
+                        {
+                            continue;
+                        }
+                        trigger(&ctx, &obj, &kind, "changed");
+                    }
+                    Ok(Event::Delete(obj)) => {
+                        seen.remove(&uid(&obj));
+                        trigger(&ctx, &obj, &kind, "deleted");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::debug!(%kind, "drift watch: {err}"),
+                }
+            }
+        });
+    }
+}
+
+fn uid(obj: &PartialObjectMeta<DynamicObject>) -> String {
+    obj.metadata.uid.clone().unwrap_or_default()
+}
+
+/// What counts as a spec change: generation when the kind has one, else resourceVersion.
+fn marker(obj: &PartialObjectMeta<DynamicObject>) -> String {
+    match obj.metadata.generation {
+        Some(g) => format!("g{g}"),
+        None => obj.metadata.resource_version.clone().unwrap_or_default(),
+    }
+}
+
+fn trigger(ctx: &Context, obj: &PartialObjectMeta<DynamicObject>, kind: &str, what: &str) {
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    let Some(app) = labels.get(LABEL_APP) else {
+        return;
+    };
+    let owner_ns = obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_OWNER))
+        .and_then(|o| o.split_once('/').map(|(ns, _)| ns.to_string()));
+    let Some(store) = ctx.releases.get() else {
+        return;
+    };
+    for release in store.state() {
+        let (ns, _) = key_of(&*release);
+        let target = release
+            .spec
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| ns.clone());
+        if &app_name(&release) == app && owner_ns.as_deref().is_none_or(|o| o == target) {
+            tracing::debug!(
+                release = %format!("{ns}/{}", release.metadata.name.clone().unwrap_or_default()),
+                object = %format!("{kind} {}", obj.metadata.name.clone().unwrap_or_default()),
+                "drift: object {what}; re-applying"
+            );
+            let _ = ctx
+                .release_trigger
+                .send(ObjectRef::<Release>::from_obj(&*release));
+        }
+    }
+}
