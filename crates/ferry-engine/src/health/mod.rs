@@ -311,6 +311,69 @@ pub async fn check(client: &Client, target: &Target, requests: &Requests) -> Hea
     }
 }
 
+/// Assess the targets at `indices`: one LIST per kind and namespace where several objects share
+/// them (a 1,000-object app is a handful of requests per poll), a GET otherwise or when listing
+/// is not allowed.
+async fn check_many(
+    client: &Client,
+    targets: &[Target],
+    indices: &[usize],
+    concurrency: usize,
+    requests: &Requests,
+) -> Vec<(usize, Health)> {
+    type GroupKey = (String, String, Option<String>);
+    let mut groups: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
+    for &i in indices {
+        let t = &targets[i];
+        groups
+            .entry((
+                t.kind.resource.api_version.clone(),
+                t.kind.resource.plural.clone(),
+                t.key.namespace.clone(),
+            ))
+            .or_default()
+            .push(i);
+    }
+    let per_group: Vec<Vec<(usize, Health)>> = futures::stream::iter(groups.into_values())
+        .map(|members| async move {
+            if members.len() > 1 {
+                let first = &targets[members[0]];
+                let api = api_for(client, &first.kind, first.key.namespace.as_deref());
+                requests.read();
+                if let Ok(list) = api.list(&ListParams::default()).await {
+                    let by_name: std::collections::HashMap<&str, &DynamicObject> = list
+                        .items
+                        .iter()
+                        .filter_map(|o| o.metadata.name.as_deref().map(|n| (n, o)))
+                        .collect();
+                    return members
+                        .iter()
+                        .map(|&i| {
+                            let t = &targets[i];
+                            let h = match by_name.get(t.key.name.as_str()) {
+                                Some(obj) => {
+                                    let value = serde_json::to_value(obj).unwrap_or(Value::Null);
+                                    assess(&t.key.group, &t.key.kind, &value)
+                                }
+                                None => Health::not_found(),
+                            };
+                            (i, h)
+                        })
+                        .collect();
+                }
+            }
+            let mut out = Vec::with_capacity(members.len());
+            for i in members {
+                out.push((i, check(client, &targets[i], requests).await));
+            }
+            out
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    per_group.into_iter().flatten().collect()
+}
+
 /// Poll until every target is Current or Failed, or `timeout` passes. Returns one health per
 /// target (same order) and whether the deadline was hit. Objects that did not become Current
 /// get their conditions and recent events appended to the message.
@@ -344,11 +407,7 @@ pub async fn wait_all(
         if tokio::time::Instant::now() >= deadline {
             break true;
         }
-        let results: Vec<(usize, Health)> = futures::stream::iter(pending)
-            .map(|i| async move { (i, check(client, &targets[i], requests).await) })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results = check_many(client, targets, &pending, concurrency, requests).await;
         let mut still_pending = false;
         for (i, h) in results {
             still_pending |= !matches!(h.state, HealthState::Current | HealthState::Failed);
