@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# gen.sh DIR: write the render benchmark fixtures under DIR:
+#   DIR/kustomize  a 100-app kustomize tree: one root kustomization over 100 overlays, each an
+#                  overlay (namespace, patch, image, configMapGenerator) of its own base
+#                  (Deployment, Service, ServiceAccount, HPA) plus a shared component.
+#   DIR/chart      a real-world-sized chart: 30 templates (a _helpers.tpl with named templates,
+#                  10 components x Deployment/Service/ConfigMap) and a values.yaml.
+set -euo pipefail
+DIR="$1"
+APPS="${APPS:-100}"
+K="$DIR/kustomize"
+rm -rf "$K" "$DIR/chart"
+mkdir -p "$K/components/common"
+cat >"$K/components/common/kustomization.yaml" <<'YAML'
+apiVersion: kustomize.config.k8s.io/v1alpha1
+kind: Component
+labels:
+  - pairs: {platform.example.com/managed: "true"}
+commonAnnotations:
+  platform.example.com/owner: platform-team
+YAML
+{
+	echo "resources:"
+	for ((i = 1; i <= APPS; i++)); do printf '  - apps/app-%03d/overlay\n' "$i"; done
+} >"$K/kustomization.yaml"
+for ((i = 1; i <= APPS; i++)); do
+	n="$(printf 'app-%03d' "$i")"
+	b="$K/apps/$n/base" o="$K/apps/$n/overlay"
+	mkdir -p "$b" "$o"
+	cat >"$b/kustomization.yaml" <<'YAML'
+resources: [deployment.yaml, service.yaml, serviceaccount.yaml, hpa.yaml]
+YAML
+	cat >"$b/deployment.yaml" <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: $n
+  labels: {app: $n}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: $n}}
+  template:
+    metadata: {labels: {app: $n}}
+    spec:
+      serviceAccountName: $n
+      containers:
+        - name: app
+          image: ghcr.io/example/$n:1.0.0
+          ports: [{containerPort: 8080}]
+          envFrom: [{configMapRef: {name: $n-config}}]
+          resources:
+            requests: {cpu: 50m, memory: 64Mi}
+            limits: {memory: 128Mi}
+          readinessProbe: {httpGet: {path: /healthz, port: 8080}}
+YAML
+	cat >"$b/service.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: $n}
+spec:
+  selector: {app: $n}
+  ports: [{port: 80, targetPort: 8080}]
+YAML
+	cat >"$b/serviceaccount.yaml" <<YAML
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: $n}
+YAML
+	cat >"$b/hpa.yaml" <<YAML
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: $n}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: $n}
+  minReplicas: 2
+  maxReplicas: 10
+  metrics:
+    - type: Resource
+      resource: {name: cpu, target: {type: Utilization, averageUtilization: 75}}
+YAML
+	cat >"$o/kustomization.yaml" <<YAML
+namespace: team-$((i % 10))
+resources: [../base]
+components: [../../../components/common]
+patches:
+  - path: replicas.yaml
+configMapGenerator:
+  - name: $n-config
+    literals: [LOG_LEVEL=info, APP_NAME=$n]
+images:
+  - name: ghcr.io/example/$n
+    newTag: 1.$((i % 7)).0
+YAML
+	cat >"$o/replicas.yaml" <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $n}
+spec: {replicas: 3}
+YAML
+done
+
+C="$DIR/chart"
+mkdir -p "$C/templates"
+cat >"$C/Chart.yaml" <<'YAML'
+apiVersion: v2
+name: platform
+version: 3.4.5
+appVersion: "3.4.5"
+YAML
+{
+	echo "global: {registry: ghcr.io/example, pullPolicy: IfNotPresent}"
+	echo "components:"
+	for ((c = 1; c <= 10; c++)); do
+		printf '  comp%02d: {enabled: true, replicas: %d, tag: "1.%d.0", port: %d, env: {LOG_LEVEL: info, FEATURE_X: "on"}}\n' "$c" $((c % 3 + 1)) "$c" $((8000 + c))
+	done
+} >"$C/values.yaml"
+cat >"$C/templates/_helpers.tpl" <<'TPL'
+{{- define "platform.labels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+{{- define "platform.fullname" -}}
+{{ printf "%s-%s" .root.Release.Name .name | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+TPL
+for ((c = 1; c <= 10; c++)); do
+	comp="$(printf 'comp%02d' "$c")"
+	cat >"$C/templates/$comp-deployment.yaml" <<TPL
+{{- \$c := .Values.components.$comp }}
+{{- if \$c.enabled }}
+{{- \$ctx := dict "root" . "name" "$comp" }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "platform.fullname" \$ctx }}
+  labels: {{- include "platform.labels" \$ctx | nindent 4 }}
+spec:
+  replicas: {{ \$c.replicas }}
+  selector:
+    matchLabels: {app.kubernetes.io/name: $comp, app.kubernetes.io/instance: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {{- include "platform.labels" \$ctx | nindent 8 }}
+      annotations:
+        checksum/config: {{ toYaml \$c.env | sha256sum }}
+    spec:
+      containers:
+        - name: $comp
+          image: "{{ .Values.global.registry }}/$comp:{{ \$c.tag }}"
+          imagePullPolicy: {{ .Values.global.pullPolicy }}
+          ports: [{containerPort: {{ \$c.port }}}]
+          envFrom: [{configMapRef: {name: {{ include "platform.fullname" \$ctx }}}}]
+{{- end }}
+TPL
+	cat >"$C/templates/$comp-service.yaml" <<TPL
+{{- \$c := .Values.components.$comp }}
+{{- if \$c.enabled }}
+{{- \$ctx := dict "root" . "name" "$comp" }}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "platform.fullname" \$ctx }}
+  labels: {{- include "platform.labels" \$ctx | nindent 4 }}
+spec:
+  selector: {app.kubernetes.io/name: $comp, app.kubernetes.io/instance: {{ .Release.Name }}}
+  ports: [{port: 80, targetPort: {{ \$c.port }}}]
+{{- end }}
+TPL
+	cat >"$C/templates/$comp-configmap.yaml" <<TPL
+{{- \$c := .Values.components.$comp }}
+{{- if \$c.enabled }}
+{{- \$ctx := dict "root" . "name" "$comp" }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "platform.fullname" \$ctx }}
+  labels: {{- include "platform.labels" \$ctx | nindent 4 }}
+data:
+{{- range \$k, \$v := \$c.env }}
+  {{ \$k }}: {{ \$v | quote }}
+{{- end }}
+{{- end }}
+TPL
+done
+echo "generated $APPS kustomize apps in $K and a $(find "$C/templates" -type f | wc -l)-template chart in $C" >&2

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# bench/render/run.sh: ferry's render overhead on top of the real renderers.
+#   1. a 100-app kustomize tree:   `ferry render` vs `kustomize build --load-restrictor ...`
+#   2. a 30-template chart:        `ferry render` vs `helm template`
+# Both sides write their YAML to /dev/null. Uses hyperfine (apt-get install hyperfine) and
+# the testenv's helm/kustomize (testenv/build), builds ferry with --release.
+#
+#   bench/render/run.sh [WORKDIR]      # prints a markdown table; RESULTS.md has a recorded run
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+WORK="${1:-$(mktemp -d)}"
+# shellcheck source=/dev/null
+source "$ROOT/testenv/lib.sh"
+BIN="$(testenv_bin_dir)"
+for tool in helm kustomize; do
+	[[ -x "$BIN/$tool" ]] || { echo "missing $BIN/$tool: run testenv/build" >&2; exit 2; }
+done
+command -v hyperfine >/dev/null || { echo "hyperfine not found: apt-get install hyperfine" >&2; exit 2; }
+(cd "$ROOT" && cargo build --release -q -p ferry-cli)
+FERRY="$ROOT/target/release/ferry"
+"$HERE/gen.sh" "$WORK"
+export FERRY_HELM="$BIN/helm" FERRY_KUSTOMIZE="$BIN/kustomize"
+# Same helm homes for both sides would share caches; ferry uses private ones, so does this.
+HELM_HOMES="$(mktemp -d)"
+export HELM_CACHE_HOME="$HELM_HOMES/cache" HELM_CONFIG_HOME="$HELM_HOMES/config" HELM_DATA_HOME="$HELM_HOMES/data"
+
+RUNS="${RUNS:-20}"
+hyperfine --warmup 2 --runs "$RUNS" -N --export-markdown "$WORK/kustomize.md" \
+	-n "kustomize build" "$BIN/kustomize build $WORK/kustomize --load-restrictor LoadRestrictionsRootOnly" \
+	-n "ferry render (kustomize)" "$FERRY render $WORK/kustomize --root $WORK" \
+	--output=null
+hyperfine --warmup 3 --runs "$((RUNS * 3))" -N --export-markdown "$WORK/helm.md" \
+	-n "helm template" "$BIN/helm template platform $WORK/chart --namespace default --include-crds --skip-tests" \
+	-n "ferry render (helm)" "$FERRY render $WORK/chart --root $WORK" \
+	--output=null
+echo
+cat "$WORK/kustomize.md" "$WORK/helm.md"
