@@ -124,8 +124,9 @@ fn bad_yaml_is_exit_2_naming_file_and_line_for_diff_and_render() {
         "broken.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n",
     );
-    for sub in ["render", "diff"] {
-        let (code, out, err) = run(ferry(None).args([sub, "--app", "x"]).arg(dir.path()));
+    for args in [vec!["render"], vec!["diff", "--app", "x"]] {
+        let sub = args[0];
+        let (code, out, err) = run(ferry(None).args(&args).arg(dir.path()));
         assert_eq!(code, 2, "{sub}: {out}{err}");
         assert!(
             err.contains("broken.yaml") && err.contains("line"),
