@@ -385,3 +385,185 @@ async fn second_app_claiming_an_object_fails_and_names_the_owner() {
     .expect("still there");
     assert_eq!(live.data["data"]["value"], "1");
 }
+
+/// A TCP proxy to the API server that cuts every connection once `limit` bytes went upstream:
+/// the API server "goes away" in the middle of an apply.
+async fn cutting_proxy(
+    upstream: String,
+    limit: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_flag = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if cut.load(Ordering::SeqCst) {
+                continue; // refuse: dropped immediately
+            }
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (sent, cut) = (sent.clone(), cut.clone());
+            tokio::spawn(async move {
+                let (mut ri, mut wi) = inbound.split();
+                let (mut ro, mut wo) = outbound.split();
+                let up = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match ri.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if sent.fetch_add(n, Ordering::SeqCst) + n > limit {
+                            cut.store(true, Ordering::SeqCst);
+                        }
+                        if cut.load(Ordering::SeqCst) || wo.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match ro.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut.load(Ordering::SeqCst) || wi.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                // Whichever direction ends first (or the cut) closes both sides.
+                tokio::select! { _ = up => {}, _ = down => {} }
+            });
+        }
+    });
+    (port, cut_flag)
+}
+
+#[tokio::test]
+async fn api_server_lost_mid_apply_leaves_a_consistent_inventory_for_the_rerun() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "push-cut").await;
+    let mut o = opts("cut", &ns.name);
+    o.prune = true;
+    o.concurrency = 4;
+    let v1: String = (0..5).map(|i| configmap(&format!("v1-{i}"), "1")).collect();
+    pipeline::apply(&client, manifests(&v1), &o, &NoProgress)
+        .await
+        .expect("v1");
+
+    let upstream = env
+        .var("FERRY_APISERVER_URL")
+        .trim_start_matches("https://")
+        .to_string();
+    let (port, cut) = cutting_proxy(upstream, 24 * 1024).await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(env.kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.cluster_url = format!("https://127.0.0.1:{port}").parse().expect("url");
+    let flaky = kube::Client::try_from(config).expect("client");
+    let v2: String = (0..60)
+        .map(|i| configmap(&format!("v2-{i}"), &"x".repeat(200)))
+        .collect();
+    let outcome = pipeline::apply(&flaky, manifests(&v2), &o, &NoProgress).await;
+    assert!(
+        cut.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy never cut: raise the object count"
+    );
+    match &outcome {
+        Ok(report) => {
+            assert!(
+                !report.succeeded(),
+                "apply through a dead server must fail: {}",
+                report.to_human(true)
+            );
+            assert!(report.prune_skipped.is_some() || report.count(Action::Pruned) == 0);
+            let failed = report
+                .objects
+                .iter()
+                .find(|r| r.action == Action::Failed)
+                .expect("a failure");
+            assert!(
+                failed
+                    .message
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("API server"),
+                "{:?}",
+                failed.message
+            );
+        }
+        Err(err) => assert!(
+            err.to_string().contains("API server") || err.to_string().contains("inventory"),
+            "{err}"
+        ),
+    }
+    // Invariant: every live object carrying the app's label is in the inventory (or nothing
+    // was written), so no object the failed run created can leak.
+    let inventory = get(
+        &client,
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        Some(&ns.name),
+        "ferry-inventory-cut",
+    )
+    .await
+    .expect("inventory");
+    let text = inventory.data["data"]["inventory.json"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let labelled = api
+        .list(&kube::api::ListParams::default().labels("ferry.dev/app=cut"))
+        .await
+        .expect("list");
+    for cm in &labelled.items {
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        assert!(
+            text.contains(&format!("\"{name}\"")),
+            "{name} exists but is not in the inventory: {text}"
+        );
+    }
+    // Nothing from v1 was pruned by the failed run.
+    assert!(configmap_exists(&client, &ns.name, "v1-0").await);
+
+    // The rerun (server back) completes v2 and prunes v1 and nothing else.
+    let report = pipeline::apply(&client, manifests(&v2), &o, &NoProgress)
+        .await
+        .expect("rerun");
+    assert!(report.succeeded(), "{}", report.to_human(false));
+    assert_eq!(
+        report.count(Action::Pruned),
+        5,
+        "{}",
+        report.to_human(false)
+    );
+    let labelled = api
+        .list(&kube::api::ListParams::default().labels("ferry.dev/app=cut"))
+        .await
+        .expect("list");
+    let mut names: Vec<String> = labelled
+        .items
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..60).map(|i| format!("v2-{i}")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+}
