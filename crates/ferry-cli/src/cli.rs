@@ -79,6 +79,16 @@ pub enum Command {
     Secrets(crate::commands::secrets::SecretsCommand),
     /// Seal a Secret into a kubeseal-compatible SealedSecret.
     Seal(crate::commands::seal::SealArgs),
+    /// Ask the agent to reconcile a Release now (pull mode).
+    Sync(crate::commands::sync::SyncArgs),
+    /// Stop the agent from applying or pruning a Release.
+    Suspend(crate::commands::suspend::SuspendArgs),
+    /// Resume a suspended Release and sync it at once.
+    Resume(crate::commands::resume::ResumeArgs),
+    /// Install the agent: CRDs, namespace, RBAC, Deployment (or print them with --export).
+    Install(crate::commands::install::InstallArgs),
+    /// Make the agent manage itself from a git repository.
+    Bootstrap(crate::commands::bootstrap::BootstrapArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     #[command(after_help = "Example:\n  ferry completions zsh > \"${fpath[1]}/_ferry\"")]
     Completions {

@@ -1,15 +1,20 @@
 //! Subcommand dispatch: each subcommand is a small module that calls into `ferry-engine`.
 
 pub(crate) mod apply;
+pub(crate) mod bootstrap;
 mod cluster_info;
 pub(crate) mod delete;
 pub(crate) mod diff;
+pub(crate) mod install;
 pub(crate) mod render;
 pub(crate) mod render_args;
+pub(crate) mod resume;
 pub(crate) mod seal;
 pub(crate) mod secrets;
-pub(crate) mod status;
 pub(crate) mod set_image;
+pub(crate) mod status;
+pub(crate) mod suspend;
+pub(crate) mod sync;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -28,6 +33,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::SetImage(args) => set_image::run(&cli.global, &args),
         Command::Secrets(command) => secrets::run(&command),
         Command::Seal(args) => seal::run(&args).await,
+        Command::Sync(args) => sync::run_sync(&cli.global, &args).await,
+        Command::Suspend(args) => suspend::run_suspend(&cli.global, &args, true).await,
+        Command::Resume(args) => suspend::run_suspend(&cli.global, &args, false).await,
+        Command::Install(args) => install::run(&cli.global, &args).await,
+        Command::Bootstrap(args) => bootstrap::run(&cli.global, &args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(EXIT_OK)
