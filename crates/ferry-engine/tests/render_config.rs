@@ -115,3 +115,26 @@ fn committed_schema_is_current() {
         "unknown fields rejected by editors too"
     );
 }
+
+#[test]
+fn plain_sops_file_is_decrypted_whatever_its_field_order() {
+    let t = Tree::new();
+    let age = render_support::Age::new(&t.env);
+    t.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+    );
+    // kind before apiVersion, type after data: a MAC over re-serialised objects would fail.
+    let secret = t.write(
+        "app/secret.yaml",
+        "kind: Secret\napiVersion: v1\nmetadata: {name: api}\nstringData: {token: plain-sops-token}\ntype: Opaque\n",
+    );
+    age.encrypt(&t.env, &secret, Some("^(data|stringData)$"));
+    let mut req = t.request("app");
+    req.age_keys = Some(age.keys());
+    let manifests = ferry_engine::render::render(&req).expect("render");
+    let secret = json(find(&manifests, "Secret", "api"));
+    assert_eq!(secret["stringData"]["token"], "plain-sops-token");
+    assert!(secret.get("sops").is_none());
+    find(&manifests, "ConfigMap", "c");
+}

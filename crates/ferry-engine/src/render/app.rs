@@ -41,7 +41,7 @@ pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
             } else {
                 ctx.guard.check_file(&target)?;
             }
-            render_plain(&ctx, &target)?
+            render_plain(&mut ctx, &target)?
         }
         RendererKind::Kustomize => kustomize::render(&mut ctx)?,
         RendererKind::Helm => helm::render(&mut ctx)?,
@@ -52,7 +52,7 @@ pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
 
 /// Plain YAML, minus the app's own configuration: ferry.yaml and the values/vars files it
 /// names are not manifests.
-fn render_plain(ctx: &Context<'_>, target: &Path) -> Result<Vec<Manifest>> {
+fn render_plain(ctx: &mut Context<'_>, target: &Path) -> Result<Vec<Manifest>> {
     let config = &ctx.app.config;
     let mut excluded: Vec<PathBuf> = config::CONFIG_FILES
         .iter()
@@ -77,7 +77,51 @@ fn render_plain(ctx: &Context<'_>, target: &Path) -> Result<Vec<Manifest>> {
             path: file.clone(),
             message: format!("cannot read: {err}"),
         })?;
-        manifests.extend(plain::parse_bytes(&bytes, &ctx.relative(&file))?);
+        let rel = ctx.relative(&file);
+        if sops::looks_encrypted(&bytes) {
+            // Decrypt the file's documents as written (the MAC covers their field order),
+            // before they become typed objects.
+            manifests.extend(decrypt_file(ctx, &bytes, &rel)?);
+        } else {
+            manifests.extend(plain::parse_bytes(&bytes, &rel)?);
+        }
+    }
+    Ok(manifests)
+}
+
+/// A SOPS-encrypted manifest file → manifests, decrypted in memory.
+fn decrypt_file(ctx: &mut Context<'_>, bytes: &[u8], rel: &Path) -> Result<Vec<Manifest>> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::Source {
+        path: rel.to_path_buf(),
+        message: "not UTF-8 text".into(),
+    })?;
+    let mut docs: Vec<Value> =
+        serde_saphyr::from_str_multiple_with_options(text, safety::yaml_options()).map_err(
+            |err| Error::Source {
+                path: rel.to_path_buf(),
+                message: format!("invalid YAML: {}", err.without_snippet()),
+            },
+        )?;
+    if !docs.iter().any(sops::is_encrypted_value) {
+        return plain::parse_bytes(bytes, rel);
+    }
+    let keys = ctx.keys()?.clone();
+    sops::decrypt_documents(&mut docs, rel, &keys)?;
+    let mut manifests = Vec::new();
+    for (document, mut doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        if let Some(map) = doc.as_object_mut() {
+            map.remove("sops");
+        }
+        collect_secret_values(&doc, &mut ctx.redactor);
+        let origin = Origin {
+            file: rel.to_path_buf(),
+            document,
+            line: None,
+        };
+        manifests.push(plain::to_manifest(doc, &origin)?);
     }
     Ok(manifests)
 }
