@@ -512,12 +512,8 @@ pub async fn diff(
         &owner,
         opts.revision.as_deref(),
     )?;
-    let previous = match inventory::read(client, &owner, &requests).await {
-        Ok(inv) => inv,
-        // The inventory's namespace may not exist yet: then nothing was applied before.
-        Err(Error::Object { .. }) => None,
-        Err(err) => return Err(err),
-    };
+    // A missing namespace reads as "no inventory" (404); real errors (forbidden) surface.
+    let previous = inventory::read(client, &owner, &requests).await?;
     let mut params = PatchParams::apply(crate::FIELD_MANAGER).dry_run();
     if opts.force_conflicts {
         params = params.force();
