@@ -94,6 +94,17 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
     if let Some(password) = &opts.password {
         ctx.redactor.add(password);
     }
+    // Credentials written into a URL (`https://user:pass@host`) must not show in errors.
+    if let ChartRef::Repo { url, .. } | ChartRef::Oci(url) = &chart_ref
+        && let Some((_, rest)) = url.split_once("://")
+        && let Some((userinfo, _)) = rest.split_once('@')
+        && !userinfo.contains('/')
+    {
+        ctx.redactor.add(userinfo);
+        if let Some((_, password)) = userinfo.split_once(':') {
+            ctx.redactor.add(password);
+        }
+    }
     if let Some(range) = &opts.version {
         version::parse_constraint(range).map_err(|message| Error::Source {
             path: ctx.app.declared_in().to_path_buf(),

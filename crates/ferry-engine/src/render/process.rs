@@ -68,7 +68,7 @@ pub fn find_tool(tool: Tool, explicit: Option<&Path>) -> Result<PathBuf, String>
         }
     }
     Err(format!(
-        "`{name}` was not found on PATH; install it, set ${env} to its path, or set `tools.{name}` in ferry.yaml",
+        "`{name}` was not found on PATH; install it, set ${env} to its path, or pass --{name} PATH",
         name = tool.name(),
         env = tool.env_var()
     ))
@@ -141,7 +141,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error(
-        "{program} did not finish within {timeout:?} and was killed (raise `limits.timeout` in ferry.yaml or --render-timeout if it is legitimately slow)"
+        "{program} did not finish within {timeout:?} and was killed (raise `limits.timeoutSeconds` in ferry.yaml or pass --render-timeout if it is legitimately slow)"
     )]
     Timeout {
         program: String,
@@ -149,7 +149,7 @@ pub enum RunError {
         stderr: Vec<u8>,
     },
     #[error(
-        "{program} produced more than {limit} bytes of output and was killed (raise `limits.maxTotalSize`)"
+        "{program} produced more than {limit} bytes of output and was killed (raise `limits.maxTotalBytes` in ferry.yaml)"
     )]
     OutputTooLarge { program: String, limit: u64 },
     #[error("{program}: {source}")]
