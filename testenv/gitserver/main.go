@@ -13,9 +13,11 @@
 package main
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/cgi"
@@ -127,6 +129,19 @@ func main() {
 		if !authOK(r) && (isWrite(r) || !*anonRead) {
 			challenge(w)
 			return
+		}
+		// Go's CGI handler refuses chunked request bodies (400), and libgit2 always sends
+		// receive-pack requests chunked: buffer them so git2-based pushes work as they do
+		// against GitHub, GitLab or Gitea.
+		if r.ContentLength < 0 && r.Body != nil {
+			body, err := io.ReadAll(io.LimitReader(r.Body, 100<<20))
+			if err != nil {
+				http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			r.TransferEncoding = nil
 		}
 		h := *cgiHandler
 		// git-http-backend enables receive-pack only for an authenticated

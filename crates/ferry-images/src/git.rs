@@ -311,6 +311,8 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
         .find_remote("origin")
         .map_err(|e| PushError::Refused(e.message().to_string()))?;
     let rejected: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
+    // What the server printed (`remote: …`), e.g. why a hook refused the push.
+    let remote_said: std::cell::RefCell<String> = std::cell::RefCell::new(String::new());
     let headers = headers(&spec.auth);
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let result = {
@@ -321,12 +323,32 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
             }
             Ok(())
         });
+        cbs.sideband_progress(|data| {
+            let mut said = remote_said.borrow_mut();
+            if said.len() < 2000 {
+                said.push_str(&String::from_utf8_lossy(data));
+            }
+            true
+        });
         let mut options = PushOptions::new();
         options.remote_callbacks(cbs);
         options.custom_headers(&header_refs);
         // Not forced: a concurrent push makes this fail as non-fast-forward, never overwrites.
         let refspec = format!("{commit}:refs/heads/{}", spec.push_branch);
         remote.push(&[refspec.as_str()], Some(&mut options))
+    };
+    let said = remote_said.into_inner();
+    let said: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let with_remote = |message: &str| {
+        if said.is_empty() {
+            message.to_string()
+        } else {
+            format!("{message} (remote: {})", said.join(" / "))
+        }
     };
     let classify = |message: &str| {
         let lower = message.to_ascii_lowercase();
@@ -337,7 +359,7 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
         {
             PushError::NonFastForward
         } else {
-            PushError::Refused(message.to_string())
+            PushError::Refused(with_remote(message))
         }
     };
     if let Err(e) = result {

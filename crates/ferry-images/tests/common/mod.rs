@@ -306,3 +306,124 @@ async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
 pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join(unique("images-cache"))
 }
+
+/// Run git in `dir`; panics with stderr on failure.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    git_raw(dir, args).trim().to_string()
+}
+
+/// Like [`git`] but returns stdout untrimmed (file contents keep their final newline).
+pub fn git_raw(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "a-human")
+        .env("GIT_AUTHOR_EMAIL", "human@ferry.invalid")
+        .env("GIT_COMMITTER_NAME", "a-human")
+        .env("GIT_COMMITTER_EMAIL", "human@ferry.invalid")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A repository on the testenv git server (smart HTTP, basic auth) and a human's working copy.
+pub struct Repo {
+    /// URL without credentials, as a GitSource names it.
+    pub url: String,
+    pub bare: PathBuf,
+    pub work: tempfile::TempDir,
+    push_url: String,
+}
+
+impl Repo {
+    pub fn create(env: &TestEnv, name: &str) -> Self {
+        let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
+        let out = Command::new("git")
+            .args(["init", "--bare", "--initial-branch=main"])
+            .arg(&bare)
+            .output()
+            .expect("git init --bare");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        git(&bare, &["config", "http.receivepack", "true"]);
+        let base = env.var("FERRY_GIT_URL");
+        let (scheme, rest) = base.split_once("://").expect("FERRY_GIT_URL has a scheme");
+        let push_url = format!(
+            "{scheme}://{}:{}@{rest}/{name}.git",
+            env.var("FERRY_GIT_USER"),
+            env.var("FERRY_GIT_PASSWORD")
+        );
+        let work = tempfile::tempdir().expect("tempdir");
+        git(work.path(), &["init", "-q", "--initial-branch=main"]);
+        Self {
+            url: format!("{base}/{name}.git"),
+            bare,
+            work,
+            push_url,
+        }
+    }
+
+    /// A human's commit on top of the current upstream main; returns its SHA.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        if !self.head().is_empty() {
+            git(self.work.path(), &["fetch", "-q", &self.push_url, "main"]);
+            git(self.work.path(), &["reset", "-q", "--hard", "FETCH_HEAD"]);
+        }
+        for (path, text) in files {
+            let full = self.work.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(full, text).expect("write");
+        }
+        git(self.work.path(), &["add", "-A"]);
+        git(self.work.path(), &["commit", "-q", "-m", message]);
+        git(
+            self.work.path(),
+            &["push", "-q", &self.push_url, "HEAD:refs/heads/main"],
+        );
+        git(self.work.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// The upstream head of `branch` ("" when missing), read from the bare repository.
+    pub fn head_of(&self, branch: &str) -> String {
+        let out = Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/heads/{branch}"),
+            ])
+            .current_dir(&self.bare)
+            .output()
+            .expect("git rev-parse");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn head(&self) -> String {
+        self.head_of("main")
+    }
+
+    /// A file at the upstream head of main.
+    pub fn file(&self, path: &str) -> String {
+        git_raw(&self.bare, &["show", &format!("main:{path}")])
+    }
+
+    pub fn log_message(&self, rev: &str) -> String {
+        git(&self.bare, &["log", "-1", "--format=%an <%ae>%n%B", rev])
+    }
+
+    /// Files changed by a commit, with the changed lines (for "only the values changed").
+    pub fn diff(&self, rev: &str) -> String {
+        git(&self.bare, &["show", "--format=", "--unified=0", rev])
+    }
+}
