@@ -201,3 +201,72 @@ async fn unsealer_controller_creates_and_resyncs_owned_secrets() {
     task.abort();
     let _ = task.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsealer_renews_keys_and_keeps_old_ones_for_unsealing() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "renew").await;
+
+    let handle = CertificateHandle::default();
+    let options = UnsealerOptions {
+        key_namespace: ns.name.clone(),
+        watch_namespace: Some(ns.name.clone()),
+        key_bits: KeyBits::Rsa2048,
+        renew_period: Some(Duration::from_secs(3)),
+        key_refresh: Duration::from_secs(1),
+        certificates: handle.clone(),
+    };
+    let task = tokio::spawn(run_unsealer(client.clone(), options));
+    let first = wait_for("the first certificate", TIMEOUT, || {
+        let handle = handle.clone();
+        async move { Ok(handle.certificate_pem()) }
+    })
+    .await
+    .expect("first certificate");
+    let second = wait_for("a renewed certificate", TIMEOUT, || {
+        let handle = handle.clone();
+        let first = first.clone();
+        async move { Ok(handle.certificate_pem().filter(|pem| *pem != first)) }
+    })
+    .await
+    .expect("renewed certificate");
+    assert_ne!(first, second);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let keys = secrets
+        .list(&ListParams::default().labels("sealedsecrets.bitnami.com/sealed-secrets-key=active"))
+        .await
+        .expect("list keys");
+    assert!(
+        keys.items.len() >= 2,
+        "old keys are kept: {}",
+        keys.items.len()
+    );
+
+    // A SealedSecret sealed with the first (now old) certificate still unseals.
+    let public = sealed::public_key_from_certificate_pem(first.as_bytes()).expect("cert");
+    let mut secret = Secret {
+        data: Some(data()),
+        ..Default::default()
+    };
+    secret.metadata.name = Some("old".into());
+    secret.metadata.namespace = Some(ns.name.clone());
+    let sealed_secret = sealed::seal_secret(&secret, &public, Scope::Strict, None).expect("seal");
+    let api: Api<SealedSecret> = Api::namespaced(client.clone(), &ns.name);
+    api.create(&PostParams::default(), &sealed_secret)
+        .await
+        .expect("create");
+    wait_for("the Secret sealed with the old key", TIMEOUT, || {
+        let secrets = secrets.clone();
+        async move {
+            let s = secrets.get_opt("old").await?;
+            Ok(s.filter(|s| s.data.as_ref() == Some(&data())).map(|_| ()))
+        }
+    })
+    .await
+    .expect("old-key secret unsealed");
+    task.abort();
+    let _ = task.await;
+}
