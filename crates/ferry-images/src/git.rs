@@ -352,7 +352,13 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
     };
     let classify = |message: &str| {
         let lower = message.to_ascii_lowercase();
+        // A concurrent push that won the race shows up as a non-fast-forward, or, when both
+        // passed the server's check at once, as a failed ref lock.
+        let said_lower = said.join(" ").to_ascii_lowercase();
         if lower.contains("non-fast-forward")
+            || said_lower.contains("cannot lock ref")
+            || lower.contains("failed to update ref")
+            || lower.contains("stale info")
             || lower.contains("fetch first")
             || lower.contains("not present locally")
             || lower.contains("cannot push because a reference that you are trying to update on the remote contains commits")

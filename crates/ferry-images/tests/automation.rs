@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -555,4 +556,117 @@ async fn faults_are_reported_and_nothing_is_committed() {
     .await;
     assert_eq!(repo.head(), pushed, "no commit when nothing changed");
     task.abort();
+}
+
+/// Two automation processes (separate clones, as two agents would have) and three ImageUpdates
+/// on one repository all react to the same new tag at once: every update lands, none is lost to
+/// a concurrent push (non-fast-forward pushes are re-applied on the new upstream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_automations_on_one_repository_do_not_clobber() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "images-race").await;
+    let registry = env.var("FERRY_REGISTRY");
+    let image = format!("{registry}/{}/app", unique("race"));
+    let path = image
+        .split_once('/')
+        .map(|x| x.1)
+        .unwrap_or_default()
+        .to_string();
+    crane_push(&env, &format!("{image}:1.0.0"), None);
+    let repo = Repo::create(&env, &ns.name);
+    let file = |team: &str| {
+        format!(
+            "# team {team}\nimage: {image}:1.0.0 # {{\"$imagepolicy\": \"{}:{team}\"}}\n",
+            ns.name
+        )
+    };
+    let teams = ["a", "b", "c"];
+    let files: Vec<(String, String)> = teams
+        .iter()
+        .map(|t| (format!("{t}/app.yaml"), file(t)))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    repo.commit(&refs, "initial");
+    secret(
+        &client,
+        &ns.name,
+        "git-auth",
+        json!({"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")}),
+    )
+    .await;
+    create::<GitSource>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource", "metadata": {"name": "repo"}, "spec": {"url": repo.url, "secretRef": {"name": "git-auth"}}})).await;
+    create::<ImageRepository>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "app"}, "spec": {"image": image, "interval": "10m"}})).await;
+    for team in teams {
+        create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": team}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": "^1"}}}})).await;
+        create::<ImageUpdate>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": format!("team-{team}")}, "spec": {
+            "sourceRef": {"kind": "GitSource", "name": "repo"},
+            "interval": "10m",
+            "git": {"commit": {"author": {"name": format!("bot-{team}"), "email": "bot@ferry.invalid"}}},
+            "update": {"path": team}
+        }})).await;
+    }
+    let (trigger, first_task, _c1) = start(&client, &ns.name);
+    let (_t2, second_task, _c2) = start(&client, &ns.name);
+    // Everyone is at 1.0.0 (no commits needed); then 1.1.0 appears.
+    for team in teams {
+        wait_status::<ImageUpdate, _>(
+            &client,
+            &ns.name,
+            &format!("team-{team}"),
+            "initial run",
+            Duration::from_secs(60),
+            |v| ready_is(v, "True", "Succeeded"),
+        )
+        .await;
+    }
+    put_tags(&registry, &path, "1.0.0", &["1.1.0".into()], None).await;
+    trigger.trigger(&ns.name, "app").await.expect("trigger");
+    wait_for("all three files at 1.1.0", Duration::from_secs(90), || {
+        let done = teams.iter().all(|t| {
+            let out = Command::new("git")
+                .args(["show", &format!("main:{t}/app.yaml")])
+                .current_dir(&repo.bare)
+                .output();
+            out.map(|o| String::from_utf8_lossy(&o.stdout).contains(":1.1.0 #"))
+                .unwrap_or(false)
+        });
+        async move { Ok(done.then_some(())) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // Each file changed exactly once, each by a linear commit (no merge, nothing reverted).
+    let log = git(&repo.bare, &["log", "--format=%H %P", "main"]);
+    assert!(
+        log.lines().all(|l| l.split_whitespace().count() <= 2),
+        "linear history: {log}"
+    );
+    for team in teams {
+        let touched = git(
+            &repo.bare,
+            &[
+                "log",
+                "--format=%H",
+                "main",
+                "--",
+                &format!("{team}/app.yaml"),
+            ],
+        );
+        assert_eq!(
+            touched.lines().count(),
+            2,
+            "{team}: initial + one update\n{touched}"
+        );
+        assert_eq!(
+            repo.file(&format!("{team}/app.yaml")),
+            file(team).replace(":1.0.0 #", ":1.1.0 #")
+        );
+    }
+    first_task.abort();
+    second_task.abort();
 }
