@@ -133,7 +133,7 @@ impl Context {
             "system:authenticated".to_string(),
         ]);
         config.default_namespace = namespace.to_string();
-        let client = Client::try_from(config).map_err(|err| {
+        let client = counted_client(config, self.metrics.clone()).map_err(|err| {
             anyhow::anyhow!("cannot build a client impersonating {namespace}/{sa}: {err}")
         })?;
         clients.insert(key, client.clone());
@@ -175,6 +175,17 @@ impl Context {
             }
         }
     }
+}
+
+/// A client whose every request is counted in `ferry_api_requests_total` (benchmark and
+/// steady-state checks rely on it).
+pub fn counted_client(config: Config, metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        metrics.count_request(req.method());
+        req
+    });
+    Ok(builder.with_layer(&layer).build())
 }
 
 /// (namespace, name) of any namespaced resource.

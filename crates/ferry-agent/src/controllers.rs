@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ferry_api::{GitSource, Release};
+use ferry_api::{GitSource, Receiver, Release};
 use futures::{StreamExt, future};
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -184,7 +184,7 @@ pub async fn run_controllers(
         metrics,
         release_tx,
     ));
-    let _ = certificate;
+    let extras = extra_controllers(&client, &ctx.options, certificate, stop.clone());
 
     // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
     // annotation changes trigger: status writes by the agent itself do not.
@@ -239,9 +239,73 @@ pub async fn run_controllers(
             }
             future::ready(())
         });
+    let (receiver_reader, receiver_writer) = reflector::store::<Receiver>();
+    let receiver_stream = futures::stream::select_all(namespaces.iter().map(|ns| {
+        let api: Api<Receiver> = api_for(&client, ns.as_deref());
+        watcher(api, watcher_config()).default_backoff().boxed()
+    }))
+    .reflect(receiver_writer)
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation as fn(&Receiver) -> Option<u64>,
+        Default::default(),
+    );
+    let stop_receivers = stop.clone();
+    let receivers = Controller::for_stream(receiver_stream, receiver_reader)
+        .graceful_shutdown_on(async move { stop_receivers.cancelled().await })
+        .run(
+            crate::receiver::reconcile,
+            crate::receiver::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
     let drift = crate::drift::run(ctx.clone(), stop.clone());
-    tokio::join!(sources, releases, drift);
+    tokio::join!(sources, releases, receivers, drift, extras);
     tracing::info!("controllers stopped");
+}
+
+/// The unsealer and image automation, when enabled; they stop with the controllers.
+async fn extra_controllers(
+    client: &Client,
+    options: &AgentOptions,
+    certificate: CertificateSlot,
+    stop: CancellationToken,
+) {
+    use ferry_engine::decrypt::sealed::{UnsealerOptions, run_unsealer};
+    let single_ns = match options.watch_namespaces.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    };
+    let mut tasks = Vec::new();
+    if options.sealed_secrets {
+        let unsealer = UnsealerOptions {
+            key_namespace: options.namespace.clone(),
+            watch_namespace: single_ns.clone(),
+            certificates: certificate,
+            ..UnsealerOptions::default()
+        };
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = run_unsealer(client, unsealer).await {
+                tracing::error!("Sealed Secrets unsealer stopped: {err}");
+            }
+        }));
+    }
+    if options.image_automation {
+        let mut images =
+            ferry_images::controller::ImageOptions::new(options.cache_dir.join("images"));
+        images.namespace = single_ns;
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = ferry_images::controller::run_controllers(client, images).await {
+                tracing::error!("image automation stopped: {err:#}");
+            }
+        }));
+    }
+    stop.cancelled().await;
+    for task in tasks {
+        task.abort();
+    }
 }
 
 fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>

@@ -6,8 +6,10 @@ use kube::CustomResourceExt;
 
 /// All ferry CRDs, each as a JSON value.
 pub fn all() -> Vec<serde_json::Value> {
-    [GitSource::crd(), Release::crd(), Receiver::crd()]
-        .into_iter()
+    let mut crds = vec![GitSource::crd(), Release::crd(), Receiver::crd()];
+    crds.extend(ferry_images::controller::crds());
+    crds.push(ferry_engine::decrypt::sealed::SealedSecret::crd());
+    crds.into_iter()
         .filter_map(|crd| serde_json::to_value(crd).ok())
         .collect()
 }

@@ -3,8 +3,8 @@
 //! `GET /v1/cert.pem` once the unsealer has one.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Metrics, WebhookLabels};
 use crate::webhook;
 
-/// The PEM certificate to serve at `/v1/cert.pem`, filled in by the unsealer.
-pub type CertificateSlot = Arc<RwLock<Option<String>>>;
+/// The unsealer's current certificate, served at `/v1/cert.pem`.
+pub type CertificateSlot = ferry_engine::decrypt::sealed::CertificateHandle;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -87,16 +87,11 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 }
 
 async fn certificate(State(state): State<HttpState>) -> Response {
-    let pem = state
-        .certificate
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    match pem {
+    match state.certificate.certificate_pem() {
         Some(pem) => ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no sealing certificate yet (the unsealer runs on the leader)",
+            "no sealing certificate yet (the unsealer runs on the leader, with --sealed-secrets)",
         )
             .into_response(),
     }

@@ -10,6 +10,7 @@ pub mod gitsource;
 pub mod http;
 pub mod metrics;
 pub mod options;
+pub mod receiver;
 pub mod release;
 pub mod webhook;
 
@@ -19,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use ferry_engine::cluster::{ClusterOptions, load_config};
-use kube::Client;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,8 @@ impl Agent {
         })
         .await?;
         let server = config.cluster_url.to_string();
-        let client = Client::try_from(config.clone())
+        let metrics = Arc::new(Metrics::new());
+        let client = context::counted_client(config.clone(), metrics.clone())
             .with_context(|| format!("cannot build a client for {server}"))?;
         client.apiserver_version().await.with_context(|| {
             format!("cannot reach the API server at {server}; is the cluster up and the kubeconfig current?")
@@ -57,7 +58,6 @@ impl Agent {
                 options.cache_dir.display()
             )
         })?;
-        let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
         let leading = Arc::new(AtomicBool::new(false));
         let state = http::HttpState {
@@ -66,7 +66,7 @@ impl Agent {
             max_body: options.webhook_max_bytes,
             ready: Arc::new(AtomicBool::new(true)),
             watch_namespaces: options.watch_namespaces.clone(),
-            certificate: Arc::default(),
+            certificate: Default::default(),
         };
         let certificate = state.certificate.clone();
         let (http_addr, http_task) =

@@ -28,6 +28,13 @@ pub struct ObjectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `read` (GET/LIST/WATCH) or `write` (POST/PUT/PATCH/DELETE, dry runs included).
+    pub kind: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     pub receiver: String,
     pub result: String,
@@ -43,6 +50,7 @@ pub struct Metrics {
     pub queued: Gauge<i64, AtomicI64>,
     pub leader: Gauge<i64, AtomicI64>,
     pub webhooks: Family<WebhookLabels, Counter>,
+    pub api_requests: Family<RequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -67,6 +75,12 @@ impl Metrics {
         let queued = Gauge::<i64, AtomicI64>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
         let webhooks = Family::<WebhookLabels, Counter>::default();
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Kubernetes API requests sent by this agent (all clients, tenants included)",
+            api_requests.clone(),
+        );
         registry.register(
             "reconcile",
             "Reconciles by kind, object and result",
@@ -111,7 +125,21 @@ impl Metrics {
             queued,
             leader,
             webhooks,
+            api_requests,
         }
+    }
+
+    pub fn count_request(&self, method: &http::Method) {
+        let kind = match *method {
+            http::Method::GET | http::Method::HEAD => "read",
+            _ => "write",
+        };
+        self.api_requests
+            .get_or_create(&RequestLabels {
+                kind: kind.to_string(),
+                method: method.as_str().to_string(),
+            })
+            .inc();
     }
 
     pub fn observe_reconcile(

@@ -66,6 +66,10 @@ pub struct AgentOptions {
     /// Largest accepted webhook payload.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub webhook_max_bytes: usize,
+    /// Run the Sealed Secrets unsealer (keys in --namespace) and serve its certificate at
+    /// /v1/cert.pem.
+    #[arg(long, env = "FERRY_SEALED_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub sealed_secrets: bool,
     /// Also run the image automation controllers (ImageRepository, ImagePolicy, ImageUpdate).
     #[arg(long, env = "FERRY_IMAGE_AUTOMATION", default_value_t = false, action = clap::ArgAction::Set)]
     pub image_automation: bool,
@@ -91,6 +95,7 @@ impl AgentOptions {
             fetch_concurrency: 4,
             webhook_max_bytes: 1024 * 1024,
             image_automation: false,
+            sealed_secrets: false,
         }
     }
 

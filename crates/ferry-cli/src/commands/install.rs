@@ -45,7 +45,10 @@ pub struct InstallArgs {
 pub fn manifests(args: &InstallArgs) -> Vec<Value> {
     let ns = &args.namespace;
     let mut out: Vec<Value> = Vec::new();
-    for crd in [GitSource::crd(), Release::crd(), Receiver::crd()] {
+    let mut crds = vec![GitSource::crd(), Release::crd(), Receiver::crd()];
+    crds.extend(ferry_images::controller::crds());
+    crds.push(ferry_engine::decrypt::sealed::SealedSecret::crd());
+    for crd in crds {
         if let Ok(v) = serde_json::to_value(crd) {
             out.push(v);
         }
