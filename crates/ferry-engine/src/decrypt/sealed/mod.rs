@@ -288,7 +288,7 @@ async fn http_get(url: &str) -> crate::Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| fail("malformed HTTP response".into()))?;
     let status = head.lines().next().unwrap_or_default();
-    if !status.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if status.split_whitespace().nth(1) != Some("200") {
         return Err(fail(format!("server answered {status:?}; expected 200")));
     }
     if head.lines().any(|l| {

@@ -195,12 +195,15 @@ impl Rules {
     }
 }
 
+/// Callback of [`walk_leaves`]: the leaf and its key path.
+pub(crate) type LeafVisitor<'a, E> = dyn FnMut(&mut Value, &[String]) -> Result<(), E> + 'a;
+
 /// Visit every leaf (string, number, bool) in document order with its key path. Nulls are
 /// skipped, as in SOPS. The callback may replace the leaf.
 pub(crate) fn walk_leaves<E>(
     value: &mut Value,
     path: &mut Vec<String>,
-    visit: &mut dyn FnMut(&mut Value, &[String]) -> Result<(), E>,
+    visit: &mut LeafVisitor<'_, E>,
 ) -> Result<(), E> {
     match value {
         Value::Object(map) => {
