@@ -105,7 +105,7 @@ pub async fn handle(
         .filter(|gs| {
             if wanted.is_empty() {
                 let url = normalize_url(&gs.spec.url);
-                repo_urls.iter().any(|u| *u == url)
+                repo_urls.contains(&url)
             } else {
                 wanted.contains("*") || wanted.contains(gs.name_any().as_str())
             }

@@ -296,15 +296,15 @@ fn callbacks<'a>(
                 "credentials rejected",
             ));
         }
-        if allowed.contains(CredentialType::SSH_KEY) {
-            if let Some(key) = &auth.ssh_identity {
-                let user = auth
-                    .username
-                    .as_deref()
-                    .or(username_from_url)
-                    .unwrap_or("git");
-                return Cred::ssh_key_from_memory(user, None, key, auth.password.as_deref());
-            }
+        if allowed.contains(CredentialType::SSH_KEY)
+            && let Some(key) = &auth.ssh_identity
+        {
+            let user = auth
+                .username
+                .as_deref()
+                .or(username_from_url)
+                .unwrap_or("git");
+            return Cred::ssh_key_from_memory(user, None, key, auth.password.as_deref());
         }
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(
@@ -314,10 +314,10 @@ fn callbacks<'a>(
                     .unwrap_or("git"),
             );
         }
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            if let (Some(user), Some(pass)) = (&auth.username, &auth.password) {
-                return Cred::userpass_plaintext(user, pass);
-            }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && let (Some(user), Some(pass)) = (&auth.username, &auth.password)
+        {
+            return Cred::userpass_plaintext(user, pass);
         }
         Err(git2::Error::new(
             git2::ErrorCode::Auth,
@@ -537,7 +537,7 @@ fn prune_checkouts(checkouts: &Path, current: &Path) {
             Some((modified, e.path()))
         })
         .collect();
-    others.sort_by(|a, b| b.0.cmp(&a.0));
+    others.sort_by_key(|b| std::cmp::Reverse(b.0));
     for (_, path) in others.into_iter().skip(1) {
         let _ = std::fs::remove_dir_all(path);
     }
