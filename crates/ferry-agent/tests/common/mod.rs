@@ -412,3 +412,20 @@ pub fn github_signature(secret: &str, body: &[u8]) -> String {
         hex::encode(aws_lc_rs::hmac::sign(&key, body).as_ref())
     )
 }
+
+impl Repo {
+    /// Tag HEAD and push the tag.
+    pub fn tag(&self, name: &str) {
+        git(self.work.path(), &["tag", name]).expect("git tag");
+        git(
+            self.work.path(),
+            &["push", "-q", &self.push_url, &format!("refs/tags/{name}")],
+        )
+        .expect("push tag");
+    }
+
+    /// The bare repository as a file:// URL.
+    pub fn file_url(&self, env: &TestEnv) -> String {
+        format!("file://{}/{}.git", env.var("FERRY_GIT_ROOT"), self.name)
+    }
+}
