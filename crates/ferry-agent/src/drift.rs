@@ -48,7 +48,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
                     Ok((resource, caps)) => {
                         watching.insert(kind.clone());
                         let namespaced = caps.scope == Scope::Namespaced;
-                        spawn_watch(ctx.clone(), resource, namespaced, stop.clone());
+                        spawn_watch(ctx.clone(), resource, namespaced, stop.clone()).await;
                     }
                     Err(err) => tracing::debug!(?kind, "drift: cannot resolve kind: {err}"),
                 }
@@ -61,16 +61,26 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     }
 }
 
-fn spawn_watch(
+async fn spawn_watch(
     ctx: Arc<Context>,
     resource: ApiResource,
     namespaced: bool,
     stop: CancellationToken,
 ) {
-    let namespaces: Vec<Option<String>> = if !namespaced || ctx.options.watch_namespaces.is_empty()
-    {
+    // Objects live in the Releases' target namespaces, which need not be watched namespaces:
+    // watch cluster-wide when allowed; a namespace-scoped agent falls back to its namespaces.
+    let cluster_wide = !namespaced || ctx.options.watch_namespaces.is_empty() || {
+        let probe: Api<PartialObjectMeta<DynamicObject>> =
+            Api::all_with(ctx.client.clone(), &resource);
+        probe
+            .list_metadata(&kube::api::ListParams::default().labels(LABEL_APP).limit(1))
+            .await
+            .is_ok()
+    };
+    let namespaces: Vec<Option<String>> = if cluster_wide {
         vec![None]
     } else {
+        tracing::info!(kind = %resource.kind, "drift: cannot list cluster-wide; watching only --watch-namespace");
         ctx.options
             .watch_namespaces
             .iter()
