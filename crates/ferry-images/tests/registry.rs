@@ -225,6 +225,32 @@ async fn bearer_token_flow_etag_and_429_backoff() {
     );
     assert!(registries.blocked_for(&gateway.addr).is_some());
 
+    // A registry refusing large pages (Docker Hub: n <= 100): one 400, then pages of 100.
+    let capped = Gateway::start(&registry, "robot", "hunter2").await;
+    capped.state.max_n.store(100, Ordering::SeqCst);
+    let big = Registries::new(RegistryLimits::default());
+    let target_capped = Target::new(
+        &format!("{}/{repo}", capped.addr),
+        Credentials::Basic {
+            username: "robot".into(),
+            password: "hunter2".into(),
+        },
+        ConnectOptions::default(),
+    );
+    let list = big
+        .list_tags(&target_capped, Duration::from_secs(10))
+        .await
+        .expect("fallback page size");
+    assert_eq!(list.tags.len(), 2);
+    let list = big
+        .list_tags(&target_capped, Duration::from_secs(10))
+        .await
+        .expect("remembered page size");
+    assert_eq!(
+        list.requests, 1,
+        "page size remembered, unchanged list answered 304"
+    );
+
     // Wrong password at the token service: Unauthorized, password not echoed.
     let bad = Target::new(
         &image,

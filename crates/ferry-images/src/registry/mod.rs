@@ -22,6 +22,9 @@ pub use auth::Credentials;
 use auth::parse_challenge;
 
 /// Accept header for manifest HEAD/GET: indexes first, so multi-arch images give the index digest.
+/// Page size for registries that refuse large `n` (Docker Hub's maximum is 100).
+pub const FALLBACK_PAGE_SIZE: usize = 100;
+
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 #[derive(Debug, Error)]
@@ -111,7 +114,9 @@ pub struct ConnectOptions {
 pub struct RegistryLimits {
     /// Minimum spacing between requests to one registry host.
     pub min_interval: Duration,
-    /// Page size asked for (`n`).
+    /// Page size asked for (`n`). Large, so that a whole tag list is usually one response and
+    /// an unchanged list costs one conditional request; a registry that refuses it with 400
+    /// is asked again with [`FALLBACK_PAGE_SIZE`] (remembered per host).
     pub page_size: usize,
     /// Attempts of one request on 429 before giving up (with backoff in between).
     pub max_attempts: u32,
@@ -124,7 +129,7 @@ impl Default for RegistryLimits {
     fn default() -> Self {
         Self {
             min_interval: Duration::from_millis(20),
-            page_size: 1000,
+            page_size: 10_000,
             max_attempts: 4,
             base_backoff: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
@@ -144,6 +149,8 @@ pub struct TagList {
 
 #[derive(Default)]
 struct HostState {
+    /// Page size this host accepted (after a 400 to a large `n`).
+    page_size: Option<usize>,
     next_allowed: Option<Instant>,
     blocked_until: Option<Instant>,
     consecutive_429: u32,
@@ -600,10 +607,11 @@ impl Registries {
         deadline: Instant,
     ) -> Result<TagList, RegistryError> {
         let base = target.base();
-        let mut url = format!(
-            "{base}/v2/{}/tags/list?n={}",
-            target.path, self.inner.limits.page_size
-        );
+        let page_size = lock(&self.inner.hosts)
+            .get(&target.host)
+            .and_then(|h| h.page_size)
+            .unwrap_or(self.inner.limits.page_size);
+        let mut url = format!("{base}/v2/{}/tags/list?n={page_size}", target.path);
         let cred = target.credentials.cache_id();
         let mut tags = Vec::new();
         let mut requests = 0u32;
@@ -673,6 +681,22 @@ impl Registries {
                 }
                 (page_tags, next)
             } else {
+                if status == StatusCode::BAD_REQUEST
+                    && seen_pages == 1
+                    && page_size > FALLBACK_PAGE_SIZE
+                {
+                    tracing::info!(host = %target.host, page_size, "registry refused the page size; using {FALLBACK_PAGE_SIZE}");
+                    lock(&self.inner.hosts)
+                        .entry(target.host.clone())
+                        .or_default()
+                        .page_size = Some(FALLBACK_PAGE_SIZE);
+                    return Box::pin(self.list_tags_inner(target, deadline)).await.map(
+                        |mut list| {
+                            list.requests += requests;
+                            list
+                        },
+                    );
+                }
                 let body = response.text().await.unwrap_or_default();
                 return Err(RegistryError::Http {
                     host: target.host.clone(),

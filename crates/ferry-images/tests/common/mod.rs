@@ -151,6 +151,9 @@ pub struct GatewayState {
     pub token_requests: AtomicUsize,
     pub throttle: AtomicUsize,
     pub retry_after_secs: AtomicUsize,
+    /// When non-zero, tag lists asking for more than this many (`n`) get 400, as Docker Hub
+    /// answers n > 100.
+    pub max_n: AtomicUsize,
     tokens: std::sync::Mutex<BTreeMap<String, ()>>,
 }
 
@@ -165,6 +168,7 @@ impl Gateway {
             token_requests: AtomicUsize::new(0),
             throttle: AtomicUsize::new(0),
             retry_after_secs: AtomicUsize::new(1),
+            max_n: AtomicUsize::new(0),
             tokens: std::sync::Mutex::default(),
         });
         let app = axum::Router::new()
@@ -259,6 +263,25 @@ async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
             )
             .body(Body::from("{\"errors\":[{\"code\":\"TOOMANYREQUESTS\"}]}"))
             .unwrap_or_default();
+    }
+    let max_n = state.max_n.load(Ordering::SeqCst);
+    if max_n > 0 && path_q.contains("/tags/list") {
+        let n = request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("n="))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if n > max_n {
+            return Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(Body::from(
+                    "{\"errors\":[{\"code\":\"PAGINATION_NUMBER_INVALID\"}]}",
+                ))
+                .unwrap_or_default();
+        }
     }
     let if_none_match = request.headers().get("if-none-match").cloned();
     let accept = request.headers().get("accept").cloned();
