@@ -242,6 +242,8 @@ pub async fn apply(
             opts.app
         )));
     }
+    // Aggregated discovery: /api and /apis.
+    requests.read();
     requests.read();
     let mut resolver = Resolver::discover(client).await?;
     resolver.learn_crds(&manifests);
@@ -502,6 +504,8 @@ pub async fn diff(
     plan::validate_app_name(&opts.app)?;
     let owner = opts.owner(client);
     let requests = Requests::default();
+    // Aggregated discovery: /api and /apis.
+    requests.read();
     requests.read();
     let mut resolver = Resolver::discover(client).await?;
     resolver.learn_crds(&manifests);

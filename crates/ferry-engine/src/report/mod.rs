@@ -162,7 +162,11 @@ impl ApplyReport {
     pub fn to_human(&self, verbose: bool) -> String {
         let mut out = String::new();
         for o in &self.objects {
-            if !verbose && o.action == Action::Unchanged && o.health.is_none() {
+            let healthy = o
+                .health
+                .as_ref()
+                .is_none_or(|h| h.state == HealthState::Current);
+            if !verbose && o.action == Action::Unchanged && healthy {
                 continue;
             }
             let _ = write!(out, "{:<10} {}", o.action.as_str(), o.key);
