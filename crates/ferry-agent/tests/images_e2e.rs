@@ -1,0 +1,280 @@
+//! Image automation end to end against the real testenv (owned by the image-automation work):
+//! a tag pushed to the real registry → scan (triggered as a registry webhook would) → policy →
+//! commit pushed to the real git server → the agent's GitSource fetches it → the Release applies
+//! it → the Deployment rolls out (kwok nodes) and the Release is Ready. Prints the latency of
+//! each leg.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_agent::{Agent, AgentOptions};
+use ferry_api::common::{READY, find_condition};
+use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
+use ferry_api::{GitSource, Release};
+use ferry_images::controller::{ImageAutomation, ImageOptions};
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::json;
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@ferry.invalid")
+        .env("GIT_COMMITTER_NAME", "dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@ferry.invalid")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn crane(env: &TestEnv, args: &[&str]) {
+    let out = Command::new(env.tool("crane"))
+        .args(args)
+        .output()
+        .expect("crane");
+    assert!(
+        out.status.success(),
+        "crane {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crds: Vec<serde_json::Value> = ferry_agent::crds::all();
+    crds.extend(
+        ferry_images::controller::crds()
+            .into_iter()
+            .filter_map(|c| serde_json::to_value(c).ok()),
+    );
+    for crd in crds {
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        api.patch(
+            &name,
+            &PatchParams::apply("ferry-images-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
+        wait_for(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await?;
+                    let ok = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(ok.then_some(()))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let _ = GitSource::crd();
+}
+
+async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let obj: K = serde_json::from_value(value).expect("object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+}
+
+fn deployment(ns: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: app}}\n  template:\n    metadata:\n      labels: {{app: app}}\n    spec:\n      tolerations:\n        - {{key: kwok.x-k8s.io/node, operator: Exists}}\n      containers:\n        - name: app\n          image: {image}:1.0.0 # {{\"$imagepolicy\": \"{ns}:app\"}}\n"
+    )
+}
+
+/// Wait until the Release is Ready having applied `sha`.
+async fn release_ready_at(client: &Client, ns: &str, sha: &str, timeout: Duration) {
+    let api: Api<Release> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("Release Ready at {sha}"), timeout, || {
+        let api = api.clone();
+        async move {
+            let r = api.get("app").await?;
+            let status = r.status.unwrap_or_default();
+            let ready = find_condition(&status.conditions, READY)
+                .map(|c| (c.status.clone(), c.message.clone()));
+            let applied = status
+                .last_applied_revision
+                .as_deref()
+                .is_some_and(|rev| rev.ends_with(sha));
+            if applied && ready.as_ref().is_some_and(|(s, _)| s == "True") {
+                return Ok(Some(()));
+            }
+            anyhow::bail!(
+                "ready={ready:?} lastApplied={:?}",
+                status.last_applied_revision
+            )
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_push_to_rollout_ready() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "images-e2e").await;
+    let registry = env.var("FERRY_REGISTRY");
+    let repo_path = format!("{}/app", ns.name.trim_start_matches("ferry-test-"));
+    let image = format!("{registry}/{repo_path}");
+    let empty = tempfile::NamedTempFile::new().expect("tempfile");
+    assert!(
+        Command::new("tar")
+            .arg("cf")
+            .arg(empty.path())
+            .args(["-T", "/dev/null"])
+            .status()
+            .expect("tar")
+            .success()
+    );
+    let empty_path = empty.path().to_string_lossy().to_string();
+    crane(
+        &env,
+        &[
+            "append",
+            "--insecure",
+            "-f",
+            &empty_path,
+            "-t",
+            &format!("{image}:1.0.0"),
+        ],
+    );
+
+    // The git repository with a marked Deployment.
+    let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{}.git", ns.name));
+    git(
+        std::path::Path::new("/"),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "--initial-branch=main",
+            &bare.to_string_lossy(),
+        ],
+    );
+    git(&bare, &["config", "http.receivepack", "true"]);
+    let base = env.var("FERRY_GIT_URL");
+    let url = format!("{base}/{}.git", ns.name);
+    let (scheme, rest) = base.split_once("://").expect("scheme");
+    let push_url = format!(
+        "{scheme}://{}:{}@{rest}/{}.git",
+        env.var("FERRY_GIT_USER"),
+        env.var("FERRY_GIT_PASSWORD"),
+        ns.name
+    );
+    let work = tempfile::tempdir().expect("work");
+    git(work.path(), &["init", "-q", "--initial-branch=main"]);
+    std::fs::create_dir_all(work.path().join("deploy")).expect("mkdir");
+    std::fs::write(
+        work.path().join("deploy/app.yaml"),
+        deployment(&ns.name, &image),
+    )
+    .expect("write");
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "-q", "-m", "app at 1.0.0"]);
+    git(
+        work.path(),
+        &["push", "-q", &push_url, "HEAD:refs/heads/main"],
+    );
+    let first = git(work.path(), &["rev-parse", "HEAD"]);
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"}, "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")}})).expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    create::<GitSource>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource", "metadata": {"name": "repo"}, "spec": {"url": url, "ref": {"branch": "main"}, "interval": "1s", "timeout": "20s", "secretRef": {"name": "git-auth"}}})).await;
+    create::<Release>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Release", "metadata": {"name": "app"}, "spec": {"sourceRef": {"kind": "GitSource", "name": "repo"}, "path": "./deploy", "interval": "1m", "retryInterval": "2s", "prune": true, "wait": true, "timeout": "60s"}})).await;
+    create::<ImageRepository>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "app"}, "spec": {"image": image, "interval": "10m"}})).await;
+    create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "app"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": "^1.0.0"}}}})).await;
+    create::<ImageUpdate>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": "app"}, "spec": {
+        "sourceRef": {"kind": "GitSource", "name": "repo"},
+        "interval": "10m",
+        "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}},
+        "update": {"path": "./deploy"}
+    }})).await;
+
+    let cache = tempfile::tempdir().expect("cache");
+    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().join("agent"));
+    options.watch_namespaces = vec![ns.name.clone()];
+    let agent = Agent::start(options).await.expect("agent starts");
+    let mut image_options = ImageOptions::new(cache.path().join("images"));
+    image_options.namespace = Some(ns.name.clone());
+    let automation = ImageAutomation::new(client.clone(), image_options);
+    let trigger = automation.trigger();
+    let images_task = tokio::spawn(automation.run());
+
+    release_ready_at(&client, &ns.name, &first, Duration::from_secs(120)).await;
+
+    // The loop: push 1.1.0, announce it (as the webhook receiver does), follow it to Ready.
+    crane(
+        &env,
+        &["tag", "--insecure", &format!("{image}:1.0.0"), "1.1.0"],
+    );
+    let started = Instant::now();
+    trigger.trigger(&ns.name, "app").await.expect("trigger");
+    let commit = wait_for("the image commit in git", Duration::from_secs(60), || {
+        let head = git(&bare, &["rev-parse", "refs/heads/main"]);
+        let first = first.clone();
+        async move { Ok((head != first).then_some(head)) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let to_commit = started.elapsed();
+    release_ready_at(&client, &ns.name, &commit, Duration::from_secs(120)).await;
+    let to_ready = started.elapsed();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let d = deployments.get("app").await.expect("deployment");
+    let live_image = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(live_image, Some(format!("{image}:1.1.0")));
+    let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+    assert!(available >= 1, "rolled out");
+    println!(
+        "LATENCY tag pushed -> commit in git: {} ms; -> Release Ready with the rollout: {} ms",
+        to_commit.as_millis(),
+        to_ready.as_millis()
+    );
+    images_task.abort();
+    agent.stop().await.expect("agent stops");
+}
