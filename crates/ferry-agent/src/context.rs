@@ -16,6 +16,9 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::metrics::Metrics;
 use crate::options::AgentOptions;
 
+/// Read timeout for engine requests (watches keep kube's default, which is sized for them).
+const ENGINE_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A fetched revision of a GitSource, shared by every Release that uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
@@ -28,8 +31,12 @@ pub struct Artifact {
 pub type Key = (String, String);
 
 pub struct Context {
-    /// The agent's own client (reads sources and secrets, writes status and events).
+    /// The agent's own client (reads sources and secrets, writes status and events, watches).
     pub client: Client,
+    /// The agent's identity for engine runs (Releases without a service account): the same
+    /// credentials with a short read timeout, so a request lost by an overloaded API server
+    /// fails the run (and is retried) instead of blocking it for the watch-sized default.
+    pub apply_client: Client,
     /// The agent's config, cloned with an impersonation identity for tenant clients.
     pub config: Config,
     pub options: AgentOptions,
@@ -65,8 +72,15 @@ impl Context {
         };
         let recorder = Recorder::new(client.clone(), reporter);
         let fetch_slots = Semaphore::new(options.fetch_concurrency.max(1) as usize);
+        let mut apply_config = config.clone();
+        apply_config.read_timeout = Some(ENGINE_READ_TIMEOUT);
+        let apply_client = counted_client(apply_config, metrics.clone()).unwrap_or_else(|err| {
+            tracing::warn!("cannot build the apply client ({err}); using the watch client");
+            client.clone()
+        });
         Self {
             client,
+            apply_client,
             config,
             options,
             metrics,
@@ -133,6 +147,7 @@ impl Context {
             "system:authenticated".to_string(),
         ]);
         config.default_namespace = namespace.to_string();
+        config.read_timeout = Some(ENGINE_READ_TIMEOUT);
         let client = counted_client(config, self.metrics.clone()).map_err(|err| {
             anyhow::anyhow!("cannot build a client impersonating {namespace}/{sa}: {err}")
         })?;

@@ -120,6 +120,9 @@ struct Decision {
     /// Source revision attempted (None when it never got that far).
     attempted: Option<String>,
     report: Option<ApplyReport>,
+    /// Nothing to report yet (e.g. the source is being re-fetched after an agent restart):
+    /// leave the status as it is.
+    keep_status: bool,
 }
 
 impl Decision {
@@ -132,6 +135,7 @@ impl Decision {
             requeue: Action::requeue(retry),
             attempted: None,
             report: None,
+            keep_status: false,
         }
     }
 
@@ -144,6 +148,7 @@ impl Decision {
             requeue: Action::await_change(),
             attempted: None,
             report: None,
+            keep_status: false,
         }
     }
 }
@@ -158,6 +163,9 @@ async fn sync(release: &Release, ctx: &Context) -> Result<Action, ReleaseError> 
     }
     let decision = decide(release, ctx).await;
     tracing::debug!(release = %format!("{}/{}", key.0, key.1), ready = decision.ready, reason = decision.reason, message = %decision.message, summary = %summary(decision.report.as_ref()), "sync finished");
+    if decision.keep_status {
+        return Ok(decision.requeue);
+    }
     let ok = decision.ready;
     let requeue = decision.requeue.clone();
     let (status, events) = next_status(release, &old, decision, requested);
@@ -420,6 +428,15 @@ async fn decide(release: &Release, ctx: &Context) -> Decision {
     }
     let source_key: Key = (source_ns.clone(), release.spec.source_ref.name.clone());
     let Some(artifact) = ctx.artifact(&source_key) else {
+        // The source has a revision but this process has not fetched it yet (agent restart or
+        // new leader): its fetch wakes this Release; don't flap Ready meanwhile.
+        if source_has_revision(ctx, &source_key)
+            && common::is_ready(&release.status.clone().unwrap_or_default().conditions)
+        {
+            let mut d = Decision::waiting("SourceNotReady", String::new(), timing.retry);
+            d.keep_status = true;
+            return d;
+        }
         return Decision::waiting(
             "SourceNotReady",
             source_not_ready_message(ctx, &source_key),
@@ -435,6 +452,7 @@ async fn decide(release: &Release, ctx: &Context) -> Decision {
         requeue: Action::requeue(ctx.failure_backoff(KIND, &key_of(release), timing.retry)),
         attempted: Some(revision.clone()),
         report: None,
+        keep_status: false,
     };
     // Identity.
     let client = match client_for(release, ctx) {
@@ -552,6 +570,7 @@ async fn decide(release: &Release, ctx: &Context) -> Decision {
         requeue: Action::requeue(timing.interval),
         attempted: Some(revision),
         report: Some(report),
+        keep_status: false,
     }
 }
 
@@ -622,6 +641,13 @@ fn source_not_ready_message(ctx: &Context, source: &Key) -> String {
     }
 }
 
+fn source_has_revision(ctx: &Context, source: &Key) -> bool {
+    ctx.sources
+        .get()
+        .and_then(|store| store.get(&ObjectRef::<GitSource>::new(&source.1).within(&source.0)))
+        .is_some_and(|gs| gs.status.as_ref().is_some_and(|s| s.revision.is_some()))
+}
+
 fn dependency_ready(ctx: &Context, dep: &Key) -> Result<(), String> {
     let store = ctx
         .releases
@@ -653,7 +679,7 @@ fn client_for(release: &Release, ctx: &Context) -> Result<Client, String> {
         .or_else(|| ctx.options.default_service_account.clone());
     match sa {
         Some(sa) => ctx.tenant_client(&ns, &sa).map_err(|e| e.to_string()),
-        None => Ok(ctx.client.clone()),
+        None => Ok(ctx.apply_client.clone()),
     }
 }
 

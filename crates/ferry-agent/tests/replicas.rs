@@ -109,10 +109,25 @@ async fn standby_takes_over_when_the_leader_is_killed() {
     wait_release_applied(&client, &ns.name, "app", &second, Duration::from_secs(30)).await;
     let takeover = killed_at.elapsed();
     eprintln!("standby applied the next commit {takeover:?} after the leader was killed");
-    assert_eq!(
-        lease_holder(&client, &ns.name).await.as_deref(),
-        Some(survivor)
-    );
+    let survivor_owned = survivor.to_string();
+    wait_for(
+        "the survivor holds the lease",
+        Duration::from_secs(15),
+        || {
+            let client = client.clone();
+            let ns = ns.name.clone();
+            let survivor = survivor_owned.clone();
+            async move {
+                let holder = lease_holder(&client, &ns).await;
+                if holder.as_deref() == Some(survivor.as_str()) {
+                    return Ok(Some(()));
+                }
+                anyhow::bail!("holder is {holder:?}")
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
     // Lease 4 s + one renew/retry cycle + fetch and apply.
     assert!(
         takeover < Duration::from_secs(15),

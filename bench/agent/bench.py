@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""ferry agent benchmark against the testenv (see RESULTS.md).
+
+1. N Releases x 4 objects (Deployment scaled to 0, ServiceAccount, Service, ConfigMap) from one git
+   monorepo: time from agent start (first reconcile) to all Ready, and the agent's peak RSS.
+2. Steady state: API requests the agent sends during one Release interval with nothing changed
+   (from its ferry_api_requests_total metric; lease renewals excluded: run without election).
+3. Commit-to-applied latency with a webhook (generic receiver, bearer token), p50/p99 over 50
+   commits, on a separate one-Release repo while the N Releases stay loaded.
+
+Usage: bench/agent/bench.py [N]   (testenv up; builds nothing: run
+       `cargo build --release -p ferry-agent` first)
+"""
+import json, os, random, shlex, ssl, string, subprocess, sys, tempfile, time, base64, http.client, urllib.request
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+INTERVAL = int(os.environ.get("BENCH_INTERVAL", "60"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT = os.environ.get("FERRY_AGENT_BIN", os.path.join(ROOT, "target/release/ferry-agent"))
+ENV = {}
+for line in open("/tmp/ferry-testenv/env"):
+    line = line.strip()
+    if line.startswith("export ") and "=" in line:
+        k, v = line[7:].split("=", 1)
+        ENV[k] = v.strip("'\"")
+os.environ["KUBECONFIG"] = ENV["KUBECONFIG"]
+os.environ["PATH"] = ENV["FERRY_TESTENV_BIN"] + ":" + os.environ["PATH"]
+suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+NS = f"ferry-bench-{suffix}"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def kubectl_apply(yaml_text):
+    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", "-"], input=yaml_text,
+                   text=True, check=True, capture_output=True)
+
+
+def make_repo(name):
+    bare = os.path.join(ENV["FERRY_GIT_ROOT"], f"{name}.git")
+    sh(f"git init -q --bare --initial-branch=main {bare}")
+    work = tempfile.mkdtemp()
+    sh("git init -q --initial-branch=main", cwd=work)
+    base = ENV["FERRY_GIT_URL"]
+    scheme, rest = base.split("://", 1)
+    push = f"{scheme}://{ENV['FERRY_GIT_USER']}:{ENV['FERRY_GIT_PASSWORD']}@{rest}/{name}.git"
+    return work, push, f"{base}/{name}.git"
+
+
+def commit(work, push, msg):
+    env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="b@x", GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="b@x")
+    subprocess.run(f"git add -A && git commit -qm {shlex.quote(msg)} && git push -q {shlex.quote(push)} HEAD:refs/heads/main",
+                   shell=True, check=True, cwd=work, env=env, capture_output=True)
+    return subprocess.run("git rev-parse HEAD", shell=True, cwd=work, capture_output=True, text=True).stdout.strip()
+
+
+def app_files(i):
+    n = f"app-{i:04d}"
+    return {
+        "deploy.yaml": f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {n}}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: {n}}}}}
+  template:
+    metadata: {{labels: {{app: {n}}}}}
+    spec:
+      serviceAccountName: {n}
+      containers: [{{name: app, image: registry.invalid/app:1}}]
+""",
+        "sa.yaml": f"apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {n}}}\n",
+        "svc.yaml": f"apiVersion: v1\nkind: Service\nmetadata: {{name: {n}}}\nspec:\n  selector: {{app: {n}}}\n  ports: [{{port: 80}}]\n",
+        "cm.yaml": f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {n}}}\ndata: {{value: '0'}}\n",
+    }
+
+
+def releases_ready():
+    out = sh(f"kubectl -n {NS} get releases.ferry.dev -o json")
+    n = 0
+    for r in json.loads(out)["items"]:
+        for c in r.get("status", {}).get("conditions", []):
+            if c["type"] == "Ready" and c["status"] == "True":
+                n += 1
+    return n
+
+
+def rss_kib(pid, field):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def metrics(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ferry_api_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels] = float(value)
+    return out
+
+
+def main():
+    sh(f"kubectl apply --server-side --force-conflicts -f {ROOT}/deploy/crds.yaml")
+    sh(f"kubectl create namespace {NS}")
+    # One target namespace per app: the engine lists each kind per namespace before applying,
+    # so a thousand apps in one namespace would make every apply list every app's objects.
+    kubectl_apply("".join(f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}-{i:04d}, labels: {{ferry.dev/bench: '{NS}'}}}}\n" for i in range(N)))
+    work, push, url = make_repo(NS)
+    for i in range(N):
+        d = os.path.join(work, "apps", f"app-{i:04d}")
+        os.makedirs(d)
+        for f, text in app_files(i).items():
+            open(os.path.join(d, f), "w").write(text)
+    sha = commit(work, push, "monorepo")
+    docs = [f"""apiVersion: v1
+kind: Secret
+metadata: {{name: git-auth, namespace: {NS}}}
+stringData: {{username: {ENV['FERRY_GIT_USER']}, password: {ENV['FERRY_GIT_PASSWORD']}}}
+---
+apiVersion: ferry.dev/v1alpha1
+kind: GitSource
+metadata: {{name: mono, namespace: {NS}}}
+spec: {{url: {url}, ref: {{branch: main}}, interval: 10m, secretRef: {{name: git-auth}}}}
+"""]
+    for i in range(N):
+        docs.append(f"""---
+apiVersion: ferry.dev/v1alpha1
+kind: Release
+metadata: {{name: app-{i:04d}, namespace: {NS}}}
+spec: {{sourceRef: {{kind: GitSource, name: mono}}, path: apps/app-{i:04d}, targetNamespace: {NS}-{i:04d}, interval: {INTERVAL}s, prune: true}}
+""")
+    kubectl_apply("".join(docs))
+    port = 19000 + random.randint(0, 900)
+    cache = tempfile.mkdtemp()
+    log = open(os.path.join(cache, "agent.log"), "w")
+    t0 = time.monotonic()
+    agent = subprocess.Popen([AGENT, "--namespace", NS, "--watch-namespace", NS, "--leader-elect", "false",
+                              "--http-addr", f"127.0.0.1:{port}", "--cache-dir", cache, "--log-format", "text"],
+                             stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+    ready = 0
+    while ready < N:
+        time.sleep(0.5)
+        if agent.poll() is not None:
+            sys.exit(f"agent exited: see {cache}/agent.log")
+        ready = releases_ready()
+        if time.monotonic() - t0 > 900:
+            sys.exit(f"only {ready}/{N} Ready after 900 s")
+    took = time.monotonic() - t0
+    peak_startup = rss_kib(agent.pid, "VmHWM")
+    print(f"RESULT all_ready releases={N} objects={4*N} seconds={took:.1f} peak_rss_mib={peak_startup/1024:.1f}", flush=True)
+
+    # Steady state: one full interval with nothing changed.
+    time.sleep(10)
+    before = metrics(port)
+    time.sleep(INTERVAL + 5)
+    after = metrics(port)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    reads = sum(v for k, v in delta.items() if 'kind="read"' in k)
+    writes = sum(v for k, v in delta.items() if 'kind="write"' in k)
+    print(f"RESULT steady_state interval_s={INTERVAL} reads={reads:.0f} writes={writes:.0f} detail={json.dumps(delta)}", flush=True)
+
+    # Webhook latency on a one-Release repo.
+    lwork, lpush, lurl = make_repo(NS + "-latency")
+    open(os.path.join(lwork, "cm.yaml"), "w").write("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: latency}\ndata: {value: '0'}\n")
+    commit(lwork, lpush, "0")
+    kubectl_apply(f"""apiVersion: v1
+kind: Secret
+metadata: {{name: hook-token, namespace: {NS}}}
+stringData: {{token: bench-token}}
+---
+apiVersion: ferry.dev/v1alpha1
+kind: Receiver
+metadata: {{name: hook, namespace: {NS}}}
+spec: {{type: generic, secretRef: {{name: hook-token}}, resources: [latency]}}
+---
+apiVersion: ferry.dev/v1alpha1
+kind: GitSource
+metadata: {{name: latency, namespace: {NS}}}
+spec: {{url: {lurl}, ref: {{branch: main}}, interval: 1h, secretRef: {{name: git-auth}}}}
+---
+apiVersion: ferry.dev/v1alpha1
+kind: Release
+metadata: {{name: latency, namespace: {NS}}}
+spec: {{sourceRef: {{kind: GitSource, name: latency}}, path: ., interval: 1h}}
+""")
+    api = api_getter()
+    while api(f"/api/v1/namespaces/{NS}/configmaps/latency") is None:
+        time.sleep(0.2)
+    samples = []
+    for i in range(1, 51):
+        open(os.path.join(lwork, "cm.yaml"), "w").write(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: latency}}\ndata: {{value: '{i}'}}\n")
+        commit(lwork, lpush, str(i))
+        start = time.monotonic()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/hook/{NS}/hook", data=b"{}", method="POST",
+                                     headers={"Authorization": "Bearer bench-token", "Content-Type": "application/json"})
+        urllib.request.urlopen(req).read()
+        while True:
+            cm = api(f"/api/v1/namespaces/{NS}/configmaps/latency")
+            if cm and cm.get("data", {}).get("value") == str(i):
+                break
+            if time.monotonic() - start > 30:
+                sys.exit(f"commit {i} not applied within 30 s")
+            time.sleep(0.01)
+        samples.append(time.monotonic() - start)
+    samples.sort()
+    p50 = samples[len(samples) // 2]
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    print(f"RESULT webhook_latency commits=50 p50_ms={p50*1000:.0f} p99_ms={p99*1000:.0f} max_ms={samples[-1]*1000:.0f}", flush=True)
+    print(f"RESULT peak_rss_total_mib={rss_kib(agent.pid, 'VmHWM')/1024:.1f}", flush=True)
+    agent.terminate()
+    agent.wait(timeout=60)
+    subprocess.run(["kubectl", "delete", "namespace", NS, "--wait=false"], capture_output=True)
+    subprocess.run(["kubectl", "delete", "namespace", "-l", f"ferry.dev/bench={NS}", "--wait=false"], capture_output=True)
+
+
+def api_getter():
+    """GET against the API server with the admin kubeconfig's client certificate."""
+    kc = json.loads(sh("kubectl config view --raw -o json"))
+    cluster = kc["clusters"][0]["cluster"]
+    user = kc["users"][0]["user"]
+    tmp = tempfile.mkdtemp()
+    for key, field in [("ca", "certificate-authority-data"), ("crt", "client-certificate-data"), ("key", "client-key-data")]:
+        src = cluster if key == "ca" else user
+        open(os.path.join(tmp, key), "wb").write(base64.b64decode(src[field]))
+    ctx = ssl.create_default_context(cafile=os.path.join(tmp, "ca"))
+    ctx.load_cert_chain(os.path.join(tmp, "crt"), os.path.join(tmp, "key"))
+    host = cluster["server"].split("://", 1)[1]
+
+    def get(path):
+        conn = http.client.HTTPSConnection(host, context=ctx, timeout=10)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return json.loads(body) if resp.status == 200 else None
+    return get
+
+
+if __name__ == "__main__":
+    main()
