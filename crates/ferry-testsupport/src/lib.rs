@@ -117,7 +117,6 @@ pub fn init_logging() {
 /// A namespace that belongs to one test and is deleted when dropped.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -135,23 +134,34 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|err| panic!("creating test namespace {name}: {err}"));
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Self { name }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let client = self.client.clone();
         let name = self.name.clone();
-        // Best effort: the namespace controller finishes deletion asynchronously.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
+        // The test's runtime may be about to stop (and a current-thread runtime cannot be
+        // blocked on), so delete from a thread with its own runtime and client. The namespace
+        // controller finishes the deletion asynchronously; we only wait for the API call.
+        let deleted = std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let env = TestEnv::load()?;
+                let client = client_for_kubeconfig(&env.kubeconfig()).await?;
                 let namespaces: Api<Namespace> = Api::all(client);
-                let _ = namespaces.delete(&name, &DeleteParams::background()).await;
-            });
+                match namespaces.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+                    Err(err) => Err(err).with_context(|| format!("deleting namespace {name}")),
+                }
+            })
+        })
+        .join();
+        if let Ok(Err(err)) = deleted {
+            eprintln!("warning: test namespace cleanup failed: {err:#}");
         }
     }
 }
