@@ -54,6 +54,10 @@ pub struct Context {
     pub sources: OnceLock<Store<GitSource>>,
     /// Consecutive failures per object, for exponential retry backoff.
     failures: Mutex<HashMap<(String, Key), u32>>,
+    /// Drift watches by (apiVersion, kind): ready once listed.
+    pub drift_watches: Mutex<HashMap<(String, String), tokio::sync::watch::Receiver<bool>>>,
+    /// Cancelled when the controllers stop (drift watches end with them).
+    pub stop: OnceLock<tokio_util::sync::CancellationToken>,
     /// Clients impersonating `system:serviceaccount:<ns>:<sa>`.
     tenant_clients: Mutex<HashMap<Key, Client>>,
 }
@@ -91,6 +95,8 @@ impl Context {
             releases: OnceLock::new(),
             sources: OnceLock::new(),
             failures: Mutex::default(),
+            drift_watches: Mutex::default(),
+            stop: OnceLock::new(),
             tenant_clients: Mutex::default(),
         }
     }

@@ -184,6 +184,7 @@ pub async fn run_controllers(
         metrics,
         release_tx,
     ));
+    let _ = ctx.stop.set(stop.clone());
     let extras = extra_controllers(&client, &ctx.options, certificate, stop.clone());
 
     // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
@@ -259,8 +260,7 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
-    let drift = crate::drift::run(ctx.clone(), stop.clone());
-    tokio::join!(sources, releases, receivers, drift, extras);
+    tokio::join!(sources, releases, receivers, extras);
     tracing::info!("controllers stopped");
 }
 

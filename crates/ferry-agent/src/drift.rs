@@ -3,7 +3,7 @@
 //! for kinds without one, a new resourceVersion) queues its Release at once, which re-applies
 //! through the engine (self-heal). Status-only churn of workloads does not trigger.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,41 +24,51 @@ use crate::release::app_name;
 const LABEL_APP: &str = "ferry.dev/app";
 const ANNOTATION_OWNER: &str = "ferry.dev/owner";
 
-/// Watch the kinds of all inventories until `stop`; new kinds are picked up every few seconds.
-pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
-    let mut watching: HashSet<(String, String)> = HashSet::new();
-    loop {
-        if let Some(store) = ctx.releases.get() {
-            let mut kinds = HashSet::new();
-            for release in store.state() {
-                for entry in release.status.iter().flat_map(|s| s.inventory.iter()) {
-                    kinds.insert((entry.api_version.clone(), entry.kind.clone()));
-                }
-            }
-            for kind in kinds {
-                if watching.contains(&kind) {
-                    continue;
-                }
-                let (group, version) = match kind.0.split_once('/') {
-                    Some((g, v)) => (g.to_string(), v.to_string()),
-                    None => (String::new(), kind.0.clone()),
-                };
-                let gvk = GroupVersionKind::gvk(&group, &version, &kind.1);
-                match pinned_kind(&ctx.client, &gvk).await {
-                    Ok((resource, caps)) => {
-                        watching.insert(kind.clone());
-                        let namespaced = caps.scope == Scope::Namespaced;
-                        spawn_watch(ctx.clone(), resource, namespaced, stop.clone()).await;
-                    }
-                    Err(err) => tracing::debug!(?kind, "drift: cannot resolve kind: {err}"),
-                }
+/// Make sure `kind` is watched and its watch has listed once, before a Release applies objects
+/// of it: an edit can then never fall between the apply and the start of the watch. Cheap when
+/// already watching. Gives up after a few seconds (the interval re-apply still corrects drift).
+pub async fn ensure(ctx: &Arc<Context>, api_version: &str, kind: &str) {
+    let Some(stop) = ctx.stop.get().cloned() else {
+        return;
+    };
+    let key = (api_version.to_string(), kind.to_string());
+    let (mut ready, start) = {
+        let mut watches = ctx.drift_watches.lock().unwrap_or_else(|p| p.into_inner());
+        match watches.get(&key) {
+            Some(rx) => (rx.clone(), None),
+            None => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                watches.insert(key.clone(), rx.clone());
+                (rx, Some(tx))
             }
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
-        }
+    };
+    if let Some(tx) = start {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let (group, version) = match key.0.split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), key.0.clone()),
+            };
+            let gvk = GroupVersionKind::gvk(&group, &version, &key.1);
+            match pinned_kind(&ctx.client, &gvk).await {
+                Ok((resource, caps)) => {
+                    let namespaced = caps.scope == Scope::Namespaced;
+                    spawn_watch(ctx.clone(), resource, namespaced, stop, tx).await;
+                }
+                Err(err) => {
+                    tracing::debug!(kind = %key.1, "drift: cannot resolve kind: {err}");
+                    // Let waiters go; a later Release retries the lookup.
+                    let _ = tx.send(true);
+                    ctx.drift_watches
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+            }
+        });
     }
+    let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
 }
 
 async fn spawn_watch(
@@ -66,6 +76,7 @@ async fn spawn_watch(
     resource: ApiResource,
     namespaced: bool,
     stop: CancellationToken,
+    ready: tokio::sync::watch::Sender<bool>,
 ) {
     // Objects live in the Releases' target namespaces, which need not be watched namespaces:
     // watch cluster-wide when allowed; a namespace-scoped agent falls back to its namespaces.
@@ -88,7 +99,11 @@ async fn spawn_watch(
             .map(Some)
             .collect()
     };
+    let ready = Arc::new(ready);
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(namespaces.len()));
     for ns in namespaces {
+        let ready = ready.clone();
+        let pending = pending.clone();
         // `Api<PartialObjectMeta<_>>` makes metadata-only list/watch requests.
         let api: Api<PartialObjectMeta<DynamicObject>> = match &ns {
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
@@ -102,9 +117,7 @@ async fn spawn_watch(
             let mut stream = watch(api, config).default_backoff().boxed();
             // Last seen change marker per object; the initial list only fills it.
             let mut seen: HashMap<String, String> = HashMap::new();
-            // Objects listed by the first list: their Releases are checked once, because an edit
-            // between the apply and the start of this watch would otherwise go unnoticed.
-            let mut first_list: Option<Vec<PartialObjectMeta<DynamicObject>>> = Some(Vec::new());
+            let mut listed = false;
             loop {
                 let event = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -114,13 +127,13 @@ async fn spawn_watch(
                 match event {
                     Ok(Event::InitApply(obj)) => {
                         seen.insert(uid(&obj), marker(&obj));
-                        if let Some(list) = first_list.as_mut() {
-                            list.push(obj);
-                        }
                     }
                     Ok(Event::InitDone) => {
-                        for obj in first_list.take().unwrap_or_default() {
-                            trigger(&ctx, &obj, &kind, "listed");
+                        if !listed {
+                            listed = true;
+                            if pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                                let _ = ready.send(true);
+                            }
                         }
                     }
                     Ok(Event::Apply(obj)) => {

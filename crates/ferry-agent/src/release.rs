@@ -153,7 +153,7 @@ impl Decision {
     }
 }
 
-async fn sync(release: &Release, ctx: &Context) -> Result<Action, ReleaseError> {
+async fn sync(release: &Release, ctx: &Arc<Context>) -> Result<Action, ReleaseError> {
     let started = Instant::now();
     let key = key_of(release);
     let requested = release.annotations().get(RECONCILE_REQUESTED_AT).cloned();
@@ -386,7 +386,7 @@ fn referenced_namespace(
     Ok(target.to_string())
 }
 
-async fn decide(release: &Release, ctx: &Context) -> Decision {
+async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     let (ns, _name) = key_of(release);
     let timing = match timing(release) {
         Ok(t) => t,
@@ -490,6 +490,14 @@ async fn decide(release: &Release, ctx: &Context) -> Decision {
         }
         Err(e) => return failed("RenderFailed", format!("render task failed: {e}")),
     };
+    // Watch the kinds before writing them, so drift right after the apply is seen.
+    let kinds: std::collections::BTreeSet<(String, String)> = manifests
+        .iter()
+        .map(|m| (m.api_version().to_string(), m.kind().to_string()))
+        .collect();
+    for (api_version, kind) in &kinds {
+        crate::drift::ensure(ctx, api_version, kind).await;
+    }
     // Apply through the one engine.
     let options = ApplyOptions {
         app: app_name(release),
