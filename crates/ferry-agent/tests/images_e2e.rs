@@ -237,7 +237,7 @@ async fn tag_push_to_rollout_ready() {
     options.watch_namespaces = vec![ns.name.clone()];
     let agent = Agent::start(options).await.expect("agent starts");
     let mut image_options = ImageOptions::new(cache.path().join("images"));
-    image_options.namespace = Some(ns.name.clone());
+    image_options.namespaces = vec![ns.name.clone()];
     let automation = ImageAutomation::new(client.clone(), image_options);
     let trigger = automation.trigger();
     let images_task = tokio::spawn(automation.run());

@@ -189,7 +189,7 @@ where
             }
             Err(PushError::NonFastForward) => {
                 return Err(GitError::Contention {
-                    url: spec.url.clone(),
+                    url: redact_url(&spec.url),
                     branch: spec.push_branch.clone(),
                     attempts,
                 });
@@ -198,13 +198,38 @@ where
                 let commit_obj = repo.find_commit(commit)?;
                 repo.branch(PENDING_BRANCH, &commit_obj, true)?;
                 return Err(GitError::PushRefused {
-                    url: spec.url.clone(),
+                    url: redact_url(&spec.url),
                     branch: spec.push_branch.clone(),
                     commit: commit.to_string(),
                     reason,
                 });
             }
         }
+    }
+}
+
+/// Remove secrets from a message coming from libgit2 or the server.
+fn scrub(message: &str, auth: &GitAuth) -> String {
+    let mut out = message.to_string();
+    for secret in [&auth.password, &auth.bearer_token].into_iter().flatten() {
+        if !secret.is_empty() {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// The URL without any `user:password@` part, for messages and status.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}/{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
     }
 }
 
@@ -272,7 +297,7 @@ fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), 
         options.custom_headers(&header_refs);
         options.prune(git2::FetchPrune::Off);
         if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
-            let message = e.message().to_string();
+            let message = scrub(e.message(), &spec.auth);
             let missing = message.contains("couldn't find remote ref")
                 || message.contains("not found")
                 || e.code() == git2::ErrorCode::NotFound;
@@ -280,7 +305,7 @@ fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), 
                 continue;
             }
             return Err(GitError::Fetch {
-                url: spec.url.clone(),
+                url: redact_url(&spec.url),
                 branch: spec.checkout_branch.clone(),
                 reason: message,
             });
@@ -295,7 +320,7 @@ fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), 
     match tracking(&spec.checkout_branch) {
         Some(oid) => Ok((oid, spec.checkout_branch.clone())),
         None => Err(GitError::NoBranch {
-            url: spec.url.clone(),
+            url: redact_url(&spec.url),
             branch: spec.checkout_branch.clone(),
         }),
     }
@@ -347,7 +372,10 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
         if said.is_empty() {
             message.to_string()
         } else {
-            format!("{message} (remote: {})", said.join(" / "))
+            format!(
+                "{message} (remote: {})",
+                scrub(&said.join(" / "), &spec.auth)
+            )
         }
     };
     let classify = |message: &str| {
@@ -369,10 +397,10 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
         }
     };
     if let Err(e) = result {
-        return Err(classify(e.message()));
+        return Err(classify(&scrub(e.message(), &spec.auth)));
     }
     if let Some(status) = rejected.into_inner() {
-        return Err(classify(&status));
+        return Err(classify(&scrub(&status, &spec.auth)));
     }
     Ok(())
 }
@@ -463,6 +491,19 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("https://bob:s3cret@git.example/x.git"),
+            "https://***@git.example/x.git"
+        );
+        assert_eq!(
+            redact_url("https://git.example/x.git"),
+            "https://git.example/x.git"
+        );
+        assert_eq!(redact_url("git@host:org/x.git"), "git@host:org/x.git");
     }
 
     #[test]

@@ -163,7 +163,7 @@ fn start(
 ) {
     let cache = tempfile::tempdir().expect("cache dir");
     let mut options = ImageOptions::new(cache.path().to_path_buf());
-    options.namespace = Some(ns.to_string());
+    options.namespaces = vec![ns.to_string()];
     let automation = ImageAutomation::new(client.clone(), options);
     let trigger = automation.trigger();
     (trigger, tokio::spawn(automation.run()), cache)

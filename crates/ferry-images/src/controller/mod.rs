@@ -30,8 +30,9 @@ pub use update::render_message;
 pub struct ImageOptions {
     /// Where the automation keeps its git clones (`<cache_dir>/images/<ns>/<name>`).
     pub cache_dir: PathBuf,
-    /// Only watch this namespace (default: all).
-    pub namespace: Option<String>,
+    /// Only watch these namespaces (default, empty: all). Scans, registry pacing and caches
+    /// are shared across them.
+    pub namespaces: Vec<String>,
     pub limits: RegistryLimits,
     /// Reconciles in parallel per controller.
     pub concurrency: u16,
@@ -41,7 +42,7 @@ impl ImageOptions {
     pub fn new(cache_dir: PathBuf) -> Self {
         Self {
             cache_dir,
-            namespace: None,
+            namespaces: Vec::new(),
             limits: RegistryLimits::default(),
             concurrency: 4,
         }
@@ -141,15 +142,36 @@ impl ImageAutomation {
     /// for good).
     pub async fn run(self) -> anyhow::Result<()> {
         let ctx = self.ctx;
-        let repos = repository::controller(ctx.clone());
-        let policies = policy::controller(ctx.clone());
-        let updates = update::controller(ctx.clone());
-        tracing::info!("image automation controllers started");
-        tokio::select! {
-            _ = repos => anyhow::bail!("the ImageRepository controller stopped"),
-            _ = policies => anyhow::bail!("the ImagePolicy controller stopped"),
-            _ = updates => anyhow::bail!("the ImageUpdate controller stopped"),
+        let scopes: Vec<Option<String>> = if ctx.options.namespaces.is_empty() {
+            vec![None]
+        } else {
+            ctx.options.namespaces.iter().cloned().map(Some).collect()
+        };
+        let mut all: Vec<
+            std::pin::Pin<Box<dyn std::future::Future<Output = &'static str> + Send>>,
+        > = Vec::new();
+        for ns in scopes {
+            let c = ctx.clone();
+            let n = ns.clone();
+            all.push(Box::pin(async move {
+                repository::controller(c, n).await;
+                "ImageRepository"
+            }));
+            let c = ctx.clone();
+            let n = ns.clone();
+            all.push(Box::pin(async move {
+                policy::controller(c, n).await;
+                "ImagePolicy"
+            }));
+            let c = ctx.clone();
+            all.push(Box::pin(async move {
+                update::controller(c, ns).await;
+                "ImageUpdate"
+            }));
         }
+        tracing::info!("image automation controllers started");
+        let (stopped, _, _) = futures::future::select_all(all).await;
+        anyhow::bail!("the {stopped} controller stopped")
     }
 }
 

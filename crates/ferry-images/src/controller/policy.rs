@@ -16,8 +16,8 @@ use super::{Context, ReconcileError, drain, lock, now_time, repository};
 use crate::policy::{Choice, Filter, Order, Policy};
 use crate::semver_range::Range;
 
-pub(super) async fn controller(ctx: Arc<Context>) {
-    let (policies, repos): (Api<ImagePolicy>, Api<ImageRepository>) = match &ctx.options.namespace {
+pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
+    let (policies, repos): (Api<ImagePolicy>, Api<ImageRepository>) = match &namespace {
         Some(ns) => (
             Api::namespaced(ctx.client.clone(), ns),
             Api::namespaced(ctx.client.clone(), ns),

@@ -23,8 +23,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_EXCLUSIONS: [&str; 1] = ["^.*\\.sig$"];
 
-pub(super) async fn controller(ctx: Arc<Context>) {
-    let api: Api<ImageRepository> = match &ctx.options.namespace {
+pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
+    let api: Api<ImageRepository> = match &namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };

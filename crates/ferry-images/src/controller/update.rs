@@ -29,8 +29,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const MARKERS_VALID: &str = "MarkersValid";
 const DEFAULT_TEMPLATE: &str = "ferry: update images ({summary})\n\n{images}\n\nFiles:\n{changes}\n\nAutomation: {automation}\n";
 
-pub(super) async fn controller(ctx: Arc<Context>) {
-    let (updates, policies): (Api<ImageUpdate>, Api<ImagePolicy>) = match &ctx.options.namespace {
+pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
+    let (updates, policies): (Api<ImageUpdate>, Api<ImagePolicy>) = match &namespace {
         Some(ns) => (
             Api::namespaced(ctx.client.clone(), ns),
             Api::namespaced(ctx.client.clone(), ns),
