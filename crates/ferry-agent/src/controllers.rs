@@ -294,7 +294,7 @@ async fn extra_controllers(
     if options.image_automation {
         let mut images =
             ferry_images::controller::ImageOptions::new(options.cache_dir.join("images"));
-        images.namespace = single_ns;
+        images.namespaces = options.watch_namespaces.clone();
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(err) = ferry_images::controller::run_controllers(client, images).await {

@@ -69,7 +69,11 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
     let api: Api<GitSource> = Api::namespaced(ctx.client.clone(), &key.0);
     let old = source.status.clone().unwrap_or_default();
     let requested = source.annotations().get(RECONCILE_REQUESTED_AT).cloned();
-    if source.spec.suspend && requested == old.last_handled_reconcile_at {
+    // A suspended source still fetches once per process so its Releases have files to read.
+    if source.spec.suspend
+        && requested == old.last_handled_reconcile_at
+        && ctx.artifact(&key).is_some()
+    {
         tracing::debug!(source = %format!("{}/{}", key.0, key.1), "suspended");
         return Ok(Action::await_change());
     }

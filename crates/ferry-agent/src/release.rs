@@ -430,9 +430,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     let Some(artifact) = ctx.artifact(&source_key) else {
         // The source has a revision but this process has not fetched it yet (agent restart or
         // new leader): its fetch wakes this Release; don't flap Ready meanwhile.
-        if source_has_revision(ctx, &source_key)
-            && common::is_ready(&release.status.clone().unwrap_or_default().conditions)
-        {
+        if source_pending(ctx, &source_key) {
             let mut d = Decision::waiting("SourceNotReady", String::new(), timing.retry);
             d.keep_status = true;
             return d;
@@ -649,11 +647,15 @@ fn source_not_ready_message(ctx: &Context, source: &Key) -> String {
     }
 }
 
-fn source_has_revision(ctx: &Context, source: &Key) -> bool {
+/// The GitSource exists and is not failing: its fetch is under way and will wake this Release.
+fn source_pending(ctx: &Context, source: &Key) -> bool {
     ctx.sources
         .get()
         .and_then(|store| store.get(&ObjectRef::<GitSource>::new(&source.1).within(&source.0)))
-        .is_some_and(|gs| gs.status.as_ref().is_some_and(|s| s.revision.is_some()))
+        .is_some_and(|gs| {
+            let conditions = gs.status.clone().unwrap_or_default().conditions;
+            common::find_condition(&conditions, READY).is_none_or(|c| c.status == "True")
+        })
 }
 
 fn dependency_ready(ctx: &Context, dep: &Key) -> Result<(), String> {
