@@ -111,3 +111,51 @@ fn print_report(format: OutputFormat, report: &TreeReport, root: &std::path::Pat
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global() -> GlobalArgs {
+        GlobalArgs {
+            kubeconfig: None,
+            context: None,
+            output: OutputFormat::Json,
+            verbose: 0,
+        }
+    }
+
+    #[test]
+    fn rewrites_a_checkout_and_reports_problems() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deploy = "image: reg.example/app:1.0.0 # {\"$imagepolicy\": \"apps:app\"}\nbad: x # {\"$imagepolicy\": \"apps:app:nope\"}\n";
+        std::fs::write(dir.path().join("deploy.yaml"), deploy).expect("write");
+        let args = SetImageArgs {
+            assignment: "app=reg.example/app:1.1.0".into(),
+            path: dir.path().to_path_buf(),
+            dry_run: false,
+        };
+        // Done, but the malformed marker makes it exit 1.
+        assert_eq!(run(&global(), &args).expect("runs"), EXIT_CHANGES);
+        let text = std::fs::read_to_string(dir.path().join("deploy.yaml")).expect("read");
+        assert_eq!(text, deploy.replace("app:1.0.0", "app:1.1.0"));
+        // Dry run changes nothing; an unknown NAME is an error.
+        let args = SetImageArgs {
+            assignment: "app=reg.example/app:9.9.9".into(),
+            path: dir.path().to_path_buf(),
+            dry_run: true,
+        };
+        run(&global(), &args).expect("dry run");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("deploy.yaml")).expect("read"),
+            text
+        );
+        let args = SetImageArgs {
+            assignment: "other=reg.example/other:1".into(),
+            path: dir.path().to_path_buf(),
+            dry_run: false,
+        };
+        let err = run(&global(), &args).expect_err("matched nothing");
+        assert!(err.to_string().contains("matched no marker"), "{err}");
+    }
+}
