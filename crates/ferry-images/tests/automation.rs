@@ -385,10 +385,21 @@ async fn tag_to_commit_loop_with_markers_kustomize_and_manual_rollback() {
         None,
     )
     .await;
-    trigger
-        .trigger(&ns.name, "app")
+    // This time through the webhook path: a signed generic registry webhook is verified,
+    // parsed, and routed to the ImageRepositories of that image.
+    let body = serde_json::to_vec(&json!({"image": format!("{image}:1.3.0")})).expect("body");
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"hook-secret");
+    let signature = format!(
+        "sha256={}",
+        hex::encode(aws_lc_rs::hmac::sign(&key, &body).as_ref())
+    );
+    ferry_images::webhook::verify_hmac(b"hook-secret", &body, Some(&signature)).expect("signature");
+    let events = ferry_images::webhook::parse_generic(&body).expect("payload");
+    let asked = trigger
+        .trigger_images(Some(&ns.name), &events)
         .await
-        .expect("trigger scan");
+        .expect("route webhook");
+    assert_eq!(asked, vec![format!("{}/app", ns.name)]);
     let _fourth = wait_for_head_change(&repo, &rollback, Duration::from_secs(60)).await;
     assert!(
         repo.file("deploy/app.yaml")
