@@ -419,7 +419,7 @@ async fn faults_are_reported_and_nothing_is_committed() {
     let registry = env.var("FERRY_REGISTRY");
     let auth_registry = env.var("FERRY_REGISTRY_AUTH");
     let image = format!("{registry}/{}/app", unique("faults"));
-    crane_push(&env, &format!("{image}:1.0.0"), None);
+    let digest = crane_push(&env, &format!("{image}:1.0.0"), None);
 
     // A repository whose server refuses our pushes (a pre-receive hook, as a protected branch).
     let repo = Repo::create(&env, &ns.name);
@@ -457,6 +457,7 @@ async fn faults_are_reported_and_nothing_is_committed() {
     create::<ImageRepository>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "private"}, "spec": {"image": format!("{auth_registry}/secret/app"), "interval": "10m"}})).await;
     create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "app"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": "^1.0"}}}})).await;
     create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "future"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": ">=5.0"}}}})).await;
+    create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "pinned"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": "^1.0"}}, "digestReflectionPolicy": "Always"}})).await;
     create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "badregex"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"numerical": {}}, "filterTags": {"pattern": "main-(", "extract": "$ts"}}})).await;
     create::<ImageUpdate>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": "auto"}, "spec": {
         "sourceRef": {"kind": "GitSource", "name": "repo"},
@@ -482,6 +483,20 @@ async fn faults_are_reported_and_nothing_is_committed() {
         "{message}"
     );
 
+    // Digest pinning: the HEAD on the manifest gives the digest crane pushed.
+    let pinned: ImagePolicy = wait_status(
+        &client,
+        &ns.name,
+        "pinned",
+        "pinned digest",
+        Duration::from_secs(60),
+        |v| ready_is(v, "True", "Succeeded"),
+    )
+    .await;
+    assert_eq!(
+        pinned.status.and_then(|s| s.latest_image),
+        Some(format!("{image}:1.0.0@{digest}"))
+    );
     let future: ImagePolicy = wait_status(
         &client,
         &ns.name,
