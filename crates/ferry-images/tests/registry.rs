@@ -251,6 +251,18 @@ async fn bearer_token_flow_etag_and_429_backoff() {
         "page size remembered, unchanged list answered 304"
     );
 
+    // A token without pull rights: 403, named as such.
+    capped.state.forbid.store(1, Ordering::SeqCst);
+    let err = big
+        .list_tags(&target_capped, Duration::from_secs(10))
+        .await
+        .expect_err("forbidden");
+    assert!(matches!(err, RegistryError::Forbidden { .. }), "{err}");
+    assert!(
+        err.to_string().contains("403") && err.to_string().contains("pull rights"),
+        "{err}"
+    );
+
     // Wrong password at the token service: Unauthorized, password not echoed.
     let bad = Target::new(
         &image,

@@ -154,6 +154,8 @@ pub struct GatewayState {
     /// When non-zero, tag lists asking for more than this many (`n`) get 400, as Docker Hub
     /// answers n > 100.
     pub max_n: AtomicUsize,
+    /// When non-zero, authenticated requests get 403 (a token without pull rights).
+    pub forbid: AtomicUsize,
     tokens: std::sync::Mutex<BTreeMap<String, ()>>,
 }
 
@@ -169,6 +171,7 @@ impl Gateway {
             throttle: AtomicUsize::new(0),
             retry_after_secs: AtomicUsize::new(1),
             max_n: AtomicUsize::new(0),
+            forbid: AtomicUsize::new(0),
             tokens: std::sync::Mutex::default(),
         });
         let app = axum::Router::new()
@@ -251,6 +254,12 @@ async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
                 ),
             )
             .body(Body::empty())
+            .unwrap_or_default();
+    }
+    if state.forbid.load(Ordering::SeqCst) > 0 {
+        return Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .body(Body::from("{\"errors\":[{\"code\":\"DENIED\"}]}"))
             .unwrap_or_default();
     }
     if state.throttle.load(Ordering::SeqCst) > 0 {
