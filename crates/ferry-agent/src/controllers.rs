@@ -260,8 +260,40 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
-    tokio::join!(sources, releases, receivers, extras);
+    let depth = queue_depth(ctx.clone(), stop.clone());
+    tokio::join!(sources, releases, receivers, extras, depth);
     tracing::info!("controllers stopped");
+}
+
+/// `ferry_queue_depth`: Releases with work pending — spec not yet observed, or their source has
+/// a revision they have not attempted — sampled every two seconds from the caches.
+async fn queue_depth(ctx: Arc<Context>, stop: CancellationToken) {
+    loop {
+        if let Some(store) = ctx.releases.get() {
+            let pending = store
+                .state()
+                .iter()
+                .filter(|r| !r.spec.suspend)
+                .filter(|r| {
+                    let status = r.status.clone().unwrap_or_default();
+                    let ns = r.metadata.namespace.clone().unwrap_or_default();
+                    let src = (
+                        r.spec.source_ref.namespace.clone().unwrap_or(ns),
+                        r.spec.source_ref.name.clone(),
+                    );
+                    let behind = ctx.artifact(&src).is_some_and(|a| {
+                        status.last_attempted_revision.as_deref() != Some(a.revision.as_str())
+                    });
+                    status.observed_generation != r.metadata.generation || behind
+                })
+                .count();
+            ctx.metrics.queued.set(pending as i64);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 /// The unsealer and image automation, when enabled; they stop with the controllers.

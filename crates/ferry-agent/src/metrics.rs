@@ -103,7 +103,7 @@ impl Metrics {
         );
         registry.register(
             "queue_depth",
-            "Reconcile requests waiting for a worker",
+            "Releases with work pending (spec not observed, or a source revision not yet attempted)",
             queued.clone(),
         );
         registry.register(

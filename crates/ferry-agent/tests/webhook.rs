@@ -142,6 +142,14 @@ async fn signed_push_triggers_fetch_at_once_and_forgeries_are_rejected() {
     );
     assert!(metrics.contains("result=\"unauthorized\""));
     assert!(metrics.contains("ferry_reconcile_total"));
+    for name in [
+        "ferry_reconcile_duration_seconds",
+        "ferry_source_fetch_duration_seconds",
+        "ferry_queue_depth",
+        "ferry_api_requests_total",
+    ] {
+        assert!(metrics.contains(name), "metrics expose {name}");
+    }
     let (status, _) = http(agent.http_addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200);
     agent.stop().await.expect("agent stops");
