@@ -144,6 +144,9 @@ async fn spawn_watch(
                         {
                             continue;
                         }
+                        if written_by_ferry(&obj) {
+                            continue;
+                        }
                         trigger(&ctx, &obj, &kind, "changed");
                     }
                     Ok(Event::Delete(obj)) => {
@@ -156,6 +159,17 @@ async fn spawn_watch(
             }
         });
     }
+}
+
+/// Whether the newest change was ferry's own server-side apply (field manager `ferry`): the echo
+/// of an apply is not drift. Anything else — kubectl, another controller, a deletion — is.
+fn written_by_ferry(obj: &PartialObjectMeta<DynamicObject>) -> bool {
+    let fields = obj.metadata.managed_fields.as_deref().unwrap_or_default();
+    fields
+        .iter()
+        .filter(|f| f.subresource.as_deref().unwrap_or_default().is_empty())
+        .max_by_key(|f| f.time.as_ref().map(|t| t.0))
+        .is_some_and(|f| f.manager.as_deref() == Some(ferry_engine::FIELD_MANAGER))
 }
 
 fn uid(obj: &PartialObjectMeta<DynamicObject>) -> String {
