@@ -2,17 +2,19 @@
 # bench/apply/run.sh: apply 1,000 objects (250 apps x Deployment + Service + ServiceAccount +
 # ConfigMap) to the real testenv, cold and as a no-change re-apply, with ferry and with
 # `kubectl apply --server-side`, side by side. Prints a markdown table (wall time, peak RSS,
-# API requests). Needs `testenv/up`; builds ferry with --release.
+# API requests) with the median of ROUNDS rounds, each round in fresh namespaces, the tools
+# alternating which goes first. Needs `testenv/up`; builds ferry with --release.
 #
-#   bench/apply/run.sh [APPS] [CONCURRENCY]
+#   bench/apply/run.sh [APPS=250] [CONCURRENCY=16] [ROUNDS=3]
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-APPS="${1:-250}" CONC="${2:-16}"
+APPS="${1:-250}" CONC="${2:-16}" ROUNDS="${3:-3}"
 ENV_FILE="${FERRY_TESTENV_DIR:-/tmp/ferry-testenv}/env"
 [[ -f "$ENV_FILE" ]] || { echo "testenv is not up: run testenv/up" >&2; exit 1; }
-# shellcheck disable=SC1090
-source "$ENV_FILE"
+KUBECONFIG="$(sed -n "s/^export KUBECONFIG='\(.*\)'$/\1/p" "$ENV_FILE")"
+FERRY_TESTENV_BIN="$(sed -n "s/^export FERRY_TESTENV_BIN='\(.*\)'$/\1/p" "$ENV_FILE")"
+export KUBECONFIG
 KUBECTL="$FERRY_TESTENV_BIN/kubectl"
 
 (cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2)
@@ -22,44 +24,66 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 "$HERE/gen.sh" "$WORK/manifests" "$APPS"
 OBJECTS=$((APPS * 4))
-SUFFIX="$(date +%s)"
-NS_F="bench-ferry-$SUFFIX" NS_K="bench-kubectl-$SUFFIX"
-"$KUBECTL" create namespace "$NS_F" >/dev/null
-"$KUBECTL" create namespace "$NS_K" >/dev/null
 
-# measure NAME CMD...: runs CMD under /usr/bin/time -v; sets WALL (s) and RSS (MiB).
+# measure NAME CMD...: run CMD under /usr/bin/time -v; print "wall_s rss_mib".
 measure() {
 	local name="$1"; shift
 	/usr/bin/time -v -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || {
 		echo "$name failed:" >&2; tail -20 "$WORK/$name.err" >&2; exit 1; }
-	WALL="$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; printf "%.2f", s}' "$WORK/$name.time")"
-	RSS="$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$WORK/$name.time")"
+	awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; w=s}
+		/Maximum resident set size/ {r=$2/1024} END {printf "%.2f %.0f\n", w, r}' "$WORK/$name.time"
 }
 # kubectl -v=6 logs one line per HTTP response: `"Response" verb="GET" url="https://..."`.
-kubectl_requests() { grep -cE '"Response" verb="(GET|POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true; }
-kubectl_writes() { grep -cE '"Response" verb="(POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true; }
+kubectl_counts() {
+	printf '%s %s\n' "$(grep -cE '"Response" verb="' "$WORK/$1.err" || true)" \
+		"$(grep -cE '"Response" verb="(POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true)"
+}
+ferry_counts() { jq -r '"\(.requests.reads + .requests.writes) \(.requests.writes)"' "$WORK/$1.out"; }
+run_ferry() { # run_ferry ROUND PHASE NS
+	local m; m="$(measure "ferry-$1-$2" "$FERRY" apply "$WORK/manifests" --app bench -n "$3" \
+		--no-wait --concurrency "$CONC" --revision bench -o json)"
+	echo "ferry $2 $m $(ferry_counts "ferry-$1-$2")" >>"$WORK/results"
+}
+run_kubectl() { # run_kubectl ROUND PHASE NS
+	local m; m="$(measure "kubectl-$1-$2" "$KUBECTL" apply --server-side -R -f "$WORK/manifests" -n "$3" -v=6)"
+	echo "kubectl $2 $m $(kubectl_counts "kubectl-$1-$2")" >>"$WORK/results"
+}
 
-rows=()
-for run in cold reapply; do
-	measure "ferry-$run" "$FERRY" apply "$WORK/manifests" --app bench -n "$NS_F" --no-wait \
-		--concurrency "$CONC" --revision bench -o json
-	reads="$(jq '.requests.reads' "$WORK/ferry-$run.out")"
-	writes="$(jq '.requests.writes' "$WORK/ferry-$run.out")"
-	rows+=("| ferry ($run) | $WALL | $RSS | $((reads + writes)) | $writes |")
-	f_wall[$([[ $run == cold ]] && echo 0 || echo 1)]="$WALL"
-
-	measure "kubectl-$run" "$KUBECTL" apply --server-side -R -f "$WORK/manifests" -n "$NS_K" -v=6
-	rows+=("| kubectl --server-side ($run) | $WALL | $RSS | $(kubectl_requests "kubectl-$run") | $(kubectl_writes "kubectl-$run") |")
-	k_wall[$([[ $run == cold ]] && echo 0 || echo 1)]="$WALL"
+: >"$WORK/results"
+for ((r = 1; r <= ROUNDS; r++)); do
+	nf="bench-ferry-$r-$$" nk="bench-kubectl-$r-$$"
+	"$KUBECTL" create namespace "$nf" >/dev/null
+	"$KUBECTL" create namespace "$nk" >/dev/null
+	if ((r % 2)); then order=(ferry kubectl); else order=(kubectl ferry); fi
+	for phase in cold reapply; do
+		for tool in "${order[@]}"; do
+			if [[ $tool == ferry ]]; then run_ferry "$r" "$phase" "$nf"; else run_kubectl "$r" "$phase" "$nk"; fi
+		done
+	done
+	# Wait for the namespaces to be gone so their deletion does not load the next round.
+	"$KUBECTL" delete namespace "$nf" "$nk" --wait=true --timeout=300s >/dev/null
 done
 
-echo "### $OBJECTS objects ($APPS apps), concurrency $CONC, $(date -u +%Y-%m-%dT%H:%MZ)"
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "### $OBJECTS objects ($APPS apps), concurrency $CONC, median of $ROUNDS rounds, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| run | wall (s) | peak RSS (MiB) | API requests | of which writes |"
-echo "|---|---|---|---|---|"
-printf '%s\n' "${rows[@]}"
+echo "| run | wall (s) | peak RSS (MiB) | API requests | of which writes | all rounds wall (s) |"
+echo "|---|---|---|---|---|---|"
+for phase in cold reapply; do
+	for tool in ferry kubectl; do
+		rows="$(awk -v t="$tool" -v p="$phase" '$1==t && $2==p' "$WORK/results")"
+		wall="$(awk '{print $3}' <<<"$rows" | median)"
+		rss="$(awk '{print $4}' <<<"$rows" | median)"
+		reqs="$(awk '{print $5}' <<<"$rows" | median)"
+		writes="$(awk '{print $6}' <<<"$rows" | median)"
+		all="$(awk '{printf "%s%s", sep, $3; sep=", "}' <<<"$rows")"
+		label="$tool"; [[ $tool == kubectl ]] && label="kubectl --server-side"
+		echo "| $label ($phase) | $wall | $rss | $reqs | $writes | $all |"
+		eval "w_${tool}_${phase}=$wall"
+	done
+done
 echo
-awk -v f="${f_wall[0]}" -v k="${k_wall[0]}" 'BEGIN { printf "cold apply: ferry is %.1fx faster than kubectl --server-side\n", k/f }'
-awk -v f="${f_wall[1]}" -v k="${k_wall[1]}" 'BEGIN { printf "no-change re-apply: ferry is %.1fx faster than kubectl --server-side\n", k/f }'
-
-"$KUBECTL" delete namespace "$NS_F" "$NS_K" --wait=false >/dev/null
+# shellcheck disable=SC2154
+awk -v f="$w_ferry_cold" -v k="$w_kubectl_cold" 'BEGIN { printf "cold apply: ferry %.1fx faster than kubectl --server-side\n", k/f }'
+# shellcheck disable=SC2154
+awk -v f="$w_ferry_reapply" -v k="$w_kubectl_reapply" 'BEGIN { printf "no-change re-apply: ferry %.1fx faster than kubectl --server-side\n", k/f }'
