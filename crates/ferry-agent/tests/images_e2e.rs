@@ -259,6 +259,23 @@ async fn tag_push_to_rollout_ready() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
     let to_commit = started.elapsed();
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(
+        "the GitSource at the image commit",
+        Duration::from_secs(60),
+        || {
+            let sources = sources.clone();
+            let commit = commit.clone();
+            async move {
+                let gs = sources.get("repo").await?;
+                let rev = gs.status.and_then(|s| s.revision).unwrap_or_default();
+                Ok(rev.ends_with(&commit).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let to_fetch = started.elapsed();
     release_ready_at(&client, &ns.name, &commit, Duration::from_secs(120)).await;
     let to_ready = started.elapsed();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -271,8 +288,9 @@ async fn tag_push_to_rollout_ready() {
     let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
     assert!(available >= 1, "rolled out");
     println!(
-        "LATENCY tag pushed -> commit in git: {} ms; -> Release Ready with the rollout: {} ms",
+        "LATENCY tag pushed -> commit in git: {} ms; -> GitSource fetched it: {} ms; -> Release Ready with the rollout: {} ms",
         to_commit.as_millis(),
+        to_fetch.as_millis(),
         to_ready.as_millis()
     );
     images_task.abort();
