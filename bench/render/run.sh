@@ -10,15 +10,25 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 WORK="${1:-$(mktemp -d)}"
-# shellcheck source=/dev/null
-source "$ROOT/testenv/lib.sh"
-BIN="$(testenv_bin_dir)"
+# The testenv's tool dir: from a running testenv's env file, else computed like testenv/build.
+if [[ -r /tmp/ferry-testenv/env ]] && grep -q FERRY_TESTENV_BIN /tmp/ferry-testenv/env; then
+	BIN="$(sed -n "s/^export FERRY_TESTENV_BIN='\(.*\)'$/\1/p" /tmp/ferry-testenv/env)"
+else
+	# shellcheck source=/dev/null
+	source "$ROOT/testenv/versions.env"
+	# shellcheck source=/dev/null
+	source "$ROOT/testenv/lib.sh"
+	BIN="$(testenv_bin_dir)"
+fi
 for tool in helm kustomize; do
 	[[ -x "$BIN/$tool" ]] || { echo "missing $BIN/$tool: run testenv/build" >&2; exit 2; }
 done
 command -v hyperfine >/dev/null || { echo "hyperfine not found: apt-get install hyperfine" >&2; exit 2; }
-(cd "$ROOT" && cargo build --release -q -p ferry-cli)
-FERRY="$ROOT/target/release/ferry"
+# FERRY_BIN=path skips the build (e.g. a copy of target/release/ferry).
+if [[ -z "${FERRY_BIN:-}" ]]; then
+	(cd "$ROOT" && cargo build --release -q -p ferry-cli)
+fi
+FERRY="${FERRY_BIN:-$ROOT/target/release/ferry}"
 "$HERE/gen.sh" "$WORK"
 export FERRY_HELM="$BIN/helm" FERRY_KUSTOMIZE="$BIN/kustomize"
 # Same helm homes for both sides would share caches; ferry uses private ones, so does this.

@@ -6,7 +6,8 @@ use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -163,6 +164,7 @@ enum Event {
     StdoutDone(std::io::Result<Vec<u8>>),
     StdoutTooLarge,
     StderrDone(Vec<u8>),
+    Exited(std::io::Result<ExitStatus>),
 }
 
 /// Cap on captured stderr: enough for any error message, bounded against a chatty renderer.
@@ -232,19 +234,26 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
             let _ = tx.send(Event::StderrDone(buf));
         }));
     }
-    drop(tx);
-
+    // A waiter thread reaps the child, so nothing here polls; the deadline is a channel
+    // timeout, and a timeout kills the process group by id.
     let pid = child.id();
-    let kill = |child: &mut std::process::Child| {
-        kill_group(pid);
-        let _ = child.kill();
-        let _ = child.wait();
-    };
+    let exited = Arc::new(AtomicBool::new(false));
+    {
+        let tx = tx.clone();
+        let exited = exited.clone();
+        handles.push(thread::spawn(move || {
+            let status = child.wait();
+            exited.store(true, Ordering::SeqCst);
+            let _ = tx.send(Event::Exited(status));
+        }));
+    }
+    drop(tx);
 
     let mut stdout = None;
     let mut stderr = None;
+    let mut status = None;
     let mut failure = None;
-    while stdout.is_none() || stderr.is_none() {
+    while stdout.is_none() || stderr.is_none() || status.is_none() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(remaining) {
             Ok(Event::StdoutDone(Ok(buf))) => stdout = Some(buf),
@@ -263,18 +272,30 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
                 break;
             }
             Ok(Event::StderrDone(buf)) => stderr = Some(buf),
+            Ok(Event::Exited(Ok(code))) => status = Some(code),
+            Ok(Event::Exited(Err(source))) => {
+                failure = Some(RunError::Io {
+                    program: program.clone(),
+                    source,
+                });
+                break;
+            }
             Err(_) => {
                 failure = Some(RunError::Timeout {
                     program: program.clone(),
                     timeout: spec.timeout,
-                    stderr: Vec::new(),
+                    stderr: stderr.take().unwrap_or_default(),
                 });
                 break;
             }
         }
     }
     if let Some(mut failure) = failure {
-        kill(&mut child);
+        // The group outlives its leader while descendants hold our pipes: kill it either way.
+        kill_group(pid);
+        if !exited.load(Ordering::SeqCst) {
+            kill_pid(pid);
+        }
         // Collect whatever stderr the killed process left (readers end once pipes close).
         for event in rx.iter() {
             if let (Event::StderrDone(buf), RunError::Timeout { stderr, .. }) =
@@ -288,32 +309,27 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
         }
         return Err(failure);
     }
-
-    // Both pipes closed: the process is exiting. Wait for it, still bounded by the deadline
-    // in case it closed its pipes but keeps running.
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                kill(&mut child);
-                return Err(RunError::Timeout {
-                    program,
-                    timeout: spec.timeout,
-                    stderr: stderr.unwrap_or_default(),
-                });
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(1)),
-            Err(source) => return Err(RunError::Io { program, source }),
-        }
-    };
     for handle in handles {
         let _ = handle.join();
     }
     Ok(Output {
-        status,
+        status: status.ok_or_else(|| RunError::Io {
+            program: program.clone(),
+            source: std::io::Error::other("no exit status"),
+        })?,
         stdout: stdout.unwrap_or_default(),
         stderr: stderr.unwrap_or_default(),
     })
+}
+
+fn kill_pid(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet
+        // (checked by the caller), so the pid is still ours.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 fn kill_group(pid: u32) {

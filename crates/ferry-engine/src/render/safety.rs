@@ -198,23 +198,24 @@ impl TreeGuard {
                 if let Ok(meta) = std::fs::metadata(path)
                     && meta.is_file()
                 {
-                    self.count_file(path, meta.len())?;
+                    self.count_file_at(path, meta.len(), false)?;
                 }
             } else if entry.file_type().is_file() {
                 let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                self.count_file(path, len)?;
+                self.count_file_at(path, len, true)?;
             }
         }
         Ok(())
     }
 
-    /// Check one file (e.g. a values file) against the limits.
+    /// Check one file (e.g. a values file) against the limits. `path` must be canonical (as
+    /// [`resolve_inside`] returns it), so a file also met in a directory scan counts once.
     pub fn check_file(&mut self, path: &Path) -> Result<()> {
         let meta = std::fs::metadata(path).map_err(|err| Error::Source {
             path: path.to_path_buf(),
             message: err.to_string(),
         })?;
-        self.count_file(path, meta.len())
+        self.count_file_at(path, meta.len(), true)
     }
 
     fn check_symlink(&self, link: &Path) -> Result<()> {
@@ -258,8 +259,14 @@ impl TreeGuard {
         }
     }
 
-    fn count_file(&mut self, path: &Path, len: u64) -> Result<()> {
-        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    /// `canonical`: whether `path` is known to be canonical already (a regular file found
+    /// walking a canonical directory), which saves a realpath per file on big trees.
+    fn count_file_at(&mut self, path: &Path, len: u64, canonical: bool) -> Result<()> {
+        let key = if canonical {
+            path.to_path_buf()
+        } else {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+        };
         if !self.seen_files.insert(key) {
             return Ok(());
         }
