@@ -29,10 +29,32 @@ pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
         None => Api::all(ctx.client.clone()),
     };
     let concurrency = ctx.options.concurrency;
-    let stream = Controller::new(api, watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .run(reconcile, error_policy, ctx);
+    let controller = Controller::new(api, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    // Deleted ImageRepositories are never reconciled again: drop their tag lists periodically.
+    let store = controller.store();
+    let sweeper_ctx = ctx.clone();
+    let sweep_namespace = namespace.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            if store.is_empty() {
+                continue; // not synced yet (or really empty: nothing to keep either way)
+            }
+            let live: std::collections::HashSet<(String, String)> = store
+                .state()
+                .iter()
+                .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
+                .collect();
+            lock(&sweeper_ctx.scans).retain(|key, _| {
+                sweep_namespace.as_ref().is_some_and(|ns| *ns != key.0) || live.contains(key)
+            });
+        }
+    });
+    let stream = controller.run(reconcile, error_policy, ctx);
     drain(stream, "ImageRepository").await;
+    sweeper.abort();
 }
 
 fn error_policy(_: Arc<ImageRepository>, err: &ReconcileError, _: Arc<Context>) -> Action {
