@@ -72,6 +72,8 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
         json!(ns),
         json!("--cache-dir"),
         json!("/cache"),
+        // In the cluster the agent also unseals SealedSecrets and serves /v1/cert.pem.
+        json!("--sealed-secrets=true"),
     ];
     if !args.watch_namespaces.is_empty() {
         agent_args.push(json!("--watch-namespace"));
