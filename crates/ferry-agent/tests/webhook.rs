@@ -23,7 +23,12 @@ async fn signed_push_triggers_fetch_at_once_and_forgeries_are_rejected() {
         &[("app/a.yaml", Some(&configmap_yaml("a", "one")))],
         "first",
     );
-    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |o| {
+        // Also run the Sealed Secrets unsealer, keys in the test namespace.
+        o.namespace = ns.name.clone();
+        o.sealed_secrets = true;
+    })
+    .await;
     git_secret(&env, &client, &ns.name, "git-auth").await;
     secret(&client, &ns.name, "hook-token", &[("token", "hook-s3cret")]).await;
     create::<GitSource>(
@@ -152,5 +157,18 @@ async fn signed_push_triggers_fetch_at_once_and_forgeries_are_rejected() {
     }
     let (status, _) = http(agent.http_addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200);
+    // The unsealer's certificate is served for `ferry seal` / kubeseal.
+    let addr = agent.http_addr;
+    let pem = ferry_testsupport::wait_for(
+        "sealing certificate served",
+        Duration::from_secs(60),
+        || async move {
+            let (status, body) = http(addr, "GET", "/v1/cert.pem", &[], b"").await;
+            Ok((status == 200).then_some(body))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
     agent.stop().await.expect("agent stops");
 }
