@@ -45,6 +45,30 @@ fn install_export_contains_crds_rbac_and_deployment() {
     assert!(!yaml.contains("kind: Deployment"));
 }
 
+#[tokio::test]
+async fn agents_in_two_namespaces_share_the_crds_without_conflict() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let team_a = TestNamespace::create(&client, "install-a").await;
+    let team_b = TestNamespace::create(&client, "install-b").await;
+    for ns in [&team_a.name, &team_b.name] {
+        let (code, out, err) = ferry(
+            &env,
+            &["install", "--no-deployment", "--namespace", ns.as_str()],
+        );
+        assert_eq!(code, 0, "install into {ns}: {out}{err}");
+    }
+    // The CRDs belong to the shared `ferry-crds` app, not to either agent's app.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let releases_crd = crds.get("releases.ferry.dev").await.expect("CRD installed");
+    let labels = releases_crd.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("ferry.dev/app").map(String::as_str),
+        Some("ferry-crds")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bootstrap_makes_the_agent_manage_itself_and_sync_suspend_resume_work() {
     ferry_testsupport::init_logging();

@@ -12,7 +12,7 @@ use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
 use git2::{Cred, FetchOptions, PushOptions, RemoteCallbacks, Repository, Signature};
 use serde_json::json;
 
-use super::install::{InstallArgs, as_manifests, manifests, to_yaml};
+use super::install::{InstallArgs, apply_crds, as_manifests, manifests, print_report, to_yaml};
 use crate::cli::GlobalArgs;
 use crate::commands::cluster_info::cluster_options;
 use crate::output::{EXIT_ERROR, EXIT_OK};
@@ -168,6 +168,10 @@ pub async fn run(global: &GlobalArgs, args: &BootstrapArgs) -> Result<u8> {
         None => eprintln!("repository already up to date"),
     }
     let client = cluster::connect(&cluster_options(global)).await?;
+    // The shared CRDs stay with `ferry install`'s own app, outside the agent's git-managed app.
+    if print_report(&apply_crds(&client).await?) {
+        return Ok(EXIT_ERROR);
+    }
     let mut objects = install;
     objects.extend(sync);
     // App identity = the Release's (name = namespace, same target namespace): see module docs.
