@@ -46,3 +46,24 @@ hyperfine --warmup 3 --runs "$((RUNS * 3))" -N --export-markdown "$WORK/helm.md"
 	--output=null
 echo
 cat "$WORK/kustomize.md" "$WORK/helm.md"
+
+# Wall time on a shared machine is noisy; CPU time (task-clock, children included) is the
+# stable measure of the work ferry adds on top of the renderer.
+if command -v perf >/dev/null; then
+	echo
+	echo "| Command | task-clock (CPU ms, incl. renderer) | elapsed (s) |"
+	echo "|:---|---:|---:|"
+	cpu() { # NAME RUNS CMD...
+		local name="$1" runs="$2"; shift 2
+		local out
+		out="$(perf stat -r "$runs" -e task-clock "$@" 2>&1 >/dev/null)"
+		printf '| %s | %s | %s |\n' "$name" \
+			"$(awk '/task-clock/ {print $1" ("$(NF-1)" "$NF}' <<<"$out" | tr -d ')' | sed 's/$/)/')" \
+			"$(awk '/elapsed/ {print $1" ± "$3}' <<<"$out")"
+	}
+	cpu "kustomize build" "$RUNS" "$BIN/kustomize" build "$WORK/kustomize" --load-restrictor LoadRestrictionsRootOnly
+	cpu "ferry render (kustomize)" "$RUNS" "$FERRY" render "$WORK/kustomize" --root "$WORK"
+	cpu "helm template" "$((RUNS * 3))" "$BIN/helm" template platform "$WORK/chart" --namespace default --include-crds --skip-tests
+	cpu "ferry render (helm)" "$((RUNS * 3))" "$FERRY" render "$WORK/chart" --root "$WORK"
+	cpu "ferry --version (process start)" "$((RUNS * 3))" "$FERRY" --version
+fi
