@@ -133,6 +133,37 @@ pub fn set_condition(
     }
 }
 
+/// Record a failure: `Ready=False` with the reason, plus `Stalled=True` when retrying cannot
+/// help (invalid spec, refused reference), else no `Stalled` condition.
+pub fn set_failure(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    stalled: bool,
+    observed_generation: Option<i64>,
+) {
+    set_condition(
+        conditions,
+        READY,
+        false,
+        reason,
+        message,
+        observed_generation,
+    );
+    if stalled {
+        set_condition(
+            conditions,
+            STALLED,
+            true,
+            reason,
+            message,
+            observed_generation,
+        );
+    } else {
+        remove_condition(conditions, STALLED);
+    }
+}
+
 /// Remove a condition by type.
 pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);

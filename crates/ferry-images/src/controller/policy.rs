@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_api::common::{READY, STALLED, remove_condition, set_condition};
+use ferry_api::common::{READY, STALLED, remove_condition, set_condition, set_failure};
 use ferry_api::images::{ImagePolicy, ImagePolicySpec, ImagePolicyStatus, ImageRepository};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -129,26 +129,7 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
     let mut status = policy.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     let fail = |status: &mut ImagePolicyStatus, reason: &str, message: &str, stalled: bool| {
-        set_condition(
-            &mut status.conditions,
-            READY,
-            false,
-            reason,
-            message,
-            generation,
-        );
-        if stalled {
-            set_condition(
-                &mut status.conditions,
-                STALLED,
-                true,
-                reason,
-                message,
-                generation,
-            );
-        } else {
-            remove_condition(&mut status.conditions, STALLED);
-        }
+        set_failure(&mut status.conditions, reason, message, stalled, generation);
     };
     let rule = match build_policy(&policy.spec) {
         Ok(rule) => rule,

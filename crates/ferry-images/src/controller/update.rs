@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_api::GitSource;
-use ferry_api::common::{READY, RECONCILE_REQUESTED_AT, STALLED, remove_condition, set_condition};
+use ferry_api::common::{
+    READY, RECONCILE_REQUESTED_AT, STALLED, remove_condition, set_condition, set_failure,
+};
 use ferry_api::images::{ImagePolicy, ImageUpdate, ImageUpdateStatus};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -360,26 +362,7 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     }
     let fail = |status: &mut ImageUpdateStatus, reason: &str, message: &str, stalled: bool| {
-        set_condition(
-            &mut status.conditions,
-            READY,
-            false,
-            reason,
-            message,
-            generation,
-        );
-        if stalled {
-            set_condition(
-                &mut status.conditions,
-                STALLED,
-                true,
-                reason,
-                message,
-                generation,
-            );
-        } else {
-            remove_condition(&mut status.conditions, STALLED);
-        }
+        set_failure(&mut status.conditions, reason, message, stalled, generation);
         status.observed_generation = generation;
     };
     let interval = match parse_interval(update.spec.interval.as_deref(), DEFAULT_INTERVAL) {
