@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use ferry_api::{GitSource, Release};
+use ferry_engine::discovery::DiscoveryCache;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Config};
@@ -60,6 +61,10 @@ pub struct Context {
     pub stop: OnceLock<tokio_util::sync::CancellationToken>,
     /// Clients impersonating `system:serviceaccount:<ns>:<sa>`.
     tenant_clients: Mutex<HashMap<Key, Client>>,
+    /// API discovery shared by every engine run, whatever identity it applies as: which kinds
+    /// exist does not depend on who asks (every authenticated user may read discovery,
+    /// `system:discovery`), and RBAC is still enforced on each request that follows.
+    pub discovery: Arc<DiscoveryCache>,
 }
 
 impl Context {
@@ -98,6 +103,7 @@ impl Context {
             drift_watches: Mutex::default(),
             stop: OnceLock::new(),
             tenant_clients: Mutex::default(),
+            discovery: Arc::new(DiscoveryCache::default()),
         }
     }
 

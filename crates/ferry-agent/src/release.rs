@@ -513,6 +513,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         // Git is the source of truth: take back fields someone edited by hand (self-heal),
         // as Flux's server-side apply does.
         force_conflicts: true,
+        discovery: Some(ctx.discovery.clone()),
         ..ApplyOptions::default()
     };
     let applied = tokio::time::timeout(

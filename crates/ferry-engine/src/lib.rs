@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod decrypt;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod manifest;

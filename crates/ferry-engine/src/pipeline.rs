@@ -7,6 +7,7 @@
 //! identity for RBAC denials).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use crate::apply::{
     self, Applied, ApplySettings, Requests, describe_kube_error, is_unreachable, status_code,
 };
+use crate::discovery::{self, DiscoveryCache};
 use crate::health::{self, Target};
 use crate::plan::{self, Owner, Phase, PlannedObject, ResolvedKind, Resolver};
 use crate::prune::{
@@ -87,6 +89,8 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// Where the manifests came from (path or URL), recorded in the inventory.
     pub source: String,
+    /// Discovery shared across runs (the agent); `None`: discover afresh for this run.
+    pub discovery: Option<Arc<DiscoveryCache>>,
 }
 
 impl Default for ApplyOptions {
@@ -103,6 +107,7 @@ impl Default for ApplyOptions {
             revision: None,
             dry_run: false,
             source: String::new(),
+            discovery: None,
         }
     }
 }
@@ -242,11 +247,8 @@ pub async fn apply(
             opts.app
         )));
     }
-    // Aggregated discovery: /api and /apis.
-    requests.read();
-    requests.read();
-    let mut resolver = Resolver::discover(client).await?;
-    resolver.learn_crds(&manifests);
+    let mut resolver =
+        discovery::resolver_for(opts.discovery.as_ref(), client, &manifests, &requests).await?;
     let planned = plan::plan(
         manifests,
         &resolver,
@@ -350,6 +352,9 @@ pub async fn apply(
             prune_skipped = Some("some objects failed to apply; nothing was pruned".to_string());
             kept_entries.extend(gone);
         } else {
+            resolver
+                .refresh_for_entries(client, &gone, &requests)
+                .await?;
             let (candidates, unresolved) = resolve_entries(&resolver, gone);
             for e in unresolved {
                 objects.push(
@@ -504,11 +509,8 @@ pub async fn diff(
     plan::validate_app_name(&opts.app)?;
     let owner = opts.owner(client);
     let requests = Requests::default();
-    // Aggregated discovery: /api and /apis.
-    requests.read();
-    requests.read();
-    let mut resolver = Resolver::discover(client).await?;
-    resolver.learn_crds(&manifests);
+    let resolver =
+        discovery::resolver_for(opts.discovery.as_ref(), client, &manifests, &requests).await?;
     let planned = plan::plan(
         manifests,
         &resolver,

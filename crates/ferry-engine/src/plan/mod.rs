@@ -8,6 +8,7 @@
 //! object with an unchanged live fingerprint sends no write (see `apply`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use kube::Client;
 use kube::api::ApiResource;
@@ -101,25 +102,47 @@ pub struct ResolvedKind {
 /// (their kinds are not served until they are applied). Works with any identity: discovery is
 /// readable by every authenticated user.
 pub struct Resolver {
-    discovery: Discovery,
+    /// Shared with [`crate::discovery::DiscoveryCache`] when the caller passed one.
+    pub(crate) discovery: Arc<Discovery>,
     from_crds: HashMap<(String, String, String), ResolvedKind>,
+    /// Where `discovery` came from when it may be stale (a cache), so it can be refreshed.
+    pub(crate) cached: Option<crate::discovery::Cached>,
+}
+
+/// Aggregated discovery: `/api` and `/apis`, two requests.
+pub(crate) async fn run_discovery(client: &Client) -> Result<Discovery> {
+    Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .map_err(|err| {
+            Error::Cluster(format!(
+                "discovery failed (cannot list the API server's kinds): {}",
+                crate::apply::describe_kube_error(&err)
+            ))
+        })
 }
 
 impl Resolver {
     /// Run discovery (one aggregated request pair) against the cluster.
     pub async fn discover(client: &Client) -> Result<Self> {
-        let discovery = Discovery::new(client.clone())
-            .run_aggregated()
-            .await
-            .map_err(|err| {
-                Error::Cluster(format!(
-                    "discovery failed (cannot list the API server's kinds): {}",
-                    crate::apply::describe_kube_error(&err)
-                ))
-            })?;
-        Ok(Self {
+        Ok(Self::from_discovery(Arc::new(run_discovery(client).await?)))
+    }
+
+    /// A resolver over an already-run discovery (see [`crate::discovery::DiscoveryCache`]).
+    pub fn from_discovery(discovery: Arc<Discovery>) -> Self {
+        Self {
             discovery,
             from_crds: HashMap::new(),
+            cached: None,
+        }
+    }
+
+    /// Whether the cluster or a CRD in the source serves every manifest's kind.
+    pub fn resolves_all(&self, manifests: &[Manifest]) -> bool {
+        manifests.iter().all(|m| {
+            let api_version = m.api_version();
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            self.resolve(group, version, m.kind()).is_some()
         })
     }
 
