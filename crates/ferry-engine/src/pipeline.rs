@@ -24,8 +24,9 @@ use crate::health::{self, Target};
 use crate::plan::{self, Owner, Phase, PlannedObject, ResolvedKind, Resolver};
 use crate::prune::{
     self, Candidate,
-    inventory::{self, Entry, Inventory},
+    inventory::{self, Entry, HookRecord, Inventory},
 };
+use crate::render::helm::hooks::{self as hook_class, HookPhase};
 use crate::report::{
     Action, ApplyReport, DiffAction, DiffReport, ObjectDiff, ObjectResult, ObjectStatus,
     StatusReport,
@@ -270,6 +271,67 @@ pub async fn apply(
         .filter_map(|(k, e)| e.fingerprint.clone().map(|f| (k.clone(), f)))
         .collect();
     let planned_keys: BTreeSet<&ObjectKey> = planned.iter().map(|p| &p.key).collect();
+    let hook_phase: HashMap<&ObjectKey, HookPhase> = planned
+        .iter()
+        .map(|p| (&p.key, hook_class::phase(&p.manifest)))
+        .collect();
+    let is_hook = |p: &PlannedObject| hook_phase.get(&p.key) != Some(&HookPhase::Main);
+    let main: Vec<&PlannedObject> = planned.iter().filter(|p| !is_hook(p)).collect();
+    let hooks_of = |phase: HookPhase| {
+        apply::hooks::ordered(
+            planned
+                .iter()
+                .filter(|p| hook_phase.get(&p.key) == Some(&phase))
+                .collect(),
+        )
+    };
+    let (pre_hooks, post_hooks) = (
+        hooks_of(HookPhase::PreDeploy),
+        hooks_of(HookPhase::PostDeploy),
+    );
+    let gone: Vec<Entry> = previous_entries
+        .values()
+        .filter(|e| !planned_keys.contains(&e.key))
+        .cloned()
+        .collect();
+
+    let kinds: Vec<(ObjectKey, ResolvedKind)> = planned
+        .iter()
+        .map(|p| (p.key.clone(), kind_of(p)))
+        .collect();
+    let live = apply::live_index(client, &kinds, opts.concurrency, &requests).await?;
+
+    // Hooks run (like `helm upgrade`) whenever anything in the app changes, even if the hook
+    // itself did not; a run where nothing changed runs nothing and writes nothing.
+    let hook_hashes: BTreeMap<ObjectKey, String> = pre_hooks
+        .iter()
+        .chain(&post_hooks)
+        .map(|p| (p.key.clone(), p.hash.clone()))
+        .collect();
+    let previous_hooks: BTreeMap<ObjectKey, String> = previous
+        .as_ref()
+        .map(|inv| {
+            inv.hooks
+                .iter()
+                .map(|h| (h.key.clone(), h.hash.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let run_hooks = !hook_hashes.is_empty()
+        && (previous.is_none()
+            || hook_hashes != previous_hooks
+            || (opts.prune && !gone.is_empty())
+            || main.iter().any(|p| {
+                !apply::is_unchanged(
+                    p,
+                    live.get(&p.key),
+                    recorded.get(&p.key).map(String::as_str),
+                )
+            }));
+    let to_apply: Vec<&PlannedObject> = planned
+        .iter()
+        .filter(|p| run_hooks || !is_hook(p))
+        .collect();
 
     // Widen the inventory before writing anything (see prune::inventory for why).
     let mut widened = previous.clone().unwrap_or_else(|| Inventory {
@@ -277,7 +339,7 @@ pub async fn apply(
         source: opts.source.clone(),
         ..Default::default()
     });
-    for p in &planned {
+    for p in &to_apply {
         if !previous_entries.contains_key(&p.key) {
             widened.objects.push(entry_for(p, None));
         }
@@ -290,20 +352,39 @@ pub async fn apply(
         widened_written = true;
     }
 
-    let kinds: Vec<(ObjectKey, ResolvedKind)> = planned
-        .iter()
-        .map(|p| (p.key.clone(), kind_of(p)))
-        .collect();
-    let live = apply::live_index(client, &kinds, opts.concurrency, &requests).await?;
     let settings = ApplySettings {
         owner: &owner,
         force_conflicts: opts.force_conflicts,
         dry_run: opts.dry_run,
         concurrency: opts.concurrency,
     };
+    let hook_ctx = apply::hooks::HookContext {
+        client,
+        settings: &settings,
+        requests: &requests,
+        progress,
+        timeout: opts.timeout,
+    };
     let mut applied: HashMap<ObjectKey, Applied> = HashMap::new();
+    let mut hook_outcomes: Vec<apply::hooks::PhaseOutcome> = Vec::new();
     for phase in Phase::ALL {
-        let batch: Vec<&PlannedObject> = planned.iter().filter(|p| p.phase == phase).collect();
+        // Pre-deploy hooks go after namespaces and CRDs (Helm installs `crds/` first) and
+        // before everything else.
+        if phase == Phase::Config && run_hooks && !pre_hooks.is_empty() {
+            let outcome = apply::hooks::run_phase(&hook_ctx, &pre_hooks, &live, &recorded).await;
+            if let Some((key, message)) = &outcome.failure {
+                return Err(Error::Object {
+                    object: key.to_string(),
+                    message: format!(
+                        "pre-deploy hook failed, nothing else of app {} was applied or pruned: {message}",
+                        opts.app
+                    ),
+                });
+            }
+            hook_outcomes.push(outcome);
+        }
+        let batch: Vec<&PlannedObject> =
+            main.iter().copied().filter(|p| p.phase == phase).collect();
         if batch.is_empty() {
             continue;
         }
@@ -332,11 +413,6 @@ pub async fn apply(
     let failed = objects.iter().any(|o| o.action == Action::Failed);
 
     // Prune what left the source.
-    let gone: Vec<Entry> = previous_entries
-        .values()
-        .filter(|e| !planned_keys.contains(&e.key))
-        .cloned()
-        .collect();
     let mut kept_entries: Vec<Entry> = Vec::new();
     let mut prune_skipped = None;
     if !gone.is_empty() {
@@ -399,7 +475,7 @@ pub async fn apply(
     // Wait for health.
     let mut timed_out = false;
     if opts.wait && !opts.dry_run && !failed {
-        let targets: Vec<Target> = planned
+        let targets: Vec<Target> = main
             .iter()
             .map(|p| Target {
                 key: p.key.clone(),
@@ -423,12 +499,59 @@ pub async fn apply(
         }
     }
 
+    // Post-deploy hooks once the rest is applied (and healthy, with wait); awaited even
+    // without wait, as Helm does.
+    if run_hooks && !post_hooks.is_empty() {
+        if failed || timed_out {
+            tracing::warn!(app = %opts.app, "post-deploy hooks not run: the apply did not succeed");
+        } else {
+            let outcome = apply::hooks::run_phase(&hook_ctx, &post_hooks, &live, &recorded).await;
+            hook_outcomes.push(outcome);
+        }
+    }
+    for outcome in &hook_outcomes {
+        objects.extend(outcome.results.iter().cloned());
+    }
+
     // Narrow the inventory to what the app now owns; skip the write when nothing changed.
     if !opts.dry_run && !failed {
-        let mut entries: Vec<Entry> = planned
+        let mut entries: Vec<Entry> = main
             .iter()
             .map(|p| entry_for(p, applied.get(&p.key).and_then(|a| a.fingerprint.clone())))
             .collect();
+        let mut hook_records: Vec<HookRecord> = Vec::new();
+        if run_hooks {
+            // Hooks removed by their delete policy leave the inventory; the rest stay (and are
+            // pruned like any object once they leave the source).
+            let by_key: HashMap<&ObjectKey, &PlannedObject> =
+                planned.iter().map(|p| (&p.key, p)).collect();
+            for outcome in &hook_outcomes {
+                for (key, fingerprint) in &outcome.live {
+                    if let Some(p) = by_key.get(key) {
+                        entries.push(entry_for(p, fingerprint.clone()));
+                    }
+                }
+                hook_records.extend(outcome.succeeded.iter().map(|(key, hash)| HookRecord {
+                    key: key.clone(),
+                    hash: hash.clone(),
+                }));
+            }
+        } else {
+            // Hooks did not run: keep what the previous run recorded about them.
+            entries.extend(
+                planned
+                    .iter()
+                    .filter(|p| is_hook(p))
+                    .filter_map(|p| previous_entries.get(&p.key).cloned()),
+            );
+            hook_records.extend(
+                previous
+                    .iter()
+                    .flat_map(|inv| inv.hooks.iter())
+                    .filter(|h| hook_hashes.contains_key(&h.key))
+                    .cloned(),
+            );
+        }
         entries.extend(kept_entries);
         let next = Inventory {
             app: opts.app.clone(),
@@ -436,6 +559,7 @@ pub async fn apply(
             revision: opts.revision.clone(),
             applied_at: now_rfc3339(),
             objects: entries,
+            hooks: hook_records,
         };
         let unchanged = previous.as_ref().is_some_and(|p| p.same_content(&next)) && !needs_widening;
         if !unchanged {

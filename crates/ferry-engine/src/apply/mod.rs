@@ -19,6 +19,8 @@ use crate::ObjectKey;
 use crate::plan::{ANNOTATION_HASH, ANNOTATION_OWNER, Owner, PlannedObject, ResolvedKind};
 use crate::report::{Action, Conflict, ObjectResult, RequestCounts};
 
+pub mod hooks;
+
 /// Counts the API requests the engine sends (exposed in reports; the benchmark relies on it).
 #[derive(Debug, Default)]
 pub struct Requests {
@@ -245,6 +247,16 @@ pub async fn apply_all(
         .await
 }
 
+/// Whether [`apply_all`] would skip `obj` (no write): the live intent hash equals the planned
+/// one and the live fingerprint is the one recorded after ferry's last write.
+pub fn is_unchanged(obj: &PlannedObject, live: Option<&LiveMeta>, recorded: Option<&str>) -> bool {
+    live.is_some_and(|live| {
+        live.annotation(ANNOTATION_HASH) == Some(obj.hash.as_str())
+            && recorded.is_some()
+            && live.fingerprint().as_deref() == recorded
+    })
+}
+
 async fn apply_one(
     client: &Client,
     obj: &PlannedObject,
@@ -274,10 +286,7 @@ async fn apply_one(
                 ),
             );
         }
-        let unchanged = live.annotation(ANNOTATION_HASH) == Some(obj.hash.as_str())
-            && recorded.is_some()
-            && live.fingerprint().as_deref() == recorded;
-        if unchanged {
+        if is_unchanged(obj, Some(live), recorded) {
             return Applied {
                 result,
                 fingerprint: live.fingerprint(),

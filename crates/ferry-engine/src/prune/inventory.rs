@@ -43,6 +43,20 @@ pub struct Inventory {
     /// RFC 3339 time of the last apply that changed the inventory.
     pub applied_at: String,
     pub objects: Vec<Entry>,
+    /// Intent hashes of the hooks the last run ran successfully (see `apply::hooks`): a hook
+    /// deleted by its delete policy is no longer in `objects`, but a changed hook must still
+    /// be run again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRecord>,
+}
+
+/// A hook that ran, and the intent hash it ran with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRecord {
+    #[serde(flatten)]
+    pub key: ObjectKey,
+    pub hash: String,
 }
 
 impl Inventory {
@@ -65,6 +79,8 @@ impl Inventory {
         b.applied_at.clear();
         a.objects.sort_by(|x, y| x.key.cmp(&y.key));
         b.objects.sort_by(|x, y| x.key.cmp(&y.key));
+        a.hooks.sort_by(|x, y| x.key.cmp(&y.key));
+        b.hooks.sort_by(|x, y| x.key.cmp(&y.key));
         a == b
     }
 }
