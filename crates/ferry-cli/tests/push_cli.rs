@@ -103,6 +103,47 @@ async fn apply_diff_status_delete_through_the_cli() {
     assert!(err.contains("no inventory for app shop"), "{err}");
 }
 
+/// Without `-n`, the app's ferry.yaml `namespace` is where objects and the inventory go (the
+/// testenv kubeconfig's context namespace is `default`, which must stay untouched).
+#[tokio::test]
+async fn ferry_yaml_namespace_is_the_apply_namespace_without_dash_n() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "cli-ns").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app_dir = dir.path().join("nsapp");
+    std::fs::create_dir(&app_dir).expect("mkdir");
+    write(&app_dir, "cm.yaml", CM);
+    write(
+        &app_dir,
+        "ferry.yaml",
+        &format!("apiVersion: ferry.dev/v1alpha1\nnamespace: {}\n", ns.name),
+    );
+
+    let (code, out, err) = run(ferry(Some(&env))
+        .args(["apply", "-o", "json"])
+        .arg(&app_dir));
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["namespace"], ns.name.as_str(), "{out}");
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        configmaps
+            .get_opt("ferry-inventory-nsapp")
+            .await
+            .expect("get inventory")
+            .is_some(),
+        "inventory in the ferry.yaml namespace"
+    );
+    assert!(configmaps.get_opt("settings").await.expect("get").is_some());
+
+    // status/delete take the namespace explicitly; the inventory is found there.
+    let (code, out, err) =
+        run(ferry(Some(&env)).args(["delete", "--app", "nsapp", "-n", &ns.name]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[tokio::test]
 async fn empty_directory_with_prune_is_refused_with_exit_2() {
     let env = TestEnv::get();

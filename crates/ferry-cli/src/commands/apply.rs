@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferry_engine::pipeline::{self, ApplyOptions, Progress, ProgressEvent};
+use ferry_engine::render::config::AppConfig;
 use ferry_engine::render::{self, RenderRequest, set_image};
 use ferry_engine::{Manifest, cluster};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,7 +50,7 @@ pub struct SourceArgs {
     #[arg(long = "set-image", value_name = "NAME=IMAGE")]
     pub set_images: Vec<String>,
     /// Namespace for namespaced objects without one; also where the app's inventory lives
-    /// (default: the kubeconfig context's namespace).
+    /// (default: the app's ferry.yaml `namespace`, else the kubeconfig context's namespace).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
     /// Renderer, chart, values, variables (override the app's ferry.yaml).
@@ -218,6 +219,31 @@ pub fn app_name(app: &AppArgs, source: &SourceArgs) -> Result<String> {
     Ok(name)
 }
 
+/// `-n`, else the `namespace` the apps' ferry.yaml files declare (they must agree), else `None`
+/// (the kubeconfig context's namespace).
+fn apply_namespace(source: &SourceArgs) -> Result<Option<String>> {
+    if source.namespace.is_some() {
+        return Ok(source.namespace.clone());
+    }
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let mut declared: Option<(String, &PathBuf)> = None;
+    for path in source.paths.iter().filter(|p| p.as_os_str() != "-") {
+        let Some(ns) = AppConfig::declared_namespace(&cwd.join(path))? else {
+            continue;
+        };
+        match &declared {
+            Some((first, first_path)) if *first != ns => bail!(
+                "{} declares namespace {first:?} but {} declares {ns:?}: pass -n/--namespace",
+                first_path.display(),
+                path.display()
+            ),
+            Some(_) => {}
+            None => declared = Some((ns, path)),
+        }
+    }
+    Ok(declared.map(|(ns, _)| ns))
+}
+
 pub fn apply_options(app: &AppArgs, source: &SourceArgs) -> Result<ApplyOptions> {
     let first = source.paths.iter().find(|p| p.as_os_str() != "-");
     let revision = app.revision.clone().or_else(|| {
@@ -227,7 +253,7 @@ pub fn apply_options(app: &AppArgs, source: &SourceArgs) -> Result<ApplyOptions>
     });
     Ok(ApplyOptions {
         app: app_name(app, source)?,
-        namespace: source.namespace.clone(),
+        namespace: apply_namespace(source)?,
         prune: app.prune,
         allow_empty: app.allow_empty,
         force_conflicts: app.force_conflicts,

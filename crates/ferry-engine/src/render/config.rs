@@ -276,6 +276,18 @@ impl AppConfig {
         Ok(None)
     }
 
+    /// The `namespace` declared by the ferry.yaml in `dir`, if `dir` is an app directory with
+    /// one. Push mode uses it as the apply's namespace (inventory location) when `-n` is not
+    /// given, matching the namespace the render stage stamps on the objects.
+    pub fn declared_namespace(dir: &Path) -> Result<Option<String>> {
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        Ok(Self::load(dir)?
+            .and_then(|(_, config)| config.namespace)
+            .filter(|ns| !ns.is_empty()))
+    }
+
     fn validate(&self, path: &Path) -> Result<()> {
         let fail = |message: String| {
             Err(Error::Source {
