@@ -190,10 +190,13 @@ pub async fn run_controllers(
     // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
     // annotation changes trigger: status writes by the agent itself do not.
     let (source_reader, source_writer) = reflector::store::<GitSource>();
-    let source_stream = futures::stream::select_all(namespaces.iter().map(|ns| {
-        let api: Api<GitSource> = api_for(&client, ns.as_deref());
-        watcher(api, watcher_config()).default_backoff().boxed()
-    }))
+    let source_stream = crate::watch::merged_watch(
+        namespaces
+            .iter()
+            .map(|ns| api_for::<GitSource>(&client, ns.as_deref()))
+            .collect(),
+        watcher_config(),
+    )
     .reflect(source_writer)
     .applied_objects()
     .predicate_filter(
@@ -203,10 +206,13 @@ pub async fn run_controllers(
     let _ = ctx.sources.set(source_reader.clone());
 
     let (release_reader, release_writer) = reflector::store::<Release>();
-    let release_stream = futures::stream::select_all(namespaces.iter().map(|ns| {
-        let api: Api<Release> = api_for(&client, ns.as_deref());
-        watcher(api, watcher_config()).default_backoff().boxed()
-    }))
+    let release_stream = crate::watch::merged_watch(
+        namespaces
+            .iter()
+            .map(|ns| api_for::<Release>(&client, ns.as_deref()))
+            .collect(),
+        watcher_config(),
+    )
     .reflect(release_writer)
     .applied_objects()
     .predicate_filter(
@@ -241,10 +247,13 @@ pub async fn run_controllers(
             future::ready(())
         });
     let (receiver_reader, receiver_writer) = reflector::store::<Receiver>();
-    let receiver_stream = futures::stream::select_all(namespaces.iter().map(|ns| {
-        let api: Api<Receiver> = api_for(&client, ns.as_deref());
-        watcher(api, watcher_config()).default_backoff().boxed()
-    }))
+    let receiver_stream = crate::watch::merged_watch(
+        namespaces
+            .iter()
+            .map(|ns| api_for::<Receiver>(&client, ns.as_deref()))
+            .collect(),
+        watcher_config(),
+    )
     .reflect(receiver_writer)
     .applied_objects()
     .predicate_filter(

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod options;
 pub mod receiver;
 pub mod release;
+pub mod watch;
 pub mod webhook;
 
 use std::net::SocketAddr;

@@ -16,9 +16,8 @@ use ferry_images::controller::{ImageAutomation, ImageOptions};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
@@ -53,47 +52,13 @@ fn crane(env: &TestEnv, args: &[&str]) {
 }
 
 async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut crds: Vec<serde_json::Value> = ferry_agent::crds::all();
     crds.extend(
         ferry_images::controller::crds()
             .into_iter()
             .filter_map(|c| serde_json::to_value(c).ok()),
     );
-    for crd in crds {
-        let name = crd["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        api.patch(
-            &name,
-            &PatchParams::apply("ferry-images-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
-        wait_for(
-            &format!("CRD {name} established"),
-            Duration::from_secs(30),
-            || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    let crd = api.get(&name).await?;
-                    let ok = crd
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    Ok(ok.then_some(()))
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    let _ = GitSource::crd();
+    ferry_testsupport::install_crds(client, &crds, "ferry-images-e2e").await;
 }
 
 async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)

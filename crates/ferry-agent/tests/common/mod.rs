@@ -13,7 +13,6 @@ use ferry_agent::{Agent, AgentOptions};
 use ferry_api::common::{READY, find_condition};
 use ferry_api::{GitSource, Release};
 use ferry_testsupport::{TestEnv, wait_for};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
@@ -23,40 +22,7 @@ pub async fn install_crds(client: &Client) {
     if DONE.get().is_some() {
         return;
     }
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in ferry_agent::crds::all() {
-        let name = crd["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        api.patch(
-            &name,
-            &PatchParams::apply("ferry-agent-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        wait_for(
-            &format!("CRD {name} established"),
-            Duration::from_secs(30),
-            || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    let crd = api.get(&name).await?;
-                    let established = crd
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    Ok(established.then_some(()))
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    }
+    ferry_testsupport::install_crds(client, &ferry_agent::crds::all(), "ferry-agent-tests").await;
     let _ = DONE.set(());
 }
 
