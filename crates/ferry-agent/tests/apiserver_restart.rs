@@ -30,27 +30,28 @@ fn manifests(generation: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn stop_apiserver(env: &TestEnv) {
+async fn stop_apiserver(env: &TestEnv) {
     let pid_file = env.dir.join("pids/kube-apiserver.pid");
     let pid = std::fs::read_to_string(&pid_file)
         .unwrap_or_else(|e| panic!("reading {}: {e}", pid_file.display()));
     let pid = pid.trim().to_string();
     let status = Command::new("kill").arg(&pid).status().expect("kill");
     assert!(status.success(), "kill {pid}");
-    // Wait until the process is gone so that `testenv/up` starts a new one.
-    for _ in 0..240 {
-        let alive = Command::new("kill")
-            .args(["-0", &pid])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !alive {
-            return;
+    // `testenv/up` only starts a new apiserver once the old process is gone.
+    wait_for("kube-apiserver to exit", Duration::from_secs(120), || {
+        let pid = pid.clone();
+        async move {
+            let alive = Command::new("kill")
+                .args(["-0", &pid])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            Ok((!alive).then_some(()))
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("kube-apiserver {pid} did not stop within 120 s");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn start_testenv() {
@@ -96,10 +97,7 @@ async fn agent_survives_an_api_server_restart_and_applies_what_was_committed_mea
     wait_release_applied(&client, &ns.name, "many", &first, Duration::from_secs(90)).await;
 
     // The API server goes away; meanwhile a commit changes every object.
-    let stopper = env.clone();
-    tokio::task::spawn_blocking(move || stop_apiserver(&stopper))
-        .await
-        .expect("stop apiserver");
+    stop_apiserver(&env).await;
     let second_files = manifests("two");
     let second = repo.commit(
         &second_files
