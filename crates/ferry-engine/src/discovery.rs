@@ -84,6 +84,14 @@ impl DiscoveryCache {
         self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Fetch discovery now unless a fresh one is cached, so a later run finds it ready (the CLI
+    /// discovers while it renders). Returns how many requests it sent.
+    pub async fn prefetch(&self, client: &Client) -> Result<u64> {
+        let requests = Requests::default();
+        self.get(client, None, &requests).await?;
+        Ok(requests.snapshot().reads)
+    }
+
     fn snapshot(&self) -> Option<Snapshot> {
         self.current
             .read()

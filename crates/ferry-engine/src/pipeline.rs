@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use serde_json::Value;
 
 use crate::apply::{
@@ -260,8 +260,16 @@ pub async fn apply(
     progress.event(ProgressEvent::Planned {
         total: planned.len(),
     });
-    let not_yet_created = check_namespaces(client, &planned, &owner, &requests).await?;
-    let previous = inventory::read(client, &owner, &requests).await?;
+    // The namespace check, the inventory and the live metadata are independent reads.
+    let kinds: Vec<(ObjectKey, ResolvedKind)> = planned
+        .iter()
+        .map(|p| (p.key.clone(), kind_of(p)))
+        .collect();
+    let (not_yet_created, previous, live) = tokio::try_join!(
+        check_namespaces(client, &planned, &owner, &requests),
+        inventory::read(client, &owner, &requests),
+        apply::live_index(client, &kinds, opts.concurrency, &requests),
+    )?;
     let previous_entries = previous
         .as_ref()
         .map(Inventory::entries_by_key)
@@ -294,12 +302,6 @@ pub async fn apply(
         .filter(|e| !planned_keys.contains(&e.key))
         .cloned()
         .collect();
-
-    let kinds: Vec<(ObjectKey, ResolvedKind)> = planned
-        .iter()
-        .map(|p| (p.key.clone(), kind_of(p)))
-        .collect();
-    let live = apply::live_index(client, &kinds, opts.concurrency, &requests).await?;
 
     // Hooks run (like `helm upgrade`) whenever anything in the app changes, even if the hook
     // itself did not; a run where nothing changed runs nothing and writes nothing.
@@ -644,7 +646,7 @@ pub async fn diff(
     )?;
     // A missing namespace reads as "no inventory" (404); real errors (forbidden) surface.
     let previous = inventory::read(client, &owner, &requests).await?;
-    let mut params = PatchParams::apply(crate::FIELD_MANAGER).dry_run();
+    let mut params = apply::apply_params().dry_run();
     if opts.force_conflicts {
         params = params.force();
     }

@@ -340,9 +340,50 @@ impl Progress for CliProgress {
     }
 }
 
+/// What a run against the cluster needs before the engine starts.
+pub struct Prepared {
+    pub manifests: Vec<Manifest>,
+    pub opts: ApplyOptions,
+    pub client: kube::Client,
+    /// Discovery requests sent while rendering (the engine's report does not count them).
+    pub discovery_reads: u64,
+}
+
+/// Render, read the git revision, connect and discover concurrently: none needs another's
+/// result, and before the first write the API server is otherwise idle. A render error wins
+/// over a cluster error (it is the one the user can fix first).
+pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) -> Result<Prepared> {
+    let render_source = source.clone();
+    let rendered = tokio::task::spawn_blocking(move || render_sources(&render_source));
+    let (app_args, option_source) = (app.clone(), source.clone());
+    let options = tokio::task::spawn_blocking(move || apply_options(&app_args, &option_source));
+    let discovery = std::sync::Arc::new(ferry_engine::discovery::DiscoveryCache::default());
+    let connected = async {
+        let client = cluster::connect(&cluster_options(global)).await?;
+        // A failed prefetch is not an error here: the engine discovers again and reports it.
+        let reads = discovery.prefetch(&client).await.unwrap_or(0);
+        anyhow::Ok((client, reads))
+    };
+    let (rendered, options, connected) = tokio::join!(rendered, options, connected);
+    let manifests = rendered.context("render task failed")??;
+    let mut opts = options.context("option task failed")??;
+    let (client, discovery_reads) = connected?;
+    opts.discovery = Some(discovery);
+    Ok(Prepared {
+        manifests,
+        opts,
+        client,
+        discovery_reads,
+    })
+}
+
 pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
-    let manifests = render_sources(&args.source)?;
-    let mut opts = apply_options(&args.app, &args.source)?;
+    let Prepared {
+        manifests,
+        mut opts,
+        client,
+        discovery_reads,
+    } = prepare(global, &args.app, &args.source).await?;
     opts.wait = if args.no_wait {
         false
     } else {
@@ -350,11 +391,11 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
     };
     opts.timeout = args.timeout;
     opts.dry_run = args.dry_run;
-    let client = cluster::connect(&cluster_options(global)).await?;
     let progress = CliProgress::new(global.output == OutputFormat::Human);
     let report = pipeline::apply(&client, manifests, &opts, &progress).await;
     progress.finish();
-    let report = report?;
+    let mut report = report?;
+    report.requests.reads += discovery_reads;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Markdown => print!("{}", report.to_markdown()),

@@ -5,12 +5,10 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use clap::Args;
-use ferry_engine::cluster;
 use ferry_engine::pipeline::{self, NoProgress};
 
 use crate::cli::GlobalArgs;
-use crate::commands::apply::{AppArgs, SourceArgs, apply_options, render_sources};
-use crate::commands::cluster_info::cluster_options;
+use crate::commands::apply::{AppArgs, Prepared, SourceArgs, prepare};
 use crate::output::{EXIT_CHANGES, EXIT_OK, OutputFormat};
 
 pub const DIFF_HELP: &str = "\
@@ -35,9 +33,12 @@ pub struct DiffArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8> {
-    let manifests = render_sources(&args.source)?;
-    let opts = apply_options(&args.app, &args.source)?;
-    let client = cluster::connect(&cluster_options(global)).await?;
+    let Prepared {
+        manifests,
+        opts,
+        client,
+        ..
+    } = prepare(global, &args.app, &args.source).await?;
     let report = pipeline::diff(&client, manifests, &opts, &NoProgress).await?;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

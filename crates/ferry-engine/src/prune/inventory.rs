@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Requests, describe_kube_error, status_code};
@@ -167,7 +167,7 @@ pub async fn write(
     requests.write();
     api.patch(
         &name,
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &crate::apply::apply_params().force(),
         &Patch::Apply(&cm),
     )
     .await
