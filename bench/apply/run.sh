@@ -2,7 +2,8 @@
 # bench/apply/run.sh: apply 1,000 objects (250 apps x Deployment + Service + ServiceAccount +
 # ConfigMap) to the real testenv, cold and as a no-change re-apply, with ferry and with
 # `kubectl apply --server-side`, side by side. Prints a markdown table (wall time, peak RSS,
-# API requests) with the median of ROUNDS rounds, each round in fresh namespaces, the tools
+# API requests) with the median of ROUNDS rounds, each round in fresh namespaces (and each run
+# on an idle control plane, see settle), the tools
 # alternating which goes first. Needs `testenv/up`; builds ferry with --release.
 #
 #   bench/apply/run.sh [APPS=250] [CONCURRENCY=16] [ROUNDS=3]
@@ -39,6 +40,31 @@ kubectl_counts() {
 		"$(grep -cE '"Response" verb="(POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true)"
 }
 ferry_counts() { jq -r '"\(.requests.reads + .requests.writes) \(.requests.writes)"' "$WORK/$1.out"; }
+# settle: wait (up to 30 s) until the control plane is idle again: the controllers' reaction
+# to the previous run (ReplicaSets, EndpointSlices, status updates) would otherwise load
+# whichever tool runs next. Idle = kube-apiserver + etcd + kube-controller-manager used less
+# than 10% of one core over half a second.
+PIDS_DIR="${FERRY_TESTENV_DIR:-/tmp/ferry-testenv}/pids"
+control_plane_ticks() {
+	local total=0 name pid
+	for name in kube-apiserver etcd kube-controller-manager; do
+		pid="$(cat "$PIDS_DIR/$name.pid" 2>/dev/null)" || continue
+		total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$total"
+}
+settle() {
+	local hz before after i
+	hz="$(getconf CLK_TCK)"
+	for ((i = 0; i < 60; i++)); do
+		before="$(control_plane_ticks)"
+		sleep 0.5
+		after="$(control_plane_ticks)"
+		# ticks in 0.5 s < 10% of a core
+		((after - before < hz / 20)) && return 0
+	done
+	echo "warning: control plane still busy after 30 s" >&2
+}
 run_ferry() { # run_ferry ROUND PHASE NS
 	local m; m="$(measure "ferry-$1-$2" "$FERRY" apply "$WORK/manifests" --app bench -n "$3" \
 		--no-wait --concurrency "$CONC" --revision bench -o json)"
@@ -57,6 +83,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	if ((r % 2)); then order=(ferry kubectl); else order=(kubectl ferry); fi
 	for phase in cold reapply; do
 		for tool in "${order[@]}"; do
+			settle
 			if [[ $tool == ferry ]]; then run_ferry "$r" "$phase" "$nf"; else run_kubectl "$r" "$phase" "$nk"; fi
 		done
 	done

@@ -47,3 +47,20 @@ pub fn print_error(err: &anyhow::Error) {
         eprintln!("  caused by: {cause}");
     }
 }
+
+/// Write `text` to stdout. A reader that went away (`ferry render . | head`) is not an error:
+/// the output is simply not wanted any more, so the rest is dropped quietly instead of the
+/// panic `print!` raises on a broken pipe.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(err).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}

@@ -152,6 +152,7 @@ impl Drop for TestNamespace {
             runtime.block_on(async {
                 let env = TestEnv::load()?;
                 let client = client_for_kubeconfig(&env.kubeconfig()).await?;
+                release_ferry_finalizers(&client, &name).await;
                 let namespaces: Api<Namespace> = Api::all(client);
                 match namespaces.delete(&name, &DeleteParams::background()).await {
                     Ok(_) => Ok(()),
@@ -163,6 +164,39 @@ impl Drop for TestNamespace {
         .join();
         if let Ok(Err(err)) = deleted {
             eprintln!("warning: test namespace cleanup failed: {err:#}");
+        }
+    }
+}
+
+/// Drop the agent's finalizer from the Releases left in `namespace`: the test's agent has
+/// stopped by now, and nothing else would ever remove it, leaving the namespace stuck in
+/// Terminating (and its objects loading the shared control plane) for the rest of the run.
+async fn release_ferry_finalizers(client: &Client, namespace: &str) {
+    use kube::api::{ApiResource, DynamicObject, ListParams};
+    use kube::core::GroupVersionKind;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("ferry.dev", "v1alpha1", "Release"),
+        "releases",
+    );
+    let releases: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    // No CRD or no Releases: nothing to release.
+    let Ok(list) = releases.list_metadata(&ListParams::default()).await else {
+        return;
+    };
+    for release in list.items {
+        let (Some(name), Some(finalizers)) = (release.metadata.name, release.metadata.finalizers)
+        else {
+            continue;
+        };
+        let kept: Vec<&String> = finalizers
+            .iter()
+            .filter(|f| f.as_str() != "ferry.dev/finalizer")
+            .collect();
+        if kept.len() != finalizers.len() {
+            let patch = serde_json::json!({"metadata": {"finalizers": kept}});
+            let _ = releases
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
         }
     }
 }

@@ -192,7 +192,7 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
     if args.export {
         let mut all = crd_manifests();
         all.extend(objects);
-        print!("{}", to_yaml(&all)?);
+        crate::output::write_stdout(&to_yaml(&all)?)?;
         return Ok(EXIT_OK);
     }
     let client = cluster::connect(&cluster_options(global)).await?;

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::cli::GlobalArgs;
 use crate::commands::apply::{SourceArgs, render_sources};
-use crate::output::{EXIT_OK, OutputFormat};
+use crate::output::{EXIT_OK, OutputFormat, write_stdout};
 
 pub const RENDER_HELP: &str = "\
 Examples:
@@ -34,7 +34,7 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8> {
     match global.output {
         OutputFormat::Json => {
             let objects: Vec<_> = manifests.iter().map(|m| &m.object).collect();
-            println!("{}", serde_json::to_string_pretty(&objects)?);
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&objects)?))?;
         }
         OutputFormat::Human | OutputFormat::Markdown => {
             let mut out = String::new();
@@ -43,7 +43,7 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8> {
                 out.push_str(&format!("---\n# Source: {}\n", m.origin));
                 out.push_str(&serde_saphyr::to_string(&value)?);
             }
-            print!("{out}");
+            write_stdout(&out)?;
         }
     }
     Ok(EXIT_OK)

@@ -70,37 +70,44 @@ fn is_manifest_name(path: &Path) -> bool {
     )
 }
 
-/// Split a YAML stream into documents: `(first line (1-based), text)`. Done by hand (on `---`
-/// lines at column 0) so each document's starting line is known for error messages.
-fn split_documents(text: &str) -> Vec<(usize, String)> {
+/// Split a YAML stream into documents: `(first line (1-based), text)`, borrowing from `text`.
+/// Done by hand (on `---` lines at column 0) so each document's starting line is known for
+/// error messages.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut docs = Vec::new();
-    let mut current = String::new();
-    let mut start = 1;
-    for (index, line) in text.lines().enumerate() {
+    let mut start_line = 1;
+    let mut start_byte = 0;
+    let mut offset = 0;
+    for (index, raw) in text.split_inclusive('\n').enumerate() {
+        let line = raw.trim_end_matches(['\n', '\r']);
         let is_marker = line == "---"
             || line.starts_with("--- ")
             || line.starts_with("---\t")
             || line == "..."
             || line.starts_with("... ");
-        if is_marker {
-            docs.push((start, std::mem::take(&mut current)));
-            start = index + 2;
-            // `--- {inline: doc}` carries content on the marker line.
-            if let Some(rest) = line.strip_prefix("---")
-                && !rest.trim().is_empty()
-            {
-                start = index + 1;
-                current.push_str(rest);
-                current.push('\n');
-            }
-        } else {
-            current.push_str(line);
-            current.push('\n');
+        let line_start = offset;
+        offset += raw.len();
+        if !is_marker {
+            continue;
+        }
+        docs.push((start_line, &text[start_byte..line_start]));
+        start_line = index + 2;
+        start_byte = offset;
+        // `--- {inline: doc}` carries content on the marker line.
+        if let Some(rest) = line.strip_prefix("---")
+            && !rest.trim().is_empty()
+        {
+            start_line = index + 1;
+            start_byte = line_start + 3;
         }
     }
-    docs.push((start, current));
+    docs.push((start_line, &text[start_byte..]));
     docs
 }
+
+/// Streams at least this large are parsed on several threads (documents are independent).
+/// Charts with CRDs produce megabytes of YAML, and parsing is most of ferry's own render time.
+const PARALLEL_PARSE_BYTES: usize = 256 * 1024;
 
 /// Parse a multi-document YAML (or JSON) byte stream into manifests; `file` names it in errors.
 pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Vec<Manifest>> {
@@ -108,8 +115,7 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Vec<Manifest>> {
         path: file.to_path_buf(),
         message: format!("not UTF-8 text: {err}"),
     })?;
-    let mut manifests = Vec::new();
-    let mut document = 0;
+    let mut documents = Vec::new();
     for (start_line, doc) in split_documents(text) {
         if doc
             .lines()
@@ -119,17 +125,56 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Vec<Manifest>> {
         }
         let origin = Origin {
             file: file.to_path_buf(),
-            document,
+            document: documents.len(),
             line: Some(start_line),
         };
-        document += 1;
-        let value: Value = serde_saphyr::from_str(&doc).map_err(|err| {
+        documents.push((origin, doc));
+    }
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(4);
+    let parsed: Vec<Result<Vec<Manifest>>> = if bytes.len() < PARALLEL_PARSE_BYTES || threads < 2 {
+        vec![parse_documents(&documents)]
+    } else {
+        let chunk = documents.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = documents
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || parse_documents(part)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker.join().unwrap_or_else(|_| {
+                        Err(Error::Source {
+                            path: file.to_path_buf(),
+                            message: "the YAML parser panicked".to_string(),
+                        })
+                    })
+                })
+                .collect()
+        })
+    };
+    // Chunks are in document order, so the first error is the first bad document's.
+    let mut manifests = Vec::new();
+    for part in parsed {
+        manifests.extend(part?);
+    }
+    Ok(manifests)
+}
+
+fn parse_documents(documents: &[(Origin, &str)]) -> Result<Vec<Manifest>> {
+    let mut manifests = Vec::new();
+    for (origin, doc) in documents {
+        let start_line = origin.line.unwrap_or(1);
+        let value: Value = serde_saphyr::from_str(doc).map_err(|err| {
             let line = err
                 .location()
                 .map(|l| start_line + l.line().saturating_sub(1) as usize)
                 .unwrap_or(start_line);
             Error::Source {
-                path: file.to_path_buf(),
+                path: origin.file.clone(),
                 message: format!(
                     "line {line}: invalid YAML in document {}: {}",
                     origin.document + 1,
@@ -137,7 +182,7 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Vec<Manifest>> {
                 ),
             }
         })?;
-        push_value(value, &origin, &mut manifests)?;
+        push_value(value, origin, &mut manifests)?;
     }
     Ok(manifests)
 }
@@ -226,11 +271,36 @@ pub fn to_manifest(value: Value, origin: &Origin) -> Result<Manifest> {
         )));
     }
     let (kind, name) = (kind.to_string(), name.to_string());
-    let object: DynamicObject = serde_json::from_value(value)
+    let object = into_dynamic_object(value)
         .map_err(|err| fail(format!("{kind} {name} is not a valid object: {err}")))?;
     Ok(Manifest {
         object,
         origin: origin.clone(),
+    })
+}
+
+/// Split a checked object into a [`DynamicObject`] by hand: deserialising one from a `Value`
+/// goes through serde's buffered `flatten` path, which was a large part of parsing big streams.
+fn into_dynamic_object(value: Value) -> std::result::Result<DynamicObject, serde_json::Error> {
+    let Value::Object(mut map) = value else {
+        return serde_json::from_value(value);
+    };
+    let metadata = match map.shift_remove("metadata") {
+        Some(metadata) => serde_json::from_value(metadata)?,
+        None => Default::default(),
+    };
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    let types = kube::api::TypeMeta {
+        api_version: text(map.shift_remove("apiVersion")),
+        kind: text(map.shift_remove("kind")),
+    };
+    Ok(DynamicObject {
+        types: Some(types),
+        metadata,
+        data: Value::Object(map),
     })
 }
 
@@ -248,6 +318,46 @@ mod tests {
         assert_eq!(manifests[1].kind(), "Secret");
         assert_eq!(manifests[1].origin.line, Some(8));
         assert_eq!(manifests[1].origin.document, 1);
+    }
+
+    /// A stream large enough to be parsed on several threads keeps document order, lines,
+    /// and reports the first bad document.
+    #[test]
+    fn large_streams_parse_in_order_with_lines() {
+        let doc = |i: usize| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  blob: \"{}\"\n",
+                "x".repeat(200)
+            )
+        };
+        let count = 2000;
+        let yaml: String = (0..count).map(|i| format!("---\n{}", doc(i))).collect();
+        assert!(yaml.len() > PARALLEL_PARSE_BYTES);
+        let manifests = parse_bytes(yaml.as_bytes(), Path::new("big.yaml")).unwrap();
+        assert_eq!(manifests.len(), count);
+        for (i, m) in manifests.iter().enumerate() {
+            assert_eq!(m.name(), format!("cm-{i}"));
+            assert_eq!(m.origin.document, i);
+            assert_eq!(m.origin.line, Some(i * 7 + 2));
+        }
+        let mut broken: Vec<String> = (0..count).map(doc).collect();
+        broken[1500] = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n".into();
+        broken[1800] = "apiVersion: v1\nkind: ConfigMap\n".into();
+        let yaml: String = broken.iter().map(|d| format!("---\n{d}")).collect();
+        let err = parse_bytes(yaml.as_bytes(), Path::new("big.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("document 1501"), "{err}");
+    }
+
+    #[test]
+    fn inline_document_on_the_marker_line() {
+        let yaml = "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n--- \napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\r\n";
+        let manifests = parse_bytes(yaml.as_bytes(), Path::new("x.yaml")).unwrap();
+        let names: Vec<&str> = manifests.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(manifests[0].origin.line, Some(1));
+        assert_eq!(manifests[1].origin.line, Some(3));
     }
 
     #[test]
