@@ -15,6 +15,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_tracing(cli.global.verbose);
     ferry_engine::install_crypto_provider();
+    // `render` never talks to the cluster: it runs without an async runtime (and its worker
+    // threads), which is measurable next to a ~40 ms `helm template`.
+    if let cli::Command::Render(args) = &cli.command {
+        return match commands::render::run(&cli.global, args) {
+            Ok(code) => ExitCode::from(code),
+            Err(err) => {
+                output::print_error(&err);
+                ExitCode::from(output::EXIT_ERROR)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
