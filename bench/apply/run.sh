@@ -27,12 +27,18 @@ trap 'rm -rf "$WORK"' EXIT
 OBJECTS=$((APPS * 4))
 
 # measure NAME CMD...: run CMD under /usr/bin/time -v; print "wall_s rss_mib".
+# Also prints the tool's own CPU seconds (user + sys) and the control plane's (kube-apiserver,
+# etcd, kube-controller-manager) during the run: "wall_s rss_mib tool_cpu_s control_plane_cpu_s".
 measure() {
-	local name="$1"; shift
+	local name="$1" before after; shift
+	before="$(control_plane_ticks)"
 	/usr/bin/time -v -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || {
 		echo "$name failed:" >&2; tail -20 "$WORK/$name.err" >&2; exit 1; }
-	awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; w=s}
-		/Maximum resident set size/ {r=$2/1024} END {printf "%.2f %.0f\n", w, r}' "$WORK/$name.time"
+	after="$(control_plane_ticks)"
+	awk -F': ' -v cp="$(((after - before)))" -v hz="$(getconf CLK_TCK)" \
+		'/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; w=s}
+		/User time/ {u=$2} /System time/ {y=$2}
+		/Maximum resident set size/ {r=$2/1024} END {printf "%.2f %.0f %.2f %.2f\n", w, r, u+y, cp/hz}' "$WORK/$name.time"
 }
 # kubectl -v=6 logs one line per HTTP response: `"Response" verb="GET" url="https://..."`.
 kubectl_counts() {
@@ -40,10 +46,11 @@ kubectl_counts() {
 		"$(grep -cE '"Response" verb="(POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true)"
 }
 ferry_counts() { jq -r '"\(.requests.reads + .requests.writes) \(.requests.writes)"' "$WORK/$1.out"; }
-# settle: wait (up to 30 s) until the control plane is idle again: the controllers' reaction
-# to the previous run (ReplicaSets, EndpointSlices, status updates) would otherwise load
-# whichever tool runs next. Idle = kube-apiserver + etcd + kube-controller-manager used less
-# than 10% of one core over half a second.
+# settle: wait (up to 90 s) until the control plane is idle again: the controllers' reaction
+# to the previous run (ReplicaSets, EndpointSlices, status updates, namespace deletion; the
+# controller-manager writes at its client QPS limit, so this takes tens of seconds) would
+# otherwise load whichever tool runs next. Idle = kube-apiserver + etcd +
+# kube-controller-manager used less than 10% of one core over half a second (about 4% at rest).
 PIDS_DIR="${FERRY_TESTENV_DIR:-/tmp/ferry-testenv}/pids"
 control_plane_ticks() {
 	local total=0 name pid
@@ -56,14 +63,14 @@ control_plane_ticks() {
 settle() {
 	local hz before after i
 	hz="$(getconf CLK_TCK)"
-	for ((i = 0; i < 60; i++)); do
+	for ((i = 0; i < 180; i++)); do
 		before="$(control_plane_ticks)"
 		sleep 0.5
 		after="$(control_plane_ticks)"
 		# ticks in 0.5 s < 10% of a core
 		((after - before < hz / 20)) && return 0
 	done
-	echo "warning: control plane still busy after 30 s" >&2
+	echo "warning: control plane still busy after 90 s" >&2
 }
 run_ferry() { # run_ferry ROUND PHASE NS
 	local m; m="$(measure "ferry-$1-$2" "$FERRY" apply "$WORK/manifests" --app bench -n "$3" \
@@ -94,18 +101,20 @@ done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "### $OBJECTS objects ($APPS apps), concurrency $CONC, median of $ROUNDS rounds, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| run | wall (s) | peak RSS (MiB) | API requests | of which writes | all rounds wall (s) |"
-echo "|---|---|---|---|---|---|"
+echo "| run | wall (s) | peak RSS (MiB) | tool CPU (s) | control plane CPU (s) | API requests | of which writes | all rounds wall (s) |"
+echo "|---|---|---|---|---|---|---|---|"
 for phase in cold reapply; do
 	for tool in ferry kubectl; do
 		rows="$(awk -v t="$tool" -v p="$phase" '$1==t && $2==p' "$WORK/results")"
 		wall="$(awk '{print $3}' <<<"$rows" | median)"
 		rss="$(awk '{print $4}' <<<"$rows" | median)"
-		reqs="$(awk '{print $5}' <<<"$rows" | median)"
-		writes="$(awk '{print $6}' <<<"$rows" | median)"
+		tool_cpu="$(awk '{print $5}' <<<"$rows" | median)"
+		cp_cpu="$(awk '{print $6}' <<<"$rows" | median)"
+		reqs="$(awk '{print $7}' <<<"$rows" | median)"
+		writes="$(awk '{print $8}' <<<"$rows" | median)"
 		all="$(awk '{printf "%s%s", sep, $3; sep=", "}' <<<"$rows")"
 		label="$tool"; [[ $tool == kubectl ]] && label="kubectl --server-side"
-		echo "| $label ($phase) | $wall | $rss | $reqs | $writes | $all |"
+		echo "| $label ($phase) | $wall | $rss | $tool_cpu | $cp_cpu | $reqs | $writes | $all |"
 		eval "w_${tool}_${phase}=$wall"
 	done
 done

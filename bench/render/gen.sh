@@ -5,6 +5,7 @@
 #                  (Deployment, Service, ServiceAccount, HPA) plus a shared component.
 #   DIR/chart      a real-world-sized chart: 30 templates (a _helpers.tpl with named templates,
 #                  10 components x Deployment/Service/ConfigMap) and a values.yaml.
+#   DIR/crdchart   the same chart with ~630 KB of CRDs in crds/ (an operator-style chart).
 set -euo pipefail
 DIR="$1"
 APPS="${APPS:-100}"
@@ -184,4 +185,16 @@ data:
 {{- end }}
 TPL
 done
-echo "generated $APPS kustomize apps in $K and a $(find "$C/templates" -type f | wc -l)-template chart in $C" >&2
+# DIR/crdchart: the same chart plus 12 CRD files in crds/ (ferry's own CRDs, renamed into 12
+# groups: ~630 KB of OpenAPI schema), like an operator chart (cert-manager, prometheus-operator).
+# helm copies CRDs through untouched, so this measures ferry's cost per byte of output.
+CC="$DIR/crdchart"
+rm -rf "$CC"
+cp -r "$C" "$CC"
+mkdir -p "$CC/crds"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+for ((g = 1; g <= 12; g++)); do
+	sed "s/\.ferry\.dev/.t$g.example.com/g; s/group: ferry.dev/group: t$g.example.com/" \
+		"$ROOT/deploy/crds.yaml" >"$CC/crds/crds-$g.yaml"
+done
+echo "generated $APPS kustomize apps in $K, a $(find "$C/templates" -type f | wc -l)-template chart in $C and the same chart with CRDs in $CC" >&2

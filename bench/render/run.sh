@@ -44,8 +44,12 @@ hyperfine --warmup 3 --runs "$((RUNS * 3))" -N --export-markdown "$WORK/helm.md"
 	-n "helm template" "$BIN/helm template platform $WORK/chart --namespace default --include-crds --skip-tests" \
 	-n "ferry render (helm)" "$FERRY render $WORK/chart --root $WORK" \
 	--output=null
+hyperfine --warmup 3 --runs "$((RUNS * 2))" -N --export-markdown "$WORK/crdchart.md" \
+	-n "helm template (chart with CRDs)" "$BIN/helm template platform $WORK/crdchart --namespace default --include-crds --skip-tests" \
+	-n "ferry render (chart with CRDs)" "$FERRY render $WORK/crdchart --root $WORK" \
+	--output=null
 echo
-cat "$WORK/kustomize.md" "$WORK/helm.md"
+cat "$WORK/kustomize.md" "$WORK/helm.md" "$WORK/crdchart.md"
 
 # Wall time on a shared machine is noisy; CPU time (task-clock, children included) is the
 # stable measure of the work ferry adds on top of the renderer.
@@ -65,5 +69,7 @@ if command -v perf >/dev/null; then
 	cpu "ferry render (kustomize)" "$RUNS" "$FERRY" render "$WORK/kustomize" --root "$WORK"
 	cpu "helm template" "$((RUNS * 3))" "$BIN/helm" template platform "$WORK/chart" --namespace default --include-crds --skip-tests
 	cpu "ferry render (helm)" "$((RUNS * 3))" "$FERRY" render "$WORK/chart" --root "$WORK"
+	cpu "helm template (chart with CRDs)" "$((RUNS * 2))" "$BIN/helm" template platform "$WORK/crdchart" --namespace default --include-crds --skip-tests
+	cpu "ferry render (chart with CRDs)" "$((RUNS * 2))" "$FERRY" render "$WORK/crdchart" --root "$WORK"
 	cpu "ferry --version (process start)" "$((RUNS * 3))" "$FERRY" --version
 fi
