@@ -168,20 +168,21 @@ fn parse_documents(documents: &[(Origin, &str)]) -> Result<Vec<Manifest>> {
     let mut manifests = Vec::new();
     for (origin, doc) in documents {
         let start_line = origin.line.unwrap_or(1);
-        let value: Value = serde_saphyr::from_str(doc).map_err(|err| {
-            let line = err
-                .location()
-                .map(|l| start_line + l.line().saturating_sub(1) as usize)
-                .unwrap_or(start_line);
-            Error::Source {
-                path: origin.file.clone(),
-                message: format!(
-                    "line {line}: invalid YAML in document {}: {}",
-                    origin.document + 1,
-                    first_line(&err.without_snippet().to_string())
-                ),
-            }
-        })?;
+        let value: Value = serde_saphyr::from_str_with_options(doc, super::safety::yaml_options())
+            .map_err(|err| {
+                let line = err
+                    .location()
+                    .map(|l| start_line + l.line().saturating_sub(1) as usize)
+                    .unwrap_or(start_line);
+                Error::Source {
+                    path: origin.file.clone(),
+                    message: format!(
+                        "line {line}: invalid YAML in document {}: {}",
+                        origin.document + 1,
+                        first_line(&err.without_snippet().to_string())
+                    ),
+                }
+            })?;
         push_value(value, origin, &mut manifests)?;
     }
     Ok(manifests)
