@@ -141,4 +141,57 @@ async fn agent_survives_an_api_server_restart_and_applies_what_was_committed_mea
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(items, OBJECTS, "no object lost or duplicated");
     agent.stop().await.expect("agent stops");
+    wait_controllers_back(&client, &ns.name).await;
+}
+
+/// After a restart the controller-manager, scheduler and kwok reconnect with backoff (and may
+/// meet "forbidden" while the new API server's RBAC cache fills). Test binaries run one after
+/// another on the shared control plane, so leave it only once a Deployment again becomes
+/// Available: that needs the ReplicaSet controller, the scheduler and kwok all working.
+async fn wait_controllers_back(client: &kube::Client, ns: &str) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let canary: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "canary"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "canary"}},
+            "template": {
+                "metadata": {"labels": {"app": "canary"}},
+                "spec": {
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]
+                }
+            }
+        }
+    }))
+    .expect("canary deployment");
+    deployments
+        .patch(
+            "canary",
+            &PatchParams::apply("ferry-test"),
+            &Patch::Apply(&canary),
+        )
+        .await
+        .expect("create canary deployment");
+    wait_for(
+        "a Deployment Available after the restart (controllers, scheduler and kwok back)",
+        Duration::from_secs(240),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get("canary").await?;
+                let available = d
+                    .status
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or_default();
+                Ok((available >= 1).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
 }
