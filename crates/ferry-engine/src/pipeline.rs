@@ -28,8 +28,8 @@ use crate::prune::{
 };
 use crate::render::helm::hooks::{self as hook_class, HookPhase};
 use crate::report::{
-    Action, ApplyReport, DiffAction, DiffReport, ObjectDiff, ObjectResult, ObjectStatus,
-    StatusReport,
+    Action, ApplyReport, DiffAction, DiffReport, HookTiming, ObjectDiff, ObjectResult,
+    ObjectStatus, StatusReport,
 };
 use crate::{Error, Manifest, ObjectKey, Result};
 
@@ -701,7 +701,13 @@ pub async fn diff(
                     }
                 };
                 let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
-                Ok(diff_object(&p.key, live.as_ref(), Some(&desired)))
+                let mut diff = diff_object(&p.key, live.as_ref(), Some(&desired));
+                diff.hook = match hook_class::phase(&p.manifest) {
+                    HookPhase::PreDeploy => Some(HookTiming::PreDeploy),
+                    HookPhase::PostDeploy => Some(HookTiming::PostDeploy),
+                    HookPhase::Main => None,
+                };
+                Ok(diff)
             }
         })
         .buffered(opts.concurrency.max(1))
@@ -774,6 +780,7 @@ pub fn diff_object(key: &ObjectKey, live: Option<&Value>, desired: Option<&Value
         key: key.clone(),
         action,
         diff,
+        hook: None,
     }
 }
 

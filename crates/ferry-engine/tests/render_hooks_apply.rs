@@ -10,6 +10,7 @@ use std::time::Duration;
 use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
 use ferry_engine::render::render;
 use ferry_engine::report::Action;
+use ferry_engine::report::HookTiming;
 use ferry_testsupport::{TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -184,6 +185,31 @@ async fn pre_hook_completes_before_main_and_post_hook_runs_after_and_is_deleted(
 
     // A change elsewhere re-runs the hooks: the pre hook is re-created (before-hook-creation).
     t.write("app/values.yaml", "mode: two\n");
+    // `diff` says so: the hooks are marked, and shown although their own diff is empty.
+    let diff = pipeline::diff(
+        &client,
+        render(&req).expect("render chart"),
+        &options(&ns.name, Duration::from_secs(90)),
+        &NoProgress,
+    )
+    .await
+    .expect("diff");
+    let hook_of = |name: &str| {
+        diff.objects
+            .iter()
+            .find(|o| o.key.name == name)
+            .unwrap_or_else(|| panic!("{name} in the diff: {:#?}", diff.objects))
+            .hook
+    };
+    assert_eq!(hook_of("migrate"), Some(HookTiming::PreDeploy));
+    assert_eq!(hook_of("notify"), Some(HookTiming::PostDeploy));
+    assert_eq!(hook_of("settings"), None);
+    let text = diff.to_human(false);
+    assert!(
+        text.contains("Job") && text.contains("migrate (pre-deploy hook: runs first"),
+        "{text}"
+    );
+    assert!(text.contains("settings"), "{text}");
     let manifests = render(&req).expect("render chart");
     pipeline::apply(
         &client,

@@ -242,6 +242,44 @@ pub struct ObjectDiff {
     pub action: DiffAction,
     /// Unified diff (live → desired), Secret values redacted; empty when unchanged.
     pub diff: String,
+    /// For hooks (`helm.sh/hook`, Argo `PreSync`/`PostSync`): when the apply runs it. A hook
+    /// runs on every apply that changes anything in the app, even when its own diff is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookTiming>,
+}
+
+/// When a hook runs relative to the app's other objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookTiming {
+    /// Applied and awaited before everything else.
+    PreDeploy,
+    /// Applied after everything else.
+    PostDeploy,
+}
+
+impl HookTiming {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::PreDeploy => "pre-deploy hook: runs first, on every apply that changes the app",
+            Self::PostDeploy => "post-deploy hook: runs last, on every apply that changes the app",
+        }
+    }
+}
+
+impl ObjectDiff {
+    /// `ACTION KEY`, plus when a hook runs.
+    fn header(&self) -> String {
+        match self.hook {
+            Some(hook) => format!(
+                "{} {} ({})",
+                self.action.as_str(),
+                self.key,
+                hook.describe()
+            ),
+            None => format!("{} {}", self.action.as_str(), self.key),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -277,10 +315,11 @@ impl DiffReport {
         use owo_colors::OwoColorize;
         let mut out = String::new();
         for o in &self.objects {
-            if o.action == DiffAction::Unchanged {
+            // An unchanged hook still runs when anything else changes: show it then.
+            if o.action == DiffAction::Unchanged && !(o.hook.is_some() && self.has_changes()) {
                 continue;
             }
-            let header = format!("{} {}", o.action.as_str(), o.key);
+            let header = o.header();
             if color {
                 let _ = writeln!(out, "{}", header.bold());
             } else {
@@ -308,14 +347,18 @@ impl DiffReport {
     pub fn to_markdown(&self) -> String {
         let mut out = format!("### ferry diff: `{}`\n\n{}\n\n", self.app, self.summary());
         for o in &self.objects {
-            if o.action == DiffAction::Unchanged {
+            // An unchanged hook still runs when anything else changes: show it then.
+            if o.action == DiffAction::Unchanged && !(o.hook.is_some() && self.has_changes()) {
                 continue;
             }
             let _ = writeln!(
                 out,
-                "<details><summary><b>{}</b> <code>{}</code></summary>\n\n```diff\n{}```\n</details>\n",
+                "<details><summary><b>{}</b> <code>{}</code>{}</summary>\n\n```diff\n{}```\n</details>\n",
                 o.action.as_str(),
                 o.key,
+                o.hook
+                    .map(|h| format!(" ({})", h.describe()))
+                    .unwrap_or_default(),
                 // A fence inside the diff would end the block early.
                 o.diff.replace("```", "`\u{200b}``")
             );
