@@ -10,7 +10,7 @@ pub mod markers;
 pub mod policy;
 pub mod reference;
 pub mod registry;
-pub mod semver_range;
+pub use ferry_semver as semver_range;
 pub mod setimage;
 pub mod webhook;
 pub mod yaml_scan;

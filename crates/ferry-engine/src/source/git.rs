@@ -405,32 +405,13 @@ pub fn known_hosts_match(known_hosts: &str, host: &str, key: &[u8]) -> bool {
     false
 }
 
-/// Translate a Masterminds/Flux-style range into Cargo semver syntax: space-separated
-/// constraints are ANDed, `x`/`*` wildcards are accepted, a leading `v` is ignored.
-pub fn parse_semver_range(range: &str) -> std::result::Result<semver::VersionReq, String> {
-    const OPS: &str = "<>=~^";
-    let mut parts: Vec<String> = Vec::new();
-    for token in range.replace(',', " ").split_whitespace() {
-        let token = token.replace(['x', 'X'], "*");
-        // `>= 1.0.0` (operator and version split by a space) is one constraint.
-        match parts.last_mut() {
-            Some(last) if last.chars().all(|c| OPS.contains(c)) => last.push_str(&token),
-            _ => parts.push(token),
-        }
-    }
-    let joined = parts
-        .iter()
-        .map(|p| {
-            let (op, ver) = p.split_at(p.find(|c: char| !OPS.contains(c)).unwrap_or(p.len()));
-            format!("{op}{}", ver.trim_start_matches('v'))
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    semver::VersionReq::parse(&joined)
-        .map_err(|e| format!("{range:?} is not a semver range ({e}); use e.g. \">=1.0.0 <2.0.0\""))
+/// A Masterminds/Flux-style range (`>=1.0.0 <2.0.0`, `1.x`, `^1.2`, `||`), via `ferry-semver`:
+/// the same grammar as chart versions and image policies.
+pub fn parse_semver_range(range: &str) -> std::result::Result<ferry_semver::Range, String> {
+    ferry_semver::Range::parse(range).map_err(|e| format!("{e}; use e.g. \">=1.0.0 <2.0.0\""))
 }
 
-fn highest_matching_tag(repo: &Repository, req: &semver::VersionReq) -> Option<String> {
+fn highest_matching_tag(repo: &Repository, req: &ferry_semver::Range) -> Option<String> {
     let names = repo.references_glob("refs/ferry/tags/*").ok()?;
     let mut best: Option<(semver::Version, String)> = None;
     for reference in names.flatten() {
@@ -438,10 +419,14 @@ fn highest_matching_tag(repo: &Repository, req: &semver::VersionReq) -> Option<S
             continue;
         };
         let tag = name.trim_start_matches("refs/ferry/tags/").to_string();
-        let Ok(version) = semver::Version::parse(tag.trim_start_matches('v')) else {
+        let Some(version) = ferry_semver::parse_version(&tag) else {
             continue;
         };
-        if req.matches(&version) && best.as_ref().is_none_or(|(b, _)| version > *b) {
+        if req.matches(&version)
+            && best.as_ref().is_none_or(|(b, _)| {
+                ferry_semver::cmp_precedence(&version, b) == std::cmp::Ordering::Greater
+            })
+        {
             best = Some((version, tag));
         }
     }
