@@ -25,8 +25,10 @@ pub enum OutputFormat {
 /// Logs go to stderr so that stdout stays clean for `-o json` and `ferry render`.
 /// `RUST_LOG` wins over `-v` when set.
 pub fn init_tracing(verbosity: u8) {
+    // kube-client logs every failed request at ERROR; ferry reports the same failure itself,
+    // with the object or URL and what to do, so that line is noise until `-v`.
     let default = match verbosity {
-        0 => "warn",
+        0 => "warn,kube_client=off",
         1 => "info,ferry=info",
         2 => "debug,hyper=info,h2=info,tower=info,rustls=info",
         _ => "trace",

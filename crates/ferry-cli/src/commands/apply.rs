@@ -347,43 +347,75 @@ pub struct Prepared {
     pub client: kube::Client,
     /// Discovery requests sent while rendering (the engine's report does not count them).
     pub discovery_reads: u64,
+    /// The API server's URL, for errors that say the cluster cannot be reached.
+    pub server: String,
+}
+
+impl Prepared {
+    /// Name the API server on errors about reaching it (the engine does not know the URL).
+    pub fn name_server(&self, err: ferry_engine::Error) -> anyhow::Error {
+        let unreachable = matches!(err, ferry_engine::Error::Cluster(_));
+        let err = anyhow::Error::new(err);
+        if unreachable {
+            err.context(format!(
+                "API server {}: is the cluster up, and are the kubeconfig and --context the ones you meant?",
+                self.server
+            ))
+        } else {
+            err
+        }
+    }
 }
 
 /// Render, read the git revision, connect and discover concurrently: none needs another's
-/// result, and before the first write the API server is otherwise idle. A render error wins
-/// over a cluster error (it is the one the user can fix first).
+/// result, and before the first write the API server is otherwise idle. A render error is
+/// reported at once, without waiting for the cluster (it is the one the user can fix first).
 pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) -> Result<Prepared> {
     let render_source = source.clone();
     let rendered = tokio::task::spawn_blocking(move || render_sources(&render_source));
     let (app_args, option_source) = (app.clone(), source.clone());
     let options = tokio::task::spawn_blocking(move || apply_options(&app_args, &option_source));
     let discovery = std::sync::Arc::new(ferry_engine::discovery::DiscoveryCache::default());
-    let connected = async {
-        let client = cluster::connect(&cluster_options(global)).await?;
+    let cluster = cluster_options(global);
+    let prefetch = discovery.clone();
+    let connected = tokio::spawn(async move {
+        let config = cluster::load_config(&cluster).await?;
+        let server = config.cluster_url.to_string();
+        let client = cluster::client_from_config(config)?;
         // A failed prefetch is not an error here: the engine discovers again and reports it.
-        let reads = discovery.prefetch(&client).await.unwrap_or(0);
-        anyhow::Ok((client, reads))
+        let reads = prefetch.prefetch(&client).await.unwrap_or(0);
+        anyhow::Ok((client, reads, server))
+    });
+    let bail_early = |err: anyhow::Error| {
+        connected.abort();
+        err
     };
-    let (rendered, options, connected) = tokio::join!(rendered, options, connected);
-    let manifests = rendered.context("render task failed")??;
-    let mut opts = options.context("option task failed")??;
-    let (client, discovery_reads) = connected?;
+    let manifests = rendered
+        .await
+        .context("render task failed")
+        .and_then(|r| r)
+        .map_err(bail_early)?;
+    let mut opts = options
+        .await
+        .context("option task failed")
+        .and_then(|r| r)
+        .map_err(bail_early)?;
+    let (client, discovery_reads, server) = connected.await.context("connect task failed")??;
     opts.discovery = Some(discovery);
     Ok(Prepared {
         manifests,
         opts,
         client,
         discovery_reads,
+        server,
     })
 }
 
 pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
-    let Prepared {
-        manifests,
-        mut opts,
-        client,
-        discovery_reads,
-    } = prepare(global, &args.app, &args.source).await?;
+    let mut prepared = prepare(global, &args.app, &args.source).await?;
+    let manifests = std::mem::take(&mut prepared.manifests);
+    let (client, discovery_reads) = (prepared.client.clone(), prepared.discovery_reads);
+    let mut opts = prepared.opts.clone();
     opts.wait = if args.no_wait {
         false
     } else {
@@ -394,7 +426,7 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
     let progress = CliProgress::new(global.output == OutputFormat::Human);
     let report = pipeline::apply(&client, manifests, &opts, &progress).await;
     progress.finish();
-    let mut report = report?;
+    let mut report = report.map_err(|err| prepared.name_server(err))?;
     report.requests.reads += discovery_reads;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

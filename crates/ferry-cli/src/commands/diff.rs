@@ -8,7 +8,7 @@ use clap::Args;
 use ferry_engine::pipeline::{self, NoProgress};
 
 use crate::cli::GlobalArgs;
-use crate::commands::apply::{AppArgs, Prepared, SourceArgs, prepare};
+use crate::commands::apply::{AppArgs, SourceArgs, prepare};
 use crate::output::{EXIT_CHANGES, EXIT_OK, OutputFormat};
 
 pub const DIFF_HELP: &str = "\
@@ -33,13 +33,11 @@ pub struct DiffArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8> {
-    let Prepared {
-        manifests,
-        opts,
-        client,
-        ..
-    } = prepare(global, &args.app, &args.source).await?;
-    let report = pipeline::diff(&client, manifests, &opts, &NoProgress).await?;
+    let mut prepared = prepare(global, &args.app, &args.source).await?;
+    let manifests = std::mem::take(&mut prepared.manifests);
+    let report = pipeline::diff(&prepared.client, manifests, &prepared.opts, &NoProgress)
+        .await
+        .map_err(|err| prepared.name_server(err))?;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Markdown => print!("{}", report.to_markdown()),
