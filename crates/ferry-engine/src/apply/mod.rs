@@ -8,7 +8,7 @@
 //! Objects owned by another ferry app are refused and name that app.
 //!
 //! Each write is one server-side apply PATCH with `fieldValidation=Ignore` whose response is
-//! the object's metadata only ([`apply_params`], [`ACCEPT_METADATA_ONLY`]): both cut the API
+//! the object's metadata only ([`apply_params`], `ACCEPT_METADATA_ONLY`): both cut the API
 //! server's work per object without losing a check.
 
 use std::collections::{BTreeMap, HashMap};
