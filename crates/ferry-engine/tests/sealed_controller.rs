@@ -11,39 +11,14 @@ use ferry_engine::decrypt::sealed::{
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = SealedSecret::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("ferry-test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("installing the SealedSecret CRD: {e}"));
-    wait_for("SealedSecret CRD established", TIMEOUT, || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let crd = crds.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(established.then_some(()))
-        }
-    })
-    .await
-    .expect("CRD established");
+    let crd = serde_json::to_value(SealedSecret::crd()).expect("CRD as JSON");
+    ferry_testsupport::install_crds(client, &[crd], "ferry-test").await;
 }
 
 fn data() -> BTreeMap<String, ByteString> {

@@ -15,46 +15,19 @@ use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
 use ferry_images::controller::{ImageAutomation, ImageOptions, ScanTrigger};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut crds = ferry_images::controller::crds();
     crds.push(GitSource::crd());
-    for crd in crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("ferry-images-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        wait_for(
-            &format!("CRD {name} established"),
-            Duration::from_secs(30),
-            || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    let crd = api.get(&name).await?;
-                    let ok = crd
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    Ok(ok.then_some(()))
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    }
+    let crds: Vec<serde_json::Value> = crds
+        .iter()
+        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
+        .collect();
+    ferry_testsupport::install_crds(client, &crds, "ferry-images-tests").await;
 }
 
 async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
