@@ -8,6 +8,7 @@
 //! logins and plugins never leak into (or change) a render.
 
 pub mod chart;
+pub mod crds;
 pub mod hooks;
 pub mod version;
 
@@ -121,6 +122,17 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         &ctx.redactor,
     )?;
 
+    let include_crds = cfg.include_crds.unwrap_or(true);
+    // CRD files of a local chart are parsed while helm runs (see `crds`).
+    let crd_files = match &chart_ref {
+        ChartRef::Local(_) if include_crds && chart_path.is_dir() => {
+            crds::files(&chart_path, limits.max_total_bytes)
+        }
+        _ => Vec::new(),
+    };
+    let parsing_ahead =
+        (!crd_files.is_empty()).then(|| std::thread::spawn(move || crds::parse_ahead(&crd_files)));
+
     let entries = values_entries(ctx, &cfg)?;
     let release = ctx
         .overrides
@@ -142,7 +154,7 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         .arg("--namespace")
         .arg(&namespace)
         .arg("--skip-tests");
-    if cfg.include_crds.unwrap_or(true) {
+    if include_crds {
         run = run.arg("--include-crds");
     }
     if let Some(kube_version) = &cfg.kube_version {
@@ -189,7 +201,14 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         other => other.display(),
     };
     let stdout = chart::run_helm(run, &format!("helm template {shown}"), &ctx.redactor)?;
-    let mut manifests = parse_output(&stdout, &shown, &ctx.redactor)?;
+    let mut ahead = parsing_ahead.and_then(|thread| thread.join().ok());
+    if let Some(ahead) = &ahead {
+        tracing::debug!(
+            bytes = ahead.len_bytes(),
+            "CRD documents parsed while helm ran"
+        );
+    }
+    let mut manifests = parse_output(&stdout, &shown, &ctx.redactor, ahead.as_mut())?;
     hooks::drop_unsupported(&mut manifests);
 
     let post_render = match (&ctx.overrides.post_render, &cfg.post_render) {
@@ -378,10 +397,15 @@ fn deep_merge(base: &mut Value, overlay: Value) {
 
 /// Parse `helm template` output; each object's origin is the template named by helm's
 /// `# Source:` comment.
-fn parse_output(stdout: &[u8], shown: &str, redactor: &safety::Redactor) -> Result<Vec<Manifest>> {
+fn parse_output(
+    stdout: &[u8],
+    shown: &str,
+    redactor: &safety::Redactor,
+    ahead: Option<&mut super::plain::ParsedAhead>,
+) -> Result<Vec<Manifest>> {
     let origin = PathBuf::from(format!("helm template {shown}"));
     let mut manifests =
-        super::plain::parse_bytes(stdout, &origin).map_err(|err| Error::Render {
+        super::plain::parse_bytes_with(stdout, &origin, ahead).map_err(|err| Error::Render {
             path: origin.clone(),
             message: redactor.redact(&format!("helm produced unreadable output: {err}")),
         })?;

@@ -109,18 +109,81 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
 /// Charts with CRDs produce megabytes of YAML, and parsing is most of ferry's own render time.
 const PARALLEL_PARSE_BYTES: usize = 256 * 1024;
 
+/// Documents parsed ahead of time, keyed by their text, for a stream that will contain them
+/// verbatim: the CRD files a chart ships are parsed while `helm template` runs, then taken from
+/// here instead of being parsed again from helm's output.
+///
+/// Only successful parses are kept, made by the same parser with the same options as
+/// [`parse_bytes`], and a document is matched only by its exact text (after leading comment and
+/// blank lines, which carry no content), so a hit yields the very value parsing would. Anything
+/// else, including a document whose text differs by a single byte, is simply parsed.
+#[derive(Debug, Default)]
+pub struct ParsedAhead {
+    values: std::collections::HashMap<String, Value>,
+    bytes: usize,
+}
+
+impl ParsedAhead {
+    /// Parse every document of `text` (a file as a renderer will print it) and keep the values.
+    pub fn add_stream(&mut self, text: &str) {
+        for (_, doc) in split_documents(text) {
+            let key = content_start(doc);
+            if key.is_empty() || self.values.contains_key(key) {
+                continue;
+            }
+            if let Ok(value) = parse_document(key) {
+                self.bytes += key.len();
+                self.values.insert(key.to_string(), value);
+            }
+        }
+    }
+
+    /// Bytes of document text held.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn take(&mut self, doc: &str) -> Option<Value> {
+        if self.values.is_empty() {
+            return None;
+        }
+        self.values.remove(content_start(doc))
+    }
+}
+
+/// `doc` from its first line that is neither blank nor a comment (helm prefixes each file with
+/// a `# Source:` line); `""` for a document with no content.
+fn content_start(doc: &str) -> &str {
+    let mut offset = 0;
+    for line in doc.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+            return &doc[offset..];
+        }
+        offset += line.len();
+    }
+    ""
+}
+
 /// Parse a multi-document YAML (or JSON) byte stream into manifests; `file` names it in errors.
 pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Vec<Manifest>> {
+    parse_bytes_with(bytes, file, None)
+}
+
+/// [`parse_bytes`], taking documents found in `ahead` instead of parsing them again.
+pub fn parse_bytes_with(
+    bytes: &[u8],
+    file: &Path,
+    mut ahead: Option<&mut ParsedAhead>,
+) -> Result<Vec<Manifest>> {
     let text = std::str::from_utf8(bytes).map_err(|err| Error::Source {
         path: file.to_path_buf(),
         message: format!("not UTF-8 text: {err}"),
     })?;
     let mut documents = Vec::new();
+    let mut unparsed_bytes = 0;
     for (start_line, doc) in split_documents(text) {
-        if doc
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
+        if content_start(doc).is_empty() {
             continue;
         }
         let origin = Origin {
@@ -128,19 +191,36 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Vec<Manifest>> {
             document: documents.len(),
             line: Some(start_line),
         };
-        documents.push((origin, doc));
+        let parsed = ahead.as_deref_mut().and_then(|ahead| ahead.take(doc));
+        if parsed.is_none() {
+            unparsed_bytes += doc.len();
+        }
+        documents.push(Document {
+            origin,
+            text: doc,
+            parsed,
+        });
     }
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
         .min(4);
-    let parsed: Vec<Result<Vec<Manifest>>> = if bytes.len() < PARALLEL_PARSE_BYTES || threads < 2 {
-        vec![parse_documents(&documents)]
+    let parsed: Vec<Result<Vec<Manifest>>> = if unparsed_bytes < PARALLEL_PARSE_BYTES || threads < 2
+    {
+        vec![parse_documents(documents)]
     } else {
         let chunk = documents.len().div_ceil(threads).max(1);
+        let mut parts = Vec::new();
+        let mut rest = documents;
+        while rest.len() > chunk {
+            let tail = rest.split_off(chunk);
+            parts.push(rest);
+            rest = tail;
+        }
+        parts.push(rest);
         std::thread::scope(|scope| {
-            let workers: Vec<_> = documents
-                .chunks(chunk)
+            let workers: Vec<_> = parts
+                .into_iter()
                 .map(|part| scope.spawn(move || parse_documents(part)))
                 .collect();
             workers
@@ -164,26 +244,46 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Vec<Manifest>> {
     Ok(manifests)
 }
 
-fn parse_documents(documents: &[(Origin, &str)]) -> Result<Vec<Manifest>> {
+/// One document of a stream: where it starts, its text, and its value if parsed ahead.
+struct Document<'a> {
+    origin: Origin,
+    text: &'a str,
+    parsed: Option<Value>,
+}
+
+/// The one YAML parse every document goes through (plain files, renderer output, ahead).
+fn parse_document(doc: &str) -> std::result::Result<Value, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(doc, super::safety::yaml_options())
+}
+
+fn parse_documents(documents: Vec<Document<'_>>) -> Result<Vec<Manifest>> {
     let mut manifests = Vec::new();
-    for (origin, doc) in documents {
+    for Document {
+        origin,
+        text: doc,
+        parsed,
+    } in documents
+    {
+        if let Some(value) = parsed {
+            push_value(value, &origin, &mut manifests)?;
+            continue;
+        }
         let start_line = origin.line.unwrap_or(1);
-        let value: Value = serde_saphyr::from_str_with_options(doc, super::safety::yaml_options())
-            .map_err(|err| {
-                let line = err
-                    .location()
-                    .map(|l| start_line + l.line().saturating_sub(1) as usize)
-                    .unwrap_or(start_line);
-                Error::Source {
-                    path: origin.file.clone(),
-                    message: format!(
-                        "line {line}: invalid YAML in document {}: {}",
-                        origin.document + 1,
-                        first_line(&err.without_snippet().to_string())
-                    ),
-                }
-            })?;
-        push_value(value, origin, &mut manifests)?;
+        let value: Value = parse_document(doc).map_err(|err| {
+            let line = err
+                .location()
+                .map(|l| start_line + l.line().saturating_sub(1) as usize)
+                .unwrap_or(start_line);
+            Error::Source {
+                path: origin.file.clone(),
+                message: format!(
+                    "line {line}: invalid YAML in document {}: {}",
+                    origin.document + 1,
+                    first_line(&err.without_snippet().to_string())
+                ),
+            }
+        })?;
+        push_value(value, &origin, &mut manifests)?;
     }
     Ok(manifests)
 }
@@ -349,6 +449,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("document 1501"), "{err}");
+    }
+
+    /// Documents parsed ahead are used only on an exact text match, and give what parsing
+    /// the stream would: a renderer's `# Source:` line is ignored, a changed byte is not.
+    #[test]
+    fn parsed_ahead_documents_match_by_exact_text() {
+        let crd = "# license header\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  keep: |+\n    text\n";
+        let mut ahead = ParsedAhead::default();
+        ahead.add_stream(&format!("{crd}\n"));
+        assert_eq!(ahead.values.len(), 2);
+        // As helm prints it: a `# Source:` line first and a newline after the file; then a
+        // template whose text is not among the parsed ones.
+        let output = format!(
+            "---\n# Source: chart/crds/a.yaml\n{crd}\n---\n# Source: chart/templates/c.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n"
+        );
+        let plain = parse_bytes(output.as_bytes(), Path::new("out")).unwrap();
+        let reused =
+            parse_bytes_with(output.as_bytes(), Path::new("out"), Some(&mut ahead)).unwrap();
+        assert!(ahead.values.is_empty(), "both CRD documents were taken");
+        assert_eq!(plain.len(), 3);
+        for (a, b) in plain.iter().zip(&reused) {
+            assert_eq!(a.object, b.object);
+            assert_eq!(a.origin, b.origin);
+        }
+        assert_eq!(reused[1].object.data["data"]["keep"], "text\n\n");
+
+        // Parsed without the newline helm adds, `|+` keeps one blank line less: no match, so
+        // the output's own text is parsed.
+        let mut ahead = ParsedAhead::default();
+        ahead.add_stream(crd);
+        let reused =
+            parse_bytes_with(output.as_bytes(), Path::new("out"), Some(&mut ahead)).unwrap();
+        assert_eq!(reused[1].object.data["data"]["keep"], "text\n\n");
+        assert_eq!(
+            ahead.values.len(),
+            1,
+            "the last document was parsed, not taken"
+        );
+        // A document that fails to parse ahead is not kept; the stream reports it as usual.
+        let mut ahead = ParsedAhead::default();
+        ahead.add_stream("metadata: [unclosed\n");
+        assert!(ahead.values.is_empty());
     }
 
     #[test]
