@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod config;
+pub mod fast_yaml;
 pub mod helm;
 pub mod kustomize;
 pub mod plain;

@@ -251,8 +251,12 @@ struct Document<'a> {
     parsed: Option<Value>,
 }
 
-/// The one YAML parse every document goes through (plain files, renderer output, ahead).
+/// The one YAML parse every document goes through (plain files, renderer output, ahead):
+/// the fast path where it is certain, serde-saphyr for everything else and for every error.
 fn parse_document(doc: &str) -> std::result::Result<Value, serde_saphyr::Error> {
+    if let Some(value) = super::fast_yaml::parse(doc) {
+        return Ok(value);
+    }
     serde_saphyr::from_str_with_options(doc, super::safety::yaml_options())
 }
 
