@@ -2,7 +2,9 @@
 # bench/render/run.sh: ferry's render overhead on top of the real renderers.
 #   1. a 100-app kustomize tree:   `ferry render` vs `kustomize build --load-restrictor ...`
 #   2. a 30-template chart:        `ferry render` vs `helm template`
-# Both sides write their YAML to /dev/null. Uses hyperfine (apt-get install hyperfine) and
+#   3. an operator-style chart with 630 KB of CRDs in crds/: the same two
+# Both sides write their YAML to /dev/null. Wall time three ways: hyperfine, an interleaved A/B
+# (ab.py), and perf stat, which also gives CPU time. Uses hyperfine (apt-get install hyperfine) and
 # the testenv's helm/kustomize (testenv/build), builds ferry with --release.
 #
 #   bench/render/run.sh [WORKDIR]      # prints a markdown table; RESULTS.md has a recorded run
@@ -50,6 +52,20 @@ hyperfine --warmup 3 --runs "$((RUNS * 2))" -N --export-markdown "$WORK/crdchart
 	--output=null
 echo
 cat "$WORK/kustomize.md" "$WORK/helm.md" "$WORK/crdchart.md"
+
+# Interleaved wall-time A/B (alternating order each round, so drift hits both sides).
+echo
+echo "| Interleaved A/B | median | mean |"
+echo "|:---|---:|---:|"
+"$HERE/ab.py" "$((RUNS * 2))" \
+	"$BIN/kustomize build $WORK/kustomize --load-restrictor LoadRestrictionsRootOnly" \
+	"$FERRY render $WORK/kustomize --root $WORK"
+"$HERE/ab.py" "$((RUNS * 6))" \
+	"$BIN/helm template platform $WORK/chart --namespace default --include-crds --skip-tests" \
+	"$FERRY render $WORK/chart --root $WORK"
+"$HERE/ab.py" "$((RUNS * 4))" \
+	"$BIN/helm template platform $WORK/crdchart --namespace default --include-crds --skip-tests" \
+	"$FERRY render $WORK/crdchart --root $WORK"
 
 # Wall time on a shared machine is noisy; CPU time (task-clock, children included) is the
 # stable measure of the work ferry adds on top of the renderer.
