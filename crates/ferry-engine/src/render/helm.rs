@@ -209,6 +209,12 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         );
     }
     let mut manifests = parse_output(&stdout, &shown, &ctx.redactor, ahead.as_mut())?;
+    if let Some(ahead) = &ahead {
+        tracing::debug!(
+            unused = ahead.len_unused(),
+            "CRD documents parsed ahead but not found verbatim in helm's output"
+        );
+    }
     hooks::drop_unsupported(&mut manifests);
 
     let post_render = match (&ctx.overrides.post_render, &cfg.post_render) {

@@ -143,6 +143,11 @@ impl ParsedAhead {
         self.bytes
     }
 
+    /// Documents parsed ahead and not (yet) taken.
+    pub fn len_unused(&self) -> usize {
+        self.values.len()
+    }
+
     fn take(&mut self, doc: &str) -> Option<Value> {
         if self.values.is_empty() {
             return None;
