@@ -455,15 +455,6 @@ mod tests {
             MAX_STDERR,
             "stderr is capped, the rest drained"
         );
-
-        let err = run(Run::new(&sh, Duration::from_secs(30), 1000)
-            .arg("-c")
-            .arg("head -c 5000000 /dev/zero"))
-        .unwrap_err();
-        assert!(
-            matches!(err, RunError::OutputTooLarge { limit: 1000, .. }),
-            "{err}"
-        );
     }
 
     #[test]
@@ -487,7 +478,8 @@ mod tests {
         let sh = sh();
         let err = run(Run::new(&sh, Duration::from_secs(10), 100)
             .arg("-c")
-            .arg("yes | head -c 1000"))
+            // Far beyond the pipe buffer: reading stops at the limit instead of draining it.
+            .arg("head -c 5000000 /dev/zero"))
         .unwrap_err();
         assert!(
             matches!(err, RunError::OutputTooLarge { limit: 100, .. }),
