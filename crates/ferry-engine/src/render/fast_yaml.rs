@@ -135,8 +135,8 @@ fn plain_scalar(text: &str) -> Option<Value> {
         return Some(Value::String(text.to_string()));
     }
     // YAML 1.1 booleans in any case, other null and non-finite spellings.
-    const RESERVED: [&str; 13] = [
-        "true", "false", "yes", "no", "y", "n", "on", "off", "null", "inf", "infinity", "nan", "~",
+    const RESERVED: [&str; 12] = [
+        "true", "false", "yes", "no", "y", "n", "on", "off", "null", "inf", "infinity", "nan",
     ];
     if text.len() <= 8 && RESERVED.iter().any(|word| text.eq_ignore_ascii_case(word)) {
         return None;
