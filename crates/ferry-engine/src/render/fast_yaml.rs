@@ -4,8 +4,9 @@
 //!
 //! It only ever answers for documents whose meaning is unambiguous, and returns `None` for
 //! everything else, which is then parsed by serde-saphyr exactly as before:
-//! - tags, anchors, aliases, merge keys (`<<`), non-string or duplicate keys;
-//! - nesting deeper than 48 or more than 100,000 nodes (serde-saphyr's budget decides those);
+//! - `%YAML` directives, tags, anchors, aliases, merge keys (`<<`), non-string or duplicate keys;
+//! - nesting deeper than 48, more than 100,000 nodes, or 64 MiB of text (serde-saphyr's
+//!   budget decides those);
 //! - syntax errors (serde-saphyr reports them, with its messages and lines);
 //! - any plain scalar that might resolve to something other than a string, except the
 //!   unambiguous `true`, `false`, null spellings and plain decimal integers.
@@ -29,6 +30,10 @@ enum Frame {
 
 /// The value of one YAML document, or `None` when serde-saphyr must decide (see module doc).
 pub fn parse(doc: &str) -> Option<Value> {
+    // serde-saphyr's scalar-bytes budget; scalars are never longer than their source text.
+    if doc.len() >= serde_saphyr::Budget::default().max_total_scalar_bytes {
+        return None;
+    }
     let mut stack: Vec<Frame> = Vec::new();
     let mut root = None;
     let mut nodes = 0usize;
@@ -39,7 +44,9 @@ pub fn parse(doc: &str) -> Option<Value> {
         let (event, _) = event.ok()?;
         let value = match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => continue,
-            Event::DocumentStart(..) => {
+            // A `%YAML` directive may change how serde-saphyr resolves scalars.
+            Event::DocumentStart(_, Some(_)) => return None,
+            Event::DocumentStart(_, None) => {
                 documents += 1;
                 if documents > 1 {
                     return None;
@@ -355,6 +362,7 @@ mod tests {
             "? [a]\n: v\n",
             "k: [unclosed\n",
             "a: 1\n---\nb: 2\n",
+            "%YAML 1.1\n---\nk: v\n",
         ] {
             assert!(parse(doc).is_none(), "fast path answered:\n{doc}");
         }

@@ -152,22 +152,47 @@ impl ParsedAhead {
         if self.values.is_empty() {
             return None;
         }
-        self.values.remove(content_start(doc))
+        let key = content_start(doc);
+        if key.is_empty() {
+            return None;
+        }
+        self.values.remove(key)
     }
 }
 
-/// `doc` from its first line that is neither blank nor a comment (helm prefixes each file with
-/// a `# Source:` line); `""` for a document with no content.
+/// `doc` from its first line that is neither blank nor a plain comment (helm prefixes each file
+/// with a `# Source:` line); `""` if there is none. Strict on purpose: a blank line holds only
+/// spaces and tabs, and a comment only printable characters that no YAML version reads as a
+/// line break, so the lines skipped here cannot change what the rest parses to.
 fn content_start(doc: &str) -> &str {
     let mut offset = 0;
     for line in doc.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+        let body = line.strip_suffix('\n').unwrap_or(line);
+        let body = body.strip_suffix('\r').unwrap_or(body);
+        let body = body.trim_start_matches([' ', '\t']);
+        let skippable =
+            body.is_empty() || (body.starts_with('#') && body.chars().all(is_plain_comment_char));
+        if !skippable {
             return &doc[offset..];
         }
         offset += line.len();
     }
     ""
+}
+
+fn is_plain_comment_char(c: char) -> bool {
+    matches!(c, '\t' | ' '..='~')
+        || (c >= '\u{a0}'
+            && !matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+            ))
+}
+
+/// True for a document with nothing but blank and comment lines (skipped, like kubectl).
+fn is_empty_document(doc: &str) -> bool {
+    doc.lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
 }
 
 /// Parse a multi-document YAML (or JSON) byte stream into manifests; `file` names it in errors.
@@ -188,7 +213,7 @@ pub fn parse_bytes_with(
     let mut documents = Vec::new();
     let mut unparsed_bytes = 0;
     for (start_line, doc) in split_documents(text) {
-        if content_start(doc).is_empty() {
+        if is_empty_document(doc) {
             continue;
         }
         let origin = Origin {
@@ -496,6 +521,19 @@ mod tests {
             1,
             "the last document was parsed, not taken"
         );
+        // Lines that only look like comments or blanks to a lenient reader (a bare `\r` line
+        // break, NBSP, U+0085, control characters) are content: no key skips them.
+        for prefix in [
+            "# c\rfoo: bar\n",
+            "\u{a0}# x\n",
+            "\u{85}\n",
+            "# a\u{1}b\n",
+            "\u{b}# x\n",
+        ] {
+            let doc = format!("{prefix}apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: z\n");
+            assert_eq!(content_start(&doc), doc, "{prefix:?}");
+        }
+        assert_eq!(content_start("  # ok\r\n\t\nk: v\n"), "k: v\n");
         // A document that fails to parse ahead is not kept; the stream reports it as usual.
         let mut ahead = ParsedAhead::default();
         ahead.add_stream("metadata: [unclosed\n");

@@ -207,26 +207,38 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
         .map(|(pipe, bytes)| (pipe, bytes, 0));
     let mut stdout_pipe = child.stdout.take();
     let mut stderr_pipe = child.stderr.take();
-    for fd in [
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    // Set once the child has exited. With a pidfd it stays unreaped (a zombie) until the end,
+    // so its pid, and the process group id, cannot be reused before the group is killed.
+    let mut exited = false;
+    let mut status: Option<ExitStatus> = None;
+    // Every failure from here on goes through the kill-and-reap path below.
+    let mut failure = [
         stdin.as_ref().map(|(pipe, ..)| pipe.as_raw_fd()),
         stdout_pipe.as_ref().map(AsRawFd::as_raw_fd),
         stderr_pipe.as_ref().map(AsRawFd::as_raw_fd),
     ]
     .into_iter()
     .flatten()
-    {
-        set_nonblocking(fd).map_err(io_error)?;
-    }
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let mut status: Option<ExitStatus> = None;
-    let mut failure = None;
-    loop {
+    .try_for_each(set_nonblocking)
+    .err()
+    .map(io_error);
+    while failure.is_none() {
         if stdout_pipe.is_none() && stderr_pipe.is_none() && stdin.is_none() {
-            if status.is_none() && exit_fd.is_none() {
-                status = child.try_wait().map_err(io_error)?;
+            if !exited && exit_fd.is_none() {
+                match child.try_wait() {
+                    Ok(reaped) => {
+                        exited = reaped.is_some();
+                        status = reaped;
+                    }
+                    Err(err) => {
+                        failure = Some(io_error(err));
+                        break;
+                    }
+                }
             }
-            if status.is_some() {
+            if exited {
                 break;
             }
         }
@@ -253,7 +265,7 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
         );
         watch(stdout_pipe.as_ref().map(AsRawFd::as_raw_fd), libc::POLLIN);
         watch(stderr_pipe.as_ref().map(AsRawFd::as_raw_fd), libc::POLLIN);
-        let exit_watch = exit_fd.as_ref().filter(|_| status.is_none());
+        let exit_watch = exit_fd.as_ref().filter(|_| !exited);
         watch(exit_watch.map(AsRawFd::as_raw_fd), libc::POLLIN);
         // Without a pidfd (kernels before 5.3) the exit is polled every millisecond once the
         // pipes are closed.
@@ -314,13 +326,17 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
             stderr_pipe = None;
         }
         if fds[3].revents != 0 {
-            status = child.try_wait().map_err(io_error)?;
+            exited = true;
         }
     }
     if let Some(mut failure) = failure {
-        // The group outlives its leader while descendants hold our pipes: kill it either way.
-        kill_group(pid);
+        // The group outlives its leader while descendants hold our pipes: kill it either way,
+        // unless the leader was already reaped (the no-pidfd fallback), when its id may be
+        // someone else's by now.
         if status.is_none() {
+            kill_group(pid);
+        }
+        if !exited {
             kill_pid(pid);
         }
         let _ = child.wait();
@@ -335,8 +351,12 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
         }
         return Err(failure);
     }
+    let status = match status {
+        Some(status) => status,
+        None => child.wait().map_err(io_error)?,
+    };
     Ok(Output {
-        status: status.ok_or_else(|| io_error(std::io::Error::other("no exit status")))?,
+        status,
         stdout,
         stderr,
     })

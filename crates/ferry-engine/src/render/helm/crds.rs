@@ -37,7 +37,10 @@ fn collect(chart: &Path, depth: usize, max_bytes: u64, total: &mut u64, out: &mu
                 Some("yaml" | "yml" | "json")
             );
             let size = entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-            if !entry.file_type().is_file() || !is_manifest || *total + size > max_bytes {
+            if !entry.file_type().is_file()
+                || !is_manifest
+                || total.saturating_add(size) > max_bytes
+            {
                 continue;
             }
             *total += size;
