@@ -35,7 +35,8 @@ ferry.dev/prune: disabled, and never when the source is empty (unless --allow-em
 
 Exit codes: 0 applied (and healthy with --wait), 1 some objects failed, 2 error, 3 timed out.";
 
-/// Where the manifests come from (shared by apply, diff and render).
+// Where the manifests come from (shared by apply, diff and render). A `//` comment: as a doc
+// comment it would replace the subcommand's about text once clap builds it deferred.
 #[derive(Debug, Args, Clone)]
 pub struct SourceArgs {
     /// Files or directories to render, or - for stdin.
@@ -58,7 +59,7 @@ pub struct SourceArgs {
     pub render: crate::commands::render_args::RenderArgs,
 }
 
-/// App identity and apply behaviour (shared by apply and diff).
+// App identity and apply behaviour (shared by apply and diff); `//` as above.
 #[derive(Debug, Args, Clone)]
 pub struct AppArgs {
     /// App name: labels the objects and names the inventory (default: the directory's name).

@@ -12,6 +12,7 @@ use ferry_engine::decrypt::sops::{self, AgeKeys, EncryptOptions, Format, Selecto
 use crate::output::EXIT_OK;
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SecretsCommand {
     /// Encrypt a YAML/JSON file for age recipients (--age, or .sops.yaml creation_rules).
     #[command(

@@ -347,9 +347,10 @@ pub fn parse_and_decrypt(
     stdout: &[u8],
     origin_file: &Path,
     sources: &[PathBuf],
+    ahead: Option<&mut plain::ParsedAhead>,
 ) -> Result<Vec<Manifest>> {
     if !sops::looks_encrypted(stdout) {
-        return plain::parse_bytes(stdout, origin_file);
+        return plain::parse_bytes_with(stdout, origin_file, ahead);
     }
     let text = std::str::from_utf8(stdout).map_err(|_| Error::Render {
         path: origin_file.to_path_buf(),

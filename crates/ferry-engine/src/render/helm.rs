@@ -18,6 +18,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use super::config::{ChartSource, Context, HelmConfig};
+use super::plain;
 use super::process::{self, Run, Tool};
 use super::safety::{self, Limits};
 use crate::decrypt::sops;
@@ -200,21 +201,36 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         ChartRef::Local(path) => ctx.relative(path).display().to_string(),
         other => other.display(),
     };
-    let stdout = chart::run_helm(run, &format!("helm template {shown}"), &ctx.redactor)?;
-    let mut ahead = parsing_ahead.and_then(|thread| thread.join().ok());
-    if let Some(ahead) = &ahead {
-        tracing::debug!(
-            bytes = ahead.len_bytes(),
-            "CRD documents parsed while helm ran"
-        );
+    // helm's output is parsed as it arrives (see `plain::StreamParse`), after taking in the
+    // CRD thread's work so that those documents are not parsed twice; if that thread is still
+    // busy, its documents are left to it.
+    let mut crd_thread = parsing_ahead;
+    let mut streamed = plain::StreamParse::default();
+    let mut watch_output = |so_far: &[u8]| {
+        if let Some(thread) = crd_thread.take_if(|thread| thread.is_finished())
+            && let Ok(parsed) = thread.join()
+        {
+            streamed.absorb(parsed);
+        }
+        if crd_thread.is_none() {
+            streamed.observe(so_far);
+        }
+    };
+    let stdout = chart::run_helm(
+        run.on_stdout(&mut watch_output),
+        &format!("helm template {shown}"),
+        &ctx.redactor,
+    )?;
+    if let Some(parsed) = crd_thread.and_then(|thread| thread.join().ok()) {
+        streamed.absorb(parsed);
     }
-    let mut manifests = parse_output(&stdout, &shown, &ctx.redactor, ahead.as_mut())?;
-    if let Some(ahead) = &ahead {
-        tracing::debug!(
-            unused = ahead.len_unused(),
-            "CRD documents parsed ahead but not found verbatim in helm's output"
-        );
-    }
+    let mut ahead = streamed.into_parsed();
+    tracing::debug!(bytes = ahead.len_bytes(), "documents parsed while helm ran");
+    let mut manifests = parse_output(&stdout, &shown, &ctx.redactor, Some(&mut ahead))?;
+    tracing::debug!(
+        unused = ahead.len_unused(),
+        "documents parsed ahead but not found verbatim in helm's output"
+    );
     hooks::drop_unsupported(&mut manifests);
 
     let post_render = match (&ctx.overrides.post_render, &cfg.post_render) {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::config::{Context, KUSTOMIZATION_FILES};
+use super::plain::{ParsedAhead, StreamParse};
 use super::process::{self, Run, Tool};
 use super::safety;
 use crate::{Error, Manifest, Result};
@@ -31,12 +32,12 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
     let mut encrypted = Vec::new();
     check_graph(ctx, &dir, allow_remote, &mut visited, &mut encrypted)?;
     let shown = ctx.relative(&dir);
-    let stdout = build(ctx, &dir, &shown)?;
+    let (stdout, mut ahead) = build(ctx, &dir, &shown)?;
     let origin = PathBuf::from(format!("kustomize build {}", shown.display()));
     // Objects may carry `sops:` blocks. kustomize re-sorts fields, which breaks the SOPS MAC,
     // so the encrypted source files are verified and decrypted as written, and their
     // plaintext is matched to the build output by ciphertext.
-    super::app::parse_and_decrypt(ctx, &stdout, &origin, &encrypted)
+    super::app::parse_and_decrypt(ctx, &stdout, &origin, &encrypted, Some(&mut ahead))
 }
 
 fn find_kustomization(dir: &Path) -> Option<PathBuf> {
@@ -127,8 +128,9 @@ fn check_graph(
     Ok(())
 }
 
-/// Run `kustomize build` on `dir`; its stdout.
-fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<Vec<u8>> {
+/// Run `kustomize build` on `dir`: its stdout, and the documents of it parsed while kustomize
+/// was still exiting (see `plain::StreamParse`).
+fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<(Vec<u8>, ParsedAhead)> {
     let binary = process::find_tool(Tool::Kustomize, ctx.overrides.kustomize_binary.as_deref())
         .map_err(|message| Error::Render {
             path: shown.to_path_buf(),
@@ -139,6 +141,14 @@ fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<Vec<u8>> {
         .arg(dir)
         .arg("--load-restrictor")
         .arg("LoadRestrictionsRootOnly");
+    let mut streamed = StreamParse::default();
+    // Output with `sops:` blocks is parsed differently (`parse_and_decrypt`).
+    let mut watch_output = |so_far: &[u8]| {
+        if !crate::decrypt::sops::looks_encrypted(so_far) {
+            streamed.observe(so_far);
+        }
+    };
+    let run = run.on_stdout(&mut watch_output);
     let fail = |message: String| Error::Render {
         path: shown.to_path_buf(),
         message: ctx.redactor.redact(&message),
@@ -159,7 +169,7 @@ fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<Vec<u8>> {
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    Ok(output.stdout)
+    Ok((output.stdout, streamed.into_parsed()))
 }
 
 /// Apply the kustomization in `dir` on top of `manifests` (helm post-render).
@@ -235,14 +245,17 @@ pub fn post_render(
         &work.path().join("kustomization.yaml"),
         doc.to_string().as_bytes(),
     )?;
-    let stdout = build(ctx, work.path(), &shown)?;
+    let (stdout, mut ahead) = build(ctx, work.path(), &shown)?;
     let origin = PathBuf::from(format!("post-render {}", shown.display()));
-    let mut out = super::plain::parse_bytes(&stdout, &origin).map_err(|err| Error::Render {
-        path: shown.clone(),
-        message: ctx
-            .redactor
-            .redact(&format!("kustomize produced unreadable output: {err}")),
-    })?;
+    let mut out =
+        super::plain::parse_bytes_with(&stdout, &origin, Some(&mut ahead)).map_err(|err| {
+            Error::Render {
+                path: shown.clone(),
+                message: ctx
+                    .redactor
+                    .redact(&format!("kustomize produced unreadable output: {err}")),
+            }
+        })?;
     for manifest in &mut out {
         let mut value = serde_json::to_value(&manifest.object).map_err(|err| Error::Render {
             path: shown.clone(),

@@ -80,14 +80,9 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut offset = 0;
     for (index, raw) in text.split_inclusive('\n').enumerate() {
         let line = raw.trim_end_matches(['\n', '\r']);
-        let is_marker = line == "---"
-            || line.starts_with("--- ")
-            || line.starts_with("---\t")
-            || line == "..."
-            || line.starts_with("... ");
         let line_start = offset;
         offset += raw.len();
-        if !is_marker {
+        if !is_document_marker(line) {
             continue;
         }
         docs.push((start_line, &text[start_byte..line_start]));
@@ -103,6 +98,71 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     }
     docs.push((start_line, &text[start_byte..]));
     docs
+}
+
+/// A line that ends one document and starts the next, wherever it appears: YAML forbids these
+/// at column 0 inside content, so splitting on them needs no parsing.
+fn is_document_marker(line: &str) -> bool {
+    line == "---"
+        || line.starts_with("--- ")
+        || line.starts_with("---\t")
+        || line == "..."
+        || line.starts_with("... ")
+}
+
+/// Byte offset of the last document marker line in `text`, if any.
+fn last_marker_start(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    let mut last = None;
+    for raw in text.split_inclusive('\n') {
+        if raw.ends_with('\n') && is_document_marker(raw.trim_end_matches(['\n', '\r'])) {
+            last = Some(offset);
+        }
+        offset += raw.len();
+    }
+    last
+}
+
+/// Parses a renderer's output while the renderer is still running, into a [`ParsedAhead`].
+///
+/// Documents before the last marker line are final. The document after it is parsed too when
+/// the output so far ends at a line end (it usually is the last one, and the renderer is only
+/// exiting); if more follows, its text changes and that value is simply never taken.
+#[derive(Debug, Default)]
+pub struct StreamParse {
+    ahead: ParsedAhead,
+    /// Where the first document not yet known to be final starts.
+    settled: usize,
+}
+
+impl StreamParse {
+    /// Look at the whole output so far (a prefix of what the next call sees).
+    pub fn observe(&mut self, output: &[u8]) {
+        let text = match std::str::from_utf8(output) {
+            Ok(text) => text,
+            // A chunk may end inside a character; what precedes it is what counts now.
+            Err(err) => std::str::from_utf8(&output[..err.valid_up_to()]).unwrap_or_default(),
+        };
+        let Some(pending) = text.get(self.settled..) else {
+            return;
+        };
+        if let Some(marker) = last_marker_start(pending) {
+            self.ahead.add_stream(&pending[..marker]);
+            self.settled += marker;
+        }
+        if text.ends_with('\n') {
+            self.ahead.add_stream(&text[self.settled..]);
+        }
+    }
+
+    /// Documents parsed ahead elsewhere (e.g. a chart's CRD files), kept alongside.
+    pub fn absorb(&mut self, other: ParsedAhead) {
+        self.ahead.absorb(other);
+    }
+
+    pub fn into_parsed(self) -> ParsedAhead {
+        self.ahead
+    }
 }
 
 /// Streams at least this large are parsed on several threads (documents are independent).
@@ -134,6 +194,16 @@ impl ParsedAhead {
             if let Ok(value) = parse_document(key) {
                 self.bytes += key.len();
                 self.values.insert(key.to_string(), value);
+            }
+        }
+    }
+
+    /// Keep `other`'s documents too (this one's win where both have the same text).
+    pub fn absorb(&mut self, other: ParsedAhead) {
+        for (key, value) in other.values {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.values.entry(key) {
+                self.bytes += slot.key().len();
+                slot.insert(value);
             }
         }
     }
@@ -538,6 +608,46 @@ mod tests {
         let mut ahead = ParsedAhead::default();
         ahead.add_stream("metadata: [unclosed\n");
         assert!(ahead.values.is_empty());
+    }
+
+    /// However a renderer's output is cut into reads, parsing it as it arrives gives exactly
+    /// what parsing it whole gives; a speculatively parsed last document that then grew is
+    /// parsed again, not taken.
+    #[test]
+    fn stream_parse_matches_a_whole_parse_for_every_cut() {
+        let output = "---\n# Source: c/templates/a.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: \"é—x\"\n--- {apiVersion: v1, kind: ConfigMap, metadata: {name: inline}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  keep: |+\n    text\n\n...\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: last\n";
+        let whole = parse_bytes(output.as_bytes(), Path::new("out")).unwrap();
+        assert_eq!(whole.len(), 4);
+        let bytes = output.as_bytes();
+        for first_cut in 1..bytes.len() {
+            for second_cut in [first_cut, (first_cut + 7).min(bytes.len()), bytes.len()] {
+                let mut stream = StreamParse::default();
+                stream.observe(&bytes[..first_cut]);
+                stream.observe(&bytes[..second_cut]);
+                stream.observe(bytes);
+                let mut ahead = stream.into_parsed();
+                let streamed = parse_bytes_with(bytes, Path::new("out"), Some(&mut ahead)).unwrap();
+                assert_eq!(streamed.len(), whole.len(), "cut at {first_cut}");
+                for (a, b) in whole.iter().zip(&streamed) {
+                    assert_eq!(a.object, b.object, "cut at {first_cut}/{second_cut}");
+                    assert_eq!(a.origin, b.origin);
+                }
+            }
+        }
+        // Output that stops at a line end mid-document: the part seen is parsed, and when
+        // the rest arrives the document is parsed again from its whole text.
+        let cut = output.find("  name: last").unwrap();
+        let mut stream = StreamParse::default();
+        stream.observe(&bytes[..cut]);
+        let mut ahead = stream.into_parsed();
+        assert_eq!(
+            ahead.len_unused(),
+            4,
+            "three whole documents and a partial last one"
+        );
+        let streamed = parse_bytes_with(bytes, Path::new("out"), Some(&mut ahead)).unwrap();
+        assert_eq!(streamed[3].name(), "last");
+        assert_eq!(ahead.len_unused(), 1, "the partial document was not taken");
     }
 
     #[test]

@@ -80,8 +80,10 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// See [`Run::on_stdout`].
+pub type OutputWatcher<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// One process invocation.
-#[derive(Debug)]
 pub struct Run<'a> {
     pub program: &'a Path,
     pub args: Vec<OsString>,
@@ -92,6 +94,27 @@ pub struct Run<'a> {
     pub timeout: Duration,
     /// Cap on stdout; a renderer producing more is killed.
     pub max_stdout: u64,
+    /// Called with all of stdout read so far whenever the pipe runs dry while the process is
+    /// still running. A Go renderer prints everything, then spends milliseconds tearing its
+    /// heap down before end of file: the caller can parse what it has meanwhile.
+    pub on_stdout: Option<OutputWatcher<'a>>,
+}
+
+impl std::fmt::Debug for Run<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field(
+                "env_keys",
+                &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("stdin_bytes", &self.stdin.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .field("max_stdout", &self.max_stdout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Run<'a> {
@@ -104,7 +127,13 @@ impl<'a> Run<'a> {
             stdin: None,
             timeout,
             max_stdout,
+            on_stdout: None,
         }
+    }
+
+    pub fn on_stdout(mut self, watcher: OutputWatcher<'a>) -> Self {
+        self.on_stdout = Some(watcher);
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -166,7 +195,7 @@ const MAX_STDERR: usize = 1024 * 1024;
 /// One thread does everything with poll(2): feeding stdin, reading stdout and stderr, and
 /// noticing the exit through a pidfd. Reader and waiter threads each added a wake-up between
 /// the renderer finishing and ferry going on, which showed next to a 40 ms `helm template`.
-pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
+pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
     use std::os::unix::process::CommandExt;
 
     let program = spec.program.display().to_string();
@@ -317,6 +346,12 @@ pub fn run(spec: Run<'_>) -> Result<Output, RunError> {
                     limit: spec.max_stdout,
                 });
                 break;
+            }
+            if stdout_pipe.is_some()
+                && fds[3].revents == 0
+                && let Some(watcher) = spec.on_stdout.as_mut()
+            {
+                watcher(&stdout);
             }
         }
         if fds[2].revents != 0
