@@ -6,6 +6,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use ferry_engine::Manifest;
 
 use crate::cli::GlobalArgs;
 use crate::commands::apply::{SourceArgs, render_sources};
@@ -37,14 +38,7 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8> {
             write_stdout(&format!("{}\n", serde_json::to_string_pretty(&objects)?))?;
         }
         OutputFormat::Human | OutputFormat::Markdown => {
-            // Objects serialise straight into one buffer (no intermediate `Value` copies): on
-            // a chart with megabytes of CRDs this was a visible share of ferry's render time.
-            let mut out = String::new();
-            for m in &manifests {
-                use std::fmt::Write as _;
-                write!(out, "---\n# Source: {}\n", m.origin)?;
-                serde_saphyr::to_fmt_writer(&mut out, &m.object)?;
-            }
+            let out = to_yaml_stream(&manifests)?;
             write_stdout(&out)?;
             // The process exits right after: freeing megabytes of parsed objects node by node
             // would only delay that (about a millisecond per MB of YAML).
@@ -53,4 +47,88 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8> {
     }
     std::mem::forget(manifests);
     Ok(EXIT_OK)
+}
+
+/// Below this many objects the YAML is written on one thread: a thread costs more than it
+/// saves on a few dozen small objects.
+const PARALLEL_OUTPUT_OBJECTS: usize = 64;
+
+/// The manifests as one YAML stream, each with a `# Source:` comment.
+///
+/// Objects serialise straight into text (no intermediate `Value` copies), on several threads
+/// for large outputs: a chart with 630 KB of CRDs took ~4.7 ms to print on one.
+fn to_yaml_stream(manifests: &[Manifest]) -> Result<String> {
+    fn write_part(part: &[Manifest]) -> Result<String> {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for m in part {
+            write!(out, "---\n# Source: {}\n", m.origin)?;
+            serde_saphyr::to_fmt_writer(&mut out, &m.object)?;
+        }
+        Ok(out)
+    }
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(4);
+    if manifests.len() < PARALLEL_OUTPUT_OBJECTS || threads < 2 {
+        return write_part(manifests);
+    }
+    let chunk = manifests.len().div_ceil(threads);
+    let parts: Vec<Result<String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = manifests
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || write_part(part)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("writing the YAML output panicked")))
+            })
+            .collect()
+    });
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().unwrap_or_else(|| Ok(String::new()))?;
+    for part in parts {
+        out.push_str(&part?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Written on several threads or one, the stream is the same, in source order.
+    #[test]
+    fn parallel_yaml_output_keeps_order() {
+        let yaml: String = (0..PARALLEL_OUTPUT_OBJECTS * 2 + 3)
+            .map(|i| {
+                format!(
+                    "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  n: \"{i}\"\n"
+                )
+            })
+            .collect();
+        let manifests =
+            ferry_engine::render::plain::parse_bytes(yaml.as_bytes(), "in.yaml".as_ref())
+                .expect("parses");
+        let whole = to_yaml_stream(&manifests).expect("writes");
+        let one_by_one: String = manifests
+            .chunks(1)
+            .map(|one| to_yaml_stream(one).expect("writes"))
+            .collect();
+        assert_eq!(whole, one_by_one);
+        let names: Vec<&str> = whole
+            .lines()
+            .filter_map(|line| line.strip_prefix("  name: "))
+            .collect();
+        assert_eq!(names.len(), manifests.len());
+        assert_eq!(names[0], "cm-0");
+        assert_eq!(
+            names[names.len() - 1],
+            format!("cm-{}", manifests.len() - 1)
+        );
+    }
 }

@@ -9,7 +9,8 @@
 //!   budget decides those);
 //! - syntax errors (serde-saphyr reports them, with its messages and lines);
 //! - any plain scalar that might resolve to something other than a string, except the
-//!   unambiguous `true`, `false`, null spellings and plain decimal integers.
+//!   unambiguous `true`, `false`, null spellings and plain decimal integers (a scalar with two
+//!   or more dots, like a `3.3.6` version, is never a number, so it is a string).
 //!
 //! So a `Some` is always the value serde-saphyr would produce; `fast_path_agrees_with_serde_saphyr`
 //! checks that over scalar spellings and real manifests.
@@ -133,6 +134,11 @@ fn plain_scalar(text: &str) -> Option<Value> {
         if let Some(number) = decimal_integer(text) {
             return Some(number);
         }
+        // Every number serde-saphyr resolves has at most one `.` (it parses floats with Rust's
+        // `f64::from_str`), so a version like `3.3.6`, common in chart labels, is a string.
+        if text.bytes().filter(|byte| *byte == b'.').count() >= 2 {
+            return Some(Value::String(text.to_string()));
+        }
         // Could be a float, a radix or underscored integer, a sexagesimal or `.inf`: those are
         // serde-saphyr's to resolve. A character no number has (`128Mi`, `10m`, `1.2.3-rc`)
         // makes it a string.
@@ -246,6 +252,23 @@ mod tests {
             "0.5",
             ".5",
             "5.",
+            "3.3.6",
+            "0.0.0",
+            "1.2.3.4",
+            "1..2",
+            "..",
+            "...",
+            ".1.2",
+            "1.2.",
+            "-1.2.3",
+            "+1.2.3",
+            "1.2.3e5",
+            "1e3.4.5",
+            "1_0.2.3",
+            "0x1.2.3",
+            ".inf.0",
+            "-.nan.1",
+            "1.2.3:4",
             "1e3",
             "1E3",
             "1e+3",

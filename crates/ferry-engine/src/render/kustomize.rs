@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::config::{Context, KUSTOMIZATION_FILES};
 use super::plain::{ParsedAhead, StreamParse};
-use super::process::{self, Run, Tool};
+use super::process::{self, Run, RunEvent, Tool};
 use super::safety;
 use crate::{Error, Manifest, Result};
 
@@ -143,12 +143,14 @@ fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<(Vec<u8>, Parsed
         .arg("LoadRestrictionsRootOnly");
     let mut streamed = StreamParse::default();
     // Output with `sops:` blocks is parsed differently (`parse_and_decrypt`).
-    let mut watch_output = |so_far: &[u8]| {
-        if !crate::decrypt::sops::looks_encrypted(so_far) {
+    let mut watch_output = |event: RunEvent<'_>| {
+        if let RunEvent::Output(so_far) = event
+            && !crate::decrypt::sops::looks_encrypted(so_far)
+        {
             streamed.observe(so_far);
         }
     };
-    let run = run.on_stdout(&mut watch_output);
+    let run = run.watch(&mut watch_output);
     let fail = |message: String| Error::Render {
         path: shown.to_path_buf(),
         message: ctx.redactor.redact(&message),

@@ -179,21 +179,58 @@ const PARALLEL_PARSE_BYTES: usize = 256 * 1024;
 /// else, including a document whose text differs by a single byte, is simply parsed.
 #[derive(Debug, Default)]
 pub struct ParsedAhead {
-    values: std::collections::HashMap<String, Value>,
+    // Keys are whole documents (hundreds of KB for a chart's CRDs); foldhash hashes those
+    // several times faster than the default SipHash, and is still seeded per process.
+    values: std::collections::HashMap<String, Value, foldhash::fast::RandomState>,
     bytes: usize,
 }
 
 impl ParsedAhead {
     /// Parse every document of `text` (a file as a renderer will print it) and keep the values.
+    /// Large streams are parsed on several threads, as in [`parse_bytes_with`].
     pub fn add_stream(&mut self, text: &str) {
+        let mut todo = Vec::new();
+        let mut todo_bytes = 0;
         for (_, doc) in split_documents(text) {
             let key = content_start(doc);
-            if key.is_empty() || self.values.contains_key(key) {
-                continue;
+            if !key.is_empty() && !self.values.contains_key(key) {
+                todo_bytes += key.len();
+                todo.push(key);
             }
-            if let Ok(value) = parse_document(key) {
+        }
+        let threads = parse_threads();
+        let parsed: Vec<Option<Value>> = if todo_bytes < PARALLEL_PARSE_BYTES || threads < 2 {
+            todo.iter().map(|key| parse_document(key).ok()).collect()
+        } else {
+            let chunk = todo.len().div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = todo
+                    .chunks(chunk)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|key| parse_document(key).ok())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .zip(todo.chunks(chunk))
+                    // A panicked worker's documents are simply not parsed ahead.
+                    .flat_map(|(worker, part)| {
+                        worker.join().unwrap_or_else(|_| vec![None; part.len()])
+                    })
+                    .collect()
+            })
+        };
+        for (key, value) in todo.into_iter().zip(parsed) {
+            if let Some(value) = value
+                && let std::collections::hash_map::Entry::Vacant(slot) =
+                    self.values.entry(key.to_string())
+            {
                 self.bytes += key.len();
-                self.values.insert(key.to_string(), value);
+                slot.insert(value);
             }
         }
     }
@@ -301,10 +338,7 @@ pub fn parse_bytes_with(
             parsed,
         });
     }
-    let threads = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .min(4);
+    let threads = parse_threads();
     let parsed: Vec<Result<Vec<Manifest>>> = if unparsed_bytes < PARALLEL_PARSE_BYTES || threads < 2
     {
         vec![parse_documents(documents)]
@@ -342,6 +376,14 @@ pub fn parse_bytes_with(
         manifests.extend(part?);
     }
     Ok(manifests)
+}
+
+/// Threads for parsing a large stream: the CPUs there are, at most four.
+fn parse_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(4)
 }
 
 /// One document of a stream: where it starts, its text, and its value if parsed ahead.

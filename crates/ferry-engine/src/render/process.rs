@@ -80,8 +80,18 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// See [`Run::on_stdout`].
-pub type OutputWatcher<'a> = &'a mut dyn FnMut(&[u8]);
+/// What a [`Run::watch`] callback is told while the process runs.
+#[derive(Debug, Clone, Copy)]
+pub enum RunEvent<'b> {
+    /// The process has been started: work meant to overlap with it can begin now (earlier,
+    /// it would compete with the spawn itself).
+    Started,
+    /// All of stdout read so far; the pipe has run dry but is still open.
+    Output(&'b [u8]),
+}
+
+/// See [`Run::watch`].
+pub type RunWatcher<'a> = &'a mut dyn FnMut(RunEvent<'_>);
 
 /// One process invocation.
 pub struct Run<'a> {
@@ -94,10 +104,11 @@ pub struct Run<'a> {
     pub timeout: Duration,
     /// Cap on stdout; a renderer producing more is killed.
     pub max_stdout: u64,
-    /// Called with all of stdout read so far whenever the pipe runs dry while the process is
-    /// still running. A Go renderer prints everything, then spends milliseconds tearing its
-    /// heap down before end of file: the caller can parse what it has meanwhile.
-    pub on_stdout: Option<OutputWatcher<'a>>,
+    /// Told when the process has started, and given all of stdout read so far whenever the
+    /// pipe runs dry while the process still runs. A Go renderer prints everything, then
+    /// spends milliseconds tearing its heap down before end of file: the caller can parse
+    /// what it has meanwhile.
+    pub watcher: Option<RunWatcher<'a>>,
 }
 
 impl std::fmt::Debug for Run<'_> {
@@ -127,12 +138,12 @@ impl<'a> Run<'a> {
             stdin: None,
             timeout,
             max_stdout,
-            on_stdout: None,
+            watcher: None,
         }
     }
 
-    pub fn on_stdout(mut self, watcher: OutputWatcher<'a>) -> Self {
-        self.on_stdout = Some(watcher);
+    pub fn watch(mut self, watcher: RunWatcher<'a>) -> Self {
+        self.watcher = Some(watcher);
         self
     }
 
@@ -187,6 +198,9 @@ pub enum RunError {
     },
 }
 
+/// Linux's default pipe buffer.
+const PIPE_CAPACITY: usize = 64 * 1024;
+
 /// Cap on captured stderr: enough for any error message, bounded against a chatty renderer.
 const MAX_STDERR: usize = 1024 * 1024;
 
@@ -228,6 +242,9 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
     })?;
     let pid = child.id();
     let exit_fd = pidfd_open(pid);
+    if let Some(watcher) = spec.watcher.as_mut() {
+        watcher(RunEvent::Started);
+    }
 
     let mut stdin = child
         .stdin
@@ -332,6 +349,7 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
             && let Some(pipe) = stdout_pipe.as_mut()
         {
             let cap = usize::try_from(spec.max_stdout.saturating_add(1)).unwrap_or(usize::MAX);
+            let read_before = stdout.len();
             match drain(pipe, &mut stdout, cap, OverCap::Stop) {
                 Ok(open) if !open => stdout_pipe = None,
                 Ok(_) => {}
@@ -347,11 +365,15 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
                 });
                 break;
             }
+            // A full pipe's worth in one go means the writer was blocked mid-write: more
+            // follows at once, and working on it now would only hold the renderer up. (Also
+            // watching output that pauses after such rounds was tried: no gain measured.)
             if stdout_pipe.is_some()
                 && fds[3].revents == 0
-                && let Some(watcher) = spec.on_stdout.as_mut()
+                && stdout.len() - read_before < PIPE_CAPACITY
+                && let Some(watcher) = spec.watcher.as_mut()
             {
-                watcher(&stdout);
+                watcher(RunEvent::Output(&stdout));
             }
         }
         if fds[2].revents != 0
@@ -414,7 +436,7 @@ fn drain(
     cap: usize,
     over_cap: OverCap,
 ) -> std::io::Result<bool> {
-    let mut chunk = [0u8; 64 * 1024];
+    let mut chunk = [0u8; PIPE_CAPACITY];
     loop {
         if over_cap == OverCap::Stop && buf.len() >= cap {
             return Ok(true);
@@ -494,6 +516,30 @@ mod tests {
     }
 
     /// Both pipes beyond their buffer size at once: stdin is fed while stdout is read.
+    /// The watcher hears of the start first, then of output that has paused while the process
+    /// still runs (here: before a sleep), always as a prefix of the final stdout.
+    #[test]
+    fn watcher_sees_the_start_and_paused_output() {
+        let sh = sh();
+        let mut events = Vec::new();
+        let mut watch = |event: RunEvent<'_>| {
+            events.push(match event {
+                RunEvent::Started => None,
+                RunEvent::Output(so_far) => Some(so_far.to_vec()),
+            })
+        };
+        let out = run(Run::new(&sh, Duration::from_secs(10), 1024)
+            .arg("-c")
+            .arg("printf 'a: 1\\n'; sleep 0.3; printf 'b: 2\\n'")
+            .watch(&mut watch))
+        .unwrap();
+        assert_eq!(out.stdout, b"a: 1\nb: 2\n");
+        assert_eq!(events.first(), Some(&None), "Started comes first");
+        let outputs: Vec<&Vec<u8>> = events.iter().flatten().collect();
+        assert!(outputs.contains(&&b"a: 1\n".to_vec()), "{events:?}");
+        assert!(outputs.iter().all(|seen| out.stdout.starts_with(seen)));
+    }
+
     #[test]
     fn large_stdin_and_stdout_do_not_deadlock() {
         let sh = sh();
