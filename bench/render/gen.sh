@@ -3,9 +3,13 @@
 #   DIR/kustomize  a 100-app kustomize tree: one root kustomization over 100 overlays, each an
 #                  overlay (namespace, patch, image, configMapGenerator) of its own base
 #                  (Deployment, Service, ServiceAccount, HPA) plus a shared component.
-#   DIR/chart      a real-world-sized chart: 30 templates (a _helpers.tpl with named templates,
+#   DIR/chart      a mid-sized synthetic chart: 30 templates (a _helpers.tpl with named templates,
 #                  10 components x Deployment/Service/ConfigMap) and a values.yaml.
 #   DIR/crdchart   the same chart with ~630 KB of CRDs in crds/ (an operator-style chart).
+#   DIR/real/*     two published charts, unchanged, taken from their projects' Go modules through
+#                  the module proxy (so they need `go`; skipped with a note without it):
+#                  ingress-nginx 4.11.0 (40 templates, ~21 KB out) and kyverno 3.3.6 (a CRD
+#                  subchart: ~3.4 MB out).
 set -euo pipefail
 DIR="$1"
 APPS="${APPS:-100}"
@@ -197,4 +201,23 @@ for ((g = 1; g <= 12; g++)); do
 	sed "s/\.ferry\.dev/.t$g.example.com/g; s/group: ferry.dev/group: t$g.example.com/" \
 		"$ROOT/deploy/crds.yaml" >"$CC/crds/crds-$g.yaml"
 done
+# DIR/real: charts as their projects publish them, from the module zips (pinned versions).
+rm -rf "$DIR/real"
+mkdir -p "$DIR/real"
+real_chart() { # MODULE@VERSION PATH-IN-MODULE NAME
+	local dir
+	if dir="$(cd "$DIR/real" && go mod download -json "$1" 2>/dev/null | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" &&
+		[[ -n "$dir" && -f "$dir/$2/Chart.yaml" ]]; then
+		cp -r "$dir/$2" "$DIR/real/$3"
+		chmod -R u+w "$DIR/real/$3" # the module cache is read-only
+	else
+		echo "note: could not fetch $1 through the Go module proxy; skipping the $3 chart" >&2
+	fi
+}
+if command -v go >/dev/null; then
+	real_chart k8s.io/ingress-nginx@v0.0.0-20240708192948-52c50467d67d charts/ingress-nginx ingress-nginx
+	real_chart github.com/kyverno/kyverno@v1.13.4 charts/kyverno kyverno
+else
+	echo "note: go not found; skipping the published charts (DIR/real)" >&2
+fi
 echo "generated $APPS kustomize apps in $K, a $(find "$C/templates" -type f | wc -l)-template chart in $C and the same chart with CRDs in $CC" >&2

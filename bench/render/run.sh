@@ -3,6 +3,7 @@
 #   1. a 100-app kustomize tree:   `ferry render` vs `kustomize build --load-restrictor ...`
 #   2. a 30-template chart:        `ferry render` vs `helm template`
 #   3. an operator-style chart with 630 KB of CRDs in crds/: the same two
+#   4. two published charts (ingress-nginx, kyverno with its CRDs), from the Go module proxy
 # Both sides write their YAML to /dev/null. Wall time three ways: hyperfine, an interleaved A/B
 # (ab.py), and perf stat, which also gives CPU time. Uses hyperfine (apt-get install hyperfine) and
 # the testenv's helm/kustomize (testenv/build), builds ferry with --release.
@@ -66,6 +67,13 @@ echo "|:---|---:|---:|"
 "$HERE/ab.py" "$((RUNS * 4))" \
 	"$BIN/helm template platform $WORK/crdchart --namespace default --include-crds --skip-tests" \
 	"$FERRY render $WORK/crdchart --root $WORK"
+# Published charts, if gen.sh could fetch them (helm takes ~50 ms and ~380 ms on them).
+[[ -d "$WORK/real/ingress-nginx" ]] && "$HERE/ab.py" "$((RUNS * 6))" \
+	"$BIN/helm template platform $WORK/real/ingress-nginx --namespace default --include-crds --skip-tests" \
+	"$FERRY render $WORK/real/ingress-nginx --root $WORK"
+[[ -d "$WORK/real/kyverno" ]] && "$HERE/ab.py" "$RUNS" \
+	"$BIN/helm template platform $WORK/real/kyverno --namespace default --include-crds --skip-tests" \
+	"$FERRY render $WORK/real/kyverno --root $WORK"
 
 # Wall time on a shared machine is noisy; CPU time (task-clock, children included) is the
 # stable measure of the work ferry adds on top of the renderer.
