@@ -111,23 +111,6 @@ pub struct Run<'a> {
     pub watcher: Option<RunWatcher<'a>>,
 }
 
-impl std::fmt::Debug for Run<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Run")
-            .field("program", &self.program)
-            .field("args", &self.args)
-            .field("cwd", &self.cwd)
-            .field(
-                "env_keys",
-                &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("stdin_bytes", &self.stdin.as_ref().map(Vec::len))
-            .field("timeout", &self.timeout)
-            .field("max_stdout", &self.max_stdout)
-            .finish_non_exhaustive()
-    }
-}
-
 impl<'a> Run<'a> {
     pub fn new(program: &'a Path, timeout: Duration, max_stdout: u64) -> Self {
         Self {
