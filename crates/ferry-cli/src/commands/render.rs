@@ -58,7 +58,7 @@ const PARALLEL_OUTPUT_OBJECTS: usize = 64;
 /// Objects serialise straight into text (no intermediate `Value` copies), on several threads
 /// for large outputs: a chart with 630 KB of CRDs took ~4.7 ms to print on one.
 fn to_yaml_stream(manifests: &[Manifest]) -> Result<String> {
-    fn write_part(part: &[Manifest]) -> Result<String> {
+    fn write_part(part: Vec<&Manifest>) -> Result<String> {
         use std::fmt::Write as _;
         let mut out = String::new();
         for m in part {
@@ -67,32 +67,20 @@ fn to_yaml_stream(manifests: &[Manifest]) -> Result<String> {
         }
         Ok(out)
     }
-    let threads = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .min(4);
-    if manifests.len() < PARALLEL_OUTPUT_OBJECTS || threads < 2 {
-        return write_part(manifests);
-    }
-    let chunk = manifests.len().div_ceil(threads);
-    let parts: Vec<Result<String>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = manifests
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || write_part(part)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("writing the YAML output panicked")))
-            })
-            .collect()
-    });
-    let mut parts = parts.into_iter();
-    let mut out = parts.next().unwrap_or_else(|| Ok(String::new()))?;
+    let parts = ferry_engine::render::parallel::map_parts(
+        manifests.iter().collect(),
+        manifests.len() >= PARALLEL_OUTPUT_OBJECTS,
+        write_part,
+    );
+    let mut out = String::new();
     for part in parts {
-        out.push_str(&part?);
+        let part =
+            part.unwrap_or_else(|| Err(anyhow::anyhow!("writing the YAML output panicked")))?;
+        if out.is_empty() {
+            out = part;
+        } else {
+            out.push_str(&part);
+        }
     }
     Ok(out)
 }

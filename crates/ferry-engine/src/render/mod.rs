@@ -14,6 +14,7 @@ pub mod config;
 pub mod fast_yaml;
 pub mod helm;
 pub mod kustomize;
+pub mod parallel;
 pub mod plain;
 pub mod process;
 pub mod safety;

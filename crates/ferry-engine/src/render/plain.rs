@@ -198,33 +198,13 @@ impl ParsedAhead {
                 todo.push(key);
             }
         }
-        let threads = parse_threads();
-        let parsed: Vec<Option<Value>> = if todo_bytes < PARALLEL_PARSE_BYTES || threads < 2 {
-            todo.iter().map(|key| parse_document(key).ok()).collect()
-        } else {
-            let chunk = todo.len().div_ceil(threads).max(1);
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = todo
-                    .chunks(chunk)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|key| parse_document(key).ok())
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .zip(todo.chunks(chunk))
-                    // A panicked worker's documents are simply not parsed ahead.
-                    .flat_map(|(worker, part)| {
-                        worker.join().unwrap_or_else(|_| vec![None; part.len()])
-                    })
-                    .collect()
-            })
-        };
-        for (key, value) in todo.into_iter().zip(parsed) {
+        let parts = super::parallel::map_parts(todo, todo_bytes >= PARALLEL_PARSE_BYTES, |part| {
+            part.into_iter()
+                .map(|key| (key, parse_document(key).ok()))
+                .collect::<Vec<_>>()
+        });
+        // A panicked worker's documents are simply not parsed ahead.
+        for (key, value) in parts.into_iter().flatten().flatten() {
             if let Some(value) = value
                 && let std::collections::hash_map::Entry::Vacant(slot) =
                     self.values.entry(key.to_string())
@@ -338,52 +318,23 @@ pub fn parse_bytes_with(
             parsed,
         });
     }
-    let threads = parse_threads();
-    let parsed: Vec<Result<Vec<Manifest>>> = if unparsed_bytes < PARALLEL_PARSE_BYTES || threads < 2
-    {
-        vec![parse_documents(documents)]
-    } else {
-        let chunk = documents.len().div_ceil(threads).max(1);
-        let mut parts = Vec::new();
-        let mut rest = documents;
-        while rest.len() > chunk {
-            let tail = rest.split_off(chunk);
-            parts.push(rest);
-            rest = tail;
-        }
-        parts.push(rest);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = parts
-                .into_iter()
-                .map(|part| scope.spawn(move || parse_documents(part)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker.join().unwrap_or_else(|_| {
-                        Err(Error::Source {
-                            path: file.to_path_buf(),
-                            message: "the YAML parser panicked".to_string(),
-                        })
-                    })
-                })
-                .collect()
-        })
-    };
+    let parsed = super::parallel::map_parts(
+        documents,
+        unparsed_bytes >= PARALLEL_PARSE_BYTES,
+        parse_documents,
+    );
     // Chunks are in document order, so the first error is the first bad document's.
     let mut manifests = Vec::new();
     for part in parsed {
+        let part = part.unwrap_or_else(|| {
+            Err(Error::Source {
+                path: file.to_path_buf(),
+                message: "the YAML parser panicked".to_string(),
+            })
+        });
         manifests.extend(part?);
     }
     Ok(manifests)
-}
-
-/// Threads for parsing a large stream: the CPUs there are, at most four.
-fn parse_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .min(4)
 }
 
 /// One document of a stream: where it starts, its text, and its value if parsed ahead.
