@@ -19,11 +19,12 @@ pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
         path: req.root.clone(),
         message: format!("cannot open the source root: {err}"),
     })?;
-    let app = config::resolve(&root, path, &req.overrides)?;
+    let app = config::resolve(&root, path, &req.overrides, req.spec.as_ref())?;
     let mut ctx = Context::new(
         &root,
         app,
         &req.overrides,
+        req.policy.clone(),
         req.default_namespace.clone(),
         req.age_keys.clone(),
     )?;

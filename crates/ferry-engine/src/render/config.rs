@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::names;
 use super::safety::Limits;
 use crate::{Error, Result};
 
@@ -330,7 +331,84 @@ impl AppConfig {
         {
             return fail("helm.values must be a mapping".to_string());
         }
+        // Everything that reaches a renderer's argv (see `names`).
+        if let Some(namespace) = &self.namespace {
+            names::namespace(namespace).or_else(|m| fail(format!("namespace: {m}")))?;
+        }
+        if let Some(helm) = &self.helm {
+            if let Some(name) = &helm.release_name {
+                names::release_name(name).or_else(|m| fail(format!("helm.releaseName: {m}")))?;
+            }
+            if let Some(version) = &helm.kube_version {
+                names::kube_version(version).or_else(|m| fail(format!("helm.kubeVersion: {m}")))?;
+            }
+            for api in &helm.api_versions {
+                names::api_version(api).or_else(|m| fail(format!("helm.apiVersions: {m}")))?;
+            }
+            for (field, list) in [("set", &helm.set), ("setString", &helm.set_string)] {
+                for expr in list {
+                    names::set_expression(expr).or_else(|m| fail(format!("helm.{field}: {m}")))?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Validate a config that did not come from a file (a Release's `spec.render`); `source`
+    /// names it in errors. Same rules as ferry.yaml.
+    pub fn validate_as(&self, source: &Path) -> Result<()> {
+        self.validate(source)
+    }
+
+    /// Layer `over` (a Release's `spec.render`) on top of this ferry.yaml, as one more
+    /// ferry.yaml-level (untrusted) layer: scalars replace, lists append, `values` and
+    /// `substitute` merge (`over` wins), a `chart` replaces the whole chart source. The result
+    /// is checked like any ferry.yaml when it is rendered.
+    pub fn layer(&mut self, over: AppConfig) {
+        let AppConfig {
+            api_version: _,
+            renderer,
+            path,
+            namespace,
+            kustomize,
+            helm,
+            substitute,
+            substitute_from,
+            strict_substitute,
+            decryption,
+            limits,
+        } = over;
+        replace(&mut self.renderer, renderer);
+        replace(&mut self.path, path);
+        replace(&mut self.namespace, namespace);
+        replace(&mut self.kustomize, kustomize);
+        replace(&mut self.decryption, decryption);
+        replace(&mut self.limits, limits);
+        replace(&mut self.strict_substitute, strict_substitute);
+        self.substitute_from.extend(substitute_from);
+        if let Some(vars) = substitute {
+            self.substitute
+                .get_or_insert_with(BTreeMap::new)
+                .extend(vars);
+        }
+        if let Some(over) = helm {
+            let base = self.helm.get_or_insert_with(HelmConfig::default);
+            replace(&mut base.chart, over.chart);
+            replace(&mut base.release_name, over.release_name);
+            replace(&mut base.include_crds, over.include_crds);
+            replace(&mut base.kube_version, over.kube_version);
+            replace(&mut base.post_render, over.post_render);
+            base.values_files.extend(over.values_files);
+            base.set.extend(over.set);
+            base.set_string.extend(over.set_string);
+            base.api_versions.extend(over.api_versions);
+            if let Some(values) = over.values {
+                match &mut base.values {
+                    Some(existing) => super::helm::merge_values(existing, values),
+                    None => base.values = Some(values),
+                }
+            }
+        }
     }
 
     /// True when variable substitution is configured at all (Flux: only with `postBuild`).
@@ -344,6 +422,12 @@ impl AppConfig {
     pub fn schema_json() -> String {
         let schema = schemars::schema_for!(AppConfig);
         serde_json::to_string_pretty(&schema).unwrap_or_default()
+    }
+}
+
+fn replace<T>(base: &mut Option<T>, over: Option<T>) {
+    if over.is_some() {
+        *base = over;
     }
 }
 
@@ -363,20 +447,17 @@ impl ChartSource {
         if self.repo.is_none() && self.name.is_some() {
             return Err("`name` is only used with `repo`".to_string());
         }
-        if let Some(repo) = &self.repo
-            && !(repo.starts_with("https://") || repo.starts_with("http://"))
-        {
-            return Err(format!(
-                "repo {repo:?} must be an http(s):// URL (for OCI registries use `oci: oci://...`)"
-            ));
+        if let Some(repo) = &self.repo {
+            names::repo_url(repo)?;
         }
-        if let Some(oci) = &self.oci
-            && !oci.starts_with("oci://")
-        {
-            return Err(format!("oci {oci:?} must start with oci://"));
+        if let Some(name) = &self.name {
+            names::chart_name(name)?;
+        }
+        if let Some(oci) = &self.oci {
+            names::oci_reference(oci)?;
         }
         if let Some(version) = &self.version {
-            super::helm::version::parse_constraint(version)?;
+            names::chart_version(version)?;
         }
         Ok(())
     }
@@ -417,9 +498,46 @@ pub fn detect(path: &Path) -> RendererKind {
     RendererKind::Plain
 }
 
-/// Load and merge: `root` is the source root, `path` the resolved app path inside it.
-pub fn resolve(root: &Path, path: &Path, overrides: &Overrides) -> Result<ResolvedApp> {
-    let (config_file, mut config) = if path.is_dir() {
+/// A Release's `spec.render`: ferry.yaml-level (untrusted) settings layered over the app's own
+/// ferry.yaml, checked exactly like it (paths inside the source root, chart sources, names).
+#[derive(Debug, Clone)]
+pub struct SpecLayer {
+    /// Names the object in errors, e.g. `Release team-a/web spec.render`.
+    pub source: PathBuf,
+    pub config: AppConfig,
+}
+
+/// What the operator (agent flags, CLI defaults) imposes on every render, whatever a
+/// repository's ferry.yaml or a tenant's `spec.render` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderPolicy {
+    /// Refuse every remote load in kustomizations (bases, generator files, patches ...) even
+    /// where ferry.yaml or `spec.render` set `allowRemoteBases` (the agent's
+    /// `--no-remote-bases`, Flux's flag of the same name).
+    pub forbid_remote_loading: bool,
+    /// Ceilings on ferry.yaml / `spec.render` `limits`: a tenant may lower a limit, never raise
+    /// it above these. See [`Limits::ceilings`].
+    pub ceilings: Limits,
+}
+
+impl Default for RenderPolicy {
+    fn default() -> Self {
+        Self {
+            forbid_remote_loading: false,
+            ceilings: Limits::ceilings(),
+        }
+    }
+}
+
+/// Load and merge: `root` is the source root, `path` the resolved app path inside it, `spec`
+/// a Release's `spec.render` layered over the ferry.yaml (as untrusted as the file).
+pub fn resolve(
+    root: &Path,
+    path: &Path,
+    overrides: &Overrides,
+    spec: Option<&SpecLayer>,
+) -> Result<ResolvedApp> {
+    let (mut config_file, mut config) = if path.is_dir() {
         match AppConfig::load(path)? {
             Some((file, config)) => (Some(file), config),
             None => (None, AppConfig::default()),
@@ -427,6 +545,15 @@ pub fn resolve(root: &Path, path: &Path, overrides: &Overrides) -> Result<Resolv
     } else {
         (None, AppConfig::default())
     };
+    if let Some(spec) = spec {
+        spec.config.validate_as(&spec.source)?;
+        config.layer(spec.config.clone());
+        config.validate(&spec.source)?;
+        if config_file.is_none() {
+            // Errors about merged settings name the Release when there is no ferry.yaml.
+            config_file = Some(spec.source.clone());
+        }
+    }
     let base_dir = if path.is_dir() {
         path.to_path_buf()
     } else {
@@ -482,12 +609,6 @@ pub fn resolve(root: &Path, path: &Path, overrides: &Overrides) -> Result<Resolv
             .get_or_insert_with(KustomizeConfig::default)
             .allow_remote_bases = allow;
     }
-    if let Some(timeout) = overrides.timeout_seconds {
-        config
-            .limits
-            .get_or_insert_with(Limits::default)
-            .timeout_seconds = timeout;
-    }
     Ok(ResolvedApp {
         config,
         config_file,
@@ -504,6 +625,8 @@ pub struct Context<'a> {
     pub root: PathBuf,
     pub app: ResolvedApp,
     pub overrides: &'a Overrides,
+    /// The operator's policy (remote loading, limit ceilings).
+    pub policy: RenderPolicy,
     /// Effective default namespace (flag, else ferry.yaml's `namespace`).
     pub namespace: Option<String>,
     pub limits: Limits,
@@ -517,16 +640,28 @@ impl<'a> Context<'a> {
         root: &Path,
         app: ResolvedApp,
         overrides: &'a Overrides,
+        policy: RenderPolicy,
         namespace: Option<String>,
         keys: Option<crate::decrypt::sops::AgeKeys>,
     ) -> Result<Self> {
-        let limits = app.config.limits.clone().unwrap_or_default();
+        // The app's limits, capped by the operator's ceilings; a timeout flag is the
+        // operator's own and applies as given.
+        let mut limits = app
+            .config
+            .limits
+            .clone()
+            .unwrap_or_default()
+            .capped_by(&policy.ceilings);
+        if let Some(timeout) = overrides.timeout_seconds {
+            limits.timeout_seconds = timeout;
+        }
         let guard = super::safety::TreeGuard::new(root, &limits)?;
         Ok(Self {
             root: guard.root().to_path_buf(),
             namespace: namespace.or_else(|| app.config.namespace.clone()),
             app,
             overrides,
+            policy,
             limits,
             guard,
             redactor: super::safety::Redactor::new(),

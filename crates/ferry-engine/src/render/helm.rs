@@ -18,8 +18,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use super::config::{ChartSource, Context, HelmConfig};
+use super::names;
 use super::plain;
-use super::process::{self, Run, RunEvent, Tool};
+use super::process::{self, Flag, Run, RunEvent, Tool};
 use super::safety::{self, Limits};
 use crate::decrypt::sops;
 use crate::{Error, Manifest, Result};
@@ -48,10 +49,12 @@ impl HelmEnv {
         self.home.path()
     }
 
-    /// A helm invocation with the private homes set.
+    /// A helm invocation with the private homes set (also `HOME`: helm and the git it may run
+    /// read nothing of the user's).
     pub fn run(&self, limits: &Limits) -> Run<'_> {
         let home = self.home.path();
         Run::new(&self.binary, limits.timeout(), limits.max_total_bytes)
+            .home(home)
             .env("HELM_CONFIG_HOME", home.join("config"))
             .env("HELM_CACHE_HOME", home.join("cache"))
             .env("HELM_DATA_HOME", home.join("data"))
@@ -133,34 +136,54 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
     };
 
     let entries = values_entries(ctx, &cfg)?;
-    let release = ctx
+    let declared = ctx.app.declared_in().to_path_buf();
+    let invalid = |message: String| Error::Source {
+        path: declared.clone(),
+        message,
+    };
+    let release = match ctx
         .overrides
         .release_name
         .clone()
         .or_else(|| cfg.release_name.clone())
-        .or_else(|| chart::chart_name(&chart_path))
-        .unwrap_or_else(|| "release".to_string());
+    {
+        Some(name) => {
+            names::release_name(&name).map_err(invalid)?;
+            name
+        }
+        // The chart's own name (Chart.yaml is as untrusted as ferry.yaml).
+        None => match chart::chart_name(&chart_path) {
+            Some(name) => {
+                names::release_name(&name).map_err(|message| Error::Source {
+                    path: chart_path.join("Chart.yaml"),
+                    message: format!("the chart's name is used as the release name: {message}"),
+                })?;
+                name
+            }
+            None => "release".to_string(),
+        },
+    };
     let namespace = ctx
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_string());
+    names::namespace(&namespace).map_err(invalid)?;
 
     let mut run = env
         .run(&limits)
-        .arg("template")
-        .arg(&release)
-        .arg(&chart_path)
-        .arg("--namespace")
-        .arg(&namespace)
-        .arg("--skip-tests");
+        .command(&["template"])
+        .option(Flag::Namespace, &namespace)
+        .flag(Flag::SkipTests);
     if include_crds {
-        run = run.arg("--include-crds");
+        run = run.flag(Flag::IncludeCrds);
     }
     if let Some(kube_version) = &cfg.kube_version {
-        run = run.arg("--kube-version").arg(kube_version);
+        names::kube_version(kube_version).map_err(invalid)?;
+        run = run.option(Flag::KubeVersion, kube_version);
     }
     for api in &cfg.api_versions {
-        run = run.arg("--api-versions").arg(api);
+        names::api_version(api).map_err(invalid)?;
+        run = run.option(Flag::ApiVersions, api);
     }
     // Plain files before the first in-memory entry are passed by path (helm parses them, as
     // always); from there on everything is merged in memory and piped, keeping helm's order.
@@ -172,7 +195,7 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
     for (index, entry) in entries.into_iter().enumerate() {
         match entry {
             ValuesEntry::File { path, .. } if index < first_memory => {
-                run = run.arg("--values").arg(path);
+                run = run.option(Flag::Values, path);
             }
             ValuesEntry::File { path, bytes } => {
                 let value = parse_values(&path, &bytes)?;
@@ -186,14 +209,18 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
             path: ctx.app.declared_in().to_path_buf(),
             message: format!("cannot encode values: {err}"),
         })?;
-        run = run.arg("--values").arg("-").stdin(bytes);
+        run = run.option(Flag::Values, "-").stdin(bytes);
     }
     for set in cfg.set.iter().chain(&ctx.overrides.set) {
-        run = run.arg("--set").arg(set);
+        names::set_expression(set).map_err(invalid)?;
+        run = run.option(Flag::Set, set);
     }
     for set in cfg.set_string.iter().chain(&ctx.overrides.set_string) {
-        run = run.arg("--set-string").arg(set);
+        names::set_expression(set).map_err(invalid)?;
+        run = run.option(Flag::SetString, set);
     }
+    // Positionals last, after `--`: helm reads them as NAME and CHART whatever they hold.
+    run = run.positional(&release).positional(&chart_path);
 
     let shown = match &chart_ref {
         ChartRef::Local(path) => ctx.relative(path).display().to_string(),
@@ -405,6 +432,11 @@ fn empty_map() -> Value {
 }
 
 /// Helm's merge of successive `-f` files: maps merge recursively, anything else replaces.
+/// Helm's values merge, for layering `spec.render` values over ferry.yaml's.
+pub(crate) fn merge_values(base: &mut Value, overlay: Value) {
+    deep_merge(base, overlay)
+}
+
 fn deep_merge(base: &mut Value, overlay: Value) {
     match (base, overlay) {
         (Value::Object(base), Value::Object(overlay)) => {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod fast_yaml;
 pub mod helm;
 pub mod kustomize;
+pub mod names;
 pub mod parallel;
 pub mod plain;
 pub mod process;
@@ -50,6 +51,11 @@ pub struct RenderRequest {
     /// age keys for SOPS; `None` loads what `sops` would use (env, default key file) when
     /// something encrypted is found.
     pub age_keys: Option<crate::decrypt::sops::AgeKeys>,
+    /// A Release's `spec.render`: layered over the app's ferry.yaml as untrusted config, checked
+    /// exactly like it (never as [`config::Overrides`], which are the operator's own).
+    pub spec: Option<config::SpecLayer>,
+    /// The operator's policy: forbid remote loading, ceilings on ferry.yaml `limits`.
+    pub policy: config::RenderPolicy,
 }
 
 impl RenderRequest {

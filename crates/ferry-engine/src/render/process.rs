@@ -1,6 +1,8 @@
-//! Running renderer processes (`kustomize`, `helm`): finding the binary, bounded run time
-//! (the whole process group is killed on timeout), bounded output, and feeding secrets through
-//! stdin so they never appear in argv or on disk.
+//! Running renderer processes (`kustomize`, `helm`): finding the binary, argv built only from
+//! an allow-list of flags (values joined to their flag, positionals after `--`), an empty
+//! environment plus an allow-list with a private `HOME`, bounded run time (the whole process
+//! group is killed on timeout), bounded output, and feeding secrets through stdin so they never
+//! appear in argv or on disk.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -93,12 +95,103 @@ pub enum RunEvent<'b> {
 /// See [`Run::watch`].
 pub type RunWatcher<'a> = &'a mut dyn FnMut(RunEvent<'_>);
 
+/// Every flag ferry ever passes to a renderer: the allow-list. A renderer's argv is built only
+/// from [`Run::command`] words (static), these flags, option values joined to their flag
+/// (`--set=VALUE`, so a value can never be read as a flag of its own) and positionals placed
+/// after `--`. Nothing read from a repository or a tenant's object can become a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// helm `--namespace`.
+    Namespace,
+    /// helm `--skip-tests`.
+    SkipTests,
+    /// helm `--include-crds`.
+    IncludeCrds,
+    /// helm `--kube-version`.
+    KubeVersion,
+    /// helm `--api-versions`.
+    ApiVersions,
+    /// helm `--values` (a path, or `-` for stdin).
+    Values,
+    /// helm `--set`.
+    Set,
+    /// helm `--set-string`.
+    SetString,
+    /// helm `--version`.
+    Version,
+    /// helm `--repo`.
+    Repo,
+    /// helm `--destination`.
+    Destination,
+    /// helm `--plain-http`.
+    PlainHttp,
+    /// helm `--insecure-skip-tls-verify`.
+    InsecureSkipTlsVerify,
+    /// helm registry login `--insecure`.
+    Insecure,
+    /// helm `--username`.
+    Username,
+    /// helm `--password-stdin`.
+    PasswordStdin,
+    /// kustomize `--load-restrictor`.
+    LoadRestrictor,
+}
+
+impl Flag {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flag::Namespace => "--namespace",
+            Flag::SkipTests => "--skip-tests",
+            Flag::IncludeCrds => "--include-crds",
+            Flag::KubeVersion => "--kube-version",
+            Flag::ApiVersions => "--api-versions",
+            Flag::Values => "--values",
+            Flag::Set => "--set",
+            Flag::SetString => "--set-string",
+            Flag::Version => "--version",
+            Flag::Repo => "--repo",
+            Flag::Destination => "--destination",
+            Flag::PlainHttp => "--plain-http",
+            Flag::InsecureSkipTlsVerify => "--insecure-skip-tls-verify",
+            Flag::Insecure => "--insecure",
+            Flag::Username => "--username",
+            Flag::PasswordStdin => "--password-stdin",
+            Flag::LoadRestrictor => "--load-restrictor",
+        }
+    }
+}
+
+/// Environment variables passed through from ferry's own environment to renderers: operator
+/// settings a renderer needs to reach the network at all (proxies, a private CA bundle) and a
+/// temp directory. Everything else (kubeconfigs, `SOPS_AGE_KEY`, cloud credentials, tokens, the
+/// user's own `HELM_*`/`GIT_*`/`KUSTOMIZE_*` settings) is withheld: renderers start from an
+/// empty environment. See docs/render.md, "Renderer environment".
+pub const PASSED_ENV: [&str; 9] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "TMPDIR",
+];
+
 /// One process invocation.
 pub struct Run<'a> {
     pub program: &'a Path,
-    pub args: Vec<OsString>,
+    /// Subcommand words, flags and `--flag=value` options, in order.
+    args: Vec<OsString>,
+    /// Positional arguments, passed after `--`.
+    positionals: Vec<OsString>,
+    /// Set when a positional was refused: [`run`] fails without starting anything.
+    refused: Option<String>,
     pub cwd: Option<&'a Path>,
-    pub env: Vec<(OsString, OsString)>,
+    /// Variables set on top of the allow-listed environment (see [`PASSED_ENV`]).
+    env: Vec<(OsString, OsString)>,
+    /// `HOME` for the process: a private directory; [`run`] makes a throw-away one if unset.
+    home: Option<&'a Path>,
     /// Bytes written to the process's stdin (e.g. decrypted values for `helm -f -`).
     pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
@@ -116,8 +209,11 @@ impl<'a> Run<'a> {
         Self {
             program,
             args: Vec::new(),
+            positionals: Vec::new(),
+            refused: None,
             cwd: None,
             env: Vec::new(),
+            home: None,
             stdin: None,
             timeout,
             max_stdout,
@@ -130,8 +226,39 @@ impl<'a> Run<'a> {
         self
     }
 
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_os_string());
+    /// Subcommand words (`&["template"]`, `&["repo", "add"]`): static text only.
+    pub fn command(mut self, words: &'static [&'static str]) -> Self {
+        self.args.extend(words.iter().map(OsString::from));
+        self
+    }
+
+    /// A boolean flag from the allow-list.
+    pub fn flag(mut self, flag: Flag) -> Self {
+        self.args.push(OsString::from(flag.name()));
+        self
+    }
+
+    /// A flag with its value, as one argument `--flag=value`: however the value starts, the
+    /// renderer reads it as this flag's value.
+    pub fn option(mut self, flag: Flag, value: impl AsRef<OsStr>) -> Self {
+        let mut arg = OsString::from(flag.name());
+        arg.push("=");
+        arg.push(value.as_ref());
+        self.args.push(arg);
+        self
+    }
+
+    /// A positional argument, passed after `--` so the renderer never parses it as a flag.
+    /// One starting with `-` is refused outright (defence in depth; callers validate first).
+    pub fn positional(mut self, value: impl AsRef<OsStr>) -> Self {
+        let value = value.as_ref();
+        if value.as_encoded_bytes().starts_with(b"-") && self.refused.is_none() {
+            self.refused = Some(format!(
+                "refusing to pass {:?} to a renderer: an argument may not start with '-'",
+                value.to_string_lossy()
+            ));
+        }
+        self.positionals.push(value.to_os_string());
         self
     }
 
@@ -140,9 +267,33 @@ impl<'a> Run<'a> {
         self
     }
 
+    /// Set a variable for the process (on top of the allow-listed environment).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// `HOME` for the process (a private directory the caller owns).
+    pub fn home(mut self, home: &'a Path) -> Self {
+        self.home = Some(home);
+        self
+    }
+
+    /// The full argv after the program name, as it will be passed.
+    pub fn argv(&self) -> Vec<OsString> {
+        let mut argv = self.args.clone();
+        if !self.positionals.is_empty() {
+            argv.push(OsString::from("--"));
+            argv.extend(self.positionals.iter().cloned());
+        }
+        argv
+    }
+
+    /// A raw argument, for the unit tests' `/bin/sh -c` only.
+    #[cfg(test)]
+    fn raw(mut self, arg: &str) -> Self {
+        self.args.push(OsString::from(arg));
         self
     }
 }
@@ -174,6 +325,9 @@ pub enum RunError {
         "{program} produced more than {limit} bytes of output and was killed (raise `limits.maxTotalBytes` in ferry.yaml)"
     )]
     OutputTooLarge { program: String, limit: u64 },
+    /// An argument that could have been read as a flag; nothing was started.
+    #[error("{program}: {message}")]
+    Refused { program: String, message: String },
     #[error("{program}: {source}")]
     Io {
         program: String,
@@ -200,9 +354,39 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
         program: program.clone(),
         source,
     };
+    if let Some(message) = spec.refused.take() {
+        return Err(RunError::Refused {
+            program: program.clone(),
+            message,
+        });
+    }
+    // A throw-away HOME when the caller gave none, removed when the run is over.
+    let own_home;
+    let home = match spec.home {
+        Some(home) => home,
+        None => {
+            own_home = tempfile::Builder::new()
+                .prefix("ferry-render-home-")
+                .tempdir()
+                .map_err(io_error)?;
+            own_home.path()
+        }
+    };
     let mut command = Command::new(spec.program);
+    // An empty environment plus an allow-list: renderers run code from the repository
+    // (templates, plugins, kustomize's git), so they see no credentials of ferry's.
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.env("HOME", home);
+    for key in PASSED_ENV {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
     command
-        .args(&spec.args)
+        .args(spec.argv())
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -214,6 +398,9 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
         .process_group(0);
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
+    } else {
+        // Relative paths in a renderer never resolve against ferry's own working directory.
+        command.current_dir(home);
     }
     for (key, value) in &spec.env {
         command.env(key, value);
@@ -489,8 +676,8 @@ mod tests {
     fn captures_output_and_stdin() {
         let sh = sh();
         let out = run(Run::new(&sh, Duration::from_secs(10), 1024)
-            .arg("-c")
-            .arg("cat; echo err >&2")
+            .raw("-c")
+            .raw("cat; echo err >&2")
             .stdin(b"hello".to_vec()))
         .unwrap();
         assert!(out.status.success());
@@ -512,8 +699,8 @@ mod tests {
             })
         };
         let out = run(Run::new(&sh, Duration::from_secs(10), 1024)
-            .arg("-c")
-            .arg("printf 'a: 1\\n'; sleep 0.3; printf 'b: 2\\n'")
+            .raw("-c")
+            .raw("printf 'a: 1\\n'; sleep 0.3; printf 'b: 2\\n'")
             .watch(&mut watch))
         .unwrap();
         assert_eq!(out.stdout, b"a: 1\nb: 2\n");
@@ -528,8 +715,8 @@ mod tests {
         let sh = sh();
         let input = vec![b'x'; 3 * 1024 * 1024];
         let out = run(Run::new(&sh, Duration::from_secs(30), 8 * 1024 * 1024)
-            .arg("-c")
-            .arg("cat; head -c 2000000 /dev/zero >&2")
+            .raw("-c")
+            .raw("cat; head -c 2000000 /dev/zero >&2")
             .stdin(input.clone()))
         .unwrap();
         assert!(out.status.success());
@@ -547,8 +734,8 @@ mod tests {
         let started = Instant::now();
         // The child shell spawns a grandchild sleeper holding stdout: both must die.
         let err = run(Run::new(&sh, Duration::from_millis(300), 1024)
-            .arg("-c")
-            .arg("echo partial >&2; sleep 30 & sleep 30"))
+            .raw("-c")
+            .raw("echo partial >&2; sleep 30 & sleep 30"))
         .unwrap_err();
         assert!(matches!(err, RunError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
@@ -561,13 +748,88 @@ mod tests {
     fn oversized_output_is_refused() {
         let sh = sh();
         let err = run(Run::new(&sh, Duration::from_secs(10), 100)
-            .arg("-c")
+            .raw("-c")
             // Far beyond the pipe buffer: reading stops at the limit instead of draining it.
-            .arg("head -c 5000000 /dev/zero"))
+            .raw("head -c 5000000 /dev/zero"))
         .unwrap_err();
         assert!(
             matches!(err, RunError::OutputTooLarge { limit: 100, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn argv_joins_values_and_puts_positionals_after_dashes() {
+        let sh = sh();
+        let run = Run::new(&sh, Duration::from_secs(1), 1)
+            .command(&["template"])
+            .option(Flag::Set, "--post-renderer=x")
+            .flag(Flag::SkipTests)
+            .positional("release")
+            .positional("/chart");
+        let argv: Vec<String> = run
+            .argv()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv,
+            [
+                "template",
+                "--set=--post-renderer=x",
+                "--skip-tests",
+                "--",
+                "release",
+                "/chart"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_positional_starting_with_a_dash_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let sh = sh();
+        let err = run(Run::new(&sh, Duration::from_secs(10), 1024)
+            .raw("-c")
+            .raw(&format!("touch {}", marker.display()))
+            .positional("--post-renderer=/bin/sh"))
+        .unwrap_err();
+        assert!(matches!(err, RunError::Refused { .. }), "{err}");
+        assert!(!marker.exists(), "nothing may run");
+    }
+
+    #[test]
+    fn the_environment_is_an_allow_list_with_a_private_home() {
+        let sh = sh();
+        let out = run(Run::new(&sh, Duration::from_secs(10), 1 << 20)
+            .raw("-c")
+            .raw("env; pwd")
+            .env("HELM_CACHE_HOME", "/x"))
+        .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(k, _)| k))
+            .collect();
+        for key in &keys {
+            assert!(
+                [
+                    "PATH",
+                    "HOME",
+                    "HELM_CACHE_HOME",
+                    "PWD",
+                    "SHLVL",
+                    "_",
+                    "OLDPWD"
+                ]
+                .contains(key)
+                    || PASSED_ENV.contains(key),
+                "{key} leaked into the renderer's environment:\n{text}"
+            );
+        }
+        let home = text.lines().find_map(|l| l.strip_prefix("HOME=")).unwrap();
+        assert!(home.contains("ferry-render-home-"), "{home}");
+        assert_eq!(text.lines().last(), Some(home), "cwd is the private home");
     }
 }

@@ -48,6 +48,31 @@ impl Limits {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
     }
+
+    /// The default ceilings on what ferry.yaml / `spec.render` may raise their limits to:
+    /// 32 MiB per file, 256 MiB in total and per chart, 50000 chart entries, 300 s. The agent
+    /// sets its own with `--render-max-*` flags.
+    pub fn ceilings() -> Self {
+        Self {
+            max_file_bytes: 32 * MIB,
+            max_total_bytes: 256 * MIB,
+            max_chart_bytes: 256 * MIB,
+            max_chart_entries: 50_000,
+            timeout_seconds: 300,
+        }
+    }
+
+    /// Each limit lowered to its ceiling (a tenant may only lower limits, never raise them
+    /// beyond what the operator allows). A zero timeout means "no time at all", not "none".
+    pub fn capped_by(&self, ceilings: &Limits) -> Self {
+        Self {
+            max_file_bytes: self.max_file_bytes.min(ceilings.max_file_bytes),
+            max_total_bytes: self.max_total_bytes.min(ceilings.max_total_bytes),
+            max_chart_bytes: self.max_chart_bytes.min(ceilings.max_chart_bytes),
+            max_chart_entries: self.max_chart_entries.min(ceilings.max_chart_entries),
+            timeout_seconds: self.timeout_seconds.min(ceilings.timeout_seconds),
+        }
+    }
 }
 
 /// Parser options for every YAML document ferry reads: serde-saphyr's budget with tighter alias

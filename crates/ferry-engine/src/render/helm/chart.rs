@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::process::{self, Run};
+use super::super::names;
+use super::super::process::{self, Flag, Run};
 use super::super::safety::{self, Limits, Redactor, TreeGuard};
 use super::HelmEnv;
 use crate::{Error, Result};
@@ -34,7 +35,7 @@ impl ChartRef {
     }
 }
 
-fn strip_userinfo(url: &str) -> String {
+pub(crate) fn strip_userinfo(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.split_once('@') {
             Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
@@ -87,43 +88,43 @@ pub fn fetch(
             Ok(path.clone())
         }
         ChartRef::Repo { url, name } => {
+            // Checked again here, whoever built the reference: both reach helm's argv.
+            names::chart_name(name).map_err(|message| refused_ref(chart, message))?;
+            names::repo_url(url).map_err(|message| refused_ref(chart, message))?;
             let dest = env.home().join("charts");
             std::fs::create_dir_all(&dest).map_err(|err| io_err(&dest, err))?;
-            let mut pull = env.run(limits).arg("pull");
+            let mut pull = env.run(limits).command(&["pull"]);
             if opts.username.is_some() || opts.password.is_some() {
                 // `repo add --password-stdin` keeps the password out of argv; it lands in the
                 // private temp HELM_REPOSITORY_CONFIG, removed with it.
-                let mut add = env
-                    .run(limits)
-                    .arg("repo")
-                    .arg("add")
-                    .arg("ferry-chart-repo")
-                    .arg(url);
+                let mut add = env.run(limits).command(&["repo", "add"]);
                 if let Some(user) = &opts.username {
-                    add = add.arg("--username").arg(user);
+                    add = add.option(Flag::Username, user);
                 }
                 add = add
-                    .arg("--password-stdin")
+                    .flag(Flag::PasswordStdin)
                     .stdin(opts.password.clone().unwrap_or_default().into_bytes());
                 if opts.insecure_skip_tls_verify {
-                    add = add.arg("--insecure-skip-tls-verify");
+                    add = add.flag(Flag::InsecureSkipTlsVerify);
                 }
+                add = add.positional("ferry-chart-repo").positional(url);
                 run_helm(
                     add,
                     &format!("adding chart repository {}", strip_userinfo(url)),
                     redactor,
                 )?;
-                pull = pull.arg(format!("ferry-chart-repo/{name}"));
+                pull = pull.positional(format!("ferry-chart-repo/{name}"));
             } else {
-                pull = pull.arg(name).arg("--repo").arg(url);
+                pull = pull.option(Flag::Repo, url).positional(name);
             }
             if let Some(version) = &opts.version {
-                pull = pull.arg("--version").arg(version);
+                names::chart_version(version).map_err(|message| refused_ref(chart, message))?;
+                pull = pull.option(Flag::Version, version);
             }
             if opts.insecure_skip_tls_verify {
-                pull = pull.arg("--insecure-skip-tls-verify");
+                pull = pull.flag(Flag::InsecureSkipTlsVerify);
             }
-            pull = pull.arg("--destination").arg(&dest);
+            pull = pull.option(Flag::Destination, &dest);
             run_helm(
                 pull,
                 &format!("pulling chart {}", chart.display()),
@@ -132,6 +133,7 @@ pub fn fetch(
             downloaded_archive(&dest, chart, limits)
         }
         ChartRef::Oci(reference) => {
+            names::oci_reference(reference).map_err(|message| refused_ref(chart, message))?;
             let dest = env.home().join("charts");
             std::fs::create_dir_all(&dest).map_err(|err| io_err(&dest, err))?;
             if opts.username.is_some() || opts.password.is_some() {
@@ -141,32 +143,34 @@ pub fn fetch(
                     .next()
                     .unwrap_or_default()
                     .to_string();
-                let mut login = env.run(limits).arg("registry").arg("login").arg(&host);
+                let mut login = env.run(limits).command(&["registry", "login"]);
                 if let Some(user) = &opts.username {
-                    login = login.arg("--username").arg(user);
+                    login = login.option(Flag::Username, user);
                 }
                 login = login
-                    .arg("--password-stdin")
+                    .flag(Flag::PasswordStdin)
                     .stdin(opts.password.clone().unwrap_or_default().into_bytes());
                 if opts.plain_http {
-                    login = login.arg("--plain-http");
+                    login = login.flag(Flag::PlainHttp);
                 }
                 if opts.insecure_skip_tls_verify {
-                    login = login.arg("--insecure");
+                    login = login.flag(Flag::Insecure);
                 }
+                login = login.positional(&host);
                 run_helm(login, &format!("logging in to {host}"), redactor)?;
             }
-            let mut pull = env.run(limits).arg("pull").arg(reference);
+            let mut pull = env.run(limits).command(&["pull"]);
             if let Some(version) = &opts.version {
-                pull = pull.arg("--version").arg(version);
+                names::chart_version(version).map_err(|message| refused_ref(chart, message))?;
+                pull = pull.option(Flag::Version, version);
             }
             if opts.plain_http {
-                pull = pull.arg("--plain-http");
+                pull = pull.flag(Flag::PlainHttp);
             }
             if opts.insecure_skip_tls_verify {
-                pull = pull.arg("--insecure-skip-tls-verify");
+                pull = pull.flag(Flag::InsecureSkipTlsVerify);
             }
-            pull = pull.arg("--destination").arg(&dest);
+            pull = pull.option(Flag::Destination, &dest).positional(reference);
             run_helm(
                 pull,
                 &format!("pulling chart {}", chart.display()),
@@ -174,6 +178,13 @@ pub fn fetch(
             )?;
             downloaded_archive(&dest, chart, limits)
         }
+    }
+}
+
+fn refused_ref(chart: &ChartRef, message: String) -> Error {
+    Error::Source {
+        path: PathBuf::from(chart.display()),
+        message,
     }
 }
 

@@ -1,0 +1,218 @@
+//! What may reach a renderer's argv: release names, namespaces, `--kube-version`,
+//! `--api-versions`, `--set` expressions, chart names, versions, repository URLs and OCI
+//! references. Each check returns a message saying what is wrong and what is allowed; callers
+//! name the file or object the value came from. These values come from ferry.yaml, a Release's
+//! `spec.render` or Chart.yaml, all attacker-controlled, so they are checked before any renderer
+//! runs (and [`super::process::Run`] still joins values to their flags and puts positionals
+//! after `--`, so a value that slipped through could not become a flag either).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Helm's own limit (release names end up in label values and Secret names).
+pub const MAX_RELEASE_NAME: usize = 53;
+/// DNS-1123 label limit.
+pub const MAX_NAMESPACE: usize = 63;
+
+static DNS_SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        .unwrap_or_else(|_| unreachable_regex())
+});
+static DNS_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap_or_else(|_| unreachable_regex())
+});
+static KUBE_VERSION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^v?[0-9]+(\.[0-9]+){0,2}(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+        .unwrap_or_else(|_| unreachable_regex())
+});
+static API_VERSION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9]([A-Za-z0-9./-]*[A-Za-z0-9])?$")
+        .unwrap_or_else(|_| unreachable_regex())
+});
+static CHART_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*$").unwrap_or_else(|_| unreachable_regex())
+});
+
+/// The patterns above are constants known to compile; a regex that never matches keeps this
+/// free of panics all the same.
+fn unreachable_regex() -> Regex {
+    Regex::new(r"[^\s\S]").unwrap_or_else(|_| unreachable!("a constant regex compiles"))
+}
+
+fn printable(value: &str) -> bool {
+    !value.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// A Helm release name: a DNS-1123 subdomain of at most 53 characters, as `helm install`
+/// requires.
+pub fn release_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_RELEASE_NAME || !DNS_SUBDOMAIN.is_match(name) {
+        return Err(format!(
+            "release name {name:?} is invalid: use at most {MAX_RELEASE_NAME} lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (set `helm.releaseName` if the chart's name does not qualify)"
+        ));
+    }
+    Ok(())
+}
+
+/// A namespace: a DNS-1123 label.
+pub fn namespace(name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAMESPACE || !DNS_LABEL.is_match(name) {
+        return Err(format!(
+            "namespace {name:?} is invalid: use at most {MAX_NAMESPACE} lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// `--kube-version`: `1.31`, `v1.31.2`, `1.31.0-rc.1`.
+pub fn kube_version(version: &str) -> Result<(), String> {
+    if version.len() > 64 || !KUBE_VERSION.is_match(version) {
+        return Err(format!(
+            "kubeVersion {version:?} is invalid: expected a Kubernetes version such as 1.31 or v1.31.2"
+        ));
+    }
+    Ok(())
+}
+
+/// `--api-versions`: `group/version` or `group/version/Kind`.
+pub fn api_version(api: &str) -> Result<(), String> {
+    if api.len() > 253 || !API_VERSION.is_match(api) {
+        return Err(format!(
+            "apiVersions entry {api:?} is invalid: expected group/version or group/version/Kind"
+        ));
+    }
+    Ok(())
+}
+
+/// A `--set` / `--set-string` expression: `key=value`, the key not starting with `-`.
+pub fn set_expression(expr: &str) -> Result<(), String> {
+    let shown: String = expr.chars().take(80).collect();
+    match expr.split_once('=') {
+        Some((key, _)) if !key.is_empty() && !key.starts_with('-') && !key.contains('\0') => {
+            if expr.contains('\0') {
+                return Err(format!("set expression {shown:?} contains a NUL byte"));
+            }
+            Ok(())
+        }
+        _ => Err(format!(
+            "set expression {shown:?} is invalid: expected key=value with a key that does not start with '-'"
+        )),
+    }
+}
+
+/// A chart's name in an HTTP repository: letters, digits, `.`, `_`, `-`, starting with a
+/// letter or digit (never a path: a name must not become a file on the agent's disk).
+pub fn chart_name(name: &str) -> Result<(), String> {
+    if name.len() > 250 || !CHART_NAME.is_match(name) || name.contains("..") {
+        return Err(format!(
+            "chart name {name:?} is invalid: use letters, digits, '.', '_' and '-', starting with a letter or digit; a chart name is looked up in `repo`, never on disk"
+        ));
+    }
+    Ok(())
+}
+
+/// A chart version or range (syntax checked by [`super::helm::version::parse_constraint`]).
+pub fn chart_version(version: &str) -> Result<(), String> {
+    if version.starts_with('-') {
+        return Err(format!("chart version {version:?} may not start with '-'"));
+    }
+    super::helm::version::parse_constraint(version).map(|_| ())
+}
+
+/// A remote URL's host part after `scheme://`, without userinfo; `None` when there is none.
+fn host_of(rest: &str) -> Option<&str> {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!host.is_empty()).then_some(host)
+}
+
+/// A Helm HTTP repository: an `https://` or `http://` URL with a host.
+pub fn repo_url(url: &str) -> Result<(), String> {
+    let shown = super::helm::chart::strip_userinfo(url);
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if printable(url) && host_of(rest).is_some() => Ok(()),
+        _ => Err(format!(
+            "repository {shown:?} must be an https:// (or http://) URL with a host (for OCI registries use `oci: oci://...`)"
+        )),
+    }
+}
+
+/// An OCI chart reference: `oci://host/path`.
+pub fn oci_reference(reference: &str) -> Result<(), String> {
+    let shown = super::helm::chart::strip_userinfo(reference);
+    match reference.strip_prefix("oci://") {
+        Some(rest) if printable(reference) && host_of(rest).is_some() && rest.contains('/') => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "OCI reference {shown:?} must look like oci://registry.example/path/chart"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_names_follow_helm() {
+        assert!(release_name("web").is_ok());
+        assert!(release_name("web.v1-2").is_ok());
+        assert!(release_name("--post-renderer=sh").is_err());
+        assert!(release_name("Web").is_err());
+        assert!(release_name("-web").is_err());
+        assert!(release_name("web-").is_err());
+        assert!(release_name(&"a".repeat(54)).is_err());
+        assert!(release_name(&"a".repeat(53)).is_ok());
+        assert!(release_name("").is_err());
+    }
+
+    #[test]
+    fn namespaces_are_labels() {
+        assert!(namespace("team-a").is_ok());
+        assert!(namespace("team.a").is_err());
+        assert!(namespace("--kubeconfig=/x").is_err());
+    }
+
+    #[test]
+    fn versions_and_apis() {
+        assert!(kube_version("1.31").is_ok());
+        assert!(kube_version("v1.31.2").is_ok());
+        assert!(kube_version("--post-renderer=x").is_err());
+        assert!(api_version("monitoring.coreos.com/v1").is_ok());
+        assert!(api_version("apps/v1/Deployment").is_ok());
+        assert!(api_version("-x").is_err());
+    }
+
+    #[test]
+    fn set_expressions() {
+        assert!(set_expression("a.b=c").is_ok());
+        assert!(
+            set_expression("a=--post-renderer=x").is_ok(),
+            "values are data"
+        );
+        assert!(set_expression("--post-renderer=x").is_err());
+        assert!(set_expression("novalue").is_err());
+    }
+
+    #[test]
+    fn chart_sources() {
+        assert!(chart_name("podinfo").is_ok());
+        assert!(chart_name("/etc").is_err());
+        assert!(chart_name("../../x").is_err());
+        assert!(chart_name("-x").is_err());
+        assert!(repo_url("https://charts.example/x").is_ok());
+        assert!(repo_url("file:///etc").is_err());
+        assert!(repo_url("-https://x").is_err());
+        assert!(repo_url("https://").is_err());
+        assert!(oci_reference("oci://reg.example/charts/a").is_ok());
+        assert!(oci_reference("oci://reg.example").is_err());
+        assert!(oci_reference("oci://-x/y").is_ok(), "host check is helm's");
+        assert!(chart_version("^1.2").is_ok());
+        assert!(chart_version("-1").is_err());
+    }
+}
