@@ -5,6 +5,14 @@
 //!
 //! One [`Registries`] is shared by all scans of a process: it holds the HTTP clients, the token
 //! and ETag caches and the per-host pacing state.
+//!
+//! A registry is an untrusted HTTP peer. Credentials (basic, static bearer, tokens) are sent only
+//! to the registry's own origin (scheme, host, port) and to the token realm it declares when that
+//! realm is https (a plain-http realm only on the registry's own origin, and only when the
+//! registry itself is plain http). `Link` pages on another origin are refused, redirects to
+//! another origin (blob/manifest CDNs) are followed without `Authorization`, a 401 from another
+//! origin is never answered, every body is read with a byte cap and every request has a connect
+//! and a total timeout. See docs/images.md ("Registry access and credentials").
 
 pub mod auth;
 
@@ -73,6 +81,25 @@ pub enum RegistryError {
         repository: String,
         timeout: Duration,
     },
+    /// The registry pointed ferry at another origin where it would have to send credentials or
+    /// follow pagination; refused so that credentials stay with the registry.
+    #[error(
+        "registry {host} sent {what} {url}, which is not on {host}; ferry sends credentials only to the registry itself (and to an https token realm) and does not page across hosts: check that spec.image names the registry directly, not a proxy that rewrites links"
+    )]
+    OtherHost {
+        host: String,
+        url: String,
+        what: &'static str,
+    },
+    /// A response body larger than its cap (a hostile or broken registry).
+    #[error(
+        "registry {host} sent more than {limit} bytes for {url}; refusing to read further (a tag list, manifest or token this large is not plausible)"
+    )]
+    TooLarge {
+        host: String,
+        url: String,
+        limit: usize,
+    },
 }
 
 impl RegistryError {
@@ -88,6 +115,8 @@ impl RegistryError {
             RegistryError::Token { .. } => "TokenServiceFailed",
             RegistryError::Tls { .. } => "TLSError",
             RegistryError::Timeout { .. } => "Timeout",
+            RegistryError::OtherHost { .. } => "OtherHost",
+            RegistryError::TooLarge { .. } => "ResponseTooLarge",
         }
     }
 
@@ -122,7 +151,16 @@ pub struct RegistryLimits {
     pub max_attempts: u32,
     /// Backoff after a 429 without Retry-After (doubles on each consecutive 429, capped at 5m).
     pub base_backoff: Duration,
+    /// Total time of one HTTP request, body included (a trickling body cannot hold a scan).
     pub request_timeout: Duration,
+    /// Time to establish a connection (TCP + TLS).
+    pub connect_timeout: Duration,
+    /// Cap on one tag-list page body.
+    pub max_tags_body: usize,
+    /// Cap on a manifest body (digest fallback GET).
+    pub max_manifest_body: usize,
+    /// Cap on a token-service response.
+    pub max_token_body: usize,
 }
 
 impl Default for RegistryLimits {
@@ -133,6 +171,10 @@ impl Default for RegistryLimits {
             max_attempts: 4,
             base_backoff: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_tags_body: 16 * 1024 * 1024,
+            max_manifest_body: 4 * 1024 * 1024,
+            max_token_body: 64 * 1024,
         }
     }
 }
@@ -242,6 +284,92 @@ impl Target {
     fn display(&self) -> String {
         format!("{}/{}", self.host, self.path)
     }
+
+    /// True when the registry is spoken to over plain http (insecure, or a loopback address).
+    fn plain_http(&self) -> bool {
+        self.options.insecure || is_loopback_host(&self.host)
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host and port).
+    fn same_origin(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.base()).is_ok_and(|base| same_origin(&base, url))
+    }
+}
+
+/// Scheme, host and port (with the scheme's default) all equal: the browser notion of origin,
+/// which is also what reqwest uses to decide whether a redirect keeps `Authorization`.
+pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Where the credentials of `target` may be sent to fetch a token: an https realm on any host
+/// (Docker Hub's is auth.docker.io, GHCR's is ghcr.io), or a plain-http realm on the registry's
+/// own origin when the registry itself is plain http (a local or `insecure` registry whose
+/// credentials already travel in clear). Realms with user info are refused.
+fn check_realm(target: &Target, realm: &str) -> Result<reqwest::Url, RegistryError> {
+    let other = || RegistryError::OtherHost {
+        host: target.host.clone(),
+        url: realm.to_string(),
+        what: "a token realm",
+    };
+    let url = reqwest::Url::parse(realm).map_err(|e| RegistryError::Token {
+        realm: realm.to_string(),
+        reason: format!("invalid realm URL: {e}"),
+    })?;
+    if !url.username().is_empty() || url.password().is_some() || url.host_str().is_none() {
+        return Err(other());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if target.plain_http() && target.same_origin(&url) => Ok(url),
+        _ => Err(other()),
+    }
+}
+
+/// Read a body, failing with [`RegistryError::TooLarge`] once it passes `limit` (checked against
+/// `Content-Length` first, then while streaming, so an endless body costs at most `limit`).
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    host: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    let url = response.url().to_string();
+    let too_large = || RegistryError::TooLarge {
+        host: host.to_string(),
+        url: url.clone(),
+        limit,
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| RegistryError::Invalid {
+            host: host.to_string(),
+            url: url.clone(),
+            reason: format!("reading the body: {}", error_chain(&e)),
+        })?;
+        let Some(chunk) = chunk else { break };
+        if out.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The start of an error body for messages: at most 4 KiB read, 300 characters kept.
+async fn error_body(mut response: reqwest::Response) -> String {
+    let mut out = Vec::new();
+    while out.len() < 4096 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(4096 - out.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).chars().take(300).collect()
 }
 
 impl Registries {
@@ -265,10 +393,26 @@ impl Registries {
             host: target.host.clone(),
             reason,
         };
+        // Redirects: reqwest drops Authorization (and cookies) whenever a hop changes scheme,
+        // host or port, so a manifest/blob redirect to a CDN carries no credentials; on top of
+        // that, at most 5 hops and never from https down to http.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt.url().scheme() == "http"
+                && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if attempt.previous().len() > 5 {
+                attempt.error("more than 5 redirects")
+            } else if downgrade {
+                attempt.error("refusing a redirect from https to plain http")
+            } else {
+                attempt.follow()
+            }
+        });
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("ferry-images/", env!("CARGO_PKG_VERSION")))
             .timeout(self.inner.limits.request_timeout)
-            .redirect(reqwest::redirect::Policy::limited(5));
+            .connect_timeout(self.inner.limits.connect_timeout)
+            .referer(false)
+            .redirect(redirects);
         if target.options.insecure {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
@@ -390,6 +534,15 @@ impl Registries {
                             retry_after: backoff,
                         });
                     }
+                }
+                // A 401 from another origin (after a redirect) is never answered: its challenge
+                // would make ferry send the registry's credentials to that host.
+                StatusCode::UNAUTHORIZED if !target.same_origin(response.url()) => {
+                    return Err(RegistryError::OtherHost {
+                        host: target.host.clone(),
+                        url: response.url().to_string(),
+                        what: "a redirect to",
+                    });
                 }
                 StatusCode::UNAUTHORIZED if !tried_auth => {
                     tried_auth = true;
@@ -515,11 +668,8 @@ impl Registries {
             realm: realm.to_string(),
             reason,
         };
-        let realm_host = reqwest::Url::parse(realm)
-            .map_err(|e| fail(format!("invalid realm URL: {e}")))?
-            .host_str()
-            .unwrap_or_default()
-            .to_string();
+        let realm_url = check_realm(target, realm)?;
+        let realm_host = realm_url.host_str().unwrap_or_default().to_string();
         self.pace(&realm_host, deadline).await?;
         let client = self.client(target)?;
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
@@ -537,13 +687,13 @@ impl Registries {
                 if let Some(service) = service {
                     form.push(("service", service));
                 }
-                client.post(realm).form(&form)
+                client.post(realm_url.clone()).form(&form)
             }
             Credentials::Basic { username, password } => client
-                .get(realm)
+                .get(realm_url.clone())
                 .query(&query)
                 .header(header::AUTHORIZATION, basic_header(username, password)),
-            _ => client.get(realm).query(&query),
+            _ => client.get(realm_url.clone()).query(&query),
         };
         *requests += 1;
         let response = request.send().await.map_err(|e| fail(error_chain(&e)))?;
@@ -565,9 +715,8 @@ impl Registries {
         if !status.is_success() {
             return Err(fail(format!("HTTP {status}")));
         }
-        let body: TokenResponse = response
-            .json()
-            .await
+        let bytes = read_capped(response, self.inner.limits.max_token_body, &realm_host).await?;
+        let body: TokenResponse = serde_json::from_slice(&bytes)
             .map_err(|e| fail(format!("response is not token JSON: {e}")))?;
         let token = body
             .token
@@ -656,9 +805,11 @@ impl Registries {
                     .get(header::ETAG)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let next = next_link(response.headers(), &base);
+                let next = next_link(response.headers(), &url);
+                let bytes =
+                    read_capped(response, self.inner.limits.max_tags_body, &target.host).await?;
                 let body: TagsResponse =
-                    response.json().await.map_err(|e| RegistryError::Invalid {
+                    serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
                         host: target.host.clone(),
                         url: url.clone(),
                         reason: format!("tag list is not JSON: {e}"),
@@ -697,17 +848,28 @@ impl Registries {
                         },
                     );
                 }
-                let body = response.text().await.unwrap_or_default();
+                let body = error_body(response).await;
                 return Err(RegistryError::Http {
                     host: target.host.clone(),
                     url,
                     status: status.as_u16(),
-                    body: body.chars().take(300).collect(),
+                    body,
                 });
             };
             tags.extend(page_tags);
             match next {
-                Some(next) if next != url => url = next,
+                Some(next) if next != url => {
+                    // The distribution spec's Link is relative to the registry; a next page on
+                    // another origin would get this registry's credentials. Refuse it.
+                    if !reqwest::Url::parse(&next).is_ok_and(|u| target.same_origin(&u)) {
+                        return Err(RegistryError::OtherHost {
+                            host: target.host.clone(),
+                            url: next,
+                            what: "a Link to the next page at",
+                        });
+                    }
+                    url = next;
+                }
                 _ => break,
             }
         }
@@ -726,6 +888,21 @@ impl Registries {
         timeout: Duration,
     ) -> Result<String, RegistryError> {
         let deadline = Instant::now() + timeout;
+        match tokio::time::timeout(timeout, self.digest_inner(target, tag, deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(RegistryError::Timeout {
+                repository: format!("{}:{tag}", target.display()),
+                timeout,
+            }),
+        }
+    }
+
+    async fn digest_inner(
+        &self,
+        target: &Target,
+        tag: &str,
+        deadline: Instant,
+    ) -> Result<String, RegistryError> {
         let url = format!("{}/v2/{}/manifests/{tag}", target.base(), target.path);
         let mut requests = 0;
         let response = self
@@ -745,11 +922,8 @@ impl Registries {
                 c.get(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
             })
             .await?;
-        let bytes = response.bytes().await.map_err(|e| RegistryError::Invalid {
-            host: target.host.clone(),
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            read_capped(response, self.inner.limits.max_manifest_body, &target.host).await?;
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
         Ok(format!("sha256:{}", hex::encode(d.as_ref())))
     }
@@ -785,8 +959,9 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs as u64))
 }
 
-/// The `rel="next"` target of a `Link` header, absolute.
-pub fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
+/// The `rel="next"` target of a `Link` header, resolved against the URL of the page it came
+/// with (RFC 8288: relative references resolve against the request URL).
+pub fn next_link(headers: &HeaderMap, page_url: &str) -> Option<String> {
     headers
         .get_all(header::LINK)
         .iter()
@@ -798,13 +973,8 @@ pub fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
                 return None;
             }
             let target = target.trim().trim_start_matches('<').trim_end_matches('>');
-            Some(
-                if target.starts_with("http://") || target.starts_with("https://") {
-                    target.to_string()
-                } else {
-                    format!("{base}{target}")
-                },
-            )
+            let base = reqwest::Url::parse(page_url).ok()?;
+            base.join(target).ok().map(String::from)
         })
 }
 
@@ -820,10 +990,56 @@ mod tests {
             HeaderValue::from_static("</v2/app/tags/list?last=b&n=2>; rel=\"next\""),
         );
         assert_eq!(
-            next_link(&h, "http://r:5000").as_deref(),
+            next_link(&h, "http://r:5000/v2/app/tags/list?n=2").as_deref(),
             Some("http://r:5000/v2/app/tags/list?last=b&n=2")
         );
         assert_eq!(next_link(&HeaderMap::new(), "http://r"), None);
+        // Absolute and protocol-relative links resolve to their own host (then refused by the
+        // caller when that is not the registry).
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static("<//evil.example/v2/x?last=b>; rel=\"next\""),
+        );
+        assert_eq!(
+            next_link(&h, "https://r/v2/app/tags/list").as_deref(),
+            Some("https://evil.example/v2/x?last=b")
+        );
+    }
+
+    #[test]
+    fn realms_and_origins() {
+        let creds = Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let remote = Target::new("ghcr.io/org/app", creds.clone(), ConnectOptions::default());
+        assert!(check_realm(&remote, "https://ghcr.io/token").is_ok());
+        assert!(check_realm(&remote, "https://auth.example/token").is_ok());
+        // Plain-http realm for an https registry: refused.
+        assert!(matches!(
+            check_realm(&remote, "http://ghcr.io/token"),
+            Err(RegistryError::OtherHost { .. })
+        ));
+        assert!(check_realm(&remote, "https://user:pw@ghcr.io/token").is_err());
+        let local = Target::new("127.0.0.1:5000/app", creds, ConnectOptions::default());
+        assert!(check_realm(&local, "http://127.0.0.1:5000/token").is_ok());
+        assert!(check_realm(&local, "http://127.0.0.1:5001/token").is_err());
+        assert!(check_realm(&local, "http://127.0.0.2:5000/token").is_err());
+        assert!(check_realm(&local, "ftp://127.0.0.1:5000/token").is_err());
+        let a = reqwest::Url::parse("https://r.example/v2/").unwrap();
+        assert!(same_origin(
+            &a,
+            &reqwest::Url::parse("https://r.example:443/x").unwrap()
+        ));
+        assert!(!same_origin(
+            &a,
+            &reqwest::Url::parse("http://r.example/x").unwrap()
+        ));
+        assert!(!same_origin(
+            &a,
+            &reqwest::Url::parse("https://r.example:444/x").unwrap()
+        ));
     }
 
     #[test]
