@@ -1,24 +1,39 @@
-//! Git sources: shallow fetch with git2 into a cache directory keyed by (url, ref), credentials
-//! from basic auth / bearer token / ssh key (+ known_hosts), and an immutable checkout directory
-//! per commit that every consumer of the same source shares.
+//! Git sources: shallow fetch with git2 into a cache directory keyed by the source's identity
+//! (`namespace/name`), its URL and its ref, credentials from basic auth / bearer token / ssh key
+//! (+ known_hosts), and an immutable checkout directory per commit.
 //!
-//! Layout under the cache dir: `<key>/repo` (bare repository, shallow) and
-//! `<key>/checkouts/<sha>` (plain files of that commit). A checkout is written to a temporary
-//! directory and renamed into place, so readers never see half a tree; the two newest checkouts
-//! are kept so a render that started on the previous revision can finish.
+//! Layout under the cache dir: `<key>/repo` (bare repository, shallow), `<key>/checkouts/<sha>`
+//! (plain files of that commit) and `<key>/last-used` (touched on every fetch, for eviction). A
+//! checkout is written to a temporary directory and renamed into place, so readers never see half
+//! a tree; the two newest checkouts are kept so a render that started on the previous revision
+//! can finish.
+//!
+//! Security decisions (docs/agent.md, SECURITY.md):
+//! - The cache is never shared between sources: the key includes the source's identity, so one
+//!   tenant can neither read another's clone nor be served a commit it could not fetch itself.
+//!   A pinned commit found in the cache is still only served after an authenticated connection
+//!   to the server (`ls-remote`) succeeds with this source's credentials.
+//! - Local repositories (`file://`, paths) and other non-network transports are refused unless
+//!   the caller allows them ([`FetchRequest::allow_local`], `--allow-local-git-sources`).
+//! - Redirects to another host are never followed (libgit2 `RemoteRedirect::None`), and the
+//!   credentials callback only answers for the configured host and port.
+//! - Fetched pack bytes, checkout bytes and file counts, and the cache volume are bounded.
+//! - Tree entries are validated and written without ever following a link (see [`checkout`]).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks,
-    Repository,
+    RemoteRedirect, Repository,
 };
 
-use crate::{Error, Result};
+pub use super::checkout::{self, BadName, CheckoutError, CheckoutLimits};
 
 /// What to follow in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +88,33 @@ impl fmt::Debug for GitAuth {
     }
 }
 
+/// Bounds on one fetch and on the cache as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Pack bytes received from the server; the transfer is aborted past this.
+    pub max_fetch_bytes: u64,
+    /// Size and file count of one checkout.
+    pub checkout: CheckoutLimits,
+    /// Total bytes of the cache directory; least recently used sources are evicted past this
+    /// (`None`: unbounded).
+    pub max_cache_bytes: Option<u64>,
+}
+
+/// 512 MiB of pack data per fetch.
+pub const DEFAULT_MAX_FETCH_BYTES: u64 = 512 * 1024 * 1024;
+/// 10 GiB of cache.
+pub const DEFAULT_MAX_CACHE_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        Self {
+            max_fetch_bytes: DEFAULT_MAX_FETCH_BYTES,
+            checkout: CheckoutLimits::default(),
+            max_cache_bytes: Some(DEFAULT_MAX_CACHE_BYTES),
+        }
+    }
+}
+
 /// One fetch request.
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
@@ -81,6 +123,115 @@ pub struct FetchRequest {
     pub auth: GitAuth,
     /// Whole-operation deadline; the transfer is aborted when it passes.
     pub timeout: Duration,
+    /// Who fetches (e.g. `namespace/name` of the GitSource): part of the cache key, so
+    /// different sources never share a clone or a checkout.
+    pub owner: String,
+    /// Allow `file://` URLs and local paths (off in the agent unless
+    /// `--allow-local-git-sources`: a tenant must not read the agent's disk).
+    pub allow_local: bool,
+    pub limits: FetchLimits,
+}
+
+impl FetchRequest {
+    /// A request with default limits, no credentials, network URLs only.
+    pub fn new(owner: &str, url: &str, reference: GitReference) -> Self {
+        Self {
+            url: url.to_string(),
+            reference,
+            auth: GitAuth::default(),
+            timeout: Duration::from_secs(60),
+            owner: owner.to_string(),
+            allow_local: false,
+            limits: FetchLimits::default(),
+        }
+    }
+}
+
+/// Why a fetch failed. Messages name the URL (without credentials) and the ref.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error(
+        "{url}: {kind} git URLs are refused (they read the agent's own disk); use an https:// or ssh:// URL, or start the agent with --allow-local-git-sources"
+    )]
+    LocalUrl { url: String, kind: &'static str },
+    #[error("{url}: unsupported git URL; use https://, http://, ssh:// or user@host:path")]
+    UnsupportedUrl { url: String },
+    #[error("{url}: git fetch of {reference} failed: {source}")]
+    Fetch {
+        url: String,
+        reference: String,
+        #[source]
+        source: FetchFailure,
+    },
+}
+
+/// The cause of a failed fetch.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchFailure {
+    #[error(
+        "the server sent more than the agent's limit of {limit} bytes; the fetch was aborted (raise --git-max-fetch-bytes or make the repository smaller)"
+    )]
+    TooLarge { limit: u64 },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    /// Transport, authentication and repository errors from libgit2 (already redacted).
+    #[error("{0}")]
+    Git(String),
+}
+
+impl From<String> for FetchFailure {
+    fn from(message: String) -> Self {
+        FetchFailure::Git(message)
+    }
+}
+
+/// What kind of URL this is, for the local-source policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlKind {
+    /// http, https, ssh, git, scp-like `user@host:path`.
+    Network,
+    /// `file://` or a path on the agent's disk.
+    Local(&'static str),
+    Unsupported,
+}
+
+/// Classify a git URL. Anything that is not a known network transport is local or unsupported:
+/// libgit2 treats a bare path (or `C:\x`, `./x`, `x`) as a local repository.
+pub fn url_kind(url: &str) -> UrlKind {
+    let lower = url.to_ascii_lowercase();
+    if let Some((scheme, _)) = lower.split_once("://") {
+        return match scheme {
+            "https" | "http" | "ssh" | "git+ssh" | "ssh+git" | "git" => UrlKind::Network,
+            "file" => UrlKind::Local("file://"),
+            _ => UrlKind::Unsupported,
+        };
+    }
+    // scp-like `user@host:path` (no slash before the colon, like git's rule).
+    if let Some((before, _)) = url.split_once(':')
+        && before.contains('@')
+        && !before.contains('/')
+        && !before.starts_with('-')
+    {
+        return UrlKind::Network;
+    }
+    UrlKind::Local("local path")
+}
+
+/// Refuse local and unknown transports unless `allow_local`.
+pub fn check_url(url: &str, allow_local: bool) -> Result<(), GitError> {
+    match url_kind(url) {
+        UrlKind::Network => Ok(()),
+        UrlKind::Local(_) if allow_local => Ok(()),
+        UrlKind::Local(kind) => Err(GitError::LocalUrl {
+            url: redact_url(url),
+            kind,
+        }),
+        UrlKind::Unsupported => Err(GitError::UnsupportedUrl {
+            url: redact_url(url),
+        }),
+    }
 }
 
 /// The result of a fetch: a directory with the files of one commit.
@@ -115,35 +266,65 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Fetch `request` into `cache_dir` and return the checkout of the resolved commit. Blocking:
-/// call it from `spawn_blocking` in async code. Concurrent calls for the same (url, ref) are
+/// call it from `spawn_blocking` in async code. Concurrent calls for the same source are
 /// serialised; different sources proceed in parallel.
-pub fn fetch(cache_dir: &Path, request: &FetchRequest) -> Result<Checkout> {
-    let key = cache_key(&request.url, &request.reference);
+pub fn fetch(cache_dir: &Path, request: &FetchRequest) -> Result<Checkout, GitError> {
+    check_url(&request.url, request.allow_local)?;
+    ensure_network_timeouts();
+    let key = cache_key(&request.owner, &request.url, &request.reference);
     let base = cache_dir.join(&key);
     let lock = key_lock(&base);
-    let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let shown = redact_url(&request.url);
-    fetch_locked(&base, request).map_err(|err| Error::Source {
-        path: PathBuf::from(&shown),
-        message: format!("git fetch of {} failed: {err}", request.reference),
-    })
+    let checkout = {
+        let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        fetch_locked(&base, request).map_err(|source| GitError::Fetch {
+            url: redact_url(&request.url),
+            reference: request.reference.to_string(),
+            source,
+        })?
+    };
+    if let Some(max) = request.limits.max_cache_bytes {
+        evict(cache_dir, &base, max);
+    }
+    Ok(checkout)
 }
 
-fn fetch_locked(base: &Path, request: &FetchRequest) -> std::result::Result<Checkout, String> {
-    if request.url.starts_with("file://") {
+/// libgit2 has no timeouts by default: a server that accepts the connection and then says
+/// nothing would hold a fetch thread forever. Set connect and read timeouts once per process.
+fn ensure_network_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: these write two plain ints in libgit2's global options that are read when a
+        // connection is opened. They are set once, before this process's first fetch; git2's
+        // docs ask for no concurrent libgit2 use at that moment, and an aligned int store
+        // cannot be observed torn on the platforms ferry supports.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
+        }
+    });
+}
+
+fn fetch_locked(base: &Path, request: &FetchRequest) -> Result<Checkout, FetchFailure> {
+    if let UrlKind::Local(_) = url_kind(&request.url) {
         let local = request.url.trim_start_matches("file://");
         if !Path::new(local).exists() {
-            return Err(format!("{local} does not exist"));
+            return Err(format!("{local} does not exist").into());
         }
     }
     std::fs::create_dir_all(base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    touch(&base.join("last-used"));
     let repo_dir = base.join("repo");
     let repo = match Repository::open_bare(&repo_dir) {
         Ok(repo) => repo,
         Err(_) => {
             let _ = std::fs::remove_dir_all(&repo_dir);
-            Repository::init_bare(&repo_dir)
-                .map_err(|e| format!("cannot init cache repo {}: {e}", repo_dir.display()))?
+            let repo = Repository::init_bare(&repo_dir)
+                .map_err(|e| format!("cannot init cache repo {}: {e}", repo_dir.display()))?;
+            // Also applies to connections that take no FetchOptions (ls-remote).
+            if let Ok(mut config) = repo.config() {
+                let _ = config.set_str("http.followRedirects", "false");
+            }
+            repo
         }
     };
     let deadline = Instant::now() + request.timeout;
@@ -172,11 +353,23 @@ fn fetch_locked(base: &Path, request: &FetchRequest) -> std::result::Result<Chec
         GitReference::Commit(sha) => {
             let oid =
                 Oid::from_str(sha).map_err(|_| format!("{sha:?} is not a full commit SHA-1"))?;
-            if repo.find_commit(oid).is_err() {
+            if repo.find_commit(oid).is_ok() {
+                // Cached: still prove that this source may read the repository now (its
+                // credentials may have been removed) before serving the commit.
+                authenticate(&repo, request, deadline)?;
+            } else {
                 // Servers only serve arbitrary SHAs with allowReachableSHA1InWant; fall back to
                 // a full fetch of all branches, where the commit must be reachable.
                 let direct = format!("+{sha}:refs/ferry/commit");
-                if fetch_refspecs(&repo, request, &[direct], true, deadline).is_err() {
+                if let Err(err) = fetch_refspecs(&repo, request, &[direct], true, deadline) {
+                    // Never retry what the fallback cannot fix (size, time, credentials).
+                    if matches!(
+                        err,
+                        FetchFailure::TooLarge { .. } | FetchFailure::Timeout(_)
+                    ) || is_auth_failure(&err)
+                    {
+                        return Err(err);
+                    }
                     let all = "+refs/heads/*:refs/ferry/heads/*".to_string();
                     fetch_refspecs(&repo, request, &[all], false, deadline)?;
                 }
@@ -194,7 +387,7 @@ fn fetch_locked(base: &Path, request: &FetchRequest) -> std::result::Result<Chec
     let checkouts = base.join("checkouts");
     let path = checkouts.join(&commit);
     if !path.is_dir() {
-        write_checkout(&repo, oid, &checkouts, &path)?;
+        write_checkout(&repo, oid, &checkouts, &path, request.limits.checkout)?;
         prune_checkouts(&checkouts, &path);
     }
     Ok(Checkout {
@@ -202,6 +395,10 @@ fn fetch_locked(base: &Path, request: &FetchRequest) -> std::result::Result<Chec
         revision,
         commit,
     })
+}
+
+fn is_auth_failure(err: &FetchFailure) -> bool {
+    matches!(err, FetchFailure::Git(m) if m.starts_with(AUTH_FAILED))
 }
 
 fn resolve_commit(repo: &Repository, reference: &str) -> std::result::Result<Oid, String> {
@@ -214,23 +411,60 @@ fn resolve_commit(repo: &Repository, reference: &str) -> std::result::Result<Oid
     Ok(commit.id())
 }
 
+/// Connect to the remote with this request's credentials and negotiate a fetch of nothing:
+/// fails unless the server accepts the source's credentials (or serves it anonymously). Used
+/// before serving a pinned commit from the cache. A fetch rather than `connect_auth` + `list`
+/// because only a fetch carries the bearer header and the redirect policy.
+fn authenticate(
+    repo: &Repository,
+    request: &FetchRequest,
+    deadline: Instant,
+) -> Result<(), FetchFailure> {
+    fetch_refspecs(repo, request, &[], true, deadline)
+}
+
+/// Why the transfer callback stopped a fetch.
+#[derive(Debug, Clone, Copy)]
+enum Abort {
+    Deadline,
+    Size,
+}
+
+fn fetch_options<'a>(
+    request: &'a FetchRequest,
+    deadline: Instant,
+    aborted: &Rc<Cell<Option<Abort>>>,
+) -> Result<FetchOptions<'a>, FetchFailure> {
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks(
+        &request.url,
+        &request.auth,
+        deadline,
+        request.limits.max_fetch_bytes,
+        aborted.clone(),
+    )?);
+    // Same-host redirects only: never send credentials or the bearer header elsewhere.
+    options.follow_redirects(RemoteRedirect::None);
+    options.download_tags(git2::AutotagOption::None);
+    Ok(options)
+}
+
 fn fetch_refspecs(
     repo: &Repository,
     request: &FetchRequest,
     refspecs: &[String],
     shallow: bool,
     deadline: Instant,
-) -> std::result::Result<(), String> {
+) -> Result<(), FetchFailure> {
     let mut remote = repo
         .remote_anonymous(&request.url)
         .map_err(|e| format!("bad URL: {}", e.message()))?;
-    let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(&request.url, &request.auth, deadline)?);
+    let aborted = Rc::new(Cell::new(None));
+    let mut options = fetch_options(request, deadline, &aborted)?;
     // The local (file://) transport cannot do shallow fetches; it is local disk anyway.
-    if shallow && !request.url.starts_with("file://") && !is_local_path(&request.url) {
+    if shallow && url_kind(&request.url) == UrlKind::Network {
         options.depth(1);
     }
-    options.download_tags(git2::AutotagOption::None);
     let header;
     if let Some(token) = &request.auth.bearer_token {
         header = format!("Authorization: Bearer {token}");
@@ -238,27 +472,26 @@ fn fetch_refspecs(
     }
     remote
         .fetch(refspecs, Some(&mut options), None)
-        .map_err(|e| {
-            if Instant::now() >= deadline {
-                format!("timed out after {:?}", request.timeout)
-            } else {
-                describe_git_error(&e)
-            }
+        .map_err(|e| match aborted.get() {
+            Some(Abort::Size) => FetchFailure::TooLarge {
+                limit: request.limits.max_fetch_bytes,
+            },
+            Some(Abort::Deadline) => FetchFailure::Timeout(request.timeout),
+            None if Instant::now() >= deadline => FetchFailure::Timeout(request.timeout),
+            None => FetchFailure::Git(describe_git_error(&e)),
         })
 }
 
-fn is_local_path(url: &str) -> bool {
-    url.starts_with('/')
-}
+const AUTH_FAILED: &str = "authentication failed";
 
 /// A git2 error message without anything secret (libgit2 never echoes credentials, but URLs
 /// with user info may appear).
 fn describe_git_error(err: &git2::Error) -> String {
     let msg = redact_in_text(err.message());
     match err.code() {
-        git2::ErrorCode::Auth => format!(
-            "authentication failed ({msg}); check the credentials in the GitSource's secretRef"
-        ),
+        git2::ErrorCode::Auth => {
+            format!("{AUTH_FAILED} ({msg}); check the credentials in the GitSource's secretRef")
+        }
         git2::ErrorCode::Certificate => format!("host verification failed ({msg})"),
         git2::ErrorCode::NotFound => format!("{msg}; does the ref exist on the remote?"),
         _ => msg,
@@ -278,15 +511,75 @@ fn redact_in_text(text: &str) -> String {
         .join(" ")
 }
 
+/// `(scheme, host, port)` of a URL as libgit2 sees it, for comparing the host a credential
+/// request comes from with the configured one.
+fn url_origin(url: &str) -> Option<(String, String, Option<u16>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (
+            host.to_string(),
+            after.strip_prefix(':').map(str::to_string),
+        )
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p.to_string())),
+            None => (hostport.to_string(), None),
+        }
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        "ssh" => Some(22),
+        _ => None,
+    };
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => default_port,
+    };
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+/// May credentials configured for `configured` be sent to `asking` (the URL libgit2 is talking
+/// to, after any redirect)? Only to the same host and port; https credentials never go to http.
+pub fn same_origin(configured: &str, asking: &str) -> bool {
+    match (url_origin(configured), url_origin(asking)) {
+        (Some((cs, ch, cp)), Some((s, h, p))) => {
+            ch == h && cp == p && (cs == s || (cs == "http" && s == "https"))
+        }
+        // scp-like and local URLs have no scheme: compare them verbatim.
+        _ => configured == asking,
+    }
+}
+
 fn callbacks<'a>(
     url: &str,
     auth: &'a GitAuth,
     deadline: Instant,
-) -> std::result::Result<RemoteCallbacks<'a>, String> {
+    max_bytes: u64,
+    aborted: Rc<Cell<Option<Abort>>>,
+) -> Result<RemoteCallbacks<'a>, FetchFailure> {
     let mut callbacks = RemoteCallbacks::new();
-    let is_ssh = url.starts_with("ssh://") || (!url.contains("://") && url.contains('@'));
+    let is_ssh =
+        url.starts_with("ssh://") || (url_kind(url) == UrlKind::Network && !url.contains("://"));
     let mut attempts = 0u32;
-    callbacks.credentials(move |_url, username_from_url, allowed| {
+    let configured = url.to_string();
+    callbacks.credentials(move |asking, username_from_url, allowed| {
+        // Credentials belong to the configured host; a redirect elsewhere gets none.
+        if !same_origin(&configured, asking) {
+            return Err(git2::Error::new(
+                git2::ErrorCode::Auth,
+                git2::ErrorClass::Http,
+                format!(
+                    "{} asks for credentials but they belong to {}; not sent",
+                    redact_url(asking),
+                    redact_url(&configured)
+                ),
+            ));
+        }
         // libgit2 asks again after a rejection; give up instead of looping.
         attempts += 1;
         if attempts > 3 {
@@ -346,7 +639,17 @@ fn callbacks<'a>(
             }
         });
     }
-    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    callbacks.transfer_progress(move |progress| {
+        if Instant::now() >= deadline {
+            aborted.set(Some(Abort::Deadline));
+            return false;
+        }
+        if progress.received_bytes() as u64 > max_bytes {
+            aborted.set(Some(Abort::Size));
+            return false;
+        }
+        true
+    });
     Ok(callbacks)
 }
 
@@ -439,74 +742,24 @@ fn write_checkout(
     oid: Oid,
     checkouts: &Path,
     final_path: &Path,
-) -> std::result::Result<(), String> {
+    limits: CheckoutLimits,
+) -> Result<(), FetchFailure> {
     std::fs::create_dir_all(checkouts)
         .map_err(|e| format!("cannot create {}: {e}", checkouts.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempdir_in(checkouts)
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", checkouts.display()))?;
-    let tree = repo
-        .find_commit(oid)
-        .and_then(|c| c.tree())
-        .map_err(|e| format!("cannot read commit {oid}: {}", e.message()))?;
-    let mut failure: Option<String> = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        let Ok(name) = entry.name() else {
-            return git2::TreeWalkResult::Skip;
-        };
-        let rel = Path::new(dir).join(name);
-        let target = tmp.path().join(&rel);
-        let result = match entry.kind() {
-            Some(ObjectType::Tree) => std::fs::create_dir_all(&target).map_err(|e| e.to_string()),
-            Some(ObjectType::Blob) => write_blob(repo, entry, &target),
-            // Submodules (commits) are not followed, like a plain fetch.
-            _ => Ok(()),
-        };
-        match result {
-            Ok(()) => git2::TreeWalkResult::Ok,
-            Err(err) => {
-                failure = Some(format!("writing {}: {err}", rel.display()));
-                git2::TreeWalkResult::Abort
-            }
-        }
-    })
-    .map_err(|e| failure.clone().unwrap_or_else(|| e.message().to_string()))?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
+    // On error `tmp` is dropped and removed with everything written so far.
+    checkout::write_tree(repo, oid, tmp.path(), limits)?;
     let tmp_path = tmp.keep();
     std::fs::rename(&tmp_path, final_path).map_err(|e| {
         let _ = std::fs::remove_dir_all(&tmp_path);
-        format!("cannot move checkout into {}: {e}", final_path.display())
+        FetchFailure::Git(format!(
+            "cannot move checkout into {}: {e}",
+            final_path.display()
+        ))
     })
-}
-
-fn write_blob(
-    repo: &Repository,
-    entry: &git2::TreeEntry<'_>,
-    target: &Path,
-) -> std::result::Result<(), String> {
-    let blob = repo
-        .find_blob(entry.id())
-        .map_err(|e| e.message().to_string())?;
-    let mode = entry.filemode();
-    if mode == 0o120000 {
-        // Symlinks are recreated as symlinks; the render stage refuses ones leaving the tree.
-        let link = String::from_utf8_lossy(blob.content()).to_string();
-        #[cfg(unix)]
-        return std::os::unix::fs::symlink(link, target).map_err(|e| e.to_string());
-        #[cfg(not(unix))]
-        return Err(format!("symlink to {link} not supported on this platform"));
-    }
-    std::fs::write(target, blob.content()).map_err(|e| e.to_string())?;
-    #[cfg(unix)]
-    if mode == 0o100755 {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// Keep `current` and the newest other checkout; remove older ones and stale temp dirs.
@@ -528,10 +781,81 @@ fn prune_checkouts(checkouts: &Path, current: &Path) {
     }
 }
 
-fn cache_key(url: &str, reference: &GitReference) -> String {
+fn touch(path: &Path) {
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+/// Bytes under `dir`, not following symlinks.
+fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Keep the cache under `max` bytes: remove whole source directories (`<key>/`), least
+/// recently used first, never `keep` (the one just fetched). A source whose directory was
+/// evicted fetches again on its next interval. Only directories that look like ours (a
+/// `last-used` file) are touched, so other data in the cache dir (image automation clones) is
+/// left alone and counted.
+fn evict(cache_dir: &Path, keep: &Path, max: u64) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    let mut total = 0u64;
+    let mut candidates = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let size = dir_size(&path);
+        total += size;
+        if path == keep {
+            continue;
+        }
+        let Ok(used) = std::fs::metadata(path.join("last-used")).and_then(|m| m.modified()) else {
+            continue;
+        };
+        candidates.push((used, size, path));
+    }
+    if total <= max {
+        return;
+    }
+    candidates.sort_by_key(|(used, _, _)| *used);
+    for (_, size, path) in candidates {
+        if total <= max {
+            break;
+        }
+        // Take the lock of that source so an eviction never races its own fetch.
+        let lock = key_lock(&path);
+        let Ok(_guard) = lock.try_lock() else {
+            continue;
+        };
+        if std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(dir = %path.display(), bytes = size, "evicted git cache entry (cache over --git-cache-max-bytes)");
+            total = total.saturating_sub(size);
+        }
+    }
+    if total > max {
+        tracing::warn!(
+            bytes = total,
+            limit = max,
+            "git cache is over its limit and nothing more can be evicted"
+        );
+    }
+}
+
+fn cache_key(owner: &str, url: &str, reference: &GitReference) -> String {
     let digest = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
-        format!("{url}\n{reference}").as_bytes(),
+        format!("{owner}\n{url}\n{reference}").as_bytes(),
     );
     hex::encode(&digest.as_ref()[..12])
 }
@@ -587,5 +911,56 @@ mod tests {
         assert!(known_hosts_match(&known, "example.com", key));
         assert!(!known_hosts_match(&known, "evil.com", key));
         assert!(!known_hosts_match(&known, "example.com", b"other"));
+    }
+
+    #[test]
+    fn url_kinds() {
+        for url in [
+            "https://h/r.git",
+            "http://h/r",
+            "ssh://git@h/r",
+            "git@github.com:org/r.git",
+        ] {
+            assert_eq!(url_kind(url), UrlKind::Network, "{url}");
+        }
+        for url in [
+            "file:///tmp/x",
+            "/tmp/x",
+            "./x",
+            "x",
+            "FILE:///x",
+            "a/b@c:d",
+        ] {
+            assert!(matches!(url_kind(url), UrlKind::Local(_)), "{url}");
+        }
+        assert_eq!(url_kind("ext::sh -c id"), UrlKind::Local("local path"));
+        assert_eq!(url_kind("ftp://h/r"), UrlKind::Unsupported);
+        let err = check_url("file:///etc", false).unwrap_err().to_string();
+        assert!(err.contains("--allow-local-git-sources"), "{err}");
+        assert!(check_url("file:///etc", true).is_ok());
+        assert!(check_url("ext::sh", true).is_ok());
+    }
+
+    #[test]
+    fn credentials_stay_with_their_origin() {
+        assert!(same_origin("https://h/r.git", "https://h/r.git/info/refs"));
+        assert!(same_origin("https://h/r.git", "https://H:443/other"));
+        assert!(!same_origin("https://h/r.git", "https://evil/r.git"));
+        assert!(!same_origin("http://127.0.0.1:1/r", "http://127.0.0.1:2/r"));
+        assert!(!same_origin("http://127.0.0.1:1/r", "http://127.0.0.2:1/r"));
+        assert!(!same_origin("https://h/r", "http://h/r"));
+        assert!(
+            same_origin("http://h/r", "https://h:80/r")
+                || !same_origin("http://h/r", "https://h/r")
+        );
+    }
+
+    #[test]
+    fn cache_keys_differ_per_owner() {
+        let r = GitReference::Commit("a".repeat(40));
+        assert_ne!(
+            cache_key("a/x", "https://h/r", &r),
+            cache_key("b/x", "https://h/r", &r)
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Stage 1, source: where the files come from (a local path, stdin, or a git checkout).
 
+pub mod checkout;
 pub mod git;
 
 use std::path::Path;
