@@ -73,6 +73,24 @@ pub struct AgentOptions {
     /// Also run the image automation controllers (ImageRepository, ImagePolicy, ImageUpdate).
     #[arg(long, env = "FERRY_IMAGE_AUTOMATION", default_value_t = false, action = clap::ArgAction::Set)]
     pub image_automation: bool,
+    /// Forbid remote loading in kustomizations (remote bases, URLs in generator files,
+    /// patches, replacements, ...) whatever a repository's ferry.yaml or a Release's
+    /// spec.render says (Flux's flag of the same name). See docs/render.md.
+    #[arg(long, env = "FERRY_NO_REMOTE_BASES")]
+    pub no_remote_bases: bool,
+    /// Ceiling on a renderer's run time in seconds: ferry.yaml / spec.render
+    /// `limits.timeoutSeconds` may lower it, never raise it above this.
+    #[arg(long, env = "FERRY_RENDER_MAX_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub render_max_timeout_seconds: u64,
+    /// Ceiling on `limits.maxTotalBytes` (source files read and renderer output, per app).
+    #[arg(long, env = "FERRY_RENDER_MAX_TOTAL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub render_max_total_bytes: u64,
+    /// Ceiling on `limits.maxFileBytes` (one source file).
+    #[arg(long, env = "FERRY_RENDER_MAX_FILE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub render_max_file_bytes: u64,
+    /// Ceiling on `limits.maxChartBytes` (a chart archive, uncompressed).
+    #[arg(long, env = "FERRY_RENDER_MAX_CHART_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub render_max_chart_bytes: u64,
 }
 
 impl AgentOptions {
@@ -96,6 +114,27 @@ impl AgentOptions {
             webhook_max_bytes: 1024 * 1024,
             image_automation: false,
             sealed_secrets: false,
+            no_remote_bases: false,
+            render_max_timeout_seconds: 300,
+            render_max_total_bytes: 256 * 1024 * 1024,
+            render_max_file_bytes: 32 * 1024 * 1024,
+            render_max_chart_bytes: 256 * 1024 * 1024,
+        }
+    }
+
+    /// What the agent imposes on every render: remote loading, and ceilings on the `limits`
+    /// a repository or a tenant's spec.render may set.
+    pub fn render_policy(&self) -> ferry_engine::render::config::RenderPolicy {
+        let defaults = ferry_engine::render::safety::Limits::ceilings();
+        ferry_engine::render::config::RenderPolicy {
+            forbid_remote_loading: self.no_remote_bases,
+            ceilings: ferry_engine::render::safety::Limits {
+                max_file_bytes: self.render_max_file_bytes,
+                max_total_bytes: self.render_max_total_bytes,
+                max_chart_bytes: self.render_max_chart_bytes,
+                max_chart_entries: defaults.max_chart_entries,
+                timeout_seconds: self.render_max_timeout_seconds.max(1),
+            },
         }
     }
 

@@ -470,7 +470,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     let path = release.spec.path.clone().unwrap_or_else(|| ".".to_string());
     let mut request = RenderRequest::new(artifact.path.clone(), path.trim_start_matches("./"))
         .with_default_namespace(Some(target_ns.clone()));
-    if let Err(e) = apply_render_spec(release, &mut request) {
+    if let Err(e) = apply_render_spec(release, &ctx.options, &mut request) {
         return Decision::stalled("InvalidSpec", e);
     }
     request.age_keys = keys;
@@ -694,87 +694,45 @@ fn client_for(release: &Release, ctx: &Context) -> Result<Client, String> {
     }
 }
 
-/// Layer `spec.render` (the ferry.yaml schema) over the app's own ferry.yaml, through the same
-/// override mechanism the CLI flags use. Fields that only make sense inside the repository
-/// (files relative to ferry.yaml) are refused with a pointer to put them in ferry.yaml.
-fn apply_render_spec(release: &Release, request: &mut RenderRequest) -> Result<(), String> {
-    use ferry_engine::render::config::AppConfig;
+/// Layer `spec.render` (the ferry.yaml schema) over the app's own ferry.yaml as one more
+/// ferry.yaml-level layer. A tenant writes it, so it is exactly as untrusted as the repository:
+/// the engine checks it like ferry.yaml (paths inside the source root, chart sources, every
+/// name that reaches a renderer's argv); a chart name without a repository is an error, never
+/// a path on the agent's disk. Only the agent's own flags become render policy.
+fn apply_render_spec(
+    release: &Release,
+    options: &crate::AgentOptions,
+    request: &mut RenderRequest,
+) -> Result<(), String> {
+    use ferry_engine::render::config::{AppConfig, SpecLayer};
+    request.policy = options.render_policy();
     let Some(value) = &release.spec.render else {
         return Ok(());
     };
-    let config: AppConfig = serde_json::from_value(value.clone())
-        .map_err(|e| format!("spec.render is not a valid ferry.yaml app config: {e}"))?;
-    let unsupported = |field: &str| {
-        Err(format!(
-            "spec.render.{field} refers to files in the repository; set it in the app's ferry.yaml instead"
-        ))
-    };
-    if !config.substitute_from.is_empty() {
-        return unsupported("substituteFrom");
-    }
+    let source = std::path::PathBuf::from(format!(
+        "Release {}/{} spec.render",
+        release.namespace().unwrap_or_default(),
+        release.name_any()
+    ));
+    let config: AppConfig = serde_json::from_value(value.clone()).map_err(|e| {
+        format!(
+            "{}: not a valid ferry.yaml app config: {e}",
+            source.display()
+        )
+    })?;
     if config.path.is_some() {
-        return unsupported("path (use spec.path)");
+        return Err(format!(
+            "{}: `path` is not supported here; set spec.path",
+            source.display()
+        ));
     }
-    let o = &mut request.overrides;
-    o.renderer = config.renderer;
-    if let Some(ns) = config.namespace {
-        request.default_namespace = Some(ns);
+    config.validate_as(&source).map_err(|e| e.to_string())?;
+    // spec.render.namespace replaces the target namespace for objects without one, as before.
+    if let Some(ns) = &config.namespace {
+        request.default_namespace = Some(ns.clone());
     }
-    if let Some(k) = config.kustomize {
-        o.allow_remote_bases = Some(k.allow_remote_bases);
-    }
-    if let Some(helm) = config.helm {
-        if !helm.values_files.is_empty() {
-            return unsupported("helm.valuesFiles");
-        }
-        if let Some(values) = helm.values {
-            flatten_values("", &values, &mut o.set);
-        }
-        o.set.extend(helm.set);
-        o.set_string.extend(helm.set_string);
-        o.release_name = helm.release_name;
-        if let Some(chart) = helm.chart {
-            if chart.path.is_some() {
-                return unsupported("helm.chart.path");
-            }
-            o.chart = chart.oci.or(chart.name);
-            o.repo = chart.repo;
-            o.chart_version = chart.version;
-            o.plain_http = Some(chart.plain_http);
-        }
-    }
-    if let Some(vars) = config.substitute {
-        request.vars.extend(vars);
-    }
-    if config.strict_substitute.is_some() {
-        request.overrides.strict_substitute = config.strict_substitute;
-    }
+    request.spec = Some(SpecLayer { source, config });
     Ok(())
-}
-
-/// Inline helm values as `--set` expressions (`a.b=c`, lists as `a[0]=x`).
-fn flatten_values(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.replace('.', "\\.")
-                } else {
-                    format!("{prefix}.{}", k.replace('.', "\\."))
-                };
-                flatten_values(&key, v, out);
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                flatten_values(&format!("{prefix}[{i}]"), v, out);
-            }
-        }
-        Value::String(s) => out.push(format!("{prefix}={}", s.replace(',', "\\,"))),
-        Value::Null => out.push(format!("{prefix}=null")),
-        other => out.push(format!("{prefix}={other}")),
-    }
 }
 
 /// Age keys from the decryption Secret (every value whose key ends in `.agekey`).
