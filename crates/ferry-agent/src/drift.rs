@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, key_of};
-use crate::release::app_name;
+use crate::release::owner_id;
 
 /// The label the engine puts on everything it applies.
 const LABEL_APP: &str = "ferry.dev/app";
@@ -186,26 +186,25 @@ fn marker(obj: &PartialObjectMeta<DynamicObject>) -> String {
 
 fn trigger(ctx: &Context, obj: &PartialObjectMeta<DynamicObject>, kind: &str, what: &str) {
     let labels = obj.metadata.labels.clone().unwrap_or_default();
-    let Some(app) = labels.get(LABEL_APP) else {
+    if !labels.contains_key(LABEL_APP) {
         return;
-    };
-    let owner_ns = obj
+    }
+    // The exact owner id names one Release (see ferry_engine::prune::identity).
+    let Some(owner) = obj
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(ANNOTATION_OWNER))
-        .and_then(|o| o.split_once('/').map(|(ns, _)| ns.to_string()));
+        .cloned()
+    else {
+        return;
+    };
     let Some(store) = ctx.releases.get() else {
         return;
     };
     for release in store.state() {
         let (ns, _) = key_of(&*release);
-        let target = release
-            .spec
-            .target_namespace
-            .clone()
-            .unwrap_or_else(|| ns.clone());
-        if &app_name(&release) == app && owner_ns.as_deref().is_none_or(|o| o == target) {
+        if owner_id(&release).as_ref() == Some(&owner) {
             tracing::debug!(
                 release = %format!("{ns}/{}", release.metadata.name.clone().unwrap_or_default()),
                 object = %format!("{kind} {}", obj.metadata.name.clone().unwrap_or_default()),

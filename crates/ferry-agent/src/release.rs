@@ -14,7 +14,8 @@ use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT, RECONCILING, STALLE
 use ferry_api::release::{DeletionPolicy, HISTORY_LIMIT, InventoryEntry, SyncRecord};
 use ferry_api::{GitSource, Release, ReleaseStatus};
 use ferry_engine::decrypt::sops::AgeKeys;
-use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+use ferry_engine::pipeline::{self, ApplyOptions, DeleteOptions, NoProgress};
+use ferry_engine::prune::identity::{Owner, ReleaseRef, legacy_release_app};
 use ferry_engine::render::{self, RenderRequest};
 use ferry_engine::report::{Action as ObjAction, ApplyReport};
 use k8s_openapi::api::core::v1::Secret;
@@ -71,23 +72,46 @@ fn timing(release: &Release) -> Result<Timing, String> {
     })
 }
 
-/// The engine app name for a Release: its name, prefixed by its namespace when it deploys into
-/// another namespace (so two Releases cannot share an inventory), shortened with a hash to fit a
-/// label value.
-pub fn app_name(release: &Release) -> String {
-    let (ns, name) = key_of(release);
-    let target = release.spec.target_namespace.as_deref().unwrap_or(&ns);
-    let base = if target == ns {
-        name.replace('.', "-")
-    } else {
-        format!("{ns}-{name}").replace('.', "-")
-    };
-    if base.len() <= 63 {
-        return base;
+/// A Release's identity for the engine: its own namespace and name. The engine keeps it apart
+/// from every other Release and every push app (`ferry_engine::prune::identity`): owner id
+/// `<target>/release/<namespace>/<name>`, inventory `ferry-release-<name>-<hash>`.
+pub fn release_ref(release: &Release) -> ReleaseRef {
+    let (namespace, name) = key_of(release);
+    ReleaseRef { namespace, name }
+}
+
+/// Where a Release deploys (and keeps its inventory).
+pub fn target_namespace(release: &Release) -> String {
+    let (ns, _) = key_of(release);
+    release.spec.target_namespace.clone().unwrap_or(ns)
+}
+
+/// The exact owner id the engine stamps on a Release's objects (`ferry.dev/owner`).
+pub fn owner_id(release: &Release) -> Option<String> {
+    Owner::release(&release_ref(release), &target_namespace(release))
+        .ok()
+        .map(|o| o.id())
+}
+
+/// The app name ferry used for this Release before identities were made injective, when it is
+/// safe to adopt that app's inventory: only if no other Release this agent sees mapped to the
+/// same name in the same namespace (then the old inventory may hold either's objects, and
+/// neither adopts it: see docs/push.md).
+fn legacy_app(release: &Release, ctx: &Context) -> Option<String> {
+    let me = release_ref(release);
+    let target = target_namespace(release);
+    let legacy = legacy_release_app(&me, &target);
+    let store = ctx.releases.get()?;
+    let shared = store.state().iter().any(|other| {
+        let them = release_ref(other);
+        let their_target = target_namespace(other);
+        them != me && their_target == target && legacy_release_app(&them, &their_target) == legacy
+    });
+    if shared {
+        tracing::warn!(release = %me, "not adopting pre-upgrade inventory {target}/ferry-inventory-{legacy}: another Release mapped to the same name");
+        return None;
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, base.as_bytes());
-    let suffix = hex::encode(&digest.as_ref()[..4]);
-    format!("{}-{suffix}", base[..54].trim_end_matches('-'))
+    Some(legacy)
 }
 
 pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReleaseError> {
@@ -498,7 +522,8 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     }
     // Apply through the one engine.
     let options = ApplyOptions {
-        app: app_name(release),
+        release: Some(release_ref(release)),
+        legacy_app: legacy_app(release, ctx),
         namespace: Some(target_ns),
         prune: release.spec.prune.unwrap_or(true),
         wait: release.spec.wait,
@@ -597,12 +622,24 @@ fn apply_boxed(
 
 fn delete_boxed(
     client: Client,
-    app: String,
-    namespace: String,
+    options: DeleteOptions,
 ) -> futures::future::BoxFuture<'static, ferry_engine::Result<ApplyReport>> {
-    run_engine(move || async move {
-        pipeline::delete_app(&client, &app, Some(&namespace), false, 8).await
-    })
+    run_engine(move || async move { pipeline::delete(&client, &options).await })
+}
+
+/// Which of these namespaces are being deleted, read with the agent's own identity (a tenant's
+/// may not read Namespaces, or may have lost its RoleBinding already).
+async fn terminating(ctx: &Context, namespaces: &[&str]) -> std::collections::BTreeSet<String> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    let mut out = std::collections::BTreeSet::new();
+    for ns in namespaces {
+        if let Ok(Some(live)) = api.get_opt(ns).await
+            && ferry_engine::prune::is_terminating(&live)
+        {
+            out.insert(ns.to_string());
+        }
+    }
+    out
 }
 
 fn run_engine<F, Fut>(
@@ -781,13 +818,22 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
     }
     let client = client_for(release, ctx)
         .map_err(|e| ReleaseError::Cleanup(format!("{}/{}", key.0, key.1), e))?;
-    let target_ns = release
-        .spec
-        .target_namespace
-        .clone()
-        .unwrap_or_else(|| key.0.clone());
-    let app = app_name(release);
-    match delete_boxed(client, app, target_ns).await {
+    let target_ns = target_namespace(release);
+    // Objects in a namespace being deleted go with it; trying to delete them one by one could
+    // block this finalizer (and the namespace) once the tenant's RoleBinding is gone.
+    let terminating = terminating(ctx, &[&target_ns, &key.0]).await;
+    let options = DeleteOptions {
+        release: Some(release_ref(release)),
+        legacy_app: legacy_app(release, ctx),
+        namespace: Some(target_ns),
+        concurrency: 8,
+        // A Release's deletion is not the operator's explicit `ferry delete`: Namespaces,
+        // CRDs, PVCs and PVs go only with their opt-in annotation.
+        allow_destructive: false,
+        terminating,
+        ..DeleteOptions::default()
+    };
+    match delete_boxed(client, options).await {
         Ok(report) => {
             if let Some(why) = report.prune_skipped {
                 return Err(ReleaseError::Cleanup(format!("{}/{}", key.0, key.1), why));

@@ -31,6 +31,11 @@ pub enum Error {
     #[error("refused: {0}")]
     Refused(String),
 
+    /// An optimistic-concurrency conflict: another writer changed the object (an app's
+    /// inventory) since this run read it; nothing was overwritten.
+    #[error("{object}: {message}")]
+    Conflict { object: String, message: String },
+
     #[error(transparent)]
     Kube(#[from] kube::Error),
 

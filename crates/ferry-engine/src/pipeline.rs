@@ -24,6 +24,7 @@ use crate::health::{self, Target};
 use crate::plan::{self, Owner, Phase, PlannedObject, ResolvedKind, Resolver};
 use crate::prune::{
     self, Candidate,
+    identity::ReleaseRef,
     inventory::{self, Entry, HookRecord, Inventory},
 };
 use crate::render::helm::hooks::{self as hook_class, HookPhase};
@@ -68,8 +69,17 @@ impl Progress for NoProgress {
 /// Options for [`apply`] and [`diff`].
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// The app name: label value and inventory name (`ferry-inventory-<app>`).
+    /// The push app name: label value and inventory name (`ferry-inventory-<app>`). Ignored
+    /// when `release` is set.
     pub app: String,
+    /// Apply as this Release's app (the agent, and `ferry install`/`bootstrap` which hand over
+    /// to one): an identity apart from every push app, see `prune::identity`.
+    pub release: Option<ReleaseRef>,
+    /// The app name a pre-upgrade ferry used for this app (`prune::identity::legacy_release_app`).
+    /// If this app has no inventory yet and a verified pre-upgrade inventory exists under that
+    /// name, it is adopted (objects, ownership) and removed. The caller vouches that no other
+    /// app maps to the same legacy name.
+    pub legacy_app: Option<String>,
     /// Default namespace for namespaced objects without one, and where the inventory lives.
     /// `None`: the client's default namespace (kubeconfig context, or the pod's namespace).
     pub namespace: Option<String>,
@@ -98,6 +108,8 @@ impl Default for ApplyOptions {
     fn default() -> Self {
         Self {
             app: String::new(),
+            release: None,
+            legacy_app: None,
             namespace: None,
             prune: false,
             allow_empty: false,
@@ -121,18 +133,29 @@ impl ApplyOptions {
         }
     }
 
-    fn owner(&self, client: &Client) -> Owner {
-        owner_for(client, &self.app, self.namespace.as_deref())
+    fn owner(&self, client: &Client) -> Result<Owner> {
+        owner_for(
+            client,
+            &self.app,
+            self.release.as_ref(),
+            self.namespace.as_deref(),
+        )
     }
 }
 
-fn owner_for(client: &Client, app: &str, namespace: Option<&str>) -> Owner {
-    Owner {
-        app: app.to_string(),
-        namespace: namespace
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or(client.default_namespace())
-            .to_string(),
+/// The owner of an app: a push app by name, or a Release (`release` wins).
+fn owner_for(
+    client: &Client,
+    app: &str,
+    release: Option<&ReleaseRef>,
+    namespace: Option<&str>,
+) -> Result<Owner> {
+    let namespace = namespace
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(client.default_namespace());
+    match release {
+        Some(release) => Owner::release(release, namespace),
+        None => Owner::push(app, namespace),
     }
 }
 
@@ -151,7 +174,7 @@ async fn check_namespaces(
     let mut needed: BTreeMap<&str, String> = BTreeMap::new();
     needed.insert(
         owner.namespace.as_str(),
-        format!("the inventory of app {}", owner.app),
+        format!("the inventory of {}", owner.describe()),
     );
     for p in planned {
         if let Some(ns) = p.key.namespace.as_deref() {
@@ -239,13 +262,12 @@ pub async fn apply(
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
     let started = Instant::now();
-    plan::validate_app_name(&opts.app)?;
-    let owner = opts.owner(client);
+    let mut owner = opts.owner(client)?;
     let requests = Requests::default();
     if manifests.is_empty() && opts.prune && !opts.allow_empty {
         return Err(Error::Refused(format!(
-            "the source rendered no objects; with --prune that would delete everything app {} owns. Check the path, or pass --allow-empty if that is really intended",
-            opts.app
+            "the source rendered no objects; with --prune that would delete everything {} owns. Check the path, or pass --allow-empty if that is really intended",
+            owner.describe()
         )));
     }
     let mut resolver =
@@ -265,11 +287,41 @@ pub async fn apply(
         .iter()
         .map(|p| (p.key.clone(), kind_of(p)))
         .collect();
-    let (not_yet_created, previous, live) = tokio::try_join!(
+    let (not_yet_created, stored, live) = tokio::try_join!(
         check_namespaces(client, &planned, &owner, &requests),
         inventory::read(client, &owner, &requests),
         apply::live_index(client, &kinds, opts.concurrency, &requests),
     )?;
+    // Optimistic concurrency: every inventory write presents the version this run read.
+    let mut version = stored.as_ref().map(|s| s.version.clone());
+    let mut previous = stored.map(|s| s.inventory);
+    // Migration from a pre-upgrade identity (see `ApplyOptions::legacy_app`): adopt its
+    // inventory once, accept its ownership marker until the objects carry the new one.
+    let mut adopted_legacy: Option<inventory::Version> = None;
+    if let Some(legacy) = &opts.legacy_app {
+        match &previous {
+            None => {
+                if let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await?
+                {
+                    tracing::info!(
+                        owner = %owner.id(),
+                        "adopting the pre-upgrade inventory {}/{}",
+                        owner.namespace,
+                        Inventory::name(legacy)
+                    );
+                    owner.legacy = Some(legacy.clone());
+                    let mut adopted = old.inventory;
+                    adopted.adopted_from = Some(legacy.clone());
+                    previous = Some(adopted);
+                    adopted_legacy = Some(old.version);
+                }
+            }
+            Some(inv) if inv.adopted_from.as_ref() == Some(legacy) => {
+                owner.legacy = Some(legacy.clone());
+            }
+            Some(_) => {}
+        }
+    }
     let previous_entries = previous
         .as_ref()
         .map(Inventory::entries_by_key)
@@ -337,7 +389,8 @@ pub async fn apply(
 
     // Widen the inventory before writing anything (see prune::inventory for why).
     let mut widened = previous.clone().unwrap_or_else(|| Inventory {
-        app: opts.app.clone(),
+        app: owner.app.clone(),
+        owner: Some(owner.id()),
         source: opts.source.clone(),
         ..Default::default()
     });
@@ -346,11 +399,20 @@ pub async fn apply(
             widened.objects.push(entry_for(p, None));
         }
     }
-    let needs_widening = widened.objects.len() != previous_entries.len() || previous.is_none();
+    // `version.is_none()`: no inventory under this identity yet (first run, or adopting one).
+    let needs_widening = widened.objects.len() != previous_entries.len() || version.is_none();
     let mut widened_written = !needs_widening || opts.dry_run;
     if !widened_written && !not_yet_created.contains(&owner.namespace) {
         widened.applied_at = now_rfc3339();
-        inventory::write(client, &owner, &widened, &requests).await?;
+        write_widened(
+            client,
+            &owner,
+            &widened,
+            &mut version,
+            adopted_legacy.take(),
+            &requests,
+        )
+        .await?;
         widened_written = true;
     }
 
@@ -378,8 +440,8 @@ pub async fn apply(
                 return Err(Error::Object {
                     object: key.to_string(),
                     message: format!(
-                        "pre-deploy hook failed, nothing else of app {} was applied or pruned: {message}",
-                        opts.app
+                        "pre-deploy hook failed, nothing else of {} was applied or pruned: {message}",
+                        owner.describe()
                     ),
                 });
             }
@@ -400,7 +462,15 @@ pub async fn apply(
         if phase == Phase::Foundation {
             if !widened_written {
                 widened.applied_at = now_rfc3339();
-                inventory::write(client, &owner, &widened, &requests).await?;
+                write_widened(
+                    client,
+                    &owner,
+                    &widened,
+                    &mut version,
+                    adopted_legacy.take(),
+                    &requests,
+                )
+                .await?;
                 widened_written = true;
             }
             if !opts.dry_run {
@@ -443,6 +513,16 @@ pub async fn apply(
                 );
                 kept_entries.push(e);
             }
+            // Objects in a namespace being deleted go with it (see `prune`).
+            let terminating = prune::terminating_namespaces(
+                client,
+                candidate_namespaces(&candidates),
+                &BTreeSet::new(),
+                &requests,
+            )
+            .await;
+            let (candidates, skipped) = prune::skip_terminating(candidates, &terminating);
+            objects.extend(skipped);
             let kinds: Vec<(ObjectKey, ResolvedKind)> = candidates
                 .iter()
                 .map(|c| (c.entry.key.clone(), c.kind.clone()))
@@ -454,6 +534,7 @@ pub async fn apply(
                 &live,
                 &owner,
                 Action::Pruned,
+                &prune::Policy::default(),
                 opts.dry_run,
                 opts.concurrency,
                 &requests,
@@ -505,7 +586,7 @@ pub async fn apply(
     // without wait, as Helm does.
     if run_hooks && !post_hooks.is_empty() {
         if failed || timed_out {
-            tracing::warn!(app = %opts.app, "post-deploy hooks not run: the apply did not succeed");
+            tracing::warn!(owner = %owner.id(), "post-deploy hooks not run: the apply did not succeed");
         } else {
             let outcome = apply::hooks::run_phase(&hook_ctx, &post_hooks, &live, &recorded).await;
             hook_outcomes.push(outcome);
@@ -555,8 +636,14 @@ pub async fn apply(
             );
         }
         entries.extend(kept_entries);
+        // A migration is finished once a run got through without any failure: from then on
+        // only the new identity counts.
+        let pending_legacy = previous.as_ref().and_then(|p| p.adopted_from.clone());
+        let still_migrating = objects.iter().any(|o| o.action == Action::Failed);
         let next = Inventory {
-            app: opts.app.clone(),
+            app: owner.app.clone(),
+            owner: Some(owner.id()),
+            adopted_from: pending_legacy.clone().filter(|_| still_migrating),
             source: opts.source.clone(),
             revision: opts.revision.clone(),
             applied_at: now_rfc3339(),
@@ -565,12 +652,17 @@ pub async fn apply(
         };
         let unchanged = previous.as_ref().is_some_and(|p| p.same_content(&next)) && !needs_widening;
         if !unchanged {
-            inventory::write(client, &owner, &next, &requests).await?;
+            inventory::write(client, &owner, &next, &mut version, &requests).await?;
+        }
+        if let Some(legacy) = pending_legacy.filter(|_| !still_migrating) {
+            // Normally removed right after the widened write; this catches a run that died
+            // in between. Re-verified before deleting.
+            inventory::delete_legacy(client, &owner, &legacy, None, &requests).await?;
         }
     }
 
     Ok(ApplyReport {
-        app: opts.app.clone(),
+        app: owner.app.clone(),
         namespace: owner.namespace.clone(),
         revision: opts.revision.clone(),
         dry_run: opts.dry_run,
@@ -580,6 +672,37 @@ pub async fn apply(
         prune_skipped,
         duration_ms: started.elapsed().as_millis(),
     })
+}
+
+/// Write the widened inventory; when it adopted a pre-upgrade inventory, that one is removed
+/// right after (its content now lives in the new one).
+async fn write_widened(
+    client: &Client,
+    owner: &Owner,
+    widened: &Inventory,
+    version: &mut Option<inventory::Version>,
+    adopted_legacy: Option<inventory::Version>,
+    requests: &Requests,
+) -> Result<()> {
+    inventory::write(client, owner, widened, version, requests).await?;
+    if let (Some(legacy), Some(legacy_version)) = (&owner.legacy, adopted_legacy) {
+        inventory::delete_legacy(client, owner, legacy, Some(&legacy_version), requests).await?;
+    }
+    Ok(())
+}
+
+/// The namespaces candidates live in (for a Namespace candidate: itself).
+fn candidate_namespaces(candidates: &[Candidate]) -> BTreeSet<String> {
+    candidates
+        .iter()
+        .filter_map(|c| match &c.entry.key.namespace {
+            Some(ns) => Some(ns.clone()),
+            None if c.entry.key.group.is_empty() && c.entry.key.kind == "Namespace" => {
+                Some(c.entry.key.name.clone())
+            }
+            None => None,
+        })
+        .collect()
 }
 
 /// CRDs applied in the foundation phase must be Established before their instances are applied.
@@ -632,8 +755,7 @@ pub async fn diff(
     opts: &ApplyOptions,
     _progress: &dyn Progress,
 ) -> Result<DiffReport> {
-    plan::validate_app_name(&opts.app)?;
-    let owner = opts.owner(client);
+    let mut owner = opts.owner(client)?;
     let requests = Requests::default();
     let resolver =
         discovery::resolver_for(opts.discovery.as_ref(), client, &manifests, &requests).await?;
@@ -645,7 +767,25 @@ pub async fn diff(
         opts.revision.as_deref(),
     )?;
     // A missing namespace reads as "no inventory" (404); real errors (forbidden) surface.
-    let previous = inventory::read(client, &owner, &requests).await?;
+    let mut previous = inventory::read(client, &owner, &requests)
+        .await?
+        .map(|s| s.inventory);
+    // What `apply` would adopt from a pre-upgrade identity (read only).
+    if let Some(legacy) = &opts.legacy_app {
+        match &previous {
+            None => {
+                if let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await?
+                {
+                    owner.legacy = Some(legacy.clone());
+                    previous = Some(old.inventory);
+                }
+            }
+            Some(inv) if inv.adopted_from.as_ref() == Some(legacy) => {
+                owner.legacy = Some(legacy.clone());
+            }
+            Some(_) => {}
+        }
+    }
     let mut params = apply::apply_params().dry_run();
     if opts.force_conflicts {
         params = params.force();
@@ -674,7 +814,7 @@ pub async fn diff(
                         .annotations
                         .as_ref()
                         .and_then(|a| a.get(plan::ANNOTATION_OWNER))
-                    && *other != owner.id()
+                    && !owner.is_own_id(other)
                 {
                     return Err(Error::Object {
                         object: p.key.to_string(),
@@ -731,11 +871,14 @@ pub async fn diff(
                 continue;
             };
             let annotations = live.metadata.annotations.as_ref();
+            let prune_annotation = annotations
+                .and_then(|a| a.get(plan::ANNOTATION_PRUNE))
+                .map(String::as_str);
+            // Objects `apply` would keep: not ours, opted out, destructive without opt-in.
             if !owner.owns(live.metadata.labels.as_ref(), annotations)
-                || annotations
-                    .and_then(|a| a.get(plan::ANNOTATION_PRUNE))
-                    .map(String::as_str)
-                    == Some("disabled")
+                || prune_annotation == Some("disabled")
+                || (prune::is_destructive(&c.entry.key.group, &c.entry.key.kind)
+                    && prune_annotation != Some(prune::PRUNE_ALLOW_DESTRUCTIVE))
             {
                 continue;
             }
@@ -744,7 +887,7 @@ pub async fn diff(
         }
     }
     Ok(DiffReport {
-        app: opts.app.clone(),
+        app: owner.app.clone(),
         namespace: owner.namespace,
         objects,
         requests: requests.snapshot(),
@@ -855,8 +998,30 @@ fn redact_secret(live: Option<&mut Value>, desired: Option<&mut Value>) {
     }
 }
 
+/// Options for [`delete`].
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// The push app (ignored when `release` is set).
+    pub app: String,
+    /// Delete this Release's app (the agent's finalizer).
+    pub release: Option<ReleaseRef>,
+    /// Namespace of the inventory (`None`: the client's default namespace).
+    pub namespace: Option<String>,
+    /// Pre-upgrade app name, as in [`ApplyOptions::legacy_app`].
+    pub legacy_app: Option<String>,
+    pub dry_run: bool,
+    pub concurrency: usize,
+    /// Delete Namespaces, CRDs, PVCs and PVs without their `ferry.dev/prune: allow-destructive`
+    /// opt-in: `ferry delete --app` (the operator asked for exactly this) but not a Release's
+    /// deletion (see `prune`).
+    pub allow_destructive: bool,
+    /// Namespaces the caller knows are being deleted (the agent reads them with its own
+    /// identity); objects there are left to the namespace.
+    pub terminating: BTreeSet<String>,
+}
+
 /// `ferry delete --app`: delete every object in the inventory that is still provably ours (in
-/// reverse apply order), then the inventory itself.
+/// reverse apply order, destructive kinds included), then the inventory itself.
 pub async fn delete_app(
     client: &Client,
     app: &str,
@@ -864,16 +1029,85 @@ pub async fn delete_app(
     dry_run: bool,
     concurrency: usize,
 ) -> Result<ApplyReport> {
+    delete(
+        client,
+        &DeleteOptions {
+            app: app.to_string(),
+            namespace: namespace.map(str::to_string),
+            dry_run,
+            concurrency,
+            allow_destructive: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Delete an app's objects that are still provably its own, then its inventory. Objects in a
+/// terminating namespace are left to it; when the inventory's own namespace is terminating and
+/// the inventory cannot be read (the app's rights there went first), nothing is left to do.
+pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport> {
     let started = Instant::now();
-    plan::validate_app_name(app)?;
-    let owner = owner_for(client, app, namespace);
+    let concurrency = opts.concurrency.max(1);
+    let mut owner = owner_for(
+        client,
+        &opts.app,
+        opts.release.as_ref(),
+        opts.namespace.as_deref(),
+    )?;
     let requests = Requests::default();
-    let Some(inv) = inventory::read(client, &owner, &requests).await? else {
-        return Err(Error::Refused(format!(
-            "no inventory for app {app} in namespace {}: nothing to delete (was it applied with another --namespace?)",
-            owner.namespace
-        )));
+    let home_terminating = prune::terminating_namespaces(
+        client,
+        [owner.namespace.clone()],
+        &opts.terminating,
+        &requests,
+    )
+    .await
+    .contains(&owner.namespace);
+    let empty_report = |owner: &Owner, requests: &Requests| ApplyReport {
+        app: owner.app.clone(),
+        namespace: owner.namespace.clone(),
+        revision: None,
+        dry_run: opts.dry_run,
+        objects: Vec::new(),
+        requests: requests.snapshot(),
+        timed_out: false,
+        prune_skipped: None,
+        duration_ms: started.elapsed().as_millis(),
     };
+    let stored = match inventory::read(client, &owner, &requests).await {
+        Ok(stored) => stored,
+        Err(err) if home_terminating => {
+            tracing::info!(owner = %owner.id(), "namespace {} is terminating and its inventory cannot be read ({err}); its objects go with it", owner.namespace);
+            return Ok(empty_report(&owner, &requests));
+        }
+        Err(err) => return Err(err),
+    };
+    let (inv, version, legacy_version) = match stored {
+        Some(s) => (s.inventory, Some(s.version), None),
+        None => {
+            let old = match &opts.legacy_app {
+                Some(legacy) => inventory::read_legacy(client, &owner, legacy, &requests).await?,
+                None => None,
+            };
+            match old {
+                Some(old) => {
+                    owner.legacy = opts.legacy_app.clone();
+                    (old.inventory, None, Some(old.version))
+                }
+                None => {
+                    return Err(Error::Refused(format!(
+                        "no inventory for {} in namespace {}: nothing to delete (was it applied with another --namespace?)",
+                        owner.describe(),
+                        owner.namespace
+                    )));
+                }
+            }
+        }
+    };
+    if inv.adopted_from.is_some() && inv.adopted_from == opts.legacy_app {
+        owner.legacy = opts.legacy_app.clone();
+    }
     requests.read();
     let resolver = Resolver::discover(client).await?;
     let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
@@ -884,6 +1118,15 @@ pub async fn delete_app(
                 .with_message("its kind is no longer served by the cluster")
         })
         .collect();
+    let mut known = opts.terminating.clone();
+    if home_terminating {
+        known.insert(owner.namespace.clone());
+    }
+    let terminating =
+        prune::terminating_namespaces(client, candidate_namespaces(&candidates), &known, &requests)
+            .await;
+    let (candidates, skipped) = prune::skip_terminating(candidates, &terminating);
+    objects.extend(skipped);
     let kinds: Vec<(ObjectKey, ResolvedKind)> = candidates
         .iter()
         .map(|c| (c.entry.key.clone(), c.kind.clone()))
@@ -895,21 +1138,32 @@ pub async fn delete_app(
         &live,
         &owner,
         Action::Deleted,
-        dry_run,
+        &prune::Policy {
+            allow_destructive: opts.allow_destructive,
+        },
+        opts.dry_run,
         concurrency,
         &requests,
     )
     .await;
     objects.extend(outcomes.into_iter().filter_map(|(_, o)| o.result));
     let failed = objects.iter().any(|o| o.action == Action::Failed);
-    if !failed && !dry_run {
-        inventory::delete(client, &owner, &requests).await?;
+    // In a terminating namespace the inventory goes with it (and may no longer be ours to
+    // delete).
+    if !failed && !opts.dry_run && !home_terminating {
+        if version.is_some() {
+            inventory::delete(client, &owner, version.as_ref(), &requests).await?;
+        }
+        if let Some(legacy) = &owner.legacy {
+            inventory::delete_legacy(client, &owner, legacy, legacy_version.as_ref(), &requests)
+                .await?;
+        }
     }
     Ok(ApplyReport {
-        app: app.to_string(),
+        app: owner.app.clone(),
         namespace: owner.namespace,
         revision: inv.revision,
-        dry_run,
+        dry_run: opts.dry_run,
         objects,
         requests: requests.snapshot(),
         timed_out: false,
@@ -928,12 +1182,26 @@ pub async fn status(
     namespace: Option<&str>,
     concurrency: usize,
 ) -> Result<StatusReport> {
-    plan::validate_app_name(app)?;
-    let owner = owner_for(client, app, namespace);
+    status_of(client, app, None, namespace, concurrency).await
+}
+
+/// [`status`] of a push app or (with `release`) of a Release's app.
+pub async fn status_of(
+    client: &Client,
+    app: &str,
+    release: Option<&ReleaseRef>,
+    namespace: Option<&str>,
+    concurrency: usize,
+) -> Result<StatusReport> {
+    let owner = owner_for(client, app, release, namespace)?;
     let requests = Requests::default();
-    let Some(inv) = inventory::read(client, &owner, &requests).await? else {
+    let Some(inv) = inventory::read(client, &owner, &requests)
+        .await?
+        .map(|s| s.inventory)
+    else {
         return Err(Error::Refused(format!(
-            "no inventory for app {app} in namespace {}: it was never applied there (check --app and --namespace)",
+            "no inventory for {} in namespace {}: it was never applied there (check --app and --namespace)",
+            owner.describe(),
             owner.namespace
         )));
     };

@@ -27,10 +27,13 @@ Examples:
   ferry apply ./deploy -o json                          # one result per object, for machines
 
 PATH is a file, a directory (recursive; .yaml/.yml/.json; multi-document) or - for stdin.
-Objects get the label ferry.dev/app=<app>; the inventory is the ConfigMap
-ferry-inventory-<app> in the app's namespace. --prune deletes only objects that are in the
-inventory AND still carry the app's label and owner annotation, never those annotated
-ferry.dev/prune: disabled, and never when the source is empty (unless --allow-empty).
+Objects get the label ferry.dev/app=<app> and the owner annotation ferry.dev/owner=<ns>/<app>
+(push apps never share an identity with an agent Release, whatever their names); the inventory
+is the ConfigMap ferry-inventory-<app> in the app's namespace. --prune deletes only objects that
+are in the inventory AND still carry the app's label and exact owner annotation, never those
+annotated ferry.dev/prune: disabled, never a Namespace, CRD, PVC or PV without
+ferry.dev/prune: allow-destructive, never objects in a terminating namespace, and never when the
+source is empty (unless --allow-empty).
 --wait is on by default when $CI is set.
 
 Exit codes: 0 applied (and healthy with --wait), 1 some objects failed, 2 error, 3 timed out.";

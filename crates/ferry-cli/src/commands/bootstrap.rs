@@ -176,7 +176,12 @@ pub async fn run(global: &GlobalArgs, args: &BootstrapArgs) -> Result<u8> {
     objects.extend(sync);
     // App identity = the Release's (name = namespace, same target namespace): see module docs.
     let options = ApplyOptions {
-        app: ns.clone(),
+        release: Some(ferry_engine::prune::identity::ReleaseRef {
+            namespace: ns.clone(),
+            name: ns.clone(),
+        }),
+        // Before identities were injective, install and bootstrap applied as push app `<ns>`.
+        legacy_app: Some(ns.clone()),
         namespace: Some(ns.clone()),
         prune: false,
         force_conflicts: true,

@@ -1,8 +1,9 @@
 //! `ferry delete --app NAME`: delete every object in the app's inventory that still carries the
 //! app's ownership metadata (reverse apply order), then the inventory.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use ferry_engine::prune::identity::ReleaseRef;
 use ferry_engine::{cluster, pipeline};
 
 use crate::cli::GlobalArgs;
@@ -13,9 +14,12 @@ pub const DELETE_HELP: &str = "\
 Examples:
   ferry delete --app web -n web
   ferry delete --app web -n web --dry-run     # what would be deleted
+  ferry delete --release team/web -n shop     # what an agent Release applied (it must be gone)
 
 Objects annotated ferry.dev/prune: disabled, and objects that no longer carry the app's label
-and owner annotation, are left in place. The inventory is removed only when every deletion
+and exact owner annotation, are left in place. Unlike pruning, this explicit command also
+deletes Namespaces, CRDs, PVCs and PVs without ferry.dev/prune: allow-destructive. Objects in a
+namespace that is being deleted are left to it. The inventory is removed only when every deletion
 succeeded, so a rerun can finish an interrupted delete.
 
 Exit codes: 0 deleted, 1 some objects could not be deleted, 2 error (e.g. no such app).";
@@ -23,9 +27,19 @@ Exit codes: 0 deleted, 1 some objects could not be deleted, 2 error (e.g. no suc
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// The app to delete.
-    #[arg(long, value_name = "NAME", required = true)]
-    pub app: String,
-    /// Namespace holding the app's inventory (default: the kubeconfig context's namespace).
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "release",
+        conflicts_with = "release"
+    )]
+    pub app: Option<String>,
+    /// Delete what an agent Release applied, by the Release's NAMESPACE/NAME (apps of Releases
+    /// have their own identity, apart from push apps).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub release: Option<String>,
+    /// Namespace holding the app's inventory (default: the kubeconfig context's namespace; for
+    /// --release: the Release's namespace).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
     /// Show what would be deleted; delete nothing.
@@ -37,13 +51,24 @@ pub struct DeleteArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: &DeleteArgs) -> Result<u8> {
+    let release = args.release.as_deref().map(parse_release).transpose()?;
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| release.as_ref().map(|r| r.namespace.clone()));
     let client = cluster::connect(&cluster_options(global)).await?;
-    let report = pipeline::delete_app(
+    let report = pipeline::delete(
         &client,
-        &args.app,
-        args.namespace.as_deref(),
-        args.dry_run,
-        args.concurrency,
+        &pipeline::DeleteOptions {
+            app: args.app.clone().unwrap_or_default(),
+            release,
+            namespace,
+            dry_run: args.dry_run,
+            concurrency: args.concurrency,
+            // The operator asked for exactly this deletion.
+            allow_destructive: true,
+            ..Default::default()
+        },
     )
     .await?;
     match global.output {
@@ -55,5 +80,17 @@ pub async fn run(global: &GlobalArgs, args: &DeleteArgs) -> Result<u8> {
         EXIT_OK
     } else {
         EXIT_CHANGES
+    })
+}
+
+/// `NAMESPACE/NAME` of a Release.
+pub fn parse_release(text: &str) -> Result<ReleaseRef> {
+    let (namespace, name) = text
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .with_context(|| format!("--release {text:?}: expected NAMESPACE/NAME"))?;
+    Ok(ReleaseRef {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
     })
 }

@@ -203,7 +203,12 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
     let options = ApplyOptions {
         // The same app identity `ferry bootstrap`'s Release uses, so the agent can take the install
         // over from git without an ownership conflict. No prune: bootstrap adds objects to it.
-        app: args.namespace.clone(),
+        release: Some(ferry_engine::prune::identity::ReleaseRef {
+            namespace: args.namespace.clone(),
+            name: args.namespace.clone(),
+        }),
+        // Before identities were injective, install applied as push app `<namespace>`.
+        legacy_app: Some(args.namespace.clone()),
         namespace: Some(args.namespace.clone()),
         prune: false,
         wait: !args.no_deployment,

@@ -281,7 +281,7 @@ async fn apply_one(
     };
     if let Some(live) = live {
         if let Some(other) = live.annotation(ANNOTATION_OWNER)
-            && other != settings.owner.id()
+            && !settings.owner.is_own_id(other)
         {
             return fail(
                 result,

@@ -3,11 +3,11 @@
 //! live cluster for `ferry diff` (see `pipeline::diff`).
 //!
 //! Ownership: every applied object gets the label `ferry.dev/app=<app>` and the annotation
-//! `ferry.dev/owner=<inventory namespace>/<app>`; both must match before ferry prunes or deletes
+//! `ferry.dev/owner=<owner id>` (`prune::identity`); both must match before ferry prunes or deletes
 //! anything. `ferry.dev/intent-hash` is a hash of what ferry applies; a re-apply of an unchanged
 //! object with an unchanged live fingerprint sends no write (see `apply`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kube::Client;
@@ -246,29 +246,8 @@ impl PlannedObject {
     }
 }
 
-/// Who owns what: the app name and the namespace its inventory lives in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub app: String,
-    pub namespace: String,
-}
-
-impl Owner {
-    /// The `ferry.dev/owner` annotation value.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.app)
-    }
-
-    /// Whether live metadata says this owner owns the object: label **and** annotation.
-    pub fn owns(
-        &self,
-        labels: Option<&BTreeMap<String, String>>,
-        annotations: Option<&BTreeMap<String, String>>,
-    ) -> bool {
-        labels.and_then(|l| l.get(LABEL_APP)) == Some(&self.app)
-            && annotations.and_then(|a| a.get(ANNOTATION_OWNER)) == Some(&self.id())
-    }
-}
+/// Who owns what; see `prune::identity` for the encoding (push apps and Releases apart).
+pub use crate::prune::identity::Owner;
 
 /// Validate an app name: it becomes a label value and part of the inventory's name.
 pub fn validate_app_name(app: &str) -> Result<()> {
@@ -452,6 +431,7 @@ fn canonical_json(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn phases_order_dependencies_first() {
@@ -480,10 +460,7 @@ mod tests {
 
     #[test]
     fn ownership_needs_label_and_annotation() {
-        let owner = Owner {
-            app: "a".into(),
-            namespace: "ns".into(),
-        };
+        let owner = Owner::push("a", "ns").unwrap();
         let labels = BTreeMap::from([(LABEL_APP.to_string(), "a".to_string())]);
         let ours = BTreeMap::from([(ANNOTATION_OWNER.to_string(), "ns/a".to_string())]);
         let other = BTreeMap::from([(ANNOTATION_OWNER.to_string(), "other/a".to_string())]);

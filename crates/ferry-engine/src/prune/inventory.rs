@@ -1,7 +1,16 @@
-//! The inventory: a ConfigMap `ferry-inventory-<app>` in the app's namespace listing every object
+//! The inventory: a ConfigMap in the app's namespace (`ferry-inventory-<app>` for a push app,
+//! `ferry-release-<name>-<hash>` for a Release, see [`super::identity`]) listing every object
 //! the app applied (with the fingerprint ferry saw after its last write), the source, the git
 //! revision and when it last changed. It lives in the app's namespace so a tenant identity that
 //! may only write there can keep it; it holds no Secret values.
+//!
+//! It stores the exact owner id, and [`read`] refuses an inventory whose stored owner is another
+//! app's: its name is derived (and, for Releases, hashed), its owner is not.
+//!
+//! Optimistic concurrency: every write carries the resourceVersion this run read (or creates the
+//! ConfigMap, failing if it exists), so two writers for one app (two agents during a Lease
+//! hand-over, two pipelines) cannot silently overwrite each other: the later one gets
+//! [`Error::Conflict`] and writes nothing.
 //!
 //! Crash safety: before applying, the inventory is widened to the union of the previous and the
 //! new object set; only after every object applied is it narrowed to the new set. A run that dies
@@ -11,12 +20,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Requests, describe_kube_error, status_code};
-use crate::plan::Owner;
+use crate::plan::{ANNOTATION_OWNER, Owner};
 use crate::{Error, ObjectKey, Result};
 
 pub const LABEL_INVENTORY: &str = "ferry.dev/inventory";
@@ -36,7 +46,16 @@ pub struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Inventory {
+    /// The `ferry.dev/app` label value (readable; not the identity).
     pub app: String,
+    /// The exact owner id ([`Owner::id`]). Absent in inventories written before ferry stored it
+    /// (push apps only: their naming did not change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// While a migration is under way: the pre-upgrade app name whose inventory this one adopted
+    /// (see [`read_legacy`]). Cleared by the first run that finishes without failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<String>,
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
@@ -60,6 +79,7 @@ pub struct HookRecord {
 }
 
 impl Inventory {
+    /// The name a push app's inventory has always had (and a pre-upgrade Release's had).
     pub fn name(app: &str) -> String {
         format!("ferry-inventory-{app}")
     }
@@ -85,110 +105,312 @@ impl Inventory {
     }
 }
 
-/// Read an app's inventory; `None` if the app was never applied here.
-pub async fn read(
+/// Where a stored inventory is: what a write or delete must present as its precondition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub resource_version: String,
+    pub uid: String,
+}
+
+/// An inventory as read, with its version.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub inventory: Inventory,
+    pub version: Version,
+}
+
+fn describe(namespace: &str, name: &str) -> String {
+    format!("inventory ConfigMap {namespace}/{name}")
+}
+
+async fn get(
     client: &Client,
-    owner: &Owner,
+    namespace: &str,
+    name: &str,
     requests: &Requests,
-) -> Result<Option<Inventory>> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &owner.namespace);
-    let name = Inventory::name(&owner.app);
+) -> Result<Option<ConfigMap>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     requests.read();
-    let cm = match api.get_opt(&name).await {
-        Ok(cm) => cm,
-        Err(err) => {
-            return Err(Error::Object {
-                object: format!("inventory ConfigMap {}/{name}", owner.namespace),
-                message: format!("cannot read: {}", describe_kube_error(&err)),
-            });
-        }
-    };
-    let Some(cm) = cm else { return Ok(None) };
-    let object = format!("inventory ConfigMap {}/{name}", owner.namespace);
-    if cm
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_INVENTORY))
-        != Some(&owner.app)
-    {
-        return Err(Error::Refused(format!(
-            "{object} exists but is not a ferry inventory (label {LABEL_INVENTORY} missing); rename the app with --app or remove that ConfigMap"
-        )));
-    }
+    api.get_opt(name).await.map_err(|err| Error::Object {
+        object: describe(namespace, name),
+        message: format!("cannot read: {}", describe_kube_error(&err)),
+    })
+}
+
+fn parse(cm: &ConfigMap, object: &str) -> Result<Inventory> {
     let text = cm
         .data
         .as_ref()
         .and_then(|d| d.get(DATA_KEY))
         .ok_or_else(|| Error::Object {
-            object: object.clone(),
+            object: object.to_string(),
             message: format!("has no {DATA_KEY}; it was edited by hand — delete it and re-apply"),
         })?;
-    let inventory: Inventory = serde_json::from_str(text).map_err(|err| Error::Object {
-        object,
+    serde_json::from_str(text).map_err(|err| Error::Object {
+        object: object.to_string(),
         message: format!(
             "{DATA_KEY} is not valid: {err}; it was edited by hand — delete it and re-apply"
         ),
-    })?;
-    Ok(Some(inventory))
+    })
 }
 
-/// Write (server-side apply) the inventory ConfigMap.
+fn version_of(cm: &ConfigMap) -> Version {
+    Version {
+        resource_version: cm.metadata.resource_version.clone().unwrap_or_default(),
+        uid: cm.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+fn inventory_label(cm: &ConfigMap) -> Option<&String> {
+    cm.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_INVENTORY))
+}
+
+/// Read an app's inventory; `None` if the app was never applied here. Refuses an inventory that
+/// belongs to another app (its stored owner id differs), so a name collision can never make one
+/// app prune from another's inventory.
+pub async fn read(client: &Client, owner: &Owner, requests: &Requests) -> Result<Option<Stored>> {
+    let name = owner.inventory_name();
+    let object = describe(&owner.namespace, &name);
+    let Some(cm) = get(client, &owner.namespace, &name, requests).await? else {
+        return Ok(None);
+    };
+    if inventory_label(&cm) != Some(&owner.app) {
+        return Err(Error::Refused(format!(
+            "{object} exists but is not {}'s ferry inventory (label {LABEL_INVENTORY} is not {:?}); rename the app with --app or remove that ConfigMap",
+            owner.describe(),
+            owner.app
+        )));
+    }
+    let inventory = parse(&cm, &object)?;
+    match &inventory.owner {
+        Some(stored) if *stored == owner.id() => {}
+        Some(stored) => {
+            return Err(Error::Refused(format!(
+                "{object} belongs to ferry owner {stored:?}, not to {} ({:?}); nothing was applied or pruned. Two apps map to the same inventory name: rename one of them",
+                owner.describe(),
+                owner.id()
+            )));
+        }
+        // Written before ferry stored owners: only push apps kept their naming, so only a push
+        // app may take it as its own (a Release's inventory name did not exist then).
+        None if owner.release.is_none() => {}
+        None => {
+            return Err(Error::Refused(format!(
+                "{object} has no stored owner, so it was not written by ferry for {}; remove that ConfigMap",
+                owner.describe()
+            )));
+        }
+    }
+    Ok(Some(Stored {
+        version: version_of(&cm),
+        inventory,
+    }))
+}
+
+/// Read the inventory a pre-upgrade ferry wrote for this app under `legacy` (the conflated app
+/// name, [`super::identity::legacy_release_app`]). Returned only if it verifiably is one: label
+/// and stored app are `legacy` and it has no stored owner (a ConfigMap with an owner was written
+/// by this version for a push app of that name, which is not ours to adopt). The caller vouches
+/// that no other app of its kind maps to `legacy` (the agent checks its other Releases).
+pub async fn read_legacy(
+    client: &Client,
+    owner: &Owner,
+    legacy: &str,
+    requests: &Requests,
+) -> Result<Option<Stored>> {
+    if crate::plan::validate_app_name(legacy).is_err() {
+        return Ok(None);
+    }
+    let name = Inventory::name(legacy);
+    let object = describe(&owner.namespace, &name);
+    let Some(cm) = get(client, &owner.namespace, &name, requests).await? else {
+        return Ok(None);
+    };
+    if inventory_label(&cm).map(String::as_str) != Some(legacy) {
+        return Ok(None);
+    }
+    let Ok(inventory) = parse(&cm, &object) else {
+        return Ok(None);
+    };
+    if inventory.app != legacy || inventory.owner.is_some() {
+        tracing::info!(inventory = %object, owner = ?inventory.owner, "not adopting: it is not a pre-upgrade inventory of {}", owner.describe());
+        return Ok(None);
+    }
+    Ok(Some(Stored {
+        version: version_of(&cm),
+        inventory,
+    }))
+}
+
+fn conflict(object: &str, expected: Option<&Version>, now: Option<&ConfigMap>) -> Error {
+    let now = now.map(version_of);
+    let message = match (expected, now) {
+        (None, Some(now)) => format!(
+            "was created by another writer (resourceVersion {}) while this run was applying; nothing was overwritten. Two ferry runs for one app ran at once (two agents during a leader hand-over, two pipelines); the next run starts from the new state",
+            now.resource_version
+        ),
+        (Some(expected), Some(now)) => format!(
+            "was changed by another writer since this run read it (resourceVersion {} → {}); nothing was overwritten. Two ferry runs for one app ran at once (two agents during a leader hand-over, two pipelines); the next run starts from the new state",
+            expected.resource_version, now.resource_version
+        ),
+        (Some(expected), None) => format!(
+            "was deleted by another writer since this run read it (resourceVersion {}); nothing was overwritten. Two ferry runs for one app ran at once; the next run starts from the new state",
+            expected.resource_version
+        ),
+        (None, None) => "changed under this run; nothing was overwritten".to_string(),
+    };
+    Error::Conflict {
+        object: object.to_string(),
+        message,
+    }
+}
+
+/// Write the inventory ConfigMap with optimistic concurrency: create it when `version` is
+/// `None` (failing if it exists), else replace it presenting `version` as the resourceVersion
+/// precondition (failing if anyone wrote it since). On success `version` is the new one.
 pub async fn write(
     client: &Client,
     owner: &Owner,
     inventory: &Inventory,
+    version: &mut Option<Version>,
     requests: &Requests,
 ) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &owner.namespace);
-    let name = Inventory::name(&owner.app);
-    let text = serde_json::to_string(inventory).map_err(anyhow::Error::from)?;
-    let mut annotations = BTreeMap::new();
+    let name = owner.inventory_name();
+    let object = describe(&owner.namespace, &name);
+    let mut inventory = inventory.clone();
+    inventory.app = owner.app.clone();
+    inventory.owner = Some(owner.id());
+    let text = serde_json::to_string(&inventory).map_err(anyhow::Error::from)?;
+    let mut annotations = BTreeMap::from([(ANNOTATION_OWNER.to_string(), owner.id())]);
     if let Some(revision) = &inventory.revision {
         annotations.insert(
             crate::plan::ANNOTATION_REVISION.to_string(),
             revision.clone(),
         );
     }
-    let cm = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": owner.namespace,
-            "labels": {
-                LABEL_INVENTORY: owner.app,
-                "app.kubernetes.io/managed-by": "ferry",
-            },
-            "annotations": annotations,
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(owner.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (LABEL_INVENTORY.to_string(), owner.app.clone()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "ferry".to_string(),
+                ),
+            ])),
+            annotations: Some(annotations),
+            resource_version: version.as_ref().map(|v| v.resource_version.clone()),
+            ..Default::default()
         },
-        "data": { DATA_KEY: text },
-    });
+        data: Some(BTreeMap::from([(DATA_KEY.to_string(), text)])),
+        ..Default::default()
+    };
+    let params = PostParams {
+        field_manager: Some(crate::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
     requests.write();
-    api.patch(
-        &name,
-        &crate::apply::apply_params().force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .map_err(|err| Error::Object {
-        object: format!("inventory ConfigMap {}/{name}", owner.namespace),
-        message: format!("cannot write: {}", describe_kube_error(&err)),
-    })?;
-    Ok(())
+    let written = match version {
+        None => api.create(&params, &cm).await,
+        Some(_) => api.replace(&name, &params, &cm).await,
+    };
+    match written {
+        Ok(cm) => {
+            *version = Some(version_of(&cm));
+            Ok(())
+        }
+        // 409: AlreadyExists on create, Conflict on a stale resourceVersion; 404: deleted.
+        Err(err) if matches!(status_code(&err), Some(409) | Some(404)) => {
+            let now = get(client, &owner.namespace, &name, requests)
+                .await
+                .ok()
+                .flatten();
+            Err(conflict(&object, version.as_ref(), now.as_ref()))
+        }
+        Err(err) => Err(Error::Object {
+            object,
+            message: format!("cannot write: {}", describe_kube_error(&err)),
+        }),
+    }
 }
 
-/// Delete the inventory ConfigMap (after `ferry delete` removed the objects).
-pub async fn delete(client: &Client, owner: &Owner, requests: &Requests) -> Result<()> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &owner.namespace);
-    let name = Inventory::name(&owner.app);
+/// Delete an inventory ConfigMap by name, only if it is still the version that was read.
+async fn delete_named(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    version: Option<&Version>,
+    requests: &Requests,
+) -> Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: version.map(|v| Preconditions {
+            uid: Some(v.uid.clone()).filter(|u| !u.is_empty()),
+            resource_version: Some(v.resource_version.clone()).filter(|r| !r.is_empty()),
+        }),
+        ..Default::default()
+    };
     requests.write();
-    match api.delete(&name, &DeleteParams::default()).await {
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(err) if status_code(&err) == Some(404) => Ok(()),
+        Err(err) if status_code(&err) == Some(409) => {
+            let now = get(client, namespace, name, requests).await.ok().flatten();
+            Err(conflict(&describe(namespace, name), version, now.as_ref()))
+        }
         Err(err) => Err(Error::Object {
-            object: format!("inventory ConfigMap {}/{name}", owner.namespace),
+            object: describe(namespace, name),
             message: format!("cannot delete: {}", describe_kube_error(&err)),
         }),
     }
+}
+
+/// Delete the inventory ConfigMap (after `ferry delete` removed the objects), only if nobody
+/// wrote it since `version` was read.
+pub async fn delete(
+    client: &Client,
+    owner: &Owner,
+    version: Option<&Version>,
+    requests: &Requests,
+) -> Result<()> {
+    delete_named(
+        client,
+        &owner.namespace,
+        &owner.inventory_name(),
+        version,
+        requests,
+    )
+    .await
+}
+
+/// Delete the pre-upgrade inventory once its content lives in the new one. `version`: as read by
+/// [`read_legacy`] (`None` on a later run that only finishes a migration: then it is re-read and
+/// removed only if it still verifies).
+pub async fn delete_legacy(
+    client: &Client,
+    owner: &Owner,
+    legacy: &str,
+    version: Option<&Version>,
+    requests: &Requests,
+) -> Result<()> {
+    let version = match version {
+        Some(v) => v.clone(),
+        None => match read_legacy(client, owner, legacy, requests).await? {
+            Some(stored) => stored.version,
+            None => return Ok(()),
+        },
+    };
+    delete_named(
+        client,
+        &owner.namespace,
+        &Inventory::name(legacy),
+        Some(&version),
+        requests,
+    )
+    .await
 }
