@@ -1,6 +1,8 @@
 //! State shared by the agent's controllers: the admin client, per-tenant clients, the in-memory
 //! artifact index (GitSource → checkout), trigger channels between controllers, backoff counters,
-//! metrics and the event recorder.
+//! metrics and the event recorder. It also owns the tenancy rule ([`resolve_identity`]): which
+//! identity a piece of tenant work (an apply, a read of a tenant-named Secret) acts as, and the
+//! agent-wide floors and ceilings for tenant-set intervals and timeouts.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use ferry_engine::discovery::DiscoveryCache;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Config};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::metrics::Metrics;
 use crate::options::AgentOptions;
@@ -31,11 +33,58 @@ pub struct Artifact {
 /// Key of a namespaced object: (namespace, name).
 pub type Key = (String, String);
 
+/// Who a piece of tenant work acts as against the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The agent's own credentials: only with `--insecure-agent-identity-for-tenants`.
+    Agent,
+    /// `system:serviceaccount:<namespace>:<name>`, by impersonation.
+    ServiceAccount { namespace: String, name: String },
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Agent => f.write_str("the agent's own identity"),
+            Identity::ServiceAccount { namespace, name } => {
+                write!(f, "system:serviceaccount:{namespace}:{name}")
+            }
+        }
+    }
+}
+
+/// The tenancy rule. Work for an object in `namespace` acts as:
+/// 1. the service account the object names (`requested`, e.g. a Release's `serviceAccountName`);
+/// 2. else, with `--insecure-agent-identity-for-tenants`, the agent itself (the old behaviour);
+/// 3. else, in the agent's own namespace, `--system-service-account` (`ferry-admin`, bound to
+///    cluster-admin by `ferry install`: the agent's own Releases, such as bootstrap's);
+/// 4. else `--default-service-account` (`default`) of the object's namespace, which has only the
+///    rights the cluster admin granted it.
+///
+/// A service account is always one of the object's own namespace: a tenant cannot name another
+/// namespace's.
+pub fn resolve_identity(
+    options: &AgentOptions,
+    namespace: &str,
+    requested: Option<&str>,
+) -> Identity {
+    let sa = |name: &str| Identity::ServiceAccount {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    match requested.filter(|r| !r.is_empty()) {
+        Some(name) => sa(name),
+        None if options.insecure_agent_identity_for_tenants => Identity::Agent,
+        None if namespace == options.namespace => sa(&options.system_service_account),
+        None => sa(&options.default_service_account),
+    }
+}
+
 pub struct Context {
     /// The agent's own client (reads sources and secrets, writes status and events, watches).
     pub client: Client,
-    /// The agent's identity for engine runs (Releases without a service account): the same
-    /// credentials with a short read timeout, so a request lost by an overloaded API server
+    /// The agent's identity for engine runs (only with `--insecure-agent-identity-for-tenants`):
+    /// the same credentials with a short read timeout, so a request lost by an overloaded API server
     /// fails the run (and is retried) instead of blocking it for the watch-sized default.
     pub apply_client: Client,
     /// The agent's config, cloned with an impersonation identity for tenant clients.
@@ -61,6 +110,8 @@ pub struct Context {
     pub stop: OnceLock<tokio_util::sync::CancellationToken>,
     /// Clients impersonating `system:serviceaccount:<ns>:<sa>`.
     tenant_clients: Mutex<HashMap<Key, Client>>,
+    /// Per-namespace reconcile slots (`--max-concurrent-per-namespace`).
+    namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// API discovery shared by every engine run, whatever identity it applies as: which kinds
     /// exist does not depend on who asks (every authenticated user may read discovery,
     /// `system:discovery`), and RBAC is still enforced on each request that follows.
@@ -103,6 +154,7 @@ impl Context {
             drift_watches: Mutex::default(),
             stop: OnceLock::new(),
             tenant_clients: Mutex::default(),
+            namespace_slots: Mutex::default(),
             discovery: Arc::new(DiscoveryCache::default()),
         }
     }
@@ -153,11 +205,11 @@ impl Context {
         }
         let mut config = self.config.clone();
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{sa}"));
-        config.auth_info.impersonate_groups = Some(vec![
-            "system:serviceaccounts".to_string(),
-            format!("system:serviceaccounts:{namespace}"),
-            "system:authenticated".to_string(),
-        ]);
+        // No Impersonate-Group: for a service-account user the API server adds its fixed groups
+        // (system:serviceaccounts, system:serviceaccounts:<ns>, system:authenticated) itself, so
+        // the agent needs only `impersonate` on `serviceaccounts` (which RBAC can scope to
+        // namespaces), not on `groups`.
+        config.auth_info.impersonate_groups = None;
         config.default_namespace = namespace.to_string();
         config.read_timeout = Some(ENGINE_READ_TIMEOUT);
         let client = counted_client(config, self.metrics.clone()).map_err(|err| {
@@ -165,6 +217,58 @@ impl Context {
         })?;
         clients.insert(key, client.clone());
         Ok(client)
+    }
+
+    /// The identity tenant work for an object in `namespace` acts as (see [`resolve_identity`]).
+    pub fn identity_for(&self, namespace: &str, requested: Option<&str>) -> Identity {
+        resolve_identity(&self.options, namespace, requested)
+    }
+
+    /// A client acting as `identity`, for engine runs (short read timeout).
+    pub fn client_as(&self, identity: &Identity) -> anyhow::Result<Client> {
+        match identity {
+            Identity::Agent => Ok(self.apply_client.clone()),
+            Identity::ServiceAccount { namespace, name } => self.tenant_client(namespace, name),
+        }
+    }
+
+    /// The client that reads a Secret a tenant object in `namespace` refers to (a GitSource's or
+    /// ImageRepository's `secretRef`, a Receiver's token): the namespace's tenant identity, so a
+    /// tenant cannot make the agent read (and use, or send to a host of the tenant's choosing) a
+    /// Secret the tenant itself may not read.
+    pub fn secret_reader(&self, namespace: &str) -> anyhow::Result<(Client, Identity)> {
+        let identity = self.identity_for(namespace, None);
+        Ok((self.client_as(&identity)?, identity))
+    }
+
+    /// A tenant-set interval, raised to `--min-interval`.
+    pub fn clamp_interval(&self, interval: Duration) -> Duration {
+        interval
+            .max(self.options.min_interval)
+            .max(Duration::from_secs(1))
+    }
+
+    /// A tenant-set timeout, lowered to `--max-timeout`.
+    pub fn clamp_timeout(&self, timeout: Duration) -> Duration {
+        timeout.min(self.options.max_timeout)
+    }
+
+    /// A reconcile slot for `namespace`, or `None` when the namespace already runs
+    /// `--max-concurrent-per-namespace` reconciles (the caller requeues instead of holding one
+    /// of the controller's shared slots while it waits).
+    pub fn try_namespace_slot(&self, namespace: &str) -> Option<Option<OwnedSemaphorePermit>> {
+        let limit = self.options.max_concurrent_per_namespace;
+        if limit == 0 {
+            return Some(None);
+        }
+        let slots = self
+            .namespace_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(namespace.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
+            .clone();
+        slots.try_acquire_owned().ok().map(Some)
     }
 
     /// Queue every Release that uses the GitSource `source` (namespace, name).
@@ -221,4 +325,61 @@ pub fn key_of<K: kube::Resource>(obj: &K) -> Key {
         obj.meta().namespace.clone().unwrap_or_default(),
         obj.meta().name.clone().unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> AgentOptions {
+        AgentOptions::for_kubeconfig("/dev/null".into(), "/tmp/x".into())
+    }
+
+    fn sa(ns: &str, name: &str) -> Identity {
+        Identity::ServiceAccount {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn tenants_never_get_the_agent_identity_by_default() {
+        let o = options();
+        assert_eq!(
+            resolve_identity(&o, "team-a", None),
+            sa("team-a", "default")
+        );
+        assert_eq!(
+            resolve_identity(&o, "team-a", Some("")),
+            sa("team-a", "default")
+        );
+        assert_eq!(
+            resolve_identity(&o, "team-a", Some("deployer")),
+            sa("team-a", "deployer")
+        );
+        // The agent's own namespace: the explicit admin service account, not the agent.
+        assert_eq!(
+            resolve_identity(&o, "ferry-system", None),
+            sa("ferry-system", "ferry-admin")
+        );
+    }
+
+    #[test]
+    fn the_insecure_flag_restores_the_agent_identity_only_where_none_is_named() {
+        let mut o = options();
+        o.insecure_agent_identity_for_tenants = true;
+        assert_eq!(resolve_identity(&o, "team-a", None), Identity::Agent);
+        assert_eq!(
+            resolve_identity(&o, "team-a", Some("deployer")),
+            sa("team-a", "deployer")
+        );
+        assert_eq!(
+            Identity::Agent.to_string(),
+            "the agent's own identity".to_string()
+        );
+        assert_eq!(
+            sa("a", "b").to_string(),
+            "system:serviceaccount:a:b".to_string()
+        );
+    }
 }

@@ -185,7 +185,7 @@ pub async fn run_controllers(
         release_tx,
     ));
     let _ = ctx.stop.set(stop.clone());
-    let extras = extra_controllers(&client, &ctx.options, certificate, stop.clone());
+    let extras = extra_controllers(&client, ctx.clone(), certificate, stop.clone());
 
     // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
     // annotation changes trigger: status writes by the agent itself do not.
@@ -305,37 +305,78 @@ async fn queue_depth(ctx: Arc<Context>, stop: CancellationToken) {
     }
 }
 
+/// Say loudly, once per start, when tenants may act with the agent's own rights.
+pub fn warn_insecure_options(options: &AgentOptions) {
+    if options.insecure_agent_identity_for_tenants {
+        tracing::warn!(
+            "--insecure-agent-identity-for-tenants is set: Releases without spec.serviceAccountName, and reads of the Secrets that GitSources, Receivers and image automation name, use the agent's OWN identity in every namespace; anyone who can create a Release can do whatever the agent can. Remove the flag to confine tenants to their namespace's --default-service-account ({}).",
+            options.default_service_account
+        );
+    }
+}
+
 /// The unsealer and image automation, when enabled; they stop with the controllers.
 async fn extra_controllers(
     client: &Client,
-    options: &AgentOptions,
+    ctx: Arc<Context>,
     certificate: CertificateSlot,
     stop: CancellationToken,
 ) {
-    use ferry_engine::decrypt::sealed::{UnsealerOptions, run_unsealer};
-    let single_ns = match options.watch_namespaces.as_slice() {
-        [one] => Some(one.clone()),
-        _ => None,
-    };
+    use ferry_engine::decrypt::sealed::{UnsealerOptions, find_bitnami_controller, run_unsealer};
+    let options = &ctx.options;
     let mut tasks = Vec::new();
     if options.sealed_secrets {
-        let unsealer = UnsealerOptions {
-            key_namespace: options.namespace.clone(),
-            watch_namespace: single_ns.clone(),
-            certificates: certificate,
-            ..UnsealerOptions::default()
-        };
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(err) = run_unsealer(client, unsealer).await {
-                tracing::error!("Sealed Secrets unsealer stopped: {err}");
+        // A bitnami controller already unsealing here would fight ours over every Secret.
+        let bitnami = match find_bitnami_controller(client, &[]).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(
+                    "cannot check for a bitnami sealed-secrets controller ({err}); starting the unsealer"
+                );
+                None
             }
-        }));
+        };
+        match bitnami {
+            Some(deployment) if !options.sealed_secrets_despite_bitnami => {
+                tracing::error!(
+                    %deployment,
+                    "a bitnami sealed-secrets controller runs in this cluster (Deployment {deployment}); NOT starting ferry's unsealer, which would fight it over every SealedSecret. Keep using bitnami's, or migrate its keys (docs/secrets.md) and remove it; --sealed-secrets-despite-bitnami starts ours anyway"
+                );
+            }
+            found => {
+                if let Some(deployment) = found {
+                    tracing::warn!(%deployment, "a bitnami sealed-secrets controller runs in this cluster; starting ferry's unsealer anyway (--sealed-secrets-despite-bitnami)");
+                }
+                // Exactly the namespaces the agent watches (all of them only when it watches all).
+                let unsealer = UnsealerOptions {
+                    key_namespace: options.namespace.clone(),
+                    watch_namespaces: options.watch_namespaces.clone(),
+                    certificates: certificate,
+                    ..UnsealerOptions::default()
+                };
+                let client = client.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(err) = run_unsealer(client, unsealer).await {
+                        tracing::error!("Sealed Secrets unsealer stopped: {err}");
+                    }
+                }));
+            }
+        }
     }
     if options.image_automation {
         let mut images =
             ferry_images::controller::ImageOptions::new(options.cache_dir.join("images"));
         images.namespaces = options.watch_namespaces.clone();
+        images.allow_local_git_sources = options.allow_local_git_sources;
+        images.git_max_fetch_bytes = options.git_max_fetch_bytes;
+        // Secrets named by ImageRepositories and ImageUpdates are read as the tenant.
+        let reader = ctx.clone();
+        images.secret_reader = Some(ferry_images::controller::SecretReader::new(move |ns| {
+            reader
+                .secret_reader(ns)
+                .map(|(client, _)| client)
+                .map_err(|e| e.to_string())
+        }));
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(err) = ferry_images::controller::run_controllers(client, images).await {

@@ -109,7 +109,7 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
                 tracing::info!(source = %format!("{}/{}", key.0, key.1), revision = %checkout.revision, "fetched new revision");
                 ctx.trigger_releases_of_source(&key);
             }
-            Action::requeue(interval(source))
+            Action::requeue(ctx.clamp_interval(interval(source)))
         }
         Err(err) => {
             let (reason, stalled) = match &err {
@@ -151,7 +151,11 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
             if stalled {
                 Action::await_change()
             } else {
-                Action::requeue(ctx.failure_backoff(KIND, &key, interval(source)))
+                Action::requeue(ctx.failure_backoff(
+                    KIND,
+                    &key,
+                    ctx.clamp_interval(interval(source)),
+                ))
             }
         }
     };
@@ -195,6 +199,8 @@ async fn fetch(source: &GitSource, ctx: &Context) -> Result<git::Checkout, Sourc
             .map_err(|e| SourceError::Invalid(format!("spec.timeout: {e}")))?,
         None => Duration::from_secs(60),
     };
+    // The agent's ceiling (--max-timeout) over what the tenant asked for.
+    let timeout = ctx.clamp_timeout(timeout);
     if let Some(i) = source.spec.interval.as_deref() {
         common::parse_duration(i)
             .map_err(|e| SourceError::Invalid(format!("spec.interval: {e}")))?;
@@ -240,7 +246,12 @@ async fn fetch(source: &GitSource, ctx: &Context) -> Result<git::Checkout, Sourc
 
 /// Read credentials from the Secret; values are never logged or copied into messages.
 async fn load_auth(ctx: &Context, namespace: &str, name: &str) -> Result<GitAuth, SourceError> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    // Read as the namespace's tenant identity, never the agent's: a GitSource must not send a
+    // Secret its author may not read to a git server of the author's choosing.
+    let (reader, _identity) = ctx
+        .secret_reader(namespace)
+        .map_err(|e| SourceError::Fetch(e.to_string()))?;
+    let secrets: Api<Secret> = Api::namespaced(reader, namespace);
     let secret = secrets.get_opt(name).await.map_err(|e| {
         SourceError::Fetch(format!(
             "cannot read Secret {namespace}/{name} (spec.secretRef): {e}"
@@ -277,7 +288,7 @@ async fn load_auth(ctx: &Context, namespace: &str, name: &str) -> Result<GitAuth
 pub fn error_policy(source: Arc<GitSource>, err: &SourceError, ctx: Arc<Context>) -> Action {
     let key = key_of(&*source);
     tracing::warn!(source = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
-    Action::requeue(ctx.failure_backoff(KIND, &key, interval(&source)))
+    Action::requeue(ctx.failure_backoff(KIND, &key, ctx.clamp_interval(interval(&source))))
 }
 
 pub async fn publish<K: Resource<DynamicType = ()>>(

@@ -73,6 +73,7 @@ impl Agent {
         let (http_addr, http_task) =
             http::serve(options.http_addr, state, shutdown.clone()).await?;
         tracing::info!(%http_addr, %server, "ferry-agent started");
+        controllers::warn_insecure_options(&options);
         let task = tokio::spawn(controllers::run(
             client,
             config,

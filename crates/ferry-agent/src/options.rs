@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// Default of --default-service-account: the ServiceAccount every namespace has.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Default of --system-service-account: created by `ferry install`, bound to cluster-admin.
+pub const SYSTEM_SERVICE_ACCOUNT: &str = "ferry-admin";
+
 /// How the agent runs. Every flag has an environment fallback so the Deployment can set them.
 #[derive(Debug, Clone, Args)]
 pub struct AgentOptions {
@@ -27,10 +32,50 @@ pub struct AgentOptions {
         value_delimiter = ','
     )]
     pub watch_namespaces: Vec<String>,
-    /// ServiceAccount (in the Release's namespace) used for Releases without
-    /// `serviceAccountName`. When set, no Release ever applies with the agent's own rights.
-    #[arg(long, env = "FERRY_DEFAULT_SERVICE_ACCOUNT", value_name = "NAME")]
-    pub default_service_account: Option<String>,
+    /// ServiceAccount (in the object's own namespace) that tenant work without an explicit
+    /// `serviceAccountName` runs as: applying a Release, and reading the Secrets that a Release,
+    /// GitSource, Receiver or ImageRepository refers to. Its rights are what the cluster admin
+    /// grants it (none, by default). Never the agent's own rights; see
+    /// --insecure-agent-identity-for-tenants.
+    #[arg(
+        long,
+        env = "FERRY_DEFAULT_SERVICE_ACCOUNT",
+        value_name = "NAME",
+        default_value = DEFAULT_SERVICE_ACCOUNT
+    )]
+    pub default_service_account: String,
+    /// ServiceAccount in the agent's own namespace (--namespace) that the agent's own Releases
+    /// (such as `ferry bootstrap`'s) run as when they name none. `ferry install` creates it and
+    /// binds it to cluster-admin, so the cluster-admin grant is explicit and separate from the
+    /// agent's identity. Only cluster admins should be able to create objects in that namespace.
+    #[arg(
+        long,
+        env = "FERRY_SYSTEM_SERVICE_ACCOUNT",
+        value_name = "NAME",
+        default_value = SYSTEM_SERVICE_ACCOUNT
+    )]
+    pub system_service_account: String,
+    /// INSECURE, the behaviour before tenant lockdown: tenant work that names no service account
+    /// (Releases, Secret reads for GitSources, Receivers, image automation) runs with the agent's
+    /// own identity in every namespace, so anyone who may create a Release may do whatever the
+    /// agent may (with a cluster-admin agent: create ClusterRoleBindings). Only for single-team
+    /// clusters where everyone who can create a Release is a cluster admin anyway.
+    #[arg(long, env = "FERRY_INSECURE_AGENT_IDENTITY_FOR_TENANTS")]
+    pub insecure_agent_identity_for_tenants: bool,
+    /// Floor for the `interval` / `retryInterval` a tenant sets on a GitSource, Release or
+    /// ImageRepository (`interval: 1s` would hammer the git server, the registry and the API
+    /// server). Shorter values are raised to this.
+    #[arg(long, env = "FERRY_MIN_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub min_interval: Duration,
+    /// Ceiling for the `timeout` a tenant sets on a GitSource, Release or ImageRepository
+    /// (`timeout: 24h` would hold a reconcile slot for a day). Longer values are lowered to this.
+    #[arg(long, env = "FERRY_MAX_TIMEOUT", value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub max_timeout: Duration,
+    /// Most Releases of one namespace reconciled at the same time, so one tenant with many slow
+    /// Releases cannot take every slot of --concurrency (a Release over the limit is retried a
+    /// second later without holding a slot). 0: no per-namespace limit.
+    #[arg(long, env = "FERRY_MAX_CONCURRENT_PER_NAMESPACE", default_value_t = 4)]
+    pub max_concurrent_per_namespace: u16,
     /// Allow a Release to reference a GitSource or Release in another namespace (refused by
     /// default: a tenant must not read another tenant's sources).
     #[arg(long, env = "FERRY_ALLOW_CROSS_NAMESPACE_REFS")]
@@ -67,9 +112,14 @@ pub struct AgentOptions {
     #[arg(long, default_value_t = 1024 * 1024)]
     pub webhook_max_bytes: usize,
     /// Run the Sealed Secrets unsealer (keys in --namespace) and serve its certificate at
-    /// /v1/cert.pem.
+    /// /v1/cert.pem. It unseals only in the namespaces the agent watches (--watch-namespace).
     #[arg(long, env = "FERRY_SEALED_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
     pub sealed_secrets: bool,
+    /// Start the unsealer even when a bitnami sealed-secrets controller is found in the cluster
+    /// (two controllers would fight over every SealedSecret's Secret and status). Only for a
+    /// migration in which the bitnami controller is being removed; see docs/secrets.md.
+    #[arg(long, env = "FERRY_SEALED_SECRETS_DESPITE_BITNAMI")]
+    pub sealed_secrets_despite_bitnami: bool,
     /// Also run the image automation controllers (ImageRepository, ImagePolicy, ImageUpdate).
     #[arg(long, env = "FERRY_IMAGE_AUTOMATION", default_value_t = false, action = clap::ArgAction::Set)]
     pub image_automation: bool,
@@ -94,14 +144,21 @@ pub struct AgentOptions {
 }
 
 impl AgentOptions {
-    /// Options for tests and embedding: no leader election, an ephemeral port.
+    /// Options for tests and embedding: no leader election, an ephemeral port, and a 1s
+    /// --min-interval so tests need not wait 10s for a retry. Every tenancy default (service
+    /// accounts, identity, cross-namespace refs) is the same as the command line's.
     pub fn for_kubeconfig(kubeconfig: PathBuf, cache_dir: PathBuf) -> Self {
         Self {
             kubeconfig: Some(kubeconfig),
             context: None,
             namespace: "ferry-system".to_string(),
             watch_namespaces: Vec::new(),
-            default_service_account: None,
+            default_service_account: DEFAULT_SERVICE_ACCOUNT.to_string(),
+            system_service_account: SYSTEM_SERVICE_ACCOUNT.to_string(),
+            insecure_agent_identity_for_tenants: false,
+            min_interval: Duration::from_secs(1),
+            max_timeout: Duration::from_secs(15 * 60),
+            max_concurrent_per_namespace: 4,
             allow_cross_namespace_refs: false,
             cache_dir,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -114,6 +171,7 @@ impl AgentOptions {
             webhook_max_bytes: 1024 * 1024,
             image_automation: false,
             sealed_secrets: false,
+            sealed_secrets_despite_bitnami: false,
             no_remote_bases: false,
             render_max_timeout_seconds: 300,
             render_max_total_bytes: 256 * 1024 * 1024,
@@ -141,4 +199,9 @@ impl AgentOptions {
     pub fn lease_duration(&self) -> Duration {
         Duration::from_secs(self.lease_duration_secs.max(2))
     }
+}
+
+/// A flag's duration (`30s`, `5m`, `1h30m`), in the same syntax as the CRDs' intervals.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    ferry_api::common::parse_duration(text)
 }

@@ -22,7 +22,12 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ReceiverError> {
     let (ns, name) = key_of(&*receiver);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read as the namespace's tenant identity (a Receiver must not reveal, even as Ready or
+    // not, a Secret its author may not read).
+    let (reader, _identity) = ctx
+        .secret_reader(&ns)
+        .map_err(|e| ReceiverError(format!("{ns}/{name}"), e.to_string()))?;
+    let secrets: Api<Secret> = Api::namespaced(reader, &ns);
     let secret_name = &receiver.spec.secret_ref.name;
     let usable = match secrets.get_opt(secret_name).await {
         Ok(Some(s)) => s

@@ -3,9 +3,14 @@
 //! Writes conditions (Ready / Reconciling / Stalled), revisions, inventory and a short history.
 //! A finalizer prunes what the Release applied when it is deleted (unless `Orphan`).
 //!
-//! Safety rules: a Release never applies with the agent's rights when a default service account
-//! is configured; cross-namespace references are refused unless allowed; a failing render or
-//! fetch keeps the last applied state (nothing is pruned from a broken source).
+//! Safety rules: a Release applies, prunes and reads its decryption Secret as the identity of
+//! [`crate::context::resolve_identity`] (its `serviceAccountName`, else its namespace's
+//! `--default-service-account`; never the agent's own rights unless
+//! `--insecure-agent-identity-for-tenants`); it decrypts only with the keys of its own
+//! `spec.decryption` Secret, never with keys given to the agent process; tenant-set intervals and
+//! timeouts are held to the agent's floor and ceiling; cross-namespace references are refused
+//! unless allowed; a failing render or fetch keeps the last applied state (nothing is pruned from
+//! a broken source).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +32,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
-use crate::context::{Context, Key, key_of};
+use crate::context::{Context, Identity, Key, key_of};
 use crate::gitsource::publish;
 
 const KIND: &str = "Release";
@@ -51,20 +56,29 @@ struct Timing {
     timeout: Duration,
 }
 
-fn timing(release: &Release) -> Result<Timing, String> {
+/// The Release's durations, held to the agent's floor (`--min-interval`) and ceiling
+/// (`--max-timeout`): a tenant's `interval: 1s` or `timeout: 24h` must not hammer the API server
+/// or hold a reconcile slot for a day.
+fn timing(release: &Release, ctx: &Context) -> Result<Timing, String> {
     let parse = |field: &str, value: &Option<String>, default: Duration| match value {
         Some(v) => common::parse_duration(v).map_err(|e| format!("spec.{field}: {e}")),
         None => Ok(default),
     };
-    let interval = parse("interval", &release.spec.interval, Duration::from_secs(600))?
-        .max(Duration::from_secs(1));
-    let retry = parse(
+    let interval = ctx.clamp_interval(parse(
+        "interval",
+        &release.spec.interval,
+        Duration::from_secs(600),
+    )?);
+    let retry = ctx.clamp_interval(parse(
         "retryInterval",
         &release.spec.retry_interval,
         interval.min(Duration::from_secs(120)),
-    )?
-    .max(Duration::from_secs(1));
-    let timeout = parse("timeout", &release.spec.timeout, Duration::from_secs(300))?;
+    )?);
+    let timeout = ctx.clamp_timeout(parse(
+        "timeout",
+        &release.spec.timeout,
+        Duration::from_secs(300),
+    )?);
     Ok(Timing {
         interval,
         retry,
@@ -116,6 +130,11 @@ fn legacy_app(release: &Release, ctx: &Context) -> Option<String> {
 
 pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReleaseError> {
     let key = key_of(&*release);
+    // Fairness: a namespace over --max-concurrent-per-namespace waits outside the controller's
+    // shared slots, so other tenants' Releases keep being reconciled.
+    let Some(_slot) = ctx.try_namespace_slot(&key.0) else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
     ctx.metrics.in_flight.inc();
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &key.0);
     let result = finalizer(&api, FINALIZER, release, |event| async {
@@ -412,7 +431,7 @@ fn referenced_namespace(
 
 async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     let (ns, _name) = key_of(release);
-    let timing = match timing(release) {
+    let timing = match timing(release, ctx) {
         Ok(t) => t,
         Err(e) => return Decision::stalled("InvalidSpec", e),
     };
@@ -477,15 +496,16 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         keep_status: false,
     };
     // Identity.
-    let client = match client_for(release, ctx) {
+    let (client, identity) = match client_for(release, ctx) {
         Ok(c) => c,
         Err(e) => return Decision::stalled("ImpersonationFailed", e),
     };
     // Render (blocking: file IO and renderer processes).
-    let keys = match decryption_keys(release, ctx).await {
+    let keys = match decryption_keys(release, &client, &identity).await {
         Ok(k) => k,
         Err(e) => return failed("DecryptionFailed", e),
     };
+    let has_decryption = release.spec.decryption.is_some();
     let target_ns = release
         .spec
         .target_namespace
@@ -502,10 +522,19 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     let manifests = match rendered {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
+            // Typed check, not message text: a SOPS file in a Release without spec.decryption.
+            let hint = match &e {
+                ferry_engine::Error::Decrypt { .. } if !has_decryption => {
+                    " (this Release has no spec.decryption: the agent never decrypts with its own keys; \
+                     put the age key in a Secret of this namespace under a `*.agekey` entry and set \
+                     spec.decryption: {provider: sops, secretRef: {name: ...}})"
+                }
+                _ => "",
+            };
             return failed(
                 "RenderFailed",
                 format!(
-                    "rendering {path} of {} at {revision} failed: {e}; the last applied revision stays in place",
+                    "rendering {path} of {} at {revision} failed: {e}{hint}; the last applied revision stays in place",
                     artifact.url
                 ),
             );
@@ -553,7 +582,12 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
                 format!("apply timed out after {:?}", timing.timeout),
             );
         }
-        Ok(Err(e)) => return failed("ApplyFailed", format!("applying {revision}: {e}")),
+        Ok(Err(e)) => {
+            return failed(
+                "ApplyFailed",
+                format!("applying {revision} as {identity}: {e}"),
+            );
+        }
         Ok(Ok(report)) => report,
     };
     let failures = report.failures();
@@ -586,6 +620,16 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         if more > 0 {
             message.push_str(&format!(" (and {more} more)"));
         }
+        // Say who was refused, and what to do about it.
+        message.push_str(&format!(
+            "; applied as {identity}{}",
+            match &identity {
+                Identity::ServiceAccount { .. } if release.spec.service_account_name.is_none() => {
+                    " (no spec.serviceAccountName: the namespace's default; grant it the rights, or name a service account that has them)"
+                }
+                _ => "",
+            }
+        ));
         let mut d = failed(reason, message);
         d.report = Some(report);
         return d;
@@ -716,19 +760,13 @@ fn dependency_ready(ctx: &Context, dep: &Key) -> Result<(), String> {
     Ok(())
 }
 
-/// The client a Release applies with: its service account, the agent's default one, or (only
-/// when no default is configured) the agent's own identity.
-fn client_for(release: &Release, ctx: &Context) -> Result<Client, String> {
+/// The client a Release applies, prunes and reads its decryption Secret with, and who that is
+/// (see [`crate::context::resolve_identity`]).
+fn client_for(release: &Release, ctx: &Context) -> Result<(Client, Identity), String> {
     let ns = release.namespace().unwrap_or_default();
-    let sa = release
-        .spec
-        .service_account_name
-        .clone()
-        .or_else(|| ctx.options.default_service_account.clone());
-    match sa {
-        Some(sa) => ctx.tenant_client(&ns, &sa).map_err(|e| e.to_string()),
-        None => Ok(ctx.apply_client.clone()),
-    }
+    let identity = ctx.identity_for(&ns, release.spec.service_account_name.as_deref());
+    let client = ctx.client_as(&identity).map_err(|e| e.to_string())?;
+    Ok((client, identity))
 }
 
 /// Layer `spec.render` (the ferry.yaml schema) over the app's own ferry.yaml as one more
@@ -772,10 +810,18 @@ fn apply_render_spec(
     Ok(())
 }
 
-/// Age keys from the decryption Secret (every value whose key ends in `.agekey`).
-async fn decryption_keys(release: &Release, ctx: &Context) -> Result<Option<AgeKeys>, String> {
+/// Age keys from the decryption Secret (every value whose key ends in `.agekey`), read as the
+/// Release's own identity: a Release whose service account may not `get` that Secret cannot use
+/// it. Without `spec.decryption` the set is empty, never the keys of the agent process
+/// (`SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`, `~/.config/sops/age/keys.txt`), which the engine would
+/// otherwise load: SOPS files in such a Release fail to render.
+async fn decryption_keys(
+    release: &Release,
+    client: &Client,
+    identity: &Identity,
+) -> Result<Option<AgeKeys>, String> {
     let Some(decryption) = &release.spec.decryption else {
-        return Ok(None);
+        return Ok(Some(AgeKeys::empty()));
     };
     if decryption.provider != "sops" {
         return Err(format!(
@@ -785,27 +831,23 @@ async fn decryption_keys(release: &Release, ctx: &Context) -> Result<Option<AgeK
     }
     let ns = release.namespace().unwrap_or_default();
     let name = &decryption.secret_ref.name;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let secret = secrets
         .get_opt(name)
         .await
-        .map_err(|e| format!("cannot read decryption Secret {ns}/{name}: {e}"))?
+        .map_err(|e| {
+            format!("cannot read decryption Secret {ns}/{name} as {identity}: {e}; grant it `get` on that Secret (spec.decryption.secretRef)")
+        })?
         .ok_or_else(|| format!("decryption Secret {ns}/{name} does not exist"))?;
-    let mut text = String::new();
-    for (key, value) in secret.data.unwrap_or_default() {
-        if key.ends_with(".agekey") {
-            text.push_str(&String::from_utf8_lossy(&value.0));
-            text.push('\n');
-        }
-    }
-    if text.trim().is_empty() {
-        return Err(format!(
-            "decryption Secret {ns}/{name} has no `*.agekey` entries"
-        ));
-    }
-    AgeKeys::from_text(&text)
-        .map(Some)
-        .map_err(|e| format!("decryption Secret {ns}/{name}: {e}"))
+    let mut data = secret.data.unwrap_or_default();
+    let keys = AgeKeys::from_secret_data(
+        &format!("decryption Secret {ns}/{name}"),
+        data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+    )
+    .map(Some)
+    .map_err(|e| e.to_string());
+    AgeKeys::wipe_secret_data(data.values_mut().map(|v| &mut v.0));
+    keys
 }
 
 /// Deletion: prune everything the Release applied (unless `deletionPolicy: Orphan`).
@@ -816,7 +858,7 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
         tracing::info!(release = %format!("{}/{}", key.0, key.1), "deleted; objects orphaned");
         return Ok(Action::await_change());
     }
-    let client = client_for(release, ctx)
+    let (client, _identity) = client_for(release, ctx)
         .map_err(|e| ReleaseError::Cleanup(format!("{}/{}", key.0, key.1), e))?;
     let target_ns = target_namespace(release);
     // Objects in a namespace being deleted go with it; trying to delete them one by one could
@@ -855,7 +897,7 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
 pub fn error_policy(release: Arc<Release>, err: &ReleaseError, ctx: Arc<Context>) -> Action {
     let key = key_of(&*release);
     tracing::warn!(release = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
-    let retry = timing(&release)
+    let retry = timing(&release, &ctx)
         .map(|t| t.retry)
         .unwrap_or(Duration::from_secs(30));
     Action::requeue(ctx.failure_backoff(KIND, &key, retry))

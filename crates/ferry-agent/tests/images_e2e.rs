@@ -198,6 +198,21 @@ async fn tag_push_to_rollout_ready() {
     }})).await;
 
     let cache = tempfile::tempdir().expect("cache");
+    // The Release names no service account: it applies (and its GitSource's Secret is read) as
+    // the namespace's `default` one, which a cluster admin grants the namespace's admin role.
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), &ns.name);
+    let binding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "default-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns.name}],
+    }))
+    .expect("RoleBinding");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("grant the default service account admin");
     let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().join("agent"));
     options.watch_namespaces = vec![ns.name.clone()];
     let agent = Agent::start(options).await.expect("agent starts");

@@ -73,8 +73,8 @@ async fn team_a_cannot_touch_team_b_or_cluster_scope() {
         ],
         "tenants",
     );
-    let (agent, _cache) = start_agent(&env, &[&a.name, &b.name], |o| {
-        o.default_service_account = Some("ferry-tenant-default".to_string());
+    let (agent, _cache) = start_agent_bare(&env, &[&a.name, &b.name], |o| {
+        o.default_service_account = "ferry-tenant-default".to_string();
     })
     .await;
     git_secret(&env, &client, &a.name, "git-auth").await;

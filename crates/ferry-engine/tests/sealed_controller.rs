@@ -42,7 +42,7 @@ async fn unsealer_controller_creates_and_resyncs_owned_secrets() {
     let handle = CertificateHandle::default();
     let options = UnsealerOptions {
         key_namespace: ns.name.clone(),
-        watch_namespace: Some(ns.name.clone()),
+        watch_namespaces: vec![ns.name.clone()],
         key_bits: KeyBits::Rsa2048,
         renew_period: None,
         key_refresh: Duration::from_secs(5),
@@ -188,7 +188,7 @@ async fn unsealer_renews_keys_and_keeps_old_ones_for_unsealing() {
     let handle = CertificateHandle::default();
     let options = UnsealerOptions {
         key_namespace: ns.name.clone(),
-        watch_namespace: Some(ns.name.clone()),
+        watch_namespaces: vec![ns.name.clone()],
         key_bits: KeyBits::Rsa2048,
         renew_period: Some(Duration::from_secs(3)),
         key_refresh: Duration::from_secs(1),

@@ -126,7 +126,43 @@ impl Repo {
 }
 
 /// Start an agent watching only `namespaces` (so parallel tests do not see each other).
+/// Releases without `serviceAccountName` apply as their namespace's `default` service account
+/// (the agent's secure default), so this grants that account the namespace's `admin` role first,
+/// as a cluster admin would for a tenant (docs/agent.md). Attack tests use [`start_agent_bare`].
 pub async fn start_agent(
+    env: &TestEnv,
+    namespaces: &[&str],
+    tweak: impl FnOnce(&mut AgentOptions),
+) -> (Agent, tempfile::TempDir) {
+    let client = env.client().await;
+    for ns in namespaces {
+        grant_admin(&client, ns, "default").await;
+    }
+    start_agent_bare(env, namespaces, tweak).await
+}
+
+/// Bind the namespace's `admin` ClusterRole to service account `sa` of `ns` (idempotent).
+pub async fn grant_admin(client: &Client, ns: &str, sa: &str) {
+    let api: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), ns);
+    let name = format!("{sa}-admin");
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply("ferry-agent-tests").force(),
+        &Patch::Apply(&binding),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("RoleBinding {ns}/{name}: {e}"));
+}
+
+/// [`start_agent`] without granting anything: the tenants' service accounts have only what the
+/// test gives them.
+pub async fn start_agent_bare(
     env: &TestEnv,
     namespaces: &[&str],
     tweak: impl FnOnce(&mut AgentOptions),

@@ -65,9 +65,12 @@ fn sync_objects(args: &BootstrapArgs) -> Vec<serde_json::Value> {
     if args.username.is_some() {
         source["spec"]["secretRef"] = json!({"name": "ferry-git-auth"});
     }
+    // The cluster's own Release applies the install (ClusterRoles, CRDs): it runs as the
+    // install's cluster-admin `ferry-admin` service account, named here so the grant is visible.
     let release = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
         "metadata": {"name": ns, "namespace": ns},
         "spec": {"sourceRef": {"kind": "GitSource", "name": ns}, "path": args.path,
+            "serviceAccountName": super::install::SYSTEM_SERVICE_ACCOUNT,
             "interval": "10m", "prune": true, "deletionPolicy": "Orphan"}});
     vec![source, release]
 }

@@ -1,6 +1,14 @@
 //! `ferry install`: the agent's CRDs, namespace, RBAC, Deployment and webhook Service, generated
 //! here from the Rust types and applied through the engine (so a re-run is idempotent and prunes
 //! what an older install had). `--export` prints the YAML instead (deploy/install.yaml is made so).
+//!
+//! RBAC (see docs/agent.md, "Rights"): the agent itself gets the `ferry-agent-<ns>` ClusterRole,
+//! which is narrower than cluster-admin (it reads everything, writes only its own kinds' status,
+//! Events, its Lease and unsealed Secrets, and impersonates service accounts); tenant work runs
+//! as the tenant's service account by impersonation. The agent's own Releases (bootstrap's) run as
+//! the `ferry-admin` service account, which is bound to cluster-admin explicitly and separately.
+//! `--insecure-agent-identity-for-tenants` restores the old install (agent bound to cluster-admin,
+//! tenants without a service account applying as the agent).
 
 use std::path::PathBuf;
 
@@ -30,9 +38,15 @@ pub struct InstallArgs {
     /// Only watch these namespaces (repeatable).
     #[arg(long = "watch-namespace", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
-    /// ServiceAccount to impersonate for Releases without one (multi-tenant lockdown).
+    /// ServiceAccount (in each tenant's namespace) that Releases without `serviceAccountName`
+    /// apply as (the agent's default: `default`).
     #[arg(long)]
     pub default_service_account: Option<String>,
+    /// INSECURE, the install before tenant lockdown: bind the agent to cluster-admin and let
+    /// Releases without `serviceAccountName` apply with the agent's own rights in every
+    /// namespace (anyone who can create a Release becomes cluster-admin). See docs/agent.md.
+    #[arg(long)]
+    pub insecure_agent_identity_for_tenants: bool,
     /// CRDs, namespace and RBAC only: for running `ferry-agent --kubeconfig` outside the cluster.
     #[arg(long)]
     pub no_deployment: bool,
@@ -76,21 +90,130 @@ pub async fn apply_crds(client: &kube::Client) -> Result<ferry_engine::report::A
     Ok(report)
 }
 
+/// The service account the agent's own Releases run as (ferry-agent's `--system-service-account`
+/// default; a unit test keeps the two equal).
+pub const SYSTEM_SERVICE_ACCOUNT: &str = "ferry-admin";
+
+/// The agent's own rights, one rule per job, each with the reason it is there (the reasons
+/// are written as comments above the ClusterRole in the exported YAML, and in docs/agent.md).
+pub const AGENT_RULES: &[(&str, &str)] = &[
+    (
+        "read every kind, everywhere (get/list/watch): drift detection watches (metadata only) every kind a Release applied, the unsealer looks for a bitnami controller's Deployment, and Release status needs Namespace phases; reading is not applying: every write a tenant causes is made as the tenant's service account",
+        r#"{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}"#,
+    ),
+    (
+        "ferry's own kinds: finalizers and webhook-triggered reconciles (patch/update), and their status",
+        r#"{"apiGroups": ["ferry.dev"], "resources": ["gitsources", "releases", "receivers", "imagerepositories", "imagepolicies", "imageupdates", "gitsources/status", "releases/status", "receivers/status", "imagerepositories/status", "imagepolicies/status", "imageupdates/status"], "verbs": ["get", "list", "watch", "patch", "update"]}"#,
+    ),
+    (
+        "the Sealed Secrets unsealer: SealedSecret status",
+        r#"{"apiGroups": ["bitnami.com"], "resources": ["sealedsecrets", "sealedsecrets/status"], "verbs": ["get", "list", "watch", "patch", "update"]}"#,
+    ),
+    (
+        "the Sealed Secrets unsealer: the Secrets it unseals (in the watched namespaces) and its sealing keys (in its own namespace)",
+        r#"{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch", "update"]}"#,
+    ),
+    (
+        "Events about ferry's objects (kubectl describe)",
+        r#"{"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]}"#,
+    ),
+    (
+        "tenancy: act as a namespace's service account for that namespace's work (apply, prune, reads of the Secrets it names); the API server adds the service account's groups itself, so no `groups` impersonation is needed",
+        r#"{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]}"#,
+    ),
+];
+
+/// Rights in the agent's own namespace only.
+pub const AGENT_NAMESPACE_RULES: &[(&str, &str)] = &[(
+    "leader election: the agent's Lease",
+    r#"{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}"#,
+)];
+
+fn rules(list: &[(&str, &str)]) -> Vec<Value> {
+    list.iter()
+        .filter_map(|(_, rule)| serde_json::from_str(rule).ok())
+        .collect()
+}
+
+/// YAML comments written above an object in the exported manifests: why each rule is there.
+fn comment_for(object: &Value) -> Option<String> {
+    let kind = object.get("kind")?.as_str()?;
+    let list = match kind {
+        "ClusterRole" => AGENT_RULES,
+        "Role" => AGENT_NAMESPACE_RULES,
+        "ClusterRoleBinding"
+            if object.pointer("/roleRef/name").and_then(Value::as_str) == Some("cluster-admin") =>
+        {
+            let who = object
+                .pointer("/subjects/0/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Some(if who == SYSTEM_SERVICE_ACCOUNT {
+                "# cluster-admin for the ferry-admin service account, which nothing runs as: the agent\n\
+                 # impersonates it only for Releases in its own namespace that name no service account\n\
+                 # (such as `ferry bootstrap`'s, which applies this install). Only cluster admins\n\
+                 # should be able to create objects in this namespace.\n"
+                    .to_string()
+            } else {
+                "# INSECURE (--insecure-agent-identity-for-tenants): the agent itself is cluster-admin,\n\
+                 # and Releases without serviceAccountName apply with its rights.\n"
+                    .to_string()
+            });
+        }
+        _ => return None,
+    };
+    let mut out =
+        String::from("# The agent's own rights (narrower than cluster-admin), one rule per job:\n");
+    for (i, (why, _)) in list.iter().enumerate() {
+        out.push_str(&format!("# rules[{i}]: {why}\n"));
+    }
+    Some(out)
+}
+
 /// The agent's own install manifests (without the CRDs) as JSON objects, in apply order.
 pub fn manifests(args: &InstallArgs) -> Vec<Value> {
     let ns = &args.namespace;
     let mut out: Vec<Value> = Vec::new();
     let labels =
         json!({"app.kubernetes.io/name": "ferry-agent", "app.kubernetes.io/part-of": "ferry"});
+    let admin = SYSTEM_SERVICE_ACCOUNT;
     out.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}));
     out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "ferry-agent", "namespace": ns, "labels": labels}}));
-    // Like Flux's kustomize-controller, the agent itself may apply anything; tenants are confined
-    // by impersonation (`serviceAccountName`, `--default-service-account`).
+    // Nothing runs as ferry-admin: the agent impersonates it. No token is mounted anywhere.
+    out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": admin, "namespace": ns, "labels": labels},
+        "automountServiceAccountToken": false}));
+    out.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": format!("ferry-agent-{ns}"), "labels": labels},
+        "rules": rules(AGENT_RULES)}),
+    );
     out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": format!("ferry-agent-{ns}"), "labels": labels},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("ferry-agent-{ns}")},
         "subjects": [{"kind": "ServiceAccount", "name": "ferry-agent", "namespace": ns}]}));
+    out.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "ferry-agent", "namespace": ns, "labels": labels},
+        "rules": rules(AGENT_NAMESPACE_RULES)}),
+    );
+    out.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "ferry-agent", "namespace": ns, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferry-agent"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ferry-agent", "namespace": ns}]}),
+    );
+    out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{admin}-{ns}"), "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": admin, "namespace": ns}]}));
+    if args.insecure_agent_identity_for_tenants {
+        out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("ferry-agent-{ns}-cluster-admin"), "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "ferry-agent", "namespace": ns}]}));
+    }
     if args.no_deployment {
         return out;
     }
@@ -109,6 +232,9 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
     if let Some(sa) = &args.default_service_account {
         agent_args.push(json!("--default-service-account"));
         agent_args.push(json!(sa));
+    }
+    if args.insecure_agent_identity_for_tenants {
+        agent_args.push(json!("--insecure-agent-identity-for-tenants"));
     }
     out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "ferry-agent", "namespace": ns, "labels": labels},
@@ -165,6 +291,9 @@ pub fn to_yaml(objects: &[Value]) -> Result<String> {
     let mut out = String::from("# Generated by `ferry install --export`; do not edit.\n");
     for obj in objects {
         out.push_str("---\n");
+        if let Some(comment) = comment_for(obj) {
+            out.push_str(&comment);
+        }
         out.push_str(&serde_saphyr::to_string(obj).context("rendering YAML")?);
     }
     Ok(out)
@@ -232,4 +361,66 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_install_is_not_cluster_admin_and_every_rule_has_a_reason() {
+        assert_eq!(
+            SYSTEM_SERVICE_ACCOUNT,
+            ferry_agent::options::SYSTEM_SERVICE_ACCOUNT
+        );
+        let args = InstallArgs {
+            namespace: "ferry-system".into(),
+            image: "img".into(),
+            replicas: 1,
+            watch_namespaces: Vec::new(),
+            default_service_account: None,
+            insecure_agent_identity_for_tenants: false,
+            no_deployment: false,
+            export: true,
+        };
+        let objects = manifests(&args);
+        let admin_bindings: Vec<&Value> = objects
+            .iter()
+            .filter(|o| {
+                o["kind"] == "ClusterRoleBinding" && o["roleRef"]["name"] == "cluster-admin"
+            })
+            .collect();
+        assert_eq!(admin_bindings.len(), 1, "only ferry-admin is cluster-admin");
+        assert_eq!(admin_bindings[0]["subjects"][0]["name"], "ferry-admin");
+        assert_eq!(
+            rules(AGENT_RULES).len(),
+            AGENT_RULES.len(),
+            "every rule parses"
+        );
+        assert_eq!(
+            rules(AGENT_NAMESPACE_RULES).len(),
+            AGENT_NAMESPACE_RULES.len()
+        );
+        let yaml = to_yaml(&objects).expect("yaml");
+        assert!(yaml.contains("# rules[5]: tenancy"), "{yaml}");
+        let args = InstallArgs {
+            insecure_agent_identity_for_tenants: true,
+            ..args
+        };
+        let objects = manifests(&args);
+        assert!(objects.iter().any(|o| o["kind"] == "ClusterRoleBinding"
+            && o["roleRef"]["name"] == "cluster-admin"
+            && o["subjects"][0]["name"] == "ferry-agent"));
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("deployment");
+        assert!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .is_some_and(|a| a
+                    .iter()
+                    .any(|x| x == "--insecure-agent-identity-for-tenants"))
+        );
+    }
 }

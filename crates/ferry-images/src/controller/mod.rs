@@ -36,6 +36,31 @@ pub struct ImageOptions {
     pub limits: RegistryLimits,
     /// Reconciles in parallel per controller.
     pub concurrency: u16,
+    /// Allow ImageUpdates whose GitSource has a `file://` URL or a local path (the agent's
+    /// `--allow-local-git-sources`; off by default).
+    pub allow_local_git_sources: bool,
+    /// Most pack bytes one write-back fetch may receive (the agent's `--git-max-fetch-bytes`).
+    pub git_max_fetch_bytes: u64,
+    /// Who reads the Secrets an ImageRepository or ImageUpdate's GitSource names (the agent
+    /// passes the namespace's tenant identity, so a tenant cannot make the controller read a
+    /// Secret the tenant may not read). `None`: the controllers' own client.
+    pub secret_reader: Option<SecretReader>,
+}
+
+/// Builds the client that reads tenant-referenced Secrets of a namespace.
+#[derive(Clone)]
+pub struct SecretReader(Arc<dyn Fn(&str) -> Result<Client, String> + Send + Sync>);
+
+impl SecretReader {
+    pub fn new(f: impl Fn(&str) -> Result<Client, String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for SecretReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretReader")
+    }
 }
 
 impl ImageOptions {
@@ -45,6 +70,9 @@ impl ImageOptions {
             namespaces: Vec::new(),
             limits: RegistryLimits::default(),
             concurrency: 4,
+            allow_local_git_sources: false,
+            git_max_fetch_bytes: 512 * 1024 * 1024,
+            secret_reader: None,
         }
     }
 }
@@ -102,6 +130,16 @@ impl ScanTrigger {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Context {
+    /// The client for reading Secrets that objects in `namespace` refer to.
+    pub(crate) fn secret_client(&self, namespace: &str) -> Result<Client, String> {
+        match &self.options.secret_reader {
+            Some(reader) => (reader.0)(namespace),
+            None => Ok(self.client.clone()),
+        }
+    }
 }
 
 pub(crate) struct Context {

@@ -80,7 +80,11 @@ pub(super) async fn connect(
         ));
     }
     let (host, _) = image.registry_and_path();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(
+        ctx.secret_client(&ns)
+            .map_err(|e| ("SecretUnreadable".to_string(), e))?,
+        &ns,
+    );
     let read = |name: String| {
         let ns = ns.clone();
         let secrets = secrets.clone();

@@ -306,7 +306,7 @@ async fn git_auth(ctx: &Context, ns: &str, source: &GitSource) -> Result<GitAuth
     let Some(r) = &source.spec.secret_ref else {
         return Ok(GitAuth::default());
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.secret_client(ns)?, ns);
     let secret = secrets
         .get_opt(&r.name)
         .await

@@ -2,11 +2,17 @@
 //! namespace (generating the first one, renewing on a period, importing any bitnami-labelled
 //! key it finds), turns SealedSecrets into Secrets it owns, re-syncs them when they are edited or
 //! deleted, and reports a `Synced` condition whose message never contains secret data.
+//!
+//! Scope: it watches SealedSecrets (and the Secrets it owns) only in the namespaces it is given,
+//! one watch per namespace (so its RBAC can be namespaced), or cluster-wide when given none.
+//! [`find_bitnami_controller`] tells the agent whether a bitnami sealed-secrets controller
+//! already serves the cluster, in which case the agent does not start a second unsealer.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -61,8 +67,8 @@ impl CertificateHandle {
 pub struct UnsealerOptions {
     /// Namespace of the key Secrets (the agent's namespace).
     pub key_namespace: String,
-    /// Only watch SealedSecrets in this namespace; `None` for all namespaces.
-    pub watch_namespace: Option<String>,
+    /// Only watch SealedSecrets in these namespaces (one watch each); empty for all namespaces.
+    pub watch_namespaces: Vec<String>,
     /// Size of generated keys (4096 like bitnami; 2048 is quicker for tests).
     pub key_bits: KeyBits,
     /// Generate a new sealing key when the newest is this old; `None` never renews.
@@ -78,7 +84,7 @@ impl Default for UnsealerOptions {
     fn default() -> Self {
         Self {
             key_namespace: "ferry-system".into(),
-            watch_namespace: None,
+            watch_namespaces: Vec::new(),
             key_bits: KeyBits::Rsa4096,
             renew_period: Some(Duration::from_secs(30 * 24 * 3600)),
             key_refresh: Duration::from_secs(60),
@@ -115,26 +121,80 @@ pub async fn run_unsealer(client: Client, options: UnsealerOptions) -> Result<()
         }
     };
 
-    let sealed: Api<SealedSecret> = match &options.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // One controller per watched namespace: a SealedSecret outside them is never read, and the
+    // agent needs no cluster-wide Secret rights when it watches a fixed set of namespaces.
+    let scopes: Vec<Option<String>> = if options.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.watch_namespaces.iter().cloned().map(Some).collect()
     };
-    let secrets: Api<Secret> = match &options.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let controller = Controller::new(sealed, watcher::Config::default())
-        .owns(secrets, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "unsealer reconcile");
-            }
-        });
+    let controllers = scopes.into_iter().map(|scope| {
+        let (sealed, secrets): (Api<SealedSecret>, Api<Secret>) = match &scope {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        Controller::new(sealed, watcher::Config::default())
+            .owns(secrets, watcher::Config::default())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "unsealer reconcile");
+                }
+            })
+    });
     tokio::select! {
-        _ = controller => Ok(()),
+        _ = futures::future::join_all(controllers) => Ok(()),
         _ = key_loop => Ok(()),
     }
+}
+
+/// Label selectors of a bitnami sealed-secrets controller's Deployment: `name=...` is what
+/// bitnami's `controller.yaml` release manifest sets, `app.kubernetes.io/name=sealed-secrets`
+/// what its Helm chart sets.
+pub const BITNAMI_CONTROLLER_SELECTORS: [&str; 2] = [
+    "name=sealed-secrets-controller",
+    "app.kubernetes.io/name=sealed-secrets",
+];
+
+/// The `namespace/name` of a Deployment that looks like a bitnami sealed-secrets controller
+/// (see [`BITNAMI_CONTROLLER_SELECTORS`]), searched in `namespaces` (empty: all namespaces).
+/// Two unsealers would both write every SealedSecret's Secret and status, each with its own keys,
+/// so the agent does not start its own when one is found.
+pub async fn find_bitnami_controller(
+    client: &Client,
+    namespaces: &[String],
+) -> Result<Option<String>> {
+    let scopes: Vec<Api<Deployment>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    for api in scopes {
+        for selector in BITNAMI_CONTROLLER_SELECTORS {
+            let found = api
+                .list_metadata(&ListParams::default().labels(selector).limit(1))
+                .await
+                .map_err(|e| {
+                    Error::Cluster(format!(
+                        "looking for a bitnami sealed-secrets controller (Deployments labelled {selector}): {e}"
+                    ))
+                })?;
+            if let Some(deployment) = found.items.first() {
+                return Ok(Some(format!(
+                    "{}/{}",
+                    deployment.metadata.namespace.as_deref().unwrap_or_default(),
+                    deployment.metadata.name.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Read the key Secrets; generate a key when there is none or the newest is due for renewal.

@@ -21,7 +21,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-pub use controller::{CertificateHandle, UnsealerOptions, run_unsealer};
+pub use controller::{
+    BITNAMI_CONTROLLER_SELECTORS, CertificateHandle, UnsealerOptions, find_bitnami_controller,
+    run_unsealer,
+};
 pub use crypto::Scope;
 pub use keys::{KeyBits, KeyRing, SealingKey, public_key_from_certificate_pem};
 pub use types::{SealedSecret, SealedSecretSpec, SealedSecretStatus, SecretTemplateSpec, crd_yaml};

@@ -1,6 +1,9 @@
 //! age identities for SOPS: where they come from (`SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`, the
 //! default `~/.config/sops/age/keys.txt`, or key text from a Kubernetes Secret) and unwrapping a
-//! file's data key with them. Key material never appears in `Debug` output or error messages.
+//! file's data key with them. Key material never appears in `Debug` output or error messages,
+//! and is wiped from memory after use: key text is only held in [`Zeroizing`] buffers, the
+//! parsed identities are x25519-dalek `StaticSecret`s (zeroized on drop), and unwrapped data
+//! keys are [`DataKey`]s.
 
 use std::fmt;
 use std::io::Read;
@@ -47,6 +50,46 @@ impl AgeKeys {
     /// ignored (the format of `age-keygen` output and of SOPS key files).
     pub fn from_text(text: &str) -> Result<Self> {
         Self::parse(text, "age key text")
+    }
+
+    /// The identities in a Kubernetes Secret's data: every value whose key ends in `.agekey`
+    /// (Flux's convention). `source` (e.g. `Secret team-a/sops-keys`) names it in messages. The
+    /// values are copied into a zeroizing buffer; the caller should wipe its own copy of the
+    /// Secret's data (see [`AgeKeys::wipe_secret_data`]).
+    pub fn from_secret_data<'a>(
+        source: &str,
+        data: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Self> {
+        let mut text = Zeroizing::new(String::new());
+        let mut found = false;
+        for (key, value) in data {
+            if !key.ends_with(".agekey") {
+                continue;
+            }
+            found = true;
+            // Non-UTF-8 bytes cannot be a key line; lossy conversion only affects such lines
+            // (it copies them: the copy is dropped at once and holds no valid identity).
+            text.push_str(&String::from_utf8_lossy(value));
+            text.push('\n');
+        }
+        if !found {
+            return Err(Error::Decrypt {
+                path: PathBuf::from(source),
+                message:
+                    "has no `*.agekey` entries (expected e.g. `age.agekey: AGE-SECRET-KEY-1…`)"
+                        .into(),
+            });
+        }
+        Self::parse(&text, source)
+    }
+
+    /// Overwrite the bytes of a Secret's data values (after [`AgeKeys::from_secret_data`]), so
+    /// the key text does not linger in freed memory.
+    pub fn wipe_secret_data<'a>(values: impl IntoIterator<Item = &'a mut Vec<u8>>) {
+        use zeroize::Zeroize;
+        for value in values {
+            value.zeroize();
+        }
     }
 
     /// Read an age identity file (like `SOPS_AGE_KEY_FILE`).
@@ -204,6 +247,38 @@ pub(crate) fn wrap_data_key(
         .and_then(|armored| armored.finish())
         .map_err(|err| err.to_string())?;
     String::from_utf8(out).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod secret_data_tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_only_from_agekey_entries_and_errors_never_show_them() {
+        let key = AgeKeys::generate();
+        let text = key.to_text();
+        let keys = AgeKeys::from_secret_data(
+            "Secret a/keys",
+            [
+                ("age.agekey", text.as_bytes()),
+                ("other", b"not a key".as_slice()),
+            ],
+        )
+        .expect("keys");
+        assert_eq!(keys.recipients(), key.recipients());
+        let err = AgeKeys::from_secret_data("Secret a/keys", [("x", text.as_bytes())])
+            .expect_err("no agekey entry");
+        assert!(err.to_string().contains("Secret a/keys"), "{err}");
+        let bad = AgeKeys::from_secret_data(
+            "Secret a/keys",
+            [("age.agekey", b"AGE-SECRET-KEY-1NOTAKEY".as_slice())],
+        )
+        .expect_err("not a key");
+        assert!(!bad.to_string().contains("NOTAKEY"), "{bad}");
+        let mut values = vec![text.as_bytes().to_vec()];
+        AgeKeys::wipe_secret_data(values.iter_mut());
+        assert!(values[0].is_empty());
+    }
 }
 
 fn default_key_file() -> Option<PathBuf> {
