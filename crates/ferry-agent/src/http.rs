@@ -1,16 +1,25 @@
-//! The agent's HTTP server: `/healthz`, `/readyz`, `/metrics`, webhook receivers at
-//! `POST /hook/<namespace>/<name>` (payload size capped), and the Sealed Secrets certificate at
-//! `GET /v1/cert.pem` once the unsealer has one.
+//! The agent's HTTP servers. The main one (`--http-addr`): `/healthz`, `/readyz` (where the
+//! kubelet probes), webhook receivers at `POST /hook/<namespace>/<name>` and the Sealed Secrets
+//! certificate at `GET /v1/cert.pem`. `/metrics` is served only on its own listener
+//! (`--metrics-addr`), so that the port exposed to webhook senders does not also expose
+//! per-tenant object names and counts; the shipped NetworkPolicy opens the webhook port to
+//! everyone and the metrics port only to monitoring namespaces.
+//!
+//! Webhook requests are bounded: the body is capped (`--webhook-max-bytes`, 413 as soon as the
+//! cap is passed, the body is never buffered whole) and each request must finish within
+//! [`REQUEST_TIMEOUT`] (408), so a slow sender cannot hold a handler.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kube::Client;
@@ -18,10 +27,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, WebhookLabels};
-use crate::webhook;
+use crate::webhook::{self, ReceiverKeys, Rejection};
 
 /// The unsealer's current certificate, served at `/v1/cert.pem`.
 pub type CertificateSlot = ferry_engine::decrypt::sealed::CertificateHandle;
+
+/// Longest a request may take, body upload included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -31,21 +43,45 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     pub watch_namespaces: Vec<String>,
     pub certificate: CertificateSlot,
+    /// Receivers and their tokens (filled by a background watch started in [`serve`]).
+    pub keys: ReceiverKeys,
 }
 
+/// The main router: health, webhooks, certificate. No `/metrics` here.
 pub fn router(state: HttpState) -> Router {
     let max_body = state.max_body;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/v1/cert.pem", get(certificate))
         .route("/hook/{namespace}/{name}", post(hook))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(request_timeout))
         .with_state(state)
 }
 
-/// Bind and serve until `shutdown`; returns the bound address (port 0 picks a free one).
+/// The metrics router (its own port).
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(middleware::from_fn(request_timeout))
+        .with_state(metrics)
+}
+
+async fn request_timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "request not completed within 30s",
+        )
+            .into_response(),
+    }
+}
+
+/// Bind and serve the main router until `shutdown`, and start the Receiver watch that webhook
+/// verification reads from; returns the bound address (port 0 picks a free one).
 pub async fn serve(
     addr: SocketAddr,
     state: HttpState,
@@ -55,6 +91,11 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {addr} (--http-addr)"))?;
     let local = listener.local_addr()?;
+    tokio::spawn(state.keys.clone().run(
+        state.client.clone(),
+        state.watch_namespaces.clone(),
+        shutdown.clone(),
+    ));
     let app = router(state);
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
@@ -67,6 +108,28 @@ pub async fn serve(
     Ok((local, task))
 }
 
+/// Bind and serve `/metrics` on its own address until `shutdown`.
+pub async fn serve_metrics_on(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--metrics-addr)"))?;
+    let local = listener.local_addr()?;
+    let app = metrics_router(metrics);
+    tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(err) = result {
+            tracing::error!("metrics server failed: {err}");
+        }
+    });
+    Ok(local)
+}
+
 async fn readyz(State(state): State<HttpState>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok").into_response()
@@ -75,13 +138,13 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }
@@ -103,35 +166,49 @@ async fn hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let label = |result: &str| WebhookLabels {
-        receiver: format!("{namespace}/{name}"),
-        result: result.to_string(),
+    // Only receivers that exist become metric labels: a prober posting to random names must
+    // not grow the metrics without bound.
+    let receiver = if state.keys.is_known(&namespace, &name) {
+        format!("{namespace}/{name}")
+    } else {
+        "unknown".to_string()
     };
-    if !state.watch_namespaces.is_empty() && !state.watch_namespaces.contains(&namespace) {
+    let count = |result: &str| {
         state
             .metrics
             .webhooks
-            .get_or_create(&label("not-found"))
+            .get_or_create(&WebhookLabels {
+                receiver: receiver.clone(),
+                result: result.to_string(),
+            })
             .inc();
-        return (StatusCode::NOT_FOUND, "no such receiver").into_response();
-    }
-    match webhook::handle(&state.client, &namespace, &name, &headers, &body).await {
+    };
+    let watched = state.watch_namespaces.is_empty() || state.watch_namespaces.contains(&namespace);
+    let result = if watched {
+        webhook::handle(
+            &state.client,
+            &state.keys,
+            &namespace,
+            &name,
+            &headers,
+            &body,
+        )
+        .await
+    } else {
+        Err(Rejection::unauthorized())
+    };
+    match result {
         Ok(accepted) => {
-            state
-                .metrics
-                .webhooks
-                .get_or_create(&label("accepted"))
-                .inc();
+            count("accepted");
             axum::Json(accepted).into_response()
         }
         Err(rejection) => {
-            let result = if rejection.status == StatusCode::UNAUTHORIZED {
-                "unauthorized"
-            } else {
-                "rejected"
+            let result = match rejection.status {
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::CONFLICT => "replayed",
+                _ => "rejected",
             };
-            state.metrics.webhooks.get_or_create(&label(result)).inc();
-            tracing::info!(receiver = %format!("{namespace}/{name}"), status = %rejection.status, "webhook rejected: {}", rejection.message);
+            count(result);
             (rejection.status, rejection.message).into_response()
         }
     }

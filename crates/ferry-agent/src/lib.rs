@@ -30,6 +30,8 @@ pub use crate::options::AgentOptions;
 /// A running agent: its HTTP address and a handle to stop it.
 pub struct Agent {
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is served (`--metrics-addr`), separate from webhooks.
+    pub metrics_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
     /// True while this replica holds the lease (always true without leader election).
@@ -68,11 +70,15 @@ impl Agent {
             ready: Arc::new(AtomicBool::new(true)),
             watch_namespaces: options.watch_namespaces.clone(),
             certificate: Default::default(),
+            keys: Default::default(),
         };
         let certificate = state.certificate.clone();
         let (http_addr, http_task) =
             http::serve(options.http_addr, state, shutdown.clone()).await?;
-        tracing::info!(%http_addr, %server, "ferry-agent started");
+        let metrics_addr =
+            http::serve_metrics_on(options.metrics_addr, metrics.clone(), shutdown.clone())
+                .await?;
+        tracing::info!(%http_addr, %metrics_addr, %server, "ferry-agent started");
         controllers::warn_insecure_options(&options);
         let task = tokio::spawn(controllers::run(
             client,
@@ -86,6 +92,7 @@ impl Agent {
         ));
         Ok(Self {
             http_addr,
+            metrics_addr,
             shutdown,
             metrics,
             leading,

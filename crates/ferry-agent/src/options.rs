@@ -87,9 +87,12 @@ pub struct AgentOptions {
         default_value = "/tmp/ferry-agent-cache"
     )]
     pub cache_dir: PathBuf,
-    /// Address for /healthz, /readyz, /metrics, webhooks (/hook/...) and /v1/cert.pem.
+    /// Address for /healthz, /readyz, webhooks (/hook/...) and /v1/cert.pem.
     #[arg(long, env = "FERRY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: SocketAddr,
+    /// Address for /metrics, kept off the webhook port (which senders on the internet reach).
+    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    pub metrics_addr: SocketAddr,
     /// Use a Lease so that only one replica reconciles at a time.
     #[arg(long, env = "FERRY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -162,6 +165,7 @@ impl AgentOptions {
             allow_cross_namespace_refs: false,
             cache_dir,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             leader_elect: false,
             lease_name: "ferry-agent".to_string(),
             lease_duration_secs: 15,

@@ -1,18 +1,47 @@
 //! Webhook receivers: verify a push event from GitHub, GitLab, Gitea, Bitbucket or a generic
 //! sender against the Receiver's secret, then ask the matching GitSources to fetch at once (by
 //! setting their reconcile-request annotation, which whichever replica leads picks up).
-//! Unverified requests are rejected before the payload is parsed; secrets never reach logs.
+//!
+//! Requests come from anyone on the network, so nothing they carry drives an API read before
+//! they are verified: Receivers and their tokens are kept in memory by [`ReceiverKeys`] (a watch
+//! of Receivers plus a background read of each one's Secret), and an unknown receiver, a
+//! receiver without a usable secret and a wrong signature all get the same answer
+//! ([`Rejection::unauthorized`]) after the same HMAC work. Verified requests are checked for
+//! replays (delivery ids and signatures remembered per receiver; a signed timestamp for
+//! generic-hmac) before the payload is parsed. Secrets never reach logs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use axum::http::{HeaderMap, StatusCode};
 use ferry_api::common::RECONCILE_REQUESTED_AT;
 use ferry_api::{GitSource, Receiver, ReceiverType};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The one answer for every request that is not verified: unknown receiver, namespace not
+/// watched, secret missing, signature or token missing or wrong, timestamp outside the window.
+/// One status and one body, so a prober learns nothing about which receivers exist.
+pub const UNAUTHORIZED_BODY: &str =
+    "webhook not accepted: unknown receiver, or a missing or wrong signature or token";
+
+/// Deliveries remembered per receiver for replay detection.
+pub const REPLAY_MEMORY: usize = 1024;
+
+/// How far a signed `X-Timestamp` (generic-hmac) may be from the agent's clock.
+pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(300);
+
+/// How often the background task re-reads Secrets of known Receivers (token rotation).
+const SECRET_REFRESH: Duration = Duration::from_secs(60);
+/// How often receivers whose Secret was missing are retried.
+const SECRET_RETRY: Duration = Duration::from_secs(5);
 
 /// Why a webhook request was not accepted; the HTTP status and a message safe to return.
 #[derive(Debug)]
@@ -28,6 +57,11 @@ impl Rejection {
             message: message.into(),
         }
     }
+
+    /// The uniform answer to anything unverified (see [`UNAUTHORIZED_BODY`]).
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY)
+    }
 }
 
 /// What a verified request did.
@@ -37,68 +71,333 @@ pub struct Accepted {
     pub triggered: Vec<String>,
 }
 
+/// A token that is wiped from memory when dropped.
+struct Token(zeroize::Zeroizing<Vec<u8>>);
+
+impl Token {
+    fn new(bytes: Vec<u8>) -> Self {
+        Self(zeroize::Zeroizing::new(bytes))
+    }
+}
+
+/// One Receiver as the HTTP side knows it.
+struct Known {
+    kind: ReceiverType,
+    resources: Vec<String>,
+    secret: String,
+    token: Option<Arc<Token>>,
+    fetched: Option<Instant>,
+}
+
+/// Delivery ids and signatures recently accepted by one receiver (bounded, oldest out first).
+#[derive(Default)]
+struct Seen {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Seen {
+    /// False when any key was seen already; otherwise remembers all of them.
+    fn insert_all(&mut self, keys: &[String]) -> bool {
+        if keys.iter().any(|k| self.set.contains(k)) {
+            return false;
+        }
+        for k in keys {
+            self.set.insert(k.clone());
+            self.order.push_back(k.clone());
+            while self.order.len() > REPLAY_MEMORY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+        true
+    }
+
+    fn remove_all(&mut self, keys: &[String]) {
+        for k in keys {
+            self.set.remove(k);
+        }
+        self.order.retain(|k| !keys.contains(k));
+    }
+}
+
+type Key = (String, String);
+
+/// Receivers and their tokens, kept current in the background so that requests are verified
+/// without any API read ([`ReceiverKeys::run`]).
+#[derive(Clone)]
+pub struct ReceiverKeys {
+    known: Arc<RwLock<HashMap<Key, Known>>>,
+    seen: Arc<Mutex<HashMap<Key, Seen>>>,
+    /// HMAC key for unknown receivers: the same verification work, never a match.
+    decoy: Arc<Token>,
+    /// True once the first list of Receivers is in.
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for ReceiverKeys {
+    fn default() -> Self {
+        let decoy: [u8; 32] = rand::random();
+        let decoy = decoy.to_vec();
+        Self {
+            known: Arc::default(),
+            seen: Arc::default(),
+            decoy: Arc::new(Token::new(decoy)),
+            ready: Arc::default(),
+        }
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ReceiverKeys {
+    /// True once the Receivers have been listed (the server answers before that, rejecting).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lookup(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(ReceiverType, Vec<String>, Arc<Token>)> {
+        let known = read(&self.known);
+        let k = known.get(&(namespace.to_string(), name.to_string()))?;
+        Some((k.kind, k.resources.clone(), k.token.clone()?))
+    }
+
+    /// Whether `namespace/name` is a known Receiver (for metrics labels: unknown names are not
+    /// turned into label values, which an attacker could otherwise multiply at will).
+    pub fn is_known(&self, namespace: &str, name: &str) -> bool {
+        read(&self.known).contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Watch Receivers in `namespaces` (empty: all) and keep their tokens, until `shutdown`.
+    /// Runs on every replica (webhooks reach any of them), independent of leadership.
+    pub async fn run(self, client: Client, namespaces: Vec<String>, shutdown: CancellationToken) {
+        let apis: Vec<Api<Receiver>> = if namespaces.is_empty() {
+            vec![Api::all(client.clone())]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect()
+        };
+        let mut events = crate::watch::merged_watch(apis, watcher::Config::default());
+        let mut relist: Option<HashSet<Key>> = None;
+        let mut tick = tokio::time::interval(SECRET_RETRY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.refresh(&client).await,
+                event = events.next() => match event {
+                    None => return,
+                    Some(Err(e)) => tracing::debug!("Receiver watch for webhooks: {e}"),
+                    Some(Ok(Event::Init)) => relist = Some(HashSet::new()),
+                    Some(Ok(Event::InitApply(r))) => {
+                        if let Some(set) = relist.as_mut() {
+                            set.insert(key(&r));
+                        }
+                        self.upsert(&client, &r).await;
+                    }
+                    Some(Ok(Event::InitDone)) => {
+                        if let Some(set) = relist.take() {
+                            let mut known = write(&self.known);
+                            known.retain(|k, _| set.contains(k));
+                            lock(&self.seen).retain(|k, _| set.contains(k));
+                        }
+                        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Some(Ok(Event::Apply(r))) => self.upsert(&client, &r).await,
+                    Some(Ok(Event::Delete(r))) => {
+                        write(&self.known).remove(&key(&r));
+                        lock(&self.seen).remove(&key(&r));
+                    }
+                },
+            }
+        }
+    }
+
+    async fn upsert(&self, client: &Client, r: &Receiver) {
+        let k = key(r);
+        let secret = r.spec.secret_ref.name.clone();
+        {
+            let mut known = write(&self.known);
+            let entry = known.entry(k.clone()).or_insert_with(|| Known {
+                kind: r.spec.kind,
+                resources: Vec::new(),
+                secret: secret.clone(),
+                token: None,
+                fetched: None,
+            });
+            if entry.secret != secret || entry.kind != r.spec.kind {
+                entry.token = None;
+                entry.fetched = None;
+            }
+            entry.kind = r.spec.kind;
+            entry.resources = r.spec.resources.clone();
+            entry.secret = secret.clone();
+        }
+        self.fetch(client, &k, &secret).await;
+    }
+
+    /// Re-read Secrets that are missing (every few seconds) or old (token rotation).
+    async fn refresh(&self, client: &Client) {
+        let due: Vec<(Key, String)> = read(&self.known)
+            .iter()
+            .filter(|(_, k)| match (k.fetched, &k.token) {
+                (Some(at), Some(_)) => at.elapsed() >= SECRET_REFRESH,
+                _ => true,
+            })
+            .map(|(key, k)| (key.clone(), k.secret.clone()))
+            .collect();
+        for (key, secret) in due {
+            self.fetch(client, &key, &secret).await;
+        }
+    }
+
+    async fn fetch(&self, client: &Client, key: &Key, secret: &str) {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &key.0);
+        let token = match secrets.get_opt(secret).await {
+            Ok(found) => found
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("token").map(|v| trim_newline(&v.0).to_vec()))
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::new(Token::new(t))),
+            Err(e) => {
+                tracing::warn!(receiver = %format!("{}/{}", key.0, key.1), %secret, "cannot read the receiver's Secret: {e}");
+                return;
+            }
+        };
+        if token.is_none() {
+            tracing::debug!(receiver = %format!("{}/{}", key.0, key.1), %secret, "receiver Secret missing or has no `token` key");
+        }
+        if let Some(k) = write(&self.known).get_mut(key) {
+            if k.secret == secret {
+                k.token = token;
+                k.fetched = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Remember the replay keys of an accepted delivery; false when one was seen before.
+    fn remember(&self, key: &Key, replay: &[String]) -> bool {
+        replay.is_empty()
+            || lock(&self.seen)
+                .entry(key.clone())
+                .or_default()
+                .insert_all(replay)
+    }
+
+    fn forget(&self, key: &Key, replay: &[String]) {
+        if let Some(seen) = lock(&self.seen).get_mut(key) {
+            seen.remove_all(replay);
+        }
+    }
+
+    /// Tell the cache about a Receiver directly (tests and embedding); the token as given.
+    pub fn insert_for_test(&self, namespace: &str, name: &str, kind: ReceiverType, token: &[u8]) {
+        write(&self.known).insert(
+            (namespace.to_string(), name.to_string()),
+            Known {
+                kind,
+                resources: Vec::new(),
+                secret: String::new(),
+                token: Some(Arc::new(Token::new(token.to_vec()))),
+                fetched: Some(Instant::now()),
+            },
+        );
+    }
+}
+
+fn key(r: &Receiver) -> Key {
+    (r.namespace().unwrap_or_default(), r.name_any())
+}
+
 /// Handle `POST /hook/<namespace>/<name>`.
 pub async fn handle(
     client: &Client,
+    keys: &ReceiverKeys,
     namespace: &str,
     name: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Accepted, Rejection> {
-    let receivers: Api<Receiver> = Api::namespaced(client.clone(), namespace);
-    let receiver = receivers
-        .get_opt(name)
-        .await
-        .map_err(|e| {
-            tracing::warn!(receiver = %format!("{namespace}/{name}"), "cannot read Receiver: {e}");
-            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "cannot read the receiver")
-        })?
-        // Same answer as a bad signature would get a prober nothing.
-        .ok_or_else(|| Rejection::new(StatusCode::NOT_FOUND, "no such receiver"))?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret_name = &receiver.spec.secret_ref.name;
-    let token = secrets
-        .get_opt(secret_name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|s| s.data)
-        .and_then(|d| d.get("token").map(|v| v.0.clone()))
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        tracing::warn!(receiver = %format!("{namespace}/{name}"), secret = %secret_name, "receiver secret missing or has no `token` key; rejecting");
+    let receiver = format!("{namespace}/{name}");
+    // No API read before this point: the receiver and its token come from memory, and an
+    // unknown receiver costs the same HMAC as a known one.
+    let (kind, resources) = match keys.lookup(namespace, name) {
+        Some((kind, resources, token)) => {
+            if let Err(why) = verify(kind, headers, body, &token.0, now_unix()) {
+                tracing::info!(%receiver, "webhook rejected: {}", why.message);
+                return Err(Rejection::unauthorized());
+            }
+            (kind, resources)
+        }
+        None => {
+            let _ = verify(
+                ReceiverType::Github,
+                headers,
+                body,
+                &keys.decoy.0,
+                now_unix(),
+            );
+            tracing::info!(%receiver, "webhook rejected: no such receiver, or its Secret has no usable `token`");
+            return Err(Rejection::unauthorized());
+        }
+    };
+    let replay = replay_keys(kind, headers);
+    let key = (namespace.to_string(), name.to_string());
+    if !keys.remember(&key, &replay) {
+        tracing::warn!(%receiver, "webhook rejected: replayed delivery");
         return Err(Rejection::new(
-            StatusCode::UNAUTHORIZED,
-            "receiver has no usable secret",
+            StatusCode::CONFLICT,
+            "this delivery was already accepted (same delivery id or signature); ignored",
         ));
-    };
-    verify(receiver.spec.kind, headers, body, trim_newline(&token))?;
-    let event = event_name(receiver.spec.kind, headers);
-    if matches!(event.as_str(), "ping" | "diagnostics:ping") {
+    }
+    let result = process(
+        client, namespace, &receiver, kind, &resources, headers, body,
+    )
+    .await;
+    if result.is_err() {
+        // Not processed: a redelivery of the same event must work.
+        keys.forget(&key, &replay);
+    }
+    result
+}
+
+async fn process(
+    client: &Client,
+    namespace: &str,
+    receiver: &str,
+    kind: ReceiverType,
+    resources: &[String],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Accepted, Rejection> {
+    let event = event_name(kind, headers);
+    if matches!(event.as_str(), "ping" | "diagnostics:ping") || !is_push(kind, &event) {
         return Ok(Accepted {
             event,
             triggered: Vec::new(),
         });
     }
-    if !is_push(receiver.spec.kind, &event) {
-        return Ok(Accepted {
-            event,
-            triggered: Vec::new(),
-        });
-    }
-    let payload: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|_| Rejection::new(StatusCode::BAD_REQUEST, "payload is not JSON"))?
-    };
-    let repo_urls = repository_urls(&payload);
+    let repo_urls = parse_payload(body)?;
     let sources: Api<GitSource> = Api::namespaced(client.clone(), namespace);
     let all = sources.list(&ListParams::default()).await.map_err(|e| {
         tracing::warn!("cannot list GitSources in {namespace}: {e}");
         Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "cannot list sources")
     })?;
-    let wanted: BTreeSet<&str> = receiver.spec.resources.iter().map(String::as_str).collect();
+    let wanted: BTreeSet<&str> = resources.iter().map(String::as_str).collect();
     let targets: Vec<&GitSource> = all
         .items
         .iter()
@@ -127,8 +426,58 @@ pub async fn handle(
             Err(e) => tracing::warn!(source = %gs.name_any(), "cannot request a fetch: {e}"),
         }
     }
-    tracing::info!(receiver = %format!("{namespace}/{name}"), %event, triggered = ?triggered, "webhook accepted");
+    tracing::info!(%receiver, %event, triggered = ?triggered, "webhook accepted");
     Ok(Accepted { event, triggered })
+}
+
+/// The repository URLs a (verified) push payload names; an empty body names none.
+pub fn parse_payload(body: &[u8]) -> Result<Vec<String>, Rejection> {
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    let payload: Value = serde_json::from_slice(body)
+        .map_err(|_| Rejection::new(StatusCode::BAD_REQUEST, "payload is not JSON"))?;
+    Ok(repository_urls(&payload))
+}
+
+/// What identifies a delivery for replay detection: the sender's delivery id header, and for
+/// HMAC senders the signature (the same signed body again is the same event, whatever id a
+/// replayer puts in the unsigned headers).
+pub fn replay_keys(kind: ReceiverType, headers: &HeaderMap) -> Vec<String> {
+    let mut keys = Vec::new();
+    let ids: &[&str] = match kind {
+        ReceiverType::Github => &["x-github-delivery"],
+        ReceiverType::Gitea => &["x-gitea-delivery"],
+        ReceiverType::Gitlab => &["x-gitlab-event-uuid"],
+        ReceiverType::Bitbucket => &["x-request-uuid", "x-request-id"],
+        ReceiverType::Generic | ReceiverType::GenericHmac => &["x-delivery-id"],
+    };
+    for name in ids {
+        if let Some(id) = header(headers, name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            keys.push(format!("id:{id}"));
+        }
+    }
+    let signature = match kind {
+        ReceiverType::Github => header(headers, "x-hub-signature-256"),
+        ReceiverType::Gitea => {
+            header(headers, "x-gitea-signature").or_else(|| header(headers, "x-hub-signature-256"))
+        }
+        ReceiverType::Bitbucket => header(headers, "x-hub-signature"),
+        ReceiverType::GenericHmac => header(headers, "x-signature"),
+        ReceiverType::Gitlab | ReceiverType::Generic => None,
+    };
+    if let Some(sig) = signature {
+        let hex = sig.trim().rsplit('=').next().unwrap_or_default();
+        keys.push(format!("sig:{}", hex.to_ascii_lowercase()));
+    }
+    keys
+}
+
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 fn trim_newline(token: &[u8]) -> &[u8] {
@@ -143,12 +492,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Check the request's signature or token. Constant-time comparisons throughout.
+/// Check the request's signature or token. Constant-time comparisons throughout. For
+/// generic-hmac, an `X-Timestamp: <unix seconds>` header means the signature covers
+/// `<timestamp>.<body>` and the timestamp must be within [`TIMESTAMP_WINDOW`] of `now`.
 pub fn verify(
     kind: ReceiverType,
     headers: &HeaderMap,
     body: &[u8],
     token: &[u8],
+    now: i64,
 ) -> Result<(), Rejection> {
     let unauthorized = |what: &str| Err(Rejection::new(StatusCode::UNAUTHORIZED, what.to_string()));
     match kind {
@@ -166,10 +518,30 @@ pub fn verify(
             Some(sig) => check_hmac(sig.strip_prefix("sha256="), body, token),
             None => unauthorized("missing X-Hub-Signature"),
         },
-        ReceiverType::GenericHmac => match header(headers, "x-signature") {
-            Some(sig) => check_hmac(sig.strip_prefix("sha256="), body, token),
-            None => unauthorized("missing X-Signature"),
-        },
+        ReceiverType::GenericHmac => {
+            let Some(sig) = header(headers, "x-signature") else {
+                return unauthorized("missing X-Signature");
+            };
+            match header(headers, "x-timestamp") {
+                None => check_hmac(sig.strip_prefix("sha256="), body, token),
+                Some(ts) => {
+                    let mut signed = Vec::with_capacity(ts.len() + 1 + body.len());
+                    signed.extend_from_slice(ts.as_bytes());
+                    signed.push(b'.');
+                    signed.extend_from_slice(body);
+                    check_hmac(sig.strip_prefix("sha256="), &signed, token)?;
+                    let Ok(at) = ts.trim().parse::<i64>() else {
+                        return unauthorized("X-Timestamp is not unix seconds");
+                    };
+                    if now.abs_diff(at) > TIMESTAMP_WINDOW.as_secs() {
+                        return unauthorized(
+                            "X-Timestamp is outside the accepted window (5 minutes)",
+                        );
+                    }
+                    Ok(())
+                }
+            }
+        }
         ReceiverType::Gitlab => match header(headers, "x-gitlab-token") {
             Some(given) if constant_eq(given.as_bytes(), token) => Ok(()),
             _ => unauthorized("missing or wrong X-Gitlab-Token"),
@@ -185,14 +557,17 @@ pub fn verify(
 }
 
 fn check_hmac(hex_sig: Option<&str>, body: &[u8], token: &[u8]) -> Result<(), Rejection> {
+    // The HMAC is computed even for a malformed header, so that the time taken does not tell
+    // a well-formed guess from a malformed one.
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
+    let expected = hmac::sign(&key, body);
     let Some(sig) = hex_sig.and_then(|s| hex::decode(s.trim()).ok()) else {
         return Err(Rejection::new(
             StatusCode::UNAUTHORIZED,
             "malformed signature",
         ));
     };
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
-    hmac::verify(&key, body, &sig)
+    aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), &sig)
         .map_err(|_| Rejection::new(StatusCode::UNAUTHORIZED, "signature mismatch"))
 }
 
@@ -282,29 +657,29 @@ mod tests {
     fn github_signature_verified_and_forgery_rejected() {
         let body = br#"{"ref":"refs/heads/main"}"#;
         let ok = signed("x-hub-signature-256", "sha256=", body, b"s3cret");
-        assert!(verify(ReceiverType::Github, &ok, body, b"s3cret").is_ok());
+        assert!(verify(ReceiverType::Github, &ok, body, b"s3cret", 0).is_ok());
         let wrong_key = signed("x-hub-signature-256", "sha256=", body, b"other");
-        let err = verify(ReceiverType::Github, &wrong_key, body, b"s3cret").unwrap_err();
+        let err = verify(ReceiverType::Github, &wrong_key, body, b"s3cret", 0).unwrap_err();
         assert_eq!(err.status, StatusCode::UNAUTHORIZED);
-        assert!(verify(ReceiverType::Github, &HeaderMap::new(), body, b"s3cret").is_err());
+        assert!(verify(ReceiverType::Github, &HeaderMap::new(), body, b"s3cret", 0).is_err());
         // A tampered body fails with the original signature.
-        assert!(verify(ReceiverType::Github, &ok, b"{}", b"s3cret").is_err());
+        assert!(verify(ReceiverType::Github, &ok, b"{}", b"s3cret", 0).is_err());
     }
 
     #[test]
     fn token_types() {
         let mut h = HeaderMap::new();
         h.insert("x-gitlab-token", HeaderValue::from_static("tok"));
-        assert!(verify(ReceiverType::Gitlab, &h, b"", b"tok").is_ok());
-        assert!(verify(ReceiverType::Gitlab, &h, b"", b"tok2").is_err());
+        assert!(verify(ReceiverType::Gitlab, &h, b"", b"tok", 0).is_ok());
+        assert!(verify(ReceiverType::Gitlab, &h, b"", b"tok2", 0).is_err());
         let mut g = HeaderMap::new();
         g.insert("authorization", HeaderValue::from_static("Bearer tok"));
-        assert!(verify(ReceiverType::Generic, &g, b"", b"tok").is_ok());
-        assert!(verify(ReceiverType::Generic, &HeaderMap::new(), b"", b"tok").is_err());
+        assert!(verify(ReceiverType::Generic, &g, b"", b"tok", 0).is_ok());
+        assert!(verify(ReceiverType::Generic, &HeaderMap::new(), b"", b"tok", 0).is_err());
         let gitea = signed("x-gitea-signature", "", b"x", b"k");
-        assert!(verify(ReceiverType::Gitea, &gitea, b"x", b"k").is_ok());
+        assert!(verify(ReceiverType::Gitea, &gitea, b"x", b"k", 0).is_ok());
         let bb = signed("x-hub-signature", "sha256=", b"x", b"k");
-        assert!(verify(ReceiverType::Bitbucket, &bb, b"x", b"k").is_ok());
+        assert!(verify(ReceiverType::Bitbucket, &bb, b"x", b"k", 0).is_ok());
     }
 
     #[test]

@@ -139,7 +139,8 @@ async fn signed_push_triggers_fetch_at_once_and_forgeries_are_rejected() {
     assert!(latency < Duration::from_secs(10), "latency {latency:?}");
 
     // Metrics count the outcomes.
-    let (status, metrics) = http(agent.http_addr, "GET", "/metrics", &[], b"").await;
+    // /metrics is on its own port (--metrics-addr), not the webhook port.
+    let (status, metrics) = http(agent.metrics_addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(status, 200);
     assert!(
         metrics.contains("ferry_webhook_requests_total"),
