@@ -108,7 +108,7 @@ impl<'c, 'a> Graph<'c, 'a> {
         let why = if self.ctx.policy.forbid_remote_loading {
             "the agent forbids remote loading (--no-remote-bases), whatever ferry.yaml or spec.render say; vendor it into the repository"
         } else {
-            "remote loading is disabled, so a build only reads what is in the source; vendor it into the repository or set `kustomize: {allowRemoteBases: true}` in ferry.yaml"
+            "remote bases are disabled (no remote loading of any kind), so a build only reads what is in the source; vendor it into the repository or set `kustomize: {allowRemoteBases: true}` in ferry.yaml"
         };
         Error::Refused(format!(
             "{}: {field} entry {entry:?} is remote: {why}",
