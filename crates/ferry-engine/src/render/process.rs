@@ -178,6 +178,21 @@ pub const PASSED_ENV: [&str; 9] = [
     "TMPDIR",
 ];
 
+/// The operator's own additions to [`PASSED_ENV`]: `FERRY_RENDERER_ENV=NAME,NAME` (e.g. a
+/// `GIT_SSH_COMMAND` for private remote bases). Names only; values come from ferry's
+/// environment as it is.
+pub const EXTRA_ENV_VAR: &str = "FERRY_RENDERER_ENV";
+
+fn extra_passed_env() -> Vec<String> {
+    std::env::var(EXTRA_ENV_VAR)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && !name.contains('='))
+        .map(str::to_string)
+        .collect()
+}
+
 /// One process invocation.
 pub struct Run<'a> {
     pub program: &'a Path,
@@ -382,6 +397,13 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
     command.env("HOME", home);
     for key in PASSED_ENV {
         if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
+    // The operator may pass more of ferry's own environment by name (their decision; a
+    // repository or a tenant cannot set ferry's environment).
+    for key in extra_passed_env() {
+        if let Some(value) = std::env::var_os(&key) {
             command.env(key, value);
         }
     }
