@@ -963,4 +963,94 @@ mod tests {
             cache_key("b/x", "https://h/r", &r)
         );
     }
+
+    /// A local repository with one commit holding `len` incompressible bytes.
+    fn local_repo(dir: &Path, len: usize, seed: u64) -> String {
+        let repo = Repository::init_bare(dir).unwrap();
+        let mut data = Vec::with_capacity(len);
+        let mut x = seed;
+        while data.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        let blob = repo.blob(&data).unwrap();
+        let mut builder = repo.treebuilder(None).unwrap();
+        builder.insert("data.bin", blob, 0o100644).unwrap();
+        let tree = repo.find_tree(builder.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        repo.commit(Some("refs/heads/main"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
+        format!("file://{}", dir.display())
+    }
+
+    #[test]
+    fn cache_is_evicted_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let a = local_repo(&dir.path().join("a.git"), 200_000, 1);
+        let b = local_repo(&dir.path().join("b.git"), 200_000, 2);
+        let mut request = FetchRequest::new("ns/a", &a, GitReference::Branch("main".into()));
+        request.allow_local = true;
+        request.limits.max_cache_bytes = Some(1_000_000);
+        let first = fetch(&cache, &request).unwrap();
+        // Refused without the flag, whatever the cache holds.
+        let mut refused = request.clone();
+        refused.allow_local = false;
+        assert!(matches!(
+            fetch(&cache, &refused),
+            Err(GitError::LocalUrl { .. })
+        ));
+        // The same source again is served from its own entry; another owner gets its own.
+        let mut other_owner = request.clone();
+        other_owner.owner = "other/a".into();
+        let second = fetch(&cache, &other_owner).unwrap();
+        assert_ne!(first.path, second.path);
+        // A third source pushes the cache (about 400 kB per entry) over 1 MB: the least recently used entry goes.
+        let mut third = request.clone();
+        third.owner = "ns/b".into();
+        third.url = b;
+        let kept = fetch(&cache, &third).unwrap();
+        assert!(kept.path.is_dir());
+        assert!(!first.path.exists(), "the oldest entry was evicted");
+        assert!(second.path.exists());
+        // Fetching the evicted source again works.
+        assert!(fetch(&cache, &request).unwrap().path.is_dir());
+    }
+
+    #[test]
+    fn oversized_fetches_and_checkouts_fail_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = local_repo(&dir.path().join("a.git"), 300_000, 3);
+        let mut request = FetchRequest::new("ns/a", &url, GitReference::Branch("main".into()));
+        request.allow_local = true;
+        request.limits.checkout.max_bytes = 100_000;
+        let err = fetch(&dir.path().join("cache"), &request).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(
+                &err,
+                GitError::Fetch {
+                    source: FetchFailure::Checkout(CheckoutError::TooLarge { .. }),
+                    ..
+                }
+            ),
+            "{message}"
+        );
+        assert!(message.contains("--git-max-checkout-bytes"), "{message}");
+        assert!(
+            !dir.path()
+                .join("cache")
+                .read_dir()
+                .unwrap()
+                .flatten()
+                .any(|e| e
+                    .path()
+                    .join("checkouts")
+                    .read_dir()
+                    .is_ok_and(|mut d| d.next().is_some())),
+            "no checkout left behind"
+        );
+    }
 }
