@@ -21,6 +21,7 @@ use ferry_api::{GitSource, Release, ReleaseStatus};
 use ferry_engine::decrypt::sops::AgeKeys;
 use ferry_engine::pipeline::{self, ApplyOptions, DeleteOptions, NoProgress};
 use ferry_engine::prune::identity::{Owner, ReleaseRef, legacy_release_app};
+use ferry_engine::prune::inventory::Legacy;
 use ferry_engine::render::{self, RenderRequest};
 use ferry_engine::report::{Action as ObjAction, ApplyReport};
 use k8s_openapi::api::core::v1::Secret;
@@ -107,11 +108,12 @@ pub fn owner_id(release: &Release) -> Option<String> {
         .map(|o| o.id())
 }
 
-/// The app name ferry used for this Release before identities were made injective, when it is
-/// safe to adopt that app's inventory: only if no other Release this agent sees mapped to the
-/// same name in the same namespace (then the old inventory may hold either's objects, and
-/// neither adopts it: see docs/push.md).
-fn legacy_app(release: &Release, ctx: &Context) -> Option<String> {
+/// The app ferry used for this Release before identities were made injective, when it is safe
+/// to adopt that app's inventory: only if no other Release this agent sees mapped to the same
+/// name in the same namespace (then the old inventory may hold either's objects, and neither
+/// adopts it: see docs/push.md), and only an inventory that recorded this Release's git URL as
+/// its source (a push app of the same name recorded local paths).
+fn legacy_app(release: &Release, ctx: &Context, url: &str) -> Option<Legacy> {
     let me = release_ref(release);
     let target = target_namespace(release);
     let legacy = legacy_release_app(&me, &target);
@@ -125,7 +127,10 @@ fn legacy_app(release: &Release, ctx: &Context) -> Option<String> {
         tracing::warn!(release = %me, "not adopting pre-upgrade inventory {target}/ferry-inventory-{legacy}: another Release mapped to the same name");
         return None;
     }
-    Some(legacy)
+    Some(Legacy {
+        app: legacy,
+        source_prefix: Some(format!("{url}//")),
+    })
 }
 
 pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReleaseError> {
@@ -552,7 +557,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     // Apply through the one engine.
     let options = ApplyOptions {
         release: Some(release_ref(release)),
-        legacy_app: legacy_app(release, ctx),
+        legacy_app: legacy_app(release, ctx, &artifact.url),
         namespace: Some(target_ns),
         prune: release.spec.prune.unwrap_or(true),
         wait: release.spec.wait,
@@ -866,7 +871,9 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
     let terminating = terminating(ctx, &[&target_ns, &key.0]).await;
     let options = DeleteOptions {
         release: Some(release_ref(release)),
-        legacy_app: legacy_app(release, ctx),
+        // A Release deleted before it ever ran under this version does not adopt its
+        // pre-upgrade inventory: its objects are left in place (never pruned by a guess).
+        legacy_app: None,
         namespace: Some(target_ns),
         concurrency: 8,
         // A Release's deletion is not the operator's explicit `ferry delete`: Namespaces,

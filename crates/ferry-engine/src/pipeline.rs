@@ -75,11 +75,11 @@ pub struct ApplyOptions {
     /// Apply as this Release's app (the agent, and `ferry install`/`bootstrap` which hand over
     /// to one): an identity apart from every push app, see `prune::identity`.
     pub release: Option<ReleaseRef>,
-    /// The app name a pre-upgrade ferry used for this app (`prune::identity::legacy_release_app`).
+    /// The app a pre-upgrade ferry used for this app (`prune::identity::legacy_release_app`).
     /// If this app has no inventory yet and a verified pre-upgrade inventory exists under that
-    /// name, it is adopted (objects, ownership) and removed. The caller vouches that no other
-    /// app maps to the same legacy name.
-    pub legacy_app: Option<String>,
+    /// name (`inventory::read_legacy`), it is adopted (objects, ownership) and removed. The
+    /// caller vouches that no other app maps to the same legacy name.
+    pub legacy_app: Option<inventory::Legacy>,
     /// Default namespace for namespaced objects without one, and where the inventory lives.
     /// `None`: the client's default namespace (kubeconfig context, or the pod's namespace).
     pub namespace: Option<String>,
@@ -297,7 +297,7 @@ pub async fn apply(
     let mut previous = stored.map(|s| s.inventory);
     // Migration from a pre-upgrade identity (see `ApplyOptions::legacy_app`): adopt its
     // inventory once, accept its ownership marker until the objects carry the new one.
-    let mut adopted_legacy: Option<inventory::Version> = None;
+    let mut adopted_legacy: Option<(inventory::Legacy, inventory::Version)> = None;
     if let Some(legacy) = &opts.legacy_app {
         match &previous {
             None => {
@@ -307,17 +307,17 @@ pub async fn apply(
                         owner = %owner.id(),
                         "adopting the pre-upgrade inventory {}/{}",
                         owner.namespace,
-                        Inventory::name(legacy)
+                        Inventory::name(&legacy.app)
                     );
-                    owner.legacy = Some(legacy.clone());
+                    owner.legacy = Some(legacy.app.clone());
                     let mut adopted = old.inventory;
-                    adopted.adopted_from = Some(legacy.clone());
+                    adopted.adopted_from = Some(legacy.app.clone());
                     previous = Some(adopted);
-                    adopted_legacy = Some(old.version);
+                    adopted_legacy = Some((legacy.clone(), old.version));
                 }
             }
-            Some(inv) if inv.adopted_from.as_ref() == Some(legacy) => {
-                owner.legacy = Some(legacy.clone());
+            Some(inv) if inv.adopted_from.as_ref() == Some(&legacy.app) => {
+                owner.legacy = Some(legacy.app.clone());
             }
             Some(_) => {}
         }
@@ -654,10 +654,14 @@ pub async fn apply(
         if !unchanged {
             inventory::write(client, &owner, &next, &mut version, &requests).await?;
         }
-        if let Some(legacy) = pending_legacy.filter(|_| !still_migrating) {
+        if let Some(legacy) = opts
+            .legacy_app
+            .as_ref()
+            .filter(|l| !still_migrating && pending_legacy.as_ref() == Some(&l.app))
+        {
             // Normally removed right after the widened write; this catches a run that died
             // in between. Re-verified before deleting.
-            inventory::delete_legacy(client, &owner, &legacy, None, &requests).await?;
+            inventory::delete_legacy(client, &owner, legacy, None, &requests).await?;
         }
     }
 
@@ -681,12 +685,12 @@ async fn write_widened(
     owner: &Owner,
     widened: &Inventory,
     version: &mut Option<inventory::Version>,
-    adopted_legacy: Option<inventory::Version>,
+    adopted_legacy: Option<(inventory::Legacy, inventory::Version)>,
     requests: &Requests,
 ) -> Result<()> {
     inventory::write(client, owner, widened, version, requests).await?;
-    if let (Some(legacy), Some(legacy_version)) = (&owner.legacy, adopted_legacy) {
-        inventory::delete_legacy(client, owner, legacy, Some(&legacy_version), requests).await?;
+    if let Some((legacy, legacy_version)) = adopted_legacy {
+        inventory::delete_legacy(client, owner, &legacy, Some(&legacy_version), requests).await?;
     }
     Ok(())
 }
@@ -776,12 +780,12 @@ pub async fn diff(
             None => {
                 if let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await?
                 {
-                    owner.legacy = Some(legacy.clone());
+                    owner.legacy = Some(legacy.app.clone());
                     previous = Some(old.inventory);
                 }
             }
-            Some(inv) if inv.adopted_from.as_ref() == Some(legacy) => {
-                owner.legacy = Some(legacy.clone());
+            Some(inv) if inv.adopted_from.as_ref() == Some(&legacy.app) => {
+                owner.legacy = Some(legacy.app.clone());
             }
             Some(_) => {}
         }
@@ -1007,8 +1011,8 @@ pub struct DeleteOptions {
     pub release: Option<ReleaseRef>,
     /// Namespace of the inventory (`None`: the client's default namespace).
     pub namespace: Option<String>,
-    /// Pre-upgrade app name, as in [`ApplyOptions::legacy_app`].
-    pub legacy_app: Option<String>,
+    /// Pre-upgrade app, as in [`ApplyOptions::legacy_app`].
+    pub legacy_app: Option<inventory::Legacy>,
     pub dry_run: bool,
     pub concurrency: usize,
     /// Delete Namespaces, CRDs, PVCs and PVs without their `ferry.dev/prune: allow-destructive`
@@ -1092,7 +1096,7 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
             };
             match old {
                 Some(old) => {
-                    owner.legacy = opts.legacy_app.clone();
+                    owner.legacy = opts.legacy_app.as_ref().map(|l| l.app.clone());
                     (old.inventory, None, Some(old.version))
                 }
                 None => {
@@ -1105,8 +1109,10 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
             }
         }
     };
-    if inv.adopted_from.is_some() && inv.adopted_from == opts.legacy_app {
-        owner.legacy = opts.legacy_app.clone();
+    if let Some(legacy) = &opts.legacy_app
+        && inv.adopted_from.as_ref() == Some(&legacy.app)
+    {
+        owner.legacy = Some(legacy.app.clone());
     }
     requests.read();
     let resolver = Resolver::discover(client).await?;
@@ -1154,7 +1160,7 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
         if version.is_some() {
             inventory::delete(client, &owner, version.as_ref(), &requests).await?;
         }
-        if let Some(legacy) = &owner.legacy {
+        if let Some(legacy) = opts.legacy_app.as_ref().filter(|_| owner.legacy.is_some()) {
             inventory::delete_legacy(client, &owner, legacy, legacy_version.as_ref(), &requests)
                 .await?;
         }

@@ -241,7 +241,10 @@ async fn pre_upgrade_inventory_is_adopted_then_pruned_correctly() {
     .await;
     let rel = release(&ns.name, "web.v1");
     let mut o = release_opts(&rel, &ns.name);
-    o.legacy_app = Some("web-v1".into());
+    o.legacy_app = Some(inventory::Legacy {
+        app: "web-v1".into(),
+        source_prefix: Some("http://git.example/repo.git//".into()),
+    });
     let report = apply(
         &client,
         &format!("{}{}", configmap("keep", "new"), configmap("added", "1")),
@@ -304,7 +307,10 @@ async fn inventory_that_is_not_verifiably_ours_is_not_adopted() {
     // the push app's inventory.
     let rel = release(&ns.name, "web.v1");
     let mut o = release_opts(&rel, &ns.name);
-    o.legacy_app = Some("web-v1".into());
+    o.legacy_app = Some(inventory::Legacy {
+        app: "web-v1".into(),
+        source_prefix: Some("http://git.example/repo.git//".into()),
+    });
     let report = apply(&client, &configmap("rel-cm", "1"), &o).await;
     assert!(
         report.objects.iter().all(|r| r.action != Action::Pruned),

@@ -184,7 +184,10 @@ pub async fn run(global: &GlobalArgs, args: &BootstrapArgs) -> Result<u8> {
             name: ns.clone(),
         }),
         // Before identities were injective, install and bootstrap applied as push app `<ns>`.
-        legacy_app: Some(ns.clone()),
+        legacy_app: Some(ferry_engine::prune::inventory::Legacy {
+            app: ns.clone(),
+            source_prefix: None,
+        }),
         namespace: Some(ns.clone()),
         prune: false,
         force_conflicts: true,

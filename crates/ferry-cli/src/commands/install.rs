@@ -337,7 +337,10 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
             name: args.namespace.clone(),
         }),
         // Before identities were injective, install applied as push app `<namespace>`.
-        legacy_app: Some(args.namespace.clone()),
+        legacy_app: Some(ferry_engine::prune::inventory::Legacy {
+            app: args.namespace.clone(),
+            source_prefix: None,
+        }),
         namespace: Some(args.namespace.clone()),
         prune: false,
         wait: !args.no_deployment,

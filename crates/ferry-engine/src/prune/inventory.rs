@@ -210,17 +210,31 @@ pub async fn read(client: &Client, owner: &Owner, requests: &Requests) -> Result
     }))
 }
 
-/// Read the inventory a pre-upgrade ferry wrote for this app under `legacy` (the conflated app
-/// name, [`super::identity::legacy_release_app`]). Returned only if it verifiably is one: label
-/// and stored app are `legacy` and it has no stored owner (a ConfigMap with an owner was written
-/// by this version for a push app of that name, which is not ours to adopt). The caller vouches
-/// that no other app of its kind maps to `legacy` (the agent checks its other Releases).
+/// A pre-upgrade app name to adopt, and how to recognise its inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Legacy {
+    /// The app name ferry used before ([`super::identity::legacy_release_app`]).
+    pub app: String,
+    /// If set, the old inventory's recorded source must start with it (the agent passes
+    /// `<git URL>//`: what it recorded for the Release) or be empty (`ferry install` and
+    /// `ferry bootstrap`, which always applied as the bootstrap Release's app). A push app of
+    /// the same name recorded local paths, so its inventory is never taken for a Release's.
+    pub source_prefix: Option<String>,
+}
+
+/// Read the inventory a pre-upgrade ferry wrote for this app under `legacy.app` (the conflated
+/// app name). Returned only if it verifiably is one: label and stored app are `legacy.app`, it
+/// has no stored owner (a ConfigMap with an owner was written by this version for a push app
+/// of that name, which is not ours to adopt), and its source matches `legacy.source_prefix`.
+/// The caller vouches that no other app of its kind maps to the same name (the agent checks
+/// its other Releases).
 pub async fn read_legacy(
     client: &Client,
     owner: &Owner,
-    legacy: &str,
+    legacy: &Legacy,
     requests: &Requests,
 ) -> Result<Option<Stored>> {
+    let (source_prefix, legacy) = (legacy.source_prefix.as_deref(), legacy.app.as_str());
     if crate::plan::validate_app_name(legacy).is_err() {
         return Ok(None);
     }
@@ -235,7 +249,9 @@ pub async fn read_legacy(
     let Ok(inventory) = parse(&cm, &object) else {
         return Ok(None);
     };
-    if inventory.app != legacy || inventory.owner.is_some() {
+    let source_matches = source_prefix
+        .is_none_or(|prefix| inventory.source.is_empty() || inventory.source.starts_with(prefix));
+    if inventory.app != legacy || inventory.owner.is_some() || !source_matches {
         tracing::info!(inventory = %object, owner = ?inventory.owner, "not adopting: it is not a pre-upgrade inventory of {}", owner.describe());
         return Ok(None);
     }
@@ -394,7 +410,7 @@ pub async fn delete(
 pub async fn delete_legacy(
     client: &Client,
     owner: &Owner,
-    legacy: &str,
+    legacy: &Legacy,
     version: Option<&Version>,
     requests: &Requests,
 ) -> Result<()> {
@@ -408,7 +424,7 @@ pub async fn delete_legacy(
     delete_named(
         client,
         &owner.namespace,
-        &Inventory::name(legacy),
+        &Inventory::name(&legacy.app),
         Some(&version),
         requests,
     )
