@@ -523,8 +523,13 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         return Decision::stalled("InvalidSpec", e);
     }
     request.age_keys = keys;
-    let rendered = tokio::task::spawn_blocking(move || render::render(&request)).await;
-    let manifests = match rendered {
+    // Decrypted values are collected so that status, events and logs never show them.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut redactor = ferry_engine::render::safety::Redactor::new();
+        render::render_collecting(&request, &mut redactor).map(|m| (m, redactor))
+    })
+    .await;
+    let (manifests, redactor) = match rendered {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             // Typed check, not message text: a SOPS file in a Release without spec.decryption.
@@ -573,6 +578,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         // as Flux's server-side apply does.
         force_conflicts: true,
         discovery: Some(ctx.discovery.clone()),
+        redactor,
         ..ApplyOptions::default()
     };
     let applied = tokio::time::timeout(

@@ -28,6 +28,7 @@ use crate::prune::{
     inventory::{self, Entry, HookRecord, Inventory},
 };
 use crate::render::helm::hooks::{self as hook_class, HookPhase};
+use crate::report::redact::{REDACTED, Redactor};
 use crate::report::{
     Action, ApplyReport, DiffAction, DiffReport, HookTiming, ObjectDiff, ObjectResult,
     ObjectStatus, StatusReport,
@@ -102,6 +103,9 @@ pub struct ApplyOptions {
     pub source: String,
     /// Discovery shared across runs (the agent); `None`: discover afresh for this run.
     pub discovery: Option<Arc<DiscoveryCache>>,
+    /// Values that came from decryption (from `render::render_collecting`): taken out of
+    /// diffs, report messages and errors, whatever object they ended up in.
+    pub redactor: Redactor,
 }
 
 impl Default for ApplyOptions {
@@ -121,6 +125,7 @@ impl Default for ApplyOptions {
             dry_run: false,
             source: String::new(),
             discovery: None,
+            redactor: Redactor::new(),
         }
     }
 }
@@ -254,8 +259,24 @@ fn resolve_entries(resolver: &Resolver, entries: Vec<Entry>) -> (Vec<Candidate>,
     (resolved, unresolved)
 }
 
-/// Render → apply: the push and pull paths both end here.
+/// Render → apply: the push and pull paths both end here. The report's messages and the error
+/// (API server refusals echo field values) carry no value from `opts.redactor`.
 pub async fn apply(
+    client: &Client,
+    manifests: Vec<Manifest>,
+    opts: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<ApplyReport> {
+    match apply_unredacted(client, manifests, opts, progress).await {
+        Ok(mut report) => {
+            report.redact(&opts.redactor);
+            Ok(report)
+        }
+        Err(err) => Err(opts.redactor.redact_error(err)),
+    }
+}
+
+async fn apply_unredacted(
     client: &Client,
     manifests: Vec<Manifest>,
     opts: &ApplyOptions,
@@ -752,8 +773,24 @@ async fn wait_for_crds(
 }
 
 /// `ferry diff`: server-side dry-run apply of every object and a redacted unified diff against
-/// the live object; with `opts.prune`, also what would be pruned.
+/// the live object; with `opts.prune`, also what would be pruned. Secret data and every value
+/// in `opts.redactor` are redacted in the diffs and in the error.
 pub async fn diff(
+    client: &Client,
+    manifests: Vec<Manifest>,
+    opts: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<DiffReport> {
+    match diff_unredacted(client, manifests, opts, progress).await {
+        Ok(mut report) => {
+            report.redact(&opts.redactor);
+            Ok(report)
+        }
+        Err(err) => Err(opts.redactor.redact_error(err)),
+    }
+}
+
+async fn diff_unredacted(
     client: &Client,
     manifests: Vec<Manifest>,
     opts: &ApplyOptions,
@@ -845,7 +882,8 @@ pub async fn diff(
                     }
                 };
                 let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
-                let mut diff = diff_object(&p.key, live.as_ref(), Some(&desired));
+                let mut diff =
+                    diff_object_redacted(&p.key, live.as_ref(), Some(&desired), &opts.redactor);
                 diff.hook = match hook_class::phase(&p.manifest) {
                     HookPhase::PreDeploy => Some(HookTiming::PreDeploy),
                     HookPhase::PostDeploy => Some(HookTiming::PostDeploy),
@@ -887,7 +925,12 @@ pub async fn diff(
                 continue;
             }
             let live = serde_json::to_value(&live).unwrap_or(Value::Null);
-            objects.push(diff_object(&c.entry.key, Some(&live), None));
+            objects.push(diff_object_redacted(
+                &c.entry.key,
+                Some(&live),
+                None,
+                &opts.redactor,
+            ));
         }
     }
     Ok(DiffReport {
@@ -898,20 +941,35 @@ pub async fn diff(
     })
 }
 
-/// Diff one object. `live == None`: create; `desired == None`: prune.
+/// Diff one object. `live == None`: create; `desired == None`: prune. Secret data is redacted;
+/// see [`diff_object_redacted`] for other decrypted values.
 pub fn diff_object(key: &ObjectKey, live: Option<&Value>, desired: Option<&Value>) -> ObjectDiff {
+    diff_object_redacted(key, live, desired, &Redactor::new())
+}
+
+/// [`diff_object`], also hiding every value `redactor` knows wherever it is in the object
+/// (ConfigMap data, env values, custom resource fields, map keys). The action (change or not)
+/// is decided on the real values, so a rotated secret still shows as a change.
+pub fn diff_object_redacted(
+    key: &ObjectKey,
+    live: Option<&Value>,
+    desired: Option<&Value>,
+    redactor: &Redactor,
+) -> ObjectDiff {
     let is_secret = key.group.is_empty() && key.kind == "Secret";
     let mut live = live.map(normalize);
     let mut desired = desired.map(normalize);
+    let changed = live != desired;
     if is_secret {
         redact_secret(live.as_mut(), desired.as_mut());
     }
+    redact_decrypted(live.as_mut(), desired.as_mut(), redactor);
     let to_yaml = |v: &Option<Value>| v.as_ref().map(yaml).unwrap_or_default();
     let (old, new) = (to_yaml(&live), to_yaml(&desired));
     let action = match (&live, &desired) {
         (None, _) => DiffAction::Create,
         (_, None) => DiffAction::Prune,
-        _ if old == new => DiffAction::Unchanged,
+        _ if !changed => DiffAction::Unchanged,
         _ => DiffAction::Change,
     };
     let diff = if action == DiffAction::Unchanged {
@@ -968,6 +1026,77 @@ fn normalize(value: &Value) -> Value {
         }
     }
     v
+}
+
+/// Hide decrypted values in both sides of a diff, pairing leaves by path: where the desired
+/// leaf shows a decrypted value, the live leaf at the same path is taken to be an earlier
+/// version of the same secret and is hidden whole (a rotated password must not appear as the
+/// `-` line); a hidden leaf that changed is marked so the diff still shows a change.
+fn redact_decrypted(live: Option<&mut Value>, desired: Option<&mut Value>, redactor: &Redactor) {
+    const CHANGED: &str = "<redacted, changed>";
+    if redactor.is_empty() {
+        return;
+    }
+    match (live, desired) {
+        (Some(live), Some(desired)) => pair(live, desired, redactor),
+        (Some(only), None) | (None, Some(only)) => redactor.redact_value(only),
+        (None, None) => {}
+    }
+    fn pair(live: &mut Value, desired: &mut Value, redactor: &Redactor) {
+        match (&mut *live, &mut *desired) {
+            (Value::Object(l), Value::Object(d)) => {
+                for (key, dv) in d.iter_mut() {
+                    match l.get_mut(key) {
+                        Some(lv) => pair(lv, dv, redactor),
+                        None => redactor.redact_value(dv),
+                    }
+                }
+                for (key, lv) in l.iter_mut() {
+                    if !d.contains_key(key) {
+                        redactor.redact_value(lv);
+                    }
+                }
+                // Keys themselves (rare, but a decrypted value can become a map key).
+                for map in [l, d] {
+                    if map.keys().any(|k| redactor.reveals(k)) {
+                        let old = std::mem::take(map);
+                        for (k, v) in old {
+                            map.insert(redactor.redact(&k), v);
+                        }
+                    }
+                }
+            }
+            (Value::Array(l), Value::Array(d)) => {
+                let common = l.len().min(d.len());
+                for (lv, dv) in l.iter_mut().zip(d.iter_mut()) {
+                    pair(lv, dv, redactor);
+                }
+                l[common..]
+                    .iter_mut()
+                    .for_each(|v| redactor.redact_value(v));
+                d[common..]
+                    .iter_mut()
+                    .for_each(|v| redactor.redact_value(v));
+            }
+            _ => {
+                let before = desired.clone();
+                redactor.redact_value(desired);
+                if *desired != before {
+                    // The desired value shows a secret: hide the live one whole.
+                    if *live == before {
+                        *live = desired.clone();
+                    } else {
+                        *live = Value::String(REDACTED.to_string());
+                        if desired.as_str() == Some(REDACTED) {
+                            *desired = Value::String(CHANGED.to_string());
+                        }
+                    }
+                } else {
+                    redactor.redact_value(live);
+                }
+            }
+        }
+    }
 }
 
 /// Replace Secret values: unchanged keys show `<redacted>` on both sides, changed keys show

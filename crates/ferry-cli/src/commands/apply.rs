@@ -166,6 +166,15 @@ fn source_root(args: &SourceArgs) -> Result<PathBuf> {
 
 /// Render every path into one list of manifests.
 pub fn render_sources(args: &SourceArgs) -> Result<Vec<Manifest>> {
+    render_sources_collecting(args).map(|(manifests, _)| manifests)
+}
+
+/// [`render_sources`], also returning every value that came from decryption, so that diffs,
+/// reports and errors can hide it (docs/secrets.md, "Redaction").
+pub fn render_sources_collecting(
+    args: &SourceArgs,
+) -> Result<(Vec<Manifest>, ferry_engine::render::safety::Redactor)> {
+    let mut redactor = ferry_engine::render::safety::Redactor::new();
     let root = source_root(args)?;
     let overrides = set_image::parse_all(&args.set_images)?;
     let render_overrides = args.render.overrides()?;
@@ -184,9 +193,9 @@ pub fn render_sources(args: &SourceArgs) -> Result<Vec<Manifest>> {
         req.overrides = render_overrides.clone();
         req.vars = args.render.vars();
         req.age_keys = age_keys.clone();
-        manifests.extend(render::render(&req)?);
+        manifests.extend(render::render_collecting(&req, &mut redactor)?);
     }
-    Ok(manifests)
+    Ok((manifests, redactor))
 }
 
 /// `--app`, else the (sanitized) name of the first path's directory.
@@ -376,7 +385,7 @@ impl Prepared {
 /// reported at once, without waiting for the cluster (it is the one the user can fix first).
 pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) -> Result<Prepared> {
     let render_source = source.clone();
-    let rendered = tokio::task::spawn_blocking(move || render_sources(&render_source));
+    let rendered = tokio::task::spawn_blocking(move || render_sources_collecting(&render_source));
     let (app_args, option_source) = (app.clone(), source.clone());
     let options = tokio::task::spawn_blocking(move || apply_options(&app_args, &option_source));
     let discovery = std::sync::Arc::new(ferry_engine::discovery::DiscoveryCache::default());
@@ -394,7 +403,7 @@ pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) ->
         connected.abort();
         err
     };
-    let manifests = rendered
+    let (manifests, redactor) = rendered
         .await
         .context("render task failed")
         .and_then(|r| r)
@@ -406,6 +415,7 @@ pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) ->
         .map_err(bail_early)?;
     let (client, discovery_reads, server) = connected.await.context("connect task failed")??;
     opts.discovery = Some(discovery);
+    opts.redactor = redactor;
     Ok(Prepared {
         manifests,
         opts,

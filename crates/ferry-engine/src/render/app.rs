@@ -13,8 +13,14 @@ use super::{RenderRequest, helm, kustomize, plain, safety};
 use crate::decrypt::sops;
 use crate::{Error, Manifest, Origin, Result};
 
-/// Render `path` (resolved, inside the root) and run the shared post-render steps.
-pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
+/// Render `path` (resolved, inside the root) and run the shared post-render steps. Every value
+/// that came from decryption (and every repository password) is added to `redactor`, also when
+/// the render fails; the returned error is already redacted.
+pub fn render_path(
+    req: &RenderRequest,
+    path: &Path,
+    redactor: &mut safety::Redactor,
+) -> Result<Vec<Manifest>> {
     let root = req.root.canonicalize().map_err(|err| Error::Source {
         path: req.root.clone(),
         message: format!("cannot open the source root: {err}"),
@@ -28,6 +34,12 @@ pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
         req.default_namespace.clone(),
         req.age_keys.clone(),
     )?;
+    let rendered = render_app(&mut ctx, req);
+    redactor.extend(&ctx.redactor);
+    rendered.map_err(|err| redactor.redact_error(err))
+}
+
+fn render_app(ctx: &mut Context<'_>, req: &RenderRequest) -> Result<Vec<Manifest>> {
     tracing::debug!(
         renderer = ctx.app.kind.name(),
         path = %ctx.app.render_path.display(),
@@ -42,12 +54,12 @@ pub fn render_path(req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>> {
             } else {
                 ctx.guard.check_file(&target)?;
             }
-            render_plain(&mut ctx, &target)?
+            render_plain(ctx, &target)?
         }
-        RendererKind::Kustomize => kustomize::render(&mut ctx)?,
-        RendererKind::Helm => helm::render(&mut ctx)?,
+        RendererKind::Kustomize => kustomize::render(ctx)?,
+        RendererKind::Helm => helm::render(ctx)?,
     };
-    finish(&mut ctx, req, &mut manifests)?;
+    finish(ctx, req, &mut manifests)?;
     Ok(manifests)
 }
 
@@ -107,7 +119,10 @@ fn decrypt_file(ctx: &mut Context<'_>, bytes: &[u8], rel: &Path) -> Result<Vec<M
         return plain::parse_bytes(bytes, rel);
     }
     let keys = ctx.keys()?.clone();
-    sops::decrypt_documents(&mut docs, rel, &keys)?;
+    let redactor = &mut ctx.redactor;
+    sops::decrypt_documents_with(&mut docs, rel, &keys, &mut |keypath, value| {
+        redactor.add_object_leaf(keypath, value)
+    })?;
     let mut manifests = Vec::new();
     for (document, mut doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
@@ -116,7 +131,6 @@ fn decrypt_file(ctx: &mut Context<'_>, bytes: &[u8], rel: &Path) -> Result<Vec<M
         if let Some(map) = doc.as_object_mut() {
             map.remove("sops");
         }
-        collect_secret_values(&doc, &mut ctx.redactor);
         let origin = Origin {
             file: rel.to_path_buf(),
             document,
@@ -128,9 +142,13 @@ fn decrypt_file(ctx: &mut Context<'_>, bytes: &[u8], rel: &Path) -> Result<Vec<M
 }
 
 /// Shared steps for stdin input (no app directory, no ferry.yaml).
-pub fn finish_stdin(req: &RenderRequest, manifests: &mut [Manifest]) -> Result<()> {
+pub fn finish_stdin(
+    req: &RenderRequest,
+    manifests: &mut [Manifest],
+    redactor: &mut safety::Redactor,
+) -> Result<()> {
     let mut keys = req.age_keys.clone();
-    decrypt_remaining(manifests, &mut keys)?;
+    decrypt_remaining(manifests, &mut keys, redactor)?;
     let subst = substitution(req, None, None)?;
     if let Some(subst) = subst {
         substitute::apply(manifests, &subst)?;
@@ -144,7 +162,7 @@ fn finish(ctx: &mut Context<'_>, req: &RenderRequest, manifests: &mut [Manifest]
     } else {
         None
     };
-    decrypt_remaining(manifests, &mut keys)?;
+    decrypt_remaining(manifests, &mut keys, &mut ctx.redactor)?;
     if req.default_namespace.is_none()
         && let Some(namespace) = &ctx.app.config.namespace
     {
@@ -170,13 +188,19 @@ fn carries_sops(manifest: &Manifest) -> bool {
 }
 
 /// Objects still carrying a `sops:` block after their renderer (plain files, helm output).
-fn decrypt_remaining(manifests: &mut [Manifest], keys: &mut Option<sops::AgeKeys>) -> Result<()> {
+fn decrypt_remaining(
+    manifests: &mut [Manifest],
+    keys: &mut Option<sops::AgeKeys>,
+    redactor: &mut safety::Redactor,
+) -> Result<()> {
     for manifest in manifests.iter_mut().filter(|m| carries_sops(m)) {
         if keys.is_none() {
             *keys = Some(sops::AgeKeys::from_env()?);
         }
         if let Some(keys) = keys.as_ref() {
-            sops::decrypt_manifest(manifest, keys)?;
+            sops::decrypt_manifest_with(manifest, keys, &mut |keypath, value| {
+                redactor.add_object_leaf(keypath, value)
+            })?;
         }
     }
     Ok(())
@@ -277,7 +301,10 @@ fn decrypt_sources(ctx: &mut Context<'_>, files: &[PathBuf]) -> Result<SourcePla
         }
         let mut plain = docs.clone();
         let keys = ctx.keys()?.clone();
-        sops::decrypt_documents(&mut plain, &shown, &keys)?;
+        let redactor = &mut ctx.redactor;
+        sops::decrypt_documents_with(&mut plain, &shown, &keys, &mut |keypath, value| {
+            redactor.add_object_leaf(keypath, value)
+        })?;
         for (encrypted, decrypted) in docs.iter().zip(&plain) {
             let Some(mac) = encrypted.pointer("/sops/mac").and_then(Value::as_str) else {
                 continue;
@@ -393,12 +420,14 @@ pub fn parse_and_decrypt(
                 }
             } else {
                 let keys = ctx.keys()?.clone();
-                sops::decrypt_document(&mut doc, &path, &keys)?;
+                let redactor = &mut ctx.redactor;
+                sops::decrypt_document_with(&mut doc, &path, &keys, &mut |keypath, value| {
+                    redactor.add_object_leaf(keypath, value)
+                })?;
             }
             if let Some(map) = doc.as_object_mut() {
                 map.remove("sops");
             }
-            collect_secret_values(&doc, &mut ctx.redactor);
         }
         manifests.push(plain::to_manifest(doc, &origin)?);
     }
@@ -412,29 +441,6 @@ fn object_name(doc: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("?");
     format!("{kind}/{name}")
-}
-
-/// Add a decrypted object's payload to the redactor: Secret `data` (and its decoded form),
-/// `stringData`, and for other kinds every string outside `metadata`.
-fn collect_secret_values(doc: &Value, redactor: &mut safety::Redactor) {
-    use base64::Engine as _;
-    if let Some(Value::Object(data)) = doc.get("data") {
-        for value in data.values().filter_map(Value::as_str) {
-            redactor.add(value);
-            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value)
-                && let Ok(text) = String::from_utf8(decoded)
-            {
-                redactor.add(&text);
-            }
-        }
-    }
-    if let Value::Object(map) = doc {
-        for (key, value) in map {
-            if !matches!(key.as_str(), "metadata" | "apiVersion" | "kind" | "data") {
-                redactor.add_leaves(value);
-            }
-        }
-    }
 }
 
 /// Kinds that never take a namespace, so the app's default namespace is not stamped on them

@@ -141,21 +141,33 @@ pub fn renderers() -> Vec<&'static dyn Renderer> {
 
 /// Render one source path into the final manifests (before namespace defaulting, see module doc).
 pub fn render(req: &RenderRequest) -> Result<Vec<Manifest>> {
+    render_collecting(req, &mut safety::Redactor::new())
+}
+
+/// [`render`], also adding every value that came from decryption (and repository passwords)
+/// to `redactor`, for the stages that show objects or messages: `pipeline::diff`, reports,
+/// errors, agent status. A failed render's error is already redacted.
+pub fn render_collecting(
+    req: &RenderRequest,
+    redactor: &mut safety::Redactor,
+) -> Result<Vec<Manifest>> {
     let mut manifests = if req.is_stdin() {
         let bytes = match &req.stdin {
             Some(bytes) => bytes.clone(),
             None => read_stdin()?,
         };
         let mut manifests = plain::parse_bytes(&bytes, Path::new("-"))?;
-        app::finish_stdin(req, &mut manifests)?;
+        app::finish_stdin(req, &mut manifests, redactor)
+            .map_err(|err| redactor.redact_error(err))?;
         manifests
     } else {
         // ferry.yaml / detection / flags pick plain, kustomize or helm; app also runs stage 3
         // (SOPS decryption) and `${VAR}` substitution.
         let path = req.resolved_path()?;
-        app::render_path(req, &path)?
+        app::render_path(req, &path, redactor)?
     };
-    set_image::apply_overrides(&mut manifests, &req.set_images)?;
+    set_image::apply_overrides(&mut manifests, &req.set_images)
+        .map_err(|err| redactor.redact_error(err))?;
     Ok(manifests)
 }
 

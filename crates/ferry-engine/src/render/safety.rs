@@ -387,70 +387,8 @@ pub fn check_chart_archive(path: &Path, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-/// Replaces known secret values with `[REDACTED]` in text shown to users (renderer stderr,
-/// error messages). Also catches the base64 forms helm templates commonly produce.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    /// Longest first, so a secret containing another secret is replaced whole.
-    needles: Vec<String>,
-}
-
-/// Values shorter than this are only redacted as whole words: blanking every `1` or `on` in
-/// an error message would make it unreadable while hiding nothing worth hiding.
-const SHORT_SECRET: usize = 4;
-
-impl Redactor {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn add(&mut self, secret: &str) {
-        use base64::Engine as _;
-        let secret = secret.trim();
-        if secret.is_empty() {
-            return;
-        }
-        let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
-        for needle in [secret.to_string(), encoded] {
-            if !self.needles.contains(&needle) {
-                self.needles.push(needle);
-            }
-        }
-        self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    }
-
-    /// Collect every string leaf of a decrypted document.
-    pub fn add_leaves(&mut self, value: &serde_json::Value) {
-        match value {
-            serde_json::Value::String(s) => self.add(s),
-            serde_json::Value::Number(n) => self.add(&n.to_string()),
-            serde_json::Value::Array(items) => items.iter().for_each(|v| self.add_leaves(v)),
-            serde_json::Value::Object(map) => map.values().for_each(|v| self.add_leaves(v)),
-            _ => {}
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
-    }
-
-    /// The known secret strings (and their base64 forms), longest first.
-    pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.needles.iter().map(String::as_str)
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for needle in &self.needles {
-            if needle.chars().count() >= SHORT_SECRET {
-                out = out.replace(needle.as_str(), "[REDACTED]");
-            } else if let Ok(re) = regex::Regex::new(&format!(r"\b{}\b", regex::escape(needle))) {
-                out = re.replace_all(&out, "[REDACTED]").into_owned();
-            }
-        }
-        out
-    }
-}
+/// Redaction of decrypted values lives with the reports that must never show them.
+pub use crate::report::redact::Redactor;
 
 #[cfg(test)]
 mod tests {
@@ -465,18 +403,5 @@ mod tests {
         );
         assert_eq!(lexical_join(base, Path::new("../x")), None);
         assert_eq!(lexical_join(base, Path::new("/etc/passwd")), None);
-    }
-
-    #[test]
-    fn redactor_replaces_plain_and_base64_forms() {
-        let mut r = Redactor::new();
-        r.add("hunter22");
-        r.add("ab");
-        let text = "error: value hunter22 / aHVudGVyMjI= in abc and ab here";
-        let out = r.redact(text);
-        assert!(!out.contains("hunter22"));
-        assert!(!out.contains("aHVudGVyMjI="));
-        assert!(out.contains("abc"), "{out}");
-        assert!(out.contains("and [REDACTED] here"), "{out}");
     }
 }

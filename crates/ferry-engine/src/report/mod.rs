@@ -1,5 +1,9 @@
 //! Stage 8, report: per-object results of apply/diff/delete/status, and their human, JSON and
-//! markdown renderings. Nothing here ever holds Secret values: diffs are redacted upstream.
+//! markdown renderings. Nothing here ever holds Secret values: diffs are redacted upstream, and
+//! every report passes through [`redact::Redactor`] (the values that came from decryption)
+//! before the pipeline returns it.
+
+pub mod redact;
 
 use std::fmt::Write as _;
 
@@ -78,6 +82,18 @@ impl ObjectResult {
         self.message = Some(message.into());
         self
     }
+
+    fn redact(&mut self, redactor: &redact::Redactor) {
+        if let Some(message) = &mut self.message {
+            *message = redactor.redact(message);
+        }
+        if let Some(health) = &mut self.health {
+            health.message = redactor.redact(&health.message);
+        }
+        for c in &mut self.conflicts {
+            c.field = redactor.redact(&c.field);
+        }
+    }
 }
 
 /// API requests the engine sent, split into reads (GET/LIST/discovery) and writes
@@ -107,6 +123,19 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// Take every decrypted value out of the messages (API server errors echo field values).
+    pub fn redact(&mut self, redactor: &redact::Redactor) {
+        if redactor.is_empty() {
+            return;
+        }
+        for o in &mut self.objects {
+            o.redact(redactor);
+        }
+        if let Some(reason) = &mut self.prune_skipped {
+            *reason = redactor.redact(reason);
+        }
+    }
+
     pub fn count(&self, action: Action) -> usize {
         self.objects.iter().filter(|o| o.action == action).count()
     }
@@ -292,6 +321,18 @@ pub struct DiffReport {
 }
 
 impl DiffReport {
+    /// Defence in depth after the structural redaction in `pipeline::diff_object`: long
+    /// decrypted values anywhere in the diff text (short ones are only hidden structurally,
+    /// since `1` also appears in every `@@ -1,3 +1,4 @@` line).
+    pub fn redact(&mut self, redactor: &redact::Redactor) {
+        if redactor.is_empty() {
+            return;
+        }
+        for o in &mut self.objects {
+            o.diff = redactor.redact_substrings(&o.diff);
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         self.objects
             .iter()

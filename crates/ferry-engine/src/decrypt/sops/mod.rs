@@ -12,6 +12,9 @@
 //!   that already hold `serde_json::Value`s (call it *before* converting to a typed object: the
 //!   MAC covers the file's key order).
 //! - [`decrypt_manifest`]: a [`Manifest`] that carries a `sops` key (Flux-style per object).
+//! - the `_with` variants of these hand every decrypted leaf (key path and plaintext) to a
+//!   [`PlaintextSink`], which is how the renderers register exactly the values that were
+//!   encrypted with the [`crate::report::redact::Redactor`] (docs/secrets.md, "Redaction").
 //! - [`encrypt`]: plaintext bytes → a file that `sops -d` opens.
 //!
 //! Plaintext only ever lives in memory; errors name the file and key path, never a value.
@@ -114,11 +117,27 @@ pub fn decrypt(
     emit(&docs, format, path)
 }
 
+/// Receives each leaf that was encrypted, once decrypted: its key path and plaintext value.
+pub type PlaintextSink<'a> = dyn FnMut(&[String], &Value) + 'a;
+
+/// A sink that drops what it is given (callers that do not show objects).
+fn ignore(_: &[String], _: &Value) {}
+
 /// Decrypt parsed documents in place (all documents of one file). Documents that share one
 /// `sops:` block (as `sops` writes multi-document YAML) are verified with one MAC over all of
 /// them; documents with different blocks are each decrypted alone; documents without a block
 /// are left as they are. Errors when none of the documents is encrypted.
 pub fn decrypt_documents(docs: &mut [Value], path: &Path, keys: &AgeKeys) -> Result<()> {
+    decrypt_documents_with(docs, path, keys, &mut ignore)
+}
+
+/// [`decrypt_documents`], handing every decrypted leaf to `sink`.
+pub fn decrypt_documents_with(
+    docs: &mut [Value],
+    path: &Path,
+    keys: &AgeKeys,
+    sink: &mut PlaintextSink<'_>,
+) -> Result<()> {
     let blocks: Vec<Option<Value>> = docs
         .iter()
         .map(|d| is_encrypted_value(d).then(|| d["sops"].clone()))
@@ -132,7 +151,7 @@ pub fn decrypt_documents(docs: &mut [Value], path: &Path, keys: &AgeKeys) -> Res
     let shared = blocks.iter().all(|b| b.as_ref() == Some(&first));
     if shared {
         let meta = parse_metadata(&first, path)?;
-        decrypt_tree(docs, &meta, path, keys)
+        decrypt_tree(docs, &meta, path, keys, sink)
     } else {
         let many = docs.len() > 1;
         for (index, doc) in docs.iter_mut().enumerate() {
@@ -142,7 +161,7 @@ pub fn decrypt_documents(docs: &mut [Value], path: &Path, keys: &AgeKeys) -> Res
                 } else {
                     path.to_path_buf()
                 };
-                decrypt_document(doc, &doc_path, keys)?;
+                decrypt_document_with(doc, &doc_path, keys, sink)?;
             }
         }
         Ok(())
@@ -152,11 +171,21 @@ pub fn decrypt_documents(docs: &mut [Value], path: &Path, keys: &AgeKeys) -> Res
 /// Decrypt one parsed document in place. Returns `false` (and leaves it alone) when it carries
 /// no `sops` block.
 pub fn decrypt_document(doc: &mut Value, path: &Path, keys: &AgeKeys) -> Result<bool> {
+    decrypt_document_with(doc, path, keys, &mut ignore)
+}
+
+/// [`decrypt_document`], handing every decrypted leaf to `sink`.
+pub fn decrypt_document_with(
+    doc: &mut Value,
+    path: &Path,
+    keys: &AgeKeys,
+    sink: &mut PlaintextSink<'_>,
+) -> Result<bool> {
     if !is_encrypted_value(doc) {
         return Ok(false);
     }
     let meta = parse_metadata(&doc["sops"], path)?;
-    decrypt_tree(std::slice::from_mut(doc), &meta, path, keys)?;
+    decrypt_tree(std::slice::from_mut(doc), &meta, path, keys, sink)?;
     Ok(true)
 }
 
@@ -165,10 +194,19 @@ pub fn decrypt_document(doc: &mut Value, path: &Path, keys: &AgeKeys) -> Result<
 /// verifies if the object still has its file's field order; renderers holding the parsed YAML
 /// should prefer [`decrypt_document`] before building the [`Manifest`].
 pub fn decrypt_manifest(manifest: &mut Manifest, keys: &AgeKeys) -> Result<bool> {
+    decrypt_manifest_with(manifest, keys, &mut ignore)
+}
+
+/// [`decrypt_manifest`], handing every decrypted leaf to `sink`.
+pub fn decrypt_manifest_with(
+    manifest: &mut Manifest,
+    keys: &AgeKeys,
+    sink: &mut PlaintextSink<'_>,
+) -> Result<bool> {
     let path = manifest.origin.file.clone();
     let mut doc = serde_json::to_value(&manifest.object)
         .map_err(|e| err(&path, format!("cannot read object {}: {e}", manifest.key())))?;
-    if !decrypt_document(&mut doc, &path, keys)? {
+    if !decrypt_document_with(&mut doc, &path, keys, sink)? {
         return Ok(false);
     }
     manifest.object = serde_json::from_value(doc).map_err(|e| {
@@ -275,7 +313,13 @@ impl Mac {
 }
 
 /// Decrypt all documents sharing `meta` and verify the MAC over them.
-fn decrypt_tree(docs: &mut [Value], meta: &Metadata, path: &Path, keys: &AgeKeys) -> Result<()> {
+fn decrypt_tree(
+    docs: &mut [Value],
+    meta: &Metadata,
+    path: &Path,
+    keys: &AgeKeys,
+    sink: &mut PlaintextSink<'_>,
+) -> Result<()> {
     let rules = Rules::from_metadata(meta).map_err(|m| err(path, m))?;
     let lastmodified = meta
         .lastmodified
@@ -309,6 +353,7 @@ fn decrypt_tree(docs: &mut [Value], meta: &Metadata, path: &Path, keys: &AgeKeys
                 let plain = cipher::decrypt(enc, &key, &aad(keypath))
                     .map_err(|e| err(path, format!("value at {} {e}", show_path(keypath))))?;
                 *leaf = plain_to_value(&plain);
+                sink(keypath, leaf);
                 plain
             } else {
                 value_to_plain(leaf)
