@@ -2,11 +2,19 @@
 //! non-fast-forward rejection fetch again and re-apply the edits on top of the new upstream
 //! (the edits are recomputed from the files, so nobody's commit is clobbered). A commit that
 //! cannot be pushed (e.g. no write permission) stays on a local branch of the cached clone.
+//!
+//! The remote is a tenant's choice and may be hostile: local URLs are refused unless allowed,
+//! redirects to another host are never followed (credentials and the bearer header stay with the
+//! configured host), credentials are only given to the configured host and port, and the fetched
+//! pack size is bounded. The work tree is written by libgit2's own checkout, which refuses `..`,
+//! `.git` (all spellings, core.protectNTFS/HFS are on by default) and paths through symlinks;
+//! the edits then never follow symlinks (see `setimage`).
 
 use std::path::{Path, PathBuf};
 
 use git2::{
-    Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository, Signature,
+    Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks, RemoteRedirect,
+    Repository, Signature,
 };
 use thiserror::Error;
 
@@ -42,6 +50,18 @@ pub enum GitError {
     },
     #[error("the image edits failed: {0}")]
     Edit(String),
+    #[error(
+        "{url}: local git URLs (file://, paths) are refused for image updates (they write to the agent's own disk); use an https:// or ssh:// URL, or start the agent with --allow-local-git-sources"
+    )]
+    LocalUrl { url: String },
+    #[error(
+        "git fetch of {branch} from {url} received more than the limit of {limit} bytes and was aborted (raise --git-max-fetch-bytes)"
+    )]
+    TooLarge {
+        url: String,
+        branch: String,
+        limit: u64,
+    },
     #[error("git: {0}")]
     Git(String),
 }
@@ -93,6 +113,23 @@ pub struct WriteBackSpec {
     pub work_dir: PathBuf,
     /// Attempts on non-fast-forward.
     pub max_attempts: u32,
+    /// Allow `file://` URLs and local paths (the agent's `--allow-local-git-sources`).
+    pub allow_local: bool,
+    /// Most pack bytes one fetch may receive.
+    pub max_fetch_bytes: u64,
+}
+
+/// Is `url` a local repository (`file://`, a path) rather than a network remote?
+pub fn is_local_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    if let Some((scheme, _)) = lower.split_once("://") {
+        return !matches!(
+            scheme,
+            "https" | "http" | "ssh" | "git+ssh" | "ssh+git" | "git"
+        );
+    }
+    // scp-like `user@host:path` is ssh; anything else libgit2 opens as a path.
+    !matches!(url.split_once(':'), Some((before, _)) if before.contains('@') && !before.contains('/'))
 }
 
 /// What the edit callback reports for one attempt.
@@ -119,12 +156,21 @@ pub fn write_back<F>(spec: &WriteBackSpec, mut edit: F) -> Result<WriteBackResul
 where
     F: FnMut(&Path) -> Result<EditOutcome, String>,
 {
+    if !spec.allow_local && is_local_url(&spec.url) {
+        return Err(GitError::LocalUrl {
+            url: redact_url(&spec.url),
+        });
+    }
     std::fs::create_dir_all(&spec.work_dir)
         .map_err(|e| GitError::Git(format!("creating {}: {e}", spec.work_dir.display())))?;
     let repo = match Repository::open(&spec.work_dir) {
         Ok(repo) => repo,
         Err(_) => Repository::init(&spec.work_dir)?,
     };
+    // Connections made without explicit options (none today) follow no off-site redirect either.
+    if let Ok(mut config) = repo.config() {
+        let _ = config.set_str("http.followRedirects", "false");
+    }
     match repo.find_remote("origin") {
         Ok(remote) if remote.url().ok() == Some(spec.url.as_str()) => {}
         Ok(_) => repo.remote_set_url("origin", &spec.url)?,
@@ -238,10 +284,50 @@ fn delete_pending(repo: &Repository) -> Result<(), git2::Error> {
         .delete()
 }
 
-fn callbacks(auth: &GitAuth) -> RemoteCallbacks<'_> {
+/// `(scheme, host, port)` with the scheme's default port filled in.
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || p.chars().all(|c| c.is_ascii_digit()) => {
+            (h, Some(p.parse().ok()?))
+        }
+        _ => (hostport, None),
+    };
+    let port = port.or(match scheme.as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        "ssh" => Some(22),
+        _ => None,
+    })?;
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+/// Credentials configured for `configured` may only go to the same host and port (http may
+/// become https, never the reverse).
+fn same_origin(configured: &str, asking: &str) -> bool {
+    match (origin(configured), origin(asking)) {
+        (Some((cs, ch, cp)), Some((s, h, p))) => {
+            ch == h && cp == p && (cs == s || (cs == "http" && s == "https"))
+        }
+        _ => configured == asking,
+    }
+}
+
+fn callbacks<'a>(auth: &'a GitAuth, configured: &str) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let mut tries = 0;
-    callbacks.credentials(move |_url, username_from_url, allowed| {
+    let configured = configured.to_string();
+    callbacks.credentials(move |asking, username_from_url, allowed| {
+        if !same_origin(&configured, asking) {
+            return Err(git2::Error::from_str(&format!(
+                "{} asks for credentials but they belong to {}; not sent",
+                redact_url(asking),
+                redact_url(&configured)
+            )));
+        }
         tries += 1;
         // libgit2 asks again after a refusal: answer once, then let it fail.
         if tries > 1 {
@@ -293,10 +379,27 @@ fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), 
     // push branch.
     for (i, refspec) in refspecs.iter().enumerate() {
         let mut options = FetchOptions::new();
-        options.remote_callbacks(callbacks(&spec.auth));
+        let too_large = std::rc::Rc::new(std::cell::Cell::new(false));
+        let mut cbs = callbacks(&spec.auth, &spec.url);
+        let flag = too_large.clone();
+        let limit = spec.max_fetch_bytes;
+        cbs.transfer_progress(move |progress| {
+            let over = progress.received_bytes() as u64 > limit;
+            flag.set(over);
+            !over
+        });
+        options.remote_callbacks(cbs);
         options.custom_headers(&header_refs);
+        options.follow_redirects(RemoteRedirect::None);
         options.prune(git2::FetchPrune::Off);
         if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
+            if too_large.get() {
+                return Err(GitError::TooLarge {
+                    url: redact_url(&spec.url),
+                    branch: spec.checkout_branch.clone(),
+                    limit,
+                });
+            }
             let message = scrub(e.message(), &spec.auth);
             let missing = message.contains("couldn't find remote ref")
                 || message.contains("not found")
@@ -341,7 +444,7 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
     let headers = headers(&spec.auth);
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let result = {
-        let mut cbs = callbacks(&spec.auth);
+        let mut cbs = callbacks(&spec.auth, &spec.url);
         cbs.push_update_reference(|_refname, status| {
             if let Some(status) = status {
                 *rejected.borrow_mut() = Some(status.to_string());
@@ -358,6 +461,7 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
         let mut options = PushOptions::new();
         options.remote_callbacks(cbs);
         options.custom_headers(&header_refs);
+        options.follow_redirects(RemoteRedirect::None);
         // Not forced: a concurrent push makes this fail as non-fast-forward, never overwrites.
         let refspec = format!("{commit}:refs/heads/{}", spec.push_branch);
         remote.push(&[refspec.as_str()], Some(&mut options))
@@ -461,6 +565,9 @@ mod tests {
             author_email: "ferry@example.com".into(),
             work_dir: dir.join(name),
             max_attempts: 5,
+            // These unit tests use a bare repository on disk as the remote.
+            allow_local: true,
+            max_fetch_bytes: 1 << 30,
         }
     }
 
@@ -576,5 +683,25 @@ mod tests {
         s.push_branch = "nope".into();
         let err = write_back(&s, |_| Ok(EditOutcome::default())).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn local_urls_and_other_origins_are_refused() {
+        for url in ["file:///x", "/x", "x", "ext::sh -c id"] {
+            assert!(is_local_url(url), "{url}");
+        }
+        for url in ["https://h/x", "ssh://git@h/x", "git@h:o/x"] {
+            assert!(!is_local_url(url), "{url}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), "file:///tmp", "w");
+        s.allow_local = false;
+        let err = write_back(&s, |_| Ok(EditOutcome::default())).unwrap_err();
+        assert!(matches!(err, GitError::LocalUrl { .. }), "{err}");
+        assert!(same_origin("http://h:1/r", "http://h:1/r/info/refs"));
+        assert!(same_origin("https://h/r", "https://h:443/r"));
+        assert!(!same_origin("http://h:1/r", "http://h:2/r"));
+        assert!(!same_origin("https://h/r", "http://h/r"));
+        assert!(!same_origin("https://h/r", "https://evil/r"));
     }
 }

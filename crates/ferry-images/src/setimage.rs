@@ -1,6 +1,13 @@
 //! File-tree image edits shared by `ferry set-image` (push mode) and the automation (pull mode):
 //! walk the YAML files under a path, plan byte-span edits (markers, kustomization `images:`,
 //! plain `image:` fields), check that every edited file still parses, and write.
+//!
+//! Symlinks are never followed, read or written through: a repository (or a tenant's
+//! `spec.update.path`) could point one at another tenant's clone, the agent's cache or any file
+//! the agent can write. The path to edit must be inside the root with no symlink on the way,
+//! symlinks met while walking are skipped (and reported), and a changed file is replaced by
+//! writing a new file next to it and renaming it over the old one, which replaces a link rather
+//! than writing to its target.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +29,101 @@ pub enum TreeError {
     },
     #[error("{path} does not exist; give a file or directory inside the checkout")]
     Missing { path: PathBuf },
+    #[error(
+        "{path} is a symlink; image references are never edited through symlinks (they can point outside the repository); give the real path"
+    )]
+    Symlink { path: PathBuf },
+    #[error("{path} is outside {root}; give a path inside the repository")]
+    Outside { path: PathBuf, root: PathBuf },
+}
+
+/// Check that `path` is `root` or below it, with no `..` and no symlink between them, and
+/// that it really resolves inside `root`.
+pub fn check_inside(root: &Path, path: &Path) -> Result<(), TreeError> {
+    let outside = || TreeError::Outside {
+        path: path.to_path_buf(),
+        root: root.to_path_buf(),
+    };
+    let rel = path.strip_prefix(root).map_err(|_| outside())?;
+    let mut current = root.to_path_buf();
+    for component in rel.components() {
+        match component {
+            std::path::Component::Normal(part) => current.push(part),
+            std::path::Component::CurDir => continue,
+            _ => return Err(outside()),
+        }
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(TreeError::Symlink { path: current });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TreeError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(TreeError::Io {
+                    path: current,
+                    source,
+                });
+            }
+        }
+    }
+    let io = |source| TreeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // `ferry set-image app.yaml` has the root `` (the current directory).
+    let dot = |p: &Path| {
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p.to_path_buf()
+        }
+    };
+    let real_root = std::fs::canonicalize(dot(root)).map_err(io)?;
+    let real = std::fs::canonicalize(dot(path)).map_err(io)?;
+    if !real.starts_with(&real_root) {
+        return Err(outside());
+    }
+    Ok(())
+}
+
+/// Replace `file` with `text` without following a symlink: write a new sibling (`create_new`
+/// refuses an existing name, link included) with the old file's permissions and rename it over
+/// `file`.
+fn replace_file(file: &Path, text: &str) -> Result<(), TreeError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| TreeError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(file).map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(TreeError::Symlink {
+            path: file.to_path_buf(),
+        });
+    }
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = file.with_file_name(format!(".{name}.ferry-{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.permissions().mode() & 0o7777)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(source));
+    }
+    Ok(())
 }
 
 /// One changed value.
@@ -74,18 +176,41 @@ pub struct FileEdit {
     pub matched: usize,
 }
 
-/// YAML files under `path` (a file or a directory), sorted, skipping hidden directories.
+/// YAML files under `path` (a file or a directory), sorted, skipping hidden directories and
+/// symlinks.
 pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, TreeError> {
-    if !path.exists() {
-        return Err(TreeError::Missing {
+    walk_yaml(path).map(|(files, _)| files)
+}
+
+/// YAML files under `path`, and the symlinks skipped on the way.
+fn walk_yaml(path: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), TreeError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TreeError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(TreeError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if meta.file_type().is_symlink() {
+        return Err(TreeError::Symlink {
             path: path.to_path_buf(),
         });
     }
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+    if meta.is_file() {
+        return Ok((vec![path.to_path_buf()], Vec::new()));
     }
     let mut files = Vec::new();
+    let mut links = Vec::new();
     for entry in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .follow_root_links(false)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
@@ -98,13 +223,18 @@ pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, TreeError> {
             source: e.into(),
         })?;
         let name = entry.file_name().to_string_lossy();
-        if entry.file_type().is_file()
-            && (name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization")
-        {
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization";
+        if entry.file_type().is_symlink() {
+            // Worth a warning when it would have been edited: a YAML name or a directory.
+            let dir = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+            if yaml || dir {
+                links.push(entry.into_path());
+            }
+        } else if entry.file_type().is_file() && yaml {
             files.push(entry.into_path());
         }
     }
-    Ok(files)
+    Ok((files, links))
 }
 
 /// Run `edit` on every YAML file under `path`; write changed files unless `dry_run`. A file
@@ -119,7 +249,16 @@ where
     F: FnMut(&Path, &str) -> FileEdit,
 {
     let mut report = TreeReport::default();
-    for file in yaml_files(path)? {
+    check_inside(root, path)?;
+    let (files, links) = walk_yaml(path)?;
+    for link in links {
+        report.issues.push(FileIssue {
+            file: link.strip_prefix(root).unwrap_or(&link).to_path_buf(),
+            line: None,
+            message: "symlink; skipped (image references are never edited through symlinks)".into(),
+        });
+    }
+    for file in files {
         let rel = file.strip_prefix(root).unwrap_or(&file).to_path_buf();
         let bytes = std::fs::read(&file).map_err(|source| TreeError::Io {
             path: file.clone(),
@@ -150,10 +289,7 @@ where
             continue;
         }
         if !dry_run {
-            std::fs::write(&file, &new_text).map_err(|source| TreeError::Io {
-                path: file.clone(),
-                source,
-            })?;
+            replace_file(&file, &new_text)?;
         }
         report.changes.extend(result.changes);
         report.files_changed.push(rel);
@@ -445,5 +581,40 @@ mod tests {
             merge_image(&cur, &img("q/a")).to_string(),
             "q/a:1@sha256:old"
         );
+    }
+
+    #[test]
+    fn symlinks_are_never_followed() {
+        let sandbox = tempfile::tempdir().unwrap();
+        let victim = sandbox.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let marked = "image: r/app:1.0 # {\"$imagepolicy\": \"apps:app\"}\n";
+        std::fs::write(victim.join("v.yaml"), marked).unwrap();
+        let root = sandbox.path().join("repo");
+        std::fs::create_dir_all(root.join("apps")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("apps/link")).unwrap();
+        std::os::unix::fs::symlink(victim.join("v.yaml"), root.join("apps/file.yaml")).unwrap();
+        std::fs::write(root.join("apps/real.yaml"), marked).unwrap();
+        let image = img("r/app:2.0");
+        let edit = |f: &Path, t: &str| set_image_edit("r/app", &image, f, t);
+        // Walking the directory edits the real file and skips (and reports) both links.
+        let report = edit_tree(&root, &root.join("apps"), false, edit).unwrap();
+        assert_eq!(report.files_changed, vec![PathBuf::from("apps/real.yaml")]);
+        assert_eq!(report.issues.len(), 2, "{:?}", report.issues);
+        assert!(report.issues.iter().all(|i| i.message.contains("symlink")));
+        // Naming a link (or a path through one) is refused.
+        for path in ["apps/link", "apps/link/v.yaml", "apps/file.yaml"] {
+            let err = edit_tree(&root, &root.join(path), false, edit).unwrap_err();
+            assert!(matches!(err, TreeError::Symlink { .. }), "{path}: {err}");
+        }
+        let err = edit_tree(&root, &root.join("apps/../.."), false, edit).unwrap_err();
+        assert!(matches!(err, TreeError::Outside { .. }), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(victim.join("v.yaml")).unwrap(),
+            marked
+        );
+        // The edited file kept being a regular file with its permissions.
+        let meta = std::fs::symlink_metadata(root.join("apps/real.yaml")).unwrap();
+        assert!(meta.file_type().is_file());
     }
 }

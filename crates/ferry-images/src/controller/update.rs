@@ -507,6 +507,8 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         author_email: update.spec.git.commit.author.email.clone(),
         work_dir: ctx.options.cache_dir.join("images").join(&ns).join(&name),
         max_attempts: 5,
+        allow_local: ctx.options.allow_local_git_sources,
+        max_fetch_bytes: ctx.options.git_max_fetch_bytes,
     };
     // One write-back per repository branch at a time in this process.
     let git_lock = lock(&ctx.git_locks)
@@ -606,7 +608,10 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         }
         Err(err) => {
             let reason = match &err {
-                GitError::Fetch { .. } | GitError::NoBranch { .. } => "GitFetchFailed",
+                GitError::Fetch { .. } | GitError::NoBranch { .. } | GitError::TooLarge { .. } => {
+                    "GitFetchFailed"
+                }
+                GitError::LocalUrl { .. } => "InvalidSourceURL",
                 GitError::PushRefused { .. } => "PushRefused",
                 GitError::Contention { .. } => "PushContention",
                 GitError::Edit(_) => "UpdateFailed",

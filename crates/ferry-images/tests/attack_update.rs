@@ -1,0 +1,185 @@
+//! Attacks on ImageUpdate through symlinks (issue 11, item 10), against the real testenv
+//! (registry, smart-HTTP git server, API server): a repository whose `apps/link` points at a
+//! directory outside the clone (standing in for another tenant's files) holding a file with a
+//! `$imagepolicy` marker, a YAML symlink to that file, and ImageUpdates that walk the directory,
+//! name the link as `spec.update.path`, or climb out with `../../..`. The victim file must stay
+//! unchanged and every ImageUpdate must say what it skipped or refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferry_api::GitSource;
+use ferry_api::common::READY;
+use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
+use ferry_images::controller::{ImageAutomation, ImageOptions};
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::json;
+
+async fn install_crds(client: &Client) {
+    let mut crds = ferry_images::controller::crds();
+    crds.push(GitSource::crd());
+    let crds: Vec<serde_json::Value> = crds
+        .iter()
+        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
+        .collect();
+    ferry_testsupport::install_crds(client, &crds, "ferry-images-tests").await;
+}
+
+async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let obj: K = serde_json::from_value(value).expect("object JSON");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+}
+
+/// Wait until the ImageUpdate's status satisfies `check`; returns the status as JSON.
+async fn wait_update(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let api: Api<ImageUpdate> = Api::namespaced(client.clone(), ns);
+    let check = &check;
+    wait_for(what, Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let value = serde_json::to_value(api.get(name).await?)?;
+            if check(&value["status"]) {
+                Ok(Some(value["status"].clone()))
+            } else {
+                anyhow::bail!("status: {}", value["status"])
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_updates_never_write_through_symlinks() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-update").await;
+    let registry = env.var("FERRY_REGISTRY");
+    let image = format!("{registry}/{}/app", unique("atk"));
+    crane_push(&env, &format!("{image}:1.1.0"), None);
+
+    // The victim: files outside the clone (another tenant's clone, the agent's cache...).
+    let victim = tempfile::tempdir().expect("victim");
+    let marked = format!(
+        "image: {image}:1.0.0 # {{\"$imagepolicy\": \"{}:app\"}}\n",
+        ns.name
+    );
+    std::fs::write(victim.path().join("v.yaml"), &marked).expect("victim file");
+
+    // The repository: a real marked file, a directory symlink and a file symlink to the victim.
+    let repo = Repo::create(&env, &ns.name);
+    let apps = repo.work.path().join("apps");
+    std::fs::create_dir_all(&apps).expect("mkdir");
+    std::os::unix::fs::symlink(victim.path(), apps.join("link")).expect("dir link");
+    std::os::unix::fs::symlink(victim.path().join("v.yaml"), apps.join("file.yaml"))
+        .expect("file link");
+    let first = repo.commit(&[("apps/real.yaml", &marked)], "links");
+
+    create::<Secret>(&client, &ns.name, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
+        "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")}})).await;
+    create::<GitSource>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource", "metadata": {"name": "repo"}, "spec": {"url": repo.url, "secretRef": {"name": "git-auth"}}})).await;
+    create::<ImageRepository>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "app"}, "spec": {"image": image, "interval": "10m"}})).await;
+    create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "app"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": ">=1.0.0"}}}})).await;
+    for (name, path) in [
+        ("walk", "./apps"),
+        ("through-link", "apps/link"),
+        ("file-link", "apps/file.yaml"),
+        ("escape", "../../.."),
+    ] {
+        create::<ImageUpdate>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": name}, "spec": {
+            "sourceRef": {"kind": "GitSource", "name": "repo"},
+            "interval": "10m",
+            "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}, "pushBranch": format!("auto-{name}")},
+            "update": {"path": path}
+        }})).await;
+    }
+    let cache = tempfile::tempdir().expect("cache");
+    let mut options = ImageOptions::new(cache.path().to_path_buf());
+    options.namespaces = vec![ns.name.clone()];
+    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
+
+    // Walking the directory: the real file is updated, both links are skipped and reported.
+    let status = wait_update(&client, &ns.name, "walk", "walk pushed", |s| {
+        s["lastPushCommit"].is_string()
+    })
+    .await;
+    let markers = condition(&status, "MarkersValid")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        markers.contains("apps/link") && markers.contains("apps/file.yaml"),
+        "{markers}"
+    );
+    assert!(markers.contains("symlink; skipped"), "{markers}");
+    let branch = status["lastPushBranch"].as_str().unwrap_or_default();
+    assert_eq!(branch, "auto-walk");
+    let pushed = git_raw(&repo.bare, &["show", "auto-walk:apps/real.yaml"]);
+    assert!(pushed.contains(&format!("{image}:1.1.0 #")), "{pushed}");
+    assert_eq!(repo.head(), first, "main untouched");
+
+    // Naming the link, or a YAML symlink, as the path is refused with the reason.
+    for name in ["through-link", "file-link"] {
+        let status = wait_update(&client, &ns.name, name, "refused", |s| {
+            condition(s, READY).is_some_and(|c| c["status"] == "False")
+        })
+        .await;
+        let ready = condition(&status, READY).cloned().unwrap_or_default();
+        let message = ready["message"].as_str().unwrap_or_default();
+        assert_eq!(ready["reason"], "UpdateFailed", "{name}: {ready}");
+        assert!(message.contains("is a symlink"), "{name}: {message}");
+        assert!(
+            repo.head_of(&format!("auto-{name}")).is_empty(),
+            "{name}: nothing pushed"
+        );
+    }
+    // Climbing out of the repository is refused before any clone.
+    let status = wait_update(&client, &ns.name, "escape", "refused", |s| {
+        condition(s, READY).is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let ready = condition(&status, READY).cloned().unwrap_or_default();
+    assert_eq!(ready["reason"], "InvalidPath", "{ready}");
+
+    // The victim is exactly as it was.
+    assert_eq!(
+        std::fs::read_to_string(victim.path().join("v.yaml")).expect("victim"),
+        marked
+    );
+    assert_eq!(
+        std::fs::read_dir(victim.path()).expect("victim").count(),
+        1,
+        "nothing new in the victim directory"
+    );
+    task.abort();
+}
