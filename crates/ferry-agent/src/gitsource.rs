@@ -183,17 +183,10 @@ pub fn status_differs(old: &GitSourceStatus, new: &GitSourceStatus) -> bool {
 async fn fetch(source: &GitSource, ctx: &Context) -> Result<git::Checkout, SourceError> {
     let key = key_of(source);
     let url = source.spec.url.clone();
-    if !(url.starts_with("https://")
-        || url.starts_with("http://")
-        || url.starts_with("ssh://")
-        || url.starts_with("file://")
-        || (url.contains('@') && url.contains(':')))
-    {
-        return Err(SourceError::Invalid(format!(
-            "url {:?} is not an https://, http://, ssh://, user@host:path or file:// URL",
-            git::redact_url(&url)
-        )));
-    }
+    // Local repositories read the agent's disk (other tenants' caches included): refused unless
+    // the operator allows them. Not retried: only a spec change can fix it.
+    git::check_url(&url, ctx.options.allow_local_git_sources)
+        .map_err(|e| SourceError::Invalid(format!("spec.url: {e}")))?;
     let timeout = match source.spec.timeout.as_deref() {
         Some(t) => common::parse_duration(t)
             .map_err(|e| SourceError::Invalid(format!("spec.timeout: {e}")))?,
@@ -209,11 +202,26 @@ async fn fetch(source: &GitSource, ctx: &Context) -> Result<git::Checkout, Sourc
         Some(secret_ref) => load_auth(ctx, &key.0, &secret_ref.name).await?,
         None => GitAuth::default(),
     };
+    let options = &ctx.options;
     let request = FetchRequest {
         url,
         reference: reference(source),
         auth,
         timeout,
+        // The cache is per source: no tenant reads another's clone or is served a commit it
+        // has not fetched with its own credentials.
+        owner: format!("{}/{}", key.0, key.1),
+        allow_local: options.allow_local_git_sources,
+        limits: git::FetchLimits {
+            max_fetch_bytes: options.git_max_fetch_bytes,
+            checkout: git::CheckoutLimits {
+                max_bytes: options.git_max_checkout_bytes,
+                max_entries: options.git_max_checkout_files,
+                ..git::CheckoutLimits::default()
+            },
+            max_cache_bytes: (options.git_cache_max_bytes > 0)
+                .then_some(options.git_cache_max_bytes),
+        },
     };
     let cache_dir = ctx.options.cache_dir.clone();
     let _slot = ctx
@@ -285,6 +293,38 @@ async fn load_auth(ctx: &Context, namespace: &str, name: &str) -> Result<GitAuth
     Ok(auth)
 }
 
+/// A size flag: bytes, or with a binary (`Ki`, `Mi`, `Gi`, `Ti`) or decimal (`k`, `M`, `G`, `T`)
+/// suffix, like Kubernetes quantities.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 512Mi, 2Gi, 1000000)"))?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use Ki, Mi, Gi, Ti, k, M, G or T"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 pub fn error_policy(source: Arc<GitSource>, err: &SourceError, ctx: Arc<Context>) -> Action {
     let key = key_of(&*source);
     tracing::warn!(source = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
@@ -307,5 +347,25 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     };
     if let Err(err) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::debug!("cannot publish event: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_size("10Gi"), Ok(10 << 30));
+        assert_eq!(parse_size("2k"), Ok(2000));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("1Xi").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("Mi").is_err());
+        assert!(
+            parse_size("99999999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -21,7 +21,9 @@ async fn semver_tag_and_commit_refs_resolve() {
     repo.tag("v1.2.0");
     let c3 = repo.commit(&[("a.yaml", Some(&configmap_yaml("a", "3")))], "3");
     repo.tag("v2.0.0");
-    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    // One source below uses a file:// URL: local sources are refused unless allowed.
+    let (agent, _cache) =
+        start_agent(&env, &[&ns.name], |o| o.allow_local_git_sources = true).await;
     git_secret(&env, &client, &ns.name, "git-auth").await;
     let with_ref = |name: &str, url: &str, secret: Option<&str>, r: serde_json::Value| {
         let mut gs = git_source(name, url, secret, "1m");

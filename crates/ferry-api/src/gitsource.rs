@@ -1,4 +1,4 @@
-//! The `GitSource` CRD: a git repository (https, ssh or file URL) and a ref to follow, fetched by
+//! The `GitSource` CRD: a git repository (https or ssh URL) and a ref to follow, fetched by
 //! the agent on an interval or when a webhook says it changed. Modelled on Flux's GitRepository.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -27,8 +27,10 @@ use crate::common::LocalObjectReference;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GitSourceSpec {
-    /// Repository URL: `https://…`, `http://…`, `ssh://user@host/path`, `user@host:path` or
-    /// `file:///path`.
+    /// Repository URL: `https://…`, `http://…`, `ssh://user@host/path` or `user@host:path`.
+    /// `file:///path` and local paths are refused unless the agent runs with
+    /// `--allow-local-git-sources` (they would read the agent's own disk). Redirects to another
+    /// host are not followed and credentials go only to this URL's host.
     pub url: String,
     /// What to follow. Defaults to the branch `main`.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]

@@ -132,6 +132,8 @@ async fn bootstrap_makes_the_agent_manage_itself_and_sync_suspend_resume_work() 
     let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
     options.watch_namespaces = vec![ns.name.clone()];
     options.namespace = ns.name.clone();
+    // The repository is a file:// URL (see above): local sources are refused unless allowed.
+    options.allow_local_git_sources = true;
     let agent = Agent::start(options).await.expect("agent");
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
     let name = ns.name.clone();
