@@ -87,6 +87,23 @@ pub struct AgentOptions {
         default_value = "/tmp/ferry-agent-cache"
     )]
     pub cache_dir: PathBuf,
+    /// Allow GitSources with `file://` URLs or local paths (refused by default: they would let
+    /// a tenant read repositories, caches and other files on the agent's own disk).
+    #[arg(long, env = "FERRY_ALLOW_LOCAL_GIT_SOURCES")]
+    pub allow_local_git_sources: bool,
+    /// Most pack bytes one git fetch may receive (`512Mi`, `2Gi`); larger fetches are aborted.
+    #[arg(long, env = "FERRY_GIT_MAX_FETCH_BYTES", value_name = "SIZE", default_value = "512Mi", value_parser = crate::gitsource::parse_size)]
+    pub git_max_fetch_bytes: u64,
+    /// Most bytes of files in one git checkout.
+    #[arg(long, env = "FERRY_GIT_MAX_CHECKOUT_BYTES", value_name = "SIZE", default_value = "1Gi", value_parser = crate::gitsource::parse_size)]
+    pub git_max_checkout_bytes: u64,
+    /// Most files and directories in one git checkout.
+    #[arg(long, env = "FERRY_GIT_MAX_CHECKOUT_FILES", default_value_t = 100_000)]
+    pub git_max_checkout_files: u64,
+    /// Total size of the git cache (--cache-dir); least recently used sources are evicted past
+    /// it and fetch again on their next interval. `0`: unbounded.
+    #[arg(long, env = "FERRY_GIT_CACHE_MAX_BYTES", value_name = "SIZE", default_value = "10Gi", value_parser = crate::gitsource::parse_size)]
+    pub git_cache_max_bytes: u64,
     /// Address for /healthz, /readyz, webhooks (/hook/...) and /v1/cert.pem.
     #[arg(long, env = "FERRY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: SocketAddr,
@@ -164,6 +181,11 @@ impl AgentOptions {
             max_concurrent_per_namespace: 4,
             allow_cross_namespace_refs: false,
             cache_dir,
+            allow_local_git_sources: false,
+            git_max_fetch_bytes: ferry_engine::source::git::DEFAULT_MAX_FETCH_BYTES,
+            git_max_checkout_bytes: 1024 * 1024 * 1024,
+            git_max_checkout_files: 100_000,
+            git_cache_max_bytes: ferry_engine::source::git::DEFAULT_MAX_CACHE_BYTES,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             leader_elect: false,
