@@ -111,7 +111,7 @@ pub struct Context {
     /// Clients impersonating `system:serviceaccount:<ns>:<sa>`.
     tenant_clients: Mutex<HashMap<Key, Client>>,
     /// Per-namespace reconcile slots (`--max-concurrent-per-namespace`).
-    namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    namespace_slots: NamespaceSlots,
     /// API discovery shared by every engine run, whatever identity it applies as: which kinds
     /// exist does not depend on who asks (every authenticated user may read discovery,
     /// `system:discovery`), and RBAC is still enforced on each request that follows.
@@ -132,6 +132,7 @@ impl Context {
         };
         let recorder = Recorder::new(client.clone(), reporter);
         let fetch_slots = Semaphore::new(options.fetch_concurrency.max(1) as usize);
+        let namespace_slots = NamespaceSlots::new(options.max_concurrent_per_namespace);
         let mut apply_config = config.clone();
         apply_config.read_timeout = Some(ENGINE_READ_TIMEOUT);
         let apply_client = counted_client(apply_config, metrics.clone()).unwrap_or_else(|err| {
@@ -154,7 +155,7 @@ impl Context {
             drift_watches: Mutex::default(),
             stop: OnceLock::new(),
             tenant_clients: Mutex::default(),
-            namespace_slots: Mutex::default(),
+            namespace_slots,
             discovery: Arc::new(DiscoveryCache::default()),
         }
     }
@@ -243,32 +244,17 @@ impl Context {
 
     /// A tenant-set interval, raised to `--min-interval`.
     pub fn clamp_interval(&self, interval: Duration) -> Duration {
-        interval
-            .max(self.options.min_interval)
-            .max(Duration::from_secs(1))
+        self.options.clamp_interval(interval)
     }
 
     /// A tenant-set timeout, lowered to `--max-timeout`.
     pub fn clamp_timeout(&self, timeout: Duration) -> Duration {
-        timeout.min(self.options.max_timeout)
+        self.options.clamp_timeout(timeout)
     }
 
-    /// A reconcile slot for `namespace`, or `None` when the namespace already runs
-    /// `--max-concurrent-per-namespace` reconciles (the caller requeues instead of holding one
-    /// of the controller's shared slots while it waits).
+    /// A reconcile slot for `namespace` (see [`NamespaceSlots`]).
     pub fn try_namespace_slot(&self, namespace: &str) -> Option<Option<OwnedSemaphorePermit>> {
-        let limit = self.options.max_concurrent_per_namespace;
-        if limit == 0 {
-            return Some(None);
-        }
-        let slots = self
-            .namespace_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(namespace.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
-            .clone();
-        slots.try_acquire_owned().ok().map(Some)
+        self.namespace_slots.try_acquire(namespace)
     }
 
     /// Queue every Release that uses the GitSource `source` (namespace, name).
@@ -305,6 +291,39 @@ impl Context {
                 let _ = self.release_trigger.send(ObjectRef::from_obj(&*other));
             }
         }
+    }
+}
+
+/// Reconcile slots per namespace, so one tenant with many slow Releases cannot take every worker
+/// of the controller (`--max-concurrent-per-namespace`; 0: no limit).
+pub struct NamespaceSlots {
+    limit: u16,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl NamespaceSlots {
+    pub fn new(limit: u16) -> Self {
+        Self {
+            limit,
+            slots: Mutex::default(),
+        }
+    }
+
+    /// A slot for `namespace`: `Some(None)` without a limit, `Some(Some(permit))` while under it,
+    /// `None` when the namespace already runs `limit` reconciles (the caller requeues instead of
+    /// holding one of the controller's shared workers while it waits).
+    pub fn try_acquire(&self, namespace: &str) -> Option<Option<OwnedSemaphorePermit>> {
+        if self.limit == 0 {
+            return Some(None);
+        }
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(namespace.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limit as usize)))
+            .clone();
+        slots.try_acquire_owned().ok().map(Some)
     }
 }
 
@@ -362,6 +381,57 @@ mod tests {
             resolve_identity(&o, "ferry-system", None),
             sa("ferry-system", "ferry-admin")
         );
+    }
+
+    #[test]
+    fn one_namespace_cannot_take_every_slot() {
+        let slots = NamespaceSlots::new(2);
+        let a1 = slots.try_acquire("team-a").expect("first");
+        let a2 = slots.try_acquire("team-a").expect("second");
+        assert!(
+            slots.try_acquire("team-a").is_none(),
+            "team-a is at its limit"
+        );
+        assert!(
+            slots.try_acquire("team-b").is_some(),
+            "team-b still gets a slot"
+        );
+        drop(a1);
+        assert!(
+            slots.try_acquire("team-a").is_some(),
+            "freed when one finishes"
+        );
+        drop(a2);
+        let unlimited = NamespaceSlots::new(0);
+        for _ in 0..100 {
+            assert!(matches!(unlimited.try_acquire("x"), Some(None)));
+        }
+    }
+
+    #[test]
+    fn tenant_intervals_and_timeouts_are_held_to_the_agent_bounds() {
+        let mut o = options();
+        o.min_interval = Duration::from_secs(10);
+        o.max_timeout = Duration::from_secs(900);
+        assert_eq!(
+            o.clamp_interval(Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(o.clamp_interval(Duration::ZERO), Duration::from_secs(10));
+        assert_eq!(
+            o.clamp_interval(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            o.clamp_timeout(Duration::from_secs(86_400)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            o.clamp_timeout(Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        o.min_interval = Duration::ZERO;
+        assert_eq!(o.clamp_interval(Duration::ZERO), Duration::from_secs(1));
     }
 
     #[test]

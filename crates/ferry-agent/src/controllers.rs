@@ -315,6 +315,41 @@ pub fn warn_insecure_options(options: &AgentOptions) {
     }
 }
 
+/// Whether the agent starts its Sealed Secrets unsealer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsealerDecision {
+    /// No bitnami controller found (or none could be looked for: a failed lookup is logged and
+    /// does not block the unsealer, since two unsealers fight but leak nothing).
+    Start,
+    /// A bitnami controller runs (Deployment `namespace/name`): do not start a second unsealer.
+    Refuse { deployment: String },
+    /// One runs, but `--sealed-secrets-despite-bitnami` asks for ours anyway.
+    StartDespite { deployment: String },
+}
+
+/// Decide whether to start the unsealer: look for a bitnami sealed-secrets controller's
+/// Deployment in `search_namespaces` (empty: every namespace, as the agent does).
+pub async fn unsealer_decision(
+    client: &Client,
+    options: &AgentOptions,
+    search_namespaces: &[String],
+) -> UnsealerDecision {
+    use ferry_engine::decrypt::sealed::find_bitnami_controller;
+    match find_bitnami_controller(client, search_namespaces).await {
+        Ok(Some(deployment)) if options.sealed_secrets_despite_bitnami => {
+            UnsealerDecision::StartDespite { deployment }
+        }
+        Ok(Some(deployment)) => UnsealerDecision::Refuse { deployment },
+        Ok(None) => UnsealerDecision::Start,
+        Err(err) => {
+            tracing::warn!(
+                "cannot check for a bitnami sealed-secrets controller ({err}); starting the unsealer"
+            );
+            UnsealerDecision::Start
+        }
+    }
+}
+
 /// The unsealer and image automation, when enabled; they stop with the controllers.
 async fn extra_controllers(
     client: &Client,
@@ -322,29 +357,20 @@ async fn extra_controllers(
     certificate: CertificateSlot,
     stop: CancellationToken,
 ) {
-    use ferry_engine::decrypt::sealed::{UnsealerOptions, find_bitnami_controller, run_unsealer};
+    use ferry_engine::decrypt::sealed::{UnsealerOptions, run_unsealer};
     let options = &ctx.options;
     let mut tasks = Vec::new();
     if options.sealed_secrets {
-        // A bitnami controller already unsealing here would fight ours over every Secret.
-        let bitnami = match find_bitnami_controller(client, &[]).await {
-            Ok(found) => found,
-            Err(err) => {
-                tracing::warn!(
-                    "cannot check for a bitnami sealed-secrets controller ({err}); starting the unsealer"
-                );
-                None
-            }
-        };
-        match bitnami {
-            Some(deployment) if !options.sealed_secrets_despite_bitnami => {
+        // A bitnami controller anywhere in the cluster counts (searched in all namespaces).
+        match unsealer_decision(client, options, &[]).await {
+            UnsealerDecision::Refuse { deployment } => {
                 tracing::error!(
                     %deployment,
                     "a bitnami sealed-secrets controller runs in this cluster (Deployment {deployment}); NOT starting ferry's unsealer, which would fight it over every SealedSecret. Keep using bitnami's, or migrate its keys (docs/secrets.md) and remove it; --sealed-secrets-despite-bitnami starts ours anyway"
                 );
             }
-            found => {
-                if let Some(deployment) = found {
+            decision => {
+                if let UnsealerDecision::StartDespite { deployment } = &decision {
                     tracing::warn!(%deployment, "a bitnami sealed-secrets controller runs in this cluster; starting ferry's unsealer anyway (--sealed-secrets-despite-bitnami)");
                 }
                 // Exactly the namespaces the agent watches (all of them only when it watches all).

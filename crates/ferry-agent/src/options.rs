@@ -222,6 +222,18 @@ impl AgentOptions {
         }
     }
 
+    /// A tenant-set interval, raised to `--min-interval` (and never below one second).
+    pub fn clamp_interval(&self, interval: Duration) -> Duration {
+        interval
+            .max(self.min_interval)
+            .max(Duration::from_secs(1))
+    }
+
+    /// A tenant-set timeout, lowered to `--max-timeout`.
+    pub fn clamp_timeout(&self, timeout: Duration) -> Duration {
+        timeout.min(self.max_timeout)
+    }
+
     pub fn lease_duration(&self) -> Duration {
         Duration::from_secs(self.lease_duration_secs.max(2))
     }

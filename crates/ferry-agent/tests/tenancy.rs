@@ -1,7 +1,8 @@
 //! Multi-tenancy against the real API server's RBAC: team A's Release applies as team A's
 //! service account and cannot create or modify anything in team B's namespace or cluster-scoped
-//! objects; without a service account the enforced default one is used (never the agent's own
-//! rights); cross-namespace source references are refused.
+//! objects; without a service account the namespace's default one is used (never the agent's own
+//! rights), and the GitSource's Secret is read as that identity; cross-namespace source
+//! references are refused. The attacks on the defaults themselves are in attack_tenancy.rs.
 
 mod common;
 
@@ -29,6 +30,31 @@ async fn tenant_sa(client: &kube::Client, ns: &str, sa: &str) {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
     }))
+    .await;
+}
+
+/// Let `sa` of `ns` `get` the one Secret `secret` (what a tenant's GitSource needs).
+async fn read_secret_role(client: &kube::Client, ns: &str, sa: &str, secret: &str) {
+    create::<k8s_openapi::api::rbac::v1::Role>(
+        client,
+        ns,
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": format!("{sa}-read-{secret}")},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"]}],
+        }),
+    )
+    .await;
+    create::<k8s_openapi::api::rbac::v1::RoleBinding>(
+        client,
+        ns,
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("{sa}-read-{secret}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{sa}-read-{secret}")},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+        }),
+    )
     .await;
 }
 
@@ -78,6 +104,9 @@ async fn team_a_cannot_touch_team_b_or_cluster_scope() {
     })
     .await;
     git_secret(&env, &client, &a.name, "git-auth").await;
+    // The GitSource's Secret is read as team A's default identity (never the agent's): that
+    // identity may read exactly that Secret, and nothing else.
+    read_secret_role(&client, &a.name, "ferry-tenant-default", "git-auth").await;
     create::<GitSource>(
         &client,
         &a.name,

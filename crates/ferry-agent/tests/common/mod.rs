@@ -126,22 +126,28 @@ impl Repo {
 }
 
 /// Start an agent watching only `namespaces` (so parallel tests do not see each other).
-/// Releases without `serviceAccountName` apply as their namespace's `default` service account
-/// (the agent's secure default), so this grants that account the namespace's `admin` role first,
-/// as a cluster admin would for a tenant (docs/agent.md). Attack tests use [`start_agent_bare`].
+/// Tenant work without `serviceAccountName` acts as the namespace's `default` service account
+/// (in the agent's own namespace: `ferry-admin`), the agent's secure default, so this first
+/// grants those accounts their namespace's `admin` role, as a cluster admin would for a tenant
+/// (docs/agent.md). Attack tests use [`start_agent_bare`], which grants nothing.
 pub async fn start_agent(
     env: &TestEnv,
     namespaces: &[&str],
     tweak: impl FnOnce(&mut AgentOptions),
 ) -> (Agent, tempfile::TempDir) {
+    let (options, cache) = agent_options(env, namespaces, tweak);
     let client = env.client().await;
     for ns in namespaces {
-        grant_admin(&client, ns, "default").await;
+        grant_admin(&client, ns, &options.default_service_account).await;
+        if *ns == options.namespace {
+            grant_admin(&client, ns, &options.system_service_account).await;
+        }
     }
-    start_agent_bare(env, namespaces, tweak).await
+    let agent = Agent::start(options).await.expect("agent starts");
+    (agent, cache)
 }
 
-/// Bind the namespace's `admin` ClusterRole to service account `sa` of `ns` (idempotent).
+/// Bind the `admin` ClusterRole to service account `sa` of `ns`, in `ns` only (idempotent).
 pub async fn grant_admin(client: &Client, ns: &str, sa: &str) {
     let api: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), ns);
     let name = format!("{sa}-admin");
@@ -167,12 +173,23 @@ pub async fn start_agent_bare(
     namespaces: &[&str],
     tweak: impl FnOnce(&mut AgentOptions),
 ) -> (Agent, tempfile::TempDir) {
+    let (options, cache) = agent_options(env, namespaces, tweak);
+    let agent = Agent::start(options).await.expect("agent starts");
+    (agent, cache)
+}
+
+/// The in-process agent's options: the testenv's admin kubeconfig, a private cache, watching
+/// only `namespaces`; `tweak` changes the rest.
+pub fn agent_options(
+    env: &TestEnv,
+    namespaces: &[&str],
+    tweak: impl FnOnce(&mut AgentOptions),
+) -> (AgentOptions, tempfile::TempDir) {
     let cache = tempfile::tempdir().expect("cache dir");
     let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
     options.watch_namespaces = namespaces.iter().map(|s| s.to_string()).collect();
     tweak(&mut options);
-    let agent = Agent::start(options).await.expect("agent starts");
-    (agent, cache)
+    (options, cache)
 }
 
 /// Create a Secret with the testenv git credentials (basic auth).

@@ -47,9 +47,12 @@ pub struct ImageOptions {
     pub secret_reader: Option<SecretReader>,
 }
 
+/// Namespace → the client that reads that namespace's tenant-referenced Secrets.
+type SecretClientFn = dyn Fn(&str) -> Result<Client, String> + Send + Sync;
+
 /// Builds the client that reads tenant-referenced Secrets of a namespace.
 #[derive(Clone)]
-pub struct SecretReader(Arc<dyn Fn(&str) -> Result<Client, String> + Send + Sync>);
+pub struct SecretReader(Arc<SecretClientFn>);
 
 impl SecretReader {
     pub fn new(f: impl Fn(&str) -> Result<Client, String> + Send + Sync + 'static) -> Self {

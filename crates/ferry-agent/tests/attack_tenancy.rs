@@ -1,0 +1,666 @@
+//! Attacks by a tenant on the agent's defaults (issue 11 items 3, 7, 8), against the real API
+//! server's RBAC, the real git server and the real unsealer, with the agent started with its
+//! DEFAULT options unless a test says otherwise:
+//! - a Release without `serviceAccountName` that tries to make its namespace cluster-admin;
+//! - a GitSource that names a Secret its namespace may not read, pointed at a hostile server;
+//! - a Release that names a decryption Secret its service account may not read;
+//! - a Release without `spec.decryption` in an agent process that holds an age key;
+//! - SealedSecrets outside the watched namespaces, and a second unsealer next to bitnami's.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use ferry_api::{GitSource, Release};
+use ferry_engine::decrypt::sealed::{self, Scope, SealedSecret};
+use ferry_engine::decrypt::sops::{self, AgeKeys, EncryptOptions, Format, Selectors};
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, PostParams};
+
+/// Serialises the tests that look at unsealers, so the bitnami decoy of one cannot be seen by
+/// the other.
+static UNSEALER_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn message_of(release: &Release) -> String {
+    ready_state(&release.status.clone().unwrap_or_default().conditions)
+        .map(|c| c.2)
+        .unwrap_or_default()
+}
+
+/// A Role + RoleBinding in `ns` giving service account `sa` exactly `rules`.
+async fn role(client: &kube::Client, ns: &str, sa: &str, name: &str, rules: serde_json::Value) {
+    create::<k8s_openapi::api::rbac::v1::Role>(
+        client,
+        ns,
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name}, "rules": rules,
+        }),
+    )
+    .await;
+    create::<k8s_openapi::api::rbac::v1::RoleBinding>(
+        client,
+        ns,
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+        }),
+    )
+    .await;
+}
+
+/// SOPS-encrypt a manifest for `keys` (only `data`/`stringData`, as usual for Kubernetes files).
+fn sops_encrypt(plain: &str, keys: &AgeKeys) -> String {
+    let options = EncryptOptions::new(
+        keys.recipients(),
+        Selectors {
+            encrypted_regex: Some("^(data|stringData)$".to_string()),
+            ..Selectors::default()
+        },
+    )
+    .expect("encrypt options");
+    let out = sops::encrypt(
+        plain.as_bytes(),
+        Format::Yaml,
+        Path::new("secret.enc.yaml"),
+        &options,
+    )
+    .expect("encrypt");
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn release_without_service_account_cannot_make_its_namespace_cluster_admin() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-crb").await;
+    // The tenant owns its namespace (admin there), and nothing else.
+    grant_admin(&client, &ns.name, "default").await;
+    let binding = format!("{}-pwn", ns.name);
+    let repo = Repo::create(&env, &ns.name);
+    let sha = repo.commit(
+        &[(
+            "app/crb.yaml",
+            Some(&format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {binding}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects:\n- kind: ServiceAccount\n  name: default\n  namespace: {}\n",
+                ns.name
+            )),
+        )],
+        "make me cluster-admin",
+    );
+    // The agent exactly as shipped: no flags about identities.
+    let (agent, _cache) = start_agent_bare(&env, &[&ns.name], |_| {}).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1m"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release("pwn", "repo", "app", serde_json::json!({})),
+    )
+    .await;
+    let failed = wait_release_reason(
+        &client,
+        &ns.name,
+        "pwn",
+        "ApplyFailed",
+        Duration::from_secs(90),
+    )
+    .await;
+    let message = message_of(&failed);
+    let identity = format!("system:serviceaccount:{}:default", ns.name);
+    assert!(message.contains("forbidden"), "says forbidden: {message}");
+    assert!(message.contains(&binding), "names the object: {message}");
+    assert!(message.contains(&identity), "names the identity: {message}");
+    assert_eq!(
+        failed
+            .status
+            .clone()
+            .unwrap_or_default()
+            .last_attempted_revision
+            .as_deref()
+            .map(|r| r.ends_with(&sha)),
+        Some(true)
+    );
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    assert!(
+        bindings.get_opt(&binding).await.expect("get").is_none(),
+        "no ClusterRoleBinding was created"
+    );
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insecure_agent_identity_flag_restores_the_old_behaviour() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-optin").await;
+    // The namespace's service account has no rights at all: only the agent's own identity can
+    // create a cluster-scoped object (a harmless ClusterRole without rules).
+    let cluster_role = format!("{}-optin", ns.name);
+    let repo = Repo::create(&env, &ns.name);
+    let sha = repo.commit(
+        &[(
+            "app/cr.yaml",
+            Some(&format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {cluster_role}\nrules: []\n"
+            )),
+        )],
+        "cluster-scoped",
+    );
+    let (agent, _cache) = start_agent_bare(&env, &[&ns.name], |o| {
+        o.insecure_agent_identity_for_tenants = true;
+    })
+    .await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1m"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release(
+            "optin",
+            "repo",
+            "app",
+            serde_json::json!({"deletionPolicy": "Orphan"}),
+        ),
+    )
+    .await;
+    wait_release_applied(&client, &ns.name, "optin", &sha, Duration::from_secs(90)).await;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(
+        roles.get_opt(&cluster_role).await.expect("get").is_some(),
+        "applied with the agent's own identity"
+    );
+    agent.stop().await.expect("agent stops");
+    let _ = roles.delete(&cluster_role, &DeleteParams::default()).await;
+}
+
+/// The hostile git server: answers every request 401 asking for Basic credentials, and records
+/// the Authorization headers it was sent.
+async fn hostile_git_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                for line in head.lines() {
+                    if line.to_ascii_lowercase().starts_with("authorization:") {
+                        record
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(line.to_string());
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gitsource_cannot_send_a_secret_its_namespace_cannot_read() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-gitsecret").await;
+    // A Secret the tenant did not write and may not read (say, another team's deploy token in a
+    // shared namespace), and a GitSource that points it at the tenant's own server.
+    secret(
+        &client,
+        &ns.name,
+        "team-token",
+        &[("username", "deploy"), ("password", "t0p-s3cret-t0ken")],
+    )
+    .await;
+    let (addr, seen) = hostile_git_server().await;
+    let (agent, _cache) = start_agent_bare(&env, &[&ns.name], |_| {}).await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source(
+            "steal",
+            &format!("http://{addr}/repo.git"),
+            Some("team-token"),
+            "1m",
+        ),
+    )
+    .await;
+    let identity = format!("system:serviceaccount:{}:default", ns.name);
+    let source = wait_source(&client, &ns.name, "steal", "fetch refused", |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| ferry_api::common::find_condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.status == "False" && c.message.contains("forbidden"))
+    })
+    .await;
+    let message = source
+        .status
+        .as_ref()
+        .and_then(|s| ferry_api::common::find_condition(&s.conditions, "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("team-token"),
+        "names the Secret: {message}"
+    );
+    assert!(message.contains(&identity), "names the identity: {message}");
+    assert!(!message.contains("t0p-s3cret"), "no secret in status");
+    assert!(
+        seen.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
+        "no credential reached the hostile server"
+    );
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decryption_secret_is_read_as_the_release_service_account() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-decrypt").await;
+    // `deployer` may manage ConfigMaps (its app and the inventory) and nothing else: no Secrets.
+    create::<k8s_openapi::api::core::v1::ServiceAccount>(
+        &client,
+        &ns.name,
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer"}}),
+    )
+    .await;
+    role(
+        &client,
+        &ns.name,
+        "deployer",
+        "deployer-configmaps",
+        serde_json::json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]),
+    )
+    .await;
+    let keys = AgeKeys::generate();
+    secret(
+        &client,
+        &ns.name,
+        "sops-keys",
+        &[("age.agekey", keys.to_text().as_str())],
+    )
+    .await;
+    let repo = Repo::create(&env, &ns.name);
+    let sha = repo.commit(
+        &[(
+            "app/cm.enc.yaml",
+            Some(&sops_encrypt(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: decrypted\ndata:\n  value: pl41n-v4lue\n",
+                &keys,
+            )),
+        )],
+        "encrypted",
+    );
+    let (agent, _cache) = start_agent_bare(&env, &[&ns.name], |_| {}).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    // The GitSource's own Secret is readable by the namespace's default identity.
+    role(
+        &client,
+        &ns.name,
+        "default",
+        "default-git-auth",
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["git-auth"], "verbs": ["get"]}]),
+    )
+    .await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1m"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release(
+            "dec",
+            "repo",
+            "app",
+            serde_json::json!({
+                "serviceAccountName": "deployer",
+                "decryption": {"provider": "sops", "secretRef": {"name": "sops-keys"}},
+            }),
+        ),
+    )
+    .await;
+    let failed = wait_release_reason(
+        &client,
+        &ns.name,
+        "dec",
+        "DecryptionFailed",
+        Duration::from_secs(90),
+    )
+    .await;
+    let message = message_of(&failed);
+    assert!(message.contains("forbidden"), "{message}");
+    assert!(message.contains("sops-keys"), "names the Secret: {message}");
+    assert!(
+        message.contains(&format!("system:serviceaccount:{}:deployer", ns.name)),
+        "names the identity: {message}"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(cms.get_opt("decrypted").await.expect("get").is_none());
+
+    // Control: once the service account may read that one Secret, the same Release decrypts.
+    role(
+        &client,
+        &ns.name,
+        "deployer",
+        "deployer-sops-keys",
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sops-keys"], "verbs": ["get"]}]),
+    )
+    .await;
+    wait_release_applied(&client, &ns.name, "dec", &sha, Duration::from_secs(90)).await;
+    let cm = cms.get("decrypted").await.expect("applied");
+    assert_eq!(
+        cm.data.unwrap_or_default().get("value").map(String::as_str),
+        Some("pl41n-v4lue")
+    );
+    agent.stop().await.expect("agent stops");
+}
+
+/// Kills the child agent when the test ends, however it ends.
+struct ChildAgent(std::process::Child);
+
+impl Drop for ChildAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn release_without_decryption_never_uses_the_agent_process_key() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-agentkey").await;
+    grant_admin(&client, &ns.name, "default").await;
+    // The operator gave the agent process an age key (SOPS_AGE_KEY), for its own use; a tenant
+    // commits a file encrypted for that key and deploys it without any decryption config.
+    let agent_key = AgeKeys::generate();
+    let repo = Repo::create(&env, &ns.name);
+    let encrypted = sops_encrypt(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: stolen\nstringData:\n  value: 0perator-only-v4lue\n",
+        &agent_key,
+    );
+    let sha = repo.commit(
+        &[
+            ("tenant/secret.enc.yaml", Some(&encrypted)),
+            (
+                "owner/secret.enc.yaml",
+                Some(&encrypted.replace("stolen", "granted")),
+            ),
+        ],
+        "encrypted for the agent's key",
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    let log_path = cache.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .args([
+            "--namespace",
+            &ns.name,
+            "--watch-namespace",
+            &ns.name,
+            "--leader-elect",
+            "false",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ])
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig())
+        .arg("--cache-dir")
+        .arg(cache.path().join("git"))
+        .env("SOPS_AGE_KEY", agent_key.to_text().as_str())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start ferry-agent");
+    let _child = ChildAgent(child);
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1m"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release("tenant", "repo", "tenant", serde_json::json!({})),
+    )
+    .await;
+    let failed = wait_release_reason(
+        &client,
+        &ns.name,
+        "tenant",
+        "RenderFailed",
+        Duration::from_secs(120),
+    )
+    .await;
+    let message = message_of(&failed);
+    assert!(
+        message.contains("no spec.decryption"),
+        "says why and what to do: {message}"
+    );
+    assert!(
+        message.contains("secret.enc.yaml"),
+        "names the file: {message}"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        secrets.get_opt("stolen").await.expect("get").is_none(),
+        "nothing decrypted with the agent's key"
+    );
+
+    // Control: the same file decrypts when the Release names a Secret holding the key.
+    secret(
+        &client,
+        &ns.name,
+        "sops-keys",
+        &[("age.agekey", agent_key.to_text().as_str())],
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release(
+            "owner",
+            "repo",
+            "owner",
+            serde_json::json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-keys"}}}),
+        ),
+    )
+    .await;
+    wait_release_applied(&client, &ns.name, "owner", &sha, Duration::from_secs(120)).await;
+    assert!(secrets.get_opt("granted").await.expect("get").is_some());
+    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        !logged.contains("0perator-only-v4lue"),
+        "no plaintext in the log"
+    );
+    assert!(
+        !logged.contains("AGE-SECRET-KEY"),
+        "no key material in the log"
+    );
+}
+
+/// The agent's sealing certificate, once its unsealer has loaded (or made) a key.
+async fn sealing_certificate(agent: &ferry_agent::Agent) -> String {
+    let addr = agent.http_addr;
+    wait_for(
+        "the unsealer's certificate",
+        Duration::from_secs(180),
+        || async move {
+            let (status, body) = http(addr, "GET", "/v1/cert.pem", &[], b"").await;
+            if status == 200 {
+                return Ok(Some(body));
+            }
+            anyhow::bail!("status {status}")
+        },
+    )
+    .await
+    .expect("certificate")
+}
+
+fn sealed_for(cert: &str, ns: &str, name: &str) -> SealedSecret {
+    let public = sealed::public_key_from_certificate_pem(cert.as_bytes()).expect("cert");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"password": "s3aled-v4lue"},
+    }))
+    .expect("secret");
+    sealed::seal_secret(&secret, &public, Scope::Strict, None).expect("seal")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unsealer_unseals_only_in_the_watched_namespaces() {
+    let _serial = UNSEALER_TESTS.lock().await;
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let one = TestNamespace::create(&client, "atk-seal-one").await;
+    let two = TestNamespace::create(&client, "atk-seal-two").await;
+    let third = TestNamespace::create(&client, "atk-seal-third").await;
+    let (agent, _cache) = start_agent_bare(&env, &[&one.name, &two.name], |o| {
+        o.namespace = one.name.clone();
+        o.sealed_secrets = true;
+    })
+    .await;
+    let cert = sealing_certificate(&agent).await;
+    // The third namespace's SealedSecret first: had the unsealer watched it, it would be
+    // unsealed no later than the watched one created after it.
+    let outside: Api<SealedSecret> = Api::namespaced(client.clone(), &third.name);
+    outside
+        .create(
+            &PostParams::default(),
+            &sealed_for(&cert, &third.name, "outside"),
+        )
+        .await
+        .expect("create outside");
+    let inside: Api<SealedSecret> = Api::namespaced(client.clone(), &two.name);
+    inside
+        .create(
+            &PostParams::default(),
+            &sealed_for(&cert, &two.name, "inside"),
+        )
+        .await
+        .expect("create inside");
+    let watched: Api<Secret> = Api::namespaced(client.clone(), &two.name);
+    wait_for(
+        "the watched namespace's Secret",
+        Duration::from_secs(60),
+        || {
+            let watched = watched.clone();
+            async move { Ok(watched.get_opt("inside").await?) }
+        },
+    )
+    .await
+    .expect("unsealed in a watched namespace");
+    // Stop the agent: whatever it was going to do, it has done.
+    agent.stop().await.expect("agent stops");
+    let unwatched: Api<Secret> = Api::namespaced(client.clone(), &third.name);
+    assert!(
+        unwatched.get_opt("outside").await.expect("get").is_none(),
+        "nothing unsealed in an unwatched namespace"
+    );
+    let untouched = outside.get("outside").await.expect("still there");
+    assert!(untouched.status.is_none(), "not even read: {untouched:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unsealer_does_not_start_next_to_a_bitnami_controller() {
+    let _serial = UNSEALER_TESTS.lock().await;
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "atk-bitnami").await;
+    let (options, _cache) = agent_options(&env, &[&ns.name], |o| o.sealed_secrets = true);
+    let search = vec![ns.name.clone()];
+    assert_eq!(
+        ferry_agent::controllers::unsealer_decision(&client, &options, &search).await,
+        ferry_agent::controllers::UnsealerDecision::Start,
+        "nothing to defer to yet"
+    );
+    // bitnami's controller.yaml, as released (the Deployment's own labels are what is checked).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let decoy: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "sealed-secrets-controller", "labels": {"name": "sealed-secrets-controller"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"name": "sealed-secrets-controller"}},
+            "template": {
+                "metadata": {"labels": {"name": "sealed-secrets-controller"}},
+                "spec": {"containers": [{"name": "sealed-secrets-controller", "image": "bitnami/sealed-secrets-controller:0.30.0"}]}
+            }
+        }
+    }))
+    .expect("deployment");
+    deployments
+        .create(&PostParams::default(), &decoy)
+        .await
+        .expect("bitnami decoy");
+    let expected = format!("{}/sealed-secrets-controller", ns.name);
+    assert_eq!(
+        ferry_agent::controllers::unsealer_decision(&client, &options, &search).await,
+        ferry_agent::controllers::UnsealerDecision::Refuse {
+            deployment: expected.clone()
+        }
+    );
+    let mut forced = options.clone();
+    forced.sealed_secrets_despite_bitnami = true;
+    assert_eq!(
+        ferry_agent::controllers::unsealer_decision(&client, &forced, &search).await,
+        ferry_agent::controllers::UnsealerDecision::StartDespite {
+            deployment: expected
+        }
+    );
+    let _ = deployments
+        .delete("sealed-secrets-controller", &DeleteParams::default())
+        .await;
+}
