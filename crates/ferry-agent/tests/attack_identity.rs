@@ -125,7 +125,9 @@ async fn release_in_a_terminating_namespace_finishes_its_finalizer() {
     .await
     .expect("create sa");
     grant_admin(&client, &ns.name, "tenant").await;
-    let (agent, _cache) = start_agent_bare(&env, &[&ns.name], |_| {}).await;
+    // (`start_agent` also grants the namespace's `default` account, which reads the GitSource's
+    // credentials.)
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     git_secret(&env, &client, &ns.name, "git-auth").await;
     create::<GitSource>(
         &client,
@@ -149,10 +151,12 @@ async fn release_in_a_terminating_namespace_finishes_its_finalizer() {
     // The namespace goes away, its RoleBinding first: the tenant can no longer read or delete
     // anything there, and the Release's finalizer must not wait for that.
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns.name);
-    bindings
-        .delete("tenant-admin", &DeleteParams::default())
-        .await
-        .expect("delete RoleBinding");
+    for binding in ["tenant-admin", "default-admin"] {
+        bindings
+            .delete(binding, &DeleteParams::default())
+            .await
+            .expect("delete RoleBinding");
+    }
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .delete(&ns.name, &DeleteParams::background())
