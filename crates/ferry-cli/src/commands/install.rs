@@ -251,7 +251,7 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
                         "image": args.image,
                         "args": agent_args,
                         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                        "ports": [{"name": "http", "containerPort": 9090}],
+                        "ports": [{"name": "http", "containerPort": 9090}, {"name": "metrics", "containerPort": 9091}],
                         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
                         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}},
                         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
@@ -267,6 +267,8 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
         "metadata": {"name": "ferry-agent", "namespace": ns, "labels": labels},
         "spec": {"selector": {"app.kubernetes.io/name": "ferry-agent"},
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}));
+    // Webhooks from anywhere, metrics from labelled namespaces only (see network_policy.rs).
+    out.push(super::network_policy::agent_network_policy(ns, &labels, 9090, 9091));
     out
 }
 

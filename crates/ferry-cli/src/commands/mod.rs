@@ -6,6 +6,7 @@ mod cluster_info;
 pub(crate) mod delete;
 pub(crate) mod diff;
 pub(crate) mod install;
+pub(crate) mod network_policy;
 pub(crate) mod render;
 pub(crate) mod render_args;
 pub(crate) mod resume;
