@@ -377,10 +377,14 @@ mod tests {
         repo.odb().unwrap().write(ObjectType::Tree, &bytes).unwrap()
     }
 
+    /// A raw commit of `tree` (written directly, so a tree libgit2 cannot parse still gets one).
     fn commit_of(repo: &Repository, tree: Oid) -> Oid {
-        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-        let tree = repo.find_tree(tree).unwrap();
-        repo.commit(None, &sig, &sig, "hostile", &tree, &[])
+        let text = format!(
+            "tree {tree}\nauthor t <t@example.invalid> 0 +0000\ncommitter t <t@example.invalid> 0 +0000\n\nhostile\n"
+        );
+        repo.odb()
+            .unwrap()
+            .write(ObjectType::Commit, text.as_bytes())
             .unwrap()
     }
 
@@ -512,6 +516,114 @@ mod tests {
             matches!(err, CheckoutError::TooManyEntries { limit: 2, .. }),
             "{err}"
         );
+    }
+
+    /// A random tree for the checkout fuzzer: names from a hostile alphabet, symlinks to the
+    /// victim, to `..` and inside the tree, duplicates, nesting.
+    #[derive(Debug, Clone)]
+    enum Node {
+        File(Vec<u8>, bool),
+        Link(&'static str),
+        Dir(Vec<(&'static str, Node)>),
+    }
+
+    // Mostly plain names, so that trees often get written and a link and a directory of one
+    // name meet; sometimes a name git refuses.
+    const GOOD_NAMES: &[&str] = &["link", "a", "b"];
+    const BAD_NAMES: &[&str] = &[
+        "..", ".", ".git", ".GIT", "git~1", "a/b", "../x", "", "x\\y", ".git.",
+    ];
+    const TARGETS: &[&str] = &["VICTIM", "VICTIM", "..", "../..", "a", "/", "link/a"];
+
+    fn name() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        use proptest::prelude::*;
+        prop_oneof![
+            12 => proptest::sample::select(GOOD_NAMES),
+            1 => proptest::sample::select(BAD_NAMES),
+        ]
+    }
+
+    fn node() -> impl proptest::strategy::Strategy<Value = Node> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            (proptest::collection::vec(any::<u8>(), 0..8), any::<bool>())
+                .prop_map(|(c, x)| Node::File(c, x)),
+            proptest::sample::select(TARGETS).prop_map(Node::Link),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            proptest::collection::vec((name(), inner), 0..4).prop_map(Node::Dir)
+        })
+    }
+
+    fn build(repo: &Repository, node: &Node, victim: &Path) -> (&'static str, Oid) {
+        match node {
+            Node::File(content, exec) => (
+                if *exec { "100755" } else { "100644" },
+                repo.blob(content).unwrap(),
+            ),
+            Node::Link(target) => {
+                let target = if *target == "VICTIM" {
+                    victim.display().to_string()
+                } else {
+                    target.to_string()
+                };
+                ("120000", repo.blob(target.as_bytes()).unwrap())
+            }
+            Node::Dir(entries) => {
+                let built: Vec<(&str, &[u8], Oid)> = entries
+                    .iter()
+                    .map(|(name, child)| {
+                        let (mode, oid) = build(repo, child, victim);
+                        (mode, name.as_bytes(), oid)
+                    })
+                    .collect();
+                ("40000", raw_tree(repo, &built))
+            }
+        }
+    }
+
+    /// Every path under `dir`, symlinks not followed.
+    fn all_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+        walkdir::WalkDir::new(dir)
+            .follow_links(false)
+            .into_iter()
+            .flatten()
+            .map(|e| e.into_path())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128)
+        ))]
+
+        /// Fuzz the checkout: whatever tree a server sends, either it is written entirely inside
+        /// the root, or the write fails; nothing ever appears outside the root (the victim
+        /// directory, the sandbox), and no directory in the root is a followed link.
+        #[test]
+        fn random_hostile_trees_stay_inside(entries in proptest::collection::vec(
+            (name(), node()), 0..6)) {
+            let sandbox = tempfile::tempdir().unwrap();
+            let victim = sandbox.path().join("victim");
+            std::fs::create_dir(&victim).unwrap();
+            let repo = Repository::init_bare(sandbox.path().join("repo.git")).unwrap();
+            let (_, tree) = build(&repo, &Node::Dir(entries), &victim);
+            let commit = commit_of(&repo, tree);
+            let root = sandbox.path().join("root");
+            std::fs::create_dir(&root).unwrap();
+            let before: Vec<_> = all_paths(sandbox.path()).into_iter().filter(|p| !p.starts_with(&root)).collect();
+            let _ = write_tree(&repo, commit, &root, CheckoutLimits::default());
+            let after: Vec<_> = all_paths(sandbox.path()).into_iter().filter(|p| !p.starts_with(&root)).collect();
+            proptest::prop_assert_eq!(before, after);
+            proptest::prop_assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+            for path in all_paths(&root) {
+                let rel = path.strip_prefix(&root).unwrap();
+                for c in rel.components() {
+                    proptest::prop_assert!(matches!(c, Component::Normal(_)), "{}", rel.display());
+                    proptest::prop_assert!(!is_dot_git(&c.as_os_str().to_string_lossy()));
+                }
+            }
+        }
     }
 
     proptest::proptest! {

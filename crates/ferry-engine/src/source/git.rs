@@ -805,8 +805,8 @@ fn dir_size(dir: &Path) -> u64 {
 /// Keep the cache under `max` bytes: remove whole source directories (`<key>/`), least
 /// recently used first, never `keep` (the one just fetched). A source whose directory was
 /// evicted fetches again on its next interval. Only directories that look like ours (a
-/// `last-used` file) are touched, so other data in the cache dir (image automation clones) is
-/// left alone and counted.
+/// `last-used` file, or a `repo` from an older version's layout) are touched, so other data in
+/// the cache dir (image automation clones) is left alone and counted.
 fn evict(cache_dir: &Path, keep: &Path, max: u64) {
     let Ok(entries) = std::fs::read_dir(cache_dir) else {
         return;
@@ -820,8 +820,11 @@ fn evict(cache_dir: &Path, keep: &Path, max: u64) {
         if path == keep {
             continue;
         }
-        let Ok(used) = std::fs::metadata(path.join("last-used")).and_then(|m| m.modified()) else {
-            continue;
+        let used = match std::fs::metadata(path.join("last-used")).and_then(|m| m.modified()) {
+            Ok(used) => used,
+            // An entry of an older ferry (keyed by URL + ref only, never used again): first out.
+            Err(_) if path.join("repo").is_dir() => SystemTime::UNIX_EPOCH,
+            Err(_) => continue,
         };
         candidates.push((used, size, path));
     }
