@@ -56,7 +56,8 @@ pub struct AppConfig {
     /// Sub-directory (relative to this file) holding the manifests / kustomization / chart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Default namespace for namespaced objects without one (also helm's `--namespace`).
+    /// Default namespace for namespaced objects without one (also helm's `--namespace`): a
+    /// DNS-1123 label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,8 +84,9 @@ pub struct AppConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KustomizeConfig {
-    /// Allow remote (git/HTTP) resources in kustomizations. Off by default: a build should
-    /// only read what is in the source.
+    /// Allow remote (git/HTTP) loading in kustomizations: remote bases and http(s) URLs in
+    /// file fields (generator files, patches, ...). Off by default: a build should only read
+    /// what is in the source. An agent started with `--no-remote-bases` refuses it anyway.
     #[serde(default)]
     pub allow_remote_bases: bool,
 }
@@ -94,7 +96,8 @@ pub struct KustomizeConfig {
 pub struct HelmConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartSource>,
-    /// Release name (default: the chart's name).
+    /// Release name (default: the chart's name): a DNS-1123 subdomain of at most 53
+    /// characters, as helm requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_name: Option<String>,
     /// Values files relative to this file, in order (later wins). SOPS-encrypted files are

@@ -15,7 +15,8 @@ use crate::{Error, Result};
 
 const MIB: u64 = 1024 * 1024;
 
-/// Configurable render limits (`limits:` in ferry.yaml). Defaults suit any sane app.
+/// Configurable render limits (`limits:` in ferry.yaml). Defaults suit any sane app. Values
+/// above the operator's ceilings (see docs/render.md) are lowered to them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Limits {
