@@ -3,6 +3,14 @@
 //! by the real `helm pull` into a private (0700) temp dir and checked as archives
 //! (decompression bombs, path escapes, links) before `helm template` reads them. Credentials go
 //! to helm through `--password-stdin`, never argv.
+//!
+//! Where credentials may go (issue 11, item 12): they land only in the private, per-render
+//! HELM_REPOSITORY_CONFIG / HELM_REGISTRY_CONFIG. ferry never passes `--pass-credentials` (it is
+//! not in the argv allow-list of `process::Flag`), so helm sends a repository's credentials only
+//! to the repository's own scheme and host — not to a chart URL in `index.yaml` on another host —
+//! and Go's HTTP client drops `Authorization` on redirects to another host. Every helm process
+//! runs under the render timeout. Proven against a hostile repository by
+//! `tests/attack_chart_credentials.rs`.
 
 use std::path::{Path, PathBuf};
 
