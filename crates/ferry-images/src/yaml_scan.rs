@@ -293,18 +293,20 @@ fn plain_needs_quotes(value: &str) -> bool {
     ) {
         return true;
     }
-    // Numbers (int, float, hex, octal, exponent, YAML 1.1 underscores).
-    let numeric = value.trim_start_matches(['+', '-']);
-    !numeric.is_empty()
-        && numeric
-            .chars()
-            .all(|c| c.is_ascii_digit() || "._eExXoO".contains(c) || c.is_ascii_hexdigit())
-        && numeric
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_digit() || c == '.')
-        && numeric.chars().filter(|c| *c == '.').count() <= 1
-        && !numeric.contains('-')
+    // Numbers as a YAML 1.1 or 1.2 reader resolves them: ints in every radix and with
+    // underscores, sexagesimals, floats with or without a dot (`1e-3` is a float: found by
+    // fuzzing, docs/fuzzing.md), `.inf`/`.nan`.
+    static NUMBER: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^[-+]?(?:[0-9][0-9_]*|0b[01_]+|0o?[0-7_]+|0x[0-9a-fA-F_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?i:inf|nan))$",
+        )
+        .ok()
+    });
+    match NUMBER.as_ref() {
+        Some(number) => number.is_match(value),
+        // Cannot happen (a constant pattern); quoting is always safe.
+        None => true,
+    }
 }
 
 /// Apply non-overlapping (span, replacement) edits to `text`.
@@ -382,5 +384,18 @@ mod tests {
             "main-123-abc"
         );
         assert_eq!(encode_scalar("a'b", ScalarStyle::SingleQuoted), "a''b");
+        // Found by fuzz_markers: exponents with a sign, no-dot floats, sexagesimals.
+        for number in [
+            "1e-3", "1E+3", "1e3", "0:30", "1_000", "0x1F", "0o7", "0b1", ".5", "1.",
+        ] {
+            assert_eq!(
+                encode_scalar(number, ScalarStyle::Plain),
+                format!("\"{number}\""),
+                "{number}"
+            );
+        }
+        for text in ["1.2.3", "1.2.3-rc1", "v1e3", "1e-3-rc", "latest", "0xZZ"] {
+            assert_eq!(encode_scalar(text, ScalarStyle::Plain), text);
+        }
     }
 }
