@@ -6,9 +6,11 @@
 //! The remote is a tenant's choice and may be hostile: local URLs are refused unless allowed,
 //! redirects to another host are never followed (credentials and the bearer header stay with the
 //! configured host), credentials are only given to the configured host and port, and the fetched
-//! pack size is bounded. The work tree is written by libgit2's own checkout, which refuses `..`,
-//! `.git` (all spellings, core.protectNTFS/HFS are on by default) and paths through symlinks;
-//! the edits then never follow symlinks (see `setimage`).
+//! pack size is bounded, and connections have connect/read timeouts. The work tree is written
+//! by libgit2's own checkout, which refuses `..` and `.git` entries (case-insensitively, and the
+//! NTFS spellings: core.protectNTFS is on by default) and removes a symlink standing where a
+//! directory must be created instead of following it; the edits then never follow symlinks
+//! (see `setimage`).
 
 use std::path::{Path, PathBuf};
 
@@ -161,6 +163,7 @@ where
             url: redact_url(&spec.url),
         });
     }
+    ensure_network_timeouts();
     std::fs::create_dir_all(&spec.work_dir)
         .map_err(|e| GitError::Git(format!("creating {}: {e}", spec.work_dir.display())))?;
     let repo = match Repository::open(&spec.work_dir) {
@@ -252,6 +255,22 @@ where
             }
         }
     }
+}
+
+/// libgit2 has no network timeouts by default: a server that accepts the connection and then
+/// says nothing would hold the write-back (and its repository lock) forever.
+fn ensure_network_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: these store two ints in libgit2's global options, read when a connection is
+        // opened; set once, before this process's first write-back. An aligned int store cannot
+        // be observed torn on the platforms ferry supports, so a concurrent fetch elsewhere
+        // reads either the old or the new value.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
+        }
+    });
 }
 
 /// Remove secrets from a message coming from libgit2 or the server.

@@ -3,10 +3,15 @@
 //! directory outside the clone (standing in for another tenant's files) holding a file with a
 //! `$imagepolicy` marker, a YAML symlink to that file, and ImageUpdates that walk the directory,
 //! name the link as `spec.update.path`, or climb out with `../../..`. The victim file must stay
-//! unchanged and every ImageUpdate must say what it skipped or refused.
+//! unchanged and every ImageUpdate must say what it skipped or refused. A second test has the
+//! git server serve a hand-made hostile tree (a symlink to the victim followed by a directory of
+//! the same name, a `..` entry) to the ImageUpdate's clone.
 
 mod common;
 
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -181,5 +186,143 @@ async fn image_updates_never_write_through_symlinks() {
         1,
         "nothing new in the victim directory"
     );
+    task.abort();
+}
+
+/// Write an object with `git hash-object --literally` (the hostile server's side: no checks).
+fn hash_object(bare: &Path, kind: &str, data: &[u8]) -> String {
+    let mut child = Command::new("git")
+        .args(["hash-object", "-t", kind, "--literally", "-w", "--stdin"])
+        .current_dir(bare)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("git hash-object");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write object");
+    let out = child.wait_with_output().expect("git hash-object");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn raw_tree(bare: &Path, entries: &[(&str, &[u8], &str)]) -> String {
+    let mut bytes = Vec::new();
+    for (mode, name, oid) in entries {
+        bytes.extend_from_slice(mode.as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(name);
+        bytes.push(0);
+        bytes.extend_from_slice(&hex::decode(oid).expect("hex oid"));
+    }
+    hash_object(bare, "tree", &bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_trees_in_the_image_update_clone_write_nothing_outside() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-update-tree").await;
+    let registry = env.var("FERRY_REGISTRY");
+    let image = format!("{registry}/{}/app", unique("atk-tree"));
+    crane_push(&env, &format!("{image}:1.1.0"), None);
+    let victim = tempfile::tempdir().expect("victim");
+    let marked = format!(
+        "image: {image}:1.0.0 # {{\"$imagepolicy\": \"{}:app\"}}\n",
+        ns.name
+    );
+    let repo = Repo::create(&env, &ns.name);
+    repo.commit(&[("seed.yaml", "a: 1\n")], "seed");
+    // The hostile commit on main: `link` -> victim, then a directory `link/` holding a marked
+    // file, and a `..` directory holding another.
+    let bare = &repo.bare;
+    let blob = hash_object(bare, "blob", marked.as_bytes());
+    let target = hash_object(bare, "blob", victim.path().as_os_str().as_encoded_bytes());
+    let inner = raw_tree(bare, &[("100644", b"v.yaml", &blob)]);
+    let tree = raw_tree(
+        bare,
+        &[
+            ("40000", b"..", &inner),
+            ("120000", b"link", &target),
+            ("40000", b"link", &inner),
+            ("100644", b"real.yaml", &blob),
+        ],
+    );
+    let parent = repo.head();
+    let commit = git(
+        bare,
+        &["commit-tree", &tree, "-p", &parent, "-m", "hostile"],
+    );
+    git(bare, &["update-ref", "refs/heads/main", &commit]);
+    // Branch `collide`: only the symlink and the same-named directory (libgit2 stops at `..`
+    // above before it reaches them).
+    let tree = raw_tree(
+        bare,
+        &[
+            ("120000", b"link", &target),
+            ("40000", b"link", &inner),
+            ("100644", b"real.yaml", &blob),
+        ],
+    );
+    let commit = git(
+        bare,
+        &["commit-tree", &tree, "-p", &parent, "-m", "collide"],
+    );
+    git(bare, &["update-ref", "refs/heads/collide", &commit]);
+
+    create::<Secret>(&client, &ns.name, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
+        "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")}})).await;
+    create::<GitSource>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource", "metadata": {"name": "repo"}, "spec": {"url": repo.url, "secretRef": {"name": "git-auth"}}})).await;
+    create::<ImageRepository>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "app"}, "spec": {"image": image, "interval": "10m"}})).await;
+    create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "app"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": ">=1.0.0"}}}})).await;
+    create::<ImageUpdate>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": "auto"}, "spec": {
+        "sourceRef": {"kind": "GitSource", "name": "repo"},
+        "interval": "10m",
+        "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}, "pushBranch": "auto"},
+        "update": {"path": "./"}
+    }})).await;
+    create::<ImageUpdate>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": "collide"}, "spec": {
+        "sourceRef": {"kind": "GitSource", "name": "repo"},
+        "interval": "10m",
+        "git": {"checkoutBranch": "collide", "commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}, "pushBranch": "collide-auto"},
+        "update": {"path": "./"}
+    }})).await;
+    let cache = tempfile::tempdir().expect("cache");
+    let mut options = ImageOptions::new(cache.path().to_path_buf());
+    options.namespaces = vec![ns.name.clone()];
+    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
+
+    // The run finishes one way or the other (libgit2 refuses the tree, or checks it out
+    // without following the link); either way nothing lands outside the clone.
+    for name in ["auto", "collide"] {
+        let status = wait_update(&client, &ns.name, name, "a finished run", |s| {
+            s["lastAutomationRunTime"].is_string()
+        })
+        .await;
+        println!("{name}: status after the hostile tree: {status}");
+    }
+    assert_eq!(
+        std::fs::read_dir(victim.path()).expect("victim").count(),
+        0,
+        "nothing written through the symlink"
+    );
+    // The clone is `<cache>/images/<ns>/auto`: a `..` entry would land one level up.
+    let clones = cache.path().join("images").join(&ns.name);
+    let escaped: Vec<_> = walkdir::WalkDir::new(cache.path())
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.file_name() == "v.yaml"
+                && !e.path().starts_with(clones.join("auto"))
+                && !e.path().starts_with(clones.join("collide"))
+        })
+        .map(|e| e.into_path())
+        .collect();
+    assert!(escaped.is_empty(), "{escaped:?}");
     task.abort();
 }
