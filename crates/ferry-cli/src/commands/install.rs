@@ -80,14 +80,24 @@ pub async fn apply_crds(client: &kube::Client) -> Result<ferry_engine::report::A
         force_conflicts: true,
         ..ApplyOptions::default()
     };
-    let report = pipeline::apply(
-        client,
-        as_manifests(crd_manifests(), "ferry install (CRDs)")?,
-        &options,
-        &NoProgress,
-    )
-    .await?;
-    Ok(report)
+    // `ferry-crds` is shared by every agent's install: two installs at once race for its
+    // inventory, and the loser gets a conflict instead of overwriting. Installing is idempotent,
+    // so run again from the winner's state (a fresh read, not an overwrite).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match pipeline::apply(
+            client,
+            as_manifests(crd_manifests(), "ferry install (CRDs)")?,
+            &options,
+            &NoProgress,
+        )
+        .await
+        {
+            Err(ferry_engine::Error::Conflict { .. }) if attempt < 5 => continue,
+            result => return Ok(result?),
+        }
+    }
 }
 
 /// The service account the agent's own Releases run as (ferry-agent's `--system-service-account`
