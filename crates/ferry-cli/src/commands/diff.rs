@@ -1,5 +1,6 @@
 //! `ferry diff PATH...`: server-side dry-run apply against the live cluster and a redacted
-//! unified diff per object. Exit 0 = no changes, 1 = changes, 2 = error.
+//! unified diff per object (Secret data and every decrypted value, see
+//! `ferry_engine::report::redact`). Exit 0 = no changes, 1 = changes, 2 = error.
 
 use std::io::IsTerminal;
 
@@ -19,8 +20,10 @@ Examples:
   if ferry diff ./deploy; then echo 'nothing to deploy'; fi
 
 Each object is dry-run applied by the API server (defaults, webhooks and all), then compared
-with the live object; managedFields, status and bookkeeping annotations are left out and
-Secret values are shown as <redacted>.
+with the live object; managedFields, status and bookkeeping annotations are left out, Secret
+values are shown as <redacted>, and every value that came from SOPS decryption is shown as
+[REDACTED] in whatever object it ended up (ConfigMaps, env values, custom resources, helm
+values), in every output format and in errors. See docs/secrets.md, section Redaction.
 
 Exit codes: 0 no changes, 1 changes found, 2 error.";
 

@@ -1,8 +1,9 @@
 //! `ferry render PATH...`: print the final manifests that `apply` would send, as a YAML stream
 //! (or a JSON list with `-o json`). No cluster needed.
 //!
-//! Secret data *is* printed: it is exactly what would be applied, and this command exists to
-//! show that. It only goes to stdout, never to logs; redirect it accordingly.
+//! Secret data and other decrypted values *are* printed: it is exactly what would be applied,
+//! and this command exists to show that (like `sops -d`). They only go to stdout; errors and
+//! logs are redacted like every other command's (docs/secrets.md, "Redaction").
 
 use anyhow::Result;
 use clap::Args;
@@ -19,7 +20,8 @@ Examples:
   ferry render ./deploy | kubectl apply --dry-run=client -f -
 
 Secret values are printed (decrypted, if a later stage decrypts them): this is exactly what
-would be applied. They go to stdout only, never to logs. No cluster is contacted, so
+would be applied. They go to stdout only; errors and logs never show them (use `ferry diff`
+for output that is safe to share). No cluster is contacted, so
 namespaces are filled in by apply (discovery decides what is namespaced), not here.
 
 Exit codes: 0 rendered, 2 error (the message names the file, line and document).";
