@@ -393,6 +393,8 @@ async fn extra_controllers(
         let mut images =
             ferry_images::controller::ImageOptions::new(options.cache_dir.join("images"));
         images.namespaces = options.watch_namespaces.clone();
+        images.min_interval = options.clamp_interval(std::time::Duration::ZERO);
+        images.max_timeout = options.max_timeout;
         images.allow_local_git_sources = options.allow_local_git_sources;
         images.git_max_fetch_bytes = options.git_max_fetch_bytes;
         // Secrets named by ImageRepositories and ImageUpdates are read as the tenant.

@@ -416,27 +416,30 @@ async fn release_without_decryption_never_uses_the_agent_process_key() {
     // commits a file encrypted for that key and deploys it without any decryption config.
     let agent_key = AgeKeys::generate();
     let repo = Repo::create(&env, &ns.name);
-    let encrypted = sops_encrypt(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: stolen\nstringData:\n  value: 0perator-only-v4lue\n",
-        &agent_key,
-    );
+    let encrypted = |name: &str| {
+        sops_encrypt(
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  value: 0perator-only-v4lue\n"
+            ),
+            &agent_key,
+        )
+    };
     let sha = repo.commit(
         &[
-            ("tenant/secret.enc.yaml", Some(&encrypted)),
-            (
-                "owner/secret.enc.yaml",
-                Some(&encrypted.replace("stolen", "granted")),
-            ),
+            ("tenant/secret.enc.yaml", Some(&encrypted("stolen"))),
+            ("owner/secret.enc.yaml", Some(&encrypted("granted"))),
         ],
         "encrypted for the agent's key",
     );
     let cache = tempfile::tempdir().expect("cache");
     let log_path = cache.path().join("agent.log");
     let log = std::fs::File::create(&log_path).expect("log file");
+    // The agent's own namespace is elsewhere: the tenant's namespace gets no special identity.
+    let agent_ns = format!("{}-agent", ns.name);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
         .args([
             "--namespace",
-            &ns.name,
+            &agent_ns,
             "--watch-namespace",
             &ns.name,
             "--leader-elect",

@@ -45,6 +45,11 @@ pub struct ImageOptions {
     /// passes the namespace's tenant identity, so a tenant cannot make the controller read a
     /// Secret the tenant may not read). `None`: the controllers' own client.
     pub secret_reader: Option<SecretReader>,
+    /// Floor for a tenant's `spec.interval` (ImageRepository, ImageUpdate): `interval: 1s` must
+    /// not hammer the registry or the git server (the agent's `--min-interval`).
+    pub min_interval: Duration,
+    /// Ceiling for a tenant's `spec.timeout` (the agent's `--max-timeout`).
+    pub max_timeout: Duration,
 }
 
 /// Namespace → the client that reads that namespace's tenant-referenced Secrets.
@@ -76,6 +81,8 @@ impl ImageOptions {
             allow_local_git_sources: false,
             git_max_fetch_bytes: 512 * 1024 * 1024,
             secret_reader: None,
+            min_interval: Duration::from_secs(1),
+            max_timeout: Duration::from_secs(15 * 60),
         }
     }
 }

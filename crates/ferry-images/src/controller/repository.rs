@@ -191,8 +191,11 @@ async fn reconcile(
             .await;
         }
     };
-    let timeout =
-        parse_interval(repo.spec.timeout.as_deref(), DEFAULT_TIMEOUT).unwrap_or(DEFAULT_TIMEOUT);
+    // The agent's floor and ceiling over what the tenant asked for.
+    let interval = interval.max(ctx.options.min_interval);
+    let timeout = parse_interval(repo.spec.timeout.as_deref(), DEFAULT_TIMEOUT)
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .min(ctx.options.max_timeout);
     let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
     let request_pending = requested.is_some() && requested != status.last_handled_reconcile_at;
     // Skip when the last scan is fresh and nothing asks for a new one.

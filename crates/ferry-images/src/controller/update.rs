@@ -366,7 +366,8 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         status.observed_generation = generation;
     };
     let interval = match parse_interval(update.spec.interval.as_deref(), DEFAULT_INTERVAL) {
-        Ok(i) => i,
+        // The agent's floor over what the tenant asked for.
+        Ok(i) => i.max(ctx.options.min_interval),
         Err(e) => {
             fail(
                 &mut status,
