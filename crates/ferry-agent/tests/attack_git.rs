@@ -132,6 +132,60 @@ async fn cached_pinned_commit_is_not_served_without_credentials() {
         !files_containing(cache.path(), secret_value.as_bytes()).is_empty(),
         "A's checkout is cached"
     );
+    // A itself is served its cached commit again after re-authenticating (the ls-remote-like
+    // check runs over HTTP with A's credentials).
+    let api: kube::Api<GitSource> = kube::Api::namespaced(client.clone(), &a.name);
+    api.patch(
+        "private",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            ferry_api::common::RECONCILE_REQUESTED_AT: "again"}}})),
+    )
+    .await
+    .expect("annotate");
+    wait_source(
+        &client,
+        &a.name,
+        "private",
+        "A re-served after re-auth",
+        |gs| {
+            let status = gs.status.clone().unwrap_or_default();
+            status.last_handled_reconcile_at.as_deref() == Some("again")
+                && ready(gs).is_some_and(|(s, _, _)| s == "True")
+        },
+    )
+    .await;
+    // With its credentials revoked, A's cached commit is no longer served to A either.
+    secret(
+        &client,
+        &a.name,
+        "git-auth",
+        &[("username", "ferry"), ("password", "revoked")],
+    )
+    .await;
+    api.patch(
+        "private",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            ferry_api::common::RECONCILE_REQUESTED_AT: "revoked"}}})),
+    )
+    .await
+    .expect("annotate");
+    let revoked = wait_source(
+        &client,
+        &a.name,
+        "private",
+        "A refused after revocation",
+        |gs| {
+            let status = gs.status.clone().unwrap_or_default();
+            status.last_handled_reconcile_at.as_deref() == Some("revoked")
+                && ready(gs).is_some_and(|(s, _, _)| s == "False")
+        },
+    )
+    .await;
+    let (_, _, message) = ready(&revoked).unwrap_or_default();
+    assert!(message.contains("authentication failed"), "{message}");
+    git_secret(&env, &client, &a.name, "git-auth").await;
 
     // Tenant B names the same URL and A's commit, with no credentials, then with wrong ones.
     create::<GitSource>(&client, &b.name, pinned("steal", None)).await;
