@@ -165,7 +165,13 @@ async fn push_app_named_like_a_release_does_not_prune_it() {
 /// Write objects and an inventory exactly as ferry ≤ 0.x did for a Release `web.v1` in `ns`
 /// (app name `web-v1`): label `ferry.dev/app=web-v1`, annotation `ferry.dev/owner=<ns>/web-v1`,
 /// inventory `ferry-inventory-web-v1` labelled with the app and without a stored owner.
-async fn write_old_format(client: &Client, ns: &str, objects: &[(&str, &str)], listed: &[&str]) {
+async fn write_old_format(
+    client: &Client,
+    ns: &str,
+    objects: &[(&str, &str)],
+    listed: &[&str],
+    source: &str,
+) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (name, owner) in objects {
         let cm = serde_json::json!({
@@ -192,7 +198,7 @@ async fn write_old_format(client: &Client, ns: &str, objects: &[(&str, &str)], l
         })
         .collect();
     let text = serde_json::json!({
-        "app": "web-v1", "source": "http://git.example/repo.git//web",
+        "app": "web-v1", "source": source,
         "appliedAt": "2026-01-01T00:00:00Z", "objects": entries,
     })
     .to_string();
@@ -237,6 +243,7 @@ async fn pre_upgrade_inventory_is_adopted_then_pruned_correctly() {
             ("foreign", &format!("{}/other", ns.name)),
         ],
         &["keep", "gone", "foreign"],
+        "http://git.example/repo.git//web",
     )
     .await;
     let rel = release(&ns.name, "web.v1");
@@ -705,4 +712,70 @@ async fn prune_leaves_objects_in_a_terminating_namespace_to_it() {
     )
     .await
     .expect("remove finalizer");
+}
+
+#[tokio::test]
+async fn pre_upgrade_inventories_are_not_taken_across_kinds() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "idn-cross").await;
+    let old_id = format!("{}/web-v1", ns.name);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    // A pre-upgrade push app `./web-v1` (source: a local path) owns `push-old`...
+    write_old_format(
+        &client,
+        &ns.name,
+        &[("push-old", &old_id)],
+        &["push-old"],
+        "./web-v1",
+    )
+    .await;
+    // ...a Release `web.v1` (old name `web-v1`) must not adopt it and prune `push-old`.
+    let rel = release(&ns.name, "web.v1");
+    let mut o = release_opts(&rel, &ns.name);
+    o.legacy_app = Some(inventory::Legacy {
+        app: "web-v1".into(),
+        source_prefix: Some("http://git.example/repo.git//".into()),
+    });
+    let report = apply(&client, &configmap("rel-cm", "1"), &o).await;
+    assert!(
+        report.objects.iter().all(|r| r.action != Action::Pruned),
+        "{}",
+        report.to_human(true)
+    );
+    assert!(configmap_exists(&client, &ns.name, "push-old").await);
+    assert!(
+        api.get_opt("ferry-inventory-web-v1")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    api.delete("ferry-inventory-web-v1", &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    // The other way round: a pre-upgrade Release's inventory (source: its git URL) is not taken
+    // by a push app `ferry apply ./web-v1 --prune`, which would prune the Release's objects.
+    write_old_format(
+        &client,
+        &ns.name,
+        &[("release-old", &old_id)],
+        &["release-old"],
+        "http://git.example/repo.git//web",
+    )
+    .await;
+    let mut push = opts("web-v1", &ns.name);
+    push.prune = true;
+    let err = pipeline::apply(
+        &client,
+        manifests(&configmap("push-new", "1")),
+        &push,
+        &NoProgress,
+    )
+    .await
+    .expect_err("a Release's pre-upgrade inventory is refused to a push app");
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("agent Release"), "{err}");
+    assert!(configmap_exists(&client, &ns.name, "release-old").await);
+    assert!(!configmap_exists(&client, &ns.name, "push-new").await);
 }

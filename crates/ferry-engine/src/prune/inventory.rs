@@ -194,8 +194,18 @@ pub async fn read(client: &Client, owner: &Owner, requests: &Requests) -> Result
                 owner.id()
             )));
         }
-        // Written before ferry stored owners: only push apps kept their naming, so only a push
-        // app may take it as its own (a Release's inventory name did not exist then).
+        // Written before ferry stored owners by an agent Release (it recorded `<git URL>//<path>`
+        // as source; a push app records local paths): the Release adopts it when it runs under
+        // this version. A push app of the same name must not take it (and prune the Release's
+        // objects, which still carry the old, shared owner id).
+        None if owner.release.is_none() && inventory.source.contains("://") => {
+            return Err(Error::Refused(format!(
+                "{object} was written for an agent Release (source {}) before ferry kept push apps and Releases apart; nothing was applied or pruned. Let the agent run that Release once (it adopts the inventory), or pick another --app",
+                inventory.source
+            )));
+        }
+        // Otherwise only push apps kept their naming, so only a push app may take it as its own
+        // (a Release's inventory name did not exist then).
         None if owner.release.is_none() => {}
         None => {
             return Err(Error::Refused(format!(
