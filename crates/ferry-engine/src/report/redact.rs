@@ -447,6 +447,48 @@ mod tests {
     }
 
     #[test]
+    fn diff_hides_rotated_values_and_keeps_the_action() {
+        use crate::ObjectKey;
+        use crate::pipeline::diff_object_redacted;
+        use crate::report::DiffAction;
+        let mut r = Redactor::new();
+        r.add("new-pass-123");
+        let key = ObjectKey {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: Some("ns".into()),
+            name: "db".into(),
+        };
+        let cm = |pw: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db"}, "data": {"url": format!("postgres://u:{pw}@h"), "n": "1"}});
+        let rotated = diff_object_redacted(
+            &key,
+            Some(&cm("old-pass-456")),
+            Some(&cm("new-pass-123")),
+            &r,
+        );
+        assert_eq!(rotated.action, DiffAction::Change);
+        assert!(!rotated.diff.contains("old-pass-456"), "{}", rotated.diff);
+        assert!(!rotated.diff.contains("new-pass-123"), "{}", rotated.diff);
+        assert!(
+            rotated.diff.contains("postgres://u:[REDACTED]@h"),
+            "{}",
+            rotated.diff
+        );
+        let same = diff_object_redacted(
+            &key,
+            Some(&cm("new-pass-123")),
+            Some(&cm("new-pass-123")),
+            &r,
+        );
+        assert_eq!(same.action, DiffAction::Unchanged);
+        assert!(same.diff.is_empty());
+        let created = diff_object_redacted(&key, None, Some(&cm("new-pass-123")), &r);
+        assert_eq!(created.action, DiffAction::Create);
+        assert!(!created.diff.contains("new-pass-123"), "{}", created.diff);
+        assert!(created.diff.contains("[REDACTED]"), "{}", created.diff);
+    }
+
+    #[test]
     fn errors_keep_their_variant() {
         let mut r = Redactor::new();
         r.add("s3cr3t-value");
