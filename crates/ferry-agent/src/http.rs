@@ -5,9 +5,11 @@
 //! per-tenant object names and counts; the shipped NetworkPolicy opens the webhook port to
 //! everyone and the metrics port only to monitoring namespaces.
 //!
-//! Webhook requests are bounded: the body is capped (`--webhook-max-bytes`, 413 as soon as the
-//! cap is passed, the body is never buffered whole) and each request must finish within
-//! [`REQUEST_TIMEOUT`] (408), so a slow sender cannot hold a handler.
+//! Webhook requests are bounded: headers must arrive within [`HEADER_TIMEOUT`], the body is
+//! capped (`--webhook-max-bytes`, 413 as soon as the cap is passed, the body is never buffered
+//! whole), each request must finish within [`REQUEST_TIMEOUT`] (408), and at most
+//! [`MAX_CONNECTIONS`] connections are open at once, so slow or many senders cannot hold the
+//! server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,10 @@ pub type CertificateSlot = ferry_engine::decrypt::sealed::CertificateHandle;
 
 /// Longest a request may take, body upload included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a client may take to send the request line and headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once per listener; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -97,14 +103,7 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let app = router(state);
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(err) = result {
-            tracing::error!("HTTP server failed: {err}");
-        }
-    });
+    let task = tokio::spawn(accept_loop(listener, app, shutdown));
     Ok((local, task))
 }
 
@@ -118,16 +117,56 @@ pub async fn serve_metrics_on(
         .await
         .with_context(|| format!("cannot listen on {addr} (--metrics-addr)"))?;
     let local = listener.local_addr()?;
-    let app = metrics_router(metrics);
-    tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(err) = result {
-            tracing::error!("metrics server failed: {err}");
-        }
-    });
+    tokio::spawn(accept_loop(listener, metrics_router(metrics), shutdown));
     Ok(local)
+}
+
+/// Serve HTTP/1 connections with bounds that `axum::serve` does not set: request headers must
+/// arrive within [`HEADER_TIMEOUT`] (a client trickling headers is disconnected), and at most
+/// [`MAX_CONNECTIONS`] connections are open at once (more are closed on accept). On `shutdown`,
+/// open connections finish their current request.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and the like: back off a little instead of spinning.
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!("HTTP connection: {err}");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {

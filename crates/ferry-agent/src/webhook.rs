@@ -281,11 +281,11 @@ impl ReceiverKeys {
         if token.is_none() {
             tracing::debug!(receiver = %format!("{}/{}", key.0, key.1), %secret, "receiver Secret missing or has no `token` key");
         }
-        if let Some(k) = write(&self.known).get_mut(key) {
-            if k.secret == secret {
-                k.token = token;
-                k.fetched = Some(Instant::now());
-            }
+        if let Some(k) = write(&self.known).get_mut(key)
+            && k.secret == secret
+        {
+            k.token = token;
+            k.fetched = Some(Instant::now());
         }
     }
 
@@ -302,20 +302,6 @@ impl ReceiverKeys {
         if let Some(seen) = lock(&self.seen).get_mut(key) {
             seen.remove_all(replay);
         }
-    }
-
-    /// Tell the cache about a Receiver directly (tests and embedding); the token as given.
-    pub fn insert_for_test(&self, namespace: &str, name: &str, kind: ReceiverType, token: &[u8]) {
-        write(&self.known).insert(
-            (namespace.to_string(), name.to_string()),
-            Known {
-                kind,
-                resources: Vec::new(),
-                secret: String::new(),
-                token: Some(Arc::new(Token::new(token.to_vec()))),
-                fetched: Some(Instant::now()),
-            },
-        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! control plane. The attacker is this test: it replays a captured GitHub delivery (verbatim and
 //! with a fresh delivery id), replays and back-dates a generic-hmac request, probes receiver
 //! names (unknown receiver vs wrong signature), looks for `/metrics` on the webhook port and
-//! sends oversized and trickling bodies.
+//! sends oversized and trickling bodies and never-ending headers.
 
 mod common;
 
@@ -384,6 +384,31 @@ async fn oversize_and_trickling_bodies_are_cut_off() {
     let reply = String::from_utf8_lossy(&reply[..n]).to_string();
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(started.elapsed() >= ferry_agent::http::REQUEST_TIMEOUT - Duration::from_secs(1));
+    // Headers that never complete (slowloris): the connection is dropped after the header
+    // timeout instead of being held forever.
+    let mut stream = tokio::net::TcpStream::connect(agent.http_addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("POST {path} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes())
+        .await
+        .expect("partial head");
+    let started = Instant::now();
+    let mut buf = vec![0u8; 1024];
+    let closed = tokio::time::timeout(
+        ferry_agent::http::HEADER_TIMEOUT + Duration::from_secs(15),
+        async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        },
+    )
+    .await;
+    assert!(closed.is_ok(), "the server dropped the slow connection");
+    assert!(started.elapsed() >= ferry_agent::http::HEADER_TIMEOUT - Duration::from_secs(1));
     assert_eq!(
         requested_at(&client, &ns.name).await,
         before,
