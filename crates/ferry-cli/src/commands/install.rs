@@ -148,9 +148,15 @@ fn rules(list: &[(&str, &str)]) -> Vec<Value> {
 /// YAML comments written above an object in the exported manifests: why each rule is there.
 fn comment_for(object: &Value) -> Option<String> {
     let kind = object.get("kind")?.as_str()?;
-    let list = match kind {
-        "ClusterRole" => AGENT_RULES,
-        "Role" => AGENT_NAMESPACE_RULES,
+    let (title, list) = match kind {
+        "ClusterRole" => (
+            "The agent's own rights (narrower than cluster-admin), one rule per job:",
+            AGENT_RULES,
+        ),
+        "Role" => (
+            "The agent's rights in its own namespace only:",
+            AGENT_NAMESPACE_RULES,
+        ),
         "ClusterRoleBinding"
             if object.pointer("/roleRef/name").and_then(Value::as_str) == Some("cluster-admin") =>
         {
@@ -172,8 +178,7 @@ fn comment_for(object: &Value) -> Option<String> {
         }
         _ => return None,
     };
-    let mut out =
-        String::from("# The agent's own rights (narrower than cluster-admin), one rule per job:\n");
+    let mut out = format!("# {title}\n");
     for (i, (why, _)) in list.iter().enumerate() {
         out.push_str(&format!("# rules[{i}]: {why}\n"));
     }
@@ -278,7 +283,9 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
         "spec": {"selector": {"app.kubernetes.io/name": "ferry-agent"},
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}));
     // Webhooks from anywhere, metrics from labelled namespaces only (see network_policy.rs).
-    out.push(super::network_policy::agent_network_policy(ns, &labels, 9090, 9091));
+    out.push(super::network_policy::agent_network_policy(
+        ns, &labels, 9090, 9091,
+    ));
     out
 }
 
