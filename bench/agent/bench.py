@@ -95,7 +95,8 @@ def rss_kib(pid, field):
 
 
 def metrics(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    # /metrics is on --metrics-addr (the agent's port + 1000 here), not on the webhook port.
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port + 1000}/metrics").read().decode()
     out = {}
     for line in text.splitlines():
         if line.startswith("ferry_api_requests_total{"):
@@ -140,7 +141,7 @@ spec: {{sourceRef: {{kind: GitSource, name: mono}}, path: apps/app-{i:04d}, targ
     log = open(os.path.join(cache, "agent.log"), "w")
     t0 = time.monotonic()
     agent = subprocess.Popen([AGENT, "--namespace", NS, "--watch-namespace", NS, "--leader-elect", "false",
-                              "--http-addr", f"127.0.0.1:{port}", "--cache-dir", cache, "--log-format", "text"],
+                              "--http-addr", f"127.0.0.1:{port}", "--metrics-addr", f"127.0.0.1:{port + 1000}", "--cache-dir", cache, "--log-format", "text"],
                              stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
     ready = 0
     while ready < N:
