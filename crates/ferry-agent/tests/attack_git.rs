@@ -459,6 +459,16 @@ async fn redirects_never_carry_credentials_to_another_host() {
         redirect(&format!("http://127.0.0.1:{other_port}{path}"))
     })
     .await;
+    // 2b. Asks for credentials, then redirects the authenticated request to another port of the
+    //     same host (libgit2 keeps the credentials it was given for the connection).
+    let (after_auth_port, _) = hostile_server([127, 0, 0, 1], move |path, auth| {
+        if auth {
+            redirect(&format!("http://127.0.0.1:{other_port}{path}"))
+        } else {
+            unauthorized()
+        }
+    })
+    .await;
     // 3. A bearer token (sent as a header on every request) redirected to another host.
     let (bearer, bearer_seen) = hostile_server([127, 0, 0, 1], move |path, _| {
         redirect(&format!("http://127.0.0.2:{other_host}{path}"))
@@ -479,6 +489,7 @@ async fn redirects_never_carry_credentials_to_another_host() {
     for (name, port, secret) in [
         ("after-auth", after_auth, "basic"),
         ("to-port", to_port, "basic"),
+        ("after-auth-port", after_auth_port, "basic"),
         ("bearer", bearer, "token"),
     ] {
         let url = format!("http://127.0.0.1:{port}/repo.git");
@@ -489,7 +500,7 @@ async fn redirects_never_carry_credentials_to_another_host() {
         )
         .await;
     }
-    for name in ["after-auth", "to-port", "bearer"] {
+    for name in ["after-auth", "to-port", "after-auth-port", "bearer"] {
         let (message, _) = wait_failed(&client, &ns.name, name).await;
         assert!(!message.contains(password) && !message.contains(token));
         println!("{name}: {message}");
