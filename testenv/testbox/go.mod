@@ -1,0 +1,3 @@
+module ferry.local/testenv/testbox
+
+go 1.26
