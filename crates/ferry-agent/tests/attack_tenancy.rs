@@ -667,3 +667,81 @@ async fn unsealer_does_not_start_next_to_a_bitnami_controller() {
         .delete("sealed-secrets-controller", &DeleteParams::default())
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bitnami_keys_exported_to_the_agent_namespace_keep_unsealing() {
+    let _serial = UNSEALER_TESTS.lock().await;
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    // Where bitnami's controller kept its key (kube-system in a real cluster), the agent's
+    // namespace, and a tenant with a SealedSecret sealed for bitnami's key long ago.
+    let bitnami = TestNamespace::create(&client, "atk-mig-bitnami").await;
+    let home = TestNamespace::create(&client, "atk-mig-agent").await;
+    let tenant = TestNamespace::create(&client, "atk-mig-tenant").await;
+    let key = sealed::SealingKey::generate(sealed::KeyBits::Rsa2048).expect("key");
+    let key_secret = key.to_secret(&bitnami.name).expect("key Secret");
+    let old: Api<Secret> = Api::namespaced(client.clone(), &bitnami.name);
+    old.create(&PostParams::default(), &key_secret)
+        .await
+        .expect("bitnami's key");
+    let sealed_secret = sealed_for(key.certificate_pem(), &tenant.name, "migrated");
+    let tenant_sealed: Api<SealedSecret> = Api::namespaced(client.clone(), &tenant.name);
+    tenant_sealed
+        .create(&PostParams::default(), &sealed_secret)
+        .await
+        .expect("SealedSecret");
+
+    // The documented step 1 (docs/secrets.md): copy every labelled key Secret, keeping only
+    // name, labels and annotations, into the agent's namespace.
+    let keys = old
+        .list(
+            &kube::api::ListParams::default()
+                .labels("sealedsecrets.bitnami.com/sealed-secrets-key"),
+        )
+        .await
+        .expect("list keys");
+    assert_eq!(keys.items.len(), 1);
+    let new: Api<Secret> = Api::namespaced(client.clone(), &home.name);
+    for mut copy in keys.items {
+        copy.metadata = kube::api::ObjectMeta {
+            name: copy.metadata.name.clone(),
+            namespace: Some(home.name.clone()),
+            labels: copy.metadata.labels.clone(),
+            annotations: copy.metadata.annotations.clone(),
+            ..Default::default()
+        };
+        new.create(&PostParams::default(), &copy)
+            .await
+            .expect("copy key");
+    }
+    // Step 3: the agent starts, loads the imported key, and unseals the old SealedSecret.
+    let (agent, _cache) = start_agent_bare(&env, &[&tenant.name], |o| {
+        o.namespace = home.name.clone();
+        o.sealed_secrets = true;
+    })
+    .await;
+    let cert = sealing_certificate(&agent).await;
+    assert_eq!(
+        cert.trim(),
+        key.certificate_pem().trim(),
+        "seals with the imported key, no new one"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant.name);
+    let unsealed = wait_for("the migrated Secret", Duration::from_secs(60), || {
+        let secrets = secrets.clone();
+        async move { Ok(secrets.get_opt("migrated").await?) }
+    })
+    .await
+    .expect("unsealed with the imported key");
+    assert_eq!(
+        unsealed
+            .data
+            .unwrap_or_default()
+            .get("password")
+            .map(|v| v.0.clone()),
+        Some(b"s3aled-v4lue".to_vec())
+    );
+    agent.stop().await.expect("agent stops");
+}
