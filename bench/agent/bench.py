@@ -108,6 +108,9 @@ def metrics(port):
 def main():
     sh(f"kubectl apply --server-side --force-conflicts -f {ROOT}/deploy/crds.yaml")
     sh(f"kubectl create namespace {NS}")
+    # The Releases live in the agent's own namespace and name no service account: they apply as
+    # its `ferry-admin` (what `ferry install` creates), which must reach every target namespace.
+    sh(f"kubectl create clusterrolebinding ferry-admin-{NS} --clusterrole=cluster-admin --serviceaccount={NS}:ferry-admin")
     # One target namespace per app: the engine lists each kind per namespace before applying,
     # so a thousand apps in one namespace would make every apply list every app's objects.
     kubectl_apply("".join(f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}-{i:04d}, labels: {{ferry.dev/bench: '{NS}'}}}}\n" for i in range(N)))
@@ -141,7 +144,9 @@ spec: {{sourceRef: {{kind: GitSource, name: mono}}, path: apps/app-{i:04d}, targ
     log = open(os.path.join(cache, "agent.log"), "w")
     t0 = time.monotonic()
     agent = subprocess.Popen([AGENT, "--namespace", NS, "--watch-namespace", NS, "--leader-elect", "false",
-                              "--http-addr", f"127.0.0.1:{port}", "--metrics-addr", f"127.0.0.1:{port + 1000}", "--cache-dir", cache, "--log-format", "text"],
+                              "--http-addr", f"127.0.0.1:{port}", "--metrics-addr", f"127.0.0.1:{port + 1000}", "--cache-dir", cache, "--log-format", "text",
+                              # One tenant: no per-namespace fairness cap on the 8 workers.
+                              "--max-concurrent-per-namespace", "0"],
                              stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
     ready = 0
     while ready < N:
@@ -221,6 +226,7 @@ spec: {{sourceRef: {{kind: GitSource, name: latency}}, path: ., interval: 1h}}
     subprocess.run(f"kubectl -n {NS} get releases.ferry.dev -o name | xargs -P 8 -I@ kubectl -n {NS} patch @ --type=merge -p '{patch}'",
                    shell=True, capture_output=True)
     subprocess.run(["kubectl", "delete", "namespace", NS, "--wait=false"], capture_output=True)
+    subprocess.run(["kubectl", "delete", "clusterrolebinding", f"ferry-admin-{NS}"], capture_output=True)
     subprocess.run(["kubectl", "delete", "namespace", "-l", f"ferry.dev/bench={NS}", "--wait=false"], capture_output=True)
 
 
