@@ -14,6 +14,8 @@
 //!   (`1`, `on`, `abc`) only as a whole word in text and a whole word or whole scalar in
 //!   objects, so that a decrypted `1` does not blank every digit of a diff.
 
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -36,11 +38,19 @@ const MIN_LINE: usize = 8;
 #[derive(Clone, Default)]
 pub struct Redactor {
     /// Matched as substrings, longest first (a secret containing another is replaced whole).
-    long: Vec<String>,
+    /// A sorted set: a values file with thousands of leaves registers in O(n log n).
+    long: Needles,
     /// Matched as whole words / whole scalars only.
-    short: Vec<String>,
+    short: Needles,
     /// Built on first use after the last `add`.
     matchers: OnceLock<Matchers>,
+}
+
+/// Longest first, then lexicographic (for a stable regex).
+type Needles = BTreeSet<(Reverse<usize>, String)>;
+
+fn strings(needles: &Needles) -> impl Iterator<Item = &String> {
+    needles.iter().map(|(_, s)| s)
 }
 
 #[derive(Clone)]
@@ -113,16 +123,14 @@ impl Redactor {
         if length == 0 {
             return;
         }
-        if length >= SHORT {
-            if !self.long.contains(&needle) {
-                self.long.push(needle);
-                self.long.sort_by_key(|n| std::cmp::Reverse(n.len()));
-                self.matchers = OnceLock::new();
-            }
-        } else if needle.chars().any(is_word_char) && !self.short.contains(&needle) {
+        let entry = (Reverse(needle.len()), needle);
+        let added = if length >= SHORT {
+            self.long.insert(entry)
+        } else {
             // A short value of punctuation only (`-`, `{}`) cannot be told from structure.
-            self.short.push(needle);
-            self.short.sort_by_key(|n| std::cmp::Reverse(n.len()));
+            entry.1.chars().any(is_word_char) && self.short.insert(entry)
+        };
+        if added {
             self.matchers = OnceLock::new();
         }
     }
@@ -154,7 +162,7 @@ impl Redactor {
 
     /// Take over every value another redactor knows.
     pub fn extend(&mut self, other: &Redactor) {
-        for needle in other.long.iter().chain(&other.short) {
+        for needle in strings(&other.long).chain(strings(&other.short)) {
             self.push(needle.clone());
         }
     }
@@ -165,17 +173,18 @@ impl Redactor {
 
     /// The known secret strings (and their other forms), long ones first, each longest first.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.long.iter().chain(&self.short).map(String::as_str)
+        strings(&self.long)
+            .chain(strings(&self.short))
+            .map(String::as_str)
     }
 
     fn matchers(&self) -> &Matchers {
         self.matchers.get_or_init(|| {
-            let build = |needles: &[String]| {
+            let build = |needles: &Needles| {
                 if needles.is_empty() {
                     return None;
                 }
-                let pattern = needles
-                    .iter()
+                let pattern = strings(needles)
                     .map(|n| regex::escape(n))
                     .collect::<Vec<_>>()
                     .join("|");
@@ -210,7 +219,7 @@ impl Redactor {
             Some(re) => re.replace_all(text, REDACTED).into_owned(),
             None => {
                 let mut out = text.to_string();
-                for needle in &self.long {
+                for needle in strings(&self.long) {
                     if out.contains(needle.as_str()) {
                         out = out.replace(needle.as_str(), REDACTED);
                     }
@@ -248,7 +257,7 @@ impl Redactor {
                 }
             }
             None => {
-                for needle in &self.short {
+                for needle in strings(&self.short) {
                     for (start, _) in text.match_indices(needle.as_str()) {
                         if whole(start, start + needle.len()) {
                             spans.push((start, start + needle.len()));
@@ -486,6 +495,23 @@ mod tests {
         assert_eq!(created.action, DiffAction::Create);
         assert!(!created.diff.contains("new-pass-123"), "{}", created.diff);
         assert!(created.diff.contains("[REDACTED]"), "{}", created.diff);
+    }
+
+    /// A large SOPS values file: thousands of values, a large text, one pass each.
+    #[test]
+    fn many_values() {
+        let mut r = Redactor::new();
+        let values: Vec<String> = (0..5000).map(|i| format!("value-{i:05}-x")).collect();
+        for v in &values {
+            r.add(v);
+        }
+        let text: String = values.iter().map(|v| format!("k: {v}\n")).collect();
+        let started = std::time::Instant::now();
+        let out = r.redact(&text);
+        assert_eq!(out.matches(REDACTED).count(), values.len());
+        assert!(!out.contains("value-"));
+        // Generous: a regression to one pass per value would take minutes in a debug build.
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]
