@@ -6,9 +6,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
+#[cfg(all(target_os = "linux", not(feature = "portable-process")))]
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Which renderer binary: the name on `PATH` and the env variable that overrides it.
@@ -358,9 +359,9 @@ const MAX_STDERR: usize = 1024 * 1024;
 
 /// Run to completion, or kill the process group at the deadline.
 ///
-/// One thread does everything with poll(2): feeding stdin, reading stdout and stderr, and
-/// noticing the exit through a pidfd. Reader and waiter threads each added a wake-up between
-/// the renderer finishing and ferry going on, which showed next to a 40 ms `helm template`.
+/// The I/O loop ([`supervise`]) has two implementations: on Linux a single thread with
+/// poll(2) and a pidfd; elsewhere (or on Linux with the `portable-process` feature, which is
+/// how the portable one is tested) reader and writer threads and `try_wait`.
 pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
     use std::os::unix::process::CommandExt;
 
@@ -428,10 +429,29 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
         command.env(key, value);
     }
     let deadline = Instant::now() + spec.timeout;
-    let mut child = command.spawn().map_err(|source| RunError::Spawn {
+    let child = command.spawn().map_err(|source| RunError::Spawn {
         program: program.clone(),
         source,
     })?;
+    supervise(child, &program, &mut spec, deadline)
+}
+
+/// The I/O loop on Linux: one thread does everything with poll(2), feeding stdin, reading
+/// stdout and stderr, and noticing the exit through a pidfd. Reader and waiter threads each
+/// added a wake-up between the renderer finishing and ferry going on, which showed next to a
+/// 40 ms `helm template`.
+#[cfg(all(target_os = "linux", not(feature = "portable-process")))]
+fn supervise(
+    mut child: Child,
+    program: &str,
+    spec: &mut Run<'_>,
+    deadline: Instant,
+) -> Result<Output, RunError> {
+    let program = program.to_string();
+    let io_error = |source: std::io::Error| RunError::Io {
+        program: program.clone(),
+        source,
+    };
     let pid = child.id();
     let exit_fd = pidfd_open(pid);
     if let Some(watcher) = spec.watcher.as_mut() {
@@ -441,7 +461,7 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
     let mut stdin = child
         .stdin
         .take()
-        .zip(spec.stdin)
+        .zip(spec.stdin.take())
         .map(|(pipe, bytes)| (pipe, bytes, 0));
     let mut stdout_pipe = child.stdout.take();
     let mut stderr_pipe = child.stderr.take();
@@ -611,7 +631,248 @@ pub fn run(mut spec: Run<'_>) -> Result<Output, RunError> {
     })
 }
 
+/// The portable I/O loop, for Unix systems without poll(2)-able pidfds (and on Linux with the
+/// `portable-process` feature, which is how it is tested: `cargo test -p ferry-engine
+/// --features portable-process`). Plain blocking I/O on threads: one writes stdin, one reads
+/// stdout, one reads stderr, each reporting to this thread over a channel, which waits with
+/// the deadline as its timeout. The exit is noticed with `try_wait` once all pipes are closed.
+/// It costs the wake-ups the Linux loop avoids, which matters only next to very fast renders.
+#[cfg(any(not(target_os = "linux"), feature = "portable-process"))]
+fn supervise(
+    mut child: Child,
+    program: &str,
+    spec: &mut Run<'_>,
+    deadline: Instant,
+) -> Result<Output, RunError> {
+    use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    /// What the pipe threads tell the supervising thread.
+    enum Event {
+        /// Bytes read from stdout (never empty).
+        Stdout(Vec<u8>),
+        /// Reading stdout failed.
+        StdoutError(std::io::Error),
+        /// A pipe is done: end of file, or stdin fully written (or refused by the renderer).
+        Closed,
+    }
+
+    let program = program.to_string();
+    let io_error = |source: std::io::Error| RunError::Io {
+        program: program.clone(),
+        source,
+    };
+    let pid = child.id();
+    if let Some(watcher) = spec.watcher.as_mut() {
+        watcher(RunEvent::Started);
+    }
+    let (events, inbox) = mpsc::channel::<Event>();
+    // Captured stderr, shared so a timeout can show what is there without joining a reader
+    // that a surviving grandchild could keep blocked.
+    let stderr_buf = Arc::new(Mutex::new(Vec::new()));
+    let mut open_pipes = 0usize;
+    let mut failure: Option<RunError> = None;
+
+    // A pipe thread, named for debuggers; failing to start one fails the run.
+    fn spawn(name: &str, work: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(work)
+            .map(drop)
+    }
+    let stdin = child.stdin.take().zip(spec.stdin.take());
+    if let Some((mut pipe, bytes)) = stdin {
+        let events = events.clone();
+        open_pipes += 1;
+        let started = spawn(
+            "ferry-render-stdin",
+            Box::new(move || {
+                // An error means the renderer exited or closed stdin early; its exit status
+                // tells the story.
+                let _ = pipe.write_all(&bytes);
+                drop(pipe);
+                let _ = events.send(Event::Closed);
+            }),
+        );
+        if let Err(err) = started {
+            failure = Some(io_error(err));
+        }
+    }
+    if let Some(mut pipe) = child.stdout.take() {
+        let events = events.clone();
+        // One byte over the cap is enough to know the renderer said too much; reading stops
+        // there so a runaway renderer cannot grow ferry's memory.
+        let cap = spec.max_stdout.saturating_add(1);
+        open_pipes += 1;
+        let started = spawn(
+            "ferry-render-stdout",
+            Box::new(move || {
+                let mut chunk = vec![0u8; PIPE_CAPACITY];
+                let mut total = 0u64;
+                loop {
+                    match pipe.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            total += n as u64;
+                            if events.send(Event::Stdout(chunk[..n].to_vec())).is_err()
+                                || total >= cap
+                            {
+                                return;
+                            }
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(err) => {
+                            let _ = events.send(Event::StdoutError(err));
+                            return;
+                        }
+                    }
+                }
+                let _ = events.send(Event::Closed);
+            }),
+        );
+        if let Err(err) = started {
+            failure.get_or_insert(io_error(err));
+        }
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        let events = events.clone();
+        let shared = Arc::clone(&stderr_buf);
+        open_pipes += 1;
+        let started = spawn(
+            "ferry-render-stderr",
+            Box::new(move || {
+                let mut chunk = vec![0u8; PIPE_CAPACITY];
+                loop {
+                    match pipe.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            // Keep up to the cap, read and drop the rest so the writer never
+                            // blocks on a full pipe.
+                            let mut buf = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                            let keep = n.min(MAX_STDERR.saturating_sub(buf.len()));
+                            buf.extend_from_slice(&chunk[..keep]);
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = events.send(Event::Closed);
+            }),
+        );
+        if let Err(err) = started {
+            failure.get_or_insert(io_error(err));
+        }
+    }
+    drop(events);
+
+    let mut stdout = Vec::new();
+    let mut status: Option<ExitStatus> = None;
+    let limit = spec.timeout;
+    let timeout = || RunError::Timeout {
+        program: program.clone(),
+        timeout: limit,
+        stderr: Vec::new(),
+    };
+    // Pipes first: every thread reports its end (or the deadline passes).
+    while failure.is_none() && open_pipes > 0 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut event = match inbox.recv_timeout(remaining) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => {
+                failure = Some(timeout());
+                break;
+            }
+            // Every sender is gone although a pipe was not reported closed: a thread
+            // panicked. Treat the pipe as closed; the exit status decides.
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Handle everything that is already queued before telling the watcher: it hears
+        // only of output after which the pipe has run dry, as on Linux.
+        let mut dry_after_partial_read = false;
+        loop {
+            match event {
+                Event::Stdout(bytes) => {
+                    dry_after_partial_read = bytes.len() < PIPE_CAPACITY;
+                    stdout.extend_from_slice(&bytes);
+                }
+                Event::StdoutError(err) => {
+                    failure = Some(io_error(err));
+                    break;
+                }
+                Event::Closed => {
+                    open_pipes -= 1;
+                    dry_after_partial_read = false;
+                }
+            }
+            match inbox.try_recv() {
+                Ok(next) => event = next,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        if stdout.len() as u64 > spec.max_stdout {
+            failure = Some(RunError::OutputTooLarge {
+                program: program.clone(),
+                limit: spec.max_stdout,
+            });
+            break;
+        }
+        if failure.is_none()
+            && dry_after_partial_read
+            && let Some(watcher) = spec.watcher.as_mut()
+        {
+            watcher(RunEvent::Output(&stdout));
+        }
+    }
+    // Then the exit. A renderer has usually exited by the time its pipes close; the wait is
+    // for the rare one that closes them early. The group is killed before the leader is
+    // reaped (below), so the pid cannot have been reused when it is signalled.
+    let mut pause = Duration::from_micros(100);
+    while failure.is_none() {
+        match child.try_wait() {
+            Ok(Some(reaped)) => {
+                status = Some(reaped);
+                break;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                failure = Some(io_error(err));
+                break;
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            failure = Some(timeout());
+            break;
+        }
+        std::thread::sleep(pause.min(remaining));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    let take_stderr =
+        || std::mem::take(&mut *stderr_buf.lock().unwrap_or_else(PoisonError::into_inner));
+    if let Some(mut failure) = failure {
+        // Not reaped yet (a reaped leader ends the loop above without a failure): the pid
+        // and the group id are still ours.
+        kill_group(pid);
+        kill_pid(pid);
+        let _ = child.wait();
+        if let RunError::Timeout { stderr: shown, .. } = &mut failure {
+            *shown = take_stderr();
+        }
+        return Err(failure);
+    }
+    let status = match status {
+        Some(status) => status,
+        None => child.wait().map_err(io_error)?,
+    };
+    Ok(Output {
+        status,
+        stdout,
+        stderr: take_stderr(),
+    })
+}
+
 /// What [`drain`] does with bytes beyond its cap.
+#[cfg(all(target_os = "linux", not(feature = "portable-process")))]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OverCap {
     /// Stop reading (the caller fails the run).
@@ -622,6 +883,7 @@ enum OverCap {
 
 /// Read what `pipe` has now into `buf`, keeping at most `cap` bytes. `Ok(false)` at end of
 /// file.
+#[cfg(all(target_os = "linux", not(feature = "portable-process")))]
 fn drain(
     pipe: &mut impl Read,
     buf: &mut Vec<u8>,
@@ -646,6 +908,7 @@ fn drain(
     }
 }
 
+#[cfg(all(target_os = "linux", not(feature = "portable-process")))]
 fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: fcntl(2) on a pipe fd we own; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -657,6 +920,7 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
 }
 
 /// A pidfd for the child (readable once it exits), or `None` where the kernel has none.
+#[cfg(all(target_os = "linux", not(feature = "portable-process")))]
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     let pid = libc::pid_t::try_from(pid).ok()?;
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
