@@ -210,3 +210,74 @@ fn chart_urls_and_redirects_to_another_host_get_no_repository_credentials() {
     assert!(!manifests.is_empty());
     assert_no_credentials(&cdn_seen, "redirect to another host");
 }
+
+/// OCI charts: a HOSTILE registry (this test's server on 127.0.0.1) answers every request with
+/// a bearer challenge whose realm is on another host (127.0.0.2, also this test's) over plain
+/// http. `helm registry login` + `helm pull`, as ferry runs them with the chart credentials,
+/// must not hand the credentials to that realm. (helm's OCI client refuses realms on loopback,
+/// link-local and private addresses itself; ferry adds no flag that would loosen it.)
+#[test]
+fn oci_token_realm_on_another_host_gets_no_chart_credentials() {
+    let realm_dir = tempfile::tempdir().expect("tempdir");
+    let (realm, realm_seen) = serve([127, 0, 0, 2], realm_dir.path().to_path_buf(), false, None);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let registry = listener.local_addr().expect("addr");
+    let registry_seen: Seen = Arc::default();
+    let record = registry_seen.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+                let record = record.clone();
+                async move {
+                    let authorization = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    record
+                        .lock()
+                        .expect("seen")
+                        .push((uri.path().to_string(), authorization));
+                    Response::builder()
+                        .status(StatusCode::UNAUTHORIZED)
+                        .header(
+                            "www-authenticate",
+                            format!("Bearer realm=\"http://{realm}/token\",service=\"hostile\""),
+                        )
+                        .body(axum::body::Body::empty())
+                        .unwrap_or_default()
+                }
+            });
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    let t = Tree::new();
+    t.write("src/ferry.yaml", "{}\n");
+    let mut req = t.request("src");
+    req.overrides.chart = Some(format!("oci://{registry}/team/leaky"));
+    req.overrides.plain_http = Some(true);
+    req.overrides.chart_username = Some(USER.into());
+    req.overrides.chart_password = Some(PASSWORD.into());
+    let err = ferry_engine::render::render(&req)
+        .expect_err("a registry whose realm is elsewhere cannot serve the chart")
+        .to_string();
+    assert!(!err.contains(PASSWORD), "{err}");
+    assert!(
+        err.contains(&registry.to_string()),
+        "names the registry: {err}"
+    );
+    assert!(
+        !registry_seen.lock().expect("seen").is_empty(),
+        "helm did talk to the registry"
+    );
+    let seen = realm_seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter().all(|(_, auth)| auth.is_none()),
+        "chart credentials reached the other host's realm: {seen:?}"
+    );
+}
