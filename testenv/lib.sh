@@ -74,3 +74,6 @@ testenv_pid_is_ours() {
 
 # the real node is on unless FERRY_TESTENV_REAL_NODE=0
 testenv_real_node_enabled() { [[ "${FERRY_TESTENV_REAL_NODE:-1}" != 0 ]]; }
+
+# the lines testenv/node-up adds to the env file (and node-down removes)
+NODE_ENV_LINES='^(# the real node \(testenv/node-up\)|export (FERRY_REAL_NODE|FERRY_REAL_NODE_IP|FERRY_TESTBOX_IMAGE|FERRY_CONTAINERD_ADDRESS)=)'
