@@ -397,6 +397,7 @@ async fn extra_controllers(
         images.max_timeout = options.max_timeout;
         images.allow_local_git_sources = options.allow_local_git_sources;
         images.git_max_fetch_bytes = options.git_max_fetch_bytes;
+        images.git_max_checkout_bytes = options.git_max_checkout_bytes;
         // Secrets named by ImageRepositories and ImageUpdates are read as the tenant.
         let reader = ctx.clone();
         images.secret_reader = Some(ferry_images::controller::SecretReader::new(move |ns| {

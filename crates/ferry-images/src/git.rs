@@ -57,6 +57,14 @@ pub enum GitError {
     )]
     LocalUrl { url: String },
     #[error(
+        "commit {commit} of {url} has more than the limit of {limit} bytes of files; not checked out (raise --git-max-checkout-bytes)"
+    )]
+    CheckoutTooLarge {
+        url: String,
+        commit: String,
+        limit: u64,
+    },
+    #[error(
         "git fetch of {branch} from {url} received more than the limit of {limit} bytes and was aborted (raise --git-max-fetch-bytes)"
     )]
     TooLarge {
@@ -119,6 +127,9 @@ pub struct WriteBackSpec {
     pub allow_local: bool,
     /// Most pack bytes one fetch may receive.
     pub max_fetch_bytes: u64,
+    /// Most bytes of files in the work tree (checked before checking out, so a small pack of
+    /// highly compressible blobs cannot fill the disk).
+    pub max_checkout_bytes: u64,
 }
 
 /// Is `url` a local repository (`file://`, a path) rather than a network remote?
@@ -186,6 +197,15 @@ where
         attempts += 1;
         let (base, base_branch) = fetch_base(&repo, spec)?;
         let base_commit = repo.find_commit(base)?;
+        if tree_size(&repo, base_commit.tree_id(), spec.max_checkout_bytes)?
+            > spec.max_checkout_bytes
+        {
+            return Err(GitError::CheckoutTooLarge {
+                url: redact_url(&spec.url),
+                commit: base.to_string(),
+                limit: spec.max_checkout_bytes,
+            });
+        }
         // A clean work tree at the base commit.
         repo.set_head_detached(base)?;
         repo.checkout_tree(
@@ -255,6 +275,31 @@ where
             }
         }
     }
+}
+
+/// Total size of the blobs under `tree` (each entry counted; a blob listed twice is written
+/// twice), from object headers only; stops counting once past `limit`.
+fn tree_size(repo: &Repository, tree: Oid, limit: u64) -> Result<u64, GitError> {
+    let odb = repo.odb()?;
+    let mut total = 0u64;
+    let mut pending = vec![tree];
+    while let Some(id) = pending.pop() {
+        let tree = repo.find_tree(id)?;
+        for entry in tree.iter() {
+            match entry.kind() {
+                Some(git2::ObjectType::Tree) => pending.push(entry.id()),
+                Some(git2::ObjectType::Blob) => {
+                    let (size, _) = odb.read_header(entry.id())?;
+                    total = total.saturating_add(size as u64);
+                    if total > limit {
+                        return Ok(total);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// libgit2 has no network timeouts by default: a server that accepts the connection and then
@@ -587,6 +632,7 @@ mod tests {
             // These unit tests use a bare repository on disk as the remote.
             allow_local: true,
             max_fetch_bytes: 1 << 30,
+            max_checkout_bytes: 1 << 30,
         }
     }
 
@@ -722,5 +768,19 @@ mod tests {
         assert!(!same_origin("http://h:1/r", "http://h:2/r"));
         assert!(!same_origin("https://h/r", "http://h/r"));
         assert!(!same_origin("https://h/r", "https://evil/r"));
+    }
+
+    #[test]
+    fn oversized_work_trees_are_not_checked_out() {
+        let (dir, url) = setup();
+        let mut s = spec(dir.path(), &url, "small");
+        s.max_checkout_bytes = 10;
+        let err = write_back(&s, |_| Ok(EditOutcome::default())).unwrap_err();
+        assert!(
+            matches!(err, GitError::CheckoutTooLarge { limit: 10, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--git-max-checkout-bytes"));
+        assert!(!dir.path().join("small/app.yaml").exists());
     }
 }

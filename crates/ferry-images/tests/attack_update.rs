@@ -326,3 +326,54 @@ async fn hostile_trees_in_the_image_update_clone_write_nothing_outside() {
     assert!(escaped.is_empty(), "{escaped:?}");
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_work_tree_is_not_checked_out() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-update-size").await;
+    let registry = env.var("FERRY_REGISTRY");
+    let image = format!("{registry}/{}/app", unique("atk-size"));
+    crane_push(&env, &format!("{image}:1.1.0"), None);
+    // 8 MiB of one byte: a pack of a few kB that would check out to 8 MiB.
+    let repo = Repo::create(&env, &ns.name);
+    repo.commit(&[("bomb.txt", &"0".repeat(8 << 20))], "compressible");
+    create::<Secret>(&client, &ns.name, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
+        "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")}})).await;
+    create::<GitSource>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource", "metadata": {"name": "repo"}, "spec": {"url": repo.url, "secretRef": {"name": "git-auth"}}})).await;
+    create::<ImageRepository>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "app"}, "spec": {"image": image, "interval": "10m"}})).await;
+    create::<ImagePolicy>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "app"}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": ">=1.0.0"}}}})).await;
+    create::<ImageUpdate>(&client, &ns.name, json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": "auto"}, "spec": {
+        "sourceRef": {"kind": "GitSource", "name": "repo"},
+        "interval": "10m",
+        "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}},
+        "update": {"path": "./"}
+    }})).await;
+    let cache = tempfile::tempdir().expect("cache");
+    let mut options = ImageOptions::new(cache.path().to_path_buf());
+    options.namespaces = vec![ns.name.clone()];
+    options.git_max_checkout_bytes = 1 << 20;
+    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
+    let status = wait_update(&client, &ns.name, "auto", "refused as too large", |s| {
+        condition(s, READY).is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let ready = condition(&status, READY).cloned().unwrap_or_default();
+    assert_eq!(ready["reason"], "CheckoutTooLarge", "{ready}");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("limit of 1048576 bytes") && message.contains("--git-max-checkout-bytes"),
+        "{message}"
+    );
+    let used: u64 = walkdir::WalkDir::new(cache.path())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    assert!(used < 1 << 20, "the clone holds {used} bytes");
+    task.abort();
+}

@@ -41,6 +41,8 @@ pub struct ImageOptions {
     pub allow_local_git_sources: bool,
     /// Most pack bytes one write-back fetch may receive (the agent's `--git-max-fetch-bytes`).
     pub git_max_fetch_bytes: u64,
+    /// Most bytes of files in one write-back clone (the agent's `--git-max-checkout-bytes`).
+    pub git_max_checkout_bytes: u64,
     /// Who reads the Secrets an ImageRepository or ImageUpdate's GitSource names (the agent
     /// passes the namespace's tenant identity, so a tenant cannot make the controller read a
     /// Secret the tenant may not read). `None`: the controllers' own client.
@@ -80,6 +82,7 @@ impl ImageOptions {
             concurrency: 4,
             allow_local_git_sources: false,
             git_max_fetch_bytes: 512 * 1024 * 1024,
+            git_max_checkout_bytes: 1024 * 1024 * 1024,
             secret_reader: None,
             min_interval: Duration::from_secs(1),
             max_timeout: Duration::from_secs(15 * 60),

@@ -510,6 +510,7 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         max_attempts: 5,
         allow_local: ctx.options.allow_local_git_sources,
         max_fetch_bytes: ctx.options.git_max_fetch_bytes,
+        max_checkout_bytes: ctx.options.git_max_checkout_bytes,
     };
     // One write-back per repository branch at a time in this process.
     let git_lock = lock(&ctx.git_locks)
@@ -613,6 +614,7 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
                     "GitFetchFailed"
                 }
                 GitError::LocalUrl { .. } => "InvalidSourceURL",
+                GitError::CheckoutTooLarge { .. } => "CheckoutTooLarge",
                 GitError::PushRefused { .. } => "PushRefused",
                 GitError::Contention { .. } => "PushContention",
                 GitError::Edit(_) => "UpdateFailed",
