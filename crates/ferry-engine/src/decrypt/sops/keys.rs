@@ -249,6 +249,14 @@ pub(crate) fn wrap_data_key(
     String::from_utf8(out).map_err(|err| err.to_string())
 }
 
+fn default_key_file() -> Option<PathBuf> {
+    let config = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(config.join("sops").join("age").join("keys.txt"))
+}
+
 #[cfg(test)]
 mod secret_data_tests {
     use super::*;
@@ -275,16 +283,8 @@ mod secret_data_tests {
         )
         .expect_err("not a key");
         assert!(!bad.to_string().contains("NOTAKEY"), "{bad}");
-        let mut values = vec![text.as_bytes().to_vec()];
+        let mut values = [text.as_bytes().to_vec()];
         AgeKeys::wipe_secret_data(values.iter_mut());
         assert!(values[0].is_empty());
     }
-}
-
-fn default_key_file() -> Option<PathBuf> {
-    let config = match std::env::var_os("XDG_CONFIG_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
-    };
-    Some(config.join("sops").join("age").join("keys.txt"))
 }
