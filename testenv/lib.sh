@@ -68,7 +68,8 @@ KC
 testenv_pid_is_ours() {
 	local d="$1" p="$2"
 	[[ -n "$p" ]] && kill -0 "$p" 2>/dev/null || return 1
-	case "$(readlink "/proc/$p/exe" 2>/dev/null)" in */ferry/testenv/*) return 0 ;; esac
+	# (or still in the setsid/nohup wrappers that exec it)
+	case "$(readlink "/proc/$p/exe" 2>/dev/null)" in */ferry/testenv/* | */setsid | */nohup) return 0 ;; esac
 	tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$d/"
 }
 
