@@ -188,3 +188,121 @@ async fn release_in_a_terminating_namespace_finishes_its_finalizer() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     agent.stop().await.expect("agent stops");
 }
+
+/// What ferry before injective identities wrote for Release `web.v1` in `ns` (app `web-v1`):
+/// objects labelled `ferry.dev/app=web-v1` and annotated `ferry.dev/owner=<ns>/web-v1`, and the
+/// inventory `ferry-inventory-web-v1` without a stored owner, its source `<git URL>//<path>`.
+async fn write_pre_upgrade_release(client: &kube::Client, ns: &str, url: &str, objects: &[&str]) {
+    use kube::api::{Patch, PatchParams};
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for name in objects {
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "labels": {"ferry.dev/app": "web-v1"},
+                "annotations": {"ferry.dev/owner": format!("{ns}/web-v1")},
+            },
+            "data": {"value": "old"},
+        });
+        api.patch(
+            name,
+            &PatchParams::apply("ferry").force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("old object {name}: {e}"));
+    }
+    let entries: Vec<serde_json::Value> = objects
+        .iter()
+        .map(|name| serde_json::json!({"apiVersion": "v1", "group": "", "kind": "ConfigMap", "namespace": ns, "name": name}))
+        .collect();
+    let text = serde_json::json!({
+        "app": "web-v1", "source": format!("{url}//./app"),
+        "appliedAt": "2026-01-01T00:00:00Z", "objects": entries,
+    })
+    .to_string();
+    let inv = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": "ferry-inventory-web-v1",
+            "labels": {"ferry.dev/inventory": "web-v1", "app.kubernetes.io/managed-by": "ferry"},
+        },
+        "data": {"inventory.json": text},
+    });
+    api.patch(
+        "ferry-inventory-web-v1",
+        &PatchParams::apply("ferry").force(),
+        &Patch::Apply(&inv),
+    )
+    .await
+    .expect("old inventory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_adopts_a_pre_upgrade_release_inventory_and_prunes_correctly() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "idn-upgrade").await;
+    let repo = Repo::create(&env, &ns.name);
+    // The previous version applied `keep` and `gone`; `gone` has left the source since.
+    write_pre_upgrade_release(&client, &ns.name, &repo.url, &["keep", "gone"]).await;
+    let first = repo.commit(
+        &[("app/keep.yaml", Some(&configmap_yaml("keep", "new")))],
+        "first",
+    );
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1s"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release("web.v1", "repo", "./app", serde_json::json!({})),
+    )
+    .await;
+    wait_release_applied(&client, &ns.name, "web.v1", &first, Duration::from_secs(90)).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let keep = cms.get("keep").await.expect("keep");
+    assert_eq!(
+        owner_of(&keep),
+        Some(format!("{0}/release/{0}/web.v1", ns.name)),
+        "re-owned under the new identity"
+    );
+    assert!(
+        cms.get_opt("gone").await.expect("get").is_none(),
+        "what left the source is pruned"
+    );
+    assert!(
+        cms.get_opt("ferry-inventory-web-v1")
+            .await
+            .expect("get")
+            .is_none(),
+        "the pre-upgrade inventory is removed"
+    );
+    // From now on it prunes under the new identity.
+    let second = repo.commit(
+        &[
+            ("app/keep.yaml", None),
+            ("app/next.yaml", Some(&configmap_yaml("next", "1"))),
+        ],
+        "second",
+    );
+    wait_release_applied(
+        &client,
+        &ns.name,
+        "web.v1",
+        &second,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(cms.get_opt("keep").await.expect("get").is_none());
+    assert!(cms.get_opt("next").await.expect("get").is_some());
+    agent.stop().await.expect("agent stops");
+}
