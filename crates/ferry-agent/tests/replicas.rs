@@ -74,6 +74,9 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         &[("app/a.yaml", Some(&configmap_yaml("a", "one")))],
         "first",
     );
+    // The agent's own namespace: its Releases apply as `ferry-admin` (what `ferry install`
+    // creates and binds); here it administers this namespace only.
+    grant_admin(&client, &ns.name, "ferry-admin").await;
     let cache = tempfile::tempdir().expect("dir");
     let mut a = spawn_agent(&env, &ns.name, "replica-a", cache.path(), true);
     let mut b = spawn_agent(&env, &ns.name, "replica-b", cache.path(), true);
@@ -155,6 +158,7 @@ async fn agent_killed_mid_apply_finishes_after_restart() {
         yaml.push_str("---\n");
     }
     let sha = repo.commit(&[("app/all.yaml", Some(&yaml))], "many");
+    grant_admin(&client, &ns.name, "ferry-admin").await;
     let cache = tempfile::tempdir().expect("dir");
     let mut agent = spawn_agent(&env, &ns.name, "first", cache.path(), false);
     git_secret(&env, &client, &ns.name, "git-auth").await;
