@@ -35,7 +35,7 @@ fn init_logging(format: &str) {
     if format == "text" {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(log_writer)
             .init();
     } else {
         tracing_subscriber::fmt()
@@ -43,9 +43,14 @@ fn init_logging(format: &str) {
             .flatten_event(true)
             .with_current_span(false)
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(log_writer)
             .init();
     }
+}
+
+/// Every log record passes through the redactor of decrypted values (docs/secrets.md).
+fn log_writer() -> ferry_engine::report::redact::LogWriter<std::io::Stderr> {
+    ferry_engine::report::redact::LogWriter::new(std::io::stderr())
 }
 
 #[tokio::main]

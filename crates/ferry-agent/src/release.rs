@@ -524,9 +524,13 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     }
     request.age_keys = keys;
     // Decrypted values are collected so that status, events and logs never show them.
+    let log_key = format!("{ns}/{}", release.name_any());
     let rendered = tokio::task::spawn_blocking(move || {
         let mut redactor = ferry_engine::render::safety::Redactor::new();
-        render::render_collecting(&request, &mut redactor).map(|m| (m, redactor))
+        let rendered = render::render_collecting(&request, &mut redactor);
+        // Libraries log too (kube-client logs the API server's refusal, echoed value and all).
+        ferry_engine::report::redact::publish_for_logs(&log_key, &redactor);
+        rendered.map(|m| (m, redactor))
     })
     .await;
     let (manifests, redactor) = match rendered {
@@ -864,6 +868,7 @@ async fn decryption_keys(
 /// Deletion: prune everything the Release applied (unless `deletionPolicy: Orphan`).
 async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseError> {
     let key = key_of(release);
+    ferry_engine::report::redact::unpublish_for_logs(&format!("{}/{}", key.0, key.1));
     let policy = release.spec.deletion_policy.unwrap_or_default();
     if policy == DeletionPolicy::Orphan || release.spec.suspend {
         tracing::info!(release = %format!("{}/{}", key.0, key.1), "deleted; objects orphaned");

@@ -35,9 +35,10 @@ pub fn init_tracing(verbosity: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Every record passes through the redactor of decrypted values (docs/secrets.md).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| ferry_engine::report::redact::LogWriter::new(std::io::stderr()))
         .with_target(false)
         .try_init();
 }

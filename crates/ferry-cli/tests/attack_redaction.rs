@@ -145,16 +145,32 @@ fn ferry(env: &TestEnv, sops: &Sops) -> Command {
         .env("SOPS_AGE_KEY_FILE", &sops.key_file)
         .env("NO_COLOR", "1")
         .env("PATH", env.path_env())
-        .env("KUBECONFIG", env.kubeconfig());
+        .env("KUBECONFIG", env.kubeconfig())
+        // Every log line ferry writes goes to stderr, which the assertions read too.
+        .env("RUST_LOG", "debug");
     cmd
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
+    run_with_stdin(cmd, None)
+}
+
+fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write as _;
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run ferry");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
     let Output {
         status,
         stdout,
         stderr,
-    } = cmd.output().expect("run ferry");
+    } = child.wait_with_output().expect("ferry output");
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -331,8 +347,23 @@ async fn sops_values_in_any_object_never_reach_diff_apply_or_errors() {
     std::fs::create_dir(&chart_app).expect("mkdir");
     write_chart(&chart_app, &sops);
 
+    // The kustomize app: the SOPS file is a kustomize resource (decrypted after kustomize ran,
+    // from the verified source), renamed by a namePrefix.
+    let kust_app = dir.path().join("kustomized");
+    std::fs::create_dir(&kust_app).expect("mkdir");
+    sops.encrypt(
+        &kust_app.join("widget.yaml"),
+        &widget(WIDGET_TOKEN, "safe"),
+        "^token$",
+    );
+    std::fs::write(
+        kust_app.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamePrefix: k-\nresources: [widget.yaml]\n",
+    )
+    .expect("kustomization");
+
     // 1. diff, in every output format, before anything exists (every object is a create).
-    for app_dir in [&app, &chart_app] {
+    for app_dir in [&app, &chart_app, &kust_app] {
         for format in [None, Some("markdown"), Some("json")] {
             let mut cmd = ferry(&env, &sops);
             cmd.args(["diff", "-n", &ns.name]);
@@ -353,6 +384,18 @@ async fn sops_values_in_any_object_never_reach_diff_apply_or_errors() {
             );
         }
     }
+    // SOPS documents on stdin (`ferry diff -`).
+    let piped = std::fs::read_to_string(app.join("cm.yaml")).expect("read");
+    for format in ["human", "markdown", "json"] {
+        let (code, out, err) = run_with_stdin(
+            ferry(&env, &sops).args(["diff", "-n", &ns.name, "--app", "piped", "-o", format, "-"]),
+            Some(&piped),
+        );
+        assert_eq!(code, 1, "diff of stdin: {out}{err}");
+        assert_no_secret("ferry diff - (stdin)", &format!("{out}{err}"));
+        assert!(out.contains("[REDACTED]"), "{out}");
+    }
+
     // What is not secret stays readable.
     let (_, out, _) = run(ferry(&env, &sops)
         .args(["diff", "-n", &ns.name, "-o", "markdown"])

@@ -195,6 +195,8 @@ pub fn render_sources_collecting(
         req.age_keys = age_keys.clone();
         manifests.extend(render::render_collecting(&req, &mut redactor)?);
     }
+    // Libraries log too (kube-client logs the API server's refusal, echoed value and all).
+    ferry_engine::report::redact::publish_for_logs("ferry", &redactor);
     Ok((manifests, redactor))
 }
 

@@ -15,9 +15,9 @@
 //!   objects, so that a decrypted `1` does not blank every digit of a diff.
 
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 use serde_json::Value;
 
@@ -372,6 +372,111 @@ impl Redactor {
     }
 }
 
+/// Values to take out of log output, for the whole process. A log writer cannot be handed the
+/// redactor of the render that caused a log line (kube-client, for one, logs the API server's
+/// refusal, value and all, at debug level), so drivers publish theirs here under a key: the
+/// CLI under one key, the agent one per Release, replaced on every render so the set stays
+/// bounded by what is currently deployed.
+#[derive(Default)]
+struct LogValues {
+    by_key: HashMap<String, Redactor>,
+    /// The union of `by_key`, rebuilt on first use after a change.
+    merged: Option<Arc<Redactor>>,
+}
+
+static LOG_VALUES: LazyLock<RwLock<LogValues>> = LazyLock::new(RwLock::default);
+
+/// Make every log line written through [`LogWriter`] hide `redactor`'s values, replacing what
+/// was published under `key` before.
+pub fn publish_for_logs(key: &str, redactor: &Redactor) {
+    let Ok(mut values) = LOG_VALUES.write() else {
+        return;
+    };
+    if redactor.is_empty() && !values.by_key.contains_key(key) {
+        return;
+    }
+    values.by_key.insert(key.to_string(), redactor.clone());
+    values.merged = None;
+}
+
+/// Forget what was published under `key` (a deleted Release).
+pub fn unpublish_for_logs(key: &str) {
+    if let Ok(mut values) = LOG_VALUES.write()
+        && values.by_key.remove(key).is_some()
+    {
+        values.merged = None;
+    }
+}
+
+fn log_redactor() -> Option<Arc<Redactor>> {
+    if let Ok(values) = LOG_VALUES.read() {
+        if values.by_key.is_empty() {
+            return None;
+        }
+        if let Some(merged) = &values.merged {
+            return Some(merged.clone());
+        }
+    }
+    let mut values = LOG_VALUES.write().ok()?;
+    let mut merged = Redactor::new();
+    for redactor in values.by_key.values() {
+        merged.extend(redactor);
+    }
+    let merged = Arc::new(merged);
+    values.merged = Some(merged.clone());
+    Some(merged)
+}
+
+/// A writer for `tracing_subscriber::fmt().with_writer(|| LogWriter::new(std::io::stderr()))`:
+/// collects one log record (the subscriber makes one writer per event) and writes it with every
+/// published value redacted when dropped.
+pub struct LogWriter<W: std::io::Write> {
+    inner: W,
+    buffer: Vec<u8>,
+}
+
+impl<W: std::io::Write> LogWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buffer: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let record = std::mem::take(&mut self.buffer);
+        match log_redactor() {
+            Some(redactor) => {
+                let text = String::from_utf8_lossy(&record);
+                self.inner.write_all(redactor.redact(&text).as_bytes())
+            }
+            None => self.inner.write_all(&record),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for LogWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.emit()?;
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for LogWriter<W> {
+    fn drop(&mut self) {
+        let _ = self.emit();
+        let _ = self.inner.flush();
+    }
+}
+
 /// The lines of a multi-line value long enough to be worth matching on their own.
 fn lines_of(value: &str) -> Vec<String> {
     if !value.contains('\n') {
@@ -512,6 +617,24 @@ mod tests {
         assert!(!out.contains("value-"));
         // Generous: a regression to one pass per value would take minutes in a debug build.
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn log_writer_redacts_published_values() {
+        use std::io::Write as _;
+        let mut r = Redactor::new();
+        r.add("log-secret-value-1");
+        publish_for_logs("test/log-writer", &r);
+        let mut out = Vec::new();
+        {
+            let mut w = LogWriter::new(&mut out);
+            write!(w, "DEBUG Unsuccessful: Status {{ message: \"log-secret-").expect("write");
+            writeln!(w, "value-1 is invalid\" }}").expect("write");
+        }
+        unpublish_for_logs("test/log-writer");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(!text.contains("log-secret-value-1"), "{text}");
+        assert!(text.contains(REDACTED), "{text}");
     }
 
     #[test]
