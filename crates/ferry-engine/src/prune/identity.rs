@@ -8,11 +8,14 @@
 //!   `[a-z0-9-]{1,63}`, so the id has exactly one `/`. This is the format every earlier ferry
 //!   wrote, kept unchanged so that upgrading needs no migration for push apps.
 //! - a **Release** `team/web.v1` deploying into namespace `shop`: owner id
-//!   `shop/release/team/web.v1` (three `/`; namespace and Release names cannot contain one), label
-//!   `ferry.dev/app=web-v1-<hash>`, inventory `ferry-release-web-v1-<hash>`, where `<hash>` is 16 hex
-//!   digits of SHA-256 over `release/team/web.v1`. The readable part is lossy (`.` becomes `-`,
-//!   long names are cut); the hash and, above all, the exact id stored in the inventory and on
-//!   every object make the identity injective.
+//!   `shop/release/team/web.v1` (three `/`; namespace and Release names cannot contain one),
+//!   inventory `ferry-release-web-v1-<hash>`, where `<hash>` is 16 hex digits of SHA-256 over
+//!   `release/team/web.v1`. The readable part is lossy (`.` becomes `-`, long names are cut); the
+//!   hash and, above all, the exact id stored in the inventory and on every object make the
+//!   identity injective. The label `ferry.dev/app` keeps the readable name it always had
+//!   ([`legacy_release_app`]: `team-web-v1` here, `web-v1` when deploying into its own namespace)
+//!   so that selectors keep working across the upgrade; a label is for selecting, never for
+//!   deciding ownership, and two apps may share a label value.
 //!
 //! Ownership is decided on the exact owner id (`ferry.dev/owner` annotation, and the `owner`
 //! stored in the inventory), never on a derived name: a hash collision on a name can only make
@@ -44,8 +47,8 @@ impl std::fmt::Display for ReleaseRef {
 /// Who owns what: the app, and the namespace its inventory lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    /// The `ferry.dev/app` label value: the push app's name, or a Release's readable name with a
-    /// hash suffix. Readable, not the identity: see [`Owner::id`].
+    /// The `ferry.dev/app` label value: the push app's name, or a Release's readable name.
+    /// Readable, not the identity (two apps may share it): see [`Owner::id`].
     pub app: String,
     /// Namespace of the inventory (the app's default namespace).
     pub namespace: String,
@@ -73,7 +76,7 @@ impl Owner {
     pub fn release(release: &ReleaseRef, namespace: &str) -> Result<Owner> {
         validate_release(release)?;
         Ok(Owner {
-            app: release_label(release),
+            app: legacy_release_app(release, namespace),
             namespace: namespace.to_string(),
             release: Some(release.clone()),
             legacy: None,
@@ -174,11 +177,6 @@ fn readable(name: &str, max: usize) -> String {
     }
 }
 
-/// The label value of a Release's objects: `<readable name>-<hash>`, at most 63 characters.
-fn release_label(r: &ReleaseRef) -> String {
-    format!("{}-{}", readable(&r.name, 63 - 1 - HASH_HEX), tuple_hash(r))
-}
-
 /// Namespace: a DNS label; Release name: a DNS subdomain. The API server guarantees both for a
 /// stored Release; checked again because the id's injectivity rests on neither holding a `/`.
 fn validate_release(r: &ReleaseRef) -> Result<()> {
@@ -201,9 +199,10 @@ fn validate_release(r: &ReleaseRef) -> Result<()> {
     }
 }
 
-/// The app name ferry ≤ this version used for a Release (its name with `.` → `-`, prefixed by
-/// its namespace when it deployed into another one, cut with a hash over the conflated name past
-/// 63 characters). Only for finding a pre-upgrade inventory; it is not injective.
+/// The app name ferry used for a Release before identities were injective (its name with
+/// `.` → `-`, prefixed by its namespace when it deploys into another one, cut with a hash over
+/// the conflated name past 63 characters): still its readable `ferry.dev/app` label, and the
+/// name of its pre-upgrade inventory. Not injective: never an identity.
 pub fn legacy_release_app(release: &ReleaseRef, target_namespace: &str) -> String {
     let base = if target_namespace == release.namespace {
         release.name.replace('.', "-")
@@ -248,8 +247,11 @@ mod tests {
             );
             // ...the new one does not, in any of its parts.
             assert_ne!(o1.id(), o2.id());
-            assert_ne!(o1.app, o2.app);
             assert_ne!(o1.inventory_name(), o2.inventory_name());
+            // The readable label may coincide; ownership never rests on it.
+            let labels = BTreeMap::from([(LABEL_APP.to_string(), o1.app.clone())]);
+            let theirs = BTreeMap::from([(ANNOTATION_OWNER.to_string(), o2.id())]);
+            assert!(!o1.owns(Some(&labels), Some(&theirs)));
         }
     }
 
