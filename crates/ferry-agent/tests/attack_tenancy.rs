@@ -196,7 +196,7 @@ async fn insecure_agent_identity_flag_restores_the_old_behaviour() {
     let _ = roles.delete(&cluster_role, &DeleteParams::default()).await;
 }
 
-/// The hostile git server: answers every request 401 asking for Basic credentials, and records
+/// The hostile git server (or registry): answers every request 401 asking for Basic credentials, and records
 /// the Authorization headers it was sent.
 async fn hostile_git_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -742,6 +742,71 @@ async fn bitnami_keys_exported_to_the_agent_namespace_keep_unsealing() {
             .get("password")
             .map(|v| v.0.clone()),
         Some(b"s3aled-v4lue".to_vec())
+    );
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_repository_cannot_send_a_secret_its_namespace_cannot_read() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-regsecret").await;
+    secret(
+        &client,
+        &ns.name,
+        "registry-creds",
+        &[("username", "robot"), ("password", "r3gistry-s3cret")],
+    )
+    .await;
+    // The hostile registry: the tenant's own server, hoping for the Secret's credentials.
+    let (addr, seen) = hostile_git_server().await;
+    let (agent, _cache) = start_agent_bare(&env, &[&ns.name], |o| o.image_automation = true).await;
+    create::<ferry_api::images::ImageRepository>(
+        &client,
+        &ns.name,
+        serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository",
+            "metadata": {"name": "steal"},
+            "spec": {"image": format!("{addr}/team/app"), "insecure": true, "interval": "1m",
+                "secretRef": {"name": "registry-creds"}},
+        }),
+    )
+    .await;
+    let repos: Api<ferry_api::images::ImageRepository> = Api::namespaced(client.clone(), &ns.name);
+    let message = wait_for(
+        "the ImageRepository refused",
+        Duration::from_secs(60),
+        || {
+            let repos = repos.clone();
+            async move {
+                let r = repos.get("steal").await?;
+                let ready = r
+                    .status
+                    .as_ref()
+                    .and_then(|s| ferry_api::common::find_condition(&s.conditions, "Ready"))
+                    .cloned();
+                Ok(ready
+                    .filter(|c| c.status == "False" && c.message.contains("forbidden"))
+                    .map(|c| c.message))
+            }
+        },
+    )
+    .await
+    .expect("refused");
+    assert!(
+        message.contains("registry-creds"),
+        "names the Secret: {message}"
+    );
+    assert!(
+        message.contains(&format!("system:serviceaccount:{}:default", ns.name)),
+        "names the identity: {message}"
+    );
+    assert!(!message.contains("r3gistry-s3cret"));
+    assert!(
+        seen.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
+        "no credential reached the hostile registry"
     );
     agent.stop().await.expect("agent stops");
 }
