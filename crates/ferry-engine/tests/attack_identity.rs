@@ -779,3 +779,102 @@ async fn pre_upgrade_inventories_are_not_taken_across_kinds() {
     assert!(configmap_exists(&client, &ns.name, "release-old").await);
     assert!(!configmap_exists(&client, &ns.name, "push-new").await);
 }
+
+#[tokio::test]
+async fn deleting_an_app_in_a_terminating_namespace_needs_no_rights_there() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "idn-gone").await;
+    // The tenant: a service account with a Role for ConfigMaps in its namespace only.
+    let out = std::process::Command::new(testenv_script(&env, "mint-kubeconfig"))
+        .args([&ns.name, "tenant"])
+        .env("PATH", env.path_env())
+        .output()
+        .expect("run mint-kubeconfig");
+    assert!(
+        out.status.success(),
+        "mint-kubeconfig: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: cm, namespace: {ns}}}\nrules:\n- apiGroups: ['']\n  resources: [configmaps]\n  verbs: ['*']\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: tenant, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: cm}}\nsubjects:\n- {{kind: ServiceAccount, name: tenant, namespace: {ns}}}\n",
+        ns = ns.name
+    );
+    apply(&client, &rbac, &opts("rbac-setup", &ns.name)).await;
+    let tenant = ferry_testsupport::client_for_kubeconfig(std::path::Path::new(&kubeconfig))
+        .await
+        .expect("tenant client");
+    apply(
+        &tenant,
+        &configmap("tenant-cm", "1"),
+        &opts("tenant", &ns.name),
+    )
+    .await;
+    // A stuck finalizer keeps the namespace Terminating; the tenant's RoleBinding goes first.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    cms.patch(
+        "tenant-cm",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["ferry.test/hold"]}})),
+    )
+    .await
+    .expect("add finalizer");
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), &ns.name);
+    bindings
+        .delete("tenant", &DeleteParams::default())
+        .await
+        .expect("delete RoleBinding");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns.name, &DeleteParams::background())
+        .await
+        .expect("delete namespace");
+    let name = ns.name.clone();
+    wait_for("namespace terminating", Duration::from_secs(30), || {
+        let namespaces = namespaces.clone();
+        let name = name.clone();
+        async move {
+            let ns = namespaces.get(&name).await?;
+            Ok(ns.metadata.deletion_timestamp.map(|_| ()))
+        }
+    })
+    .await
+    .expect("terminating");
+    let delete = |terminating: std::collections::BTreeSet<String>| pipeline::DeleteOptions {
+        app: "tenant".into(),
+        namespace: Some(ns.name.clone()),
+        concurrency: 4,
+        terminating,
+        ..Default::default()
+    };
+    // Without knowing the namespace terminates (the tenant may not read Namespaces), the
+    // tenant's own identity cannot even read its inventory any more: this is what held a
+    // Release's finalizer, and with it the namespace, forever.
+    let err = pipeline::delete(&tenant, &delete(Default::default()))
+        .await
+        .expect_err("the tenant lost its rights");
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    // Told (the agent reads Namespaces with its own identity), deletion finishes at once and
+    // deletes nothing: everything goes with the namespace.
+    let report = pipeline::delete(&tenant, &delete([ns.name.clone()].into()))
+        .await
+        .expect("finishes");
+    assert!(report.succeeded(), "{}", report.to_human(true));
+    assert!(
+        report
+            .objects
+            .iter()
+            .all(|o| o.action != Action::Deleted && o.action != Action::Failed),
+        "{}",
+        report.to_human(true)
+    );
+    cms.patch(
+        "tenant-cm",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("remove finalizer");
+}
