@@ -1376,7 +1376,7 @@ pub async fn status_of(
         health: health::Health::not_found(),
     }));
     Ok(StatusReport {
-        app: app.to_string(),
+        app: owner.app.clone(),
         namespace: owner.namespace,
         source: inv.source,
         revision: inv.revision,
