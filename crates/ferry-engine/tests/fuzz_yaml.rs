@@ -245,18 +245,73 @@ fn write_node(node: &Node, indent: usize, out: &mut String) {
     }
 }
 
-/// A manifest-shaped document whose `data`/`spec` is the generated tree.
+/// A node in flow style (`{a: [1, "x"]}`), as JSON-ish manifests and helm output write them.
+fn write_flow(node: &Node, out: &mut String) {
+    match node {
+        Node::Scalar(text, style) => match style {
+            1 if !text.contains('\n') => out.push_str(&quote_single(text)),
+            0 => out.push_str(text),
+            _ => out.push_str(&quote_double(text)),
+        },
+        Node::Seq(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_flow(item, out);
+            }
+            out.push(']');
+        }
+        Node::Map(entries) => {
+            out.push('{');
+            for (i, (key, value)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(key);
+                out.push_str(": ");
+                write_flow(value, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A manifest-shaped document whose top-level fields are the generated trees, each in block
+/// or flow style, optionally with comments, a `---` start and a `...` end.
 fn manifest() -> impl Strategy<Value = String> {
     (
         "[a-z][a-z0-9-]{0,12}",
-        proptest::collection::vec((key_text(), node()), 0..6),
+        proptest::collection::vec((key_text(), node(), 0u8..4), 0..6),
+        any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(name, fields)| {
-            let mut out = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
-            for (key, value) in &fields {
+        .prop_map(|(name, fields, start, end)| {
+            let mut out = String::new();
+            if start {
+                out.push_str("---\n");
+            }
+            out.push_str(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"
+            ));
+            for (key, value, form) in &fields {
                 out.push_str(key);
                 out.push_str(": ");
-                write_node(value, 2, &mut out);
+                match form {
+                    0 => {
+                        write_flow(value, &mut out);
+                        out.push('\n');
+                    }
+                    1 => {
+                        write_flow(value, &mut out);
+                        out.push_str("  # a comment: with [brackets]\n");
+                    }
+                    _ => write_node(value, 2, &mut out),
+                }
+            }
+            if end {
+                out.push_str("...\n");
             }
             out
         })
