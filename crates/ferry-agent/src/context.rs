@@ -108,8 +108,8 @@ pub struct Context {
     pub drift_watches: Mutex<HashMap<(String, String), tokio::sync::watch::Receiver<bool>>>,
     /// Cancelled when the controllers stop (drift watches end with them).
     pub stop: OnceLock<tokio_util::sync::CancellationToken>,
-    /// Clients impersonating `system:serviceaccount:<ns>:<sa>`.
-    tenant_clients: Mutex<HashMap<Key, Client>>,
+    /// Clients for tenant identities (see [`TenantClients`]).
+    pub tenants: Arc<TenantClients>,
     /// Per-namespace reconcile slots (`--max-concurrent-per-namespace`).
     namespace_slots: NamespaceSlots,
     /// API discovery shared by every engine run, whatever identity it applies as: which kinds
@@ -139,6 +139,12 @@ impl Context {
             tracing::warn!("cannot build the apply client ({err}); using the watch client");
             client.clone()
         });
+        let tenants = Arc::new(TenantClients::with_apply_client(
+            config.clone(),
+            options.clone(),
+            metrics.clone(),
+            apply_client.clone(),
+        ));
         Self {
             client,
             apply_client,
@@ -154,7 +160,7 @@ impl Context {
             failures: Mutex::default(),
             drift_watches: Mutex::default(),
             stop: OnceLock::new(),
-            tenant_clients: Mutex::default(),
+            tenants,
             namespace_slots,
             discovery: Arc::new(DiscoveryCache::default()),
         }
@@ -196,50 +202,23 @@ impl Context {
 
     /// A client acting as `system:serviceaccount:<namespace>:<sa>`; cached per identity.
     pub fn tenant_client(&self, namespace: &str, sa: &str) -> anyhow::Result<Client> {
-        let key = (namespace.to_string(), sa.to_string());
-        let mut clients = self
-            .tenant_clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
-        }
-        let mut config = self.config.clone();
-        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{sa}"));
-        // No Impersonate-Group: for a service-account user the API server adds its fixed groups
-        // (system:serviceaccounts, system:serviceaccounts:<ns>, system:authenticated) itself, so
-        // the agent needs only `impersonate` on `serviceaccounts` (which RBAC can scope to
-        // namespaces), not on `groups`.
-        config.auth_info.impersonate_groups = None;
-        config.default_namespace = namespace.to_string();
-        config.read_timeout = Some(ENGINE_READ_TIMEOUT);
-        let client = counted_client(config, self.metrics.clone()).map_err(|err| {
-            anyhow::anyhow!("cannot build a client impersonating {namespace}/{sa}: {err}")
-        })?;
-        clients.insert(key, client.clone());
-        Ok(client)
+        self.tenants.tenant_client(namespace, sa)
     }
 
     /// The identity tenant work for an object in `namespace` acts as (see [`resolve_identity`]).
     pub fn identity_for(&self, namespace: &str, requested: Option<&str>) -> Identity {
-        resolve_identity(&self.options, namespace, requested)
+        self.tenants.identity_for(namespace, requested)
     }
 
     /// A client acting as `identity`, for engine runs (short read timeout).
     pub fn client_as(&self, identity: &Identity) -> anyhow::Result<Client> {
-        match identity {
-            Identity::Agent => Ok(self.apply_client.clone()),
-            Identity::ServiceAccount { namespace, name } => self.tenant_client(namespace, name),
-        }
+        self.tenants.client_as(identity)
     }
 
-    /// The client that reads a Secret a tenant object in `namespace` refers to (a GitSource's or
-    /// ImageRepository's `secretRef`, a Receiver's token): the namespace's tenant identity, so a
-    /// tenant cannot make the agent read (and use, or send to a host of the tenant's choosing) a
-    /// Secret the tenant itself may not read.
+    /// The client that reads a Secret a tenant object in `namespace` refers to (see
+    /// [`TenantClients::secret_reader`]).
     pub fn secret_reader(&self, namespace: &str) -> anyhow::Result<(Client, Identity)> {
-        let identity = self.identity_for(namespace, None);
-        Ok((self.client_as(&identity)?, identity))
+        self.tenants.secret_reader(namespace)
     }
 
     /// A tenant-set interval, raised to `--min-interval`.
@@ -291,6 +270,98 @@ impl Context {
                 let _ = self.release_trigger.send(ObjectRef::from_obj(&*other));
             }
         }
+    }
+}
+
+/// Clients for the identities tenant work acts as ([`resolve_identity`]): one impersonating
+/// client per service account, cached, and the agent's own for the insecure opt-in. Shared by the
+/// controllers and the webhook server (which reads Receivers' Secrets as their namespace).
+pub struct TenantClients {
+    config: Config,
+    options: AgentOptions,
+    metrics: Arc<Metrics>,
+    /// The agent's own identity with the engine's read timeout.
+    apply_client: Client,
+    clients: Mutex<HashMap<Key, Client>>,
+}
+
+impl TenantClients {
+    /// Build from the agent's config (the agent's own client gets the engine read timeout).
+    pub fn new(
+        config: Config,
+        options: AgentOptions,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mut apply_config = config.clone();
+        apply_config.read_timeout = Some(ENGINE_READ_TIMEOUT);
+        let apply_client = counted_client(apply_config, metrics.clone())
+            .map_err(|err| anyhow::anyhow!("cannot build the agent's client: {err}"))?;
+        Ok(Self::with_apply_client(
+            config,
+            options,
+            metrics,
+            apply_client,
+        ))
+    }
+
+    fn with_apply_client(
+        config: Config,
+        options: AgentOptions,
+        metrics: Arc<Metrics>,
+        apply_client: Client,
+    ) -> Self {
+        Self {
+            config,
+            options,
+            metrics,
+            apply_client,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// A client acting as `system:serviceaccount:<namespace>:<sa>`; cached per identity.
+    pub fn tenant_client(&self, namespace: &str, sa: &str) -> anyhow::Result<Client> {
+        let key = (namespace.to_string(), sa.to_string());
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{sa}"));
+        // No Impersonate-Group: for a service-account user the API server adds its fixed groups
+        // (system:serviceaccounts, system:serviceaccounts:<ns>, system:authenticated) itself, so
+        // the agent needs only `impersonate` on `serviceaccounts` (which RBAC can scope to
+        // namespaces), not on `groups`.
+        config.auth_info.impersonate_groups = None;
+        config.default_namespace = namespace.to_string();
+        config.read_timeout = Some(ENGINE_READ_TIMEOUT);
+        let client = counted_client(config, self.metrics.clone()).map_err(|err| {
+            anyhow::anyhow!("cannot build a client impersonating {namespace}/{sa}: {err}")
+        })?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The identity tenant work for an object in `namespace` acts as (see [`resolve_identity`]).
+    pub fn identity_for(&self, namespace: &str, requested: Option<&str>) -> Identity {
+        resolve_identity(&self.options, namespace, requested)
+    }
+
+    /// A client acting as `identity`, for engine runs (short read timeout).
+    pub fn client_as(&self, identity: &Identity) -> anyhow::Result<Client> {
+        match identity {
+            Identity::Agent => Ok(self.apply_client.clone()),
+            Identity::ServiceAccount { namespace, name } => self.tenant_client(namespace, name),
+        }
+    }
+
+    /// The client that reads a Secret a tenant object in `namespace` refers to (a GitSource's or
+    /// ImageRepository's `secretRef`, a Receiver's token): the namespace's tenant identity, so a
+    /// tenant cannot make the agent read (and use, or send to a host of the tenant's choosing) a
+    /// Secret the tenant itself may not read.
+    pub fn secret_reader(&self, namespace: &str) -> anyhow::Result<(Client, Identity)> {
+        let identity = self.identity_for(namespace, None);
+        Ok((self.client_as(&identity)?, identity))
     }
 }
 

@@ -63,6 +63,12 @@ impl Agent {
         })?;
         let shutdown = CancellationToken::new();
         let leading = Arc::new(AtomicBool::new(false));
+        // Webhook receivers read their Secrets as their namespace's tenant identity.
+        let tenants = Arc::new(context::TenantClients::new(
+            config.clone(),
+            options.clone(),
+            metrics.clone(),
+        )?);
         let state = http::HttpState {
             client: client.clone(),
             metrics: metrics.clone(),
@@ -70,14 +76,13 @@ impl Agent {
             ready: Arc::new(AtomicBool::new(true)),
             watch_namespaces: options.watch_namespaces.clone(),
             certificate: Default::default(),
-            keys: Default::default(),
+            keys: webhook::ReceiverKeys::default().with_tenants(tenants),
         };
         let certificate = state.certificate.clone();
         let (http_addr, http_task) =
             http::serve(options.http_addr, state, shutdown.clone()).await?;
         let metrics_addr =
-            http::serve_metrics_on(options.metrics_addr, metrics.clone(), shutdown.clone())
-                .await?;
+            http::serve_metrics_on(options.metrics_addr, metrics.clone(), shutdown.clone()).await?;
         tracing::info!(%http_addr, %metrics_addr, %server, "ferry-agent started");
         controllers::warn_insecure_options(&options);
         let task = tokio::spawn(controllers::run(

@@ -224,9 +224,7 @@ impl AgentOptions {
 
     /// A tenant-set interval, raised to `--min-interval` (and never below one second).
     pub fn clamp_interval(&self, interval: Duration) -> Duration {
-        interval
-            .max(self.min_interval)
-            .max(Duration::from_secs(1))
+        interval.max(self.min_interval).max(Duration::from_secs(1))
     }
 
     /// A tenant-set timeout, lowered to `--max-timeout`.

@@ -134,6 +134,9 @@ pub struct ReceiverKeys {
     decoy: Arc<Token>,
     /// True once the first list of Receivers is in.
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Reads each Receiver's Secret as its namespace's tenant identity (never the agent's own);
+    /// `None` (tests, embedding): the client given to [`ReceiverKeys::run`].
+    tenants: Option<Arc<crate::context::TenantClients>>,
 }
 
 impl Default for ReceiverKeys {
@@ -145,6 +148,7 @@ impl Default for ReceiverKeys {
             seen: Arc::default(),
             decoy: Arc::new(Token::new(decoy)),
             ready: Arc::default(),
+            tenants: None,
         }
     }
 }
@@ -160,6 +164,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ReceiverKeys {
+    /// Read Receivers' Secrets through `tenants` (as each Receiver's namespace).
+    pub fn with_tenants(mut self, tenants: Arc<crate::context::TenantClients>) -> Self {
+        self.tenants = Some(tenants);
+        self
+    }
+
     /// True once the Receivers have been listed (the server answers before that, rejecting).
     pub fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
@@ -266,7 +276,17 @@ impl ReceiverKeys {
     }
 
     async fn fetch(&self, client: &Client, key: &Key, secret: &str) {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &key.0);
+        let client = match &self.tenants {
+            Some(tenants) => match tenants.secret_reader(&key.0) {
+                Ok((client, _)) => client,
+                Err(e) => {
+                    tracing::warn!(receiver = %format!("{}/{}", key.0, key.1), "cannot read the receiver's Secret: {e}");
+                    return;
+                }
+            },
+            None => client.clone(),
+        };
+        let secrets: Api<Secret> = Api::namespaced(client, &key.0);
         let token = match secrets.get_opt(secret).await {
             Ok(found) => found
                 .and_then(|s| s.data)

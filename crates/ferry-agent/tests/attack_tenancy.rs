@@ -5,6 +5,7 @@
 //! - a GitSource that names a Secret its namespace may not read, pointed at a hostile server;
 //! - a Release that names a decryption Secret its service account may not read;
 //! - a Release without `spec.decryption` in an agent process that holds an age key;
+//! - an ImageRepository and a Receiver that name a Secret their namespace may not read;
 //! - SealedSecrets outside the watched namespaces, and a second unsealer next to bitnami's.
 
 mod common;
@@ -808,5 +809,89 @@ async fn image_repository_cannot_send_a_secret_its_namespace_cannot_read() {
         seen.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
         "no credential reached the hostile registry"
     );
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receiver_secret_is_read_as_its_namespace() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "atk-hook").await;
+    // Another team's webhook token in a shared namespace; the tenant's default identity may not
+    // read it, so a Receiver naming it must not turn it into a working webhook key.
+    secret(
+        &client,
+        &ns.name,
+        "their-token",
+        &[("token", "h00k-s3cret")],
+    )
+    .await;
+    let (agent, _cache) = start_agent_bare(&env, &[&ns.name], |_| {}).await;
+    create::<ferry_api::Receiver>(
+        &client,
+        &ns.name,
+        serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Receiver",
+            "metadata": {"name": "borrowed"},
+            "spec": {"type": "github", "secretRef": {"name": "their-token"}},
+        }),
+    )
+    .await;
+    let path = format!("/hook/{}/borrowed", ns.name);
+    let addr = agent.http_addr;
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    let post = || {
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = format!("{{\"zen\":\"attempt {n}\"}}").into_bytes();
+        let headers = vec![
+            ("X-GitHub-Event", "ping".to_string()),
+            ("X-GitHub-Delivery", format!("{}-{n}", ns.name)),
+            (
+                "X-Hub-Signature-256",
+                github_signature("h00k-s3cret", &body),
+            ),
+        ];
+        let path = path.clone();
+        async move { http(addr, "POST", &path, &headers, &body).await.0 }
+    };
+    // The Receiver is known (its status is written) but its Secret cannot be read: every
+    // correctly signed request is refused.
+    let receivers: Api<ferry_api::Receiver> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("the Receiver's status", Duration::from_secs(60), || {
+        let receivers = receivers.clone();
+        async move {
+            let r = receivers.get("borrowed").await?;
+            Ok(r.status
+                .and_then(|s| ferry_api::common::find_condition(&s.conditions, "Ready").cloned())
+                .filter(|c| c.status == "False"))
+        }
+    })
+    .await
+    .expect("Receiver not Ready");
+    assert_eq!(post().await, 401, "a borrowed Secret is no webhook key");
+
+    // Control: once the namespace's identity may read that Secret, the same request verifies.
+    role(
+        &client,
+        &ns.name,
+        "default",
+        "default-their-token",
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["their-token"], "verbs": ["get"]}]),
+    )
+    .await;
+    wait_for("the webhook accepted", Duration::from_secs(60), || {
+        let request = post();
+        async move {
+            let status = request.await;
+            if status == 200 {
+                return Ok(Some(()));
+            }
+            anyhow::bail!("status {status}")
+        }
+    })
+    .await
+    .expect("accepted once readable");
     agent.stop().await.expect("agent stops");
 }
