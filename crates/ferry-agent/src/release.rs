@@ -108,12 +108,27 @@ pub fn owner_id(release: &Release) -> Option<String> {
         .map(|o| o.id())
 }
 
-/// The app ferry used for this Release before identities were made injective, when it is safe
+/// Annotation on a Release asking it to take over the push app of that name in its target
+/// namespace (`ferry apply --app NAME` from CI first, then the agent from git): its inventory and
+/// objects become the Release's. Push apps and Releases never share an identity, so this
+/// hand-over is explicit; it grants nothing, since every write and delete still runs as the
+/// Release's service account.
+pub const ANNOTATION_ADOPT_PUSH_APP: &str = "ferry.dev/adopt-push-app";
+
+/// The app this Release takes over: the push app named by [`ANNOTATION_ADOPT_PUSH_APP`], else the
+/// app ferry used for this Release before identities were made injective, when it is safe
 /// to adopt that app's inventory: only if no other Release this agent sees mapped to the same
 /// name in the same namespace (then the old inventory may hold either's objects, and neither
 /// adopts it: see docs/push.md), and only an inventory that recorded this Release's git URL as
 /// its source (a push app of the same name recorded local paths).
 fn legacy_app(release: &Release, ctx: &Context, url: &str) -> Option<Legacy> {
+    if let Some(app) = release.annotations().get(ANNOTATION_ADOPT_PUSH_APP) {
+        return Some(Legacy {
+            app: app.clone(),
+            source_prefix: None,
+            push_takeover: true,
+        });
+    }
     let me = release_ref(release);
     let target = target_namespace(release);
     let legacy = legacy_release_app(&me, &target);
@@ -130,6 +145,7 @@ fn legacy_app(release: &Release, ctx: &Context, url: &str) -> Option<Legacy> {
     Some(Legacy {
         app: legacy,
         source_prefix: Some(format!("{url}//")),
+        push_takeover: false,
     })
 }
 

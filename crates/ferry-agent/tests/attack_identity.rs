@@ -306,3 +306,92 @@ async fn agent_adopts_a_pre_upgrade_release_inventory_and_prunes_correctly() {
     assert!(cms.get_opt("next").await.expect("get").is_some());
     agent.stop().await.expect("agent stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn release_takes_over_a_push_app_only_when_asked() {
+    use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+    use ferry_engine::render::{RenderRequest, render};
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "idn-takeover").await;
+    // CI deployed push app `web` (`ferry apply --app web -n <ns>`).
+    let yaml = format!(
+        "{}---\n{}",
+        configmap_yaml("shared", "push"),
+        configmap_yaml("push-only", "push")
+    );
+    let manifests =
+        render(&RenderRequest::new(".", "-").with_stdin(yaml.into_bytes())).expect("render");
+    let push = ApplyOptions {
+        app: "web".into(),
+        namespace: Some(ns.name.clone()),
+        prune: true,
+        ..Default::default()
+    };
+    let report = pipeline::apply(&client, manifests, &push, &NoProgress)
+        .await
+        .expect("push apply");
+    assert!(report.succeeded(), "{}", report.to_human(true));
+    let repo = Repo::create(&env, &ns.name);
+    let first = repo.commit(
+        &[("app/shared.yaml", Some(&configmap_yaml("shared", "git")))],
+        "first",
+    );
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1s"),
+    )
+    .await;
+    // Release `web` without the annotation: same name, but not the push app's owner.
+    create::<Release>(
+        &client,
+        &ns.name,
+        release("web", "repo", "./app", serde_json::json!({})),
+    )
+    .await;
+    let r = wait_release_reason(
+        &client,
+        &ns.name,
+        "web",
+        "ApplyFailed",
+        Duration::from_secs(90),
+    )
+    .await;
+    let message = ready_state(&r.status.unwrap_or_default().conditions)
+        .map(|(_, _, m)| m)
+        .unwrap_or_default();
+    assert!(message.contains("already owned"), "{message}");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(cms.get_opt("push-only").await.expect("get").is_some());
+    // Asked to take it over, it does: re-owns, prunes the push app's leftovers.
+    let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    releases
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"ferry.dev/adopt-push-app": "web"}}
+            })),
+        )
+        .await
+        .expect("annotate");
+    wait_release_applied(&client, &ns.name, "web", &first, Duration::from_secs(90)).await;
+    let shared = cms.get("shared").await.expect("shared");
+    assert_eq!(
+        owner_of(&shared),
+        Some(format!("{0}/release/{0}/web", ns.name))
+    );
+    assert!(cms.get_opt("push-only").await.expect("get").is_none());
+    assert!(
+        cms.get_opt("ferry-inventory-web")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    agent.stop().await.expect("agent stops");
+}

@@ -320,27 +320,36 @@ async fn apply_unredacted(
     // inventory once, accept its ownership marker until the objects carry the new one.
     let mut adopted_legacy: Option<(inventory::Legacy, inventory::Version)> = None;
     if let Some(legacy) = &opts.legacy_app {
-        match &previous {
-            None => {
-                if let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await?
-                {
-                    tracing::info!(
-                        owner = %owner.id(),
-                        "adopting the pre-upgrade inventory {}/{}",
-                        owner.namespace,
-                        Inventory::name(&legacy.app)
-                    );
-                    owner.legacy = Some(legacy.app.clone());
-                    let mut adopted = old.inventory;
-                    adopted.adopted_from = Some(legacy.app.clone());
-                    previous = Some(adopted);
-                    adopted_legacy = Some((legacy.clone(), old.version));
-                }
-            }
-            Some(inv) if inv.adopted_from.as_ref() == Some(&legacy.app) => {
+        let pending = previous
+            .as_ref()
+            .is_some_and(|inv| inv.adopted_from.as_ref() == Some(&legacy.app));
+        // A pre-upgrade inventory is looked for once (this app has none yet); an explicit
+        // push-app hand-over whenever it is asked for (the Release may have run without it).
+        if previous.is_none() || legacy.push_takeover {
+            if let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await? {
+                tracing::info!(
+                    owner = %owner.id(),
+                    "adopting inventory {}/{}",
+                    owner.namespace,
+                    Inventory::name(&legacy.app)
+                );
+                let mut adopted = previous.take().unwrap_or(old.inventory.clone());
+                let known: BTreeSet<ObjectKey> =
+                    adopted.objects.iter().map(|e| e.key.clone()).collect();
+                adopted.objects.extend(
+                    old.inventory
+                        .objects
+                        .into_iter()
+                        .filter(|e| !known.contains(&e.key)),
+                );
+                adopted.adopted_from = Some(legacy.app.clone());
+                previous = Some(adopted);
                 owner.legacy = Some(legacy.app.clone());
+                adopted_legacy = Some((legacy.clone(), old.version));
             }
-            Some(_) => {}
+        }
+        if pending {
+            owner.legacy = Some(legacy.app.clone());
         }
     }
     let previous_entries = previous
@@ -421,7 +430,9 @@ async fn apply_unredacted(
         }
     }
     // `version.is_none()`: no inventory under this identity yet (first run, or adopting one).
-    let needs_widening = widened.objects.len() != previous_entries.len() || version.is_none();
+    let needs_widening = widened.objects.len() != previous_entries.len()
+        || version.is_none()
+        || adopted_legacy.is_some();
     let mut widened_written = !needs_widening || opts.dry_run;
     if !widened_written && !not_yet_created.contains(&owner.namespace) {
         widened.applied_at = now_rfc3339();

@@ -251,6 +251,7 @@ async fn pre_upgrade_inventory_is_adopted_then_pruned_correctly() {
     o.legacy_app = Some(inventory::Legacy {
         app: "web-v1".into(),
         source_prefix: Some("http://git.example/repo.git//".into()),
+        push_takeover: false,
     });
     let report = apply(
         &client,
@@ -317,6 +318,7 @@ async fn inventory_that_is_not_verifiably_ours_is_not_adopted() {
     o.legacy_app = Some(inventory::Legacy {
         app: "web-v1".into(),
         source_prefix: Some("http://git.example/repo.git//".into()),
+        push_takeover: false,
     });
     let report = apply(&client, &configmap("rel-cm", "1"), &o).await;
     assert!(
@@ -736,6 +738,7 @@ async fn pre_upgrade_inventories_are_not_taken_across_kinds() {
     o.legacy_app = Some(inventory::Legacy {
         app: "web-v1".into(),
         source_prefix: Some("http://git.example/repo.git//".into()),
+        push_takeover: false,
     });
     let report = apply(&client, &configmap("rel-cm", "1"), &o).await;
     assert!(
@@ -877,4 +880,77 @@ async fn deleting_an_app_in_a_terminating_namespace_needs_no_rights_there() {
     )
     .await
     .expect("remove finalizer");
+}
+
+#[tokio::test]
+async fn push_to_release_hand_over_is_explicit() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "idn-handover").await;
+    // CI deployed push app `web` first.
+    let mut push = opts("web", &ns.name);
+    push.prune = true;
+    apply(
+        &client,
+        &format!(
+            "{}{}",
+            configmap("shared", "1"),
+            configmap("push-only", "1")
+        ),
+        &push,
+    )
+    .await;
+    // A Release `web` declaring the same object does not silently take it over by name...
+    let rel = release(&ns.name, "web");
+    let mut o = release_opts(&rel, &ns.name);
+    let report = pipeline::apply(
+        &client,
+        manifests(&configmap("shared", "2")),
+        &o,
+        &NoProgress,
+    )
+    .await
+    .expect("report");
+    let shared = report
+        .objects
+        .iter()
+        .find(|r| r.key.name == "shared")
+        .expect("shared");
+    assert_eq!(shared.action, Action::Failed, "{}", report.to_human(true));
+    assert!(
+        shared
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("already owned"),
+        "{:?}",
+        shared.message
+    );
+    assert!(configmap_exists(&client, &ns.name, "push-only").await);
+    // ...only when it asks for the push app (`ferry.dev/adopt-push-app: web`).
+    o.legacy_app = Some(inventory::Legacy {
+        app: "web".into(),
+        source_prefix: None,
+        push_takeover: true,
+    });
+    let report = apply(&client, &configmap("shared", "2"), &o).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let owner = Owner::release(&rel, &ns.name).expect("owner");
+    assert_eq!(
+        owner_annotation(&api.get("shared").await.expect("shared")),
+        Some(owner.id())
+    );
+    // The push app's leftovers are the Release's now: pruned; its inventory is gone.
+    assert_eq!(
+        action_of(&report, "ConfigMap", "push-only"),
+        Some(Action::Pruned),
+        "{}",
+        report.to_human(true)
+    );
+    assert!(
+        api.get_opt("ferry-inventory-web")
+            .await
+            .expect("get")
+            .is_none()
+    );
 }

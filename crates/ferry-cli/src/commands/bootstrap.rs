@@ -187,6 +187,7 @@ pub async fn run(global: &GlobalArgs, args: &BootstrapArgs) -> Result<u8> {
         legacy_app: Some(ferry_engine::prune::inventory::Legacy {
             app: ns.clone(),
             source_prefix: None,
+            push_takeover: false,
         }),
         namespace: Some(ns.clone()),
         prune: false,

@@ -359,6 +359,7 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
         legacy_app: Some(ferry_engine::prune::inventory::Legacy {
             app: args.namespace.clone(),
             source_prefix: None,
+            push_takeover: false,
         }),
         namespace: Some(args.namespace.clone()),
         prune: false,

@@ -230,6 +230,10 @@ pub struct Legacy {
     /// `ferry bootstrap`, which always applied as the bootstrap Release's app). A push app of
     /// the same name recorded local paths, so its inventory is never taken for a Release's.
     pub source_prefix: Option<String>,
+    /// Take over the push app `app` of the same namespace (its inventory as written by this
+    /// version, owner `<namespace>/<app>`): the explicit push-to-pull hand-over a Release asks
+    /// for with `ferry.dev/adopt-push-app`. Never implied by a name.
+    pub push_takeover: bool,
 }
 
 /// Read the inventory a pre-upgrade ferry wrote for this app under `legacy.app` (the conflated
@@ -244,7 +248,11 @@ pub async fn read_legacy(
     legacy: &Legacy,
     requests: &Requests,
 ) -> Result<Option<Stored>> {
-    let (source_prefix, legacy) = (legacy.source_prefix.as_deref(), legacy.app.as_str());
+    let (source_prefix, takeover, legacy) = (
+        legacy.source_prefix.as_deref(),
+        legacy.push_takeover,
+        legacy.app.as_str(),
+    );
     if crate::plan::validate_app_name(legacy).is_err() {
         return Ok(None);
     }
@@ -261,7 +269,11 @@ pub async fn read_legacy(
     };
     let source_matches = source_prefix
         .is_none_or(|prefix| inventory.source.is_empty() || inventory.source.starts_with(prefix));
-    if inventory.app != legacy || inventory.owner.is_some() || !source_matches {
+    let owner_matches = match &inventory.owner {
+        None => source_matches,
+        Some(stored) => takeover && *stored == format!("{}/{legacy}", owner.namespace),
+    };
+    if inventory.app != legacy || !owner_matches {
         tracing::info!(inventory = %object, owner = ?inventory.owner, "not adopting: it is not a pre-upgrade inventory of {}", owner.describe());
         return Ok(None);
     }
