@@ -4,8 +4,8 @@
 //!
 //! What is registered, and how it is matched (docs/secrets.md, "Redaction", is the user-facing
 //! version of this):
-//! - every leaf SOPS decrypted, except booleans (one bit, and blanking every `true` would make
-//!   output useless) and, in Kubernetes objects, `apiVersion`, `kind` and `metadata` (object
+//! - every leaf SOPS decrypted, except booleans and boolean/null words as strings (one bit,
+//!   and blanking every `true` would make output useless) and, in Kubernetes objects, `apiVersion`, `kind` and `metadata` (object
 //!   identity is shown by every command and stored in inventories, events and status anyway);
 //! - for each value also its base64 encoding (Secret `data`, helm `b64enc`), its base64 decoding
 //!   when it is base64 of text, its JSON/Go-quoted form (API server errors quote values with
@@ -83,7 +83,7 @@ impl Redactor {
         use base64::Engine as _;
         let engine = &base64::engine::general_purpose::STANDARD;
         let trimmed = secret.trim();
-        if trimmed.is_empty() {
+        if trimmed.is_empty() || is_flag_word(trimmed) {
             return;
         }
         let mut forms: Vec<String> = vec![trimmed.to_string()];
@@ -477,6 +477,16 @@ impl<W: std::io::Write> Drop for LogWriter<W> {
     }
 }
 
+/// `true`, `off`, `null`…: a boolean or null spelled as a string (`stringData: {tls: "true"}`)
+/// hides nothing worth hiding, like a boolean, and blanking every `true` of a diff would make
+/// it unreadable.
+fn is_flag_word(value: &str) -> bool {
+    const WORDS: [&str; 10] = [
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~",
+    ];
+    WORDS.iter().any(|w| value.eq_ignore_ascii_case(w))
+}
+
 /// The lines of a multi-line value long enough to be worth matching on their own.
 fn lines_of(value: &str) -> Vec<String> {
     if !value.contains('\n') {
@@ -549,6 +559,7 @@ mod tests {
         r.add_object_leaf(&["metadata".into(), "name".into()], &json!("web"));
         r.add_object_leaf(&["kind".into()], &json!("ConfigMap"));
         r.add_object_leaf(&["data".into(), "x".into()], &json!(true));
+        r.add_object_leaf(&["stringData".into(), "tls".into()], &json!("True"));
         assert!(r.is_empty());
         r.add_object_leaf(&["spec".into(), "token".into()], &json!("tok-12345"));
         let mut v = json!({"env": [{"name": "T", "value": "Bearer tok-12345"}], "tok-12345": 1});
