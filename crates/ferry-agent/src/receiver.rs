@@ -24,19 +24,29 @@ pub async fn reconcile(
     let (ns, name) = key_of(&*receiver);
     // Read as the namespace's tenant identity (a Receiver must not reveal, even as Ready or
     // not, a Secret its author may not read).
-    let (reader, _identity) = ctx
+    let (reader, identity) = ctx
         .secret_reader(&ns)
         .map_err(|e| ReceiverError(format!("{ns}/{name}"), e.to_string()))?;
     let secrets: Api<Secret> = Api::namespaced(reader, &ns);
     let secret_name = &receiver.spec.secret_ref.name;
-    let usable = match secrets.get_opt(secret_name).await {
-        Ok(Some(s)) => s
-            .data
-            .unwrap_or_default()
-            .get("token")
-            .is_some_and(|t| !t.0.is_empty()),
-        _ => false,
+    // Why it is unusable, if it is (never the value).
+    let unusable = match secrets.get_opt(secret_name).await {
+        Ok(Some(s))
+            if s.data
+                .as_ref()
+                .and_then(|d| d.get("token"))
+                .is_some_and(|t| !t.0.is_empty()) =>
+        {
+            None
+        }
+        Ok(_) => Some(format!(
+            "Secret {ns}/{secret_name} is missing or has no `token` key; requests are rejected until it exists"
+        )),
+        Err(e) => Some(format!(
+            "cannot read Secret {ns}/{secret_name} as {identity}: {e}; grant it `get` on that Secret; requests are rejected until then"
+        )),
     };
+    let usable = unusable.is_none();
     let old = receiver.status.clone().unwrap_or_default();
     let mut status = ReceiverStatus {
         observed_generation: receiver.metadata.generation,
@@ -46,13 +56,7 @@ pub async fn reconcile(
     let (ok, reason, message) = if usable {
         (true, "Succeeded", format!("receiving at /hook/{ns}/{name}"))
     } else {
-        (
-            false,
-            "SecretNotFound",
-            format!(
-                "Secret {ns}/{secret_name} is missing or has no `token` key; requests are rejected until it exists"
-            ),
-        )
+        (false, "SecretNotFound", unusable.unwrap_or_default())
     };
     common::set_condition(
         &mut status.conditions,

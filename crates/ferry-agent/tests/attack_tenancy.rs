@@ -859,17 +859,25 @@ async fn receiver_secret_is_read_as_its_namespace() {
     // The Receiver is known (its status is written) but its Secret cannot be read: every
     // correctly signed request is refused.
     let receivers: Api<ferry_api::Receiver> = Api::namespaced(client.clone(), &ns.name);
-    wait_for("the Receiver's status", Duration::from_secs(60), || {
+    let refused = wait_for("the Receiver's status", Duration::from_secs(60), || {
         let receivers = receivers.clone();
         async move {
             let r = receivers.get("borrowed").await?;
             Ok(r.status
                 .and_then(|s| ferry_api::common::find_condition(&s.conditions, "Ready").cloned())
-                .filter(|c| c.status == "False"))
+                .filter(|c| c.status == "False" && c.message.contains("forbidden")))
         }
     })
     .await
     .expect("Receiver not Ready");
+    assert!(
+        refused
+            .message
+            .contains(&format!("system:serviceaccount:{}:default", ns.name)),
+        "names the identity: {}",
+        refused.message
+    );
+    assert!(!refused.message.contains("h00k-s3cret"));
     assert_eq!(post().await, 401, "a borrowed Secret is no webhook key");
 
     // Control: once the namespace's identity may read that Secret, the same request verifies.
