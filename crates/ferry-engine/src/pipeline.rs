@@ -325,28 +325,28 @@ async fn apply_unredacted(
             .is_some_and(|inv| inv.adopted_from.as_ref() == Some(&legacy.app));
         // A pre-upgrade inventory is looked for once (this app has none yet); an explicit
         // push-app hand-over whenever it is asked for (the Release may have run without it).
-        if previous.is_none() || legacy.push_takeover {
-            if let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await? {
-                tracing::info!(
-                    owner = %owner.id(),
-                    "adopting inventory {}/{}",
-                    owner.namespace,
-                    Inventory::name(&legacy.app)
-                );
-                let mut adopted = previous.take().unwrap_or(old.inventory.clone());
-                let known: BTreeSet<ObjectKey> =
-                    adopted.objects.iter().map(|e| e.key.clone()).collect();
-                adopted.objects.extend(
-                    old.inventory
-                        .objects
-                        .into_iter()
-                        .filter(|e| !known.contains(&e.key)),
-                );
-                adopted.adopted_from = Some(legacy.app.clone());
-                previous = Some(adopted);
-                owner.legacy = Some(legacy.app.clone());
-                adopted_legacy = Some((legacy.clone(), old.version));
-            }
+        if (previous.is_none() || legacy.push_takeover)
+            && let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await?
+        {
+            tracing::info!(
+                owner = %owner.id(),
+                "adopting inventory {}/{}",
+                owner.namespace,
+                Inventory::name(&legacy.app)
+            );
+            let mut adopted = previous.take().unwrap_or(old.inventory.clone());
+            let known: BTreeSet<ObjectKey> =
+                adopted.objects.iter().map(|e| e.key.clone()).collect();
+            adopted.objects.extend(
+                old.inventory
+                    .objects
+                    .into_iter()
+                    .filter(|e| !known.contains(&e.key)),
+            );
+            adopted.adopted_from = Some(legacy.app.clone());
+            previous = Some(adopted);
+            owner.legacy = Some(legacy.app.clone());
+            adopted_legacy = Some((legacy.clone(), old.version));
         }
         if pending {
             owner.legacy = Some(legacy.app.clone());
