@@ -39,7 +39,12 @@ fn spawn_agent(
             "ferry-agent-test",
         ])
         .args(["--leader-elect", if leader { "true" } else { "false" }])
-        .args(["--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .args(["--log-format", "text"])
         .arg("--cache-dir")
         .arg(cache.join(identity))

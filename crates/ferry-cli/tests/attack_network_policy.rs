@@ -37,7 +37,8 @@ async fn install_ships_a_network_policy_the_api_server_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8_lossy(&out.stdout).to_string();
-    let docs: Vec<Value> = serde_saphyr::from_slice_multiple(yaml.as_bytes()).expect("install YAML parses");
+    let docs: Vec<Value> =
+        serde_saphyr::from_slice_multiple(yaml.as_bytes()).expect("install YAML parses");
     let find = |kind: &str| {
         docs.iter()
             .find(|d| d["kind"] == kind)
