@@ -1,4 +1,4 @@
-//! Attacks by a tenant on the agent's defaults (issue 11 items 3, 7, 8), against the real API
+//! Attacks by a tenant on the agent's defaults (issue 11 items 3, 7, 8, 15), against the real API
 //! server's RBAC, the real git server and the real unsealer, with the agent started with its
 //! DEFAULT options unless a test says otherwise:
 //! - a Release without `serviceAccountName` that tries to make its namespace cluster-admin;
@@ -7,6 +7,7 @@
 //! - a Release without `spec.decryption` in an agent process that holds an age key;
 //! - an ImageRepository and a Receiver that name a Secret their namespace may not read;
 //! - SealedSecrets outside the watched namespaces, and a second unsealer next to bitnami's.
+//! - a tenant whose slow Releases would take every reconcile worker (item 15).
 
 mod common;
 
@@ -901,5 +902,93 @@ async fn receiver_secret_is_read_as_its_namespace() {
     })
     .await
     .expect("accepted once readable");
+    agent.stop().await.expect("agent stops");
+}
+
+/// A Deployment that never becomes Available (its pods fit no node).
+fn stuck_deployment(name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      nodeSelector: {{ferry.dev/no-such-node: \"true\"}}\n      containers:\n      - name: app\n        image: example.invalid/app:1\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_tenant_with_slow_releases_cannot_stall_another() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let noisy = TestNamespace::create(&client, "atk-noisy").await;
+    let quiet = TestNamespace::create(&client, "atk-quiet").await;
+    let repo = Repo::create(&env, &noisy.name);
+    let sha = repo.commit(
+        &[
+            ("slow-1/d.yaml", Some(&stuck_deployment("slow-1"))),
+            ("slow-2/d.yaml", Some(&stuck_deployment("slow-2"))),
+            ("slow-3/d.yaml", Some(&stuck_deployment("slow-3"))),
+            ("fast/cm.yaml", Some(&configmap_yaml("fast", "ok"))),
+        ],
+        "slow and fast",
+    );
+    // Two workers for the whole agent; one tenant may use one of them at a time.
+    let (agent, _cache) = start_agent(&env, &[&noisy.name, &quiet.name], |o| {
+        o.concurrency = 2;
+        o.max_concurrent_per_namespace = 1;
+    })
+    .await;
+    for ns in [&noisy.name, &quiet.name] {
+        git_secret(&env, &client, ns, "git-auth").await;
+        create::<GitSource>(
+            &client,
+            ns,
+            git_source("repo", &repo.url, Some("git-auth"), "1m"),
+        )
+        .await;
+    }
+    // The noisy tenant: three Releases that each hold a worker until their 30s health wait ends.
+    for n in 1..=3 {
+        create::<Release>(
+            &client,
+            &noisy.name,
+            release(
+                &format!("slow-{n}"),
+                "repo",
+                &format!("slow-{n}"),
+                serde_json::json!({"wait": true, "timeout": "30s"}),
+            ),
+        )
+        .await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &noisy.name);
+    wait_for("a slow Release waiting", Duration::from_secs(60), || {
+        let deployments = deployments.clone();
+        async move {
+            let list = deployments.list_metadata(&Default::default()).await?;
+            Ok((!list.items.is_empty()).then_some(()))
+        }
+    })
+    .await
+    .expect("slow apply under way");
+    create::<Release>(
+        &client,
+        &quiet.name,
+        release("fast", "repo", "fast", serde_json::json!({})),
+    )
+    .await;
+    wait_release_applied(&client, &quiet.name, "fast", &sha, Duration::from_secs(60)).await;
+    // Served while the noisy tenant's health waits were still running (none has ended yet).
+    let noisy_releases: Api<Release> = Api::namespaced(client.clone(), &noisy.name);
+    for n in 1..=3 {
+        let r = noisy_releases
+            .get(&format!("slow-{n}"))
+            .await
+            .expect("slow Release");
+        let reason = ready_state(&r.status.unwrap_or_default().conditions).map(|c| c.1);
+        assert_ne!(
+            reason.as_deref(),
+            Some("HealthCheckFailed"),
+            "slow-{n} had already given up: the quiet tenant was not served during the waits"
+        );
+    }
     agent.stop().await.expect("agent stops");
 }
