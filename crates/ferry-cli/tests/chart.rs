@@ -1,0 +1,636 @@
+//! The Helm chart `charts/ferry-agent` (issue 12, part 4) against the real tools and cluster:
+//! the real `helm lint` (also `--strict`), `helm template` with the default values and with every
+//! option on (ci/all-on-values.yaml), compared object by object with what `ferry install --export`
+//! produces (RBAC rules, NetworkPolicy, security contexts, probes, args: the two cannot drift), and
+//! the chart rendered and applied by ferry itself (push mode) into a fresh namespace of the real
+//! testenv, where the API server accepts every object and the Deployment becomes Available.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/ferry-agent")
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+/// Run a command; (exit code, stdout, stderr).
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn helm(env: &TestEnv) -> Command {
+    let mut cmd = Command::new(env.tool("helm"));
+    // A private helm home: the test must not read or write the user's repositories and cache.
+    let home = std::env::temp_dir().join("ferry-chart-test-helm-home");
+    cmd.env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    cmd
+}
+
+fn ferry(env: &TestEnv) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.env_remove("CI")
+        .env("NO_COLOR", "1")
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("PATH", env.path_env());
+    cmd
+}
+
+/// The objects of a multi-document YAML stream (comment-only documents dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .unwrap_or_else(|e| panic!("parsing rendered YAML: {e}\n{yaml}"))
+        .into_iter()
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// `helm template` of the chart as release `ferry-agent` in `namespace`.
+fn helm_template(env: &TestEnv, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let (code, out, err) = run(helm(env)
+        .args(["template", "ferry-agent"])
+        .arg(chart_dir())
+        .args(["--namespace", namespace])
+        .args(extra));
+    assert_eq!(code, 0, "helm template {extra:?}: {err}");
+    documents(&out)
+}
+
+/// `ferry install --export` for `namespace`, without the CRDs.
+fn install_export(env: &TestEnv, namespace: &str) -> Vec<Value> {
+    let (code, out, err) = run(ferry(env).args(["install", "--export", "--namespace", namespace]));
+    assert_eq!(code, 0, "ferry install --export: {err}");
+    documents(&out)
+        .into_iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {}", keys(objects).join(", ")))
+}
+
+fn keys(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// True when every field of `small` is in `big` with the same value (arrays compared whole).
+fn contains(big: &Value, small: &Value) -> bool {
+    match (big, small) {
+        (Value::Object(b), Value::Object(s)) => s
+            .iter()
+            .all(|(k, v)| b.get(k).is_some_and(|bv| contains(bv, v))),
+        _ => big == small,
+    }
+}
+
+/// Two arrays of the same length whose elements pairwise [`contains`].
+fn each_contains(big: &Value, small: &Value) -> bool {
+    match (big.as_array(), small.as_array()) {
+        (Some(b), Some(s)) => b.len() == s.len() && b.iter().zip(s).all(|(b, s)| contains(b, s)),
+        _ => false,
+    }
+}
+
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// Every port number any Service of `objects` exposes, by Service name.
+fn service_ports(objects: &[Value]) -> Vec<(String, Vec<Value>)> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Service")
+        .map(|o| {
+            let name = o["metadata"]["name"].as_str().unwrap_or("?").to_string();
+            let ports = o["spec"]["ports"]
+                .as_array()
+                .map(|ps| ps.iter().map(|p| p["targetPort"].clone()).collect())
+                .unwrap_or_default();
+            (name, ports)
+        })
+        .collect()
+}
+
+/// Check everything the chart must share with `ferry install` in `namespace`, whatever values
+/// it is rendered with: RBAC (rules, bindings, subjects), the ferry-admin account, the
+/// NetworkPolicy's rules.
+fn assert_same_rbac_and_policy(chart: &[Value], install: &[Value], namespace: &str) {
+    let cluster_role = format!("ferry-agent-{namespace}");
+    assert_eq!(
+        find(chart, "ClusterRole", &cluster_role)["rules"],
+        find(install, "ClusterRole", &cluster_role)["rules"],
+        "the chart's ClusterRole rules differ from install.rs's AGENT_RULES"
+    );
+    assert_eq!(
+        find(chart, "Role", "ferry-agent")["rules"],
+        find(install, "Role", "ferry-agent")["rules"],
+        "the chart's Role rules differ from install.rs's AGENT_NAMESPACE_RULES"
+    );
+    for (kind, name) in [
+        ("ClusterRoleBinding", cluster_role.clone()),
+        ("ClusterRoleBinding", format!("ferry-admin-{namespace}")),
+        ("RoleBinding", "ferry-agent".to_string()),
+    ] {
+        let (c, i) = (find(chart, kind, &name), find(install, kind, &name));
+        assert_eq!(c["roleRef"], i["roleRef"], "{kind} {name} roleRef");
+        assert_eq!(c["subjects"], i["subjects"], "{kind} {name} subjects");
+    }
+    // Only ferry-admin is cluster-admin, in the chart as in the install.
+    let admins: Vec<&Value> = chart
+        .iter()
+        .filter(|o| o["roleRef"]["name"] == "cluster-admin")
+        .collect();
+    assert_eq!(admins.len(), 1, "{admins:?}");
+    assert_eq!(
+        admins[0]["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "ferry-admin", "namespace": namespace}])
+    );
+    assert_eq!(
+        find(chart, "ServiceAccount", "ferry-admin")["automountServiceAccountToken"],
+        json!(false)
+    );
+}
+
+/// The chart's NetworkPolicy has install's rules (extra metrics peers appended only when set).
+fn assert_same_network_policy(chart: &[Value], install: &[Value], extra_metrics_peers: &[Value]) {
+    let (c, i) = (
+        find(chart, "NetworkPolicy", "ferry-agent"),
+        find(install, "NetworkPolicy", "ferry-agent"),
+    );
+    assert_eq!(c["spec"]["policyTypes"], i["spec"]["policyTypes"]);
+    let mut expected = i["spec"]["ingress"].clone();
+    if let Some(from) = expected[1]["from"].as_array_mut() {
+        from.extend(extra_metrics_peers.iter().cloned());
+    }
+    assert_eq!(
+        c["spec"]["ingress"], expected,
+        "NetworkPolicy ingress rules"
+    );
+    // The chart's selector is at least as narrow as install's, and selects the chart's pods.
+    assert!(contains(
+        &c["spec"]["podSelector"],
+        &i["spec"]["podSelector"]
+    ));
+    let chart_pods =
+        &find(chart, "Deployment", "ferry-agent")["spec"]["template"]["metadata"]["labels"];
+    assert!(contains(
+        chart_pods,
+        &c["spec"]["podSelector"]["matchLabels"]
+    ));
+}
+
+#[test]
+fn helm_lint_passes_strict_with_the_default_values_and_every_option_on() {
+    let env = TestEnv::get();
+    let all_on = chart_dir().join("ci/all-on-values.yaml");
+    for extra in [vec![], vec!["--strict"]] {
+        for values in [None, Some(&all_on)] {
+            let mut cmd = helm(&env);
+            cmd.arg("lint").arg(chart_dir()).args(&extra);
+            if let Some(values) = values {
+                cmd.arg("--values").arg(values);
+            }
+            let (code, out, err) = run(&mut cmd);
+            assert_eq!(code, 0, "helm lint {extra:?} {values:?}: {out}{err}");
+            assert!(out.contains("0 chart(s) failed"), "{out}");
+            assert!(
+                !out.contains("[ERROR]") && !out.contains("[WARNING]"),
+                "{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_default_render_is_ferry_install_without_the_namespace() {
+    let env = TestEnv::get();
+    let ns = "ferry-chart-defaults";
+    let chart = helm_template(&env, ns, &[]);
+    let install = install_export(&env, ns);
+
+    // The same objects, except the Namespace (helm installs into an existing one, or
+    // --create-namespace) and the CRDs (crds/, not templates).
+    let chart_keys: BTreeSet<String> = keys(&chart).into_iter().collect();
+    let install_keys: BTreeSet<String> = keys(&install)
+        .into_iter()
+        .filter(|k| !k.starts_with("Namespace/"))
+        .collect();
+    assert_eq!(chart_keys, install_keys);
+    for object in &chart {
+        let namespaced = !matches!(
+            object["kind"].as_str(),
+            Some("ClusterRole" | "ClusterRoleBinding")
+        );
+        if namespaced {
+            assert_eq!(object["metadata"]["namespace"], ns, "{object}");
+        }
+    }
+    assert_same_rbac_and_policy(&chart, &install, ns);
+    assert_same_network_policy(&chart, &install, &[]);
+
+    let (c, i) = (
+        find(&chart, "Deployment", "ferry-agent"),
+        find(&install, "Deployment", "ferry-agent"),
+    );
+    assert_eq!(c["spec"]["replicas"], i["spec"]["replicas"]);
+    // The image tag is the chart's appVersion, which must be the CLI's version.
+    assert_eq!(container(c)["image"], container(i)["image"]);
+    // The same ports (the chart also spells out protocol: TCP, the API server's default).
+    assert!(each_contains(
+        &container(c)["ports"],
+        &container(i)["ports"]
+    ));
+    for field in ["args", "resources", "volumeMounts", "env"] {
+        assert_eq!(
+            container(c)[field],
+            container(i)[field],
+            "container {field}"
+        );
+    }
+    // At least install's security settings (the chart adds runAsGroup/fsGroup and a
+    // container-level runAsNonRoot).
+    let pod_spec = &c["spec"]["template"]["spec"];
+    assert!(contains(
+        &pod_spec["securityContext"],
+        &i["spec"]["template"]["spec"]["securityContext"]
+    ));
+    assert!(contains(
+        &container(c)["securityContext"],
+        &container(i)["securityContext"]
+    ));
+    assert_eq!(pod_spec["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod_spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        container(c)["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert_eq!(
+        container(c)["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container(c)["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(
+        pod_spec["volumes"],
+        i["spec"]["template"]["spec"]["volumes"]
+    );
+    assert_eq!(pod_spec["serviceAccountName"], "ferry-agent");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert!(
+            contains(&container(c)[probe], &container(i)[probe]),
+            "{probe}: {}",
+            container(c)[probe]
+        );
+        assert_eq!(container(c)[probe]["httpGet"]["path"], path);
+        assert_eq!(container(c)[probe]["httpGet"]["port"], "http");
+    }
+    // One Service, the webhook one, on the http port only; no metrics Service, no ServiceMonitor.
+    assert_eq!(
+        service_ports(&chart),
+        vec![("ferry-agent".to_string(), vec![json!("http")])]
+    );
+    assert!(each_contains(
+        &find(&chart, "Service", "ferry-agent")["spec"]["ports"],
+        &find(&install, "Service", "ferry-agent")["spec"]["ports"]
+    ));
+    assert!(!chart.iter().any(|o| o["kind"] == "ServiceMonitor"));
+
+    // crds/ is deploy/crds.yaml (what `ferry install` applies), byte for byte.
+    let chart_crds =
+        std::fs::read_to_string(chart_dir().join("crds/ferry-crds.yaml")).expect("chart crds");
+    let deploy_crds =
+        std::fs::read_to_string(repo_file("deploy/crds.yaml")).expect("deploy/crds.yaml");
+    assert!(
+        chart_crds == deploy_crds,
+        "charts/ferry-agent/crds/ferry-crds.yaml differs from deploy/crds.yaml: cp deploy/crds.yaml charts/ferry-agent/crds/ferry-crds.yaml"
+    );
+}
+
+#[test]
+fn every_option_renders_as_documented() {
+    let env = TestEnv::get();
+    let ns = "ferry-chart-options";
+    let all_on = chart_dir().join("ci/all-on-values.yaml");
+    let chart = helm_template(
+        &env,
+        ns,
+        &["--values", all_on.to_str().expect("utf-8 path")],
+    );
+    let install = install_export(&env, ns);
+    // Whatever the values, the RBAC and the policy stay install's.
+    assert_same_rbac_and_policy(&chart, &install, ns);
+    assert_same_network_policy(
+        &chart,
+        &install,
+        &[json!({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}})],
+    );
+
+    let d = find(&chart, "Deployment", "ferry-agent");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = container(d);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        c["image"],
+        "registry.example.com/ferry/ferry-agent@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+    );
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+    assert_eq!(
+        c["args"],
+        json!([
+            "--namespace",
+            ns,
+            "--cache-dir",
+            "/cache",
+            "--sealed-secrets=false",
+            "--image-automation=true",
+            "--watch-namespace",
+            "team-a,team-b",
+            "--default-service-account",
+            "ferry-tenant",
+            "--concurrency",
+            "16",
+            "--no-remote-bases",
+            "--min-interval=30s"
+        ])
+    );
+    assert_eq!(c["env"][1], json!({"name": "RUST_LOG", "value": "info"}));
+    assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
+    assert_eq!(pod["nodeSelector"], json!({"ferry.dev/real-node": "true"}));
+    assert_eq!(pod["tolerations"][0]["key"], "ferry.dev/real-node");
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["labels"]["team"],
+        "platform"
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([
+            {"name": "cache", "emptyDir": {"sizeLimit": "2Gi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+        ])
+    );
+    assert_eq!(
+        find(&chart, "ServiceAccount", "ferry-agent")["metadata"]["annotations"]["example.com/role"],
+        "agent"
+    );
+
+    // Two Services: webhooks on `http` only, metrics on `metrics` only; never both on one.
+    let mut ports = service_ports(&chart);
+    ports.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        ports,
+        vec![
+            ("ferry-agent".to_string(), vec![json!("http")]),
+            ("ferry-agent-metrics".to_string(), vec![json!("metrics")]),
+        ]
+    );
+    assert_eq!(
+        find(&chart, "Service", "ferry-agent")["spec"]["ports"][0]["port"],
+        8080
+    );
+    // The ServiceMonitor selects the metrics Service and not the webhook one.
+    let monitor = find(&chart, "ServiceMonitor", "ferry-agent");
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    assert!(contains(
+        &find(&chart, "Service", "ferry-agent-metrics")["metadata"]["labels"],
+        selector
+    ));
+    assert!(!contains(
+        &find(&chart, "Service", "ferry-agent")["metadata"]["labels"],
+        selector
+    ));
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+
+    // A ServiceMonitor alone brings its metrics Service; the NetworkPolicy can be turned off.
+    let chart = helm_template(
+        &env,
+        ns,
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "networkPolicy.enabled=false",
+            "--set",
+            "image.tag=1.2.3",
+        ],
+    );
+    assert!(chart.iter().any(|o| o["kind"] == "ServiceMonitor"));
+    find(&chart, "Service", "ferry-agent-metrics");
+    assert!(!chart.iter().any(|o| o["kind"] == "NetworkPolicy"));
+    assert_eq!(
+        container(find(&chart, "Deployment", "ferry-agent"))["image"],
+        "ghcr.io/ferry-dev/ferry-agent:1.2.3"
+    );
+}
+
+/// Copy a directory tree (the chart) into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_renders_and_applies_its_own_chart_in_push_mode() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "chart-push").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("ferry-agent-chart");
+    copy_tree(&chart_dir(), &app.join("chart"));
+    // The CRDs are cluster-wide and shared by every test (applied as `ferry-crds` by
+    // `ferry install`): this app must not take them over, so it leaves the chart's crds/ out
+    // here and the API server is asked to accept them with a server-side dry run below.
+    std::fs::write(
+        app.join("ferry.yaml"),
+        format!(
+            "renderer: helm\nnamespace: {ns}\nhelm:\n  chart:\n    path: chart\n  releaseName: ferry-agent\n  includeCrds: false\n  values:\n    metrics:\n      service:\n        enabled: true\n    args:\n      imageAutomation: true\n      watchNamespaces: [{ns}]\n",
+            ns = ns.name
+        ),
+    )
+    .expect("ferry.yaml");
+
+    let (code, out, err) = run(ferry(&env)
+        .args(["apply", "-n", &ns.name, "-o", "json", "--timeout", "3m"])
+        .arg(&app));
+    assert_eq!(code, 0, "ferry apply of the chart: {out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let applied: BTreeSet<String> = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    // Every object of the chart (helm template with the same values) was applied.
+    let expected = helm_template(
+        &env,
+        &ns.name,
+        &[
+            "--set",
+            "metrics.service.enabled=true",
+            "--set",
+            "args.imageAutomation=true",
+        ],
+    );
+    let expected: BTreeSet<String> = keys(&expected).into_iter().collect();
+    assert_eq!(applied, expected, "{out}");
+
+    // The API server holds the agent's narrow ClusterRole, identical to install's.
+    let cluster_role = format!("ferry-agent-{}", ns.name);
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let stored = roles.get(&cluster_role).await.expect("ClusterRole applied");
+    let install = install_export(&env, &ns.name);
+    let stored_rules = serde_json::to_value(&stored.rules).expect("rules");
+    assert_eq!(
+        stored_rules,
+        find(&install, "ClusterRole", &cluster_role)["rules"]
+    );
+    // --wait returned, so the Deployment is Available (its pod runs on a kwok node: the real
+    // node is tainted and this test leaves tolerations off); the applied pod spec kept the
+    // chart's security settings.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let deployment = wait_for(
+        "the chart's Deployment Available",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get("ferry-agent").await?;
+                let available = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0)
+                    >= 1;
+                Ok(available.then_some(d))
+            }
+        },
+    )
+    .await
+    .expect("Deployment Available");
+    let spec = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec");
+    let container = &spec.containers[0];
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("securityContext");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert!(
+        container
+            .args
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|x| x == "--image-automation=true"))
+    );
+    assert_eq!(
+        spec.security_context.and_then(|s| s.run_as_user),
+        Some(65532)
+    );
+
+    // The chart's CRDs: ferry renders them when includeCrds is on (the default), and the API
+    // server accepts every one of them (server-side apply, dry run: the shared CRDs stay as they
+    // are).
+    std::fs::write(
+        app.join("ferry.yaml"),
+        format!("renderer: helm\nnamespace: {}\nhelm:\n  chart:\n    path: chart\n  releaseName: ferry-agent\n", ns.name),
+    )
+    .expect("ferry.yaml");
+    let (code, out, err) = run(ferry(&env).args(["render"]).arg(&app));
+    assert_eq!(code, 0, "ferry render: {err}");
+    let rendered = documents(&out);
+    let crds: Vec<&Value> = rendered
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    let shipped = documents(
+        &std::fs::read_to_string(chart_dir().join("crds/ferry-crds.yaml")).expect("crds"),
+    );
+    assert_eq!(crds.len(), shipped.len(), "ferry render includes crds/");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    );
+    let crd_api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    for crd in &crds {
+        let name = crd["metadata"]["name"].as_str().expect("name");
+        crd_api
+            .patch(
+                name,
+                &PatchParams::apply("ferry-chart-test").force().dry_run(),
+                &Patch::Apply(crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+    }
+
+    // `ferry delete` removes the chart's objects, the cluster-scoped ones too.
+    let (code, out, err) =
+        run(ferry(&env).args(["delete", "-n", &ns.name, "--app", "ferry-agent-chart"]));
+    assert_eq!(code, 0, "ferry delete: {out}{err}");
+    wait_for("the ClusterRole deleted", Duration::from_secs(30), || {
+        let roles = roles.clone();
+        let name = cluster_role.clone();
+        async move { Ok(roles.get_opt(&name).await?.is_none().then_some(())) }
+    })
+    .await
+    .expect("ClusterRole gone");
+}
