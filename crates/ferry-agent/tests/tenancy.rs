@@ -213,3 +213,101 @@ async fn team_a_cannot_touch_team_b_or_cluster_scope() {
     assert!(b_cms.get_opt("mine").await.expect("get").is_none());
     agent.stop().await.expect("agent stops");
 }
+
+/// The grant docs/agent.md and scripts/demo recommend for a tenant whose app declares its own
+/// Namespace object: `admin` in the namespace, plus get/patch on that one Namespace. A Release
+/// without serviceAccountName (the namespace's `default` account) then applies and waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenant_granted_its_namespace_object_applies_it() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "own-ns").await;
+    let role_name = format!("{}-namespace", ns.name);
+    create_cluster_scoped::<ClusterRole>(&client, serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": role_name},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [ns.name], "verbs": ["get", "patch"]}],
+    }))
+    .await;
+    create_cluster_scoped::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&client, serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns.name}],
+    }))
+    .await;
+    let repo = Repo::create(&env, &ns.name);
+    let sha = repo.commit(
+        &[
+            (
+                "app/kustomization.yaml",
+                Some("resources:\n- namespace.yaml\n- cm.yaml\n"),
+            ),
+            (
+                "app/namespace.yaml",
+                Some(&format!(
+                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n  labels:\n    team: own\n",
+                    ns.name
+                )),
+            ),
+            ("app/cm.yaml", Some(&configmap_yaml("mine", "ok"))),
+        ],
+        "app with its namespace",
+    );
+    // start_agent grants the namespace's default account `admin` there.
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1m"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release(
+            "app",
+            "repo",
+            "app",
+            serde_json::json!({"wait": true, "timeout": "60s"}),
+        ),
+    )
+    .await;
+    wait_release_applied(&client, &ns.name, "app", &sha, Duration::from_secs(90)).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let applied = namespaces.get(&ns.name).await.expect("namespace");
+    assert_eq!(
+        applied
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("own")
+    );
+    agent.stop().await.expect("agent stops");
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .delete(&role_name, &Default::default())
+        .await;
+    let _ = Api::<ClusterRole>::all(client.clone())
+        .delete(&role_name, &Default::default())
+        .await;
+}
+
+async fn create_cluster_scoped<K>(client: &kube::Client, value: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let obj: K = serde_json::from_value(value).expect("object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create cluster-scoped object");
+}
