@@ -3,7 +3,8 @@
 //! option on (ci/all-on-values.yaml), compared object by object with what `ferry install --export`
 //! produces (RBAC rules, NetworkPolicy, security contexts, probes, args: the two cannot drift), and
 //! the chart rendered and applied by ferry itself (push mode) into a fresh namespace of the real
-//! testenv, where the API server accepts every object and the Deployment becomes Available.
+//! testenv, where the API server accepts every object and the Deployment becomes Available;
+//! and deployed from git by an agent running with the shipped RBAC (pull mode).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -633,4 +634,201 @@ async fn ferry_renders_and_applies_its_own_chart_in_push_mode() {
     })
     .await
     .expect("ClusterRole gone");
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let (code, _, err) = run(Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@ferry.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@ferry.invalid")
+        .env("GIT_TERMINAL_PROMPT", "0"));
+    assert_eq!(code, 0, "git {args:?}: {err}");
+}
+
+/// A repository on the testenv git server holding the chart under `ferry-agent/chart` with a
+/// ferry.yaml beside it (`ferry_yaml`); returns its URL.
+fn repo_with_chart(env: &TestEnv, name: &str, ferry_yaml: &str) -> String {
+    let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
+    git(
+        Path::new("/"),
+        &[
+            "init",
+            "--bare",
+            "--initial-branch=main",
+            bare.to_str().expect("path"),
+        ],
+    );
+    git(&bare, &["config", "http.receivepack", "true"]);
+    let work = tempfile::tempdir().expect("work");
+    git(work.path(), &["init", "--initial-branch=main"]);
+    copy_tree(&chart_dir(), &work.path().join("ferry-agent/chart"));
+    std::fs::write(work.path().join("ferry-agent/ferry.yaml"), ferry_yaml).expect("ferry.yaml");
+    git(work.path(), &["add", "-A"]);
+    git(
+        work.path(),
+        &["commit", "-q", "-m", "the ferry-agent chart"],
+    );
+    let base = env.var("FERRY_GIT_URL");
+    let (scheme, rest) = base.split_once("://").expect("scheme");
+    let push = format!(
+        "{scheme}://{}:{}@{rest}/{name}.git",
+        env.var("FERRY_GIT_USER"),
+        env.var("FERRY_GIT_PASSWORD")
+    );
+    git(work.path(), &["push", "-q", &push, "HEAD:refs/heads/main"]);
+    format!("{base}/{name}.git")
+}
+
+/// Server-side apply a JSON object with the admin client (test setup).
+async fn apply_object(client: &kube::Client, object: Value) {
+    let gvk = GroupVersionKind::try_from(&kube::api::TypeMeta {
+        api_version: object["apiVersion"]
+            .as_str()
+            .expect("apiVersion")
+            .to_string(),
+        kind: object["kind"].as_str().expect("kind").to_string(),
+    })
+    .expect("gvk");
+    let plural = format!("{}s", gvk.kind.to_lowercase());
+    let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let ns = object["metadata"]["namespace"].as_str().expect("namespace");
+    let name = object["metadata"]["name"].as_str().expect("name");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    api.patch(
+        name,
+        &PatchParams::apply("ferry-chart-test").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{plural} {name}: {e}"));
+}
+
+/// Pull mode: an agent running with the shipped RBAC (the `ferry-agent` service account of
+/// `ferry install --no-deployment`) deploys the chart from git through a Release in its own
+/// namespace (applied as `ferry-admin`, as `ferry bootstrap`'s Release is), into another
+/// namespace; deleting the Release removes what the chart created, the cluster-scoped RBAC too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_deploys_the_chart_from_git_through_a_release() {
+    use ferry_agent::{Agent, AgentOptions};
+    use ferry_api::Release;
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let home = TestNamespace::create(&client, "chart-pull-home").await;
+    let target = TestNamespace::create(&client, "chart-pull").await;
+    let (code, out, err) =
+        run(ferry(&env).args(["install", "--no-deployment", "--namespace", &home.name]));
+    assert_eq!(code, 0, "ferry install --no-deployment: {out}{err}");
+    let minted = run(Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testenv/mint-kubeconfig"),
+    )
+    .args([&home.name, "ferry-agent"])
+    .env("PATH", env.path_env()));
+    assert_eq!(minted.0, 0, "mint-kubeconfig: {}", minted.2);
+    let agent_kubeconfig = PathBuf::from(minted.1.trim());
+
+    let url = repo_with_chart(
+        &env,
+        &home.name,
+        &format!(
+            "renderer: helm\nnamespace: {ns}\nhelm:\n  chart:\n    path: chart\n  releaseName: ferry-agent\n  includeCrds: false\n  values:\n    replicas: 2\n    args:\n      watchNamespaces: [{ns}]\n",
+            ns = target.name
+        ),
+    );
+    apply_object(&client, json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "git-auth", "namespace": home.name},
+        "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")},
+    }))
+    .await;
+    apply_object(&client, json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": "charts", "namespace": home.name},
+        "spec": {"url": url, "ref": {"branch": "main"}, "interval": "1m", "secretRef": {"name": "git-auth"}},
+    }))
+    .await;
+    // In pull mode the Release's targetNamespace (default: its own namespace) is helm's
+    // --namespace, over ferry.yaml's `namespace`.
+    apply_object(
+        &client,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "ferry-agent", "namespace": home.name},
+            "spec": {"sourceRef": {"kind": "GitSource", "name": "charts"}, "path": "ferry-agent", "targetNamespace": target.name,
+                     "interval": "1m", "retryInterval": "2s", "prune": true},
+        }),
+    )
+    .await;
+
+    let cache = tempfile::tempdir().expect("cache");
+    let mut options = AgentOptions::for_kubeconfig(agent_kubeconfig, cache.path().to_path_buf());
+    options.namespace = home.name.clone();
+    options.watch_namespaces = vec![home.name.clone()];
+    let agent = Agent::start(options).await.expect("agent starts");
+
+    let releases: Api<Release> = Api::namespaced(client.clone(), &home.name);
+    wait_for(
+        "the chart's Release Ready",
+        Duration::from_secs(120),
+        || {
+            let releases = releases.clone();
+            async move {
+                let r = releases.get("ferry-agent").await?;
+                let status = r.status.clone().unwrap_or_default();
+                if ferry_api::common::is_ready(&status.conditions) {
+                    return Ok(Some(r));
+                }
+                anyhow::bail!("{:?}", status.conditions)
+            }
+        },
+    )
+    .await
+    .expect("Release Ready");
+
+    // What the Release applied is the chart: the Deployment with its values, the narrow
+    // ClusterRole identical to install's.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &target.name);
+    let deployment = deployments.get("ferry-agent").await.expect("Deployment");
+    assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let cluster_role = format!("ferry-agent-{}", target.name);
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let stored = roles.get(&cluster_role).await.expect("ClusterRole");
+    let install = install_export(&env, &target.name);
+    assert_eq!(
+        serde_json::to_value(&stored.rules).expect("rules"),
+        find(&install, "ClusterRole", &cluster_role)["rules"]
+    );
+
+    // Deleting the Release removes the chart's objects, cluster-scoped ones included.
+    releases
+        .delete("ferry-agent", &Default::default())
+        .await
+        .expect("delete Release");
+    wait_for(
+        "the chart's ClusterRole pruned",
+        Duration::from_secs(60),
+        || {
+            let roles = roles.clone();
+            let name = cluster_role.clone();
+            async move { Ok(roles.get_opt(&name).await?.is_none().then_some(())) }
+        },
+    )
+    .await
+    .expect("ClusterRole pruned with the Release");
+    agent.stop().await.expect("agent stops");
+
+    // Cluster-scoped leftovers of the home install (not the chart's).
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    for name in [
+        format!("ferry-agent-{}", home.name),
+        format!("ferry-admin-{}", home.name),
+    ] {
+        let _ = bindings.delete(&name, &Default::default()).await;
+    }
+    let _ = roles
+        .delete(&format!("ferry-agent-{}", home.name), &Default::default())
+        .await;
 }
