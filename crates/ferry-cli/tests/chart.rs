@@ -832,3 +832,127 @@ async fn an_agent_deploys_the_chart_from_git_through_a_release() {
         .delete(&format!("ferry-agent-{}", home.name), &Default::default())
         .await;
 }
+
+/// The chart installed, upgraded and uninstalled by the real `helm` (the README's commands): the
+/// CRDs already in the cluster are left as they are, the Deployment becomes Available, an upgrade
+/// changes it, the documented CRD upgrade command is accepted by the API server (server-side dry
+/// run: the shared CRDs stay as they are), and `helm uninstall` removes the cluster-scoped RBAC
+/// but leaves the CRDs (and with them every GitSource and Release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installs_upgrades_and_uninstalls_the_chart() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "chart-helm").await;
+    let kubeconfig = env.kubeconfig();
+    let helm_in = |args: &[&str]| {
+        let mut cmd = helm(&env);
+        cmd.args(args)
+            .arg("--namespace")
+            .arg(&ns.name)
+            .env("KUBECONFIG", &kubeconfig);
+        run(&mut cmd)
+    };
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("utf-8 path");
+
+    let (code, out, err) = helm_in(&["install", "ferry-agent", chart, "--wait", "--timeout", "2m"]);
+    assert_eq!(code, 0, "helm install: {out}{err}");
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    // NOTES.txt tells the CRD upgrade path.
+    assert!(out.contains("helm never upgrades crds/"), "{out}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let cluster_role = format!("ferry-agent-{}", ns.name);
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let install = install_export(&env, &ns.name);
+    assert_eq!(
+        serde_json::to_value(&roles.get(&cluster_role).await.expect("ClusterRole").rules)
+            .expect("rules"),
+        find(&install, "ClusterRole", &cluster_role)["rules"]
+    );
+
+    let (code, out, err) = helm_in(&[
+        "upgrade",
+        "ferry-agent",
+        chart,
+        "--set",
+        "replicas=2",
+        "--set",
+        "metrics.service.enabled=true",
+        "--wait",
+        "--timeout",
+        "2m",
+    ]);
+    assert_eq!(code, 0, "helm upgrade: {out}{err}");
+    let deployment = deployments.get("ferry-agent").await.expect("Deployment");
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(2));
+    assert_eq!(
+        deployment.status.and_then(|s| s.available_replicas),
+        Some(2),
+        "helm --wait returned before the Deployment was Available"
+    );
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        services
+            .get_opt("ferry-agent-metrics")
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    // The README's CRD upgrade command, as a server-side dry run.
+    let mut show = helm(&env);
+    show.args(["show", "crds", chart]);
+    let (code, crds, err) = run(&mut show);
+    assert_eq!(code, 0, "helm show crds: {err}");
+    let crds_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(crds_file.path(), &crds).expect("write CRDs");
+    let (code, out, err) = run(Command::new(env.tool("kubectl"))
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "--field-manager",
+            "ferry-chart-test",
+            "-f",
+        ])
+        .arg(crds_file.path())
+        .env("KUBECONFIG", &kubeconfig));
+    assert_eq!(
+        code, 0,
+        "kubectl apply --server-side of the chart's CRDs: {out}{err}"
+    );
+    assert_eq!(
+        out.matches("serverside-applied (server dry run)").count(),
+        documents(&crds).len(),
+        "{out}"
+    );
+
+    let (code, out, err) = helm_in(&["uninstall", "ferry-agent", "--wait"]);
+    assert_eq!(code, 0, "helm uninstall: {out}{err}");
+    wait_for(
+        "the chart's ClusterRole removed",
+        Duration::from_secs(60),
+        || {
+            let roles = roles.clone();
+            let name = cluster_role.clone();
+            async move { Ok(roles.get_opt(&name).await?.is_none().then_some(())) }
+        },
+    )
+    .await
+    .expect("ClusterRole removed by helm uninstall");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    );
+    let crd_api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    assert!(
+        crd_api
+            .get_opt("releases.ferry.dev")
+            .await
+            .expect("get CRD")
+            .is_some(),
+        "helm uninstall must leave the CRDs"
+    );
+}
