@@ -956,3 +956,28 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         "helm uninstall must leave the CRDs"
     );
 }
+
+/// values.schema.json: a misspelt or mistyped value is an error naming it, never silently
+/// ignored (a typo in `args.imageAutomation` would otherwise install an agent without it).
+#[test]
+fn mistyped_values_are_refused_naming_the_value() {
+    let env = TestEnv::get();
+    for (set, expected) in [
+        ("args.imageAutomaton=true", "'imageAutomaton' not allowed"),
+        ("replicas=two", "/replicas"),
+        ("image.digest=latest", "/image/digest"),
+        ("args.watchNamespaces[0]=Team_A", "/args/watchNamespaces/0"),
+        ("metrics.servce.enabled=true", "'servce' not allowed"),
+    ] {
+        let (code, out, err) = run(helm(&env)
+            .args(["template", "ferry-agent"])
+            .arg(chart_dir())
+            .args(["--set", set]));
+        assert_ne!(code, 0, "--set {set} was accepted: {out}");
+        assert!(
+            err.contains("values don't meet the specifications of the schema")
+                && err.contains(expected),
+            "--set {set}: {err}"
+        );
+    }
+}
