@@ -981,3 +981,128 @@ fn mistyped_values_are_refused_naming_the_value() {
         );
     }
 }
+
+/// The agent image the real-node test runs: `$FERRY_AGENT_IMAGE`, else
+/// `$FERRY_REGISTRY/ferry/ferry-agent:<version>` (what `scripts/image --push` publishes), pinned
+/// to its digest. Panics (never skips) with the command that publishes it.
+fn agent_image(env: &TestEnv) -> (String, String) {
+    let reference = std::env::var("FERRY_AGENT_IMAGE").unwrap_or_else(|_| {
+        format!(
+            "{}/ferry/ferry-agent:{}",
+            env.var("FERRY_REGISTRY"),
+            env!("CARGO_PKG_VERSION")
+        )
+    });
+    let (code, out, err) =
+        run(Command::new(env.tool("crane")).args(["digest", "--insecure", &reference]));
+    assert_eq!(
+        code, 0,
+        "no agent image at {reference} ({err}): publish it with `scripts/image --push {reference}`"
+    );
+    let repository = reference
+        .rsplit_once(':')
+        .map(|(repo, _)| repo.to_string())
+        .unwrap_or(reference.clone());
+    (repository, out.trim().to_string())
+}
+
+/// The chart on the real node: `helm install` with the image from the test registry, the node
+/// selector and toleration of the real node; the kubelet pulls and runs the image as 65532 on a
+/// read-only root, probes /readyz and /healthz, the agent talks to the API server the in-cluster
+/// way with the chart's RBAC only and takes its leader Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_runs_the_agent_image_on_the_real_node() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Pod;
+    let env = TestEnv::get();
+    let node = env.vars.get("FERRY_REAL_NODE").cloned().unwrap_or_else(|| {
+        panic!("the testenv has no real node (FERRY_REAL_NODE): run testenv/node-up")
+    });
+    let (repository, digest) = agent_image(&env);
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "chart-node").await;
+    let values = tempfile::NamedTempFile::new().expect("values file");
+    std::fs::write(
+        values.path(),
+        format!(
+            // watchNamespaces: this agent must not reconcile the other tests' objects.
+            "image: {{repository: \"{repository}\", digest: \"{digest}\"}}\n\
+             args: {{watchNamespaces: [\"{ns}\"]}}\n\
+             nodeSelector: {{ferry.dev/real-node: \"true\"}}\n\
+             tolerations: [{{key: ferry.dev/real-node, operator: Exists, effect: NoSchedule}}]\n\
+             readinessProbe: {{httpGet: {{path: /readyz, port: http}}, periodSeconds: 2}}\n",
+            ns = ns.name
+        ),
+    )
+    .expect("write values");
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(helm(&env)
+        .args(["install", "ferry-agent"])
+        .arg(chart_dir())
+        .args([
+            "--namespace",
+            &ns.name,
+            "--wait",
+            "--timeout",
+            "3m",
+            "--values",
+        ])
+        .arg(values.path())
+        .env("KUBECONFIG", env.kubeconfig()));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let listed = pods.list(&Default::default()).await.expect("pods");
+    assert_eq!(
+        code,
+        0,
+        "helm install on the real node: {out}{err}\npods: {:?}",
+        listed
+            .items
+            .iter()
+            .map(|p| (
+                &p.metadata.name,
+                p.status.as_ref().map(|s| (&s.phase, &s.container_statuses))
+            ))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "chart installed, pod Ready on the real node in {:?}",
+        started.elapsed()
+    );
+    let pod = listed.items.into_iter().next().expect("the agent pod");
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.node_name.as_deref(), Some(node.as_str()));
+    let status = pod.status.as_ref().expect("status");
+    let container = &status.container_statuses.as_ref().expect("statuses")[0];
+    assert!(container.ready, "{container:?}");
+    assert_eq!(container.restart_count, 0, "{container:?}");
+    assert!(
+        container.image_id.contains(&digest),
+        "{} is not {digest}",
+        container.image_id
+    );
+    // In-cluster config and the chart's Role: the pod holds the leader Lease.
+    let pod_name = pod.metadata.name.clone().expect("pod name");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("the pod's leader Lease", Duration::from_secs(60), || {
+        let leases = leases.clone();
+        let pod_name = pod_name.clone();
+        async move {
+            let lease = leases.get_opt("ferry-agent").await?;
+            let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+            Ok((holder.as_deref() == Some(pod_name.as_str())).then_some(()))
+        }
+    })
+    .await
+    .expect("the in-cluster agent leads");
+
+    let (code, out, err) = run(helm(&env)
+        .args([
+            "uninstall",
+            "ferry-agent",
+            "--wait",
+            "--namespace",
+            &ns.name,
+        ])
+        .env("KUBECONFIG", env.kubeconfig()));
+    assert_eq!(code, 0, "helm uninstall: {out}{err}");
+}
