@@ -503,7 +503,16 @@ async fn ferry_renders_and_applies_its_own_chart_in_push_mode() {
     .expect("ferry.yaml");
 
     let (code, out, err) = run(ferry(&env)
-        .args(["apply", "-n", &ns.name, "-o", "json", "--timeout", "3m"])
+        .args([
+            "apply",
+            "-n",
+            &ns.name,
+            "-o",
+            "json",
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
         .arg(&app));
     assert_eq!(code, 0, "ferry apply of the chart: {out}{err}");
     let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -549,7 +558,7 @@ async fn ferry_renders_and_applies_its_own_chart_in_push_mode() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let deployment = wait_for(
         "the chart's Deployment Available",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || {
             let deployments = deployments.clone();
             async move {
