@@ -467,6 +467,51 @@ fn every_option_renders_as_documented() {
     );
 }
 
+/// Deletes the cluster-scoped objects an install into `namespace` creates (the ClusterRole and
+/// both ClusterRoleBindings, one of them to cluster-admin) when dropped, so that a failing test
+/// leaves no cluster-admin binding behind in the shared cluster. Runs kubectl (blocking), since
+/// the test's runtime may be shutting down.
+struct ClusterScoped {
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+    namespace: String,
+}
+
+impl ClusterScoped {
+    fn guard(env: &TestEnv, namespace: &str) -> Self {
+        Self {
+            kubectl: env.tool("kubectl"),
+            kubeconfig: env.kubeconfig(),
+            namespace: namespace.to_string(),
+        }
+    }
+}
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        let ns = &self.namespace;
+        let result = Command::new(&self.kubectl)
+            .args([
+                "delete",
+                "--ignore-not-found",
+                "--wait=false",
+                &format!("clusterrole/ferry-agent-{ns}"),
+                &format!("clusterrolebinding/ferry-agent-{ns}"),
+                &format!("clusterrolebinding/ferry-admin-{ns}"),
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+        if let Ok(out) = result
+            && !out.status.success()
+        {
+            eprintln!(
+                "warning: cleaning up the cluster-scoped objects of {ns}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 /// Copy a directory tree (the chart) into `to`.
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -487,6 +532,7 @@ async fn ferry_renders_and_applies_its_own_chart_in_push_mode() {
     let env = TestEnv::get();
     let client = env.client().await;
     let ns = TestNamespace::create(&client, "chart-push").await;
+    let _cleanup = ClusterScoped::guard(&env, &ns.name);
     let dir = tempfile::tempdir().expect("tempdir");
     let app = dir.path().join("ferry-agent-chart");
     copy_tree(&chart_dir(), &app.join("chart"));
@@ -728,6 +774,10 @@ async fn an_agent_deploys_the_chart_from_git_through_a_release() {
     let client = env.client().await;
     let home = TestNamespace::create(&client, "chart-pull-home").await;
     let target = TestNamespace::create(&client, "chart-pull").await;
+    let _cleanup = (
+        ClusterScoped::guard(&env, &home.name),
+        ClusterScoped::guard(&env, &target.name),
+    );
     let (code, out, err) =
         run(ferry(&env).args(["install", "--no-deployment", "--namespace", &home.name]));
     assert_eq!(code, 0, "ferry install --no-deployment: {out}{err}");
@@ -828,18 +878,6 @@ async fn an_agent_deploys_the_chart_from_git_through_a_release() {
     .await
     .expect("ClusterRole pruned with the Release");
     agent.stop().await.expect("agent stops");
-
-    // Cluster-scoped leftovers of the home install (not the chart's).
-    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
-    for name in [
-        format!("ferry-agent-{}", home.name),
-        format!("ferry-admin-{}", home.name),
-    ] {
-        let _ = bindings.delete(&name, &Default::default()).await;
-    }
-    let _ = roles
-        .delete(&format!("ferry-agent-{}", home.name), &Default::default())
-        .await;
 }
 
 /// The chart installed, upgraded and uninstalled by the real `helm` (the README's commands): the
@@ -852,6 +890,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
     let env = TestEnv::get();
     let client = env.client().await;
     let ns = TestNamespace::create(&client, "chart-helm").await;
+    let _cleanup = ClusterScoped::guard(&env, &ns.name);
     let kubeconfig = env.kubeconfig();
     let helm_in = |args: &[&str]| {
         let mut cmd = helm(&env);
@@ -1030,6 +1069,7 @@ async fn the_chart_runs_the_agent_image_on_the_real_node() {
     let (repository, digest) = agent_image(&env);
     let client = env.client().await;
     let ns = TestNamespace::create(&client, "chart-node").await;
+    let _cleanup = ClusterScoped::guard(&env, &ns.name);
     let values = tempfile::NamedTempFile::new().expect("values file");
     std::fs::write(
         values.path(),
