@@ -11,6 +11,13 @@ fn main() {
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if target_os == "linux" && target_env == "gnu" {
         println!("cargo:rustc-link-arg-bins=-no-pie");
+        // A static build (scripts/dist: +crt-static) makes rustc ask for -static-pie; after
+        // -no-pie the linker then writes a static executable that still names a program
+        // interpreter and crashes at start. -static makes it a plain static executable.
+        let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+        if features.split(',').any(|f| f == "crt-static") {
+            println!("cargo:rustc-link-arg-bins=-static");
+        }
     }
     println!("cargo:rerun-if-changed=build.rs");
 }
