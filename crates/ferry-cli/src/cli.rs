@@ -89,6 +89,9 @@ pub enum Command {
     Resume(crate::commands::resume::ResumeArgs),
     /// Install the agent: CRDs, namespace, RBAC, Deployment (or print them with --export).
     Install(crate::commands::install::InstallArgs),
+    /// Check the cluster, the CRDs, the agent and its RBAC (or, with --pre, that you may install).
+    #[command(after_help = crate::commands::check::CHECK_HELP)]
+    Check(crate::commands::check::CheckArgs),
     /// Make the agent manage itself from a git repository.
     Bootstrap(crate::commands::bootstrap::BootstrapArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.

@@ -139,7 +139,7 @@ pub const AGENT_NAMESPACE_RULES: &[(&str, &str)] = &[(
     r#"{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}"#,
 )];
 
-fn rules(list: &[(&str, &str)]) -> Vec<Value> {
+pub(crate) fn rules(list: &[(&str, &str)]) -> Vec<Value> {
     list.iter()
         .filter_map(|(_, rule)| serde_json::from_str(rule).ok())
         .collect()

@@ -2,6 +2,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod bootstrap;
+pub(crate) mod check;
 mod cluster_info;
 pub(crate) mod delete;
 pub(crate) mod diff;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Suspend(args) => suspend::run_suspend(&cli.global, &args, true).await,
         Command::Resume(args) => suspend::run_suspend(&cli.global, &args, false).await,
         Command::Install(args) => install::run(&cli.global, &args).await,
+        Command::Check(args) => check::run(&cli.global, &args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.global, &args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
