@@ -92,6 +92,9 @@ pub enum Command {
     /// Check the cluster, the CRDs, the agent and its RBAC (or, with --pre, that you may install).
     #[command(after_help = crate::commands::check::CHECK_HELP)]
     Check(crate::commands::check::CheckArgs),
+    /// Remove the agent installed by `ferry install` (refuses while its Releases exist).
+    #[command(after_help = crate::commands::uninstall::UNINSTALL_HELP)]
+    Uninstall(crate::commands::uninstall::UninstallArgs),
     /// Make the agent manage itself from a git repository.
     Bootstrap(crate::commands::bootstrap::BootstrapArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.

@@ -17,6 +17,7 @@ pub(crate) mod set_image;
 pub(crate) mod status;
 pub(crate) mod suspend;
 pub(crate) mod sync;
+pub(crate) mod uninstall;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Resume(args) => suspend::run_suspend(&cli.global, &args, false).await,
         Command::Install(args) => install::run(&cli.global, &args).await,
         Command::Check(args) => check::run(&cli.global, &args).await,
+        Command::Uninstall(args) => uninstall::run(&cli.global, &args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.global, &args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());

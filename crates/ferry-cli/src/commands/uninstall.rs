@@ -1,0 +1,476 @@
+//! `ferry uninstall`: removes what `ferry install` put in `--namespace` (Deployment, Service,
+//! NetworkPolicy, service accounts, Role, ClusterRole and their bindings, the leader Lease) —
+//! safely: it refuses while the agent's Releases exist unless told what happens to their objects
+//! (`--releases orphan` or `--releases delete`), so no Release is left with a finalizer that
+//! nothing will ever remove (which would keep its namespace Terminating forever). CRDs stay
+//! unless `--crds`, and even then only once no ferry object is left in the cluster.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use ferry_api::Release;
+use ferry_engine::pipeline::{self, DeleteOptions};
+use ferry_engine::{cluster, prune};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::cli::GlobalArgs;
+use crate::commands::apply::parse_duration;
+use crate::commands::cluster_info::cluster_options;
+use crate::commands::install;
+use crate::output::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT};
+
+/// The agent's Release finalizer (ferry-agent's `release::FINALIZER`; a unit test keeps the
+/// two equal).
+pub const RELEASE_FINALIZER: &str = "ferry.dev/finalizer";
+
+pub const UNINSTALL_HELP: &str = "\
+Examples:
+  ferry uninstall                            # refuses if Releases exist, listing them
+  ferry uninstall --releases orphan          # keep what the Releases applied, delete the Releases
+  ferry uninstall --releases delete          # the agent deletes what they applied first
+  ferry uninstall --releases orphan --crds   # also the CRDs, once no ferry object is left
+
+The namespace itself and the unsealer's sealing keys (Secrets in it) are kept: delete the
+namespace yourself when you no longer need the keys.
+
+Exit codes: 0 uninstalled, 1 some objects could not be deleted, 2 refused (Releases exist,
+ferry objects left for --crds), 3 timed out waiting for the agent to delete Releases.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReleasePolicy {
+    /// Keep the objects the Releases applied; delete the Releases only.
+    Orphan,
+    /// Delete the Releases and wait until the agent has deleted what they applied.
+    Delete,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UninstallArgs {
+    /// Namespace the agent was installed into.
+    #[arg(long, default_value = "ferry-system")]
+    pub namespace: String,
+    /// What happens to the objects of the agent's Releases (required when any exist).
+    #[arg(long, value_enum)]
+    pub releases: Option<ReleasePolicy>,
+    /// The namespaces whose Releases are this agent's (default: its Deployment's
+    /// --watch-namespace, or every namespace when it watches all or has no Deployment). The
+    /// agent's own namespace is always included.
+    #[arg(long = "watch-namespace", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// How long `--releases delete` waits for the agent to delete the Releases' objects.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Also delete the CRDs `ferry install` applied, once no ferry object is left anywhere.
+    #[arg(long)]
+    pub crds: bool,
+}
+
+pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
+    let client = cluster::connect(&cluster_options(global)).await?;
+    let ns = args.namespace.as_str();
+    let scope = release_scope(&client, args).await?;
+    let releases = agent_releases(&client, &scope).await?;
+    if !releases.is_empty() {
+        match args.releases {
+            None => {
+                eprintln!(
+                    "refusing to uninstall the agent in {ns}: {} Release(s) exist, and without the agent their finalizers would never be removed: {}",
+                    releases.len(),
+                    names(&releases)
+                );
+                eprintln!(
+                    "say what happens to the objects they applied: --releases orphan (keep them) or --releases delete (the agent deletes them first)"
+                );
+                return Ok(EXIT_ERROR);
+            }
+            Some(ReleasePolicy::Orphan) => orphan(&client, &releases).await?,
+            Some(ReleasePolicy::Delete) => {
+                if let Some(left) = delete_releases(&client, &releases, args.timeout).await? {
+                    eprintln!(
+                        "timed out after {:?} waiting for the agent to delete the objects of: {}; the agent was left installed (is it running? kubectl -n {ns} logs deploy/ferry-agent)",
+                        args.timeout,
+                        names(&left)
+                    );
+                    return Ok(EXIT_TIMEOUT);
+                }
+            }
+        }
+    }
+    let failed = remove_agent(&client, ns).await?;
+    // A Release created while the agent went away would keep its namespace Terminating: its
+    // finalizer goes too (its objects stay; nothing can prune them now).
+    for r in agent_releases(&client, &scope).await? {
+        remove_finalizer(&client, &r).await?;
+    }
+    if failed {
+        return Ok(EXIT_CHANGES);
+    }
+    if args.crds {
+        return remove_crds(&client).await;
+    }
+    println!("uninstalled the agent from {ns} (CRDs kept; --crds removes them)");
+    Ok(EXIT_OK)
+}
+
+/// Namespaces whose Releases this agent reconciles (`None`: every namespace).
+async fn release_scope(
+    client: &kube::Client,
+    args: &UninstallArgs,
+) -> Result<Option<BTreeSet<String>>> {
+    let mut watched: Vec<String> = args.watch_namespaces.clone();
+    if watched.is_empty() {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
+        if let Some(d) = deployments.get_opt("ferry-agent").await? {
+            let agent_args = d
+                .spec
+                .and_then(|s| s.template.spec)
+                .and_then(|s| s.containers.into_iter().find(|c| c.name == "agent"))
+                .and_then(|c| c.args)
+                .unwrap_or_default();
+            let mut it = agent_args.iter();
+            while let Some(a) = it.next() {
+                if a == "--watch-namespace" {
+                    if let Some(v) = it.next() {
+                        watched.extend(v.split(',').map(str::to_string));
+                    }
+                } else if let Some(v) = a.strip_prefix("--watch-namespace=") {
+                    watched.extend(v.split(',').map(str::to_string));
+                }
+            }
+        }
+    }
+    if watched.is_empty() {
+        return Ok(None);
+    }
+    watched.push(args.namespace.clone());
+    Ok(Some(
+        watched.into_iter().filter(|n| !n.is_empty()).collect(),
+    ))
+}
+
+async fn agent_releases(
+    client: &kube::Client,
+    scope: &Option<BTreeSet<String>>,
+) -> Result<Vec<Release>> {
+    Ok(match scope {
+        None => {
+            Api::<Release>::all(client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+        }
+        Some(namespaces) => {
+            let mut out = Vec::new();
+            for ns in namespaces {
+                out.extend(
+                    Api::<Release>::namespaced(client.clone(), ns)
+                        .list(&ListParams::default())
+                        .await?
+                        .items,
+                );
+            }
+            out
+        }
+    })
+}
+
+fn names(releases: &[Release]) -> String {
+    releases
+        .iter()
+        .map(|r| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn api_for(client: &kube::Client, r: &Release) -> Api<Release> {
+    Api::namespaced(client.clone(), &r.namespace().unwrap_or_default())
+}
+
+/// Keep the objects: mark each Release `deletionPolicy: Orphan` first (a running agent then
+/// finalizes without pruning), delete it, and drop the finalizer ourselves (the agent may be
+/// stopped; with the policy set, nothing prunes either way).
+async fn orphan(client: &kube::Client, releases: &[Release]) -> Result<()> {
+    for r in releases {
+        let api = api_for(client, r);
+        let name = r.name_any();
+        let patch = json!({"spec": {"deletionPolicy": "Orphan"}});
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(current) = api.get_opt(&name).await? {
+            remove_finalizer(client, &current).await?;
+        }
+        println!(
+            "Release {}/{name} deleted; its objects were kept",
+            r.namespace().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Drop the agent's finalizer from a Release (a merge patch of the remaining list).
+async fn remove_finalizer(client: &kube::Client, r: &Release) -> Result<()> {
+    let finalizers = r.finalizers();
+    if !finalizers.iter().any(|f| f == RELEASE_FINALIZER) {
+        return Ok(());
+    }
+    let rest: Vec<&String> = finalizers
+        .iter()
+        .filter(|f| *f != RELEASE_FINALIZER)
+        .collect();
+    let patch = json!({"metadata": {"finalizers": rest}});
+    match api_for(client, r)
+        .patch(
+            &r.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Delete the Releases and wait for the running agent to prune and finalize them. Returns the
+/// Releases still there at the deadline.
+async fn delete_releases(
+    client: &kube::Client,
+    releases: &[Release],
+    timeout: Duration,
+) -> Result<Option<Vec<Release>>> {
+    for r in releases {
+        match api_for(client, r)
+            .delete(&r.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut left = Vec::new();
+        for r in releases {
+            if let Some(current) = api_for(client, r).get_opt(&r.name_any()).await?
+                && current.uid() == r.uid()
+            {
+                left.push(current);
+            }
+        }
+        if left.is_empty() {
+            println!(
+                "deleted {} Release(s) and their objects: {}",
+                releases.len(),
+                names(releases)
+            );
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Ok(Some(left));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Delete what `ferry install` applied in `ns` (its inventory, then the objects it names in
+/// case the inventory is gone), except the namespace. True when something could not be deleted.
+async fn remove_agent(client: &kube::Client, ns: &str) -> Result<bool> {
+    let options = DeleteOptions {
+        release: Some(prune::identity::ReleaseRef {
+            namespace: ns.to_string(),
+            name: ns.to_string(),
+        }),
+        legacy_app: Some(prune::inventory::Legacy {
+            app: ns.to_string(),
+            source_prefix: None,
+            push_takeover: false,
+        }),
+        namespace: Some(ns.to_string()),
+        concurrency: 4,
+        // The namespace stays: it holds the sealing keys, and may hold more than the agent.
+        allow_destructive: false,
+        ..DeleteOptions::default()
+    };
+    let mut failed = false;
+    match pipeline::delete(client, &options).await {
+        Ok(report) => {
+            for o in &report.objects {
+                if o.key.kind != "Namespace" {
+                    println!("{} {}", o.key, o.action.as_str());
+                }
+            }
+            for f in report.failures() {
+                if f.key.kind != "Namespace" {
+                    failed = true;
+                    eprintln!(
+                        "failed: {}: {}",
+                        f.key,
+                        f.message.clone().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        // Installed another way (the chart) or inventory already gone: the names below.
+        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let every = install::InstallArgs {
+        namespace: ns.to_string(),
+        image: String::new(),
+        replicas: 1,
+        watch_namespaces: Vec::new(),
+        default_service_account: None,
+        insecure_agent_identity_for_tenants: true,
+        no_deployment: false,
+        export: false,
+    };
+    for object in install::manifests(&every).iter().rev() {
+        if object["kind"] == "Namespace" {
+            continue;
+        }
+        if let Err(e) = delete_object(client, object).await {
+            failed = true;
+            eprintln!("failed: {}: {e}", describe(object));
+        }
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    match leases.delete("ferry-agent", &DeleteParams::default()).await {
+        Ok(_) => println!("Lease {ns}/ferry-agent deleted"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            failed = true;
+            eprintln!("failed: Lease {ns}/ferry-agent: {e}");
+        }
+    }
+    Ok(failed)
+}
+
+fn describe(object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    match object["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Delete one install object by kind and name; absent is fine.
+async fn delete_object(client: &kube::Client, object: &Value) -> Result<()> {
+    let (group, version) = match object["apiVersion"].as_str().unwrap_or_default() {
+        v if v.contains('/') => v.split_once('/').unwrap_or(("", v)),
+        v => ("", v),
+    };
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let plural = match kind {
+        "NetworkPolicy" => "networkpolicies".to_string(),
+        k => format!("{}s", k.to_ascii_lowercase()),
+    };
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            println!("{} deleted", describe(object));
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The CRDs `ferry install` applied (label `ferry.dev/app: ferry-crds`), only when no object of
+/// any ferry kind is left anywhere: deleting a CRD deletes every object of its kind, and other
+/// agents (other namespaces) share them.
+async fn remove_crds(client: &kube::Client) -> Result<u8> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut ours = Vec::new();
+    let mut left = Vec::new();
+    for shipped in install::crd_manifests() {
+        let name = shipped["metadata"]["name"].as_str().unwrap_or_default();
+        let Some(crd) = crds.get_opt(name).await? else {
+            continue;
+        };
+        if crd.labels().get("ferry.dev/app").map(String::as_str) != Some(install::CRDS_APP) {
+            // Someone else's (e.g. bitnami's SealedSecret CRD): never ours to delete.
+            continue;
+        }
+        let version = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.storage)
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
+        let gvk = kube::api::GroupVersionKind::gvk(&crd.spec.group, &version, &crd.spec.names.kind);
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+        let objects = Api::<DynamicObject>::all_with(client.clone(), &resource)
+            .list(&ListParams::default().limit(1))
+            .await?;
+        if !objects.items.is_empty() {
+            left.push(format!("{} ({})", crd.spec.names.kind, name));
+        }
+        ours.push(name.to_string());
+    }
+    if !left.is_empty() {
+        eprintln!(
+            "the agent was uninstalled, but the CRDs were kept: ferry objects are left of kinds {} (other agents' or not yet deleted); delete them, then run ferry uninstall --crds again",
+            left.join(", ")
+        );
+        return Ok(EXIT_ERROR);
+    }
+    // The CRDs' own app (and its inventory in kube-system), then any CRD it no longer lists.
+    match pipeline::delete_app(
+        client,
+        install::CRDS_APP,
+        Some(install::CRDS_INVENTORY_NAMESPACE),
+        false,
+        4,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {}
+        Err(e) => return Err(e.into()),
+    }
+    for name in &ours {
+        match crds.delete(name, &DeleteParams::default()).await {
+            Ok(_) => println!("CustomResourceDefinition {name} deleted"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("uninstalled the agent and the CRDs");
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_finalizer_is_the_agents() {
+        assert_eq!(super::RELEASE_FINALIZER, ferry_agent::release::FINALIZER);
+    }
+}

@@ -1,0 +1,350 @@
+//! `ferry uninstall` against the real testenv with an in-process agent: it refuses while the
+//! agent's Releases exist; `--releases delete` lets the agent delete what they applied before the
+//! agent goes; `--releases orphan` keeps the objects even with the agent stopped, leaves no
+//! namespace stuck Terminating on a Release finalizer, and `--crds` keeps the CRDs while ferry
+//! objects are left.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_agent::{Agent, AgentOptions};
+use ferry_api::{GitSource, Release};
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+
+fn ferry(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("KUBECONFIG", env.kubeconfig())
+        .output()
+        .expect("run ferry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@ferry.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@ferry.invalid")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository on the testenv git server holding one ConfigMap under `app/`; returns its URL.
+fn repo_with_configmap(env: &TestEnv, name: &str) -> String {
+    let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
+    git(
+        Path::new("/"),
+        &[
+            "init",
+            "--bare",
+            "--initial-branch=main",
+            bare.to_str().expect("path"),
+        ],
+    );
+    git(&bare, &["config", "http.receivepack", "true"]);
+    let work = tempfile::tempdir().expect("work");
+    git(work.path(), &["init", "--initial-branch=main"]);
+    std::fs::create_dir_all(work.path().join("app")).expect("mkdir");
+    std::fs::write(
+        work.path().join("app/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: narrow\ndata:\n  value: ok\n",
+    )
+    .expect("write");
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "-q", "-m", "app"]);
+    let base = env.var("FERRY_GIT_URL");
+    let (scheme, rest) = base.split_once("://").expect("scheme");
+    let push = format!(
+        "{scheme}://{}:{}@{rest}/{name}.git",
+        env.var("FERRY_GIT_USER"),
+        env.var("FERRY_GIT_PASSWORD")
+    );
+    git(work.path(), &["push", "-q", &push, "HEAD:refs/heads/main"]);
+    format!("{base}/{name}.git")
+}
+
+async fn apply_json<K>(client: &kube::Client, ns: &str, value: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = value["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply("ferry-tests").force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+/// The agent installed (`--no-deployment`) in `home`, running in-process with the admin
+/// kubeconfig and watching `tenant`, whose Release has applied the ConfigMap `narrow`.
+async fn installed_agent_with_a_ready_release(
+    env: &TestEnv,
+    client: &kube::Client,
+    home: &TestNamespace,
+    tenant: &TestNamespace,
+    cache: &Path,
+) -> Agent {
+    let (code, out, err) = ferry(
+        env,
+        &["install", "--no-deployment", "--namespace", &home.name],
+    );
+    assert_eq!(code, 0, "ferry install: {out}{err}");
+    apply_json::<RoleBinding>(client, &tenant.name, serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "default-admin", "namespace": tenant.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": tenant.name}],
+    }))
+    .await;
+    apply_json::<Secret>(
+        client,
+        &tenant.name,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "git-auth", "namespace": tenant.name},
+            "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")},
+        }),
+    )
+    .await;
+    let url = repo_with_configmap(env, &tenant.name);
+    apply_json::<GitSource>(
+        client,
+        &tenant.name,
+        serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+            "metadata": {"name": "repo", "namespace": tenant.name},
+            "spec": {"url": url, "ref": {"branch": "main"}, "interval": "1m", "secretRef": {"name": "git-auth"}},
+        }),
+    )
+    .await;
+    apply_json::<Release>(
+        client,
+        &tenant.name,
+        serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "app", "namespace": tenant.name},
+            "spec": {"sourceRef": {"kind": "GitSource", "name": "repo"}, "path": "app", "interval": "1m", "retryInterval": "2s"},
+        }),
+    )
+    .await;
+    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.to_path_buf());
+    options.namespace = home.name.clone();
+    options.watch_namespaces = vec![tenant.name.clone()];
+    let agent = Agent::start(options).await.expect("agent starts");
+    let releases: Api<Release> = Api::namespaced(client.clone(), &tenant.name);
+    wait_for(
+        "the tenant's Release Ready",
+        Duration::from_secs(120),
+        || {
+            let releases = releases.clone();
+            async move {
+                let r = releases.get("app").await?;
+                let status = r.status.clone().unwrap_or_default();
+                if ferry_api::common::is_ready(&status.conditions) {
+                    return Ok(Some(r));
+                }
+                anyhow::bail!("{:?}", status.conditions)
+            }
+        },
+    )
+    .await
+    .expect("Release applied");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &tenant.name);
+    assert!(cms.get_opt("narrow").await.expect("get").is_some());
+    agent
+}
+
+/// The cluster-scoped and namespaced objects of the install are gone; the namespace is kept.
+async fn assert_agent_removed(client: &kube::Client, home: &str) {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(
+        roles
+            .get_opt(&format!("ferry-agent-{home}"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for name in [format!("ferry-agent-{home}"), format!("ferry-admin-{home}")] {
+        assert!(
+            bindings.get_opt(&name).await.expect("get").is_none(),
+            "{name} left"
+        );
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), home);
+    for name in ["ferry-agent", "ferry-admin"] {
+        assert!(
+            accounts.get_opt(name).await.expect("get").is_none(),
+            "{name} left"
+        );
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert!(namespaces.get_opt(home).await.expect("get").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uninstall_refuses_while_releases_exist_then_deletes_them_through_the_agent() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let home = TestNamespace::create(&client, "uninstall-home").await;
+    let tenant = TestNamespace::create(&client, "uninstall-tenant").await;
+    let cache = tempfile::tempdir().expect("cache");
+    let agent =
+        installed_agent_with_a_ready_release(&env, &client, &home, &tenant, cache.path()).await;
+
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--watch-namespace",
+            &tenant.name,
+        ],
+    );
+    assert_eq!(code, 2, "refused: {out}{err}");
+    assert!(
+        err.contains(&format!("{}/app", tenant.name)) && err.contains("--releases orphan"),
+        "{err}"
+    );
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(
+        roles
+            .get_opt(&format!("ferry-agent-{}", home.name))
+            .await
+            .expect("get")
+            .is_some(),
+        "a refused uninstall removes nothing"
+    );
+
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--watch-namespace",
+            &tenant.name,
+            "--releases",
+            "delete",
+            "--timeout",
+            "2m",
+        ],
+    );
+    assert_eq!(code, 0, "uninstall --releases delete: {out}{err}");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &tenant.name);
+    assert!(
+        cms.get_opt("narrow").await.expect("get").is_none(),
+        "the agent deleted the Release's ConfigMap"
+    );
+    let releases: Api<Release> = Api::namespaced(client.clone(), &tenant.name);
+    assert!(releases.get_opt("app").await.expect("get").is_none());
+    assert_agent_removed(&client, &home.name).await;
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uninstall_orphan_keeps_objects_leaves_no_namespace_stuck_and_keeps_crds_in_use() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let home = TestNamespace::create(&client, "orphan-home").await;
+    let tenant = TestNamespace::create(&client, "orphan-tenant").await;
+    let cache = tempfile::tempdir().expect("cache");
+    let agent =
+        installed_agent_with_a_ready_release(&env, &client, &home, &tenant, cache.path()).await;
+    // The agent is gone before the uninstall (crashed, scaled down): nothing but the
+    // uninstall can remove the Release's finalizer now.
+    agent.stop().await.expect("agent stops");
+
+    // The tenant's GitSource stays: a ferry object is left, so --crds must keep the CRDs.
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--watch-namespace",
+            &tenant.name,
+            "--releases",
+            "orphan",
+            "--crds",
+        ],
+    );
+    assert_eq!(
+        code, 2,
+        "CRDs kept while ferry objects are left: {out}{err}"
+    );
+    assert!(
+        err.contains("CRDs were kept") && err.contains("GitSource"),
+        "{err}"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    assert!(
+        crds.get_opt("releases.ferry.dev")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert_agent_removed(&client, &home.name).await;
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &tenant.name);
+    assert!(
+        cms.get_opt("narrow").await.expect("get").is_some(),
+        "orphaned: the Release's ConfigMap stays"
+    );
+    let releases: Api<Release> = Api::namespaced(client.clone(), &tenant.name);
+    assert!(releases.get_opt("app").await.expect("get").is_none());
+
+    // No finalizer left behind: the tenant's namespace can be deleted and goes away.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&tenant.name, &DeleteParams::background())
+        .await
+        .expect("delete the tenant namespace");
+    wait_for(
+        "the tenant namespace gone",
+        Duration::from_secs(120),
+        || {
+            let namespaces = namespaces.clone();
+            let name = tenant.name.clone();
+            async move {
+                match namespaces.get_opt(&name).await? {
+                    None => Ok(Some(())),
+                    Some(ns) => anyhow::bail!("still there: {:?}", ns.status),
+                }
+            }
+        },
+    )
+    .await
+    .expect("namespace not stuck");
+}
