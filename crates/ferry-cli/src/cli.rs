@@ -88,6 +88,7 @@ pub enum Command {
     /// Resume a suspended Release and sync it at once.
     Resume(crate::commands::resume::ResumeArgs),
     /// Install the agent: CRDs, namespace, RBAC, Deployment (or print them with --export).
+    #[command(after_help = crate::commands::install::INSTALL_HELP)]
     Install(crate::commands::install::InstallArgs),
     /// Check the cluster, the CRDs, the agent and its RBAC (or, with --pre, that you may install).
     #[command(after_help = crate::commands::check::CHECK_HELP)]

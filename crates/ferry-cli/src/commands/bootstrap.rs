@@ -158,6 +158,12 @@ fn commit_and_push(
 }
 
 pub async fn run(global: &GlobalArgs, args: &BootstrapArgs) -> Result<u8> {
+    // Install's flags are flattened in; these two would otherwise be silently ignored.
+    if args.install.dry_run || args.install.export {
+        bail!(
+            "ferry bootstrap has no --dry-run or --export: use `ferry install --export` to see the manifests it commits"
+        );
+    }
     let ns = args.install.namespace.clone();
     let install = manifests(&args.install);
     let sync = sync_objects(args);

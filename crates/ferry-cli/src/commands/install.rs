@@ -24,6 +24,18 @@ use crate::cli::GlobalArgs;
 use crate::commands::cluster_info::cluster_options;
 use crate::output::{EXIT_ERROR, EXIT_OK};
 
+pub const INSTALL_HELP: &str = "\
+Examples:
+  ferry check --pre && ferry install         # check your rights, then install into ferry-system
+  ferry install --dry-run                    # what would change (server-side dry run)
+  ferry install --export > deploy/install.yaml
+  ferry install --sealed-secrets --image-automation
+  ferry install --node-selector kubernetes.io/os=linux --toleration dedicated=ferry:NoSchedule \\
+      --image-pull-secret regcred
+  ferry install --no-deployment --namespace team-a   # CRDs and RBAC; run ferry-agent yourself
+
+Then: ferry check (is it healthy), ferry uninstall (remove it).";
+
 #[derive(Debug, Args, Clone)]
 pub struct InstallArgs {
     /// Namespace for the agent (and its leader-election Lease).
@@ -53,6 +65,96 @@ pub struct InstallArgs {
     /// Print the manifests as YAML instead of applying them.
     #[arg(long)]
     pub export: bool,
+    /// Run the image automation controllers (ImageRepository, ImagePolicy, ImageUpdate).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = false)]
+    pub image_automation: bool,
+    /// Run the Sealed Secrets unsealer (off by default since issue 12; install refuses when a
+    /// bitnami sealed-secrets controller Deployment is found, see --sealed-secrets-despite-bitnami).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = false)]
+    pub sealed_secrets: bool,
+    /// With --sealed-secrets: run ferry's unsealer even beside a bitnami controller (to migrate
+    /// from it deliberately; both would write every SealedSecret's Secret).
+    #[arg(long, requires = "sealed_secrets")]
+    pub sealed_secrets_despite_bitnami: bool,
+    /// Image pull Secret (in the agent's namespace) for the agent's image (repeatable).
+    #[arg(long = "image-pull-secret", value_name = "NAME")]
+    pub image_pull_secrets: Vec<String>,
+    /// Node selector label for the agent's pods, `key=value` (repeatable).
+    #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_node_selector)]
+    pub node_selectors: Vec<(String, String)>,
+    /// Toleration for the agent's pods: `key=value:Effect` (operator Equal) or `key:Effect`
+    /// (operator Exists); Effect is NoSchedule, PreferNoSchedule or NoExecute (repeatable).
+    #[arg(long = "toleration", value_name = "KEY=VALUE:EFFECT", value_parser = parse_toleration)]
+    pub tolerations: Vec<Toleration>,
+    /// Server-side dry run: print what would be created or changed, change nothing.
+    #[arg(long, conflicts_with = "export")]
+    pub dry_run: bool,
+}
+
+impl Default for InstallArgs {
+    fn default() -> Self {
+        Self {
+            namespace: "ferry-system".into(),
+            image: concat!("ghcr.io/ferry-dev/ferry-agent:", env!("CARGO_PKG_VERSION")).into(),
+            replicas: 1,
+            watch_namespaces: Vec::new(),
+            default_service_account: None,
+            insecure_agent_identity_for_tenants: false,
+            no_deployment: false,
+            export: false,
+            image_automation: false,
+            sealed_secrets: false,
+            sealed_secrets_despite_bitnami: false,
+            image_pull_secrets: Vec::new(),
+            node_selectors: Vec::new(),
+            tolerations: Vec::new(),
+            dry_run: false,
+        }
+    }
+}
+
+/// A pod toleration from `--toleration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toleration {
+    pub key: String,
+    /// `None`: operator Exists.
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+/// `key=value` for `--node-selector`.
+fn parse_node_selector(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "{text:?} is not key=value (e.g. --node-selector kubernetes.io/os=linux)"
+        )),
+    }
+}
+
+/// `key=value:Effect` or `key:Effect` for `--toleration`.
+fn parse_toleration(text: &str) -> Result<Toleration, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not key=value:Effect or key:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute (e.g. --toleration dedicated=ferry:NoSchedule)"
+        )
+    };
+    let (left, effect) = text.rsplit_once(':').ok_or_else(bad)?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(bad());
+    }
+    let (key, value) = match left.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (left, None),
+    };
+    if key.is_empty() {
+        return Err(bad());
+    }
+    Ok(Toleration {
+        key: key.to_string(),
+        value,
+        effect: effect.to_string(),
+    })
 }
 
 /// App name under which every install applies the shared CRDs.
@@ -72,11 +174,20 @@ pub fn crd_manifests() -> Vec<Value> {
 
 /// Apply the shared CRDs (and wait until they are Established) as [`CRDS_APP`].
 pub async fn apply_crds(client: &kube::Client) -> Result<ferry_engine::report::ApplyReport> {
+    apply_crds_with(client, false).await
+}
+
+/// [`apply_crds`], or with `dry_run` a server-side dry run of it (nothing waited for).
+pub async fn apply_crds_with(
+    client: &kube::Client,
+    dry_run: bool,
+) -> Result<ferry_engine::report::ApplyReport> {
     let options = ApplyOptions {
         app: CRDS_APP.to_string(),
         namespace: Some(CRDS_INVENTORY_NAMESPACE.to_string()),
         prune: false,
-        wait: true,
+        wait: !dry_run,
+        dry_run,
         force_conflicts: true,
         ..ApplyOptions::default()
     };
@@ -237,9 +348,12 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
         json!(ns),
         json!("--cache-dir"),
         json!("/cache"),
-        // In the cluster the agent also unseals SealedSecrets and serves /v1/cert.pem.
-        json!("--sealed-secrets=true"),
+        // Explicit either way (the chart renders the same): the unsealer is off unless asked for.
+        json!(format!("--sealed-secrets={}", args.sealed_secrets)),
     ];
+    if args.image_automation {
+        agent_args.push(json!("--image-automation=true"));
+    }
     if !args.watch_namespaces.is_empty() {
         agent_args.push(json!("--watch-namespace"));
         agent_args.push(json!(args.watch_namespaces.join(",")));
@@ -250,6 +364,9 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
     }
     if args.insecure_agent_identity_for_tenants {
         agent_args.push(json!("--insecure-agent-identity-for-tenants"));
+    }
+    if args.sealed_secrets && args.sealed_secrets_despite_bitnami {
+        agent_args.push(json!("--sealed-secrets-despite-bitnami"));
     }
     out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "ferry-agent", "namespace": ns, "labels": labels},
@@ -278,6 +395,43 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
                 }
             }
         }}));
+    if let Some(pod) = out
+        .last_mut()
+        .and_then(|d| d.pointer_mut("/spec/template/spec"))
+        .and_then(Value::as_object_mut)
+    {
+        if !args.image_pull_secrets.is_empty() {
+            pod.insert(
+                "imagePullSecrets".into(),
+                args.image_pull_secrets
+                    .iter()
+                    .map(|name| json!({"name": name}))
+                    .collect(),
+            );
+        }
+        if !args.node_selectors.is_empty() {
+            pod.insert(
+                "nodeSelector".into(),
+                args.node_selectors
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect::<serde_json::Map<String, Value>>()
+                    .into(),
+            );
+        }
+        if !args.tolerations.is_empty() {
+            pod.insert(
+                "tolerations".into(),
+                args.tolerations
+                    .iter()
+                    .map(|t| match &t.value {
+                        Some(v) => json!({"key": t.key, "operator": "Equal", "value": v, "effect": t.effect}),
+                        None => json!({"key": t.key, "operator": "Exists", "effect": t.effect}),
+                    })
+                    .collect(),
+            );
+        }
+    }
     out.push(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "ferry-agent", "namespace": ns, "labels": labels},
         "spec": {"selector": {"app.kubernetes.io/name": "ferry-agent"},
@@ -344,7 +498,19 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     let client = cluster::connect(&cluster_options(global)).await?;
-    let crds = apply_crds(&client).await?;
+    if args.sealed_secrets && !args.sealed_secrets_despite_bitnami && !args.no_deployment {
+        // The agent would not start its unsealer beside one either; refusing here says so
+        // before anything is installed. Searched everywhere, as the agent does.
+        if let Some(found) =
+            ferry_engine::decrypt::sealed::find_bitnami_controller(&client, &[]).await?
+        {
+            eprintln!(
+                "refusing --sealed-secrets: a bitnami sealed-secrets controller runs (Deployment {found}); both would write every SealedSecret's Secret, each with its own keys. Leave unsealing to it (drop --sealed-secrets), or take over deliberately with --sealed-secrets-despite-bitnami after importing its keys (docs/secrets.md)"
+            );
+            return Ok(EXIT_ERROR);
+        }
+    }
+    let crds = apply_crds_with(&client, args.dry_run).await?;
     if print_report(&crds) {
         return Ok(EXIT_ERROR);
     }
@@ -363,10 +529,26 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
         }),
         namespace: Some(args.namespace.clone()),
         prune: false,
-        wait: !args.no_deployment,
+        wait: !args.no_deployment && !args.dry_run,
+        dry_run: args.dry_run,
         force_conflicts: true,
         ..ApplyOptions::default()
     };
+    // A server-side dry run cannot create objects in a namespace that does not exist yet (the
+    // Namespace itself is only dry-run too): those are listed as new, without the server's check.
+    let mut objects = objects;
+    let mut unvalidated = Vec::new();
+    if args.dry_run {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(client.clone());
+        if namespaces.get_opt(&args.namespace).await?.is_none() {
+            let (cluster_scoped, namespaced): (Vec<Value>, Vec<Value>) = objects
+                .into_iter()
+                .partition(|o| o.pointer("/metadata/namespace").is_none());
+            objects = cluster_scoped;
+            unvalidated = namespaced;
+        }
+    }
     let report = pipeline::apply(
         &client,
         as_manifests(objects, "ferry install")?,
@@ -376,6 +558,21 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
     .await?;
     if print_report(&report) {
         return Ok(EXIT_ERROR);
+    }
+    for o in &unvalidated {
+        println!(
+            "{} {}/{} created (not validated by the server: namespace {} does not exist yet)",
+            o["kind"].as_str().unwrap_or_default(),
+            args.namespace,
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            args.namespace
+        );
+    }
+    if args.dry_run {
+        println!("dry run: the lines above say what would change; nothing was changed");
+        return Ok(EXIT_OK);
     }
     if args.no_deployment {
         println!(
@@ -397,14 +594,9 @@ mod tests {
             ferry_agent::options::SYSTEM_SERVICE_ACCOUNT
         );
         let args = InstallArgs {
-            namespace: "ferry-system".into(),
             image: "img".into(),
-            replicas: 1,
-            watch_namespaces: Vec::new(),
-            default_service_account: None,
-            insecure_agent_identity_for_tenants: false,
-            no_deployment: false,
             export: true,
+            ..InstallArgs::default()
         };
         let objects = manifests(&args);
         let admin_bindings: Vec<&Value> = objects
@@ -445,5 +637,67 @@ mod tests {
                     .iter()
                     .any(|x| x == "--insecure-agent-identity-for-tenants"))
         );
+    }
+
+    #[test]
+    fn flags_shape_the_deployment_and_the_unsealer_is_off_by_default() {
+        let deployment = |args: &InstallArgs| {
+            manifests(args)
+                .into_iter()
+                .find(|o| o["kind"] == "Deployment")
+                .expect("deployment")
+        };
+        let plain = deployment(&InstallArgs::default());
+        let agent_args = &plain["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert!(
+            agent_args
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "--sealed-secrets=false")
+                    && !a.iter().any(|x| x == "--image-automation=true"))
+        );
+        let pod = &plain["spec"]["template"]["spec"];
+        for absent in ["imagePullSecrets", "nodeSelector", "tolerations"] {
+            assert!(pod.get(absent).is_none(), "{absent}");
+        }
+        let args = InstallArgs {
+            image_automation: true,
+            sealed_secrets: true,
+            sealed_secrets_despite_bitnami: true,
+            image_pull_secrets: vec!["regcred".into()],
+            node_selectors: vec![parse_node_selector("kubernetes.io/os=linux").expect("sel")],
+            tolerations: vec![
+                parse_toleration("dedicated=ferry:NoSchedule").expect("tol"),
+                parse_toleration("spot:NoExecute").expect("tol"),
+            ],
+            ..InstallArgs::default()
+        };
+        let d = deployment(&args);
+        let pod = &d["spec"]["template"]["spec"];
+        let agent_args = pod["containers"][0]["args"].as_array().expect("args");
+        for flag in [
+            "--sealed-secrets=true",
+            "--image-automation=true",
+            "--sealed-secrets-despite-bitnami",
+        ] {
+            assert!(agent_args.iter().any(|x| x == flag), "{flag}");
+        }
+        assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+        assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+        assert_eq!(
+            pod["tolerations"],
+            json!([
+                {"key": "dedicated", "operator": "Equal", "value": "ferry", "effect": "NoSchedule"},
+                {"key": "spot", "operator": "Exists", "effect": "NoExecute"}
+            ])
+        );
+        for bad in [
+            "dedicated=ferry",
+            "x:Sometimes",
+            ":NoSchedule",
+            "=v:NoSchedule",
+        ] {
+            assert!(parse_toleration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_node_selector("novalue").is_err());
     }
 }

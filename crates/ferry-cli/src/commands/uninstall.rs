@@ -336,13 +336,8 @@ async fn remove_agent(client: &kube::Client, ns: &str) -> Result<bool> {
     }
     let every = install::InstallArgs {
         namespace: ns.to_string(),
-        image: String::new(),
-        replicas: 1,
-        watch_namespaces: Vec::new(),
-        default_service_account: None,
         insecure_agent_identity_for_tenants: true,
-        no_deployment: false,
-        export: false,
+        ..install::InstallArgs::default()
     };
     for object in install::manifests(&every).iter().rev() {
         if object["kind"] == "Namespace" {
