@@ -172,3 +172,99 @@ async fn check_after_install_finds_crds_current_and_rbac_equal_and_names_a_widen
     }
     let _ = roles.delete(&role_name, &DeleteParams::default()).await;
 }
+
+#[tokio::test]
+async fn check_finds_the_agent_available_at_the_cli_version_and_reports_an_older_one() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let home = TestNamespace::create(&client, "check-agent").await;
+    let kubeconfig = env.kubeconfig();
+    // The kwok nodes run the pod as far as the API server can tell (Ready, an IP, endpoints);
+    // the real node is tainted and would need the image.
+    let (code, out, err) = ferry(
+        &env,
+        &kubeconfig,
+        &[
+            "install",
+            "--namespace",
+            &home.name,
+            "--node-selector",
+            "type=kwok",
+        ],
+    );
+    assert_eq!(code, 0, "ferry install: {out}{err}");
+    let role_name = format!("ferry-agent-{}", home.name);
+
+    let (code, out, err) = ferry(&env, &kubeconfig, &["check", "--namespace", &home.name]);
+    assert_eq!(code, 0, "check after a full install: {out}{err}");
+    for needle in [
+        format!(
+            "✔ agent Deployment {}/ferry-agent: Available, 1 ready, image ghcr.io/ferry-dev/ferry-agent:{v} (CLI {v})",
+            home.name,
+            v = env!("CARGO_PKG_VERSION")
+        ),
+        format!(
+            "✔ webhook Service {}/ferry-agent: 1 ready endpoint",
+            home.name
+        ),
+    ] {
+        assert!(out.contains(&needle), "missing {needle:?} in {out}");
+    }
+
+    // An agent of another version (an upgrade not finished, a CLI not upgraded): named.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &home.name);
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "agent", "image": "ghcr.io/ferry-dev/ferry-agent:0.0.1"}
+    ]}}}});
+    deployments
+        .patch(
+            "ferry-agent",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("older image");
+    let line = ferry_testsupport::wait_for(
+        "check to report the older agent",
+        std::time::Duration::from_secs(60),
+        || {
+            let env = env.clone();
+            let kubeconfig = kubeconfig.clone();
+            let ns = home.name.clone();
+            async move {
+                let (code, out, _) = ferry(&env, &kubeconfig, &["check", "--namespace", &ns]);
+                let prefix = format!("✗ agent Deployment {ns}/ferry-agent:");
+                match out.lines().find(|l| l.starts_with(&prefix)) {
+                    Some(line) if code == 1 && line.contains("0.0.1") => Ok(Some(line.to_string())),
+                    _ => anyhow::bail!("exit {code}: {out}"),
+                }
+            }
+        },
+    )
+    .await
+    .expect("version mismatch reported");
+    assert!(
+        line.contains(&format!(
+            "not this CLI's version {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+
+    let (code, out, err) = ferry(
+        &env,
+        &kubeconfig,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--watch-namespace",
+            &home.name,
+        ],
+    );
+    assert_eq!(code, 0, "uninstall: {out}{err}");
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(roles.get_opt(&role_name).await.expect("get").is_none());
+}

@@ -137,6 +137,7 @@ async fn checks(global: &GlobalArgs, args: &CheckArgs) -> Vec<Check> {
     out.extend(crd_checks(&client).await);
     if !args.no_deployment {
         out.push(deployment_check(&client, &args.namespace).await);
+        out.push(webhook_check(&client, &args.namespace).await);
     }
     out.extend(rbac_checks(&client, &args.namespace).await);
     out
@@ -373,6 +374,43 @@ async fn deployment_check(client: &kube::Client, namespace: &str) -> Check {
         name,
         format!("Available, {ready} ready, image {image} (CLI {cli})"),
     )
+}
+
+/// The webhook Service has a ready endpoint: what receivers' senders reach (through whatever
+/// Ingress fronts it). Not a request to the agent: the API server's proxy may have no route
+/// to pods, and the NetworkPolicy decides who else may connect.
+async fn webhook_check(client: &kube::Client, namespace: &str) -> Check {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let name = format!("webhook Service {namespace}/ferry-agent");
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    match services.get_opt("ferry-agent").await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Check::fail(name, "not found: run ferry install"),
+        Err(err) => return Check::fail(name, format!("cannot read it: {err}")),
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let list = match slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=ferry-agent"))
+        .await
+    {
+        Ok(list) => list,
+        Err(err) => return Check::fail(name, format!("cannot list its EndpointSlices: {err}")),
+    };
+    let ready = list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .count();
+    if ready == 0 {
+        Check::fail(
+            name,
+            "no ready endpoint: webhooks cannot reach the agent (is its pod Ready?)",
+        )
+    } else {
+        Check::pass(name, format!("{ready} ready endpoint(s)"))
+    }
 }
 
 /// Rules as comparable values (serialised PolicyRules, so field order and absent-vs-empty
