@@ -489,6 +489,101 @@ pub fn as_manifests(objects: Vec<Value>, origin: &str) -> Result<Vec<Manifest>> 
         .collect()
 }
 
+/// Upgrades from older installs. A binding's roleRef cannot be changed, and installs before
+/// the narrow RBAC bound `ferry-agent-<ns>` to cluster-admin: such a binding is deleted so the
+/// apply recreates it pointing at the narrow ClusterRole (the agent lacks its rights for that
+/// moment only). And the insecure install's extra cluster-admin binding goes when the install
+/// no longer asks for it (install does not prune, so it would otherwise stay, silently).
+/// True when something could not be done.
+async fn upgrade_bindings(
+    client: &kube::Client,
+    objects: &[Value],
+    args: &InstallArgs,
+) -> Result<bool> {
+    use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
+    let resource = |kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind),
+            plural,
+        )
+    };
+    let mut stale: Vec<(Api<DynamicObject>, String, String)> = Vec::new();
+    for object in objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let plural = match kind {
+            "ClusterRoleBinding" => "clusterrolebindings",
+            "RoleBinding" => "rolebindings",
+            _ => continue,
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource(kind, plural)),
+            None => Api::all_with(client.clone(), &resource(kind, plural)),
+        };
+        let existing = match api.get_opt(name).await {
+            Ok(existing) => existing,
+            // A namespace that does not exist yet holds no binding.
+            Err(kube::Error::Api(e)) if e.code == 404 => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(existing) = existing else { continue };
+        let (was, will) = (&existing.data["roleRef"], &object["roleRef"]);
+        if was["kind"] != will["kind"] || was["name"] != will["name"] {
+            stale.push((
+                api,
+                name.to_string(),
+                format!(
+                    "{kind} {name}: roleRef {} {} becomes {} {} (immutable), so it is recreated",
+                    was["kind"].as_str().unwrap_or_default(),
+                    was["name"].as_str().unwrap_or_default(),
+                    will["kind"].as_str().unwrap_or_default(),
+                    will["name"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    if !args.insecure_agent_identity_for_tenants {
+        let name = format!("ferry-agent-{}-cluster-admin", args.namespace);
+        let api: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &resource("ClusterRoleBinding", "clusterrolebindings"),
+        );
+        if let Some(existing) = api.get_opt(&name).await?
+            && existing
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/part-of"))
+                .map(String::as_str)
+                == Some("ferry")
+        {
+            stale.push((
+                api,
+                name.clone(),
+                format!(
+                    "ClusterRoleBinding {name}: the agent is no longer cluster-admin (--insecure-agent-identity-for-tenants keeps it), so it is deleted"
+                ),
+            ));
+        }
+    }
+    let mut failed = false;
+    for (api, name, why) in stale {
+        if args.dry_run {
+            println!("{why} (dry run: not done)");
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => println!("{why}"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                failed = true;
+                eprintln!("failed: {why}: {e}");
+            }
+        }
+    }
+    Ok(failed)
+}
+
 pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
     let objects = manifests(args);
     if args.export {
@@ -534,6 +629,9 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
         force_conflicts: true,
         ..ApplyOptions::default()
     };
+    if upgrade_bindings(&client, &objects, args).await? {
+        return Ok(EXIT_ERROR);
+    }
     // A server-side dry run cannot create objects in a namespace that does not exist yet (the
     // Namespace itself is only dry-run too): those are listed as new, without the server's check.
     let mut objects = objects;
