@@ -268,3 +268,27 @@ async fn check_finds_the_agent_available_at_the_cli_version_and_reports_an_older
     let roles: Api<ClusterRole> = Api::all(client.clone());
     assert!(roles.get_opt(&role_name).await.expect("get").is_none());
 }
+
+#[test]
+fn check_reports_an_unreachable_cluster_as_a_failed_check() {
+    let env = TestEnv::get();
+    let dir = tempfile::tempdir().expect("tmp");
+    // Nothing listens on port 1: the cluster is unreachable.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    user: u\ncurrent-context: gone\n",
+    )
+    .expect("write");
+    let (code, out, err) = ferry(&env, &kubeconfig, &["check", "-o", "json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["checks"][0]["name"], "cluster");
+    assert!(
+        report["checks"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot reach the API server")),
+        "{out}"
+    );
+}

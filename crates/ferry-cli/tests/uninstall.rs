@@ -246,6 +246,18 @@ async fn uninstall_refuses_while_releases_exist_then_deletes_them_through_the_ag
         "a refused uninstall removes nothing"
     );
 
+    // `ferry bootstrap`'s Release, which applies the agent itself: orphaned, not pruned (the
+    // agent would delete itself in the middle of its own finalizer).
+    apply_json::<Release>(
+        &client,
+        &home.name,
+        serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": home.name, "namespace": home.name},
+            "spec": {"sourceRef": {"kind": "GitSource", "name": "ferry-system"}, "path": "clusters/x", "interval": "1m", "suspend": true},
+        }),
+    )
+    .await;
     let (code, out, err) = ferry(
         &env,
         &[
@@ -268,6 +280,15 @@ async fn uninstall_refuses_while_releases_exist_then_deletes_them_through_the_ag
     );
     let releases: Api<Release> = Api::namespaced(client.clone(), &tenant.name);
     assert!(releases.get_opt("app").await.expect("get").is_none());
+    let own: Api<Release> = Api::namespaced(client.clone(), &home.name);
+    assert!(own.get_opt(&home.name).await.expect("get").is_none());
+    assert!(
+        out.contains(&format!(
+            "Release {0}/{0} deleted; its objects were kept",
+            home.name
+        )),
+        "{out}"
+    );
     assert_agent_removed(&client, &home.name).await;
     agent.stop().await.expect("agent stops");
 }

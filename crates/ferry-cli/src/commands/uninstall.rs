@@ -92,7 +92,13 @@ pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
             }
             Some(ReleasePolicy::Orphan) => orphan(&client, &releases).await?,
             Some(ReleasePolicy::Delete) => {
-                if let Some(left) = delete_releases(&client, &releases, args.timeout).await? {
+                // `ferry bootstrap`'s Release `<ns>/<ns>` applies the agent itself: pruning it
+                // would delete the agent in the middle of its own finalizer. Its objects are
+                // the install's, removed below; it is orphaned.
+                let (own, tenants): (Vec<Release>, Vec<Release>) = releases
+                    .into_iter()
+                    .partition(|r| r.namespace().as_deref() == Some(ns) && r.name_any() == ns);
+                if let Some(left) = delete_releases(&client, &tenants, args.timeout).await? {
                     eprintln!(
                         "timed out after {:?} waiting for the agent to delete the objects of: {}; the agent was left installed (is it running? kubectl -n {ns} logs deploy/ferry-agent)",
                         args.timeout,
@@ -100,6 +106,7 @@ pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
                     );
                     return Ok(EXIT_TIMEOUT);
                 }
+                orphan(&client, &own).await?;
             }
         }
     }
@@ -159,6 +166,17 @@ async fn agent_releases(
     client: &kube::Client,
     scope: &Option<BTreeSet<String>>,
 ) -> Result<Vec<Release>> {
+    match list_releases(client, scope).await {
+        // No Release CRD (never installed, or removed): no Releases.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+        other => Ok(other?),
+    }
+}
+
+async fn list_releases(
+    client: &kube::Client,
+    scope: &Option<BTreeSet<String>>,
+) -> Result<Vec<Release>, kube::Error> {
     Ok(match scope {
         None => {
             Api::<Release>::all(client.clone())
