@@ -221,6 +221,23 @@ async fn uninstall_refuses_while_releases_exist_then_deletes_them_through_the_ag
     let agent =
         installed_agent_with_a_ready_release(&env, &client, &home, &tenant, cache.path()).await;
 
+    // No Deployment (the agent runs outside the cluster) and no --watch-namespace: which
+    // Releases are its cannot be told, so even --releases delete refuses rather than guess.
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--releases",
+            "delete",
+        ],
+    );
+    assert_eq!(code, 2, "refused without a scope: {out}{err}");
+    assert!(
+        err.contains(&format!("{}/app", tenant.name)) && err.contains("--all-namespaces"),
+        "{err}"
+    );
     let (code, out, err) = ferry(
         &env,
         &[

@@ -64,6 +64,10 @@ pub struct UninstallArgs {
     /// agent's own namespace is always included.
     #[arg(long = "watch-namespace", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// The agent watches every namespace (what its Deployment says when it has no
+    /// --watch-namespace; needed for an agent without a Deployment, run outside the cluster).
+    #[arg(long, conflicts_with = "watch_namespaces")]
+    pub all_namespaces: bool,
     /// How long `--releases delete` waits for the agent to delete the Releases' objects.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
@@ -75,8 +79,25 @@ pub struct UninstallArgs {
 pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
     let client = cluster::connect(&cluster_options(global)).await?;
     let ns = args.namespace.as_str();
-    let scope = release_scope(&client, args).await?;
+    let (scope, known) = release_scope(&client, args).await?;
     let releases = agent_releases(&client, &scope).await?;
+    if !known {
+        let elsewhere: Vec<Release> = agent_releases(&client, &None)
+            .await?
+            .into_iter()
+            .filter(|r| r.namespace().as_deref() != Some(ns))
+            .collect();
+        if !elsewhere.is_empty() {
+            eprintln!(
+                "refusing to uninstall the agent in {ns}: it has no Deployment to read its --watch-namespace from, and Releases exist in other namespaces ({}) that may be its or another agent's",
+                names(&elsewhere)
+            );
+            eprintln!(
+                "say which are its: --watch-namespace NS[,NS] (as the agent was run) or --all-namespaces"
+            );
+            return Ok(EXIT_ERROR);
+        }
+    }
     if !releases.is_empty() {
         match args.releases {
             None => {
@@ -126,15 +147,25 @@ pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// Namespaces whose Releases this agent reconciles (`None`: every namespace).
+/// Namespaces whose Releases this agent reconciles (`None`: every namespace), and whether
+/// that is known (false: no Deployment and no flag said; only its own namespace is assumed).
 async fn release_scope(
     client: &kube::Client,
     args: &UninstallArgs,
-) -> Result<Option<BTreeSet<String>>> {
+) -> Result<(Option<BTreeSet<String>>, bool)> {
+    if args.all_namespaces {
+        return Ok((None, true));
+    }
     let mut watched: Vec<String> = args.watch_namespaces.clone();
     if watched.is_empty() {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
-        if let Some(d) = deployments.get_opt("ferry-agent").await? {
+        let Some(d) = deployments.get_opt("ferry-agent").await? else {
+            // No Deployment to read the agent's namespaces from (it runs outside the cluster, or
+            // is gone): only its own namespace is known to be its. Releases elsewhere may be
+            // another agent's; the caller refuses to guess (see `run`).
+            return Ok((Some(BTreeSet::from([args.namespace.clone()])), false));
+        };
+        {
             let agent_args = d
                 .spec
                 .and_then(|s| s.template.spec)
@@ -154,11 +185,12 @@ async fn release_scope(
         }
     }
     if watched.is_empty() {
-        return Ok(None);
+        return Ok((None, true));
     }
     watched.push(args.namespace.clone());
-    Ok(Some(
-        watched.into_iter().filter(|n| !n.is_empty()).collect(),
+    Ok((
+        Some(watched.into_iter().filter(|n| !n.is_empty()).collect()),
+        true,
     ))
 }
 
