@@ -79,6 +79,7 @@ async fn check_pre_passes_for_the_admin_and_fails_without_rights() {
         "may create clusterroles.rbac.authorization.k8s.io",
         "may create clusterrolebindings.rbac.authorization.k8s.io",
         "may create deployments.apps",
+        "may bind clusterroles.rbac.authorization.k8s.io/cluster-admin",
     ] {
         let check = by_name(denied);
         assert_eq!(check["ok"], false, "{denied}: {out}");

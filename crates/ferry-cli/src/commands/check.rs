@@ -173,48 +173,60 @@ async fn cluster_version(client: &kube::Client) -> Result<(String, u32), Version
     }
 }
 
-/// What `ferry install` creates, as (group, resource, namespace) for `create`.
-fn install_permissions(namespace: &str) -> Vec<(&'static str, &'static str, Option<String>)> {
+/// What `ferry install` does, as (verb, group, resource, name, namespace): it creates these,
+/// and binds `ferry-admin` to cluster-admin (which needs `bind` on it, or holding every right).
+type Permission = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<String>,
+);
+
+fn install_permissions(namespace: &str) -> Vec<Permission> {
+    let rbac = "rbac.authorization.k8s.io";
+    let ns = || Some(namespace.to_string());
     vec![
-        ("apiextensions.k8s.io", "customresourcedefinitions", None),
-        ("", "namespaces", None),
-        ("rbac.authorization.k8s.io", "clusterroles", None),
-        ("rbac.authorization.k8s.io", "clusterrolebindings", None),
-        ("rbac.authorization.k8s.io", "roles", Some(namespace.into())),
         (
-            "rbac.authorization.k8s.io",
-            "rolebindings",
-            Some(namespace.into()),
+            "create",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            None,
         ),
-        ("", "serviceaccounts", Some(namespace.into())),
-        ("apps", "deployments", Some(namespace.into())),
-        ("", "services", Some(namespace.into())),
-        (
-            "networking.k8s.io",
-            "networkpolicies",
-            Some(namespace.into()),
-        ),
+        ("create", "", "namespaces", None, None),
+        ("create", rbac, "clusterroles", None, None),
+        ("create", rbac, "clusterrolebindings", None, None),
+        ("bind", rbac, "clusterroles", Some("cluster-admin"), None),
+        ("create", rbac, "roles", None, ns()),
+        ("create", rbac, "rolebindings", None, ns()),
+        ("create", "", "serviceaccounts", None, ns()),
+        ("create", "apps", "deployments", None, ns()),
+        ("create", "", "services", None, ns()),
+        ("create", "networking.k8s.io", "networkpolicies", None, ns()),
     ]
 }
 
 async fn pre_checks(client: &kube::Client, namespace: &str) -> Vec<Check> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut out = Vec::new();
-    for (group, resource, ns) in install_permissions(namespace) {
+    for (verb, group, resource, object, ns) in install_permissions(namespace) {
         let name = format!(
-            "may create {resource}{}",
+            "may {verb} {resource}{}{}",
             if group.is_empty() {
                 String::new()
             } else {
                 format!(".{group}")
-            }
+            },
+            object.map(|o| format!("/{o}")).unwrap_or_default()
         );
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
                     group: Some(group.to_string()),
                     resource: Some(resource.to_string()),
-                    verb: Some("create".to_string()),
+                    verb: Some(verb.to_string()),
+                    name: object.map(str::to_string),
                     namespace: ns.clone(),
                     ..ResourceAttributes::default()
                 }),
