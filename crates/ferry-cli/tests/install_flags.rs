@@ -1,6 +1,7 @@
 //! `ferry install` flags against the real testenv: `--dry-run` reports what would change and
 //! changes nothing (also into a namespace that does not exist yet); `--sealed-secrets` refuses
-//! beside a bitnami sealed-secrets controller Deployment unless `--sealed-secrets-despite-bitnami`.
+//! beside a bitnami sealed-secrets controller Deployment unless `--sealed-secrets-despite-bitnami`
+//! (and `ferry bootstrap --sealed-secrets` refuses before pushing).
 
 use std::process::Command;
 
@@ -133,6 +134,19 @@ async fn install_sealed_secrets_refuses_beside_a_bitnami_controller() {
         ],
     );
     let without = ferry(&env, &["install", "--dry-run", "--namespace", &ns.name]);
+    // bootstrap refuses too, before it commits or pushes anything (nothing listens at this URL:
+    // reaching it would be a different error).
+    let bootstrap = ferry(
+        &env,
+        &[
+            "bootstrap",
+            "--url",
+            "http://127.0.0.1:1/nowhere.git",
+            "--sealed-secrets",
+            "--namespace",
+            &ns.name,
+        ],
+    );
     deployments
         .delete("sealed-secrets-controller", &DeleteParams::default())
         .await
@@ -151,4 +165,10 @@ async fn install_sealed_secrets_refuses_beside_a_bitnami_controller() {
     assert!(out.contains("nothing was changed"), "{out}");
     let (code, out, err) = without;
     assert_eq!(code, 0, "without the unsealer: {out}{err}");
+    let (code, out, err) = bootstrap;
+    assert_eq!(code, 2, "bootstrap refused: {out}{err}");
+    assert!(
+        err.contains("refusing --sealed-secrets") && !err.contains("nowhere"),
+        "{err}"
+    );
 }

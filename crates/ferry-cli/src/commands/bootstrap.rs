@@ -164,6 +164,14 @@ pub async fn run(global: &GlobalArgs, args: &BootstrapArgs) -> Result<u8> {
             "ferry bootstrap has no --dry-run or --export: use `ferry install --export` to see the manifests it commits"
         );
     }
+    // Refused before anything is pushed (see install::bitnami_refusal).
+    if args.install.sealed_secrets {
+        let client = cluster::connect(&cluster_options(global)).await?;
+        if let Some(refusal) = super::install::bitnami_refusal(&client, &args.install).await? {
+            eprintln!("{refusal}");
+            return Ok(EXIT_ERROR);
+        }
+    }
     let ns = args.install.namespace.clone();
     let install = manifests(&args.install);
     let sync = sync_objects(args);

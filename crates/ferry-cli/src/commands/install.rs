@@ -489,6 +489,20 @@ pub fn as_manifests(objects: Vec<Value>, origin: &str) -> Result<Vec<Manifest>> 
         .collect()
 }
 
+/// With `--sealed-secrets` (and not `--sealed-secrets-despite-bitnami`): why installing is
+/// refused when a bitnami sealed-secrets controller Deployment runs. The agent would not start
+/// its unsealer beside one either; refusing says so before anything is installed or pushed.
+/// Searched everywhere, as the agent does.
+pub async fn bitnami_refusal(client: &kube::Client, args: &InstallArgs) -> Result<Option<String>> {
+    if !args.sealed_secrets || args.sealed_secrets_despite_bitnami || args.no_deployment {
+        return Ok(None);
+    }
+    let found = ferry_engine::decrypt::sealed::find_bitnami_controller(client, &[]).await?;
+    Ok(found.map(|found| format!(
+        "refusing --sealed-secrets: a bitnami sealed-secrets controller runs (Deployment {found}); both would write every SealedSecret's Secret, each with its own keys. Leave unsealing to it (drop --sealed-secrets), or take over deliberately with --sealed-secrets-despite-bitnami after importing its keys (docs/secrets.md)"
+    )))
+}
+
 /// Upgrades from older installs. A binding's roleRef cannot be changed, and installs before
 /// the narrow RBAC bound `ferry-agent-<ns>` to cluster-admin: such a binding is deleted so the
 /// apply recreates it pointing at the narrow ClusterRole (the agent lacks its rights for that
@@ -593,17 +607,9 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     let client = cluster::connect(&cluster_options(global)).await?;
-    if args.sealed_secrets && !args.sealed_secrets_despite_bitnami && !args.no_deployment {
-        // The agent would not start its unsealer beside one either; refusing here says so
-        // before anything is installed. Searched everywhere, as the agent does.
-        if let Some(found) =
-            ferry_engine::decrypt::sealed::find_bitnami_controller(&client, &[]).await?
-        {
-            eprintln!(
-                "refusing --sealed-secrets: a bitnami sealed-secrets controller runs (Deployment {found}); both would write every SealedSecret's Secret, each with its own keys. Leave unsealing to it (drop --sealed-secrets), or take over deliberately with --sealed-secrets-despite-bitnami after importing its keys (docs/secrets.md)"
-            );
-            return Ok(EXIT_ERROR);
-        }
+    if let Some(refusal) = bitnami_refusal(&client, args).await? {
+        eprintln!("{refusal}");
+        return Ok(EXIT_ERROR);
     }
     let crds = apply_crds_with(&client, args.dry_run).await?;
     if print_report(&crds) {
