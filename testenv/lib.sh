@@ -77,4 +77,4 @@ testenv_pid_is_ours() {
 testenv_real_node_enabled() { [[ "${FERRY_TESTENV_REAL_NODE:-1}" != 0 ]]; }
 
 # the lines testenv/node-up adds to the env file (and node-down removes)
-NODE_ENV_LINES='^(# the real node \(testenv/node-up\)|export (FERRY_REAL_NODE|FERRY_REAL_NODE_IP|FERRY_TESTBOX_IMAGE|FERRY_CONTAINERD_ADDRESS)=)'
+NODE_ENV_LINES='^(# the real node \(testenv/node-up\)|export (FERRY_REAL_NODE|FERRY_REAL_NODE_IP|FERRY_TESTBOX_IMAGE|FERRY_CONTAINERD_ADDRESS|FERRY_GIT_URL_FROM_PODS)=)'
