@@ -1,0 +1,600 @@
+//! The agent as a real pod (issue 12, part 3): `ferry install` (the real CLI) runs the agent
+//! image from the test registry on the testenv's real node (kubelet, containerd, runc), where it
+//! talks to the API server the in-cluster way with the shipped RBAC only, fetches from the git
+//! server through the node address (`FERRY_GIT_URL_FROM_PODS`, testenv/node-up's
+//! gitserver-forward) and deploys a tenant's Release; a replacement pod takes over when the
+//! agent pod is deleted, and answers a webhook sent through the agent's Service.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_api::Release;
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+/// Run a command; (exit code, stdout, stderr).
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ferry(env: &TestEnv) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.env_remove("CI")
+        .env("NO_COLOR", "1")
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("PATH", env.path_env());
+    cmd
+}
+
+/// The agent image: `$FERRY_AGENT_IMAGE`, else `$FERRY_REGISTRY/ferry/ferry-agent:<version>`
+/// (what `scripts/image --push` publishes), as `repository@digest`. Panics (never skips) with the
+/// command that publishes it.
+fn agent_image(env: &TestEnv) -> (String, String) {
+    let reference = std::env::var("FERRY_AGENT_IMAGE").unwrap_or_else(|_| {
+        format!(
+            "{}/ferry/ferry-agent:{}",
+            env.var("FERRY_REGISTRY"),
+            env!("CARGO_PKG_VERSION")
+        )
+    });
+    let (code, out, err) =
+        run(Command::new(env.tool("crane")).args(["digest", "--insecure", &reference]));
+    assert_eq!(
+        code, 0,
+        "no agent image at {reference} ({err}): publish it with `scripts/image --push {reference}`"
+    );
+    let repository = reference
+        .rsplit_once(':')
+        .map(|(repo, _)| repo.to_string())
+        .unwrap_or(reference.clone());
+    let digest = out.trim().to_string();
+    (format!("{repository}@{digest}"), digest)
+}
+
+/// Deletes the cluster-scoped objects `ferry install --namespace <ns>` creates (its ClusterRole
+/// and both ClusterRoleBindings, one of them to cluster-admin; their names carry the namespace)
+/// when dropped, also when the test fails. Runs kubectl (blocking): the runtime may be stopping.
+struct ClusterScoped {
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+    namespace: String,
+}
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        let ns = &self.namespace;
+        let result = Command::new(&self.kubectl)
+            .args([
+                "delete",
+                "--ignore-not-found",
+                "--wait=false",
+                &format!("clusterrole/ferry-agent-{ns}"),
+                &format!("clusterrolebinding/ferry-agent-{ns}"),
+                &format!("clusterrolebinding/ferry-admin-{ns}"),
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+        if let Ok(out) = result
+            && !out.status.success()
+        {
+            eprintln!(
+                "warning: cleaning up the cluster-scoped objects of {ns}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = run(Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@ferry.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@ferry.invalid")
+        .env("GIT_TERMINAL_PROMPT", "0"));
+    assert_eq!(code, 0, "git {args:?}: {err}");
+    out.trim().to_string()
+}
+
+/// A repository `<name>.git` on the testenv git server (pushed to from the host).
+struct Repo {
+    name: String,
+    work: tempfile::TempDir,
+    push_url: String,
+}
+
+impl Repo {
+    fn create(env: &TestEnv, name: &str) -> Self {
+        let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
+        let bare = bare.to_str().expect("utf-8 path");
+        git(
+            Path::new("/"),
+            &["init", "--bare", "--initial-branch=main", bare],
+        );
+        git(Path::new(bare), &["config", "http.receivepack", "true"]);
+        let work = tempfile::tempdir().expect("work dir");
+        git(work.path(), &["init", "--initial-branch=main"]);
+        let base = env.var("FERRY_GIT_URL");
+        let (scheme, rest) = base.split_once("://").expect("FERRY_GIT_URL has a scheme");
+        let push_url = format!(
+            "{scheme}://{}:{}@{rest}/{name}.git",
+            env.var("FERRY_GIT_USER"),
+            env.var("FERRY_GIT_PASSWORD")
+        );
+        Self {
+            name: name.to_string(),
+            work,
+            push_url,
+        }
+    }
+
+    /// Write the files, commit, push; the commit's SHA.
+    fn commit(&self, files: &[(&str, &str)]) -> String {
+        for (path, text) in files {
+            let full = self.work.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(&full, text).expect("write");
+        }
+        git(self.work.path(), &["add", "-A"]);
+        git(self.work.path(), &["commit", "-q", "-m", "app"]);
+        git(
+            self.work.path(),
+            &["push", "-q", &self.push_url, "HEAD:refs/heads/main"],
+        );
+        git(self.work.path(), &["rev-parse", "HEAD"])
+    }
+}
+
+/// Server-side apply a JSON object with the admin client (test setup).
+async fn apply_object(client: &kube::Client, object: Value) {
+    let gvk = GroupVersionKind::try_from(&kube::api::TypeMeta {
+        api_version: object["apiVersion"]
+            .as_str()
+            .expect("apiVersion")
+            .to_string(),
+        kind: object["kind"].as_str().expect("kind").to_string(),
+    })
+    .expect("gvk");
+    let plural = format!("{}s", gvk.kind.to_lowercase());
+    let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let ns = object["metadata"]["namespace"].as_str().expect("namespace");
+    let name = object["metadata"]["name"].as_str().expect("name");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    api.patch(
+        name,
+        &PatchParams::apply("ferry-in-cluster-test").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{plural} {name}: {e}"));
+}
+
+fn app_files(value: &str) -> [(&'static str, String); 2] {
+    [
+        (
+            "app/config.yaml",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  value: \"{value}\"\n"
+            ),
+        ),
+        (
+            "app/deployment.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: app}\n  template:\n    metadata:\n      labels: {app: app}\n    spec:\n      containers:\n      - name: app\n        image: registry.invalid/app:1\n"
+                .to_string(),
+        ),
+    ]
+}
+
+/// Wait until the Release is Ready with `lastAppliedRevision` at `sha`.
+async fn wait_release_at(releases: &Api<Release>, sha: &str, timeout: Duration) -> Release {
+    wait_for(&format!("Release app Ready at {sha}"), timeout, || {
+        let releases = releases.clone();
+        async move {
+            let r = releases.get("app").await?;
+            let status = r.status.clone().unwrap_or_default();
+            let at = status
+                .last_applied_revision
+                .as_deref()
+                .is_some_and(|rev| rev.ends_with(sha));
+            if at && ferry_api::common::is_ready(&status.conditions) {
+                return Ok(Some(r));
+            }
+            anyhow::bail!(
+                "lastApplied={:?} conditions={:?}",
+                status.last_applied_revision,
+                status.conditions
+            )
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The Ready agent pod on the real node other than `not` (the Deployment's selector); with the
+/// seconds from its creation to its Ready condition, as the API server recorded them.
+async fn ready_agent_pod(
+    pods: &Api<Pod>,
+    node: &str,
+    not: Option<&str>,
+    timeout: Duration,
+) -> (Pod, i64) {
+    wait_for("a Ready agent pod on the real node", timeout, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/name=ferry-agent"))
+                .await?;
+            let mut seen = Vec::new();
+            for pod in list.items {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let terminating = pod.metadata.deletion_timestamp.is_some();
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+                    .and_then(|c| c.last_transition_time.clone());
+                let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+                if let (Some(ready_at), false, true, true) =
+                    (ready, terminating, on_node, not != Some(name.as_str()))
+                {
+                    let created = pod
+                        .metadata
+                        .creation_timestamp
+                        .clone()
+                        .map(|t| t.0.as_second())
+                        .unwrap_or_default();
+                    return Ok(Some((pod, ready_at.0.as_second() - created)));
+                }
+                seen.push((name, pod.status.map(|s| (s.phase, s.container_statuses))));
+            }
+            anyhow::bail!("pods: {seen:?}")
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// POST a generic webhook (bearer `token`) to `addr` (the agent's Service); (status, body).
+/// Retried only while the connection fails (nothing reached the agent: no replay).
+async fn post_hook(addr: &str, path: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = b"{}";
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: ferry-agent\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nAuthorization: Bearer {token}\r\n\
+         X-Delivery-Id: in-cluster-test-1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = wait_for(
+        &format!("a connection to the agent's Service at {addr}"),
+        Duration::from_secs(30),
+        || async move { Ok(Some(tokio::net::TcpStream::connect(addr).await?)) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write the request");
+    stream.write_all(body).await.expect("write the body");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read the answer");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let reply = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, reply)
+}
+
+/// Wait for the Event about Release `app` that says commit `sha` was applied, reported by agent
+/// pod `pod` (the Event's reportingInstance is the agent's identity, its POD_NAME): proof that
+/// the pod on the real node, not some other agent, applied it.
+async fn wait_event_from(client: &kube::Client, namespace: &str, pod: &str, sha: &str) {
+    use k8s_openapi::api::events::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("an Event from {pod} that {sha} was applied"),
+        Duration::from_secs(60),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await?;
+                let mut seen = Vec::new();
+                for e in list.items {
+                    let about = e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("app")
+                        && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Release");
+                    if about
+                        && e.reason.as_deref() == Some("Synced")
+                        && e.note.as_deref().is_some_and(|n| n.contains(sha))
+                        && e.reporting_instance.as_deref() == Some(pod)
+                    {
+                        return Ok(Some(()));
+                    }
+                    seen.push((e.reason, e.reporting_instance, e.note));
+                }
+                anyhow::bail!("events: {seen:?}")
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// `ferry install` puts the agent image on the real node (pinned by digest, node selector and
+/// toleration flags); the kubelet probes it Ready; the in-cluster agent, with the shipped RBAC,
+/// fetches a tenant's GitSource through the node address and applies its Release as the
+/// tenant's service account; deleting the agent pod, the replacement takes the Lease over, the
+/// Release stays Ready, and a webhook through the agent's Service makes it deploy the next
+/// commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git() {
+    let env = TestEnv::get();
+    let node = env.vars.get("FERRY_REAL_NODE").cloned().unwrap_or_else(|| {
+        panic!("the testenv has no real node (FERRY_REAL_NODE): run testenv/node-up")
+    });
+    let git_from_pods = env
+        .vars
+        .get("FERRY_GIT_URL_FROM_PODS")
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("no FERRY_GIT_URL_FROM_PODS (gitserver-forward): rerun testenv/node-up")
+        });
+    let (image, digest) = agent_image(&env);
+    let client = env.client().await;
+    let system = TestNamespace::create(&client, "incluster-agent").await;
+    let tenant = TestNamespace::create(&client, "incluster-tenant").await;
+    let _cleanup = ClusterScoped {
+        kubectl: env.tool("kubectl"),
+        kubeconfig: env.kubeconfig(),
+        namespace: system.name.clone(),
+    };
+
+    // The install: its apply waits until the Deployment is Available, which on the real node
+    // means the kubelet pulled the image and the readiness probe (/readyz) answered.
+    let started = Instant::now();
+    let (code, out, err) = run(ferry(&env).args([
+        "install",
+        "--namespace",
+        &system.name,
+        "--image",
+        &image,
+        "--watch-namespace",
+        &tenant.name,
+        "--node-selector",
+        "ferry.dev/real-node=true",
+        "--toleration",
+        "ferry.dev/real-node=true:NoSchedule",
+    ]));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &system.name);
+    assert_eq!(
+        code,
+        0,
+        "ferry install: {out}{err}\npods: {:?}",
+        pods.list(&Default::default()).await.map(|l| l
+            .items
+            .into_iter()
+            .map(|p| (p.metadata.name, p.status))
+            .collect::<Vec<_>>())
+    );
+    let installed = started.elapsed();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system.name);
+    let deployment = deployments.get("ferry-agent").await.expect("Deployment");
+    let available = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        });
+    assert!(available, "{:?}", deployment.status);
+    let (pod, first_ready) = ready_agent_pod(&pods, &node, None, Duration::from_secs(30)).await;
+    let first = pod.metadata.name.clone().expect("pod name");
+    let container = &pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .expect("container statuses")[0];
+    assert!(
+        container.image_id.contains(&digest),
+        "{} is not {digest}",
+        container.image_id
+    );
+    println!(
+        "ferry install returned after {installed:?}; pod {first} created → Ready in {first_ready} s"
+    );
+
+    // The tenant: admin in its namespace for its default service account (what its Releases
+    // apply as), git credentials, the repository as pods reach it, a Release.
+    apply_object(&client, json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "default-admin", "namespace": tenant.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": tenant.name}],
+    }))
+    .await;
+    apply_object(&client, json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "git-auth", "namespace": tenant.name},
+        "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")},
+    }))
+    .await;
+    let repo = Repo::create(&env, &tenant.name);
+    let files = app_files("one");
+    let sha1 = repo.commit(&[(files[0].0, &files[0].1), (files[1].0, &files[1].1)]);
+    apply_object(
+        &client,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+            "metadata": {"name": "app", "namespace": tenant.name},
+            "spec": {"url": format!("{git_from_pods}/{}.git", repo.name), "ref": {"branch": "main"},
+                     "interval": "1h", "timeout": "20s", "secretRef": {"name": "git-auth"}},
+        }),
+    )
+    .await;
+    apply_object(
+        &client,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "app", "namespace": tenant.name},
+            "spec": {"sourceRef": {"kind": "GitSource", "name": "app"}, "path": "app",
+                     "interval": "1m", "retryInterval": "2s", "prune": true},
+        }),
+    )
+    .await;
+    // A webhook Receiver: the GitSource's interval is an hour, so the next commit arrives
+    // through it (a bearer token, the generic sender type).
+    apply_object(
+        &client,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "hook-token", "namespace": tenant.name},
+            "stringData": {"token": "hook-s3cret"},
+        }),
+    )
+    .await;
+    apply_object(
+        &client,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Receiver",
+            "metadata": {"name": "push", "namespace": tenant.name},
+            "spec": {"type": "generic", "secretRef": {"name": "hook-token"}, "resources": ["app"]},
+        }),
+    )
+    .await;
+    let releases: Api<Release> = Api::namespaced(client.clone(), &tenant.name);
+    let released = Instant::now();
+    wait_release_at(&releases, &sha1, Duration::from_secs(120)).await;
+    println!(
+        "Release Ready at the first commit {:?} after it was created",
+        released.elapsed()
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &tenant.name);
+    let value = |cm: ConfigMap| cm.data.and_then(|d| d.get("value").cloned());
+    assert_eq!(
+        value(configmaps.get("app-config").await.expect("ConfigMap")),
+        Some("one".to_string())
+    );
+    let tenant_deployments: Api<Deployment> = Api::namespaced(client.clone(), &tenant.name);
+    tenant_deployments
+        .get("app")
+        .await
+        .expect("the Release's Deployment");
+    wait_event_from(&client, &tenant.name, &first, &sha1).await;
+
+    // The agent pod goes away: its replacement leads and carries on.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &system.name);
+    let holder = |leases: Api<Lease>| async move {
+        let lease = leases.get_opt("ferry-agent").await?;
+        anyhow::Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+    };
+    wait_for("the first pod leads", Duration::from_secs(60), || {
+        let (leases, first) = (leases.clone(), first.clone());
+        async move { Ok((holder(leases).await?.as_deref() == Some(first.as_str())).then_some(())) }
+    })
+    .await
+    .expect("the first pod holds the Lease");
+    let deleted = Instant::now();
+    pods.delete(&first, &DeleteParams::default())
+        .await
+        .expect("delete the agent pod");
+    let (second_pod, second_ready) =
+        ready_agent_pod(&pods, &node, Some(&first), Duration::from_secs(120)).await;
+    let second = second_pod.metadata.name.clone().expect("pod name");
+    wait_for(
+        "the replacement pod leads",
+        Duration::from_secs(120),
+        || {
+            let (leases, second) = (leases.clone(), second.clone());
+            async move {
+                Ok((holder(leases).await?.as_deref() == Some(second.as_str())).then_some(()))
+            }
+        },
+    )
+    .await
+    .expect("the replacement pod takes the Lease");
+    println!(
+        "replacement pod {second} created → Ready in {second_ready} s; leading {:?} after the delete",
+        deleted.elapsed()
+    );
+    // The new leader keeps the Release at the same commit (its objects untouched) and Ready.
+    // Known flap (reported, issue 12 part 3): a leader that has just started can reconcile the
+    // Release before its GitSource store has synced and mark it SourceNotReady ("GitSource ...
+    // not found") until the retry; the test waits for Ready again and says when it saw the flap.
+    let r = releases.get("app").await.expect("Release");
+    let status = r.status.unwrap_or_default();
+    if !ferry_api::common::is_ready(&status.conditions) {
+        println!(
+            "after the takeover the Release was not Ready for a while: {:?}",
+            status.conditions
+        );
+    }
+    wait_release_at(&releases, &sha1, Duration::from_secs(60)).await;
+    assert_eq!(
+        value(configmaps.get("app-config").await.expect("ConfigMap")),
+        Some("one".to_string())
+    );
+    // The next commit, announced by a webhook through the agent's Service (its ClusterIP,
+    // kube-proxy's rules on this host, the replacement pod): applied at once.
+    let files = app_files("two");
+    let sha2 = repo.commit(&[(files[0].0, &files[0].1)]);
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), &system.name);
+    let cluster_ip = services
+        .get("ferry-agent")
+        .await
+        .expect("the agent's Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let hooked = Instant::now();
+    let (status, reply) = post_hook(
+        &format!("{cluster_ip}:80"),
+        &format!("/hook/{}/push", tenant.name),
+        "hook-s3cret",
+    )
+    .await;
+    assert_eq!(status, 200, "webhook through the Service: {reply}");
+    assert!(
+        reply.contains("app"),
+        "the reply names the GitSource: {reply}"
+    );
+    wait_release_at(&releases, &sha2, Duration::from_secs(30)).await;
+    println!(
+        "webhook through the Service → Release Ready at the next commit in {:?}",
+        hooked.elapsed()
+    );
+    assert_eq!(
+        value(configmaps.get("app-config").await.expect("ConfigMap")),
+        Some("two".to_string())
+    );
+    wait_event_from(&client, &tenant.name, &second, &sha2).await;
+    tenant_deployments
+        .get("app")
+        .await
+        .expect("the Release's Deployment is still there");
+}
