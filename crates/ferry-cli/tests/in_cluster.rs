@@ -111,17 +111,30 @@ fn git(dir: &Path, args: &[&str]) -> String {
     out.trim().to_string()
 }
 
-/// A repository `<name>.git` on the testenv git server (pushed to from the host).
+/// A repository `<name>.git` on the testenv git server (pushed to from the host); removed from
+/// the server when dropped.
 struct Repo {
     name: String,
+    bare: PathBuf,
     work: tempfile::TempDir,
     push_url: String,
 }
 
+impl Drop for Repo {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.bare) {
+            eprintln!(
+                "warning: removing the test repository {}: {e}",
+                self.bare.display()
+            );
+        }
+    }
+}
+
 impl Repo {
     fn create(env: &TestEnv, name: &str) -> Self {
-        let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
-        let bare = bare.to_str().expect("utf-8 path");
+        let bare_dir = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
+        let bare = bare_dir.to_str().expect("utf-8 path");
         git(
             Path::new("/"),
             &["init", "--bare", "--initial-branch=main", bare],
@@ -138,6 +151,7 @@ impl Repo {
         );
         Self {
             name: name.to_string(),
+            bare: bare_dir,
             work,
             push_url,
         }
