@@ -241,47 +241,57 @@ async fn wait_release_at(releases: &Api<Release>, sha: &str, timeout: Duration) 
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// The Ready agent pod on the real node other than `not` (the Deployment's selector); with the
-/// seconds from its creation to its Ready condition, as the API server recorded them.
-async fn ready_agent_pod(
+/// Wait until `count` agent pods (the Deployment's selector) on the real node, none of them in
+/// `exclude`, are Ready and not terminating; each with the seconds from its creation to its
+/// Ready condition, as the API server recorded them.
+async fn ready_agent_pods(
     pods: &Api<Pod>,
     node: &str,
-    not: Option<&str>,
+    exclude: &[String],
+    count: usize,
     timeout: Duration,
-) -> (Pod, i64) {
-    wait_for("a Ready agent pod on the real node", timeout, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/name=ferry-agent"))
-                .await?;
-            let mut seen = Vec::new();
-            for pod in list.items {
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                let terminating = pod.metadata.deletion_timestamp.is_some();
-                let ready = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
-                    .and_then(|c| c.last_transition_time.clone());
-                let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
-                if let (Some(ready_at), false, true, true) =
-                    (ready, terminating, on_node, not != Some(name.as_str()))
-                {
-                    let created = pod
-                        .metadata
-                        .creation_timestamp
-                        .clone()
-                        .map(|t| t.0.as_second())
-                        .unwrap_or_default();
-                    return Ok(Some((pod, ready_at.0.as_second() - created)));
+) -> Vec<(Pod, i64)> {
+    wait_for(
+        &format!("{count} Ready agent pods on the real node"),
+        timeout,
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/name=ferry-agent"))
+                    .await?;
+                let (mut ready_pods, mut seen) = (Vec::new(), Vec::new());
+                for pod in list.items {
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let terminating = pod.metadata.deletion_timestamp.is_some();
+                    let ready = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+                        .and_then(|c| c.last_transition_time.clone());
+                    let on_node =
+                        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+                    match ready {
+                        Some(ready_at) if !terminating && on_node && !exclude.contains(&name) => {
+                            let created = pod
+                                .metadata
+                                .creation_timestamp
+                                .clone()
+                                .map(|t| t.0.as_second())
+                                .unwrap_or_default();
+                            ready_pods.push((pod, ready_at.0.as_second() - created));
+                        }
+                        _ => seen.push((name, pod.status.map(|s| (s.phase, s.container_statuses)))),
+                    }
                 }
-                seen.push((name, pod.status.map(|s| (s.phase, s.container_statuses))));
+                if ready_pods.len() >= count {
+                    return Ok(Some(ready_pods));
+                }
+                anyhow::bail!("{} Ready; others: {seen:?}", ready_pods.len())
             }
-            anyhow::bail!("pods: {seen:?}")
-        }
-    })
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -358,12 +368,12 @@ async fn wait_event_from(client: &kube::Client, namespace: &str, pod: &str, sha:
     .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// `ferry install` puts the agent image on the real node (pinned by digest, node selector and
-/// toleration flags); the kubelet probes it Ready; the in-cluster agent, with the shipped RBAC,
-/// fetches a tenant's GitSource through the node address and applies its Release as the
-/// tenant's service account; deleting the agent pod, the replacement takes the Lease over, the
-/// Release stays Ready, and a webhook through the agent's Service makes it deploy the next
-/// commit.
+/// `ferry install` puts two replicas of the agent image on the real node (pinned by digest,
+/// node selector and toleration flags); the kubelet probes them Ready; one leads; the in-cluster
+/// leader, with the shipped RBAC, fetches a tenant's GitSource through the node address and
+/// applies its Release as the tenant's service account (the standby does nothing); deleting
+/// the leader's pod, another pod takes the Lease over, the Release is Ready at the same commit,
+/// and a webhook through the agent's Service makes the new leader deploy the next commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git() {
     let env = TestEnv::get();
@@ -396,6 +406,8 @@ async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git()
         &system.name,
         "--image",
         &image,
+        "--replicas",
+        "2",
         "--watch-namespace",
         &tenant.name,
         "--node-selector",
@@ -426,21 +438,46 @@ async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git()
                 .any(|c| c.type_ == "Available" && c.status == "True")
         });
     assert!(available, "{:?}", deployment.status);
-    let (pod, first_ready) = ready_agent_pod(&pods, &node, None, Duration::from_secs(30)).await;
-    let first = pod.metadata.name.clone().expect("pod name");
-    let container = &pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .expect("container statuses")[0];
-    assert!(
-        container.image_id.contains(&digest),
-        "{} is not {digest}",
-        container.image_id
-    );
-    println!(
-        "ferry install returned after {installed:?}; pod {first} created → Ready in {first_ready} s"
-    );
+    let started_pods = ready_agent_pods(&pods, &node, &[], 2, Duration::from_secs(60)).await;
+    for (pod, ready_in) in &started_pods {
+        let container = &pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .expect("container statuses")[0];
+        assert!(
+            container.image_id.contains(&digest),
+            "{} is not {digest}",
+            container.image_id
+        );
+        println!(
+            "pod {} created → Ready in {ready_in} s",
+            pod.metadata.name.as_deref().unwrap_or("?")
+        );
+    }
+    println!("ferry install (two replicas) returned after {installed:?}");
+    let names: Vec<String> = started_pods
+        .iter()
+        .filter_map(|(p, _)| p.metadata.name.clone())
+        .collect();
+
+    // Leader election across the two replicas: one of them holds the Lease.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &system.name);
+    let holder = |leases: Api<Lease>| async move {
+        let lease = leases.get_opt("ferry-agent").await?;
+        anyhow::Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+    };
+    let first = wait_for("one of the pods leads", Duration::from_secs(60), || {
+        let (leases, names) = (leases.clone(), names.clone());
+        async move { Ok(holder(leases).await?.filter(|h| names.contains(h))) }
+    })
+    .await
+    .expect("a pod holds the Lease");
+    let standby = names
+        .iter()
+        .find(|n| **n != first)
+        .cloned()
+        .expect("the standby");
 
     // The tenant: admin in its namespace for its default service account (what its Releases
     // apply as), git credentials, the repository as pods reach it, a Release.
@@ -519,41 +556,68 @@ async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git()
         .await
         .expect("the Release's Deployment");
     wait_event_from(&client, &tenant.name, &first, &sha1).await;
+    // Only the leader applies: the standby reported nothing about the Release.
+    {
+        use k8s_openapi::api::events::v1::Event;
+        let events: Api<Event> = Api::namespaced(client.clone(), &tenant.name);
+        let from_standby: Vec<_> = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reporting_instance.as_deref() == Some(standby.as_str()))
+            .map(|e| (e.reason, e.note))
+            .collect();
+        assert!(
+            from_standby.is_empty(),
+            "the standby acted: {from_standby:?}"
+        );
+    }
 
-    // The agent pod goes away: its replacement leads and carries on.
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &system.name);
-    let holder = |leases: Api<Lease>| async move {
-        let lease = leases.get_opt("ferry-agent").await?;
-        anyhow::Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
-    };
-    wait_for("the first pod leads", Duration::from_secs(60), || {
-        let (leases, first) = (leases.clone(), first.clone());
-        async move { Ok((holder(leases).await?.as_deref() == Some(first.as_str())).then_some(())) }
-    })
-    .await
-    .expect("the first pod holds the Lease");
+    // The leader's pod goes away: another pod (the standby, or the Deployment's replacement)
+    // takes the Lease and carries on; the Deployment is back to two Ready pods.
     let deleted = Instant::now();
     pods.delete(&first, &DeleteParams::default())
         .await
-        .expect("delete the agent pod");
-    let (second_pod, second_ready) =
-        ready_agent_pod(&pods, &node, Some(&first), Duration::from_secs(120)).await;
-    let second = second_pod.metadata.name.clone().expect("pod name");
-    wait_for(
-        "the replacement pod leads",
-        Duration::from_secs(120),
-        || {
-            let (leases, second) = (leases.clone(), second.clone());
-            async move {
-                Ok((holder(leases).await?.as_deref() == Some(second.as_str())).then_some(()))
-            }
-        },
-    )
+        .expect("delete the leader's pod");
+    let second = wait_for("another pod leads", Duration::from_secs(120), || {
+        let (leases, first) = (leases.clone(), first.clone());
+        async move { Ok(holder(leases).await?.filter(|h| *h != first)) }
+    })
     .await
-    .expect("the replacement pod takes the Lease");
+    .expect("another pod takes the Lease");
+    let took_over = deleted.elapsed();
+    let now_ready = ready_agent_pods(
+        &pods,
+        &node,
+        std::slice::from_ref(&first),
+        2,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        now_ready
+            .iter()
+            .any(|(p, _)| p.metadata.name.as_deref() == Some(second.as_str())),
+        "the new leader {second} is not one of the Ready pods"
+    );
+    for (pod, ready_in) in now_ready
+        .iter()
+        .filter(|(p, _)| p.metadata.name.as_ref().is_some_and(|n| !names.contains(n)))
+    {
+        println!(
+            "replacement pod {} created → Ready in {ready_in} s",
+            pod.metadata.name.as_deref().unwrap_or("?")
+        );
+    }
     println!(
-        "replacement pod {second} created → Ready in {second_ready} s; leading {:?} after the delete",
-        deleted.elapsed()
+        "{second} ({}) leads {took_over:?} after the leader's pod was deleted",
+        if second == standby {
+            "the standby"
+        } else {
+            "a new pod"
+        }
     );
     // The new leader keeps the Release at the same commit (its objects untouched) and Ready.
     // Known flap (reported, issue 12 part 3): a leader that has just started can reconcile the
@@ -573,7 +637,7 @@ async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git()
         Some("one".to_string())
     );
     // The next commit, announced by a webhook through the agent's Service (its ClusterIP,
-    // kube-proxy's rules on this host, the replacement pod): applied at once.
+    // kube-proxy's rules on this host, either pod): applied at once by the new leader.
     let files = app_files("two");
     let sha2 = repo.commit(&[(files[0].0, &files[0].1)]);
     let services: Api<k8s_openapi::api::core::v1::Service> =
