@@ -83,7 +83,10 @@ async fn run_with_lease(
         .with_identity(&identity)
         .with_duration(duration)
         .with_grace((duration / 3).max(1))
-        .with_field_manager("ferry-agent")
+        // One field manager per replica: kube-lease-manager takes a free Lease with a
+        // server-side apply and relies on the API server's conflict between two managers to
+        // keep a second contender out; one shared manager let two replicas lead at once.
+        .with_field_manager(format!("ferry-agent-{identity}"))
         .build()
         .await
         .map_err(|e| {

@@ -671,6 +671,30 @@ async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git()
         Some("two".to_string())
     );
     wait_event_from(&client, &tenant.name, &second, &sha2).await;
+    // One leader at a time: every pod that applied anything held the Lease (two replicas that
+    // both took a free Lease would both have applied: regression test for the Lease's shared
+    // field manager, which let the API server accept both).
+    {
+        use k8s_openapi::api::events::v1::Event;
+        let events: Api<Event> = Api::namespaced(client.clone(), &tenant.name);
+        let others: Vec<_> = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Synced"))
+            .filter(|e| {
+                let by = e.reporting_instance.as_deref();
+                by != Some(first.as_str()) && by != Some(second.as_str())
+            })
+            .map(|e| (e.reporting_instance, e.note))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "pods that never held the Lease applied: {others:?}"
+        );
+    }
     tenant_deployments
         .get("app")
         .await
