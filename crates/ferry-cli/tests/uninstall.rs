@@ -4,7 +4,7 @@
 //! namespace stuck Terminating on a Release finalizer, and `--crds` keeps the CRDs while ferry
 //! objects are left.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,7 +14,10 @@ use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
+
+mod common;
+use common::{apply_json, repo_with_configmap};
 
 fn ferry(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -27,80 +30,6 @@ fn ferry(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@ferry.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@ferry.invalid")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A repository on the testenv git server holding one ConfigMap under `app/`; returns its URL.
-fn repo_with_configmap(env: &TestEnv, name: &str) -> String {
-    let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
-    git(
-        Path::new("/"),
-        &[
-            "init",
-            "--bare",
-            "--initial-branch=main",
-            bare.to_str().expect("path"),
-        ],
-    );
-    git(&bare, &["config", "http.receivepack", "true"]);
-    let work = tempfile::tempdir().expect("work");
-    git(work.path(), &["init", "--initial-branch=main"]);
-    std::fs::create_dir_all(work.path().join("app")).expect("mkdir");
-    std::fs::write(
-        work.path().join("app/cm.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: narrow\ndata:\n  value: ok\n",
-    )
-    .expect("write");
-    git(work.path(), &["add", "-A"]);
-    git(work.path(), &["commit", "-q", "-m", "app"]);
-    let base = env.var("FERRY_GIT_URL");
-    let (scheme, rest) = base.split_once("://").expect("scheme");
-    let push = format!(
-        "{scheme}://{}:{}@{rest}/{name}.git",
-        env.var("FERRY_GIT_USER"),
-        env.var("FERRY_GIT_PASSWORD")
-    );
-    git(work.path(), &["push", "-q", &push, "HEAD:refs/heads/main"]);
-    format!("{base}/{name}.git")
-}
-
-async fn apply_json<K>(client: &kube::Client, ns: &str, value: serde_json::Value)
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let name = value["metadata"]["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
-    api.patch(
-        &name,
-        &PatchParams::apply("ferry-tests").force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
 }
 
 /// The agent installed (`--no-deployment`) in `home`, running in-process with the admin
