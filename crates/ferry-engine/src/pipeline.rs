@@ -842,70 +842,77 @@ async fn diff_unredacted(
     if opts.force_conflicts {
         params = params.force();
     }
-    let results: Vec<Result<ObjectDiff>> = futures::stream::iter(planned.iter())
-        .map(|p| {
-            let params = params.clone();
-            let requests = &requests;
-            let owner = &owner;
-            async move {
-                let api = apply::api_for(client, &kind_of(p), p.key.namespace.as_deref());
-                requests.read();
-                let live = match api.get_opt(&p.key.name).await {
-                    Ok(live) => live,
-                    Err(err) if status_code(&err) == Some(404) => None,
-                    Err(err) => {
+    let results: Vec<Result<ObjectDiff>> = futures::stream::iter(
+        planned
+            .iter()
+            .map(|p| {
+                let params = params.clone();
+                let requests = &requests;
+                let owner = &owner;
+                async move {
+                    let api = apply::api_for(client, &kind_of(p), p.key.namespace.as_deref());
+                    requests.read();
+                    let live = match api.get_opt(&p.key.name).await {
+                        Ok(live) => live,
+                        Err(err) if status_code(&err) == Some(404) => None,
+                        Err(err) => {
+                            return Err(Error::Object {
+                                object: p.key.to_string(),
+                                message: describe_kube_error(&err),
+                            });
+                        }
+                    };
+                    if let Some(live) = &live
+                        && let Some(other) = live
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(plan::ANNOTATION_OWNER))
+                        && !owner.is_own_id(other)
+                    {
                         return Err(Error::Object {
                             object: p.key.to_string(),
-                            message: describe_kube_error(&err),
+                            message: format!(
+                                "already owned by ferry app {other:?}; applying would fail"
+                            ),
                         });
                     }
-                };
-                if let Some(live) = &live
-                    && let Some(other) = live
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(plan::ANNOTATION_OWNER))
-                    && !owner.is_own_id(other)
-                {
-                    return Err(Error::Object {
-                        object: p.key.to_string(),
-                        message: format!(
-                            "already owned by ferry app {other:?}; applying would fail"
-                        ),
-                    });
+                    requests.write();
+                    let desired = match api
+                        .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
+                        .await
+                    {
+                        Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
+                        // Namespace or CRD created by this same apply: show the intent itself.
+                        Err(err) if status_code(&err) == Some(404) && live.is_none() => {
+                            serde_json::to_value(&p.manifest.object).unwrap_or(Value::Null)
+                        }
+                        Err(err) => {
+                            return Err(Error::Object {
+                                object: p.key.to_string(),
+                                message: format!(
+                                    "dry-run apply failed: {}",
+                                    describe_kube_error(&err)
+                                ),
+                            });
+                        }
+                    };
+                    let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
+                    let mut diff =
+                        diff_object_redacted(&p.key, live.as_ref(), Some(&desired), &opts.redactor);
+                    diff.hook = match hook_class::phase(&p.manifest) {
+                        HookPhase::PreDeploy => Some(HookTiming::PreDeploy),
+                        HookPhase::PostDeploy => Some(HookTiming::PostDeploy),
+                        HookPhase::Main => None,
+                    };
+                    Ok(diff)
                 }
-                requests.write();
-                let desired = match api
-                    .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
-                    .await
-                {
-                    Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
-                    // Namespace or CRD created by this same apply: show the intent itself.
-                    Err(err) if status_code(&err) == Some(404) && live.is_none() => {
-                        serde_json::to_value(&p.manifest.object).unwrap_or(Value::Null)
-                    }
-                    Err(err) => {
-                        return Err(Error::Object {
-                            object: p.key.to_string(),
-                            message: format!("dry-run apply failed: {}", describe_kube_error(&err)),
-                        });
-                    }
-                };
-                let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
-                let mut diff =
-                    diff_object_redacted(&p.key, live.as_ref(), Some(&desired), &opts.redactor);
-                diff.hook = match hook_class::phase(&p.manifest) {
-                    HookPhase::PreDeploy => Some(HookTiming::PreDeploy),
-                    HookPhase::PostDeploy => Some(HookTiming::PostDeploy),
-                    HookPhase::Main => None,
-                };
-                Ok(diff)
-            }
-        })
-        .buffered(opts.concurrency.max(1))
-        .collect()
-        .await;
+            })
+            .collect::<Vec<_>>(),
+    )
+    .buffered(opts.concurrency.max(1))
+    .collect()
+    .await;
     let mut objects = results.into_iter().collect::<Result<Vec<_>>>()?;
     if opts.prune
         && let Some(previous) = previous
@@ -1353,34 +1360,38 @@ pub async fn status_of(
     };
     let resolver = Resolver::discover(client).await?;
     let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
-    let mut objects: Vec<ObjectStatus> = futures::stream::iter(candidates)
-        .map(|c| {
-            let requests = &requests;
-            async move {
-                let target = Target {
-                    key: c.entry.key.clone(),
-                    kind: c.kind,
-                };
-                let mut h = health::check(client, &target, requests).await;
-                if !matches!(
-                    h.state,
-                    health::HealthState::Current | health::HealthState::NotFound
-                ) {
-                    let detail = health::explain(client, &target, requests).await;
-                    if !detail.is_empty() {
-                        h.message = format!("{}\n{detail}", h.message);
+    let mut objects: Vec<ObjectStatus> = futures::stream::iter(
+        candidates
+            .into_iter()
+            .map(|c| {
+                let requests = &requests;
+                async move {
+                    let target = Target {
+                        key: c.entry.key.clone(),
+                        kind: c.kind,
+                    };
+                    let mut h = health::check(client, &target, requests).await;
+                    if !matches!(
+                        h.state,
+                        health::HealthState::Current | health::HealthState::NotFound
+                    ) {
+                        let detail = health::explain(client, &target, requests).await;
+                        if !detail.is_empty() {
+                            h.message = format!("{}\n{detail}", h.message);
+                        }
+                    }
+                    ObjectStatus {
+                        key: c.entry.key,
+                        api_version: c.entry.api_version,
+                        health: h,
                     }
                 }
-                ObjectStatus {
-                    key: c.entry.key,
-                    api_version: c.entry.api_version,
-                    health: h,
-                }
-            }
-        })
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+            })
+            .collect::<Vec<_>>(),
+    )
+    .buffered(concurrency.max(1))
+    .collect()
+    .await;
     objects.extend(unresolved.into_iter().map(|e| ObjectStatus {
         key: e.key,
         api_version: e.api_version,
@@ -1394,4 +1405,24 @@ pub async fn status_of(
         applied_at: inv.applied_at,
         objects,
     })
+}
+
+/// Compile-time proof that the entry points' futures are `Send`, so a driver can `tokio::spawn`
+/// them (the agent runs them on its ordinary worker threads). Never called: if a change makes
+/// one of them non-`Send` (an `Rc`, a `&dyn` trait object without `Sync`, a lock guard held
+/// across an `.await`, a stream closure over borrowed items), the crate stops compiling here.
+#[allow(dead_code)]
+fn engine_futures_are_send(
+    client: &Client,
+    manifests: Vec<Manifest>,
+    apply_options: &ApplyOptions,
+    delete_options: &DeleteOptions,
+) {
+    fn assert_send<T: Send>(_: T) {}
+    assert_send(apply(client, manifests.clone(), apply_options, &NoProgress));
+    assert_send(diff(client, manifests, apply_options, &NoProgress));
+    assert_send(delete(client, delete_options));
+    assert_send(delete_app(client, "app", None, false, 1));
+    assert_send(status(client, "app", None, 1));
+    assert_send(status_of(client, "app", None, None, 1));
 }

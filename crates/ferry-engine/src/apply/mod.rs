@@ -142,60 +142,65 @@ pub async fn live_index(
             .or_default()
             .push(entry);
     }
-    let results: Vec<crate::Result<Vec<(ObjectKey, LiveMeta)>>> = futures::stream::iter(groups)
-        .map(|((_, _, namespace), members)| async move {
-            let (_, kind) = members[0];
-            let api = api_for(client, kind, namespace.as_deref());
-            requests.read();
-            let mut out = Vec::new();
-            match api.list_metadata(&ListParams::default()).await {
-                Ok(list) => {
-                    let wanted: HashMap<&str, &ObjectKey> =
-                        members.iter().map(|(k, _)| (k.name.as_str(), k)).collect();
-                    for item in list.items {
-                        if let Some(key) = item.metadata.name.as_deref().and_then(|n| wanted.get(n))
-                        {
-                            out.push((
-                                (*key).clone(),
-                                LiveMeta {
-                                    meta: item.metadata,
-                                },
-                            ));
-                        }
-                    }
-                    Ok(out)
-                }
-                Err(err) if is_unreachable(&err) => {
-                    Err(crate::Error::Cluster(describe_kube_error(&err)))
-                }
-                Err(err) => {
-                    // e.g. a tenant allowed to get but not list: fall back to GETs.
-                    tracing::debug!(
-                        "list {} failed ({}), using GETs",
-                        kind.resource.plural,
-                        describe_kube_error(&err)
-                    );
-                    for (key, _) in members {
-                        requests.read();
-                        match api.get_metadata_opt(&key.name).await {
-                            Ok(Some(obj)) => {
-                                out.push((key.clone(), LiveMeta { meta: obj.metadata }))
+    let results: Vec<crate::Result<Vec<(ObjectKey, LiveMeta)>>> = futures::stream::iter(
+        groups
+            .into_iter()
+            .map(|((_, _, namespace), members)| async move {
+                let (_, kind) = members[0];
+                let api = api_for(client, kind, namespace.as_deref());
+                requests.read();
+                let mut out = Vec::new();
+                match api.list_metadata(&ListParams::default()).await {
+                    Ok(list) => {
+                        let wanted: HashMap<&str, &ObjectKey> =
+                            members.iter().map(|(k, _)| (k.name.as_str(), k)).collect();
+                        for item in list.items {
+                            if let Some(key) =
+                                item.metadata.name.as_deref().and_then(|n| wanted.get(n))
+                            {
+                                out.push((
+                                    (*key).clone(),
+                                    LiveMeta {
+                                        meta: item.metadata,
+                                    },
+                                ));
                             }
-                            Ok(None) => {}
-                            Err(err) if is_unreachable(&err) => {
-                                return Err(crate::Error::Cluster(describe_kube_error(&err)));
-                            }
-                            // Forbidden reads: the apply itself will report the real problem.
-                            Err(_) => {}
                         }
+                        Ok(out)
                     }
-                    Ok(out)
+                    Err(err) if is_unreachable(&err) => {
+                        Err(crate::Error::Cluster(describe_kube_error(&err)))
+                    }
+                    Err(err) => {
+                        // e.g. a tenant allowed to get but not list: fall back to GETs.
+                        tracing::debug!(
+                            "list {} failed ({}), using GETs",
+                            kind.resource.plural,
+                            describe_kube_error(&err)
+                        );
+                        for (key, _) in members {
+                            requests.read();
+                            match api.get_metadata_opt(&key.name).await {
+                                Ok(Some(obj)) => {
+                                    out.push((key.clone(), LiveMeta { meta: obj.metadata }))
+                                }
+                                Ok(None) => {}
+                                Err(err) if is_unreachable(&err) => {
+                                    return Err(crate::Error::Cluster(describe_kube_error(&err)));
+                                }
+                                // Forbidden reads: the apply itself will report the real problem.
+                                Err(_) => {}
+                            }
+                        }
+                        Ok(out)
+                    }
                 }
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+            })
+            .collect::<Vec<_>>(),
+    )
+    .buffer_unordered(concurrency.max(1))
+    .collect()
+    .await;
     let mut index = HashMap::new();
     for result in results {
         index.extend(result?);
@@ -229,26 +234,31 @@ pub async fn apply_all(
     requests: &Requests,
     progress: &dyn crate::pipeline::Progress,
 ) -> Vec<Applied> {
-    futures::stream::iter(objects.iter().copied())
-        .map(|obj| async move {
-            let applied = apply_one(
-                client,
-                obj,
-                live.get(&obj.key),
-                recorded.get(&obj.key).map(String::as_str),
-                settings,
-                requests,
-            )
-            .await;
-            progress.event(crate::pipeline::ProgressEvent::Applied {
-                key: &obj.key,
-                action: applied.result.action,
-            });
-            applied
-        })
-        .buffer_unordered(settings.concurrency.max(1))
-        .collect()
-        .await
+    futures::stream::iter(
+        objects
+            .iter()
+            .copied()
+            .map(|obj| async move {
+                let applied = apply_one(
+                    client,
+                    obj,
+                    live.get(&obj.key),
+                    recorded.get(&obj.key).map(String::as_str),
+                    settings,
+                    requests,
+                )
+                .await;
+                progress.event(crate::pipeline::ProgressEvent::Applied {
+                    key: &obj.key,
+                    action: applied.result.action,
+                });
+                applied
+            })
+            .collect::<Vec<_>>(),
+    )
+    .buffer_unordered(settings.concurrency.max(1))
+    .collect()
+    .await
 }
 
 /// Whether [`apply_all`] would skip `obj` (no write): the live intent hash equals the planned

@@ -147,24 +147,28 @@ pub async fn delete_owned(
     }
     let mut out = Vec::new();
     for group in by_phase.into_iter().rev() {
-        let results: Vec<(Candidate, Outcome)> = futures::stream::iter(group)
-            .map(|c| async move {
-                let outcome = delete_one(
-                    client,
-                    &c,
-                    live.get(&c.entry.key),
-                    owner,
-                    deleted_action,
-                    policy,
-                    dry_run,
-                    requests,
-                )
-                .await;
-                (c, outcome)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results: Vec<(Candidate, Outcome)> = futures::stream::iter(
+            group
+                .into_iter()
+                .map(|c| async move {
+                    let outcome = delete_one(
+                        client,
+                        &c,
+                        live.get(&c.entry.key),
+                        owner,
+                        deleted_action,
+                        policy,
+                        dry_run,
+                        requests,
+                    )
+                    .await;
+                    (c, outcome)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
         out.extend(results);
     }
     out
