@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, key_of};
-use crate::release::owner_id;
+use crate::controllers::release::owner_id;
 
 /// The label the engine puts on everything it applies.
 const LABEL_APP: &str = "ferry.dev/app";

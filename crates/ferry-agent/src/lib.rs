@@ -1,19 +1,21 @@
 //! ferry-agent: the pull-mode driver over `ferry-engine`. [`Agent::start`] connects to the
 //! cluster (in-cluster or a kubeconfig), serves HTTP (health, metrics, webhooks), takes the
 //! leader Lease, and runs the GitSource and Release controllers while it leads.
+#![forbid(unsafe_code)]
 
 pub mod context;
 pub mod controllers;
 pub mod crds;
 pub mod drift;
-pub mod gitsource;
 pub mod http;
 pub mod metrics;
 pub mod options;
-pub mod receiver;
-pub mod release;
 pub mod watch;
 pub mod webhook;
+
+// The controllers' old paths (`ferry_agent::release::FINALIZER`, ...), kept for callers outside
+// this crate until the shims are removed at the end of issue 13.
+pub use controllers::{gitsource, receiver, release};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

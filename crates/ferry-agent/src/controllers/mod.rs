@@ -2,6 +2,10 @@
 //! GitSource and Release controllers while leading, stop them when the lease is lost or on
 //! shutdown (running reconciles finish first), then release the lease.
 
+pub mod gitsource;
+pub mod receiver;
+pub mod release;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,7 +26,6 @@ use crate::context::Context;
 use crate::http::CertificateSlot;
 use crate::metrics::Metrics;
 use crate::options::AgentOptions;
-use crate::{gitsource, release};
 
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -266,11 +269,7 @@ pub async fn run_controllers(
     let stop_receivers = stop.clone();
     let receivers = Controller::for_stream(receiver_stream, receiver_reader)
         .graceful_shutdown_on(async move { stop_receivers.cancelled().await })
-        .run(
-            crate::receiver::reconcile,
-            crate::receiver::error_policy,
-            ctx.clone(),
-        )
+        .run(receiver::reconcile, receiver::error_policy, ctx.clone())
         .for_each(|_| future::ready(()));
     let depth = queue_depth(ctx.clone(), stop.clone());
     tokio::join!(sources, releases, receivers, extras, depth);

@@ -34,7 +34,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use crate::context::{Context, Identity, Key, key_of};
-use crate::gitsource::publish;
+use crate::controllers::gitsource::publish;
 
 const KIND: &str = "Release";
 /// Finalizer that makes deletion prune what the Release applied.
