@@ -1,17 +1,9 @@
-//! The CRDs as YAML (`ferry-agent crds`, `ferry install`, deploy/crds.yaml): generated from the
-//! Rust types in ferry-api, never written by hand.
+//! The CRDs as YAML for `ferry-agent crds` (deploy/crds.yaml, the chart's crds/). The list itself
+//! is THE one in ferry-api ([`ferry_api::all_crds`]), shared with `ferry install`.
 
-use ferry_api::{GitSource, Receiver, Release};
-use kube::CustomResourceExt;
-
-/// All ferry CRDs, each as a JSON value.
+/// All ferry CRDs, each as a JSON value (the list `ferry install` applies).
 pub fn all() -> Vec<serde_json::Value> {
-    let mut crds = vec![GitSource::crd(), Release::crd(), Receiver::crd()];
-    crds.extend(ferry_images::controller::crds());
-    crds.push(ferry_engine::decrypt::sealed::SealedSecret::crd());
-    crds.into_iter()
-        .filter_map(|crd| serde_json::to_value(crd).ok())
-        .collect()
+    ferry_api::all_crd_values()
 }
 
 /// Multi-document YAML of every CRD.

@@ -1,6 +1,7 @@
 //! `ferry-agent`: the pull-mode driver. Runs inside the cluster (service-account token) or beside
 //! it with a kubeconfig, reconciles GitSources and Releases through `ferry-engine`, and serves
 //! health, metrics and webhooks. `ferry-agent crds` prints the CRDs.
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use ferry_agent::{Agent, AgentOptions};

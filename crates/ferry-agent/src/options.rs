@@ -65,11 +65,11 @@ pub struct AgentOptions {
     /// Floor for the `interval` / `retryInterval` a tenant sets on a GitSource, Release or
     /// ImageRepository (`interval: 1s` would hammer the git server, the registry and the API
     /// server). Shorter values are raised to this.
-    #[arg(long, env = "FERRY_MIN_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "FERRY_MIN_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = ferry_api::parse_duration)]
     pub min_interval: Duration,
     /// Ceiling for the `timeout` a tenant sets on a GitSource, Release or ImageRepository
     /// (`timeout: 24h` would hold a reconcile slot for a day). Longer values are lowered to this.
-    #[arg(long, env = "FERRY_MAX_TIMEOUT", value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "FERRY_MAX_TIMEOUT", value_name = "DURATION", default_value = "15m", value_parser = ferry_api::parse_duration)]
     pub max_timeout: Duration,
     /// Most Releases of one namespace reconciled at the same time, so one tenant with many slow
     /// Releases cannot take every slot of --concurrency (a Release over the limit is retried a
@@ -235,9 +235,4 @@ impl AgentOptions {
     pub fn lease_duration(&self) -> Duration {
         Duration::from_secs(self.lease_duration_secs.max(2))
     }
-}
-
-/// A flag's duration (`30s`, `5m`, `1h30m`), in the same syntax as the CRDs' intervals.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    ferry_api::common::parse_duration(text)
 }

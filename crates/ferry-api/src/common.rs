@@ -54,44 +54,8 @@ fn default_source_kind() -> String {
     "GitSource".to_string()
 }
 
-/// Parse a Go-style duration (`30s`, `5m`, `1h30m`, `500ms`) as used in Flux specs.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".to_string());
-    }
-    let mut total = 0f64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} is missing a unit (ms, s, m, h)"))?;
-        if digits == 0 {
-            return Err(format!("duration {text:?} is not like 30s, 5m or 1h30m"));
-        }
-        let value: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("duration {text:?} has a bad number"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            other => {
-                return Err(format!(
-                    "duration {text:?} has unknown unit {other:?} (use ms, s, m or h)"
-                ));
-            }
-        };
-        total += value * factor;
-        rest = &rest[unit_len..];
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
-}
+/// The duration parser used to live here; its one home is [`crate::duration`].
+pub use crate::duration::parse_duration;
 
 /// Find a condition by type.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
@@ -172,15 +136,6 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
-        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
-        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
-        assert!(parse_duration("10").unwrap_err().contains("unit"));
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
-    }
 
     #[test]
     fn condition_transition_time_kept_when_status_unchanged() {

@@ -1,5 +1,6 @@
 //! `ferry`: the push-mode driver. Parses flags, connects to the cluster, and hands the work to
 //! `ferry-engine`. Each subcommand lives in `commands/`.
+#![forbid(unsafe_code)]
 
 mod cli;
 mod commands;

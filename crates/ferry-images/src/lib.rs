@@ -2,6 +2,7 @@
 //!
 //! Pure parts (no I/O): [`reference`], [`semver_range`], [`policy`], [`yaml_scan`], [`markers`],
 //! [`kustomize`]. File-tree edits shared by `ferry set-image` and the automation: [`setimage`].
+#![forbid(unsafe_code)]
 
 pub mod controller;
 pub mod git;

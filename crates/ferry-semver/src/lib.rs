@@ -2,6 +2,7 @@
 //! the `semver` crate: lenient versions (`v1.2`, `1`), `||`, comma/space AND, `~`, `~>`, `^`,
 //! wildcards (`1.2.x`, `*`), hyphen ranges, and Masterminds' pre-release rule: a pre-release
 //! version only satisfies a comparator whose own version has a pre-release (`>=1.0.0-0`).
+#![forbid(unsafe_code)]
 
 use std::cmp::Ordering;
 use std::fmt;

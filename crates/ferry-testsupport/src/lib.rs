@@ -3,6 +3,7 @@
 //! [`TestEnv::get`] reads `$FERRY_TESTENV_DIR/env` (default `/tmp/ferry-testenv/env`) written by
 //! `testenv/up`, and fails loudly if the environment is not up: tests never silently skip.
 //! [`TestNamespace`] gives each test its own namespace and deletes it on drop.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

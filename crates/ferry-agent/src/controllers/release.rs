@@ -434,20 +434,22 @@ pub fn status_differs(old: &ReleaseStatus, new: &ReleaseStatus) -> bool {
     strip(old) != strip(new)
 }
 
-/// The namespace a reference points to, refusing cross-namespace references unless allowed.
+/// The namespace a reference points to, refusing cross-namespace references unless allowed
+/// (THE rule, shared with the image controllers: [`ferry_api::referenced_namespace`]).
 fn referenced_namespace(
     ctx: &Context,
     own: &str,
     referenced: Option<&str>,
     what: &str,
 ) -> Result<String, String> {
-    let target = referenced.unwrap_or(own);
-    if target != own && !ctx.options.allow_cross_namespace_refs {
-        return Err(format!(
-            "{what} is in namespace {target}, but cross-namespace references are refused (a Release may only use objects of its own namespace {own}); move it, or start the agent with --allow-cross-namespace-refs"
-        ));
-    }
-    Ok(target.to_string())
+    ferry_api::referenced_namespace(
+        ctx.options.allow_cross_namespace_refs,
+        "Release",
+        own,
+        referenced,
+        what,
+    )
+    .map_err(|refused| refused.to_string())
 }
 
 async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
@@ -473,7 +475,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         &format!("GitSource {}", release.spec.source_ref.name),
     ) {
         Ok(n) => n,
-        Err(e) => return Decision::stalled("CrossNamespaceRefDenied", e),
+        Err(e) => return Decision::stalled(ferry_api::CROSS_NAMESPACE_REF_DENIED, e),
     };
     // Dependencies.
     for dep in &release.spec.depends_on {
@@ -484,7 +486,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
             &format!("dependency Release {}", dep.name),
         ) {
             Ok(n) => n,
-            Err(e) => return Decision::stalled("CrossNamespaceRefDenied", e),
+            Err(e) => return Decision::stalled(ferry_api::CROSS_NAMESPACE_REF_DENIED, e),
         };
         if let Err(e) = dependency_ready(ctx, &(dep_ns, dep.name.clone())) {
             return Decision::waiting("DependencyNotReady", e, timing.retry);
@@ -810,35 +812,21 @@ fn apply_render_spec(
     options: &crate::AgentOptions,
     request: &mut RenderRequest,
 ) -> Result<(), String> {
-    use ferry_engine::render::config::{AppConfig, SpecLayer};
-    request.policy = options.render_policy();
-    let Some(value) = &release.spec.render else {
-        return Ok(());
+    use ferry_engine::render::overrides::{DriverSettings, ObjectLayer, layer_onto};
+    let object = release.spec.render.as_ref().map(|value| ObjectLayer {
+        object: format!(
+            "Release {}/{} spec.render",
+            release.namespace().unwrap_or_default(),
+            release.name_any()
+        ),
+        value: value.clone(),
+    });
+    let settings = DriverSettings {
+        object,
+        policy: options.render_policy(),
+        ..DriverSettings::default()
     };
-    let source = std::path::PathBuf::from(format!(
-        "Release {}/{} spec.render",
-        release.namespace().unwrap_or_default(),
-        release.name_any()
-    ));
-    let config: AppConfig = serde_json::from_value(value.clone()).map_err(|e| {
-        format!(
-            "{}: not a valid ferry.yaml app config: {e}",
-            source.display()
-        )
-    })?;
-    if config.path.is_some() {
-        return Err(format!(
-            "{}: `path` is not supported here; set spec.path",
-            source.display()
-        ));
-    }
-    config.validate_as(&source).map_err(|e| e.to_string())?;
-    // spec.render.namespace replaces the target namespace for objects without one, as before.
-    if let Some(ns) = &config.namespace {
-        request.default_namespace = Some(ns.clone());
-    }
-    request.spec = Some(SpecLayer { source, config });
-    Ok(())
+    layer_onto(request, settings).map_err(|e| e.to_string())
 }
 
 /// Age keys from the decryption Secret (every value whose key ends in `.agekey`), read as the

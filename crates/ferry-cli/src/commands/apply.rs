@@ -98,7 +98,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// How long --wait waits (e.g. 90s, 5m, 1h).
-    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "5m", value_parser = ferry_api::parse_positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
     /// Server-side dry run: validate against the cluster, persist nothing.
     #[arg(long)]
@@ -106,37 +106,6 @@ pub struct ApplyArgs {
     /// List unchanged objects too in human output.
     #[arg(long)]
     pub show_unchanged: bool,
-}
-
-/// `90s`, `5m`, `1h30m`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(format!("invalid duration {text:?}: use e.g. 90s, 5m or 1h")),
-        };
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: use e.g. 90s, 5m or 1h"))?;
-        total += n * unit;
-        number.clear();
-    }
-    if !number.is_empty() || total == 0 {
-        return Err(format!("invalid duration {text:?}: use e.g. 90s, 5m or 1h"));
-    }
-    Ok(Duration::from_secs(total))
 }
 
 /// The source root: --root, else the git checkout containing the first path, else the
@@ -177,7 +146,7 @@ pub fn render_sources_collecting(
     let mut redactor = ferry_engine::render::safety::Redactor::new();
     let root = source_root(args)?;
     let overrides = set_image::parse_all(&args.set_images)?;
-    let render_overrides = args.render.overrides()?;
+    let render_settings = args.render.driver_settings()?;
     let age_keys = args.render.age_keys()?;
     let mut manifests = Vec::new();
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
@@ -190,7 +159,7 @@ pub fn render_sources_collecting(
         let mut req = RenderRequest::new(root.clone(), path)
             .with_default_namespace(args.namespace.clone())
             .with_set_images(overrides.clone());
-        req.overrides = render_overrides.clone();
+        render::overrides::layer_onto(&mut req, render_settings.clone())?;
         req.vars = args.render.vars();
         req.age_keys = age_keys.clone();
         manifests.extend(render::render_collecting(&req, &mut redactor)?);
@@ -456,18 +425,4 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
     } else {
         EXIT_OK
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("m").is_err());
-    }
 }

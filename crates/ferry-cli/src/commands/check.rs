@@ -281,7 +281,7 @@ pub fn contains(stored: &Value, shipped: &Value) -> bool {
 async fn crd_checks(client: &kube::Client) -> Vec<Check> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut out = Vec::new();
-    for shipped in install::crd_manifests() {
+    for shipped in ferry_api::all_crd_values() {
         let name = shipped["metadata"]["name"]
             .as_str()
             .unwrap_or_default()

@@ -14,10 +14,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferry_api::{GitSource, Receiver, Release};
 use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
 use ferry_engine::{Manifest, Origin, cluster};
-use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
 use crate::cli::GlobalArgs;
@@ -162,16 +160,6 @@ pub const CRDS_APP: &str = "ferry-crds";
 /// Namespace of the CRDs' inventory: one that exists in every cluster.
 pub const CRDS_INVENTORY_NAMESPACE: &str = "kube-system";
 
-/// The CRDs of every ferry kind (and the bitnami-compatible SealedSecret), as JSON objects.
-pub fn crd_manifests() -> Vec<Value> {
-    let mut crds = vec![GitSource::crd(), Release::crd(), Receiver::crd()];
-    crds.extend(ferry_images::controller::crds());
-    crds.push(ferry_engine::decrypt::sealed::SealedSecret::crd());
-    crds.into_iter()
-        .filter_map(|crd| serde_json::to_value(crd).ok())
-        .collect()
-}
-
 /// Apply the shared CRDs (and wait until they are Established) as [`CRDS_APP`].
 pub async fn apply_crds(client: &kube::Client) -> Result<ferry_engine::report::ApplyReport> {
     apply_crds_with(client, false).await
@@ -199,7 +187,7 @@ pub async fn apply_crds_with(
         attempt += 1;
         match pipeline::apply(
             client,
-            as_manifests(crd_manifests(), "ferry install (CRDs)")?,
+            as_manifests(ferry_api::all_crd_values(), "ferry install (CRDs)")?,
             &options,
             &NoProgress,
         )
@@ -601,7 +589,7 @@ async fn upgrade_bindings(
 pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
     let objects = manifests(args);
     if args.export {
-        let mut all = crd_manifests();
+        let mut all = ferry_api::all_crd_values();
         all.extend(objects);
         crate::output::write_stdout(&to_yaml(&all)?)?;
         return Ok(EXIT_OK);

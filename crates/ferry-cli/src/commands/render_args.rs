@@ -4,12 +4,13 @@
 //! current directory and, being the operator's own choice, are not confined to the source root.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use ferry_engine::decrypt::sops::AgeKeys;
 use ferry_engine::render::config::{Overrides, RendererKind};
+use ferry_engine::render::overrides;
 use ferry_engine::render::substitute;
 
 pub const PASSWORD_ENV: &str = "FERRY_CHART_PASSWORD";
@@ -93,45 +94,46 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
     substitute::parse_assignment(text)
 }
 
-fn absolute(cwd: &Path, path: &Path) -> PathBuf {
-    cwd.join(path)
-}
-
 impl RenderArgs {
-    /// The engine overrides (paths made absolute against the current directory).
-    pub fn overrides(&self) -> Result<Overrides> {
-        let cwd = std::env::current_dir().context("cannot determine the current directory")?;
-        // A local chart path is resolved here; OCI refs and repo chart names pass through.
-        let chart = self.chart.as_ref().map(|chart| {
-            if chart.starts_with("oci://") || self.repo.is_some() {
-                chart.clone()
-            } else {
-                absolute(&cwd, Path::new(chart)).display().to_string()
-            }
-        });
-        Ok(Overrides {
+    /// The flags as the engine's operator settings, paths still as typed: the engine's
+    /// [`overrides::layer_onto`] resolves them against the working directory (see
+    /// [`RenderArgs::driver_settings`]).
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
             renderer: self.renderer.map(|r| match r {
                 RendererArg::Plain => RendererKind::Plain,
                 RendererArg::Kustomize => RendererKind::Kustomize,
                 RendererArg::Helm => RendererKind::Helm,
             }),
-            chart,
+            chart: self.chart.clone(),
             repo: self.repo.clone(),
             chart_version: self.chart_version.clone(),
             release_name: self.release_name.clone(),
-            values_files: self.values.iter().map(|p| absolute(&cwd, p)).collect(),
+            values_files: self.values.clone(),
             set: self.set.clone(),
             set_string: self.set_string.clone(),
-            vars_files: self.vars_files.iter().map(|p| absolute(&cwd, p)).collect(),
+            vars_files: self.vars_files.clone(),
             strict_substitute: self.strict_substitute.then_some(true),
-            post_render: self.post_render.as_ref().map(|p| absolute(&cwd, p)),
+            post_render: self.post_render.clone(),
             plain_http: self.plain_http.then_some(true),
             allow_remote_bases: self.allow_remote_bases.then_some(true),
             timeout_seconds: self.render_timeout,
-            helm_binary: self.helm.as_ref().map(|p| absolute(&cwd, p)),
-            kustomize_binary: self.kustomize.as_ref().map(|p| absolute(&cwd, p)),
+            helm_binary: self.helm.clone(),
+            kustomize_binary: self.kustomize.clone(),
             chart_username: self.chart_username.clone(),
             chart_password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+        }
+    }
+
+    /// What `ferry apply/diff/render` layer over every app's ferry.yaml: the flags, relative to
+    /// the current directory (being the operator's own choice, not confined to the source
+    /// root), under the default render policy.
+    pub fn driver_settings(&self) -> Result<overrides::DriverSettings> {
+        let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+        Ok(overrides::DriverSettings {
+            operator: self.overrides(),
+            operator_cwd: Some(cwd),
+            ..overrides::DriverSettings::default()
         })
     }
 

@@ -28,7 +28,7 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub wait: bool,
     /// How long to wait.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = ferry_api::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -38,10 +38,6 @@ pub struct SuspendArgs {
     pub release: String,
     #[arg(short, long)]
     pub namespace: Option<String>,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    ferry_api::common::parse_duration(text)
 }
 
 async fn releases(

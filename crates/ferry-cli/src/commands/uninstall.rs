@@ -21,7 +21,6 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use serde_json::{Value, json};
 
 use crate::cli::GlobalArgs;
-use crate::commands::apply::parse_duration;
 use crate::commands::cluster_info::cluster_options;
 use crate::commands::install;
 use crate::output::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT};
@@ -69,7 +68,7 @@ pub struct UninstallArgs {
     #[arg(long, conflicts_with = "watch_namespaces")]
     pub all_namespaces: bool,
     /// How long `--releases delete` waits for the agent to delete the Releases' objects.
-    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "5m", value_parser = ferry_api::parse_positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
     /// Also delete the CRDs `ferry install` applied, once no ferry object is left anywhere.
     #[arg(long)]

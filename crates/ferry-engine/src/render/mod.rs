@@ -15,6 +15,7 @@ pub mod fast_yaml;
 pub mod helm;
 pub mod kustomize;
 pub mod names;
+pub mod overrides;
 pub mod parallel;
 pub mod plain;
 pub mod process;

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_api::common::RECONCILE_REQUESTED_AT;
-use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
+use ferry_api::images::ImageRepository;
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use thiserror::Error;
 
 use crate::reference::split_repository;
@@ -235,11 +235,7 @@ pub async fn run_controllers(client: Client, options: ImageOptions) -> anyhow::R
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![
-        ImageRepository::crd(),
-        ImagePolicy::crd(),
-        ImageUpdate::crd(),
-    ]
+    ferry_api::crds::image_crds()
 }
 
 /// For the webhook receiver: ask every ImageRepository (in `namespace`, or everywhere) whose
@@ -280,13 +276,7 @@ pub async fn request_scan(
 pub(crate) fn parse_interval(text: Option<&str>, default: Duration) -> Result<Duration, String> {
     match text {
         None => Ok(default),
-        Some(t) => ferry_api::common::parse_duration(t).and_then(|d| {
-            if d.is_zero() {
-                Err(format!("duration {t:?} must be positive"))
-            } else {
-                Ok(d)
-            }
-        }),
+        Some(t) => ferry_api::parse_positive_duration(t).map_err(|e| e.to_string()),
     }
 }
 
