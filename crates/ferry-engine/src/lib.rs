@@ -4,15 +4,19 @@
 //! each stage is a module below. The `ferry` CLI (push) and the `ferry-agent` (pull) are thin
 //! drivers over [`pipeline`].
 
-pub mod apply;
 pub mod cluster;
 pub mod decrypt;
-pub mod discovery;
+/// Moved to [`cluster::discovery`]; this path stays for callers written before.
+pub mod discovery {
+    pub use crate::cluster::discovery::*;
+}
 pub mod error;
 pub mod health;
 pub mod manifest;
+pub mod ownership;
 pub mod pipeline;
 pub mod plan;
+pub mod progress;
 pub mod prune;
 pub mod render;
 pub mod report;

@@ -16,17 +16,19 @@ use kube::Client;
 use kube::api::{Api, Patch};
 use serde_json::Value;
 
-use crate::apply::{
-    self, Applied, ApplySettings, Requests, describe_kube_error, is_unreachable, status_code,
-};
-use crate::discovery::{self, DiscoveryCache};
-use crate::health::{self, Target};
-use crate::plan::{self, Owner, Phase, PlannedObject, ResolvedKind, Resolver};
-use crate::prune::{
-    self, Candidate,
-    identity::ReleaseRef,
-    inventory::{self, Entry, HookRecord, Inventory},
-};
+use crate::cluster::api_for;
+use crate::cluster::discovery::{self, DiscoveryCache};
+use crate::cluster::kube_error::{describe_kube_error, is_unreachable, status_code};
+use crate::cluster::manager::apply::{self, Applied, ApplySettings};
+use crate::cluster::manager::delete::{self as prune, Candidate};
+use crate::cluster::manager::hooks;
+use crate::cluster::manager::live;
+use crate::cluster::manager::wait::{self, Target};
+use crate::cluster::requests::Requests;
+use crate::health;
+use crate::ownership::{self, Owner, ReleaseRef};
+use crate::plan::{self, Phase, PlannedObject, ResolvedKind, Resolver};
+use crate::prune::inventory::{self, Entry, HookRecord, Inventory};
 use crate::render::helm::hooks::{self as hook_class, HookPhase};
 use crate::report::redact::{REDACTED, Redactor};
 use crate::report::{
@@ -35,37 +37,7 @@ use crate::report::{
 };
 use crate::{Error, Manifest, ObjectKey, Result};
 
-/// Progress callbacks for long runs (the CLI draws a bar; the agent logs or ignores them).
-pub trait Progress: Send + Sync {
-    fn event(&self, event: ProgressEvent<'_>);
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum ProgressEvent<'a> {
-    /// The plan is ready: `total` objects to apply.
-    Planned {
-        total: usize,
-    },
-    Applied {
-        key: &'a ObjectKey,
-        action: Action,
-    },
-    Waiting {
-        pending: usize,
-        total: usize,
-    },
-    Pruned {
-        key: &'a ObjectKey,
-        action: Action,
-    },
-}
-
-/// Ignores progress.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn event(&self, _event: ProgressEvent<'_>) {}
-}
+pub use crate::progress::{NoProgress, Progress, ProgressEvent};
 
 /// Options for [`apply`] and [`diff`].
 #[derive(Debug, Clone)]
@@ -74,9 +46,9 @@ pub struct ApplyOptions {
     /// when `release` is set.
     pub app: String,
     /// Apply as this Release's app (the agent, and `ferry install`/`bootstrap` which hand over
-    /// to one): an identity apart from every push app, see `prune::identity`.
+    /// to one): an identity apart from every push app, see `ownership`.
     pub release: Option<ReleaseRef>,
-    /// The app a pre-upgrade ferry used for this app (`prune::identity::legacy_release_app`).
+    /// The app a pre-upgrade ferry used for this app (`ownership::legacy_release_app`).
     /// If this app has no inventory yet and a verified pre-upgrade inventory exists under that
     /// name (`inventory::read_legacy`), it is adopted (objects, ownership) and removed. The
     /// caller vouches that no other app maps to the same legacy name.
@@ -242,21 +214,12 @@ fn kind_of(p: &PlannedObject) -> ResolvedKind {
 /// Resolve inventory entries to API resources; entries whose kind is no longer served are
 /// returned separately.
 fn resolve_entries(resolver: &Resolver, entries: Vec<Entry>) -> (Vec<Candidate>, Vec<Entry>) {
-    let mut resolved = Vec::new();
-    let mut unresolved = Vec::new();
-    for entry in entries {
-        let version = entry
-            .api_version
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        match resolver.resolve_any_version(&entry.key.group, &version, &entry.key.kind) {
-            Some(kind) => resolved.push(Candidate { entry, kind }),
-            None => unresolved.push(entry),
-        }
-    }
-    (resolved, unresolved)
+    let (resolved, unresolved) = resolver.resolve_entries(entries);
+    let candidates = resolved
+        .into_iter()
+        .map(|(entry, kind)| Candidate { entry, kind })
+        .collect();
+    (candidates, unresolved)
 }
 
 /// Render → apply: the push and pull paths both end here. The report's messages and the error
@@ -311,7 +274,7 @@ async fn apply_unredacted(
     let (not_yet_created, stored, live) = tokio::try_join!(
         check_namespaces(client, &planned, &owner, &requests),
         inventory::read(client, &owner, &requests),
-        apply::live_index(client, &kinds, opts.concurrency, &requests),
+        live::live_index(client, &kinds, opts.concurrency, &requests),
     )?;
     // Optimistic concurrency: every inventory write presents the version this run read.
     let mut version = stored.as_ref().map(|s| s.version.clone());
@@ -368,7 +331,7 @@ async fn apply_unredacted(
     let is_hook = |p: &PlannedObject| hook_phase.get(&p.key) != Some(&HookPhase::Main);
     let main: Vec<&PlannedObject> = planned.iter().filter(|p| !is_hook(p)).collect();
     let hooks_of = |phase: HookPhase| {
-        apply::hooks::ordered(
+        hooks::ordered(
             planned
                 .iter()
                 .filter(|p| hook_phase.get(&p.key) == Some(&phase))
@@ -454,7 +417,7 @@ async fn apply_unredacted(
         dry_run: opts.dry_run,
         concurrency: opts.concurrency,
     };
-    let hook_ctx = apply::hooks::HookContext {
+    let hook_ctx = hooks::HookContext {
         client,
         settings: &settings,
         requests: &requests,
@@ -462,12 +425,12 @@ async fn apply_unredacted(
         timeout: opts.timeout,
     };
     let mut applied: HashMap<ObjectKey, Applied> = HashMap::new();
-    let mut hook_outcomes: Vec<apply::hooks::PhaseOutcome> = Vec::new();
+    let mut hook_outcomes: Vec<hooks::PhaseOutcome> = Vec::new();
     for phase in Phase::ALL {
         // Pre-deploy hooks go after namespaces and CRDs (Helm installs `crds/` first) and
         // before everything else.
         if phase == Phase::Config && run_hooks && !pre_hooks.is_empty() {
-            let outcome = apply::hooks::run_phase(&hook_ctx, &pre_hooks, &live, &recorded).await;
+            let outcome = hooks::run_phase(&hook_ctx, &pre_hooks, &live, &recorded).await;
             if let Some((key, message)) = &outcome.failure {
                 return Err(Error::Object {
                     object: key.to_string(),
@@ -559,7 +522,7 @@ async fn apply_unredacted(
                 .iter()
                 .map(|c| (c.entry.key.clone(), c.kind.clone()))
                 .collect();
-            let live = apply::live_index(client, &kinds, opts.concurrency, &requests).await?;
+            let live = live::live_index(client, &kinds, opts.concurrency, &requests).await?;
             let outcomes = prune::delete_owned(
                 client,
                 candidates,
@@ -597,7 +560,7 @@ async fn apply_unredacted(
                 kind: kind_of(p),
             })
             .collect();
-        let (healths, hit_deadline) = health::wait_all(
+        let (healths, hit_deadline) = wait::wait_all(
             client,
             &targets,
             opts.timeout,
@@ -620,7 +583,7 @@ async fn apply_unredacted(
         if failed || timed_out {
             tracing::warn!(owner = %owner.id(), "post-deploy hooks not run: the apply did not succeed");
         } else {
-            let outcome = apply::hooks::run_phase(&hook_ctx, &post_hooks, &live, &recorded).await;
+            let outcome = hooks::run_phase(&hook_ctx, &post_hooks, &live, &recorded).await;
             hook_outcomes.push(outcome);
         }
     }
@@ -767,7 +730,7 @@ async fn wait_for_crds(
         return;
     }
     let timeout = opts.timeout.min(Duration::from_secs(60));
-    let (healths, _) = health::wait_all(
+    let (healths, _) = wait::wait_all(
         client,
         &targets,
         timeout,
@@ -850,7 +813,7 @@ async fn diff_unredacted(
                 let requests = &requests;
                 let owner = &owner;
                 async move {
-                    let api = apply::api_for(client, &kind_of(p), p.key.namespace.as_deref());
+                    let api = api_for(client, &kind_of(p), p.key.namespace.as_deref());
                     requests.read();
                     let live = match api.get_opt(&p.key.name).await {
                         Ok(live) => live,
@@ -867,7 +830,7 @@ async fn diff_unredacted(
                             .metadata
                             .annotations
                             .as_ref()
-                            .and_then(|a| a.get(plan::ANNOTATION_OWNER))
+                            .and_then(|a| a.get(ownership::ANNOTATION_OWNER))
                         && !owner.is_own_id(other)
                     {
                         return Err(Error::Object {
@@ -925,20 +888,20 @@ async fn diff_unredacted(
             .collect();
         let (candidates, _) = resolve_entries(&resolver, gone);
         for c in candidates {
-            let api = apply::api_for(client, &c.kind, c.entry.key.namespace.as_deref());
+            let api = api_for(client, &c.kind, c.entry.key.namespace.as_deref());
             requests.read();
             let Ok(Some(live)) = api.get_opt(&c.entry.key.name).await else {
                 continue;
             };
             let annotations = live.metadata.annotations.as_ref();
             let prune_annotation = annotations
-                .and_then(|a| a.get(plan::ANNOTATION_PRUNE))
+                .and_then(|a| a.get(ownership::ANNOTATION_PRUNE))
                 .map(String::as_str);
             // Objects `apply` would keep: not ours, opted out, destructive without opt-in.
             if !owner.owns(live.metadata.labels.as_ref(), annotations)
                 || prune_annotation == Some("disabled")
                 || (prune::is_destructive(&c.entry.key.group, &c.entry.key.kind)
-                    && prune_annotation != Some(prune::PRUNE_ALLOW_DESTRUCTIVE))
+                    && prune_annotation != Some(ownership::PRUNE_ALLOW_DESTRUCTIVE))
             {
                 continue;
             }
@@ -1032,8 +995,8 @@ fn normalize(value: &Value) -> Value {
                 for a in [
                     "kubectl.kubernetes.io/last-applied-configuration",
                     "deployment.kubernetes.io/revision",
-                    plan::ANNOTATION_HASH,
-                    plan::ANNOTATION_REVISION,
+                    ownership::ANNOTATION_HASH,
+                    ownership::ANNOTATION_REVISION,
                 ] {
                     annotations.remove(a);
                 }
@@ -1169,6 +1132,8 @@ pub struct DeleteOptions {
     /// Namespaces the caller knows are being deleted (the agent reads them with its own
     /// identity); objects there are left to the namespace.
     pub terminating: BTreeSet<String>,
+    /// Discovery shared across runs (the agent); `None`: discover afresh for this run.
+    pub discovery: Option<Arc<DiscoveryCache>>,
 }
 
 /// `ferry delete --app`: delete every object in the inventory that is still provably ours (in
@@ -1261,8 +1226,11 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
     {
         owner.legacy = Some(legacy.app.clone());
     }
-    requests.read();
-    let resolver = Resolver::discover(client).await?;
+    let mut resolver =
+        discovery::resolver_for(opts.discovery.as_ref(), client, &[], &requests).await?;
+    resolver
+        .refresh_for_entries(client, &inv.objects, &requests)
+        .await?;
     let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
     let mut objects: Vec<ObjectResult> = unresolved
         .into_iter()
@@ -1284,7 +1252,7 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
         .iter()
         .map(|c| (c.entry.key.clone(), c.kind.clone()))
         .collect();
-    let live = apply::live_index(client, &kinds, concurrency, &requests).await?;
+    let live = live::live_index(client, &kinds, concurrency, &requests).await?;
     let outcomes = prune::delete_owned(
         client,
         candidates,
@@ -1328,6 +1296,20 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
     })
 }
 
+/// Options for [`status_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StatusOptions {
+    /// The push app (ignored when `release` is set).
+    pub app: String,
+    /// The status of this Release's app.
+    pub release: Option<ReleaseRef>,
+    /// Namespace of the inventory (`None`: the client's default namespace).
+    pub namespace: Option<String>,
+    pub concurrency: usize,
+    /// Discovery shared across runs (the agent); `None`: discover afresh for this run.
+    pub discovery: Option<Arc<DiscoveryCache>>,
+}
+
 /// `ferry status --app`: the inventory, last revision/time, and the health of every object.
 pub async fn status(
     client: &Client,
@@ -1346,7 +1328,29 @@ pub async fn status_of(
     namespace: Option<&str>,
     concurrency: usize,
 ) -> Result<StatusReport> {
-    let owner = owner_for(client, app, release, namespace)?;
+    status_with(
+        client,
+        &StatusOptions {
+            app: app.to_string(),
+            release: release.cloned(),
+            namespace: namespace.map(str::to_string),
+            concurrency,
+            discovery: None,
+        },
+    )
+    .await
+}
+
+/// The status of an app: its inventory (source, revision, when applied) and the health of every
+/// object in it, with conditions and recent events for the ones that are not Current.
+pub async fn status_with(client: &Client, opts: &StatusOptions) -> Result<StatusReport> {
+    let concurrency = opts.concurrency;
+    let owner = owner_for(
+        client,
+        &opts.app,
+        opts.release.as_ref(),
+        opts.namespace.as_deref(),
+    )?;
     let requests = Requests::default();
     let Some(inv) = inventory::read(client, &owner, &requests)
         .await?
@@ -1358,7 +1362,11 @@ pub async fn status_of(
             owner.namespace
         )));
     };
-    let resolver = Resolver::discover(client).await?;
+    let mut resolver =
+        discovery::resolver_for(opts.discovery.as_ref(), client, &[], &requests).await?;
+    resolver
+        .refresh_for_entries(client, &inv.objects, &requests)
+        .await?;
     let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
     let mut objects: Vec<ObjectStatus> = futures::stream::iter(
         candidates
@@ -1370,12 +1378,12 @@ pub async fn status_of(
                         key: c.entry.key.clone(),
                         kind: c.kind,
                     };
-                    let mut h = health::check(client, &target, requests).await;
+                    let mut h = wait::check(client, &target, requests).await;
                     if !matches!(
                         h.state,
                         health::HealthState::Current | health::HealthState::NotFound
                     ) {
-                        let detail = health::explain(client, &target, requests).await;
+                        let detail = wait::explain(client, &target, requests).await;
                         if !detail.is_empty() {
                             h.message = format!("{}\n{detail}", h.message);
                         }
@@ -1425,4 +1433,5 @@ fn engine_futures_are_send(
     assert_send(delete_app(client, "app", None, false, 1));
     assert_send(status(client, "app", None, 1));
     assert_send(status_of(client, "app", None, None, 1));
+    assert_send(status_with(client, &StatusOptions::default()));
 }

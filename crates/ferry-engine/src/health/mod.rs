@@ -1,18 +1,9 @@
-//! Stage 7, health: kstatus-like readiness rules ([`assess`]) and waiting until applied objects
-//! are Current ([`wait_all`]), with conditions and recent events for the ones that are not.
+//! Stage 7, health: kstatus-like readiness rules. Pure: [`assess`] judges one live object's JSON
+//! (Current, InProgress, Failed); fetching and waiting until objects are Current is the cluster
+//! side's (`cluster::manager::wait`).
 
-use std::time::Duration;
-
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::ObjectKey;
-use crate::apply::Requests;
-use crate::plan::ResolvedKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -47,19 +38,19 @@ pub struct Health {
 }
 
 impl Health {
-    fn current() -> Self {
+    pub fn current() -> Self {
         Self {
             state: HealthState::Current,
             message: String::new(),
         }
     }
-    fn progress(message: impl Into<String>) -> Self {
+    pub fn progress(message: impl Into<String>) -> Self {
         Self {
             state: HealthState::InProgress,
             message: message.into(),
         }
     }
-    fn failed(message: impl Into<String>) -> Self {
+    pub fn failed(message: impl Into<String>) -> Self {
         Self {
             state: HealthState::Failed,
             message: message.into(),
@@ -274,228 +265,6 @@ fn generic(obj: &Value) -> Health {
         Some(c) => Health::progress(condition_text(c)),
         None => Health::current(),
     }
-}
-
-/// An object to watch.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub key: ObjectKey,
-    pub kind: ResolvedKind,
-}
-
-pub(crate) fn api_for(
-    client: &Client,
-    kind: &ResolvedKind,
-    namespace: Option<&str>,
-) -> Api<DynamicObject> {
-    match (kind.namespaced, namespace) {
-        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.resource),
-        _ => Api::all_with(client.clone(), &kind.resource),
-    }
-}
-
-/// Fetch and assess one object.
-pub async fn check(client: &Client, target: &Target, requests: &Requests) -> Health {
-    let api = api_for(client, &target.kind, target.key.namespace.as_deref());
-    requests.read();
-    match api.get_opt(&target.key.name).await {
-        Ok(Some(obj)) => {
-            let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
-            assess(&target.key.group, &target.key.kind, &value)
-        }
-        Ok(None) => Health::not_found(),
-        Err(err) => Health::progress(format!(
-            "cannot read: {}",
-            crate::apply::describe_kube_error(&err)
-        )),
-    }
-}
-
-/// Assess the targets at `indices`: one LIST per kind and namespace where several objects share
-/// them (a 1,000-object app is a handful of requests per poll), a GET otherwise or when listing
-/// is not allowed.
-async fn check_many(
-    client: &Client,
-    targets: &[Target],
-    indices: &[usize],
-    concurrency: usize,
-    requests: &Requests,
-) -> Vec<(usize, Health)> {
-    type GroupKey = (String, String, Option<String>);
-    let mut groups: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
-    for &i in indices {
-        let t = &targets[i];
-        groups
-            .entry((
-                t.kind.resource.api_version.clone(),
-                t.kind.resource.plural.clone(),
-                t.key.namespace.clone(),
-            ))
-            .or_default()
-            .push(i);
-    }
-    let per_group: Vec<Vec<(usize, Health)>> = futures::stream::iter(
-        groups
-            .into_values()
-            .map(|members| async move {
-                if members.len() > 1 {
-                    let first = &targets[members[0]];
-                    let api = api_for(client, &first.kind, first.key.namespace.as_deref());
-                    requests.read();
-                    if let Ok(list) = api.list(&ListParams::default()).await {
-                        let by_name: std::collections::HashMap<&str, &DynamicObject> = list
-                            .items
-                            .iter()
-                            .filter_map(|o| o.metadata.name.as_deref().map(|n| (n, o)))
-                            .collect();
-                        return members
-                            .iter()
-                            .map(|&i| {
-                                let t = &targets[i];
-                                let h = match by_name.get(t.key.name.as_str()) {
-                                    Some(obj) => {
-                                        let value =
-                                            serde_json::to_value(obj).unwrap_or(Value::Null);
-                                        assess(&t.key.group, &t.key.kind, &value)
-                                    }
-                                    None => Health::not_found(),
-                                };
-                                (i, h)
-                            })
-                            .collect();
-                    }
-                }
-                let mut out = Vec::with_capacity(members.len());
-                for i in members {
-                    out.push((i, check(client, &targets[i], requests).await));
-                }
-                out
-            })
-            .collect::<Vec<_>>(),
-    )
-    .buffer_unordered(concurrency.max(1))
-    .collect()
-    .await;
-    per_group.into_iter().flatten().collect()
-}
-
-/// Poll until every target is Current or Failed, or `timeout` passes. Returns one health per
-/// target (same order) and whether the deadline was hit. Objects that did not become Current
-/// get their conditions and recent events appended to the message.
-pub async fn wait_all(
-    client: &Client,
-    targets: &[Target],
-    timeout: Duration,
-    concurrency: usize,
-    requests: &Requests,
-    progress: &dyn crate::pipeline::Progress,
-) -> (Vec<Health>, bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut health: Vec<Option<Health>> = vec![None; targets.len()];
-    let mut delay = Duration::from_millis(250);
-    let timed_out = loop {
-        let pending: Vec<usize> = (0..targets.len())
-            .filter(|&i| {
-                !matches!(
-                    health[i].as_ref().map(|h| h.state),
-                    Some(HealthState::Current | HealthState::Failed)
-                )
-            })
-            .collect();
-        progress.event(crate::pipeline::ProgressEvent::Waiting {
-            pending: pending.len(),
-            total: targets.len(),
-        });
-        if pending.is_empty() {
-            break false;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break true;
-        }
-        let results = check_many(client, targets, &pending, concurrency, requests).await;
-        let mut still_pending = false;
-        for (i, h) in results {
-            still_pending |= !matches!(h.state, HealthState::Current | HealthState::Failed);
-            health[i] = Some(h);
-        }
-        if still_pending {
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                break true;
-            }
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
-    };
-    let mut out = Vec::with_capacity(targets.len());
-    for (i, h) in health.into_iter().enumerate() {
-        let mut h = h.unwrap_or_else(|| Health::progress("not checked before the deadline"));
-        if h.state != HealthState::Current {
-            let detail = explain(client, &targets[i], requests).await;
-            if !detail.is_empty() {
-                h.message = format!("{}\n{detail}", h.message);
-            }
-        }
-        out.push(h);
-    }
-    (out, timed_out)
-}
-
-/// Conditions and the last few events of an object that is not healthy.
-pub async fn explain(client: &Client, target: &Target, requests: &Requests) -> String {
-    let mut out = Vec::new();
-    let api = api_for(client, &target.kind, target.key.namespace.as_deref());
-    requests.read();
-    if let Ok(Some(obj)) = api.get_opt(&target.key.name).await {
-        let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
-        let conditions = conditions_summary(&value);
-        if !conditions.is_empty() {
-            out.push(format!(
-                "conditions:\n  {}",
-                conditions.replace('\n', "\n  ")
-            ));
-        }
-    }
-    let Some(ns) = target.key.namespace.as_deref() else {
-        return out.join("\n");
-    };
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let selector = format!(
-        "involvedObject.name={},involvedObject.kind={}",
-        target.key.name, target.key.kind
-    );
-    requests.read();
-    if let Ok(list) = events.list(&ListParams::default().fields(&selector)).await {
-        let mut items = list.items;
-        items.sort_by_key(|e| {
-            e.last_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .or_else(|| {
-                    e.meta()
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0.to_string())
-                })
-        });
-        let recent: Vec<String> = items
-            .iter()
-            .rev()
-            .take(5)
-            .map(|e| {
-                format!(
-                    "{} {}: {}",
-                    e.type_.as_deref().unwrap_or(""),
-                    e.reason.as_deref().unwrap_or(""),
-                    e.message.as_deref().unwrap_or("").trim()
-                )
-            })
-            .collect();
-        if !recent.is_empty() {
-            out.push(format!("recent events:\n  {}", recent.join("\n  ")));
-        }
-    }
-    out.join("\n")
 }
 
 #[cfg(test)]

@@ -1,29 +1,27 @@
-//! Stage 4, plan: resolve kinds through discovery, default namespaces, stamp ownership metadata,
+//! Stage 4, plan (pure, no client): resolve kinds ([`kinds`], filled by `cluster::discovery`), default namespaces, stamp ownership metadata,
 //! hash the intent, and order objects into apply phases. [`diff`] compares the plan with the
 //! live cluster for `ferry diff` (see `pipeline::diff`).
 //!
 //! Ownership: every applied object gets the label `ferry.dev/app=<app>` and the annotation
-//! `ferry.dev/owner=<owner id>` (`prune::identity`); both must match before ferry prunes or deletes
+//! `ferry.dev/owner=<owner id>` (`ownership`); both must match before ferry prunes or deletes
 //! anything. `ferry.dev/intent-hash` is a hash of what ferry applies; a re-apply of an unchanged
 //! object with an unchanged live fingerprint sends no write (see `apply`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+pub mod kinds;
 
-use kube::Client;
+use std::collections::HashMap;
+
 use kube::api::ApiResource;
-use kube::core::GroupVersionKind;
-use kube::discovery::{Discovery, Scope};
 use serde_json::Value;
+
+pub use kinds::{ResolvedKind, Resolver};
 
 use crate::{Error, Manifest, ObjectKey, Result};
 
-pub const LABEL_APP: &str = "ferry.dev/app";
-pub const ANNOTATION_OWNER: &str = "ferry.dev/owner";
-pub const ANNOTATION_HASH: &str = "ferry.dev/intent-hash";
-pub const ANNOTATION_REVISION: &str = "ferry.dev/revision";
-/// Per-object opt-out from pruning and `ferry delete`: `ferry.dev/prune: disabled`.
-pub const ANNOTATION_PRUNE: &str = "ferry.dev/prune";
+pub use crate::ownership::{
+    ANNOTATION_HASH, ANNOTATION_OWNER, ANNOTATION_PRUNE, ANNOTATION_REVISION, LABEL_APP, Owner,
+    validate_app_name,
+};
 
 /// Apply order. Lower phases are applied (and, for CRDs, established) before higher ones;
 /// objects within a phase are applied concurrently. Prune and delete go in reverse.
@@ -91,143 +89,6 @@ impl Phase {
     ];
 }
 
-/// How to reach one kind: its API resource and whether it is namespaced.
-#[derive(Debug, Clone)]
-pub struct ResolvedKind {
-    pub resource: ApiResource,
-    pub namespaced: bool,
-}
-
-/// Resolves `apiVersion`+`kind` to API resources using discovery, plus the CRDs in the source
-/// (their kinds are not served until they are applied). Works with any identity: discovery is
-/// readable by every authenticated user.
-pub struct Resolver {
-    /// Shared with [`crate::discovery::DiscoveryCache`] when the caller passed one.
-    pub(crate) discovery: Arc<Discovery>,
-    from_crds: HashMap<(String, String, String), ResolvedKind>,
-    /// Where `discovery` came from when it may be stale (a cache), so it can be refreshed.
-    pub(crate) cached: Option<crate::discovery::Cached>,
-}
-
-/// Aggregated discovery: `/api` and `/apis`, two requests.
-pub(crate) async fn run_discovery(client: &Client) -> Result<Discovery> {
-    Discovery::new(client.clone())
-        .run_aggregated()
-        .await
-        .map_err(|err| {
-            Error::Cluster(format!(
-                "discovery failed (cannot list the API server's kinds): {}",
-                crate::apply::describe_kube_error(&err)
-            ))
-        })
-}
-
-impl Resolver {
-    /// Run discovery (one aggregated request pair) against the cluster.
-    pub async fn discover(client: &Client) -> Result<Self> {
-        Ok(Self::from_discovery(Arc::new(run_discovery(client).await?)))
-    }
-
-    /// A resolver over an already-run discovery (see [`crate::discovery::DiscoveryCache`]).
-    pub fn from_discovery(discovery: Arc<Discovery>) -> Self {
-        Self {
-            discovery,
-            from_crds: HashMap::new(),
-            cached: None,
-        }
-    }
-
-    /// Whether the cluster or a CRD in the source serves every manifest's kind.
-    pub fn resolves_all(&self, manifests: &[Manifest]) -> bool {
-        manifests.iter().all(|m| {
-            let api_version = m.api_version();
-            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-            self.resolve(group, version, m.kind()).is_some()
-        })
-    }
-
-    /// Register the kinds that CRDs in the source will serve.
-    pub fn learn_crds(&mut self, manifests: &[Manifest]) {
-        for m in manifests {
-            if m.group() != "apiextensions.k8s.io" || m.kind() != "CustomResourceDefinition" {
-                continue;
-            }
-            let spec = &m.object.data["spec"];
-            let (Some(group), Some(kind), Some(plural)) = (
-                spec["group"].as_str(),
-                spec["names"]["kind"].as_str(),
-                spec["names"]["plural"].as_str(),
-            ) else {
-                continue;
-            };
-            let namespaced = spec["scope"].as_str() != Some("Cluster");
-            for version in spec["versions"].as_array().into_iter().flatten() {
-                let Some(version) = version["name"].as_str() else {
-                    continue;
-                };
-                let gvk = GroupVersionKind::gvk(group, version, kind);
-                let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
-                self.from_crds.insert(
-                    (group.to_string(), version.to_string(), kind.to_string()),
-                    ResolvedKind {
-                        resource,
-                        namespaced,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Resolve `group/version` + `kind`; `None` if neither the cluster nor a CRD in the source
-    /// serves it.
-    pub fn resolve(&self, group: &str, version: &str, kind: &str) -> Option<ResolvedKind> {
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        if let Some((resource, caps)) = self.discovery.resolve_gvk(&gvk) {
-            return Some(ResolvedKind {
-                resource,
-                namespaced: caps.scope == Scope::Namespaced,
-            });
-        }
-        self.from_crds
-            .get(&(group.to_string(), version.to_string(), kind.to_string()))
-            .cloned()
-    }
-
-    /// Resolve a group+kind at any served version (for inventory entries whose recorded version
-    /// may have been removed since).
-    pub fn resolve_any_version(
-        &self,
-        group: &str,
-        version: &str,
-        kind: &str,
-    ) -> Option<ResolvedKind> {
-        self.resolve(group, version, kind).or_else(|| {
-            let (resource, caps) = self.discovery.get(group)?.recommended_kind(kind)?;
-            Some(ResolvedKind {
-                resource,
-                namespaced: caps.scope == Scope::Namespaced,
-            })
-        })
-    }
-
-    /// Versions the cluster serves for a group, for error messages.
-    fn served_versions(&self, group: &str, kind: &str) -> Vec<String> {
-        let Some(api_group) = self.discovery.get(group) else {
-            return Vec::new();
-        };
-        api_group
-            .versions()
-            .filter(|v| {
-                api_group
-                    .versioned_resources(v)
-                    .iter()
-                    .any(|(r, _)| r.kind == kind)
-            })
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// One object ready to apply.
 #[derive(Debug, Clone)]
 pub struct PlannedObject {
@@ -243,27 +104,6 @@ pub struct PlannedObject {
 impl PlannedObject {
     pub fn api_version(&self) -> String {
         self.resource.api_version.clone()
-    }
-}
-
-/// Who owns what; see `prune::identity` for the encoding (push apps and Releases apart).
-pub use crate::prune::identity::Owner;
-
-/// Validate an app name: it becomes a label value and part of the inventory's name.
-pub fn validate_app_name(app: &str) -> Result<()> {
-    let ok = !app.is_empty()
-        && app.len() <= 63
-        && app
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !app.starts_with('-')
-        && !app.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Refused(format!(
-            "app name {app:?} is not valid: use at most 63 lowercase letters, digits and '-' (pass --app NAME)"
-        )))
     }
 }
 

@@ -1,5 +1,5 @@
 //! The inventory: a ConfigMap in the app's namespace (`ferry-inventory-<app>` for a push app,
-//! `ferry-release-<name>-<hash>` for a Release, see [`super::identity`]) listing every object
+//! `ferry-release-<name>-<hash>` for a Release, see [`crate::ownership`]) listing every object
 //! the app applied (with the fingerprint ferry saw after its last write), the source, the git
 //! revision and when it last changed. It lives in the app's namespace so a tenant identity that
 //! may only write there can keep it; it holds no Secret values.
@@ -25,8 +25,9 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Requests, describe_kube_error, status_code};
-use crate::plan::{ANNOTATION_OWNER, Owner};
+use crate::cluster::kube_error::{describe_kube_error, status_code};
+use crate::cluster::requests::Requests;
+use crate::ownership::{ANNOTATION_OWNER, ANNOTATION_REVISION, Owner};
 use crate::{Error, ObjectKey, Result};
 
 pub const LABEL_INVENTORY: &str = "ferry.dev/inventory";
@@ -223,7 +224,7 @@ pub async fn read(client: &Client, owner: &Owner, requests: &Requests) -> Result
 /// A pre-upgrade app name to adopt, and how to recognise its inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Legacy {
-    /// The app name ferry used before ([`super::identity::legacy_release_app`]).
+    /// The app name ferry used before ([`crate::ownership::legacy_release_app`]).
     pub app: String,
     /// If set, the old inventory's recorded source must start with it (the agent passes
     /// `<git URL>//`: what it recorded for the Release) or be empty (`ferry install` and
@@ -253,7 +254,7 @@ pub async fn read_legacy(
         legacy.push_takeover,
         legacy.app.as_str(),
     );
-    if crate::plan::validate_app_name(legacy).is_err() {
+    if crate::ownership::validate_app_name(legacy).is_err() {
         return Ok(None);
     }
     let name = Inventory::name(legacy);
@@ -325,10 +326,7 @@ pub async fn write(
     let text = serde_json::to_string(&inventory).map_err(anyhow::Error::from)?;
     let mut annotations = BTreeMap::from([(ANNOTATION_OWNER.to_string(), owner.id())]);
     if let Some(revision) = &inventory.revision {
-        annotations.insert(
-            crate::plan::ANNOTATION_REVISION.to_string(),
-            revision.clone(),
-        );
+        annotations.insert(ANNOTATION_REVISION.to_string(), revision.clone());
     }
     let cm = ConfigMap {
         metadata: ObjectMeta {

@@ -1,5 +1,11 @@
-//! App identity: which app owns an object and an inventory, encoded so that two different apps
-//! can never share one.
+//! Ownership: the labels and annotations ferry stamps on what it applies, and app identity —
+//! which app owns an object and an inventory, encoded so that two different apps can never share
+//! one. Pure: no client; the cluster side (`cluster::manager`) and the inventory read these.
+//!
+//! Every applied object gets the label `ferry.dev/app=<app>` ([`LABEL_APP`]) and the annotation
+//! `ferry.dev/owner=<owner id>` ([`ANNOTATION_OWNER`]); both must match before ferry prunes or
+//! deletes anything. `ferry.dev/intent-hash` ([`ANNOTATION_HASH`]) is a hash of what ferry
+//! applies (see `plan::intent_hash`).
 //!
 //! There are two kinds of app, in separate name spaces:
 //!
@@ -28,8 +34,39 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ANNOTATION_OWNER, LABEL_APP};
 use crate::{Error, Result};
+
+/// The app label: a push app's name, or a Release's readable name. For selecting, never for
+/// deciding ownership (two apps may share a value).
+pub const LABEL_APP: &str = "ferry.dev/app";
+/// The exact owner id ([`Owner::id`]) of an applied object.
+pub const ANNOTATION_OWNER: &str = "ferry.dev/owner";
+/// Hash of what ferry applied (`plan::intent_hash`): an unchanged re-apply sends no write.
+pub const ANNOTATION_HASH: &str = "ferry.dev/intent-hash";
+/// The git revision that last changed the object.
+pub const ANNOTATION_REVISION: &str = "ferry.dev/revision";
+/// Per-object opt-out from pruning and `ferry delete`: `ferry.dev/prune: disabled`.
+pub const ANNOTATION_PRUNE: &str = "ferry.dev/prune";
+/// The value of [`ANNOTATION_PRUNE`] that allows pruning a destructive kind.
+pub const PRUNE_ALLOW_DESTRUCTIVE: &str = "allow-destructive";
+
+/// Validate an app name: it becomes a label value and part of the inventory's name.
+pub fn validate_app_name(app: &str) -> Result<()> {
+    let ok = !app.is_empty()
+        && app.len() <= 63
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !app.starts_with('-')
+        && !app.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "app name {app:?} is not valid: use at most 63 lowercase letters, digits and '-' (pass --app NAME)"
+        )))
+    }
+}
 
 /// A Release, by its own namespace and name (not where it deploys).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,7 +100,7 @@ pub struct Owner {
 impl Owner {
     /// A push app (`ferry apply --app NAME`).
     pub fn push(app: &str, namespace: &str) -> Result<Owner> {
-        crate::plan::validate_app_name(app)?;
+        validate_app_name(app)?;
         Ok(Owner {
             app: app.to_string(),
             namespace: namespace.to_string(),

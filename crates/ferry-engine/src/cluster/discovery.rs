@@ -1,8 +1,9 @@
-//! API discovery reused across engine runs.
+//! API discovery: fetching which kinds the cluster serves (two requests) and reusing the result
+//! across engine runs. It fills `plan::kinds::Resolver`, the pure table the plan resolves with.
 //!
 //! Every run needs GVK → API resource + scope. Discovery costs two requests (`/api`, `/apis`),
 //! which dominated the agent's steady-state traffic when every reconcile ran it afresh. A
-//! [`DiscoveryCache`] keeps one result and hands it to every run (`ApplyOptions::discovery`);
+//! [`DiscoveryCache`] keeps one result and hands it to every run (`ApplyOptions::discovery`, `DeleteOptions::discovery`, `StatusOptions::discovery`);
 //! it is refreshed
 //! - when it is older than its maximum age (default [`DEFAULT_MAX_AGE`]),
 //! - when the source contains CRDs (the kinds they serve change with the apply),
@@ -23,10 +24,47 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::discovery::Discovery;
 
-use crate::apply::Requests;
-use crate::plan::{self, Resolver};
+use crate::cluster::kube_error::describe_kube_error;
+use crate::cluster::requests::Requests;
+use crate::plan::Resolver;
 use crate::prune::inventory::Entry;
-use crate::{Manifest, Result};
+use crate::{Error, Manifest, Result};
+
+/// Aggregated discovery: `/api` and `/apis`, two requests.
+async fn run_discovery(client: &Client) -> Result<Discovery> {
+    Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .map_err(|err| {
+            Error::Cluster(format!(
+                "discovery failed (cannot list the API server's kinds): {}",
+                describe_kube_error(&err)
+            ))
+        })
+}
+
+/// A fresh resolver: run discovery (two requests) against the cluster.
+pub async fn discover(client: &Client, requests: &Requests) -> Result<Resolver> {
+    requests.read();
+    requests.read();
+    Ok(Resolver::from_discovery(Arc::new(
+        run_discovery(client).await?,
+    )))
+}
+
+/// The kinds one run resolves with, and the cache they came from (so a kind that is not known
+/// yet can trigger a refresh). Dereferences to the [`Resolver`].
+pub struct RunResolver {
+    resolver: Resolver,
+    cached: Option<Cached>,
+}
+
+impl std::ops::Deref for RunResolver {
+    type Target = Resolver;
+    fn deref(&self) -> &Resolver {
+        &self.resolver
+    }
+}
 
 /// How long a cached discovery is used when nothing suggests it is stale.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
@@ -49,7 +87,7 @@ struct Snapshot {
 
 /// A resolver's link back to the cache it came from.
 #[derive(Clone)]
-pub(crate) struct Cached {
+struct Cached {
     cache: Arc<DiscoveryCache>,
     started: Instant,
 }
@@ -122,7 +160,7 @@ impl DiscoveryCache {
         let started = Instant::now();
         requests.read();
         requests.read();
-        let discovery = Arc::new(plan::run_discovery(client).await?);
+        let discovery = Arc::new(run_discovery(client).await?);
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snapshot = Snapshot { discovery, started };
@@ -133,18 +171,19 @@ impl DiscoveryCache {
 
 /// The resolver for one run over `manifests`: from `cache` when given (refreshed as the module
 /// docs describe), else from a fresh discovery. CRDs in the source are learned either way.
-pub(crate) async fn resolver_for(
+pub async fn resolver_for(
     cache: Option<&Arc<DiscoveryCache>>,
     client: &Client,
     manifests: &[Manifest],
     requests: &Requests,
-) -> Result<Resolver> {
+) -> Result<RunResolver> {
     let Some(cache) = cache else {
-        requests.read();
-        requests.read();
-        let mut resolver = Resolver::discover(client).await?;
+        let mut resolver = discover(client, requests).await?;
         resolver.learn_crds(manifests);
-        return Ok(resolver);
+        return Ok(RunResolver {
+            resolver,
+            cached: None,
+        });
     };
     let asked = Instant::now();
     let has_crds = manifests
@@ -162,21 +201,27 @@ pub(crate) async fn resolver_for(
     Ok(resolver)
 }
 
-fn with_crds(cache: &Arc<DiscoveryCache>, snapshot: &Snapshot, manifests: &[Manifest]) -> Resolver {
+fn with_crds(
+    cache: &Arc<DiscoveryCache>,
+    snapshot: &Snapshot,
+    manifests: &[Manifest],
+) -> RunResolver {
     let mut resolver = Resolver::from_discovery(snapshot.discovery.clone());
-    resolver.cached = Some(Cached {
-        cache: cache.clone(),
-        started: snapshot.started,
-    });
     resolver.learn_crds(manifests);
-    resolver
+    RunResolver {
+        resolver,
+        cached: Some(Cached {
+            cache: cache.clone(),
+            started: snapshot.started,
+        }),
+    }
 }
 
-impl Resolver {
+impl RunResolver {
     /// Before resolving inventory entries: if one does not resolve and this resolver's discovery
     /// came from a cache, replace it with one fetched after it, so a kind served since is not
     /// mistaken for a removed one.
-    pub(crate) async fn refresh_for_entries(
+    pub async fn refresh_for_entries(
         &mut self,
         client: &Client,
         entries: &[Entry],
@@ -185,17 +230,13 @@ impl Resolver {
         let Some(cached) = self.cached.clone() else {
             return Ok(());
         };
-        let unresolved = entries.iter().any(|e| {
-            let version = e.api_version.rsplit('/').next().unwrap_or_default();
-            self.resolve_any_version(&e.key.group, version, &e.key.kind)
-                .is_none()
-        });
+        let unresolved = entries.iter().any(|e| !self.resolver.resolves_entry(e));
         if !unresolved {
             return Ok(());
         }
         let after = cached.started + Duration::from_nanos(1);
         let snapshot = cached.cache.get(client, Some(after), requests).await?;
-        self.discovery = snapshot.discovery;
+        self.resolver.replace_discovery(snapshot.discovery);
         self.cached = Some(Cached {
             cache: cached.cache,
             started: snapshot.started,

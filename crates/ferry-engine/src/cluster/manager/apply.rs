@@ -1,7 +1,7 @@
-//! Stage 5, apply: server-side apply with ferry's field manager, concurrently within a phase.
+//! Apply: server-side apply with ferry's field manager, concurrently within a phase.
 //!
 //! Before writing, the live metadata of every planned object is read with one metadata-only LIST
-//! per kind and namespace (falling back to per-object GETs when the identity may not list).
+//! per kind and namespace ([`super::live`]).
 //! An object is skipped — no write at all — when its live `ferry.dev/intent-hash` equals the
 //! planned hash *and* its live fingerprint (generation, or resourceVersion for kinds without
 //! one) equals the one the inventory recorded after ferry's last write: nobody changed it since.
@@ -11,202 +11,21 @@
 //! the object's metadata only ([`apply_params`], `ACCEPT_METADATA_ONLY`): both cut the API
 //! server's work per object without losing a check.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::ObjectMeta;
 
+use super::live::{LiveMeta, fingerprint};
 use crate::ObjectKey;
-use crate::plan::{ANNOTATION_HASH, ANNOTATION_OWNER, Owner, PlannedObject, ResolvedKind};
-use crate::report::{Action, Conflict, ObjectResult, RequestCounts};
-
-pub mod hooks;
-
-/// Counts the API requests the engine sends (exposed in reports; the benchmark relies on it).
-#[derive(Debug, Default)]
-pub struct Requests {
-    reads: AtomicU64,
-    writes: AtomicU64,
-}
-
-impl Requests {
-    pub fn read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn write(&self) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn snapshot(&self) -> RequestCounts {
-        RequestCounts {
-            reads: self.reads.load(Ordering::Relaxed),
-            writes: self.writes.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A readable one-line description of a kube error: the API server's message for API errors,
-/// and "cannot reach the API server" plus the cause chain for transport errors.
-pub fn describe_kube_error(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(status) => {
-            if status.message.is_empty() {
-                format!("{} ({})", status.reason, status.code)
-            } else {
-                status.message.clone()
-            }
-        }
-        kube::Error::Service(_) | kube::Error::HyperError(_) => {
-            let mut text = format!("cannot reach the API server: {err}");
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        }
-        other => other.to_string(),
-    }
-}
-
-pub fn status_code(err: &kube::Error) -> Option<u16> {
-    match err {
-        kube::Error::Api(status) => Some(status.code),
-        _ => None,
-    }
-}
-
-/// Transport failures (server down, connection reset) as opposed to API refusals.
-pub fn is_unreachable(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Service(_) | kube::Error::HyperError(_))
-}
-
-/// Live metadata of an object, as far as ferry needs it.
-#[derive(Debug, Clone)]
-pub struct LiveMeta {
-    pub meta: ObjectMeta,
-}
-
-impl LiveMeta {
-    /// Changes whenever someone writes the object's spec/data: `generation` where the kind has
-    /// one, else `resourceVersion` (kinds without generation have no status writers).
-    pub fn fingerprint(&self) -> Option<String> {
-        fingerprint(&self.meta)
-    }
-
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .map(String::as_str)
-    }
-}
-
-pub fn fingerprint(meta: &ObjectMeta) -> Option<String> {
-    match meta.generation {
-        Some(generation) if generation > 0 => Some(format!("g{generation}")),
-        _ => meta.resource_version.as_ref().map(|rv| format!("rv{rv}")),
-    }
-}
-
-pub(crate) fn api_for(
-    client: &Client,
-    kind: &ResolvedKind,
-    namespace: Option<&str>,
-) -> Api<DynamicObject> {
-    crate::health::api_for(client, kind, namespace)
-}
-
-/// Read live metadata for all `objects`: one metadata LIST per (kind, namespace), or one GET per
-/// object where listing is not allowed. Absent objects are absent from the map.
-pub async fn live_index(
-    client: &Client,
-    objects: &[(ObjectKey, ResolvedKind)],
-    concurrency: usize,
-    requests: &Requests,
-) -> crate::Result<HashMap<ObjectKey, LiveMeta>> {
-    // (apiVersion, plural, namespace) -> the objects listed by one request.
-    type GroupKey = (String, String, Option<String>);
-    let mut groups: BTreeMap<GroupKey, Vec<&(ObjectKey, ResolvedKind)>> = BTreeMap::new();
-    for entry in objects {
-        let (key, kind) = entry;
-        groups
-            .entry((
-                kind.resource.api_version.clone(),
-                kind.resource.plural.clone(),
-                key.namespace.clone(),
-            ))
-            .or_default()
-            .push(entry);
-    }
-    let results: Vec<crate::Result<Vec<(ObjectKey, LiveMeta)>>> = futures::stream::iter(
-        groups
-            .into_iter()
-            .map(|((_, _, namespace), members)| async move {
-                let (_, kind) = members[0];
-                let api = api_for(client, kind, namespace.as_deref());
-                requests.read();
-                let mut out = Vec::new();
-                match api.list_metadata(&ListParams::default()).await {
-                    Ok(list) => {
-                        let wanted: HashMap<&str, &ObjectKey> =
-                            members.iter().map(|(k, _)| (k.name.as_str(), k)).collect();
-                        for item in list.items {
-                            if let Some(key) =
-                                item.metadata.name.as_deref().and_then(|n| wanted.get(n))
-                            {
-                                out.push((
-                                    (*key).clone(),
-                                    LiveMeta {
-                                        meta: item.metadata,
-                                    },
-                                ));
-                            }
-                        }
-                        Ok(out)
-                    }
-                    Err(err) if is_unreachable(&err) => {
-                        Err(crate::Error::Cluster(describe_kube_error(&err)))
-                    }
-                    Err(err) => {
-                        // e.g. a tenant allowed to get but not list: fall back to GETs.
-                        tracing::debug!(
-                            "list {} failed ({}), using GETs",
-                            kind.resource.plural,
-                            describe_kube_error(&err)
-                        );
-                        for (key, _) in members {
-                            requests.read();
-                            match api.get_metadata_opt(&key.name).await {
-                                Ok(Some(obj)) => {
-                                    out.push((key.clone(), LiveMeta { meta: obj.metadata }))
-                                }
-                                Ok(None) => {}
-                                Err(err) if is_unreachable(&err) => {
-                                    return Err(crate::Error::Cluster(describe_kube_error(&err)));
-                                }
-                                // Forbidden reads: the apply itself will report the real problem.
-                                Err(_) => {}
-                            }
-                        }
-                        Ok(out)
-                    }
-                }
-            })
-            .collect::<Vec<_>>(),
-    )
-    .buffer_unordered(concurrency.max(1))
-    .collect()
-    .await;
-    let mut index = HashMap::new();
-    for result in results {
-        index.extend(result?);
-    }
-    Ok(index)
-}
+use crate::cluster::kube_error::{describe_kube_error, status_code};
+use crate::cluster::requests::Requests;
+use crate::ownership::{ANNOTATION_HASH, ANNOTATION_OWNER, Owner};
+use crate::plan::PlannedObject;
+use crate::progress::{Progress, ProgressEvent};
+use crate::report::{Action, Conflict, ObjectResult};
 
 /// Settings for one apply run.
 #[derive(Debug, Clone)]
@@ -232,7 +51,7 @@ pub async fn apply_all(
     recorded: &HashMap<ObjectKey, String>,
     settings: &ApplySettings<'_>,
     requests: &Requests,
-    progress: &dyn crate::pipeline::Progress,
+    progress: &dyn Progress,
 ) -> Vec<Applied> {
     futures::stream::iter(
         objects
@@ -248,7 +67,7 @@ pub async fn apply_all(
                     requests,
                 )
                 .await;
-                progress.event(crate::pipeline::ProgressEvent::Applied {
+                progress.event(ProgressEvent::Applied {
                     key: &obj.key,
                     action: applied.result.action,
                 });

@@ -13,13 +13,16 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 
-use super::{
-    ApplySettings, LiveMeta, Requests, api_for, apply_all, describe_kube_error, status_code,
-};
+use super::apply::{ApplySettings, apply_all};
+use super::live::LiveMeta;
+use super::wait::{self, Target};
 use crate::ObjectKey;
-use crate::health::{self, HealthState, Target};
-use crate::pipeline::Progress;
+use crate::cluster::api_for;
+use crate::cluster::kube_error::{describe_kube_error, status_code};
+use crate::cluster::requests::Requests;
+use crate::health::{self, HealthState};
 use crate::plan::{PlannedObject, ResolvedKind};
+use crate::progress::Progress;
 use crate::render::helm::hooks::{self as classify, HookDeletePolicy};
 use crate::report::{Action, ObjectResult};
 
@@ -123,7 +126,7 @@ pub async fn run_phase(
             key: hook.key.clone(),
             kind: kind_of(hook),
         };
-        let (mut healths, _) = health::wait_all(
+        let (mut healths, _) = wait::wait_all(
             ctx.client,
             std::slice::from_ref(&target),
             ctx.timeout,
