@@ -1,4 +1,4 @@
-//! Differential fuzzing of the manifest YAML fast path (`render::fast_yaml`) against
+//! Differential fuzzing of the manifest YAML fast path (`yaml::fast`) against
 //! serde-saphyr: for any input, the fast path either defers (`None`) or yields exactly what
 //! serde-saphyr yields with ferry's options, and never panics. Inputs: manifest-like documents
 //! built from a grammar with the scalar spellings YAML 1.1/1.2 resolvers disagree on, the same
@@ -7,17 +7,17 @@
 //! `cargo test` runs 256 cases per property; longer runs: see docs/fuzzing.md
 //! (`PROPTEST_CASES=100000 cargo test -p ferry-engine --test fuzz_yaml`).
 
-use ferry_engine::render::{fast_yaml, safety};
+use ferry_engine::yaml;
 use proptest::prelude::*;
 use serde_json::Value;
 
 fn saphyr(doc: &str) -> Option<Value> {
-    serde_saphyr::from_str_with_options(doc, safety::yaml_options()).ok()
+    serde_saphyr::from_str_with_options(doc, yaml::options()).ok()
 }
 
 /// The property: wherever the fast path answers, serde-saphyr answers the same.
 fn agrees(doc: &str) -> Result<(), TestCaseError> {
-    if let Some(fast) = fast_yaml::parse(doc) {
+    if let Some(fast) = yaml::fast::parse(doc) {
         let slow = saphyr(doc);
         prop_assert_eq!(
             Some(&fast),

@@ -253,7 +253,7 @@ impl AppConfig {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let config: Self = serde_saphyr::from_str_with_options(text, super::safety::yaml_options())
+        let config: Self = serde_saphyr::from_str_with_options(text, crate::yaml::options())
             .map_err(|err| Error::Source {
                 path: path.to_path_buf(),
                 message: format!(
@@ -635,7 +635,8 @@ pub struct Context<'a> {
     pub limits: Limits,
     pub guard: super::safety::TreeGuard,
     pub redactor: super::safety::Redactor,
-    keys: Option<crate::decrypt::sops::AgeKeys>,
+    /// Age keys, shared by the helm values files read while rendering and the decrypt stage.
+    pub keys: crate::decrypt::Keys,
 }
 
 impl<'a> Context<'a> {
@@ -668,19 +669,14 @@ impl<'a> Context<'a> {
             limits,
             guard,
             redactor: super::safety::Redactor::new(),
-            keys,
+            keys: crate::decrypt::Keys::new(keys),
         })
     }
 
     /// The age keys: given by the caller, else what `sops` would use (`SOPS_AGE_KEY`,
     /// `SOPS_AGE_KEY_FILE`, the default key file). Loaded only when something is encrypted.
     pub fn keys(&mut self) -> Result<&crate::decrypt::sops::AgeKeys> {
-        if self.keys.is_none() {
-            self.keys = Some(crate::decrypt::sops::AgeKeys::from_env()?);
-        }
-        Ok(self
-            .keys
-            .get_or_insert_with(crate::decrypt::sops::AgeKeys::empty))
+        self.keys.get()
     }
 
     /// Relative form of a path for messages and origins.

@@ -19,7 +19,6 @@ use tempfile::TempDir;
 
 use super::config::{ChartSource, Context, HelmConfig};
 use super::names;
-use super::plain;
 use super::process::{self, Flag, Run, RunEvent, Tool};
 use super::safety::{self, Limits};
 use crate::decrypt::sops;
@@ -227,11 +226,11 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         other => other.display(),
     };
     // The CRD thread starts once helm has (started before, it slowed the spawn by ~1.5 ms).
-    // helm's output is parsed as it arrives (see `plain::StreamParse`), after taking in the
+    // helm's output is parsed as it arrives (see `crate::yaml::StreamParse`), after taking in the
     // CRD thread's work so that those documents are not parsed twice; if that thread is still
     // busy, its documents are left to it.
     let mut crd_thread = None;
-    let mut streamed = plain::StreamParse::default();
+    let mut streamed = crate::yaml::StreamParse::default();
     let mut watch_helm = |event: RunEvent<'_>| match event {
         RunEvent::Started if !crd_files.is_empty() => {
             let files = std::mem::take(&mut crd_files);
@@ -406,7 +405,7 @@ fn parse_values(path: &Path, bytes: &[u8]) -> Result<Value> {
     }
     // Never include parser snippets: this may be decrypted text.
     let value: Value =
-        serde_saphyr::from_str_with_options(text, safety::yaml_options()).map_err(|err| {
+        serde_saphyr::from_str_with_options(text, crate::yaml::options()).map_err(|err| {
             let line = err
                 .location()
                 .map(|l| format!(" at line {}", l.line()))
@@ -461,11 +460,11 @@ fn parse_output(
     stdout: &[u8],
     shown: &str,
     redactor: &safety::Redactor,
-    ahead: Option<&mut super::plain::ParsedAhead>,
+    ahead: Option<&mut crate::yaml::ParsedAhead>,
 ) -> Result<Vec<Manifest>> {
     let origin = PathBuf::from(format!("helm template {shown}"));
     let mut manifests =
-        super::plain::parse_bytes_with(stdout, &origin, ahead).map_err(|err| Error::Render {
+        crate::yaml::parse_bytes_with(stdout, &origin, ahead).map_err(|err| Error::Render {
             path: origin.clone(),
             message: redactor.redact(&format!("helm produced unreadable output: {err}")),
         })?;

@@ -6,8 +6,8 @@
 //! name a file inside the root; URLs are refused unless `kustomize.allowRemoteBases` (and the
 //! agent's `--no-remote-bases` overrides even that). kustomize's helm inflation and plugins
 //! (KRM functions, exec, legacy plugins) are refused. Every directory kustomize will read is
-//! checked for escaping symlinks and size limits. SOPS-encrypted objects stay ciphertext through the build
-//! and are decrypted afterwards by the render stage, so plaintext never touches disk.
+//! checked for escaping symlinks and size limits. SOPS-encrypted objects stay ciphertext through the
+//! build and are decrypted afterwards by the decrypt stage, so plaintext never touches disk.
 //!
 //! Also the helm post-render step: chart output plus the user's kustomization in a private
 //! temp dir, with Secret data and decrypted values replaced by placeholders while on disk.
@@ -18,24 +18,46 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::config::{Context, KUSTOMIZATION_FILES};
-use super::plain::{ParsedAhead, StreamParse};
 use super::process::{self, Flag, Run, RunEvent, Tool};
 use super::safety;
+use crate::decrypt::{EncryptedSource, Rendered, sops};
+use crate::yaml::{ParsedAhead, StreamParse};
 use crate::{Error, Manifest, Result};
 
 /// Render `ctx.app.render_path` with kustomize.
-pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
+pub fn render(ctx: &mut Context<'_>) -> Result<Rendered> {
     let dir = ctx.app.render_path.clone();
     let mut encrypted = Vec::new();
     Graph::new(ctx).check(&dir, Use::Kustomization, &mut encrypted)?;
     let shown = ctx.relative(&dir);
     let (stdout, mut ahead) = build(ctx, &dir, &shown)?;
     let origin = PathBuf::from(format!("kustomize build {}", shown.display()));
-    // Objects may carry `sops:` blocks. kustomize re-sorts fields, which breaks the SOPS MAC,
-    // so the encrypted source files are verified and decrypted as written, and their
-    // plaintext is matched to the build output by ciphertext.
-    super::app::parse_and_decrypt(ctx, &stdout, &origin, &encrypted, Some(&mut ahead))
+    if !sops::looks_encrypted(&stdout) {
+        return crate::yaml::parse_bytes_with(&stdout, &origin, Some(&mut ahead))
+            .map(Rendered::from);
+    }
+    // Objects carry `sops:` blocks. kustomize re-sorts fields, which breaks the SOPS MAC, so
+    // the decrypt stage verifies the encrypted source files as written and matches their
+    // plaintext to the build output by ciphertext.
+    let text = std::str::from_utf8(&stdout).map_err(|_| Error::Render {
+        path: origin.clone(),
+        message: "renderer output is not UTF-8".into(),
+    })?;
+    let documents: Vec<Value> =
+        serde_saphyr::from_str_multiple_with_options(text, crate::yaml::options()).map_err(
+            |err| Error::Render {
+                path: origin.clone(),
+                message: format!("unreadable renderer output: {}", err.without_snippet()),
+            },
+        )?;
+    let sources = encrypted.into_iter().map(|(_, source)| source).collect();
+    let mut rendered = Rendered::default();
+    rendered.push_build_output(origin, documents, sources);
+    Ok(rendered)
 }
+
+/// SOPS-encrypted resource files of a kustomization graph, by resolved path, as read.
+type EncryptedFiles = Vec<(PathBuf, EncryptedSource)>;
 
 /// Whether remote loading is allowed for this app: ferry.yaml (or `spec.render`) may ask for
 /// it, an operator flag may allow it, and the agent's `--no-remote-bases` forbids it whatever
@@ -117,7 +139,7 @@ impl<'c, 'a> Graph<'c, 'a> {
     }
 
     /// Walk the kustomization in `dir` and everything it names.
-    fn check(&mut self, dir: &Path, usage: Use, encrypted: &mut Vec<PathBuf>) -> Result<()> {
+    fn check(&mut self, dir: &Path, usage: Use, encrypted: &mut EncryptedFiles) -> Result<()> {
         let dir = std::fs::canonicalize(dir).map_err(|err| Error::Source {
             path: dir.to_path_buf(),
             message: err.to_string(),
@@ -138,7 +160,7 @@ impl<'c, 'a> Graph<'c, 'a> {
             message: err.to_string(),
         })?;
         let text = String::from_utf8_lossy(&bytes);
-        let doc: Value = serde_saphyr::from_str_with_options(&text, safety::yaml_options())
+        let doc: Value = serde_saphyr::from_str_with_options(&text, crate::yaml::options())
             .map_err(|err| Error::Source {
                 path: shown.clone(),
                 message: format!("invalid kustomization: {}", err.without_snippet()),
@@ -209,7 +231,7 @@ impl<'c, 'a> Graph<'c, 'a> {
         field: &str,
         entry: &str,
         usage: Use,
-        encrypted: &mut Vec<PathBuf>,
+        encrypted: &mut EncryptedFiles,
     ) -> Result<()> {
         let candidate = dir.join(entry);
         if !candidate.exists() {
@@ -238,7 +260,7 @@ impl<'c, 'a> Graph<'c, 'a> {
             let text = String::from_utf8_lossy(&bytes);
             check_plugin_text(&file_shown, field, &text)?;
             let docs: Vec<Value> =
-                serde_saphyr::from_str_multiple_with_options(&text, safety::yaml_options())
+                serde_saphyr::from_str_multiple_with_options(&text, crate::yaml::options())
                     .map_err(|err| Error::Source {
                         path: file_shown.clone(),
                         message: format!("invalid YAML: {}", err.without_snippet()),
@@ -248,8 +270,9 @@ impl<'c, 'a> Graph<'c, 'a> {
             for doc in &docs {
                 self.check_config_fields(dir, &file_shown, field, doc)?;
             }
-        } else if crate::decrypt::sops::looks_encrypted(&bytes) && !encrypted.contains(&resolved) {
-            encrypted.push(resolved);
+        } else if sops::looks_encrypted(&bytes) && !encrypted.iter().any(|(p, _)| *p == resolved) {
+            let shown = self.ctx.relative(&resolved);
+            encrypted.push((resolved, EncryptedSource { shown, bytes }));
         }
         Ok(())
     }
@@ -341,7 +364,7 @@ fn is_inline(entry: &str) -> bool {
 }
 
 fn parse_inline(shown: &Path, text: &str) -> Result<Value> {
-    serde_saphyr::from_str_with_options(text, safety::yaml_options()).map_err(|err| Error::Source {
+    serde_saphyr::from_str_with_options(text, crate::yaml::options()).map_err(|err| Error::Source {
         path: shown.to_path_buf(),
         message: format!("invalid inline plugin config: {}", err.without_snippet()),
     })
@@ -353,7 +376,7 @@ fn parse_inline(shown: &Path, text: &str) -> Result<Value> {
 /// up front).
 fn check_plugin_text(shown: &Path, field: &str, text: &str) -> Result<()> {
     let docs: Vec<Value> =
-        serde_saphyr::from_str_multiple_with_options(text, safety::yaml_options()).map_err(
+        serde_saphyr::from_str_multiple_with_options(text, crate::yaml::options()).map_err(
             |err| Error::Source {
                 path: shown.to_path_buf(),
                 message: format!("invalid YAML in {field}: {}", err.without_snippet()),
@@ -392,7 +415,7 @@ fn check_plugin_text(shown: &Path, field: &str, text: &str) -> Result<()> {
 }
 
 /// Run `kustomize build` on `dir`: its stdout, and the documents of it parsed while kustomize
-/// was still exiting (see `plain::StreamParse`).
+/// was still exiting (see `crate::yaml::StreamParse`).
 fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<(Vec<u8>, ParsedAhead)> {
     let binary = process::find_tool(Tool::Kustomize, ctx.overrides.kustomize_binary.as_deref())
         .map_err(|message| Error::Render {
@@ -406,10 +429,10 @@ fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<(Vec<u8>, Parsed
         .option(Flag::LoadRestrictor, "LoadRestrictionsRootOnly")
         .positional(dir);
     let mut streamed = StreamParse::default();
-    // Output with `sops:` blocks is parsed differently (`parse_and_decrypt`).
+    // Output with `sops:` blocks is parsed differently (see `render`).
     let mut watch_output = |event: RunEvent<'_>| {
         if let RunEvent::Output(so_far) = event
-            && !crate::decrypt::sops::looks_encrypted(so_far)
+            && !sops::looks_encrypted(so_far)
         {
             streamed.observe(so_far);
         }
@@ -483,7 +506,7 @@ pub fn post_render(
         path: shown.clone(),
         message: err.to_string(),
     })?;
-    let mut doc: Value = serde_saphyr::from_str_with_options(&text, safety::yaml_options())
+    let mut doc: Value = serde_saphyr::from_str_with_options(&text, crate::yaml::options())
         .map_err(|err| Error::Source {
             path: ctx.relative(&kustomization),
             message: format!("invalid kustomization: {}", err.without_snippet()),
@@ -516,7 +539,7 @@ pub fn post_render(
     let (stdout, mut ahead) = build(ctx, work.path(), &shown)?;
     let origin = PathBuf::from(format!("post-render {}", shown.display()));
     let mut out =
-        super::plain::parse_bytes_with(&stdout, &origin, Some(&mut ahead)).map_err(|err| {
+        crate::yaml::parse_bytes_with(&stdout, &origin, Some(&mut ahead)).map_err(|err| {
             Error::Render {
                 path: shown.clone(),
                 message: ctx

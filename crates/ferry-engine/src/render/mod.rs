@@ -1,22 +1,23 @@
 //! Stage 2, render: turns a source path into manifests.
 //!
 //! [`render`] is the single entry point both drivers call. It confines reads to
-//! [`RenderRequest::root`], picks a [`Renderer`] for the path (plain YAML today; kustomize, helm
-//! and the `ferry.yaml` app config plug in as further renderers), then runs the post-render
-//! stages every renderer shares: decryption (stage 3) and `--set-image` overrides.
+//! [`RenderRequest::root`], lets [`app`] pick the renderer from `ferry.yaml`, detection or flags
+//! ([`plain`] YAML files, [`kustomize`] or [`helm`]), then runs the steps every render shares:
+//! SOPS decryption (stage 3), the app's default namespace, `${VAR}` substitution
+//! ([`substitute`]) and `--set-image` overrides ([`set_image`]). Every renderer reads YAML
+//! through [`crate::yaml`].
 //!
-//! The default namespace is *not* filled in here: whether an object is namespaced is only known
-//! from discovery, so the plan stage does it. Renderers that need it themselves (helm
-//! `--namespace`) read [`RenderRequest::default_namespace`].
+//! The default namespace for objects of apps without one is *not* filled in here: whether an
+//! object is namespaced is only known from discovery, so the plan stage does it. Renderers that
+//! need it themselves (helm `--namespace`) read [`RenderRequest::default_namespace`].
 
 pub mod app;
 pub mod config;
-pub mod fast_yaml;
 pub mod helm;
+pub mod image_ref;
 pub mod kustomize;
 pub mod names;
 pub mod overrides;
-pub mod parallel;
 pub mod plain;
 pub mod process;
 pub mod safety;
@@ -27,7 +28,11 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 pub use set_image::ImageOverride;
+// The YAML reader and its helpers moved to `crate::yaml`; the old paths keep working for
+// callers outside the engine until they import them from there.
+pub use crate::yaml::parallel;
 
+use crate::decrypt::{self, Rendered};
 use crate::{Error, Manifest, Result};
 
 /// Everything a render needs. Build with [`RenderRequest::new`] and the `with_*` methods, or a
@@ -123,23 +128,6 @@ impl RenderRequest {
     }
 }
 
-/// One way of turning a directory or file into manifests. Implementations live next to this
-/// module (plain YAML here; kustomize, helm, app config elsewhere) and are tried in the order of
-/// [`renderers`]; the first that [`Renderer::detects`] the path wins.
-pub trait Renderer: Sync {
-    /// Short name for messages ("plain", "kustomize", "helm").
-    fn name(&self) -> &'static str;
-    /// Whether this renderer handles `path` (an existing, resolved file or directory).
-    fn detects(&self, path: &Path) -> bool;
-    /// Render `path` (resolved, inside the root).
-    fn render(&self, req: &RenderRequest, path: &Path) -> Result<Vec<Manifest>>;
-}
-
-/// Renderers in priority order; plain YAML is last and detects everything.
-pub fn renderers() -> Vec<&'static dyn Renderer> {
-    vec![&plain::PlainYaml]
-}
-
 /// Render one source path into the final manifests (before namespace defaulting, see module doc).
 pub fn render(req: &RenderRequest) -> Result<Vec<Manifest>> {
     render_collecting(req, &mut safety::Redactor::new())
@@ -148,6 +136,10 @@ pub fn render(req: &RenderRequest) -> Result<Vec<Manifest>> {
 /// [`render`], also adding every value that came from decryption (and repository passwords)
 /// to `redactor`, for the stages that show objects or messages: `pipeline::diff`, reports,
 /// errors, agent status. A failed render's error is already redacted.
+///
+/// The stages in order: the renderer (stage 2, output possibly still encrypted), decrypt
+/// (stage 3, [`crate::decrypt::decrypt`]), then the post-build steps on plaintext (the app's
+/// namespace, `${VAR}` substitution, `--set-image`).
 pub fn render_collecting(
     req: &RenderRequest,
     redactor: &mut safety::Redactor,
@@ -157,18 +149,32 @@ pub fn render_collecting(
             Some(bytes) => bytes.clone(),
             None => read_stdin()?,
         };
-        let mut manifests = plain::parse_bytes(&bytes, Path::new("-"))?;
-        app::finish_stdin(req, &mut manifests, redactor)
-            .map_err(|err| redactor.redact_error(err))?;
-        manifests
+        let rendered = Rendered::from(crate::yaml::parse_bytes(&bytes, Path::new("-"))?);
+        let mut keys = decrypt::Keys::new(req.age_keys.clone());
+        let decrypted =
+            decrypt::decrypt(rendered, &mut keys, redactor).and_then(|mut manifests| {
+                app::finish_stdin(req, &mut manifests)?;
+                Ok(manifests)
+            });
+        decrypted.map_err(|err| redactor.redact_error(err))?
     } else {
-        // ferry.yaml / detection / flags pick plain, kustomize or helm; app also runs stage 3
-        // (SOPS decryption) and `${VAR}` substitution.
         let path = req.resolved_path()?;
-        app::render_path(req, &path, redactor)?
+        let mut ctx = app::open(req, &path)?;
+        let result = render_app(&mut ctx, req);
+        redactor.extend(&ctx.redactor);
+        result.map_err(|err| redactor.redact_error(err))?
     };
     set_image::apply_overrides(&mut manifests, &req.set_images)
         .map_err(|err| redactor.redact_error(err))?;
+    Ok(manifests)
+}
+
+/// An app directory through the stages: its renderer (ferry.yaml, detection or flags pick
+/// plain, kustomize or helm), decrypt, then the app's post-build steps.
+fn render_app(ctx: &mut config::Context<'_>, req: &RenderRequest) -> Result<Vec<Manifest>> {
+    let rendered = app::render(ctx)?;
+    let mut manifests = decrypt::decrypt(rendered, &mut ctx.keys, &mut ctx.redactor)?;
+    app::finish(ctx, req, &mut manifests)?;
     Ok(manifests)
 }
 

@@ -76,20 +76,6 @@ impl Limits {
     }
 }
 
-/// Parser options for every YAML document ferry reads: serde-saphyr's budget with tighter alias
-/// limits, so a "billion laughs" document fails fast instead of exhausting memory.
-pub fn yaml_options() -> serde_saphyr::Options {
-    let mut options = serde_saphyr::Options::default();
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_aliases = 10_000;
-    budget.max_recorded_anchor_events = 200_000;
-    budget.max_recorded_anchor_bytes = 16 * MIB as usize;
-    budget.max_documents = 100_000;
-    options.budget = Some(budget);
-    options.alias_limits.max_total_replayed_events = 200_000;
-    options
-}
-
 /// Lexically normalise `path` (relative to `base`) without touching the filesystem:
 /// `a/./b/../c` → `a/c`. Returns `None` when `..` climbs above `base`.
 fn lexical_join(base: &Path, path: &Path) -> Option<PathBuf> {

@@ -64,14 +64,12 @@ pub fn read_vars_file(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Stri
     );
     if is_yaml {
         let map: BTreeMap<String, Value> =
-            serde_saphyr::from_str_with_options(text, super::safety::yaml_options()).map_err(
-                |err| {
-                    fail(format!(
-                        "expected a mapping of variable names to values: {}",
-                        err.without_snippet()
-                    ))
-                },
-            )?;
+            serde_saphyr::from_str_with_options(text, crate::yaml::options()).map_err(|err| {
+                fail(format!(
+                    "expected a mapping of variable names to values: {}",
+                    err.without_snippet()
+                ))
+            })?;
         for (key, value) in map {
             if !is_var_name(&key) {
                 return Err(fail(format!("{key:?} is not a valid variable name")));

@@ -316,7 +316,7 @@ fn check_local_version(path: &Path, range: &str) -> Result<()> {
 fn chart_version(chart_yaml: &[u8]) -> Option<semver::Version> {
     let text = std::str::from_utf8(chart_yaml).ok()?;
     let value: serde_json::Value =
-        serde_saphyr::from_str_with_options(text, safety::yaml_options()).ok()?;
+        serde_saphyr::from_str_with_options(text, crate::yaml::options()).ok()?;
     let version = match value.get("version")? {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -329,7 +329,7 @@ pub fn chart_name(path: &Path) -> Option<String> {
     if path.is_dir() {
         let text = std::fs::read_to_string(path.join("Chart.yaml")).ok()?;
         let value: serde_json::Value =
-            serde_saphyr::from_str_with_options(&text, safety::yaml_options()).ok()?;
+            serde_saphyr::from_str_with_options(&text, crate::yaml::options()).ok()?;
         return value.get("name")?.as_str().map(str::to_string);
     }
     let stem = path.file_stem()?.to_str()?;

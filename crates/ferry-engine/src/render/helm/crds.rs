@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::render::plain::ParsedAhead;
+use crate::yaml::ParsedAhead;
 
 /// Subcharts nested deeper than this are not looked into (their CRDs are parsed after helm).
 const MAX_SUBCHART_DEPTH: usize = 8;

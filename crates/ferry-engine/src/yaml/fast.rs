@@ -202,7 +202,7 @@ mod tests {
     use super::*;
 
     fn saphyr(doc: &str) -> Option<Value> {
-        serde_saphyr::from_str_with_options(doc, super::super::safety::yaml_options()).ok()
+        serde_saphyr::from_str_with_options(doc, crate::yaml::options()).ok()
     }
 
     /// Wherever the fast path answers, it answers what serde-saphyr does.
