@@ -372,8 +372,15 @@ pub fn manifests(args: &InstallArgs) -> Vec<Value> {
                         "args": agent_args,
                         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                         "ports": [{"name": "http", "containerPort": 9090}, {"name": "metrics", "containerPort": 9091}],
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}},
+                        // Liveness: three missed 10 s probes restart the container.
+                        // Readiness every 2 s (not the default 10 s): a new pod of a rollout
+                        // or a takeover is in the Service (webhooks) within ~2 s of listening,
+                        // and /readyz is a flag read, cheap to ask often. The chart's
+                        // values.yaml has the same probes (tests/chart.rs keeps them equal).
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                            "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
+                            "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 3},
                         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
                         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                             "capabilities": {"drop": ["ALL"]}},
