@@ -1,9 +1,14 @@
-//! State shared by the agent's controllers: the admin client, per-tenant clients, the in-memory
-//! artifact index (GitSource → checkout), trigger channels between controllers, backoff counters,
-//! metrics and the event recorder. It also owns the tenancy rule ([`resolve_identity`]): which
-//! identity a piece of tenant work (an apply, a read of a tenant-named Secret) acts as, and the
-//! agent-wide floors and ceilings for tenant-set intervals and timeouts.
-
+//! The one `Context` every controller of the agent runs on (Release, GitSource, Receiver, and
+//! the image automation and unsealer controllers): the admin client and per-tenant clients, the
+//! tenancy rule ([`resolve_identity`]: which identity a piece of tenant work, an apply or a read of
+//! a tenant-named Secret, acts as), metrics, the Kubernetes event recorder, the requeue/backoff
+//! policy ([`crate::backoff`]), and the stop token that ends every controller when the agent shuts
+//! down or loses the lease. It also holds what the GitSource and Release controllers share: the
+//! in-memory artifact index (GitSource → checkout), the trigger channel between them, their
+//! caches, and the agent-wide floors and ceilings for tenant-set intervals and timeouts.
+//!
+//! A controller family with state of its own (the image controllers' scan cache) keeps it in its
+//! own struct next to an `Arc<Context>`; everything the controllers share comes from here.
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -11,11 +16,15 @@ use std::time::Duration;
 
 use ferry_api::{GitSource, Release};
 use ferry_engine::discovery::DiscoveryCache;
-use kube::runtime::events::{Recorder, Reporter};
+use ferry_engine::prune::identity::{Owner, ReleaseRef};
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Config};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::metrics::Metrics;
 use crate::options::AgentOptions;
 
@@ -91,23 +100,29 @@ pub struct Context {
     pub config: Config,
     pub options: AgentOptions,
     pub metrics: Arc<Metrics>,
+    /// Kubernetes Events on the objects the controllers reconcile (see [`Context::publish_event`]).
     pub recorder: Recorder,
+    /// When to look at an object again, after a success or a failure (see [`crate::backoff`]).
+    pub backoff: Backoff,
+    /// Cancelled when the controllers must stop: the agent shuts down or this replica loses the
+    /// lease. Every controller stops taking new work on it and lets running reconciles finish
+    /// (`Controller::graceful_shutdown_on`, see [`crate::controllers::drive`]); the drift
+    /// watches end with it. Never an abort.
+    pub stop: CancellationToken,
     /// GitSource → last good checkout.
     pub artifacts: RwLock<HashMap<Key, Artifact>>,
     /// Limits parallel git fetches.
     pub fetch_slots: Semaphore,
     /// Asks the Release controller to reconcile one Release now.
     pub release_trigger: mpsc::UnboundedSender<ObjectRef<Release>>,
+    /// The other end of `release_trigger`, taken once by the Release controller.
+    release_queue: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<Release>>>>,
     /// The Release controller's cache (set once the controller is built).
     pub releases: OnceLock<Store<Release>>,
     /// The GitSource controller's cache.
     pub sources: OnceLock<Store<GitSource>>,
-    /// Consecutive failures per object, for exponential retry backoff.
-    failures: Mutex<HashMap<(String, Key), u32>>,
     /// Drift watches by (apiVersion, kind): ready once listed.
     pub drift_watches: Mutex<HashMap<(String, String), tokio::sync::watch::Receiver<bool>>>,
-    /// Cancelled when the controllers stop (drift watches end with them).
-    pub stop: OnceLock<tokio_util::sync::CancellationToken>,
     /// Clients for tenant identities (see [`TenantClients`]).
     pub tenants: Arc<TenantClients>,
     /// Per-namespace reconcile slots (`--max-concurrent-per-namespace`).
@@ -119,13 +134,15 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of one leadership term: `stop` is cancelled when the term ends.
     pub fn new(
         client: Client,
         config: Config,
         options: AgentOptions,
         metrics: Arc<Metrics>,
-        release_trigger: mpsc::UnboundedSender<ObjectRef<Release>>,
+        stop: CancellationToken,
     ) -> Self {
+        let (release_trigger, release_queue) = mpsc::unbounded_channel();
         let reporter = Reporter {
             controller: "ferry-agent".to_string(),
             instance: options.identity.clone(),
@@ -133,6 +150,7 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         let fetch_slots = Semaphore::new(options.fetch_concurrency.max(1) as usize);
         let namespace_slots = NamespaceSlots::new(options.max_concurrent_per_namespace);
+        let backoff = Backoff::new(BackoffPolicy::with_floor(options.min_interval));
         let mut apply_config = config.clone();
         apply_config.read_timeout = Some(ENGINE_READ_TIMEOUT);
         let apply_client = counted_client(apply_config, metrics.clone()).unwrap_or_else(|err| {
@@ -152,14 +170,15 @@ impl Context {
             options,
             metrics,
             recorder,
+            backoff,
+            stop,
             artifacts: RwLock::default(),
             fetch_slots,
             release_trigger,
+            release_queue: Mutex::new(Some(release_queue)),
             releases: OnceLock::new(),
             sources: OnceLock::new(),
-            failures: Mutex::default(),
             drift_watches: Mutex::default(),
-            stop: OnceLock::new(),
             tenants,
             namespace_slots,
             discovery: Arc::new(DiscoveryCache::default()),
@@ -184,20 +203,34 @@ impl Context {
         changed
     }
 
-    /// Next retry delay after a failure: 2s, 4s, 8s … capped at `cap`.
-    pub fn failure_backoff(&self, kind: &str, key: &Key, cap: Duration) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let count = failures.entry((kind.to_string(), key.clone())).or_insert(0);
-        *count = count.saturating_add(1);
-        let secs = 2u64.saturating_pow((*count).min(16));
-        Duration::from_secs(secs).min(cap.max(Duration::from_secs(1)))
-    }
-
-    pub fn clear_failures(&self, kind: &str, key: &Key) {
-        self.failures
+    /// The Release trigger queue, for the Release controller (`None` after the first call).
+    pub fn take_release_queue(&self) -> Option<mpsc::UnboundedReceiver<ObjectRef<Release>>> {
+        self.release_queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(kind.to_string(), key.clone()));
+            .take()
+    }
+
+    /// Publish a Kubernetes Event on `obj` (as `kubectl describe` shows them), the way Flux's
+    /// controllers report reconcile failures and successes. The note is cut to 1000 characters;
+    /// callers never put secret values in it. A failure to publish is logged, never fatal.
+    pub async fn publish_event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!("cannot publish event: {err}");
+        }
     }
 
     /// A client acting as `system:serviceaccount:<namespace>:<sa>`; cached per identity.
@@ -407,6 +440,28 @@ pub fn counted_client(config: Config, metrics: Arc<Metrics>) -> Result<Client, k
         req
     });
     Ok(builder.with_layer(&layer).build())
+}
+
+/// A Release's identity for the engine: its own namespace and name. The engine keeps it apart
+/// from every other Release and every push app (`ferry_engine::prune::identity`): owner id
+/// `<target>/release/<namespace>/<name>`, inventory `ferry-release-<name>-<hash>`.
+pub fn release_ref(release: &Release) -> ReleaseRef {
+    let (namespace, name) = key_of(release);
+    ReleaseRef { namespace, name }
+}
+
+/// Where a Release deploys (and keeps its inventory).
+pub fn target_namespace(release: &Release) -> String {
+    let (ns, _) = key_of(release);
+    release.spec.target_namespace.clone().unwrap_or(ns)
+}
+
+/// The exact owner id the engine stamps on a Release's objects (`ferry.dev/owner`): how drift
+/// detection finds the Release of a changed object.
+pub fn owner_id(release: &Release) -> Option<String> {
+    Owner::release(&release_ref(release), &target_namespace(release))
+        .ok()
+        .map(|o| o.id())
 }
 
 /// (namespace, name) of any namespaced resource.

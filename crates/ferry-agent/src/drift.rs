@@ -17,8 +17,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{Context, key_of};
-use crate::controllers::release::owner_id;
+use crate::context::{Context, key_of, owner_id};
 
 /// The label the engine puts on everything it applies.
 const LABEL_APP: &str = "ferry.dev/app";
@@ -28,9 +27,7 @@ const ANNOTATION_OWNER: &str = "ferry.dev/owner";
 /// of it: an edit can then never fall between the apply and the start of the watch. Cheap when
 /// already watching. Gives up after a few seconds (the interval re-apply still corrects drift).
 pub async fn ensure(ctx: &Arc<Context>, api_version: &str, kind: &str) {
-    let Some(stop) = ctx.stop.get().cloned() else {
-        return;
-    };
+    let stop = ctx.stop.clone();
     let key = (api_version.to_string(), kind.to_string());
     let (mut ready, start) = {
         let mut watches = ctx.drift_watches.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,8 +1,10 @@
 //! ferry-agent: the pull-mode driver over `ferry-engine`. [`Agent::start`] connects to the
 //! cluster (in-cluster or a kubeconfig), serves HTTP (health, metrics, webhooks), takes the
-//! leader Lease, and runs the GitSource and Release controllers while it leads.
+//! leader Lease, and runs every controller (`controllers/`) on one shared [`context::Context`]
+//! while it leads.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod context;
 pub mod controllers;
 pub mod crds;

@@ -1,8 +1,10 @@
-//! Prometheus metrics served on `/metrics`: reconcile count/duration/result per release, source
-//! fetch duration, queue depth and leadership.
+//! Prometheus metrics served on `/metrics`: the same reconcile count, duration, errors and
+//! in-flight gauge for every controller (labelled by controller kind), per-object reconcile
+//! results, source fetch duration, queue depth, leadership, webhooks and API requests.
+//! docs/agent.md lists them.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,6 +29,21 @@ pub struct ObjectLabels {
     pub name: String,
 }
 
+/// One controller (`Release`, `GitSource`, `Receiver`, `ImageRepository`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+/// One controller and how a reconcile ended: `success` (the object is Ready), `failure` (the
+/// reconcile ran and wrote why the object is not Ready: a fetch, render or apply failed), `error`
+/// (the reconcile could not finish, e.g. its status write failed; retried with backoff).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerResultLabels {
+    pub controller: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `read` (GET/LIST/WATCH) or `write` (POST/PUT/PATCH/DELETE, dry runs included).
@@ -45,7 +62,14 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<ObjectLabels, Histogram>,
+    /// Per controller: reconciles by result, their duration, the unsuccessful ones, and how
+    /// many run right now.
+    pub controller_reconciles: Family<ControllerResultLabels, Counter>,
+    pub controller_duration: Family<ControllerLabels, Histogram>,
+    pub controller_errors: Family<ControllerLabels, Counter>,
+    pub controller_in_flight: Family<ControllerLabels, Gauge<i64, AtomicI64>>,
     pub fetch_duration: Family<ObjectLabels, Histogram>,
+    /// Reconciles running right now, all controllers together.
     pub in_flight: Gauge<i64, AtomicI64>,
     pub queued: Gauge<i64, AtomicI64>,
     pub leader: Gauge<i64, AtomicI64>,
@@ -71,6 +95,12 @@ impl Metrics {
             Family::<ObjectLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
         let fetch_duration =
             Family::<ObjectLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        let controller_reconciles = Family::<ControllerResultLabels, Counter>::default();
+        let controller_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> _,
+        );
+        let controller_errors = Family::<ControllerLabels, Counter>::default();
+        let controller_in_flight = Family::<ControllerLabels, Gauge<i64, AtomicI64>>::default();
         let in_flight = Gauge::<i64, AtomicI64>::default();
         let queued = Gauge::<i64, AtomicI64>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
@@ -92,13 +122,33 @@ impl Metrics {
             reconcile_duration.clone(),
         );
         registry.register(
+            "controller_reconcile",
+            "Reconciles by controller and result (success, failure, error)",
+            controller_reconciles.clone(),
+        );
+        registry.register(
+            "controller_reconcile_duration_seconds",
+            "Reconcile duration by controller",
+            controller_duration.clone(),
+        );
+        registry.register(
+            "controller_reconcile_errors",
+            "Reconciles that did not succeed (result failure or error), by controller",
+            controller_errors.clone(),
+        );
+        registry.register(
+            "controller_reconciles_in_flight",
+            "Reconciles running right now, by controller",
+            controller_in_flight.clone(),
+        );
+        registry.register(
             "source_fetch_duration_seconds",
             "Git fetch duration by GitSource",
             fetch_duration.clone(),
         );
         registry.register(
             "reconciles_in_flight",
-            "Reconciles running right now",
+            "Reconciles running right now (all controllers)",
             in_flight.clone(),
         );
         registry.register(
@@ -120,6 +170,10 @@ impl Metrics {
             registry: Mutex::new(registry),
             reconciles,
             reconcile_duration,
+            controller_reconciles,
+            controller_duration,
+            controller_errors,
+            controller_in_flight,
             fetch_duration,
             in_flight,
             queued,
@@ -142,6 +196,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Count a reconcile of `kind` as running until the returned guard is dropped (the
+    /// all-controllers and the per-controller in-flight gauges).
+    pub fn running(self: &Arc<Self>, kind: &str) -> Running {
+        let labels = ControllerLabels {
+            controller: kind.to_string(),
+        };
+        self.in_flight.inc();
+        self.controller_in_flight.get_or_create(&labels).inc();
+        Running {
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
+    /// A reconcile that ran to a decision: `ok` when the object is Ready (`success`), else
+    /// `failure`. Every controller calls this once per reconcile.
     pub fn observe_reconcile(
         &self,
         kind: &str,
@@ -150,6 +220,13 @@ impl Metrics {
         ok: bool,
         took: Duration,
     ) {
+        let result = if ok { "success" } else { "failure" };
+        self.count_controller_result(kind, result);
+        self.controller_duration
+            .get_or_create(&ControllerLabels {
+                controller: kind.to_string(),
+            })
+            .observe(took.as_secs_f64());
         self.reconciles
             .get_or_create(&ReconcileLabels {
                 kind: kind.to_string(),
@@ -167,6 +244,28 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A reconcile of `kind` that returned an error to the controller (its error policy retries
+    /// it with backoff): counted as result `error`.
+    pub fn observe_error(&self, kind: &str) {
+        self.count_controller_result(kind, "error");
+    }
+
+    fn count_controller_result(&self, kind: &str, result: &str) {
+        self.controller_reconciles
+            .get_or_create(&ControllerResultLabels {
+                controller: kind.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        if result != "success" {
+            self.controller_errors
+                .get_or_create(&ControllerLabels {
+                    controller: kind.to_string(),
+                })
+                .inc();
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -175,5 +274,60 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// A running reconcile, counted in the in-flight gauges until dropped (see [`Metrics::running`]).
+pub struct Running {
+    metrics: Arc<Metrics>,
+    labels: ControllerLabels,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        self.metrics
+            .controller_in_flight
+            .get_or_create(&self.labels)
+            .dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_controller_gets_the_same_metrics_by_kind() {
+        let metrics = Arc::new(Metrics::new());
+        for kind in ["Release", "GitSource", "Receiver"] {
+            let running = metrics.running(kind);
+            assert!(metrics.encode().contains(&format!(
+                "ferry_controller_reconciles_in_flight{{controller=\"{kind}\"}} 1"
+            )));
+            metrics.observe_reconcile(kind, "team-a", "x", true, Duration::from_millis(5));
+            metrics.observe_reconcile(kind, "team-a", "x", false, Duration::from_millis(5));
+            metrics.observe_error(kind);
+            drop(running);
+        }
+        let text = metrics.encode();
+        for kind in ["Release", "GitSource", "Receiver"] {
+            for (result, n) in [("success", 1), ("failure", 1), ("error", 1)] {
+                let line = format!(
+                    "ferry_controller_reconcile_total{{controller=\"{kind}\",result=\"{result}\"}} {n}"
+                );
+                assert!(text.contains(&line), "missing {line} in\n{text}");
+            }
+            let errors =
+                format!("ferry_controller_reconcile_errors_total{{controller=\"{kind}\"}} 2");
+            assert!(text.contains(&errors), "missing {errors}");
+            let count = format!(
+                "ferry_controller_reconcile_duration_seconds_count{{controller=\"{kind}\"}} 2"
+            );
+            assert!(text.contains(&count), "missing {count}");
+            let idle = format!("ferry_controller_reconciles_in_flight{{controller=\"{kind}\"}} 0");
+            assert!(text.contains(&idle), "missing {idle}");
+        }
+        assert!(text.contains("ferry_reconciles_in_flight 0"));
     }
 }

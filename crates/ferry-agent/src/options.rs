@@ -92,17 +92,17 @@ pub struct AgentOptions {
     #[arg(long, env = "FERRY_ALLOW_LOCAL_GIT_SOURCES")]
     pub allow_local_git_sources: bool,
     /// Most pack bytes one git fetch may receive (`512Mi`, `2Gi`); larger fetches are aborted.
-    #[arg(long, env = "FERRY_GIT_MAX_FETCH_BYTES", value_name = "SIZE", default_value = "512Mi", value_parser = crate::gitsource::parse_size)]
+    #[arg(long, env = "FERRY_GIT_MAX_FETCH_BYTES", value_name = "SIZE", default_value = "512Mi", value_parser = parse_size)]
     pub git_max_fetch_bytes: u64,
     /// Most bytes of files in one git checkout.
-    #[arg(long, env = "FERRY_GIT_MAX_CHECKOUT_BYTES", value_name = "SIZE", default_value = "1Gi", value_parser = crate::gitsource::parse_size)]
+    #[arg(long, env = "FERRY_GIT_MAX_CHECKOUT_BYTES", value_name = "SIZE", default_value = "1Gi", value_parser = parse_size)]
     pub git_max_checkout_bytes: u64,
     /// Most files and directories in one git checkout.
     #[arg(long, env = "FERRY_GIT_MAX_CHECKOUT_FILES", default_value_t = 100_000)]
     pub git_max_checkout_files: u64,
     /// Total size of the git cache (--cache-dir); least recently used sources are evicted past
     /// it and fetch again on their next interval. `0`: unbounded.
-    #[arg(long, env = "FERRY_GIT_CACHE_MAX_BYTES", value_name = "SIZE", default_value = "10Gi", value_parser = crate::gitsource::parse_size)]
+    #[arg(long, env = "FERRY_GIT_CACHE_MAX_BYTES", value_name = "SIZE", default_value = "10Gi", value_parser = parse_size)]
     pub git_cache_max_bytes: u64,
     /// Address for /healthz, /readyz, webhooks (/hook/...) and /v1/cert.pem.
     #[arg(long, env = "FERRY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
@@ -234,5 +234,57 @@ impl AgentOptions {
 
     pub fn lease_duration(&self) -> Duration {
         Duration::from_secs(self.lease_duration_secs.max(2))
+    }
+}
+
+/// A size flag: bytes, or with a binary (`Ki`, `Mi`, `Gi`, `Ti`) or decimal (`k`, `M`, `G`, `T`)
+/// suffix, like Kubernetes quantities.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 512Mi, 2Gi, 1000000)"))?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use Ki, Mi, Gi, Ti, k, M, G or T"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_size("10Gi"), Ok(10 << 30));
+        assert_eq!(parse_size("2k"), Ok(2000));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("1Xi").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("Mi").is_err());
+        assert!(
+            parse_size("99999999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -11,10 +11,10 @@ use ferry_api::{GitSource, GitSourceStatus};
 use ferry_engine::source::git::{self, FetchRequest, GitAuth, GitReference};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::runtime::events::EventType;
 
 use crate::context::{Artifact, Context, key_of};
 use crate::metrics::ObjectLabels;
@@ -58,13 +58,18 @@ fn reference(source: &GitSource) -> GitReference {
 pub async fn reconcile(source: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, SourceError> {
     let started = Instant::now();
     let key = key_of(&*source);
-    let result = reconcile_inner(&source, &ctx).await;
-    ctx.metrics
-        .observe_reconcile(KIND, &key.0, &key.1, result.is_ok(), started.elapsed());
+    let _running = ctx.metrics.running(KIND);
+    let (result, fetched) = reconcile_inner(&source, &ctx).await;
+    // A fetch that failed is a failed reconcile even though its status was written.
+    if result.is_ok() {
+        ctx.metrics
+            .observe_reconcile(KIND, &key.0, &key.1, fetched, started.elapsed());
+    }
     result
 }
 
-async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, SourceError> {
+/// The reconcile, and whether the source is good (fetched, or suspended with an artifact).
+async fn reconcile_inner(source: &GitSource, ctx: &Context) -> (Result<Action, SourceError>, bool) {
     let key = key_of(source);
     let api: Api<GitSource> = Api::namespaced(ctx.client.clone(), &key.0);
     let old = source.status.clone().unwrap_or_default();
@@ -75,7 +80,7 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
         && ctx.artifact(&key).is_some()
     {
         tracing::debug!(source = %format!("{}/{}", key.0, key.1), "suspended");
-        return Ok(Action::await_change());
+        return (Ok(Action::await_change()), true);
     }
     let mut status = old.clone();
     status.observed_generation = source.metadata.generation;
@@ -83,9 +88,10 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
     common::remove_condition(&mut status.conditions, RECONCILING);
 
     let fetched = fetch(source, ctx).await;
+    let good = fetched.is_ok();
     let action = match fetched {
         Ok(checkout) => {
-            ctx.clear_failures(KIND, &key);
+            ctx.backoff.on_success(KIND, &key);
             let artifact = Artifact {
                 path: checkout.path,
                 revision: checkout.revision.clone(),
@@ -109,7 +115,18 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
                 tracing::info!(source = %format!("{}/{}", key.0, key.1), revision = %checkout.revision, "fetched new revision");
                 ctx.trigger_releases_of_source(&key);
             }
-            Action::requeue(ctx.clamp_interval(interval(source)))
+            // A revision new to the status (not one re-fetched after a restart or a takeover) is
+            // a Normal event, as Flux's source-controller reports `NewArtifact`.
+            if old.revision.as_deref() != Some(&checkout.revision) {
+                ctx.publish_event(
+                    source,
+                    EventType::Normal,
+                    "NewArtifact",
+                    &format!("stored revision {}", checkout.revision),
+                )
+                .await;
+            }
+            Action::requeue(ctx.backoff.interval(ctx.clamp_interval(interval(source))))
         }
         Err(err) => {
             let (reason, stalled) = match &err {
@@ -146,12 +163,13 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
             }
             if prev_message != full {
                 tracing::warn!(source = %format!("{}/{}", key.0, key.1), "fetch failed: {message}");
-                publish(ctx, source, EventType::Warning, reason, &full).await;
+                ctx.publish_event(source, EventType::Warning, reason, &full)
+                    .await;
             }
             if stalled {
                 Action::await_change()
             } else {
-                Action::requeue(ctx.failure_backoff(
+                Action::requeue(ctx.backoff.on_error(
                     KIND,
                     &key,
                     ctx.clamp_interval(interval(source)),
@@ -161,11 +179,15 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> Result<Action, So
     };
     if status_differs(&old, &status) {
         let patch = serde_json::json!({ "status": status });
-        api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+        if let Err(e) = api
+            .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| SourceError::Status(format!("{}/{}", key.0, key.1), e.to_string()))?;
+        {
+            let err = SourceError::Status(format!("{}/{}", key.0, key.1), e.to_string());
+            return (Err(err), good);
+        }
     }
-    Ok(action)
+    (Ok(action), good)
 }
 
 /// Compare statuses ignoring condition timestamps, so unchanged state is never written.
@@ -293,79 +315,12 @@ async fn load_auth(ctx: &Context, namespace: &str, name: &str) -> Result<GitAuth
     Ok(auth)
 }
 
-/// A size flag: bytes, or with a binary (`Ki`, `Mi`, `Gi`, `Ti`) or decimal (`k`, `M`, `G`, `T`)
-/// suffix, like Kubernetes quantities.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 512Mi, 2Gi, 1000000)"))?;
-    let factor: u64 = match unit {
-        "" => 1,
-        "k" | "K" => 1000,
-        "M" => 1000u64.pow(2),
-        "G" => 1000u64.pow(3),
-        "T" => 1000u64.pow(4),
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?}; use Ki, Mi, Gi, Ti, k, M, G or T"
-            ));
-        }
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 pub fn error_policy(source: Arc<GitSource>, err: &SourceError, ctx: Arc<Context>) -> Action {
     let key = key_of(&*source);
     tracing::warn!(source = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
-    Action::requeue(ctx.failure_backoff(KIND, &key, ctx.clamp_interval(interval(&source))))
-}
-
-pub async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::debug!("cannot publish event: {err}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
-        assert_eq!(parse_size("10Gi"), Ok(10 << 30));
-        assert_eq!(parse_size("2k"), Ok(2000));
-        assert_eq!(parse_size("0"), Ok(0));
-        assert!(parse_size("1Xi").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("Mi").is_err());
-        assert!(
-            parse_size("99999999999Ti")
-                .unwrap_err()
-                .contains("too large")
-        );
-    }
+    ctx.metrics.observe_error(KIND);
+    Action::requeue(
+        ctx.backoff
+            .on_error(KIND, &key, ctx.clamp_interval(interval(&source))),
+    )
 }

@@ -1,6 +1,9 @@
-//! Leadership and the controller set: wait for the Lease (when leader election is on), run the
-//! GitSource and Release controllers while leading, stop them when the lease is lost or on
-//! shutdown (running reconciles finish first), then release the lease.
+//! Every controller of the agent, and leadership: wait for the Lease (when leader election is
+//! on), start all controllers on one shared [`Context`] while leading, stop them gracefully when
+//! the lease is lost or on shutdown (no new reconciles start, running ones finish; nothing is
+//! aborted), then release the lease. Each controller is driven by [`drive`], so all of them get
+//! the same stop, concurrency and logging; each reconcile reports the same metrics and requeues
+//! through the same backoff ([`crate::backoff`]).
 
 pub mod gitsource;
 pub mod receiver;
@@ -11,13 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_api::{GitSource, Receiver, Release};
 use futures::{StreamExt, future};
-use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector;
 use kube::runtime::utils::{Predicate, WatchStreamExt, predicates};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Config};
 use kube_lease_manager::LeaseManagerBuilder;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream_shim::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -167,7 +169,46 @@ fn watcher_config() -> watcher::Config {
     watcher::Config::default().any_semantic()
 }
 
-/// Run both controllers until `stop` is cancelled; in-flight reconciles finish first.
+/// Drive one controller until `stop` is cancelled: at most `concurrency` reconciles at a time
+/// (0: no limit); on stop no new reconcile starts and the running ones finish
+/// (`graceful_shutdown_on`), so a leadership loss never cuts an apply in half. Reconcile errors
+/// are logged by the controller's error policy; this only traces them.
+pub async fn drive<K, Ctx, Fut, E>(
+    kind: &'static str,
+    controller: Controller<K>,
+    concurrency: u16,
+    reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> Fut,
+    error_policy: impl Fn(Arc<K>, &E, Arc<Ctx>) -> Action,
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+) where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: std::fmt::Debug + Unpin + std::hash::Hash + Eq + Clone,
+    Fut: std::future::Future<Output = Result<Action, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+    Ctx: Send + Sync + 'static,
+{
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(err) = result {
+                tracing::debug!("{kind} controller: {err}");
+            }
+            future::ready(())
+        })
+        .await;
+    tracing::debug!("{kind} controller stopped");
+}
+
+/// Run every controller until `stop` is cancelled; in-flight reconciles finish first.
 pub async fn run_controllers(
     client: Client,
     config: Config,
@@ -181,16 +222,17 @@ pub async fn run_controllers(
     } else {
         options.watch_namespaces.iter().cloned().map(Some).collect()
     };
-    let (release_tx, release_rx) = mpsc::unbounded_channel::<ObjectRef<Release>>();
     let concurrency = options.concurrency;
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,
         options,
         metrics,
-        release_tx,
+        stop.clone(),
     ));
-    let _ = ctx.stop.set(stop.clone());
+    // Releases queued by their GitSource, their dependencies, drift and webhooks.
+    let release_queue =
+        futures::stream::iter(ctx.take_release_queue()).flat_map(UnboundedReceiverStream);
     let extras = extra_controllers(&client, ctx.clone(), certificate, stop.clone());
 
     // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
@@ -229,29 +271,24 @@ pub async fn run_controllers(
     );
     let _ = ctx.releases.set(release_reader.clone());
 
-    let stop_sources = stop.clone();
-    let sources = Controller::for_stream(source_stream, source_reader)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(async move { stop_sources.cancelled().await })
-        .run(gitsource::reconcile, gitsource::error_policy, ctx.clone())
-        .for_each(|result| {
-            if let Err(err) = result {
-                tracing::debug!("GitSource controller: {err}");
-            }
-            future::ready(())
-        });
-    let stop_releases = stop.clone();
-    let releases = Controller::for_stream(release_stream, release_reader)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .reconcile_on(UnboundedReceiverStream(release_rx))
-        .graceful_shutdown_on(async move { stop_releases.cancelled().await })
-        .run(release::reconcile, release::error_policy, ctx.clone())
-        .for_each(|result| {
-            if let Err(err) = result {
-                tracing::debug!("Release controller: {err}");
-            }
-            future::ready(())
-        });
+    let sources = drive(
+        "GitSource",
+        Controller::for_stream(source_stream, source_reader),
+        concurrency,
+        gitsource::reconcile,
+        gitsource::error_policy,
+        ctx.clone(),
+        stop.clone(),
+    );
+    let releases = drive(
+        "Release",
+        Controller::for_stream(release_stream, release_reader).reconcile_on(release_queue),
+        concurrency,
+        release::reconcile,
+        release::error_policy,
+        ctx.clone(),
+        stop.clone(),
+    );
     let (receiver_reader, receiver_writer) = reflector::store::<Receiver>();
     let receiver_stream = crate::watch::merged_watch(
         namespaces
@@ -266,11 +303,15 @@ pub async fn run_controllers(
         predicates::generation as fn(&Receiver) -> Option<u64>,
         Default::default(),
     );
-    let stop_receivers = stop.clone();
-    let receivers = Controller::for_stream(receiver_stream, receiver_reader)
-        .graceful_shutdown_on(async move { stop_receivers.cancelled().await })
-        .run(receiver::reconcile, receiver::error_policy, ctx.clone())
-        .for_each(|_| future::ready(()));
+    let receivers = drive(
+        "Receiver",
+        Controller::for_stream(receiver_stream, receiver_reader),
+        concurrency,
+        receiver::reconcile,
+        receiver::error_policy,
+        ctx.clone(),
+        stop.clone(),
+    );
     let depth = queue_depth(ctx.clone(), stop.clone());
     tokio::join!(sources, releases, receivers, extras, depth);
     tracing::info!("controllers stopped");
@@ -398,6 +439,7 @@ async fn extra_controllers(
         images.min_interval = options.clamp_interval(std::time::Duration::ZERO);
         images.max_timeout = options.max_timeout;
         images.allow_local_git_sources = options.allow_local_git_sources;
+        images.allow_cross_namespace_refs = options.allow_cross_namespace_refs;
         images.git_max_fetch_bytes = options.git_max_fetch_bytes;
         images.git_max_checkout_bytes = options.git_max_checkout_bytes;
         // Secrets named by ImageRepositories and ImageUpdates are read as the tenant.

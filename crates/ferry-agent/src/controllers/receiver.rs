@@ -1,8 +1,9 @@
 //! The Receiver controller: publishes `status.webhookPath` and whether the secret is usable, so
-//! `kubectl get receivers` shows where to point the sender. Requests are served by `webhook`.
+//! `kubectl get receivers` shows where to point the sender. Requests are served by
+//! `crate::webhook`; this is only the controller.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_api::common::{self, READY};
 use ferry_api::{Receiver, ReceiverStatus};
@@ -10,8 +11,16 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 
 use crate::context::{Context, key_of};
+
+const KIND: &str = "Receiver";
+
+/// How often a usable Receiver's Secret is checked again (reads only).
+const RECHECK: Duration = Duration::from_secs(600);
+/// The longest wait between checks of a Secret that is missing or unreadable.
+const RETRY_CAP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot update Receiver {0}: {1}")]
@@ -21,7 +30,10 @@ pub async fn reconcile(
     receiver: Arc<Receiver>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReceiverError> {
-    let (ns, name) = key_of(&*receiver);
+    let started = Instant::now();
+    let _running = ctx.metrics.running(KIND);
+    let key = key_of(&*receiver);
+    let (ns, name) = key.clone();
     // Read as the namespace's tenant identity (a Receiver must not reveal, even as Ready or
     // not, a Secret its author may not read).
     let (reader, identity) = ctx
@@ -48,6 +60,9 @@ pub async fn reconcile(
     };
     let usable = unusable.is_none();
     let old = receiver.status.clone().unwrap_or_default();
+    let previous_message = common::find_condition(&old.conditions, READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
     let mut status = ReceiverStatus {
         observed_generation: receiver.metadata.generation,
         conditions: old.conditions.clone(),
@@ -83,15 +98,23 @@ pub async fn reconcile(
         .await
         .map_err(|e| ReceiverError(format!("{ns}/{name}"), e.to_string()))?;
     }
+    if !ok && previous_message != message {
+        ctx.publish_event(&*receiver, EventType::Warning, reason, &message)
+            .await;
+    }
+    ctx.metrics
+        .observe_reconcile(KIND, &ns, &name, ok, started.elapsed());
     // The secret may appear later; check again now and then (reads only).
-    Ok(Action::requeue(Duration::from_secs(if ok {
-        600
+    Ok(Action::requeue(if ok {
+        ctx.backoff.on_success(KIND, &key);
+        ctx.backoff.interval(RECHECK)
     } else {
-        30
-    })))
+        ctx.backoff.on_error(KIND, &key, RETRY_CAP)
+    }))
 }
 
-pub fn error_policy(_: Arc<Receiver>, err: &ReceiverError, _: Arc<Context>) -> Action {
+pub fn error_policy(receiver: Arc<Receiver>, err: &ReceiverError, ctx: Arc<Context>) -> Action {
     tracing::warn!("{err}");
-    Action::requeue(Duration::from_secs(30))
+    ctx.metrics.observe_error(KIND);
+    Action::requeue(ctx.backoff.on_error(KIND, &key_of(&*receiver), RETRY_CAP))
 }

@@ -20,7 +20,7 @@ use ferry_api::release::{DeletionPolicy, HISTORY_LIMIT, InventoryEntry, SyncReco
 use ferry_api::{GitSource, Release, ReleaseStatus};
 use ferry_engine::decrypt::sops::AgeKeys;
 use ferry_engine::pipeline::{self, ApplyOptions, DeleteOptions, NoProgress};
-use ferry_engine::prune::identity::{Owner, ReleaseRef, legacy_release_app};
+use ferry_engine::prune::identity::legacy_release_app;
 use ferry_engine::prune::inventory::Legacy;
 use ferry_engine::render::{self, RenderRequest};
 use ferry_engine::report::{Action as ObjAction, ApplyReport};
@@ -34,7 +34,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use crate::context::{Context, Identity, Key, key_of};
-use crate::controllers::gitsource::publish;
 
 const KIND: &str = "Release";
 /// Finalizer that makes deletion prune what the Release applied.
@@ -87,26 +86,9 @@ fn timing(release: &Release, ctx: &Context) -> Result<Timing, String> {
     })
 }
 
-/// A Release's identity for the engine: its own namespace and name. The engine keeps it apart
-/// from every other Release and every push app (`ferry_engine::prune::identity`): owner id
-/// `<target>/release/<namespace>/<name>`, inventory `ferry-release-<name>-<hash>`.
-pub fn release_ref(release: &Release) -> ReleaseRef {
-    let (namespace, name) = key_of(release);
-    ReleaseRef { namespace, name }
-}
-
-/// Where a Release deploys (and keeps its inventory).
-pub fn target_namespace(release: &Release) -> String {
-    let (ns, _) = key_of(release);
-    release.spec.target_namespace.clone().unwrap_or(ns)
-}
-
-/// The exact owner id the engine stamps on a Release's objects (`ferry.dev/owner`).
-pub fn owner_id(release: &Release) -> Option<String> {
-    Owner::release(&release_ref(release), &target_namespace(release))
-        .ok()
-        .map(|o| o.id())
-}
+// A Release's engine identity lives with the context (drift detection maps objects back to
+// Releases with it); re-exported here, where callers look for it.
+pub use crate::context::{owner_id, release_ref, target_namespace};
 
 /// Annotation on a Release asking it to take over the push app of that name in its target
 /// namespace (`ferry apply --app NAME` from CI first, then the agent from git): its inventory and
@@ -154,9 +136,11 @@ pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
     // Fairness: a namespace over --max-concurrent-per-namespace waits outside the controller's
     // shared slots, so other tenants' Releases keep being reconciled.
     let Some(_slot) = ctx.try_namespace_slot(&key.0) else {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Ok(Action::requeue(
+            ctx.backoff.interval(Duration::from_secs(1)),
+        ));
     };
-    ctx.metrics.in_flight.inc();
+    let _running = ctx.metrics.running(KIND);
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &key.0);
     let result = finalizer(&api, FINALIZER, release, |event| async {
         match event {
@@ -165,7 +149,6 @@ pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
         }
     })
     .await;
-    ctx.metrics.in_flight.dec();
     match result {
         Ok(action) => Ok(action),
         Err(kube::runtime::finalizer::Error::ApplyFailed(e))
@@ -251,13 +234,13 @@ async fn sync(release: &Release, ctx: &Arc<Context>) -> Result<Action, ReleaseEr
         }
     }
     for (type_, reason, note) in events {
-        publish(ctx, release, type_, reason, &note).await;
+        ctx.publish_event(release, type_, reason, &note).await;
     }
     if became_ready {
         ctx.trigger_dependents(&key);
     }
     if ok {
-        ctx.clear_failures(KIND, &key);
+        ctx.backoff.on_success(KIND, &key);
     }
     ctx.metrics
         .observe_reconcile(KIND, &key.0, &key.1, ok, started.elapsed());
@@ -489,7 +472,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
             Err(e) => return Decision::stalled(ferry_api::CROSS_NAMESPACE_REF_DENIED, e),
         };
         if let Err(e) = dependency_ready(ctx, &(dep_ns, dep.name.clone())) {
-            return Decision::waiting("DependencyNotReady", e, timing.retry);
+            return Decision::waiting("DependencyNotReady", e, ctx.backoff.interval(timing.retry));
         }
     }
     let source_key: Key = (source_ns.clone(), release.spec.source_ref.name.clone());
@@ -497,14 +480,18 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         // The source has a revision but this process has not fetched it yet (agent restart or
         // new leader): its fetch wakes this Release; don't flap Ready meanwhile.
         if source_pending(ctx, &source_key) {
-            let mut d = Decision::waiting("SourceNotReady", String::new(), timing.retry);
+            let mut d = Decision::waiting(
+                "SourceNotReady",
+                String::new(),
+                ctx.backoff.interval(timing.retry),
+            );
             d.keep_status = true;
             return d;
         }
         return Decision::waiting(
             "SourceNotReady",
             source_not_ready_message(ctx, &source_key),
-            timing.retry,
+            ctx.backoff.interval(timing.retry),
         );
     };
     let revision = artifact.revision.clone();
@@ -513,7 +500,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         reason,
         message,
         stalled: false,
-        requeue: Action::requeue(ctx.failure_backoff(KIND, &key_of(release), timing.retry)),
+        requeue: Action::requeue(ctx.backoff.on_error(KIND, &key_of(release), timing.retry)),
         attempted: Some(revision.clone()),
         report: None,
         keep_status: false,
@@ -603,9 +590,11 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         redactor,
         ..ApplyOptions::default()
     };
+    // The engine's futures are Send: the apply runs on this reconcile's own task (no blocking
+    // thread pinned per Release).
     let applied = tokio::time::timeout(
         timing.timeout + Duration::from_secs(30),
-        apply_boxed(client, manifests, options),
+        pipeline::apply(&client, manifests, &options, &NoProgress),
     )
     .await;
     let report = match applied {
@@ -676,32 +665,11 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         reason: "ReconciliationSucceeded",
         message,
         stalled: false,
-        requeue: Action::requeue(timing.interval),
+        requeue: Action::requeue(ctx.backoff.interval(timing.interval)),
         attempted: Some(revision),
         report: Some(report),
         keep_status: false,
     }
-}
-
-// The engine's futures are not `Send` (they borrow inside `buffer_unordered` closures, which
-// rustc cannot prove Send for every lifetime), so they cannot run on the controller's worker
-// tasks directly. Each run drives its future on a blocking-pool thread with the runtime's handle:
-// IO still goes through the shared reactor, and the engine's internal concurrency is unchanged.
-fn apply_boxed(
-    client: Client,
-    manifests: Vec<ferry_engine::Manifest>,
-    options: ApplyOptions,
-) -> futures::future::BoxFuture<'static, ferry_engine::Result<ApplyReport>> {
-    run_engine(
-        move || async move { pipeline::apply(&client, manifests, &options, &NoProgress).await },
-    )
-}
-
-fn delete_boxed(
-    client: Client,
-    options: DeleteOptions,
-) -> futures::future::BoxFuture<'static, ferry_engine::Result<ApplyReport>> {
-    run_engine(move || async move { pipeline::delete(&client, &options).await })
 }
 
 /// Which of these namespaces are being deleted, read with the agent's own identity (a tenant's
@@ -717,24 +685,6 @@ async fn terminating(ctx: &Context, namespaces: &[&str]) -> std::collections::BT
         }
     }
     out
-}
-
-fn run_engine<F, Fut>(
-    make: F,
-) -> futures::future::BoxFuture<'static, ferry_engine::Result<ApplyReport>>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ferry_engine::Result<ApplyReport>>,
-{
-    let handle = tokio::runtime::Handle::current();
-    let task = tokio::task::spawn_blocking(move || handle.block_on(make()));
-    Box::pin(async move {
-        task.await.unwrap_or_else(|join| {
-            Err(ferry_engine::Error::Other(anyhow::anyhow!(
-                "engine task failed: {join}"
-            )))
-        })
-    })
 }
 
 fn source_not_ready_message(ctx: &Context, source: &Key) -> String {
@@ -897,7 +847,7 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
         terminating,
         ..DeleteOptions::default()
     };
-    match delete_boxed(client, options).await {
+    match pipeline::delete(&client, &options).await {
         Ok(report) => {
             if let Some(why) = report.prune_skipped {
                 return Err(ReleaseError::Cleanup(format!("{}/{}", key.0, key.1), why));
@@ -922,5 +872,6 @@ pub fn error_policy(release: Arc<Release>, err: &ReleaseError, ctx: Arc<Context>
     let retry = timing(&release, &ctx)
         .map(|t| t.retry)
         .unwrap_or(Duration::from_secs(30));
-    Action::requeue(ctx.failure_backoff(KIND, &key, retry))
+    ctx.metrics.observe_error(KIND);
+    Action::requeue(ctx.backoff.on_error(KIND, &key, retry))
 }
