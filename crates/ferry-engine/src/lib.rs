@@ -12,6 +12,7 @@ pub mod discovery {
 }
 pub mod error;
 pub mod health;
+pub mod inventory;
 pub mod manifest;
 pub mod ownership;
 pub mod pipeline;
@@ -21,7 +22,6 @@ pub mod prune;
 pub mod render;
 pub mod report;
 pub mod source;
-pub mod yaml;
 
 pub use error::{Error, Result};
 pub use manifest::{Manifest, ObjectKey, Origin};

@@ -26,9 +26,9 @@ use crate::cluster::manager::live;
 use crate::cluster::manager::wait::{self, Target};
 use crate::cluster::requests::Requests;
 use crate::health;
+use crate::inventory::{self, Entry, HookRecord, Inventory};
 use crate::ownership::{self, Owner, ReleaseRef};
 use crate::plan::{self, Phase, PlannedObject, ResolvedKind, Resolver};
-use crate::prune::inventory::{self, Entry, HookRecord, Inventory};
 use crate::render::helm::hooks::{self as hook_class, HookPhase};
 use crate::report::redact::{REDACTED, Redactor};
 use crate::report::{
@@ -297,17 +297,11 @@ async fn apply_unredacted(
                 owner.namespace,
                 Inventory::name(&legacy.app)
             );
-            let mut adopted = previous.take().unwrap_or(old.inventory.clone());
-            let known: BTreeSet<ObjectKey> =
-                adopted.objects.iter().map(|e| e.key.clone()).collect();
-            adopted.objects.extend(
-                old.inventory
-                    .objects
-                    .into_iter()
-                    .filter(|e| !known.contains(&e.key)),
-            );
-            adopted.adopted_from = Some(legacy.app.clone());
-            previous = Some(adopted);
+            previous = Some(inventory::adopt(
+                previous.take(),
+                old.inventory,
+                &legacy.app,
+            ));
             owner.legacy = Some(legacy.app.clone());
             adopted_legacy = Some((legacy.clone(), old.version));
         }
@@ -342,11 +336,7 @@ async fn apply_unredacted(
         hooks_of(HookPhase::PreDeploy),
         hooks_of(HookPhase::PostDeploy),
     );
-    let gone: Vec<Entry> = previous_entries
-        .values()
-        .filter(|e| !planned_keys.contains(&e.key))
-        .cloned()
-        .collect();
+    let gone: Vec<Entry> = inventory::gone_from_source(previous.as_ref(), &planned_keys);
 
     // Hooks run (like `helm upgrade`) whenever anything in the app changes, even if the hook
     // itself did not; a run where nothing changed runs nothing and writes nothing.
@@ -380,22 +370,20 @@ async fn apply_unredacted(
         .filter(|p| run_hooks || !is_hook(p))
         .collect();
 
-    // Widen the inventory before writing anything (see prune::inventory for why).
-    let mut widened = previous.clone().unwrap_or_else(|| Inventory {
-        app: owner.app.clone(),
-        owner: Some(owner.id()),
-        source: opts.source.clone(),
-        ..Default::default()
-    });
-    for p in &to_apply {
-        if !previous_entries.contains_key(&p.key) {
-            widened.objects.push(entry_for(p, None));
-        }
-    }
+    // Widen the inventory before writing anything (see `inventory` for why).
+    let applying: Vec<Entry> = to_apply.iter().map(|p| entry_for(p, None)).collect();
+    let (mut widened, grew) = inventory::widen(
+        previous.as_ref(),
+        Inventory {
+            app: owner.app.clone(),
+            owner: Some(owner.id()),
+            source: opts.source.clone(),
+            ..Default::default()
+        },
+        &applying,
+    );
     // `version.is_none()`: no inventory under this identity yet (first run, or adopting one).
-    let needs_widening = widened.objects.len() != previous_entries.len()
-        || version.is_none()
-        || adopted_legacy.is_some();
+    let needs_widening = grew || version.is_none() || adopted_legacy.is_some();
     let mut widened_written = !needs_widening || opts.dry_run;
     if !widened_written && !not_yet_created.contains(&owner.namespace) {
         widened.applied_at = now_rfc3339();
@@ -593,11 +581,14 @@ async fn apply_unredacted(
 
     // Narrow the inventory to what the app now owns; skip the write when nothing changed.
     if !opts.dry_run && !failed {
-        let mut entries: Vec<Entry> = main
-            .iter()
-            .map(|p| entry_for(p, applied.get(&p.key).and_then(|a| a.fingerprint.clone())))
-            .collect();
-        let mut hook_records: Vec<HookRecord> = Vec::new();
+        let mut owned = inventory::Narrowed {
+            applied: main
+                .iter()
+                .map(|p| entry_for(p, applied.get(&p.key).and_then(|a| a.fingerprint.clone())))
+                .collect(),
+            kept: kept_entries,
+            ..Default::default()
+        };
         if run_hooks {
             // Hooks removed by their delete policy leave the inventory; the rest stay (and are
             // pruned like any object once they leave the source).
@@ -606,45 +597,34 @@ async fn apply_unredacted(
             for outcome in &hook_outcomes {
                 for (key, fingerprint) in &outcome.live {
                     if let Some(p) = by_key.get(key) {
-                        entries.push(entry_for(p, fingerprint.clone()));
+                        owned.hooks.push(entry_for(p, fingerprint.clone()));
                     }
                 }
-                hook_records.extend(outcome.succeeded.iter().map(|(key, hash)| HookRecord {
-                    key: key.clone(),
-                    hash: hash.clone(),
-                }));
+                owned
+                    .hook_records
+                    .extend(outcome.succeeded.iter().map(|(key, hash)| HookRecord {
+                        key: key.clone(),
+                        hash: hash.clone(),
+                    }));
             }
         } else {
             // Hooks did not run: keep what the previous run recorded about them.
-            entries.extend(
-                planned
-                    .iter()
-                    .filter(|p| is_hook(p))
-                    .filter_map(|p| previous_entries.get(&p.key).cloned()),
-            );
-            hook_records.extend(
-                previous
-                    .iter()
-                    .flat_map(|inv| inv.hooks.iter())
-                    .filter(|h| hook_hashes.contains_key(&h.key))
-                    .cloned(),
-            );
+            (owned.hooks, owned.hook_records) =
+                inventory::kept_hooks(previous.as_ref(), &hook_hashes);
         }
-        entries.extend(kept_entries);
         // A migration is finished once a run got through without any failure: from then on
         // only the new identity counts.
         let pending_legacy = previous.as_ref().and_then(|p| p.adopted_from.clone());
         let still_migrating = objects.iter().any(|o| o.action == Action::Failed);
-        let next = Inventory {
+        let template = Inventory {
             app: owner.app.clone(),
             owner: Some(owner.id()),
-            adopted_from: pending_legacy.clone().filter(|_| still_migrating),
             source: opts.source.clone(),
             revision: opts.revision.clone(),
             applied_at: now_rfc3339(),
-            objects: entries,
-            hooks: hook_records,
+            ..Default::default()
         };
+        let next = inventory::narrow(&template, previous.as_ref(), owned, still_migrating);
         let unchanged = previous.as_ref().is_some_and(|p| p.same_content(&next)) && !needs_widening;
         if !unchanged {
             inventory::write(client, &owner, &next, &mut version, &requests).await?;

@@ -26,8 +26,8 @@ use kube::discovery::Discovery;
 
 use crate::cluster::kube_error::describe_kube_error;
 use crate::cluster::requests::Requests;
+use crate::inventory::Entry;
 use crate::plan::Resolver;
-use crate::prune::inventory::Entry;
 use crate::{Error, Manifest, Result};
 
 /// Aggregated discovery: `/api` and `/apis`, two requests.

@@ -10,7 +10,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
 
 use crate::Manifest;
-use crate::prune::inventory::Entry;
+use crate::inventory::Entry;
 
 /// How to reach one kind: its API resource and whether it is namespaced.
 #[derive(Debug, Clone)]

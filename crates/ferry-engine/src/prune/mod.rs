@@ -1,11 +1,12 @@
 //! Compatibility paths for code written before issue 13's layout: identity moved to
-//! [`crate::ownership`], deletion to `cluster::manager::delete`.
+//! [`crate::ownership`], the inventory to [`crate::inventory`], deletion to
+//! `cluster::manager::delete`.
 
 pub mod identity {
     //! Moved to [`crate::ownership`].
     pub use crate::ownership::{Owner, ReleaseRef, legacy_release_app};
 }
-pub mod inventory;
+pub use crate::inventory;
 
 pub use crate::cluster::manager::delete::{
     Candidate, Outcome, Policy, delete_owned, is_destructive, is_terminating, skip_terminating,

@@ -29,9 +29,9 @@ use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
 use crate::cluster::requests::Requests;
+use crate::inventory::Entry;
 use crate::ownership::{ANNOTATION_PRUNE, Owner, PRUNE_ALLOW_DESTRUCTIVE};
 use crate::plan::{Phase, ResolvedKind};
-use crate::prune::inventory::Entry;
 use crate::report::{Action, ObjectResult};
 
 /// One inventory entry considered for deletion, with how to reach it.

@@ -1,8 +1,7 @@
-//! The inventory: a ConfigMap in the app's namespace (`ferry-inventory-<app>` for a push app,
-//! `ferry-release-<name>-<hash>` for a Release, see [`crate::ownership`]) listing every object
-//! the app applied (with the fingerprint ferry saw after its last write), the source, the git
-//! revision and when it last changed. It lives in the app's namespace so a tenant identity that
-//! may only write there can keep it; it holds no Secret values.
+//! The inventory's store: a ConfigMap in the app's namespace (`ferry-inventory-<app>` for a push
+//! app, `ferry-release-<name>-<hash>` for a Release, see [`crate::ownership`]). It lives in the
+//! app's namespace so a tenant identity that may only write there can keep it; it holds no
+//! Secret values.
 //!
 //! It stores the exact owner id, and [`read`] refuses an inventory whose stored owner is another
 //! app's: its name is derived (and, for Releases, hashed), its owner is not.
@@ -12,10 +11,8 @@
 //! hand-over, two pipelines) cannot silently overwrite each other: the later one gets
 //! [`Error::Conflict`] and writes nothing.
 //!
-//! Crash safety: before applying, the inventory is widened to the union of the previous and the
-//! new object set; only after every object applied is it narrowed to the new set. A run that dies
-//! half-way therefore leaves every object it may have created in the inventory, and the next run
-//! prunes correctly.
+//! Legacy adoption: [`read_legacy`] finds an inventory a pre-upgrade ferry wrote under the
+//! conflated app name, [`delete_legacy`] removes it once its content lives in the new one.
 
 use std::collections::BTreeMap;
 
@@ -23,88 +20,15 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
-use serde::{Deserialize, Serialize};
 
+use super::Inventory;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
 use crate::cluster::requests::Requests;
 use crate::ownership::{ANNOTATION_OWNER, ANNOTATION_REVISION, Owner};
-use crate::{Error, ObjectKey, Result};
+use crate::{Error, Result};
 
 pub const LABEL_INVENTORY: &str = "ferry.dev/inventory";
 const DATA_KEY: &str = "inventory.json";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Entry {
-    pub api_version: String,
-    #[serde(flatten)]
-    pub key: ObjectKey,
-    /// Live fingerprint after ferry's last write (see `apply`); absent until applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Inventory {
-    /// The `ferry.dev/app` label value (readable; not the identity).
-    pub app: String,
-    /// The exact owner id ([`Owner::id`]). Absent in inventories written before ferry stored it
-    /// (push apps only: their naming did not change).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    /// While a migration is under way: the pre-upgrade app name whose inventory this one adopted
-    /// (see [`read_legacy`]). Cleared by the first run that finishes without failures.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adopted_from: Option<String>,
-    pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// RFC 3339 time of the last apply that changed the inventory.
-    pub applied_at: String,
-    pub objects: Vec<Entry>,
-    /// Intent hashes of the hooks the last run ran successfully (see `apply::hooks`): a hook
-    /// deleted by its delete policy is no longer in `objects`, but a changed hook must still
-    /// be run again.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hooks: Vec<HookRecord>,
-}
-
-/// A hook that ran, and the intent hash it ran with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HookRecord {
-    #[serde(flatten)]
-    pub key: ObjectKey,
-    pub hash: String,
-}
-
-impl Inventory {
-    /// The name a push app's inventory has always had (and a pre-upgrade Release's had).
-    pub fn name(app: &str) -> String {
-        format!("ferry-inventory-{app}")
-    }
-
-    pub fn entries_by_key(&self) -> BTreeMap<ObjectKey, Entry> {
-        self.objects
-            .iter()
-            .map(|e| (e.key.clone(), e.clone()))
-            .collect()
-    }
-
-    /// Same content apart from the timestamp (used to skip no-op writes).
-    pub fn same_content(&self, other: &Inventory) -> bool {
-        let mut a = self.clone();
-        let mut b = other.clone();
-        a.applied_at.clear();
-        b.applied_at.clear();
-        a.objects.sort_by(|x, y| x.key.cmp(&y.key));
-        b.objects.sort_by(|x, y| x.key.cmp(&y.key));
-        a.hooks.sort_by(|x, y| x.key.cmp(&y.key));
-        b.hooks.sort_by(|x, y| x.key.cmp(&y.key));
-        a == b
-    }
-}
 
 /// Where a stored inventory is: what a write or delete must present as its precondition.
 #[derive(Debug, Clone, PartialEq, Eq)]
