@@ -22,6 +22,7 @@ pub mod prune;
 pub mod render;
 pub mod report;
 pub mod source;
+pub mod yaml;
 
 pub use error::{Error, Result};
 pub use manifest::{Manifest, ObjectKey, Origin};
