@@ -2,7 +2,7 @@
 //! agent's Releases exist; `--releases delete` lets the agent delete what they applied before the
 //! agent goes; `--releases orphan` keeps the objects even with the agent stopped, leaves no
 //! namespace stuck Terminating on a Release finalizer, and `--crds` keeps the CRDs while ferry
-//! objects are left.
+//! objects are left. `--dry-run` prints what each of these would remove and removes nothing.
 
 use std::path::Path;
 use std::process::Command;
@@ -139,6 +139,73 @@ async fn assert_agent_removed(client: &kube::Client, home: &str) {
     assert!(namespaces.get_opt(home).await.expect("get").is_some());
 }
 
+/// A dry run's output names the install's objects (RBAC, service accounts) and says that nothing
+/// was changed.
+fn assert_dry_run_names_the_install(out: &str, home: &str) {
+    for line in [
+        format!("ClusterRole ferry-agent-{home} would be deleted"),
+        format!("ClusterRoleBinding ferry-agent-{home} would be deleted"),
+        format!("ClusterRoleBinding ferry-admin-{home} would be deleted"),
+        format!("ServiceAccount {home}/ferry-agent would be deleted"),
+        format!("ServiceAccount {home}/ferry-admin would be deleted"),
+        "nothing was changed (dry run)".to_string(),
+    ] {
+        assert!(out.contains(&line), "no {line:?} in:\n{out}");
+        assert_eq!(out.matches(&line).count(), 1, "{line:?} twice in:\n{out}");
+    }
+}
+
+/// After a dry run: the install, the tenant's Release (with the agent's finalizer) and the
+/// ConfigMap it applied are all still there.
+async fn assert_nothing_removed(client: &kube::Client, home: &str, tenant: &str) {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(
+        roles
+            .get_opt(&format!("ferry-agent-{home}"))
+            .await
+            .expect("get")
+            .is_some(),
+        "the dry run deleted the ClusterRole"
+    );
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for name in [format!("ferry-agent-{home}"), format!("ferry-admin-{home}")] {
+        assert!(
+            bindings.get_opt(&name).await.expect("get").is_some(),
+            "the dry run deleted {name}"
+        );
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), home);
+    for name in ["ferry-agent", "ferry-admin"] {
+        assert!(
+            accounts.get_opt(name).await.expect("get").is_some(),
+            "the dry run deleted {name}"
+        );
+    }
+    let release = Api::<Release>::namespaced(client.clone(), tenant)
+        .get("app")
+        .await
+        .expect("the dry run deleted the Release");
+    assert!(release.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        release.spec.deletion_policy, None,
+        "the dry run changed the Release"
+    );
+    assert!(
+        release
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "ferry.dev/finalizer")),
+        "{:?}",
+        release.metadata.finalizers
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), tenant);
+    assert!(
+        cms.get_opt("narrow").await.expect("get").is_some(),
+        "the dry run deleted the Release's ConfigMap"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uninstall_refuses_while_releases_exist_then_deletes_them_through_the_agent() {
     ferry_testsupport::init_logging();
@@ -191,6 +258,45 @@ async fn uninstall_refuses_while_releases_exist_then_deletes_them_through_the_ag
             .is_some(),
         "a refused uninstall removes nothing"
     );
+
+    // --dry-run: refused the same way without --releases; with it, every object that would go
+    // is named, and nothing goes (the agent is running: it would prune the ConfigMap at once).
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--watch-namespace",
+            &tenant.name,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(code, 2, "a dry run refuses as the run would: {out}{err}");
+    assert!(err.contains(&format!("{}/app", tenant.name)), "{err}");
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--watch-namespace",
+            &tenant.name,
+            "--releases",
+            "delete",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(code, 0, "uninstall --dry-run: {out}{err}");
+    assert_dry_run_names_the_install(&out, &home.name);
+    assert!(
+        out.contains(&format!(
+            "Release {}/app would be deleted, and the agent would delete the objects it applied",
+            tenant.name
+        )),
+        "{out}"
+    );
+    assert_nothing_removed(&client, &home.name, &tenant.name).await;
 
     // `ferry bootstrap`'s Release, which applies the agent itself: orphaned, not pruned (the
     // agent would delete itself in the middle of its own finalizer).
@@ -252,6 +358,38 @@ async fn uninstall_orphan_keeps_objects_leaves_no_namespace_stuck_and_keeps_crds
     // The agent is gone before the uninstall (crashed, scaled down): nothing but the
     // uninstall can remove the Release's finalizer now.
     agent.stop().await.expect("agent stops");
+
+    // --dry-run of the uninstall below: the same outcome announced, nothing removed (the
+    // Release keeps its finalizer, the RBAC stays).
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "uninstall",
+            "--namespace",
+            &home.name,
+            "--watch-namespace",
+            &tenant.name,
+            "--releases",
+            "orphan",
+            "--crds",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(code, 2, "the CRDs would be kept: {out}{err}");
+    assert_dry_run_names_the_install(&out, &home.name);
+    assert!(
+        out.contains(&format!(
+            "Release {}/app would be deleted; its objects would be kept",
+            tenant.name
+        )) && out.contains("the CRDs would be kept")
+            && out.contains("GitSource"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("CustomResourceDefinition"),
+        "no CRD would be deleted: {out}"
+    );
+    assert_nothing_removed(&client, &home.name, &tenant.name).await;
 
     // The tenant's GitSource stays: a ferry object is left, so --crds must keep the CRDs.
     let (code, out, err) = ferry(

@@ -4,6 +4,7 @@
 //! (`--releases orphan` or `--releases delete`), so no Release is left with a finalizer that
 //! nothing will ever remove (which would keep its namespace Terminating forever). CRDs stay
 //! unless `--crds`, and even then only once no ferry object is left in the cluster.
+//! `--dry-run` reads the same state, prints what the run would remove and removes nothing.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ferry_api::Release;
 use ferry_engine::pipeline::{self, DeleteOptions};
+use ferry_engine::report::Action;
 use ferry_engine::{cluster, prune};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -35,12 +37,14 @@ Examples:
   ferry uninstall --releases orphan          # keep what the Releases applied, delete the Releases
   ferry uninstall --releases delete          # the agent deletes what they applied first
   ferry uninstall --releases orphan --crds   # also the CRDs, once no ferry object is left
+  ferry uninstall --releases delete --dry-run   # what would be removed; removes nothing
 
 The namespace itself and the unsealer's sealing keys (Secrets in it) are kept: delete the
 namespace yourself when you no longer need the keys.
 
 Exit codes: 0 uninstalled, 1 some objects could not be deleted, 2 refused (Releases exist,
-ferry objects left for --crds), 3 timed out waiting for the agent to delete Releases.";
+ferry objects left for --crds), 3 timed out waiting for the agent to delete Releases. With
+--dry-run: 0, or 2 when the run would refuse or keep the CRDs.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReleasePolicy {
@@ -73,6 +77,9 @@ pub struct UninstallArgs {
     /// Also delete the CRDs `ferry install` applied, once no ferry object is left anywhere.
     #[arg(long)]
     pub crds: bool,
+    /// Print what would be removed (server-side dry runs of the deletes); remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
@@ -96,6 +103,9 @@ pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
             );
             return Ok(EXIT_ERROR);
         }
+    }
+    if args.dry_run {
+        return dry_run(&client, args, releases).await;
     }
     if !releases.is_empty() {
         match args.releases {
@@ -143,6 +153,103 @@ pub async fn run(global: &GlobalArgs, args: &UninstallArgs) -> Result<u8> {
         return remove_crds(&client).await;
     }
     println!("uninstalled the agent from {ns} (CRDs kept; --crds removes them)");
+    Ok(EXIT_OK)
+}
+
+/// `--dry-run`: what `run` would do from here (its refusals were already checked), printed with
+/// "would"; every delete is a server-side dry run or a read. Exit code as the run would end.
+async fn dry_run(
+    client: &kube::Client,
+    args: &UninstallArgs,
+    releases: Vec<Release>,
+) -> Result<u8> {
+    let ns = args.namespace.as_str();
+    if !releases.is_empty() {
+        let Some(policy) = args.releases else {
+            eprintln!(
+                "refusing to uninstall the agent in {ns} (dry run): {} Release(s) exist: {}; say --releases orphan or --releases delete",
+                releases.len(),
+                names(&releases)
+            );
+            return Ok(EXIT_ERROR);
+        };
+        for r in &releases {
+            let own = r.namespace().as_deref() == Some(ns) && r.name_any() == ns;
+            let what = match policy {
+                ReleasePolicy::Delete if !own => {
+                    "would be deleted, and the agent would delete the objects it applied"
+                }
+                // Orphan, and bootstrap's own Release under delete (see `run`).
+                _ => "would be deleted; its objects would be kept",
+            };
+            println!(
+                "Release {}/{} {what}",
+                r.namespace().unwrap_or_default(),
+                r.name_any()
+            );
+        }
+    }
+    // Each object once, as `Kind ns/name`: the inventory's, then any other install object.
+    let mut listed = BTreeSet::new();
+    let options = DeleteOptions {
+        dry_run: true,
+        ..agent_delete_options(ns)
+    };
+    match pipeline::delete(client, &options).await {
+        Ok(report) => {
+            for o in report.objects.iter().filter(|o| o.key.kind != "Namespace") {
+                let label = match &o.key.namespace {
+                    Some(namespace) => format!("{} {namespace}/{}", o.key.kind, o.key.name),
+                    None => format!("{} {}", o.key.kind, o.key.name),
+                };
+                let outcome = match o.action {
+                    Action::Deleted | Action::Pruned => "would be deleted".to_string(),
+                    Action::Failed => format!(
+                        "would fail: {}",
+                        o.message.as_deref().unwrap_or("(no message)")
+                    ),
+                    // Not provably the install's (or prune-protected): a real run keeps it.
+                    _ => format!("would be kept ({})", o.action.as_str()),
+                };
+                if listed.insert(label.clone()) {
+                    println!("{label} {outcome}");
+                }
+            }
+        }
+        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {}
+        Err(e) => return Err(e.into()),
+    }
+    for object in install_objects(ns) {
+        if let Some(label) = existing(client, &object).await?
+            && listed.insert(label.clone())
+        {
+            println!("{label} would be deleted");
+        }
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    if leases.get_opt("ferry-agent").await?.is_some() {
+        println!("Lease {ns}/ferry-agent would be deleted");
+    }
+    if args.crds {
+        // The Releases this run would delete do not count as left.
+        let removed: BTreeSet<String> = releases
+            .iter()
+            .map(|r| r.uid().unwrap_or_default())
+            .collect();
+        let (ours, left) = crds_and_objects_left(client, &removed).await?;
+        if !left.is_empty() {
+            println!(
+                "the CRDs would be kept: ferry objects would be left of kinds {}",
+                left.join(", ")
+            );
+            println!("nothing was changed (dry run)");
+            return Ok(EXIT_ERROR);
+        }
+        for name in ours {
+            println!("CustomResourceDefinition {name} would be deleted");
+        }
+    }
+    println!("nothing was changed (dry run)");
     Ok(EXIT_OK)
 }
 
@@ -344,22 +451,7 @@ async fn delete_releases(
 /// Delete what `ferry install` applied in `ns` (its inventory, then the objects it names in
 /// case the inventory is gone), except the namespace. True when something could not be deleted.
 async fn remove_agent(client: &kube::Client, ns: &str) -> Result<bool> {
-    let options = DeleteOptions {
-        release: Some(prune::identity::ReleaseRef {
-            namespace: ns.to_string(),
-            name: ns.to_string(),
-        }),
-        legacy_app: Some(prune::inventory::Legacy {
-            app: ns.to_string(),
-            source_prefix: None,
-            push_takeover: false,
-        }),
-        namespace: Some(ns.to_string()),
-        concurrency: 4,
-        // The namespace stays: it holds the sealing keys, and may hold more than the agent.
-        allow_destructive: false,
-        ..DeleteOptions::default()
-    };
+    let options = agent_delete_options(ns);
     let mut failed = false;
     match pipeline::delete(client, &options).await {
         Ok(report) => {
@@ -383,18 +475,10 @@ async fn remove_agent(client: &kube::Client, ns: &str) -> Result<bool> {
         Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {}
         Err(e) => return Err(e.into()),
     }
-    let every = install::InstallArgs {
-        namespace: ns.to_string(),
-        insecure_agent_identity_for_tenants: true,
-        ..install::InstallArgs::default()
-    };
-    for object in install::manifests(&every).iter().rev() {
-        if object["kind"] == "Namespace" {
-            continue;
-        }
-        if let Err(e) = delete_object(client, object).await {
+    for object in install_objects(ns) {
+        if let Err(e) = delete_object(client, &object).await {
             failed = true;
-            eprintln!("failed: {}: {e}", describe(object));
+            eprintln!("failed: {}: {e}", describe(&object));
         }
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
@@ -409,6 +493,43 @@ async fn remove_agent(client: &kube::Client, ns: &str) -> Result<bool> {
     Ok(failed)
 }
 
+/// The agent's install app in `ns` (written by `ferry install` or `ferry bootstrap`), deleted
+/// through its inventory; the namespace itself is never deleted.
+fn agent_delete_options(ns: &str) -> DeleteOptions {
+    DeleteOptions {
+        release: Some(prune::identity::ReleaseRef {
+            namespace: ns.to_string(),
+            name: ns.to_string(),
+        }),
+        legacy_app: Some(prune::inventory::Legacy {
+            app: ns.to_string(),
+            source_prefix: None,
+            push_takeover: false,
+        }),
+        namespace: Some(ns.to_string()),
+        concurrency: 4,
+        // The namespace stays: it holds the sealing keys, and may hold more than the agent.
+        allow_destructive: false,
+        ..DeleteOptions::default()
+    }
+}
+
+/// Every object any `ferry install` into `ns` may have created (the insecure binding too),
+/// except the Namespace, in delete order (the reverse of apply order).
+fn install_objects(ns: &str) -> Vec<Value> {
+    let every = install::InstallArgs {
+        namespace: ns.to_string(),
+        insecure_agent_identity_for_tenants: true,
+        ..install::InstallArgs::default()
+    };
+    let mut objects: Vec<Value> = install::manifests(&every)
+        .into_iter()
+        .filter(|o| o["kind"] != "Namespace")
+        .collect();
+    objects.reverse();
+    objects
+}
+
 fn describe(object: &Value) -> String {
     let kind = object["kind"].as_str().unwrap_or_default();
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
@@ -418,8 +539,8 @@ fn describe(object: &Value) -> String {
     }
 }
 
-/// Delete one install object by kind and name; absent is fine.
-async fn delete_object(client: &kube::Client, object: &Value) -> Result<()> {
+/// The API of one install object's kind (namespaced or cluster-wide) and its name.
+fn object_api(client: &kube::Client, object: &Value) -> (Api<DynamicObject>, String) {
     let (group, version) = match object["apiVersion"].as_str().unwrap_or_default() {
         v if v.contains('/') => v.split_once('/').unwrap_or(("", v)),
         v => ("", v),
@@ -436,7 +557,19 @@ async fn delete_object(client: &kube::Client, object: &Value) -> Result<()> {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    match api.delete(name, &DeleteParams::background()).await {
+    (api, name.to_string())
+}
+
+/// The object's `Kind ns/name` when it exists in the cluster.
+async fn existing(client: &kube::Client, object: &Value) -> Result<Option<String>> {
+    let (api, name) = object_api(client, object);
+    Ok(api.get_metadata_opt(&name).await?.map(|_| describe(object)))
+}
+
+/// Delete one install object by kind and name; absent is fine.
+async fn delete_object(client: &kube::Client, object: &Value) -> Result<()> {
+    let (api, name) = object_api(client, object);
+    match api.delete(&name, &DeleteParams::background()).await {
         Ok(_) => {
             println!("{} deleted", describe(object));
             Ok(())
@@ -446,14 +579,17 @@ async fn delete_object(client: &kube::Client, object: &Value) -> Result<()> {
     }
 }
 
-/// The CRDs `ferry install` applied (label `ferry.dev/app: ferry-crds`), only when no object of
-/// any ferry kind is left anywhere: deleting a CRD deletes every object of its kind, and other
-/// agents (other namespaces) share them.
-async fn remove_crds(client: &kube::Client) -> Result<u8> {
+/// The CRDs `ferry install` applied (label `ferry.dev/app: ferry-crds`; someone else's, such as
+/// bitnami's SealedSecret CRD, never count), and `Kind (crd)` for each of them that still has
+/// objects other than those with a UID in `going` (what a dry run would delete first).
+async fn crds_and_objects_left(
+    client: &kube::Client,
+    going: &BTreeSet<String>,
+) -> Result<(Vec<String>, Vec<String>)> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut ours = Vec::new();
     let mut left = Vec::new();
-    for shipped in install::crd_manifests() {
+    for shipped in ferry_api::all_crd_values() {
         let name = shipped["metadata"]["name"].as_str().unwrap_or_default();
         let Some(crd) = crds.get_opt(name).await? else {
             continue;
@@ -471,14 +607,30 @@ async fn remove_crds(client: &kube::Client) -> Result<u8> {
             .unwrap_or_default();
         let gvk = kube::api::GroupVersionKind::gvk(&crd.spec.group, &version, &crd.spec.names.kind);
         let resource = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+        // One more than `going` holds: if all of them are going, there is no other one.
+        let limit = u32::try_from(going.len() + 1).unwrap_or(u32::MAX);
         let objects = Api::<DynamicObject>::all_with(client.clone(), &resource)
-            .list(&ListParams::default().limit(1))
+            .list_metadata(&ListParams::default().limit(limit))
             .await?;
-        if !objects.items.is_empty() {
+        if objects.items.iter().any(|o| {
+            o.metadata
+                .uid
+                .as_ref()
+                .is_none_or(|uid| !going.contains(uid))
+        }) {
             left.push(format!("{} ({})", crd.spec.names.kind, name));
         }
         ours.push(name.to_string());
     }
+    Ok((ours, left))
+}
+
+/// The CRDs `ferry install` applied (label `ferry.dev/app: ferry-crds`), only when no object of
+/// any ferry kind is left anywhere: deleting a CRD deletes every object of its kind, and other
+/// agents (other namespaces) share them.
+async fn remove_crds(client: &kube::Client) -> Result<u8> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let (ours, left) = crds_and_objects_left(client, &BTreeSet::new()).await?;
     if !left.is_empty() {
         eprintln!(
             "the agent was uninstalled, but the CRDs were kept: ferry objects are left of kinds {} (other agents' or not yet deleted); delete them, then run ferry uninstall --crds again",
