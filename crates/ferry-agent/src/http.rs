@@ -1,6 +1,7 @@
 //! The agent's HTTP servers. The main one (`--http-addr`): `/healthz`, `/readyz` (where the
 //! kubelet probes), webhook receivers at `POST /hook/<namespace>/<name>` and the Sealed Secrets
-//! certificate at `GET /v1/cert.pem`. `/metrics` is served only on its own listener
+//! certificate at `GET /v1/cert.pem`. A `?token=` query parameter on a webhook is handed to
+//! the receiver (dockerhub Receivers authenticate with it) and never logged. `/metrics` is served only on its own listener
 //! (`--metrics-addr`), so that the port exposed to webhook senders does not also expose
 //! per-tenant object names and counts; the shipped NetworkPolicy opens the webhook port to
 //! everyone and the metrics port only to monitoring namespaces.
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -202,9 +203,11 @@ async fn certificate(State(state): State<HttpState>) -> Response {
 async fn hook(
     State(state): State<HttpState>,
     Path((namespace, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let url_token = query.as_deref().and_then(url_token);
     // Only receivers that exist become metric labels: a prober posting to random names must
     // not grow the metrics without bound.
     let receiver = if state.keys.is_known(&namespace, &name) {
@@ -229,6 +232,7 @@ async fn hook(
             &state.keys,
             &namespace,
             &name,
+            url_token.as_deref(),
             &headers,
             &body,
         )
@@ -250,5 +254,51 @@ async fn hook(
             count(result);
             (rejection.status, rejection.message).into_response()
         }
+    }
+}
+
+/// The percent-decoded value of the `token` query parameter (`+` is a space, as in forms);
+/// `None` when absent, malformed or not UTF-8 (then verification fails like a wrong token).
+fn url_token(query: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_token;
+
+    #[test]
+    fn url_tokens_are_percent_decoded() {
+        assert_eq!(url_token("token=abc123").as_deref(), Some("abc123"));
+        assert_eq!(url_token("x=1&token=a%2Fb%3D+c").as_deref(), Some("a/b= c"));
+        assert_eq!(url_token("tokens=abc"), None);
+        assert_eq!(url_token("token=%zz"), None);
+        assert_eq!(url_token("token=%4"), None);
+        assert_eq!(url_token("token=%ff"), None);
+        assert_eq!(url_token("token=").as_deref(), Some(""));
     }
 }

@@ -1,6 +1,9 @@
-//! Webhook receivers: verify a push event from GitHub, GitLab, Gitea, Bitbucket or a generic
-//! sender against the Receiver's secret, then ask the matching GitSources to fetch at once (by
-//! setting their reconcile-request annotation, which whichever replica leads picks up).
+//! Webhook receivers: verify a push event from a git host (GitHub, GitLab, Gitea, Bitbucket), a
+//! container registry (Docker Hub, Harbor) or a generic sender against the Receiver's secret,
+//! then ask the matching GitSources to fetch, or ImageRepositories to scan, at once (by setting
+//! their reconcile-request annotation, which whichever replica leads picks up). What a Receiver
+//! may trigger is read by `ferry_api::ReceiverSpec::targets`: only objects in its own
+//! namespace, found by listing that namespace (never by a name used as a path).
 //!
 //! Requests come from anyone on the network, so nothing they carry drives an API read before
 //! they are verified: Receivers and their tokens are kept in memory by [`ReceiverKeys`] (a watch
@@ -10,14 +13,18 @@
 //! replays (delivery ids and signatures remembered per receiver; a signed timestamp for
 //! generic-hmac) before the payload is parsed. Secrets never reach logs.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use axum::http::{HeaderMap, StatusCode};
 use ferry_api::common::RECONCILE_REQUESTED_AT;
+use ferry_api::images::ImageRepository;
+use ferry_api::receiver::{InvalidResource, Selection, Targets};
 use ferry_api::{GitSource, Receiver, ReceiverType};
+use ferry_images::controller::ScanTrigger;
+use ferry_images::webhook::{RegistryEvent, WebhookError};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -83,7 +90,9 @@ impl Token {
 /// One Receiver as the HTTP side knows it.
 struct Known {
     kind: ReceiverType,
-    resources: Vec<String>,
+    /// `spec.resources` as read when the Receiver last changed (an invalid entry refuses every
+    /// verified request with the reason).
+    targets: Result<Targets, InvalidResource>,
     secret: String,
     token: Option<Arc<Token>>,
     fetched: Option<Instant>,
@@ -179,10 +188,10 @@ impl ReceiverKeys {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Option<(ReceiverType, Vec<String>, Arc<Token>)> {
+    ) -> Option<(ReceiverType, Result<Targets, InvalidResource>, Arc<Token>)> {
         let known = read(&self.known);
         let k = known.get(&(namespace.to_string(), name.to_string()))?;
-        Some((k.kind, k.resources.clone(), k.token.clone()?))
+        Some((k.kind, k.targets.clone(), k.token.clone()?))
     }
 
     /// Whether `namespace/name` is a known Receiver (for metrics labels: unknown names are not
@@ -244,7 +253,7 @@ impl ReceiverKeys {
             let mut known = write(&self.known);
             let entry = known.entry(k.clone()).or_insert_with(|| Known {
                 kind: r.spec.kind,
-                resources: Vec::new(),
+                targets: Ok(Targets::default()),
                 secret: secret.clone(),
                 token: None,
                 fetched: None,
@@ -254,7 +263,7 @@ impl ReceiverKeys {
                 entry.fetched = None;
             }
             entry.kind = r.spec.kind;
-            entry.resources = r.spec.resources.clone();
+            entry.targets = r.spec.targets();
             entry.secret = secret.clone();
         }
         self.fetch(client, &k, &secret).await;
@@ -329,25 +338,32 @@ fn key(r: &Receiver) -> Key {
     (r.namespace().unwrap_or_default(), r.name_any())
 }
 
-/// Handle `POST /hook/<namespace>/<name>`.
+/// Handle `POST /hook/<namespace>/<name>[?token=<token>]` (the URL token is read by dockerhub
+/// Receivers only: Docker Hub can neither sign nor set headers).
 pub async fn handle(
     client: &Client,
     keys: &ReceiverKeys,
     namespace: &str,
     name: &str,
+    url_token: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Accepted, Rejection> {
     let receiver = format!("{namespace}/{name}");
     // No API read before this point: the receiver and its token come from memory, and an
     // unknown receiver costs the same HMAC as a known one.
-    let (kind, resources) = match keys.lookup(namespace, name) {
-        Some((kind, resources, token)) => {
-            if let Err(why) = verify(kind, headers, body, &token.0, now_unix()) {
+    let (kind, targets) = match keys.lookup(namespace, name) {
+        Some((kind, targets, token)) => {
+            let request = Request {
+                headers,
+                url_token,
+                body,
+            };
+            if let Err(why) = verify_request(kind, &request, &token.0, now_unix()) {
                 tracing::info!(%receiver, "webhook rejected: {}", why.message);
                 return Err(Rejection::unauthorized());
             }
-            (kind, resources)
+            (kind, targets)
         }
         None => {
             let _ = verify(
@@ -361,7 +377,7 @@ pub async fn handle(
             return Err(Rejection::unauthorized());
         }
     };
-    let replay = replay_keys(kind, headers);
+    let replay = replay_keys(kind, headers, body);
     let key = (namespace.to_string(), name.to_string());
     if !keys.remember(&key, &replay) {
         tracing::warn!(%receiver, "webhook rejected: replayed delivery");
@@ -370,10 +386,7 @@ pub async fn handle(
             "this delivery was already accepted (same delivery id or signature); ignored",
         ));
     }
-    let result = process(
-        client, namespace, &receiver, kind, &resources, headers, body,
-    )
-    .await;
+    let result = process(client, namespace, &receiver, kind, &targets, headers, body).await;
     if result.is_err() {
         // Not processed: a redelivery of the same event must work.
         keys.forget(&key, &replay);
@@ -386,34 +399,58 @@ async fn process(
     namespace: &str,
     receiver: &str,
     kind: ReceiverType,
-    resources: &[String],
+    targets: &Result<Targets, InvalidResource>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Accepted, Rejection> {
-    let event = event_name(kind, headers);
-    if matches!(event.as_str(), "ping" | "diagnostics:ping") || !is_push(kind, &event) {
+    let targets = targets.as_ref().map_err(|invalid| {
+        tracing::warn!(%receiver, "webhook refused: {invalid}");
+        Rejection::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Receiver {receiver}: {invalid}; nothing was triggered, fix the Receiver"),
+        )
+    })?;
+    let event = event_name(kind, headers, body);
+    if matches!(event.as_str(), "ping" | "diagnostics:ping") {
         return Ok(Accepted {
             event,
             triggered: Vec::new(),
         });
     }
+    let mut triggered = Vec::new();
+    if !targets.git_sources.is_none() && is_push(kind, &event) {
+        triggered.extend(fetch_git_sources(client, namespace, &targets.git_sources, body).await?);
+    }
+    if !targets.image_repositories.is_none() {
+        triggered.extend(
+            scan_image_repositories(client, namespace, kind, &targets.image_repositories, body)
+                .await?,
+        );
+    }
+    tracing::info!(%receiver, %event, triggered = ?triggered, "webhook accepted");
+    Ok(Accepted { event, triggered })
+}
+
+/// Ask the selected GitSources of `namespace` to fetch now (those the payload's repository URL
+/// names, for [`Selection::ByEvent`]); returns their names.
+async fn fetch_git_sources(
+    client: &Client,
+    namespace: &str,
+    selection: &Selection,
+    body: &[u8],
+) -> Result<Vec<String>, Rejection> {
     let repo_urls = parse_payload(body)?;
     let sources: Api<GitSource> = Api::namespaced(client.clone(), namespace);
     let all = sources.list(&ListParams::default()).await.map_err(|e| {
         tracing::warn!("cannot list GitSources in {namespace}: {e}");
         Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "cannot list sources")
     })?;
-    let wanted: BTreeSet<&str> = resources.iter().map(String::as_str).collect();
     let targets: Vec<&GitSource> = all
         .items
         .iter()
-        .filter(|gs| {
-            if wanted.is_empty() {
-                let url = normalize_url(&gs.spec.url);
-                repo_urls.contains(&url)
-            } else {
-                wanted.contains("*") || wanted.contains(gs.name_any().as_str())
-            }
+        .filter(|gs| match selection {
+            Selection::ByEvent => repo_urls.contains(&normalize_url(&gs.spec.url)),
+            other => other.includes(&gs.name_any()),
         })
         .collect();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
@@ -432,8 +469,82 @@ async fn process(
             Err(e) => tracing::warn!(source = %gs.name_any(), "cannot request a fetch: {e}"),
         }
     }
-    tracing::info!(%receiver, %event, triggered = ?triggered, "webhook accepted");
-    Ok(Accepted { event, triggered })
+    Ok(triggered)
+}
+
+/// The images a (verified) registry or generic payload announces. `None`: not a push (a Harbor
+/// delete or scan event, a git host's payload), nothing to scan. `Some(empty)`: a generic
+/// request that names no image, meaning "scan every ImageRepository the Receiver lists".
+pub fn registry_events(
+    kind: ReceiverType,
+    body: &[u8],
+) -> Result<Option<Vec<RegistryEvent>>, Rejection> {
+    let bad = |e: WebhookError| {
+        Rejection::new(
+            StatusCode::BAD_REQUEST,
+            format!("{} payload: {e}", kind.as_str()),
+        )
+    };
+    match kind {
+        ReceiverType::Dockerhub => ferry_images::webhook::parse_dockerhub(body)
+            .map(Some)
+            .map_err(bad),
+        // Harbor sends deletes, scans and quota events too; those parse to nothing.
+        ReceiverType::Harbor => ferry_images::webhook::parse_harbor(body)
+            .map(|events| (!events.is_empty()).then_some(events))
+            .map_err(bad),
+        ReceiverType::Generic | ReceiverType::GenericHmac => {
+            ferry_images::webhook::parse_generic(body)
+                .map(Some)
+                .map_err(bad)
+        }
+        ReceiverType::Github
+        | ReceiverType::Gitlab
+        | ReceiverType::Gitea
+        | ReceiverType::Bitbucket => Ok(None),
+    }
+}
+
+/// Ask the selected ImageRepositories of `namespace` whose image the payload announces to scan
+/// now (all selected ones when a generic payload names no image). An image that no selected
+/// ImageRepository watches is accepted and ignored: a Harbor project or a Docker Hub
+/// organisation sends events for every repository in it. Returns `ImageRepository/<name>`s.
+async fn scan_image_repositories(
+    client: &Client,
+    namespace: &str,
+    kind: ReceiverType,
+    selection: &Selection,
+    body: &[u8],
+) -> Result<Vec<String>, Rejection> {
+    let Some(events) = registry_events(kind, body)? else {
+        return Ok(Vec::new());
+    };
+    if events.is_empty() && matches!(selection, Selection::ByEvent) {
+        return Ok(Vec::new());
+    }
+    let api: Api<ImageRepository> = Api::namespaced(client.clone(), namespace);
+    let all = api.list(&ListParams::default()).await.map_err(|e| {
+        tracing::warn!("cannot list ImageRepositories in {namespace}: {e}");
+        Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot list image repositories",
+        )
+    })?;
+    let scans = ScanTrigger::new(client.clone());
+    let mut triggered = Vec::new();
+    for repo in &all.items {
+        let name = repo.name_any();
+        let announced =
+            events.is_empty() || events.iter().any(|event| event.names(&repo.spec.image));
+        if !selection.includes(&name) || !announced {
+            continue;
+        }
+        match scans.trigger(namespace, &name).await {
+            Ok(()) => triggered.push(format!("ImageRepository/{name}")),
+            Err(e) => tracing::warn!(repository = %name, "cannot request a scan: {e}"),
+        }
+    }
+    Ok(triggered)
 }
 
 /// The repository URLs a (verified) push payload names; an empty body names none.
@@ -446,10 +557,11 @@ pub fn parse_payload(body: &[u8]) -> Result<Vec<String>, Rejection> {
     Ok(repository_urls(&payload))
 }
 
-/// What identifies a delivery for replay detection: the sender's delivery id header, and for
-/// HMAC senders the signature (the same signed body again is the same event, whatever id a
-/// replayer puts in the unsigned headers).
-pub fn replay_keys(kind: ReceiverType, headers: &HeaderMap) -> Vec<String> {
+/// What identifies a delivery for replay detection: the sender's delivery id header, for HMAC
+/// senders the signature (the same signed body again is the same event, whatever id a replayer
+/// puts in the unsigned headers), and for registries, which send neither, a digest of the body
+/// (Docker Hub's and Harbor's payloads carry the push time, so a new push is a new body).
+pub fn replay_keys(kind: ReceiverType, headers: &HeaderMap, body: &[u8]) -> Vec<String> {
     let mut keys = Vec::new();
     let ids: &[&str] = match kind {
         ReceiverType::Github => &["x-github-delivery"],
@@ -457,6 +569,7 @@ pub fn replay_keys(kind: ReceiverType, headers: &HeaderMap) -> Vec<String> {
         ReceiverType::Gitlab => &["x-gitlab-event-uuid"],
         ReceiverType::Bitbucket => &["x-request-uuid", "x-request-id"],
         ReceiverType::Generic | ReceiverType::GenericHmac => &["x-delivery-id"],
+        ReceiverType::Dockerhub | ReceiverType::Harbor => &[],
     };
     for name in ids {
         if let Some(id) = header(headers, name)
@@ -473,11 +586,18 @@ pub fn replay_keys(kind: ReceiverType, headers: &HeaderMap) -> Vec<String> {
         }
         ReceiverType::Bitbucket => header(headers, "x-hub-signature"),
         ReceiverType::GenericHmac => header(headers, "x-signature"),
-        ReceiverType::Gitlab | ReceiverType::Generic => None,
+        ReceiverType::Gitlab
+        | ReceiverType::Generic
+        | ReceiverType::Dockerhub
+        | ReceiverType::Harbor => None,
     };
     if let Some(sig) = signature {
         let hex = sig.trim().rsplit('=').next().unwrap_or_default();
         keys.push(format!("sig:{}", hex.to_ascii_lowercase()));
+    }
+    if kind.is_registry() {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+        keys.push(format!("body:{}", hex::encode(digest.as_ref())));
     }
     keys
 }
@@ -498,9 +618,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Check the request's signature or token. Constant-time comparisons throughout. For
-/// generic-hmac, an `X-Timestamp: <unix seconds>` header means the signature covers
-/// `<timestamp>.<body>` and the timestamp must be within [`TIMESTAMP_WINDOW`] of `now`.
+/// What a webhook request brings to verification.
+pub struct Request<'a> {
+    pub headers: &'a HeaderMap,
+    /// The `token` query parameter, percent-decoded (dockerhub Receivers only).
+    pub url_token: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// [`verify_request`] for a request without a URL token.
 pub fn verify(
     kind: ReceiverType,
     headers: &HeaderMap,
@@ -508,6 +634,27 @@ pub fn verify(
     token: &[u8],
     now: i64,
 ) -> Result<(), Rejection> {
+    let request = Request {
+        headers,
+        url_token: None,
+        body,
+    };
+    verify_request(kind, &request, token, now)
+}
+
+/// Check the request's signature or token. Constant-time comparisons throughout. For
+/// generic-hmac, an `X-Timestamp: <unix seconds>` header means the signature covers
+/// `<timestamp>.<body>` and the timestamp must be within [`TIMESTAMP_WINDOW`] of `now`.
+/// Docker Hub signs nothing and sets no headers, so a dockerhub Receiver's token is the
+/// `?token=` URL parameter (Flux puts a secret in the URL path for the same reason); Harbor
+/// sends its policy's auth header as `Authorization`.
+pub fn verify_request(
+    kind: ReceiverType,
+    request: &Request<'_>,
+    token: &[u8],
+    now: i64,
+) -> Result<(), Rejection> {
+    let (headers, body) = (request.headers, request.body);
     let unauthorized = |what: &str| Err(Rejection::new(StatusCode::UNAUTHORIZED, what.to_string()));
     match kind {
         ReceiverType::Github => match header(headers, "x-hub-signature-256") {
@@ -559,6 +706,14 @@ pub fn verify(
                 _ => unauthorized("missing or wrong bearer token"),
             }
         }
+        ReceiverType::Dockerhub => match request.url_token {
+            Some(given) if constant_eq(given.as_bytes(), token) => Ok(()),
+            _ => unauthorized("missing or wrong ?token= in the URL"),
+        },
+        ReceiverType::Harbor => {
+            ferry_images::webhook::verify_harbor(token, header(headers, "authorization"))
+                .or_else(|_| unauthorized("missing or wrong Authorization (Harbor auth header)"))
+        }
     }
 }
 
@@ -577,21 +732,28 @@ fn check_hmac(hex_sig: Option<&str>, body: &[u8], token: &[u8]) -> Result<(), Re
         .map_err(|_| Rejection::new(StatusCode::UNAUTHORIZED, "signature mismatch"))
 }
 
+/// Compare HMACs of both sides so timing reveals nothing about the token (one implementation,
+/// shared with the registry webhooks).
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    // Compare HMACs of both sides so timing reveals nothing about the token.
-    let key = hmac::Key::new(hmac::HMAC_SHA256, b"ferry-token-compare");
-    let ta = hmac::sign(&key, a);
-    hmac::verify(&key, b, ta.as_ref()).is_ok()
+    ferry_images::webhook::constant_time_eq(a, b)
 }
 
-/// The event name the sender put in its headers (`push` for the generic types).
-fn event_name(kind: ReceiverType, headers: &HeaderMap) -> String {
+/// The event name the sender put in its headers (Harbor: in the payload's `type`; `push` for
+/// Docker Hub, which sends only pushes, and for the generic types).
+fn event_name(kind: ReceiverType, headers: &HeaderMap, body: &[u8]) -> String {
+    let harbor_type;
     let name = match kind {
         ReceiverType::Github => header(headers, "x-github-event"),
         ReceiverType::Gitlab => header(headers, "x-gitlab-event"),
         ReceiverType::Gitea => header(headers, "x-gitea-event"),
         ReceiverType::Bitbucket => header(headers, "x-event-key"),
-        ReceiverType::Generic | ReceiverType::GenericHmac => Some("push"),
+        ReceiverType::Harbor => {
+            harbor_type = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string));
+            harbor_type.as_deref()
+        }
+        ReceiverType::Generic | ReceiverType::GenericHmac | ReceiverType::Dockerhub => Some("push"),
     };
     name.unwrap_or("push").to_ascii_lowercase()
 }
@@ -602,6 +764,8 @@ fn is_push(kind: ReceiverType, event: &str) -> bool {
         ReceiverType::Gitlab => matches!(event, "push hook" | "tag push hook"),
         ReceiverType::Bitbucket => matches!(event, "repo:refs_changed" | "repo:push"),
         ReceiverType::Generic | ReceiverType::GenericHmac => true,
+        ReceiverType::Dockerhub => true,
+        ReceiverType::Harbor => matches!(event, "push_artifact" | "pushimage"),
     }
 }
 

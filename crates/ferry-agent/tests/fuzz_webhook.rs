@@ -9,17 +9,21 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use ferry_agent::webhook::{normalize_url, parse_payload, replay_keys, verify};
+use ferry_agent::webhook::{
+    Request, normalize_url, parse_payload, registry_events, replay_keys, verify, verify_request,
+};
 use ferry_api::ReceiverType;
 use proptest::prelude::*;
 
-const KINDS: [ReceiverType; 6] = [
+const KINDS: [ReceiverType; 8] = [
     ReceiverType::Github,
     ReceiverType::Gitlab,
     ReceiverType::Gitea,
     ReceiverType::Bitbucket,
     ReceiverType::Generic,
     ReceiverType::GenericHmac,
+    ReceiverType::Dockerhub,
+    ReceiverType::Harbor,
 ];
 
 /// The headers the receivers read, plus one they do not.
@@ -112,12 +116,16 @@ proptest! {
         body in body(),
         token in proptest::collection::vec(any::<u8>(), 1..64),
         now in any::<i64>(),
+        url_token in proptest::option::of(".{0,64}"),
     ) {
         let kind = KINDS[kind];
         let started = Instant::now();
         let verdict = verify(kind, &headers, &body, &token, now);
-        let _ = replay_keys(kind, &headers);
+        let request = Request { headers: &headers, url_token: url_token.as_deref(), body: &body };
+        let _ = verify_request(kind, &request, &token, now);
+        let _ = replay_keys(kind, &headers, &body);
         let _ = parse_payload(&body);
+        let _ = registry_events(kind, &body);
         if matches!(kind, ReceiverType::Github | ReceiverType::Bitbucket | ReceiverType::Gitea | ReceiverType::GenericHmac) {
             prop_assert!(verdict.is_err(), "a random request verified for {kind:?}");
         }
@@ -139,7 +147,7 @@ proptest! {
         let i = flip.index(tampered.len());
         tampered[i] ^= 0x01;
         prop_assert!(verify(ReceiverType::Github, &headers, &tampered, &key, 0).is_err());
-        let keys = replay_keys(ReceiverType::Github, &headers);
+        let keys = replay_keys(ReceiverType::Github, &headers, &body);
         prop_assert!(keys.iter().any(|k| k.starts_with("sig:")));
     }
 

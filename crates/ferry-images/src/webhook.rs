@@ -1,6 +1,8 @@
-//! Registry webhook payloads (Docker Hub, Harbor, generic HMAC) → the images that changed, for
-//! the agent's receiver to route to an immediate scan ([`crate::controller::request_scan`]).
-//! Verification helpers compare in constant time; secrets never appear in errors.
+//! Registry webhook payloads (Docker Hub, Harbor, generic HMAC) → the images that changed. The
+//! agent's receiver (`ferry-agent/src/webhook.rs`, Receiver types `dockerhub`, `harbor`,
+//! `generic`, `generic-hmac`) verifies the request, parses it here and asks the ImageRepositories
+//! whose image [`RegistryEvent::names`] to scan now (`ScanTrigger`). Verification helpers
+//! compare in constant time; secrets never appear in errors.
 
 use serde_json::Value;
 use thiserror::Error;
@@ -33,9 +35,22 @@ pub struct RegistryEvent {
 impl RegistryEvent {
     /// Registry host + path as the API sees them (for matching ImageRepositories).
     pub fn canonical(&self) -> String {
-        let (host, path) = split_repository(&self.image);
-        format!("{host}/{path}")
+        canonical(&self.image)
     }
+
+    /// Whether this event is about `image` (an ImageRepository's `spec.image`): the same
+    /// registry host and path once defaults are filled in, so `nginx`,
+    /// `docker.io/library/nginx` and `index.docker.io/library/nginx` are one image. Registry
+    /// hosts compare case-insensitively.
+    pub fn names(&self, image: &str) -> bool {
+        self.canonical() == canonical(image)
+    }
+}
+
+/// `host/path` with Docker Hub defaults filled in and the host lowercased.
+fn canonical(image: &str) -> String {
+    let (host, path) = split_repository(image.trim());
+    format!("{}/{path}", host.to_ascii_lowercase())
 }
 
 fn json(body: &[u8]) -> Result<Value, WebhookError> {
@@ -138,17 +153,28 @@ pub fn verify_hmac(key: &[u8], body: &[u8], header: Option<&str>) -> Result<(), 
         .map_err(|_| WebhookError::BadSignature)
 }
 
-/// Harbor sends the configured "auth header" value verbatim in `Authorization`.
+/// Harbor sends the configured "auth header" value verbatim in `Authorization` (`Bearer ` in
+/// front is optional). The comparison takes the same time whatever the lengths: both sides are
+/// HMACed under a fixed key and the digests compared in constant time.
 pub fn verify_harbor(token: &[u8], authorization: Option<&str>) -> Result<(), WebhookError> {
     let got = authorization
         .ok_or(WebhookError::BadSignatureHeader)?
         .trim();
     let got = got.strip_prefix("Bearer ").unwrap_or(got).as_bytes();
-    if aws_lc_rs::constant_time::verify_slices_are_equal(got, token).is_ok() {
+    if constant_time_eq(got, token) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature)
     }
+}
+
+/// Equal byte strings, in time independent of where (or whether) they differ and of their
+/// lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, b"ferry-token-compare");
+    let tag = hmac::sign(&key, a);
+    hmac::verify(&key, b, tag.as_ref()).is_ok()
 }
 
 #[cfg(test)]
@@ -162,6 +188,10 @@ mod tests {
         assert_eq!(e[0].image, "docker.io/org/app");
         assert_eq!(e[0].tag.as_deref(), Some("1.2.3"));
         assert_eq!(e[0].canonical(), "registry-1.docker.io/org/app");
+        assert!(e[0].names("org/app"));
+        assert!(e[0].names("index.docker.io/org/app"));
+        assert!(!e[0].names("ghcr.io/org/app"));
+        assert!(!e[0].names("org/app2"));
         assert_eq!(
             parse_dockerhub(b"{}").unwrap_err(),
             WebhookError::Missing("repository.repo_name")
@@ -205,6 +235,11 @@ mod tests {
         assert_eq!(e[0].image, "127.0.0.1:5000/app");
         assert!(parse_generic(b"").unwrap().is_empty());
         verify_harbor(b"tok", Some("tok")).unwrap();
+        verify_harbor(b"tok", Some("Bearer tok")).unwrap();
         assert!(verify_harbor(b"tok", Some("nope")).is_err());
+        assert!(verify_harbor(b"tok", Some("tok2")).is_err());
+        assert!(verify_harbor(b"tok", None).is_err());
+        assert!(e[0].names("127.0.0.1:5000/app"));
+        assert!(e[0].names("127.0.0.1:5000/app "));
     }
 }

@@ -68,10 +68,24 @@ pub async fn reconcile(
         conditions: old.conditions.clone(),
         webhook_path: Some(format!("/hook/{ns}/{name}")),
     };
-    let (ok, reason, message) = if usable {
-        (true, "Succeeded", format!("receiving at /hook/{ns}/{name}"))
+    // Docker Hub cannot sign or set headers: its token goes in the URL (never in status).
+    let query = if receiver.spec.kind == ferry_api::ReceiverType::Dockerhub {
+        "?token=<the Secret's token>"
     } else {
-        (false, "SecretNotFound", unusable.unwrap_or_default())
+        ""
+    };
+    let (ok, reason, message) = match (receiver.spec.targets(), usable) {
+        (Err(invalid), _) => (
+            false,
+            "InvalidResources",
+            format!("{invalid}; every request is refused (422) until it is fixed"),
+        ),
+        (Ok(_), true) => (
+            true,
+            "Succeeded",
+            format!("receiving at /hook/{ns}/{name}{query}"),
+        ),
+        (Ok(_), false) => (false, "SecretNotFound", unusable.unwrap_or_default()),
     };
     common::set_condition(
         &mut status.conditions,
