@@ -5,8 +5,11 @@
 //!
 //! The remote is a tenant's choice and may be hostile: local URLs are refused unless allowed,
 //! redirects to another host are never followed (credentials and the bearer header stay with the
-//! configured host), credentials are only given to the configured host and port, and the fetched
-//! pack size is bounded, and connections have connect/read timeouts. The work tree is written
+//! configured host), the fetched pack size is bounded, and connections have connect/read
+//! timeouts. Credentials, SSH host key checking against known_hosts, the rule that credentials
+//! only go to the configured host and port, and redaction are the source stage's own
+//! (`ferry_engine::source::git::auth`): a GitSource's secret works the same for fetching and
+//! for writing back, over HTTPS and SSH. The work tree is written
 //! by libgit2's own checkout, which refuses `..` and `.git` entries (case-insensitively, and the
 //! NTFS spellings: core.protectNTFS is on by default) and removes a symlink standing where a
 //! directory must be created instead of following it; the edits then never follow symlinks
@@ -14,11 +17,11 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{
-    Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks, RemoteRedirect,
-    Repository, Signature,
-};
+use ferry_engine::source::git::auth;
+use git2::{FetchOptions, Oid, PushOptions, RemoteRedirect, Repository, Signature};
 use thiserror::Error;
+
+pub use ferry_engine::source::git::auth::{GitAuth, redact_url};
 
 /// Local branch holding a commit that could not be pushed.
 pub const PENDING_BRANCH: &str = "ferry-pending";
@@ -82,34 +85,6 @@ impl From<git2::Error> for GitError {
     }
 }
 
-/// How to authenticate to the remote (from the GitSource's Secret). Debug is redacted.
-#[derive(Clone, Default)]
-pub struct GitAuth {
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub bearer_token: Option<String>,
-}
-
-impl std::fmt::Debug for GitAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "GitAuth {{ username: {:?}, password: {}, bearer_token: {} }}",
-            self.username,
-            if self.password.is_some() {
-                "***"
-            } else {
-                "none"
-            },
-            if self.bearer_token.is_some() {
-                "***"
-            } else {
-                "none"
-            }
-        )
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct WriteBackSpec {
     pub url: String,
@@ -132,17 +107,11 @@ pub struct WriteBackSpec {
     pub max_checkout_bytes: u64,
 }
 
-/// Is `url` a local repository (`file://`, a path) rather than a network remote?
+/// Is `url` a local repository (`file://`, a path) rather than a network remote? The same
+/// classification as the source stage's; an unknown scheme counts as local (refused unless
+/// allowed, and then libgit2 names what it cannot open).
 pub fn is_local_url(url: &str) -> bool {
-    let lower = url.to_ascii_lowercase();
-    if let Some((scheme, _)) = lower.split_once("://") {
-        return !matches!(
-            scheme,
-            "https" | "http" | "ssh" | "git+ssh" | "ssh+git" | "git"
-        );
-    }
-    // scp-like `user@host:path` is ssh; anything else libgit2 opens as a path.
-    !matches!(url.split_once(':'), Some((before, _)) if before.contains('@') && !before.contains('/'))
+    auth::url_kind(url) != auth::UrlKind::Network
 }
 
 /// What the edit callback reports for one attempt.
@@ -174,7 +143,7 @@ where
             url: redact_url(&spec.url),
         });
     }
-    ensure_network_timeouts();
+    auth::ensure_network_timeouts();
     std::fs::create_dir_all(&spec.work_dir)
         .map_err(|e| GitError::Git(format!("creating {}: {e}", spec.work_dir.display())))?;
     let repo = match Repository::open(&spec.work_dir) {
@@ -302,132 +271,16 @@ fn tree_size(repo: &Repository, tree: Oid, limit: u64) -> Result<u64, GitError> 
     Ok(total)
 }
 
-/// libgit2 has no network timeouts by default: a server that accepts the connection and then
-/// says nothing would hold the write-back (and its repository lock) forever.
-fn ensure_network_timeouts() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: these store two ints in libgit2's global options, read when a connection is
-        // opened; set once, before this process's first write-back. An aligned int store cannot
-        // be observed torn on the platforms ferry supports, so a concurrent fetch elsewhere
-        // reads either the old or the new value.
-        unsafe {
-            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
-            let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
-        }
-    });
-}
-
-/// Remove secrets from a message coming from libgit2 or the server.
-fn scrub(message: &str, auth: &GitAuth) -> String {
-    let mut out = message.to_string();
-    for secret in [&auth.password, &auth.bearer_token].into_iter().flatten() {
-        if !secret.is_empty() {
-            out = out.replace(secret.as_str(), "***");
-        }
-    }
-    out
-}
-
-/// The URL without any `user:password@` part, for messages and status.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}/{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 fn delete_pending(repo: &Repository) -> Result<(), git2::Error> {
     repo.find_branch(PENDING_BRANCH, git2::BranchType::Local)?
         .delete()
-}
-
-/// `(scheme, host, port)` with the scheme's default port filled in.
-fn origin(url: &str) -> Option<(String, String, u16)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let hostport = authority.rsplit('@').next().unwrap_or_default();
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || p.chars().all(|c| c.is_ascii_digit()) => {
-            (h, Some(p.parse().ok()?))
-        }
-        _ => (hostport, None),
-    };
-    let port = port.or(match scheme.as_str() {
-        "https" => Some(443),
-        "http" => Some(80),
-        "ssh" => Some(22),
-        _ => None,
-    })?;
-    Some((scheme, host.to_ascii_lowercase(), port))
-}
-
-/// Credentials configured for `configured` may only go to the same host and port (http may
-/// become https, never the reverse).
-fn same_origin(configured: &str, asking: &str) -> bool {
-    match (origin(configured), origin(asking)) {
-        (Some((cs, ch, cp)), Some((s, h, p))) => {
-            ch == h && cp == p && (cs == s || (cs == "http" && s == "https"))
-        }
-        _ => configured == asking,
-    }
-}
-
-fn callbacks<'a>(auth: &'a GitAuth, configured: &str) -> RemoteCallbacks<'a> {
-    let mut callbacks = RemoteCallbacks::new();
-    let mut tries = 0;
-    let configured = configured.to_string();
-    callbacks.credentials(move |asking, username_from_url, allowed| {
-        if !same_origin(&configured, asking) {
-            return Err(git2::Error::from_str(&format!(
-                "{} asks for credentials but they belong to {}; not sent",
-                redact_url(asking),
-                redact_url(&configured)
-            )));
-        }
-        tries += 1;
-        // libgit2 asks again after a refusal: answer once, then let it fail.
-        if tries > 1 {
-            return Err(git2::Error::from_str(
-                "authentication failed (check the GitSource secret)",
-            ));
-        }
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
-            && let Some(password) = &auth.password
-        {
-            let user = auth
-                .username
-                .as_deref()
-                .or(username_from_url)
-                .unwrap_or("git");
-            return Cred::userpass_plaintext(user, password);
-        }
-        Err(git2::Error::from_str(
-            "the remote asks for credentials: set spec.secretRef on the GitSource",
-        ))
-    });
-    callbacks
-}
-
-fn headers(auth: &GitAuth) -> Vec<String> {
-    auth.bearer_token
-        .iter()
-        .map(|t| format!("Authorization: Bearer {t}"))
-        .collect()
 }
 
 /// Fetch the checkout and push branches; the base is the push branch when it exists and
 /// differs from the checkout branch (updates stack there), else the checkout branch.
 fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), GitError> {
     let mut remote = repo.find_remote("origin")?;
-    let headers = headers(&spec.auth);
+    let headers: Vec<String> = auth::bearer_header(&spec.auth).into_iter().collect();
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let mut refspecs = vec![format!(
         "+refs/heads/{b}:refs/remotes/origin/{b}",
@@ -444,7 +297,13 @@ fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), 
     for (i, refspec) in refspecs.iter().enumerate() {
         let mut options = FetchOptions::new();
         let too_large = std::rc::Rc::new(std::cell::Cell::new(false));
-        let mut cbs = callbacks(&spec.auth, &spec.url);
+        // An ssh URL without known_hosts fails here, before connecting.
+        let mut cbs =
+            auth::remote_callbacks(&spec.url, &spec.auth).map_err(|e| GitError::Fetch {
+                url: redact_url(&spec.url),
+                branch: spec.checkout_branch.clone(),
+                reason: e.to_string(),
+            })?;
         let flag = too_large.clone();
         let limit = spec.max_fetch_bytes;
         cbs.transfer_progress(move |progress| {
@@ -464,7 +323,7 @@ fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), 
                     limit,
                 });
             }
-            let message = scrub(e.message(), &spec.auth);
+            let message = e.message();
             let missing = message.contains("couldn't find remote ref")
                 || message.contains("not found")
                 || e.code() == git2::ErrorCode::NotFound;
@@ -474,7 +333,7 @@ fn fetch_base(repo: &Repository, spec: &WriteBackSpec) -> Result<(Oid, String), 
             return Err(GitError::Fetch {
                 url: redact_url(&spec.url),
                 branch: spec.checkout_branch.clone(),
-                reason: message,
+                reason: auth::describe_error(&e, &spec.auth),
             });
         }
     }
@@ -505,10 +364,11 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
     let rejected: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
     // What the server printed (`remote: …`), e.g. why a hook refused the push.
     let remote_said: std::cell::RefCell<String> = std::cell::RefCell::new(String::new());
-    let headers = headers(&spec.auth);
+    let headers: Vec<String> = auth::bearer_header(&spec.auth).into_iter().collect();
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let result = {
-        let mut cbs = callbacks(&spec.auth, &spec.url);
+        let mut cbs = auth::remote_callbacks(&spec.url, &spec.auth)
+            .map_err(|e| PushError::Refused(e.to_string()))?;
         cbs.push_update_reference(|_refname, status| {
             if let Some(status) = status {
                 *rejected.borrow_mut() = Some(status.to_string());
@@ -542,7 +402,7 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
         } else {
             format!(
                 "{message} (remote: {})",
-                scrub(&said.join(" / "), &spec.auth)
+                auth::redact_text(&said.join(" / "), &spec.auth)
             )
         }
     };
@@ -565,10 +425,10 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
         }
     };
     if let Err(e) = result {
-        return Err(classify(&scrub(e.message(), &spec.auth)));
+        return Err(classify(&auth::redact_text(e.message(), &spec.auth)));
     }
     if let Some(status) = rejected.into_inner() {
-        return Err(classify(&scrub(&status, &spec.auth)));
+        return Err(classify(&auth::redact_text(&status, &spec.auth)));
     }
     Ok(())
 }
@@ -576,6 +436,7 @@ fn push(repo: &Repository, spec: &WriteBackSpec, commit: Oid) -> Result<(), Push
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_engine::source::git::auth::AuthError;
 
     /// A bare repository on disk as the remote (file URL): real git, no server needed for the
     /// retry logic. The server path (smart HTTP, auth) is covered by the integration tests.
@@ -669,7 +530,7 @@ mod tests {
     fn urls_lose_their_credentials() {
         assert_eq!(
             redact_url("https://bob:s3cret@git.example/x.git"),
-            "https://***@git.example/x.git"
+            "https://git.example/x.git"
         );
         assert_eq!(
             redact_url("https://git.example/x.git"),
@@ -763,11 +624,25 @@ mod tests {
         s.allow_local = false;
         let err = write_back(&s, |_| Ok(EditOutcome::default())).unwrap_err();
         assert!(matches!(err, GitError::LocalUrl { .. }), "{err}");
-        assert!(same_origin("http://h:1/r", "http://h:1/r/info/refs"));
-        assert!(same_origin("https://h/r", "https://h:443/r"));
-        assert!(!same_origin("http://h:1/r", "http://h:2/r"));
-        assert!(!same_origin("https://h/r", "http://h/r"));
-        assert!(!same_origin("https://h/r", "https://evil/r"));
+        // The same-origin rule for credentials is the engine's (unit-tested there).
+        // An scp-like "host" starting with `-` would be an ssh option: it is no network URL.
+        assert!(is_local_url("-oProxyCommand=x@h:r"));
+    }
+
+    #[test]
+    fn ssh_write_back_needs_known_hosts() {
+        // Refused before any connection: the host key could not be checked.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), "ssh://git@127.0.0.1:1/team/app.git", "w");
+        s.allow_local = false;
+        s.auth.ssh_identity = Some("not used".into());
+        let err = write_back(&s, |_| Ok(EditOutcome::default())).unwrap_err();
+        assert!(
+            matches!(&err, GitError::Fetch { reason, .. }
+                if *reason == AuthError::MissingKnownHosts.to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("known_hosts"), "{err}");
     }
 
     #[test]

@@ -326,6 +326,9 @@ async fn git_auth(ctx: &Context, ns: &str, source: &GitSource) -> Result<GitAuth
         username: get("username"),
         password: get("password"),
         bearer_token: get("bearerToken"),
+        // The same keys as the GitSource's fetch: the write-back pushes over ssh too.
+        ssh_identity: get("identity"),
+        known_hosts: get("known_hosts"),
     })
 }
 
