@@ -24,7 +24,7 @@ use crate::cluster::manager::delete::{self as prune, Candidate};
 use crate::cluster::manager::hooks;
 use crate::cluster::manager::live;
 use crate::cluster::manager::wait::{self, Target};
-use crate::cluster::requests::Requests;
+use crate::cluster::requests::{RequestCounter, counted};
 use crate::health;
 use crate::inventory::{self, Entry, HookRecord, Inventory};
 use crate::ownership::{self, Owner, ReleaseRef};
@@ -141,7 +141,6 @@ async fn check_namespaces(
     client: &Client,
     planned: &[PlannedObject],
     owner: &Owner,
-    requests: &Requests,
 ) -> Result<BTreeSet<String>> {
     let created: BTreeSet<&str> = planned
         .iter()
@@ -165,13 +164,11 @@ async fn check_namespaces(
     for (ns, user) in needed {
         if created.contains(ns) {
             // Cheap enough to check: decides when the inventory can be written.
-            requests.read();
             if let Ok(None) = api.get_opt(ns).await {
                 missing_but_created.insert(ns.to_string());
             }
             continue;
         }
-        requests.read();
         match api.get_opt(ns).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -247,15 +244,17 @@ async fn apply_unredacted(
 ) -> Result<ApplyReport> {
     let started = Instant::now();
     let mut owner = opts.owner(client)?;
-    let requests = Requests::default();
+    // Every request of this run is counted once, by the client itself.
+    let counter = RequestCounter::default();
+    let counted_client = counted(client, &counter);
+    let client = &counted_client;
     if manifests.is_empty() && opts.prune && !opts.allow_empty {
         return Err(Error::Refused(format!(
             "the source rendered no objects; with --prune that would delete everything {} owns. Check the path, or pass --allow-empty if that is really intended",
             owner.describe()
         )));
     }
-    let mut resolver =
-        discovery::resolver_for(opts.discovery.as_ref(), client, &manifests, &requests).await?;
+    let mut resolver = discovery::resolver_for(opts.discovery.as_ref(), client, &manifests).await?;
     let planned = plan::plan(
         manifests,
         &resolver,
@@ -272,9 +271,9 @@ async fn apply_unredacted(
         .map(|p| (p.key.clone(), kind_of(p)))
         .collect();
     let (not_yet_created, stored, live) = tokio::try_join!(
-        check_namespaces(client, &planned, &owner, &requests),
-        inventory::read(client, &owner, &requests),
-        live::live_index(client, &kinds, opts.concurrency, &requests),
+        check_namespaces(client, &planned, &owner),
+        inventory::read(client, &owner),
+        live::live_index(client, &kinds, opts.concurrency),
     )?;
     // Optimistic concurrency: every inventory write presents the version this run read.
     let mut version = stored.as_ref().map(|s| s.version.clone());
@@ -289,7 +288,7 @@ async fn apply_unredacted(
         // A pre-upgrade inventory is looked for once (this app has none yet); an explicit
         // push-app hand-over whenever it is asked for (the Release may have run without it).
         if (previous.is_none() || legacy.push_takeover)
-            && let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await?
+            && let Some(old) = inventory::read_legacy(client, &owner, legacy).await?
         {
             tracing::info!(
                 owner = %owner.id(),
@@ -393,7 +392,6 @@ async fn apply_unredacted(
             &widened,
             &mut version,
             adopted_legacy.take(),
-            &requests,
         )
         .await?;
         widened_written = true;
@@ -408,7 +406,6 @@ async fn apply_unredacted(
     let hook_ctx = hooks::HookContext {
         client,
         settings: &settings,
-        requests: &requests,
         progress,
         timeout: opts.timeout,
     };
@@ -435,10 +432,7 @@ async fn apply_unredacted(
         if batch.is_empty() {
             continue;
         }
-        let results = apply::apply_all(
-            client, &batch, &live, &recorded, &settings, &requests, progress,
-        )
-        .await;
+        let results = apply::apply_all(client, &batch, &live, &recorded, &settings, progress).await;
         for a in results {
             applied.insert(a.result.key.clone(), a);
         }
@@ -451,13 +445,12 @@ async fn apply_unredacted(
                     &widened,
                     &mut version,
                     adopted_legacy.take(),
-                    &requests,
                 )
                 .await?;
                 widened_written = true;
             }
             if !opts.dry_run {
-                wait_for_crds(client, &batch, &applied, opts, &requests, progress).await;
+                wait_for_crds(client, &batch, &applied, opts, progress).await;
             }
         }
     }
@@ -483,9 +476,7 @@ async fn apply_unredacted(
             prune_skipped = Some("some objects failed to apply; nothing was pruned".to_string());
             kept_entries.extend(gone);
         } else {
-            resolver
-                .refresh_for_entries(client, &gone, &requests)
-                .await?;
+            resolver.refresh_for_entries(client, &gone).await?;
             let (candidates, unresolved) = resolve_entries(&resolver, gone);
             for e in unresolved {
                 objects.push(
@@ -501,7 +492,6 @@ async fn apply_unredacted(
                 client,
                 candidate_namespaces(&candidates),
                 &BTreeSet::new(),
-                &requests,
             )
             .await;
             let (candidates, skipped) = prune::skip_terminating(candidates, &terminating);
@@ -510,7 +500,7 @@ async fn apply_unredacted(
                 .iter()
                 .map(|c| (c.entry.key.clone(), c.kind.clone()))
                 .collect();
-            let live = live::live_index(client, &kinds, opts.concurrency, &requests).await?;
+            let live = live::live_index(client, &kinds, opts.concurrency).await?;
             let outcomes = prune::delete_owned(
                 client,
                 candidates,
@@ -520,7 +510,6 @@ async fn apply_unredacted(
                 &prune::Policy::default(),
                 opts.dry_run,
                 opts.concurrency,
-                &requests,
             )
             .await;
             for (candidate, outcome) in outcomes {
@@ -548,15 +537,8 @@ async fn apply_unredacted(
                 kind: kind_of(p),
             })
             .collect();
-        let (healths, hit_deadline) = wait::wait_all(
-            client,
-            &targets,
-            opts.timeout,
-            opts.concurrency,
-            &requests,
-            progress,
-        )
-        .await;
+        let (healths, hit_deadline) =
+            wait::wait_all(client, &targets, opts.timeout, opts.concurrency, progress).await;
         timed_out = hit_deadline;
         for (target, h) in targets.iter().zip(healths) {
             if let Some(o) = objects.iter_mut().find(|o| o.key == target.key) {
@@ -627,7 +609,7 @@ async fn apply_unredacted(
         let next = inventory::narrow(&template, previous.as_ref(), owned, still_migrating);
         let unchanged = previous.as_ref().is_some_and(|p| p.same_content(&next)) && !needs_widening;
         if !unchanged {
-            inventory::write(client, &owner, &next, &mut version, &requests).await?;
+            inventory::write(client, &owner, &next, &mut version).await?;
         }
         if let Some(legacy) = opts
             .legacy_app
@@ -636,7 +618,7 @@ async fn apply_unredacted(
         {
             // Normally removed right after the widened write; this catches a run that died
             // in between. Re-verified before deleting.
-            inventory::delete_legacy(client, &owner, legacy, None, &requests).await?;
+            inventory::delete_legacy(client, &owner, legacy, None).await?;
         }
     }
 
@@ -646,7 +628,7 @@ async fn apply_unredacted(
         revision: opts.revision.clone(),
         dry_run: opts.dry_run,
         objects,
-        requests: requests.snapshot(),
+        requests: counter.snapshot(),
         timed_out,
         prune_skipped,
         duration_ms: started.elapsed().as_millis(),
@@ -661,11 +643,10 @@ async fn write_widened(
     widened: &Inventory,
     version: &mut Option<inventory::Version>,
     adopted_legacy: Option<(inventory::Legacy, inventory::Version)>,
-    requests: &Requests,
 ) -> Result<()> {
-    inventory::write(client, owner, widened, version, requests).await?;
+    inventory::write(client, owner, widened, version).await?;
     if let Some((legacy, legacy_version)) = adopted_legacy {
-        inventory::delete_legacy(client, owner, &legacy, Some(&legacy_version), requests).await?;
+        inventory::delete_legacy(client, owner, &legacy, Some(&legacy_version)).await?;
     }
     Ok(())
 }
@@ -690,7 +671,6 @@ async fn wait_for_crds(
     batch: &[&PlannedObject],
     applied: &HashMap<ObjectKey, Applied>,
     opts: &ApplyOptions,
-    requests: &Requests,
     progress: &dyn Progress,
 ) {
     let targets: Vec<Target> = batch
@@ -710,15 +690,7 @@ async fn wait_for_crds(
         return;
     }
     let timeout = opts.timeout.min(Duration::from_secs(60));
-    let (healths, _) = wait::wait_all(
-        client,
-        &targets,
-        timeout,
-        opts.concurrency,
-        requests,
-        progress,
-    )
-    .await;
+    let (healths, _) = wait::wait_all(client, &targets, timeout, opts.concurrency, progress).await;
     for (t, h) in targets.iter().zip(healths) {
         if h.state != health::HealthState::Current {
             tracing::warn!(crd = %t.key, "CRD not established: {}", h.message);
@@ -751,9 +723,11 @@ async fn diff_unredacted(
     _progress: &dyn Progress,
 ) -> Result<DiffReport> {
     let mut owner = opts.owner(client)?;
-    let requests = Requests::default();
-    let resolver =
-        discovery::resolver_for(opts.discovery.as_ref(), client, &manifests, &requests).await?;
+    // Every request of this run is counted once, by the client itself.
+    let counter = RequestCounter::default();
+    let counted_client = counted(client, &counter);
+    let client = &counted_client;
+    let resolver = discovery::resolver_for(opts.discovery.as_ref(), client, &manifests).await?;
     let planned = plan::plan(
         manifests,
         &resolver,
@@ -762,15 +736,12 @@ async fn diff_unredacted(
         opts.revision.as_deref(),
     )?;
     // A missing namespace reads as "no inventory" (404); real errors (forbidden) surface.
-    let mut previous = inventory::read(client, &owner, &requests)
-        .await?
-        .map(|s| s.inventory);
+    let mut previous = inventory::read(client, &owner).await?.map(|s| s.inventory);
     // What `apply` would adopt from a pre-upgrade identity (read only).
     if let Some(legacy) = &opts.legacy_app {
         match &previous {
             None => {
-                if let Some(old) = inventory::read_legacy(client, &owner, legacy, &requests).await?
-                {
+                if let Some(old) = inventory::read_legacy(client, &owner, legacy).await? {
                     owner.legacy = Some(legacy.app.clone());
                     previous = Some(old.inventory);
                 }
@@ -790,11 +761,9 @@ async fn diff_unredacted(
             .iter()
             .map(|p| {
                 let params = params.clone();
-                let requests = &requests;
                 let owner = &owner;
                 async move {
                     let api = api_for(client, &kind_of(p), p.key.namespace.as_deref());
-                    requests.read();
                     let live = match api.get_opt(&p.key.name).await {
                         Ok(live) => live,
                         Err(err) if status_code(&err) == Some(404) => None,
@@ -820,7 +789,6 @@ async fn diff_unredacted(
                             ),
                         });
                     }
-                    requests.write();
                     let desired = match api
                         .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
                         .await
@@ -869,7 +837,6 @@ async fn diff_unredacted(
         let (candidates, _) = resolve_entries(&resolver, gone);
         for c in candidates {
             let api = api_for(client, &c.kind, c.entry.key.namespace.as_deref());
-            requests.read();
             let Ok(Some(live)) = api.get_opt(&c.entry.key.name).await else {
                 continue;
             };
@@ -898,7 +865,7 @@ async fn diff_unredacted(
         app: owner.app.clone(),
         namespace: owner.namespace,
         objects,
-        requests: requests.snapshot(),
+        requests: counter.snapshot(),
     })
 }
 
@@ -1151,31 +1118,30 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
         opts.release.as_ref(),
         opts.namespace.as_deref(),
     )?;
-    let requests = Requests::default();
-    let home_terminating = prune::terminating_namespaces(
-        client,
-        [owner.namespace.clone()],
-        &opts.terminating,
-        &requests,
-    )
-    .await
-    .contains(&owner.namespace);
-    let empty_report = |owner: &Owner, requests: &Requests| ApplyReport {
+    // Every request of this run is counted once, by the client itself.
+    let counter = RequestCounter::default();
+    let counted_client = counted(client, &counter);
+    let client = &counted_client;
+    let home_terminating =
+        prune::terminating_namespaces(client, [owner.namespace.clone()], &opts.terminating)
+            .await
+            .contains(&owner.namespace);
+    let empty_report = |owner: &Owner| ApplyReport {
         app: owner.app.clone(),
         namespace: owner.namespace.clone(),
         revision: None,
         dry_run: opts.dry_run,
         objects: Vec::new(),
-        requests: requests.snapshot(),
+        requests: counter.snapshot(),
         timed_out: false,
         prune_skipped: None,
         duration_ms: started.elapsed().as_millis(),
     };
-    let stored = match inventory::read(client, &owner, &requests).await {
+    let stored = match inventory::read(client, &owner).await {
         Ok(stored) => stored,
         Err(err) if home_terminating => {
             tracing::info!(owner = %owner.id(), "namespace {} is terminating and its inventory cannot be read ({err}); its objects go with it", owner.namespace);
-            return Ok(empty_report(&owner, &requests));
+            return Ok(empty_report(&owner));
         }
         Err(err) => return Err(err),
     };
@@ -1183,7 +1149,7 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
         Some(s) => (s.inventory, Some(s.version), None),
         None => {
             let old = match &opts.legacy_app {
-                Some(legacy) => inventory::read_legacy(client, &owner, legacy, &requests).await?,
+                Some(legacy) => inventory::read_legacy(client, &owner, legacy).await?,
                 None => None,
             };
             match old {
@@ -1206,11 +1172,8 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
     {
         owner.legacy = Some(legacy.app.clone());
     }
-    let mut resolver =
-        discovery::resolver_for(opts.discovery.as_ref(), client, &[], &requests).await?;
-    resolver
-        .refresh_for_entries(client, &inv.objects, &requests)
-        .await?;
+    let mut resolver = discovery::resolver_for(opts.discovery.as_ref(), client, &[]).await?;
+    resolver.refresh_for_entries(client, &inv.objects).await?;
     let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
     let mut objects: Vec<ObjectResult> = unresolved
         .into_iter()
@@ -1224,15 +1187,14 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
         known.insert(owner.namespace.clone());
     }
     let terminating =
-        prune::terminating_namespaces(client, candidate_namespaces(&candidates), &known, &requests)
-            .await;
+        prune::terminating_namespaces(client, candidate_namespaces(&candidates), &known).await;
     let (candidates, skipped) = prune::skip_terminating(candidates, &terminating);
     objects.extend(skipped);
     let kinds: Vec<(ObjectKey, ResolvedKind)> = candidates
         .iter()
         .map(|c| (c.entry.key.clone(), c.kind.clone()))
         .collect();
-    let live = live::live_index(client, &kinds, concurrency, &requests).await?;
+    let live = live::live_index(client, &kinds, concurrency).await?;
     let outcomes = prune::delete_owned(
         client,
         candidates,
@@ -1244,7 +1206,6 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
         },
         opts.dry_run,
         concurrency,
-        &requests,
     )
     .await;
     objects.extend(outcomes.into_iter().filter_map(|(_, o)| o.result));
@@ -1253,11 +1214,10 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
     // delete).
     if !failed && !opts.dry_run && !home_terminating {
         if version.is_some() {
-            inventory::delete(client, &owner, version.as_ref(), &requests).await?;
+            inventory::delete(client, &owner, version.as_ref()).await?;
         }
         if let Some(legacy) = opts.legacy_app.as_ref().filter(|_| owner.legacy.is_some()) {
-            inventory::delete_legacy(client, &owner, legacy, legacy_version.as_ref(), &requests)
-                .await?;
+            inventory::delete_legacy(client, &owner, legacy, legacy_version.as_ref()).await?;
         }
     }
     Ok(ApplyReport {
@@ -1266,7 +1226,7 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
         revision: inv.revision,
         dry_run: opts.dry_run,
         objects,
-        requests: requests.snapshot(),
+        requests: counter.snapshot(),
         timed_out: false,
         prune_skipped: failed.then(|| {
             "some objects could not be deleted; the inventory was kept so a rerun can finish"
@@ -1331,48 +1291,42 @@ pub async fn status_with(client: &Client, opts: &StatusOptions) -> Result<Status
         opts.release.as_ref(),
         opts.namespace.as_deref(),
     )?;
-    let requests = Requests::default();
-    let Some(inv) = inventory::read(client, &owner, &requests)
-        .await?
-        .map(|s| s.inventory)
-    else {
+    // Every request of this run is counted once, by the client itself.
+    let counter = RequestCounter::default();
+    let counted_client = counted(client, &counter);
+    let client = &counted_client;
+    let Some(inv) = inventory::read(client, &owner).await?.map(|s| s.inventory) else {
         return Err(Error::Refused(format!(
             "no inventory for {} in namespace {}: it was never applied there (check --app and --namespace)",
             owner.describe(),
             owner.namespace
         )));
     };
-    let mut resolver =
-        discovery::resolver_for(opts.discovery.as_ref(), client, &[], &requests).await?;
-    resolver
-        .refresh_for_entries(client, &inv.objects, &requests)
-        .await?;
+    let mut resolver = discovery::resolver_for(opts.discovery.as_ref(), client, &[]).await?;
+    resolver.refresh_for_entries(client, &inv.objects).await?;
     let (candidates, unresolved) = resolve_entries(&resolver, inv.objects.clone());
     let mut objects: Vec<ObjectStatus> = futures::stream::iter(
         candidates
             .into_iter()
-            .map(|c| {
-                let requests = &requests;
-                async move {
-                    let target = Target {
-                        key: c.entry.key.clone(),
-                        kind: c.kind,
-                    };
-                    let mut h = wait::check(client, &target, requests).await;
-                    if !matches!(
-                        h.state,
-                        health::HealthState::Current | health::HealthState::NotFound
-                    ) {
-                        let detail = wait::explain(client, &target, requests).await;
-                        if !detail.is_empty() {
-                            h.message = format!("{}\n{detail}", h.message);
-                        }
+            .map(|c| async move {
+                let target = Target {
+                    key: c.entry.key.clone(),
+                    kind: c.kind,
+                };
+                let mut h = wait::check(client, &target).await;
+                if !matches!(
+                    h.state,
+                    health::HealthState::Current | health::HealthState::NotFound
+                ) {
+                    let detail = wait::explain(client, &target).await;
+                    if !detail.is_empty() {
+                        h.message = format!("{}\n{detail}", h.message);
                     }
-                    ObjectStatus {
-                        key: c.entry.key,
-                        api_version: c.entry.api_version,
-                        health: h,
-                    }
+                }
+                ObjectStatus {
+                    key: c.entry.key,
+                    api_version: c.entry.api_version,
+                    health: h,
                 }
             })
             .collect::<Vec<_>>(),

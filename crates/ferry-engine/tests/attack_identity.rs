@@ -287,7 +287,7 @@ async fn pre_upgrade_inventory_is_adopted_then_pruned_correctly() {
             .expect("get")
             .is_none()
     );
-    let stored = inventory::read(&client, &new_owner, &Default::default())
+    let stored = inventory::read(&client, &new_owner)
         .await
         .expect("read")
         .expect("new inventory");
@@ -375,9 +375,8 @@ async fn stale_inventory_writer_gets_a_conflict_not_an_overwrite() {
     o.prune = true;
     apply(&client, &configmap("a", "1"), &o).await;
     let owner = Owner::push("shared", &ns.name).expect("owner");
-    let requests = Default::default();
     // Two writers (e.g. two leaders during a Lease hand-over) read the same version.
-    let first = inventory::read(&client, &owner, &requests)
+    let first = inventory::read(&client, &owner)
         .await
         .expect("read")
         .expect("inventory");
@@ -385,19 +384,19 @@ async fn stale_inventory_writer_gets_a_conflict_not_an_overwrite() {
     let mut v1 = Some(first.version.clone());
     let mut one = first.inventory.clone();
     one.source = "writer-1".into();
-    inventory::write(&client, &owner, &one, &mut v1, &requests)
+    inventory::write(&client, &owner, &one, &mut v1)
         .await
         .expect("first writer");
     let mut v2 = Some(second.version.clone());
     let mut two = second.inventory.clone();
     two.source = "writer-2".into();
     two.objects.clear();
-    let err = inventory::write(&client, &owner, &two, &mut v2, &requests)
+    let err = inventory::write(&client, &owner, &two, &mut v2)
         .await
         .expect_err("stale writer must conflict");
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
     assert!(err.to_string().contains("another writer"), "{err}");
-    let now = inventory::read(&client, &owner, &requests)
+    let now = inventory::read(&client, &owner)
         .await
         .expect("read")
         .expect("inventory");
@@ -406,15 +405,15 @@ async fn stale_inventory_writer_gets_a_conflict_not_an_overwrite() {
     // Two creators: the second create conflicts too.
     let fresh = Owner::push("fresh", &ns.name).expect("owner");
     let (mut c1, mut c2) = (None, None);
-    inventory::write(&client, &fresh, &one, &mut c1, &requests)
+    inventory::write(&client, &fresh, &one, &mut c1)
         .await
         .expect("first create");
-    let err = inventory::write(&client, &fresh, &two, &mut c2, &requests)
+    let err = inventory::write(&client, &fresh, &two, &mut c2)
         .await
         .expect_err("second create must conflict");
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
     // A stale delete is refused as well.
-    let err = inventory::delete(&client, &owner, Some(&second.version), &requests)
+    let err = inventory::delete(&client, &owner, Some(&second.version))
         .await
         .expect_err("stale delete must conflict");
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
@@ -695,7 +694,7 @@ async fn prune_leaves_objects_in_a_terminating_namespace_to_it() {
     );
     // Left to the namespace: dropped from the inventory, the next run does not retry it.
     let owner = Owner::push("spread", &home.name).expect("owner");
-    let stored = inventory::read(&client, &owner, &Default::default())
+    let stored = inventory::read(&client, &owner)
         .await
         .expect("read")
         .expect("inventory");

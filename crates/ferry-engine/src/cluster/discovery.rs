@@ -25,7 +25,7 @@ use kube::Client;
 use kube::discovery::Discovery;
 
 use crate::cluster::kube_error::describe_kube_error;
-use crate::cluster::requests::Requests;
+use crate::cluster::requests::{RequestCounter, counted};
 use crate::inventory::Entry;
 use crate::plan::Resolver;
 use crate::{Error, Manifest, Result};
@@ -44,9 +44,7 @@ async fn run_discovery(client: &Client) -> Result<Discovery> {
 }
 
 /// A fresh resolver: run discovery (two requests) against the cluster.
-pub async fn discover(client: &Client, requests: &Requests) -> Result<Resolver> {
-    requests.read();
-    requests.read();
+pub async fn discover(client: &Client) -> Result<Resolver> {
     Ok(Resolver::from_discovery(Arc::new(
         run_discovery(client).await?,
     )))
@@ -125,9 +123,9 @@ impl DiscoveryCache {
     /// Fetch discovery now unless a fresh one is cached, so a later run finds it ready (the CLI
     /// discovers while it renders). Returns how many requests it sent.
     pub async fn prefetch(&self, client: &Client) -> Result<u64> {
-        let requests = Requests::default();
-        self.get(client, None, &requests).await?;
-        Ok(requests.snapshot().reads)
+        let counter = RequestCounter::default();
+        self.get(&counted(client, &counter), None).await?;
+        Ok(counter.snapshot().reads)
     }
 
     fn snapshot(&self) -> Option<Snapshot> {
@@ -139,12 +137,7 @@ impl DiscoveryCache {
 
     /// A discovery whose fetch started at or after `not_before` (or is younger than the maximum
     /// age when `None`), fetching one if needed.
-    async fn get(
-        &self,
-        client: &Client,
-        not_before: Option<Instant>,
-        requests: &Requests,
-    ) -> Result<Snapshot> {
+    async fn get(&self, client: &Client, not_before: Option<Instant>) -> Result<Snapshot> {
         let good = |s: &Snapshot| match not_before {
             Some(t) => s.started >= t,
             None => s.started.elapsed() < self.max_age,
@@ -158,8 +151,6 @@ impl DiscoveryCache {
             return Ok(s);
         }
         let started = Instant::now();
-        requests.read();
-        requests.read();
         let discovery = Arc::new(run_discovery(client).await?);
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -175,10 +166,9 @@ pub async fn resolver_for(
     cache: Option<&Arc<DiscoveryCache>>,
     client: &Client,
     manifests: &[Manifest],
-    requests: &Requests,
 ) -> Result<RunResolver> {
     let Some(cache) = cache else {
-        let mut resolver = discover(client, requests).await?;
+        let mut resolver = discover(client).await?;
         resolver.learn_crds(manifests);
         return Ok(RunResolver {
             resolver,
@@ -189,13 +179,11 @@ pub async fn resolver_for(
     let has_crds = manifests
         .iter()
         .any(|m| m.group() == "apiextensions.k8s.io" && m.kind() == "CustomResourceDefinition");
-    let mut snapshot = cache
-        .get(client, has_crds.then_some(asked), requests)
-        .await?;
+    let mut snapshot = cache.get(client, has_crds.then_some(asked)).await?;
     let mut resolver = with_crds(cache, &snapshot, manifests);
     if snapshot.started < asked && !resolver.resolves_all(manifests) {
         // A kind the cache does not know: perhaps its CRD was installed since.
-        snapshot = cache.get(client, Some(asked), requests).await?;
+        snapshot = cache.get(client, Some(asked)).await?;
         resolver = with_crds(cache, &snapshot, manifests);
     }
     Ok(resolver)
@@ -221,12 +209,7 @@ impl RunResolver {
     /// Before resolving inventory entries: if one does not resolve and this resolver's discovery
     /// came from a cache, replace it with one fetched after it, so a kind served since is not
     /// mistaken for a removed one.
-    pub async fn refresh_for_entries(
-        &mut self,
-        client: &Client,
-        entries: &[Entry],
-        requests: &Requests,
-    ) -> Result<()> {
+    pub async fn refresh_for_entries(&mut self, client: &Client, entries: &[Entry]) -> Result<()> {
         let Some(cached) = self.cached.clone() else {
             return Ok(());
         };
@@ -235,7 +218,7 @@ impl RunResolver {
             return Ok(());
         }
         let after = cached.started + Duration::from_nanos(1);
-        let snapshot = cached.cache.get(client, Some(after), requests).await?;
+        let snapshot = cached.cache.get(client, Some(after)).await?;
         self.resolver.replace_discovery(snapshot.discovery);
         self.cached = Some(Cached {
             cache: cached.cache,

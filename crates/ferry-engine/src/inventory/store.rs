@@ -23,7 +23,6 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
 use super::Inventory;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
-use crate::cluster::requests::Requests;
 use crate::ownership::{ANNOTATION_OWNER, ANNOTATION_REVISION, Owner};
 use crate::{Error, Result};
 
@@ -48,14 +47,8 @@ fn describe(namespace: &str, name: &str) -> String {
     format!("inventory ConfigMap {namespace}/{name}")
 }
 
-async fn get(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    requests: &Requests,
-) -> Result<Option<ConfigMap>> {
+async fn get(client: &Client, namespace: &str, name: &str) -> Result<Option<ConfigMap>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    requests.read();
     api.get_opt(name).await.map_err(|err| Error::Object {
         object: describe(namespace, name),
         message: format!("cannot read: {}", describe_kube_error(&err)),
@@ -96,10 +89,10 @@ fn inventory_label(cm: &ConfigMap) -> Option<&String> {
 /// Read an app's inventory; `None` if the app was never applied here. Refuses an inventory that
 /// belongs to another app (its stored owner id differs), so a name collision can never make one
 /// app prune from another's inventory.
-pub async fn read(client: &Client, owner: &Owner, requests: &Requests) -> Result<Option<Stored>> {
+pub async fn read(client: &Client, owner: &Owner) -> Result<Option<Stored>> {
     let name = owner.inventory_name();
     let object = describe(&owner.namespace, &name);
-    let Some(cm) = get(client, &owner.namespace, &name, requests).await? else {
+    let Some(cm) = get(client, &owner.namespace, &name).await? else {
         return Ok(None);
     };
     if inventory_label(&cm) != Some(&owner.app) {
@@ -171,7 +164,6 @@ pub async fn read_legacy(
     client: &Client,
     owner: &Owner,
     legacy: &Legacy,
-    requests: &Requests,
 ) -> Result<Option<Stored>> {
     let (source_prefix, takeover, legacy) = (
         legacy.source_prefix.as_deref(),
@@ -183,7 +175,7 @@ pub async fn read_legacy(
     }
     let name = Inventory::name(legacy);
     let object = describe(&owner.namespace, &name);
-    let Some(cm) = get(client, &owner.namespace, &name, requests).await? else {
+    let Some(cm) = get(client, &owner.namespace, &name).await? else {
         return Ok(None);
     };
     if inventory_label(&cm).map(String::as_str) != Some(legacy) {
@@ -239,7 +231,6 @@ pub async fn write(
     owner: &Owner,
     inventory: &Inventory,
     version: &mut Option<Version>,
-    requests: &Requests,
 ) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &owner.namespace);
     let name = owner.inventory_name();
@@ -274,7 +265,6 @@ pub async fn write(
         field_manager: Some(crate::FIELD_MANAGER.to_string()),
         ..Default::default()
     };
-    requests.write();
     let written = match version {
         None => api.create(&params, &cm).await,
         Some(_) => api.replace(&name, &params, &cm).await,
@@ -286,10 +276,7 @@ pub async fn write(
         }
         // 409: AlreadyExists on create, Conflict on a stale resourceVersion; 404: deleted.
         Err(err) if matches!(status_code(&err), Some(409) | Some(404)) => {
-            let now = get(client, &owner.namespace, &name, requests)
-                .await
-                .ok()
-                .flatten();
+            let now = get(client, &owner.namespace, &name).await.ok().flatten();
             Err(conflict(&object, version.as_ref(), now.as_ref()))
         }
         Err(err) => Err(Error::Object {
@@ -305,7 +292,6 @@ async fn delete_named(
     namespace: &str,
     name: &str,
     version: Option<&Version>,
-    requests: &Requests,
 ) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let params = DeleteParams {
@@ -315,12 +301,11 @@ async fn delete_named(
         }),
         ..Default::default()
     };
-    requests.write();
     match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(err) if status_code(&err) == Some(404) => Ok(()),
         Err(err) if status_code(&err) == Some(409) => {
-            let now = get(client, namespace, name, requests).await.ok().flatten();
+            let now = get(client, namespace, name).await.ok().flatten();
             Err(conflict(&describe(namespace, name), version, now.as_ref()))
         }
         Err(err) => Err(Error::Object {
@@ -332,20 +317,8 @@ async fn delete_named(
 
 /// Delete the inventory ConfigMap (after `ferry delete` removed the objects), only if nobody
 /// wrote it since `version` was read.
-pub async fn delete(
-    client: &Client,
-    owner: &Owner,
-    version: Option<&Version>,
-    requests: &Requests,
-) -> Result<()> {
-    delete_named(
-        client,
-        &owner.namespace,
-        &owner.inventory_name(),
-        version,
-        requests,
-    )
-    .await
+pub async fn delete(client: &Client, owner: &Owner, version: Option<&Version>) -> Result<()> {
+    delete_named(client, &owner.namespace, &owner.inventory_name(), version).await
 }
 
 /// Delete the pre-upgrade inventory once its content lives in the new one. `version`: as read by
@@ -356,11 +329,10 @@ pub async fn delete_legacy(
     owner: &Owner,
     legacy: &Legacy,
     version: Option<&Version>,
-    requests: &Requests,
 ) -> Result<()> {
     let version = match version {
         Some(v) => v.clone(),
-        None => match read_legacy(client, owner, legacy, requests).await? {
+        None => match read_legacy(client, owner, legacy).await? {
             Some(stored) => stored.version,
             None => return Ok(()),
         },
@@ -370,7 +342,6 @@ pub async fn delete_legacy(
         &owner.namespace,
         &Inventory::name(&legacy.app),
         Some(&version),
-        requests,
     )
     .await
 }

@@ -21,7 +21,6 @@ use kube::core::ObjectMeta;
 use super::live::{LiveMeta, fingerprint};
 use crate::ObjectKey;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
-use crate::cluster::requests::Requests;
 use crate::ownership::{ANNOTATION_HASH, ANNOTATION_OWNER, Owner};
 use crate::plan::PlannedObject;
 use crate::progress::{Progress, ProgressEvent};
@@ -50,7 +49,6 @@ pub async fn apply_all(
     live: &HashMap<ObjectKey, LiveMeta>,
     recorded: &HashMap<ObjectKey, String>,
     settings: &ApplySettings<'_>,
-    requests: &Requests,
     progress: &dyn Progress,
 ) -> Vec<Applied> {
     futures::stream::iter(
@@ -64,7 +62,6 @@ pub async fn apply_all(
                     live.get(&obj.key),
                     recorded.get(&obj.key).map(String::as_str),
                     settings,
-                    requests,
                 )
                 .await;
                 progress.event(ProgressEvent::Applied {
@@ -96,7 +93,6 @@ async fn apply_one(
     live: Option<&LiveMeta>,
     recorded: Option<&str>,
     settings: &ApplySettings<'_>,
-    requests: &Requests,
 ) -> Applied {
     let mut result = ObjectResult::new(obj.key.clone(), obj.api_version(), Action::Unchanged);
     result.source = Some(obj.manifest.origin.to_string());
@@ -133,7 +129,6 @@ async fn apply_one(
     if settings.dry_run {
         params = params.dry_run();
     }
-    requests.write();
     match server_side_apply(client, obj, &params).await {
         Ok(applied) => {
             result.action = if live.is_some() {

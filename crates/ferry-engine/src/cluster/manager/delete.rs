@@ -28,7 +28,6 @@ use super::live::LiveMeta;
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
-use crate::cluster::requests::Requests;
 use crate::inventory::Entry;
 use crate::ownership::{ANNOTATION_PRUNE, Owner, PRUNE_ALLOW_DESTRUCTIVE};
 use crate::plan::{Phase, ResolvedKind};
@@ -74,7 +73,6 @@ pub async fn terminating_namespaces(
     client: &Client,
     namespaces: impl IntoIterator<Item = String>,
     known: &BTreeSet<String>,
-    requests: &Requests,
 ) -> BTreeSet<String> {
     let api: Api<Namespace> = Api::all(client.clone());
     let mut out = known.clone();
@@ -82,7 +80,6 @@ pub async fn terminating_namespaces(
         if out.contains(&ns) {
             continue;
         }
-        requests.read();
         if let Ok(Some(live)) = api.get_opt(&ns).await
             && is_terminating(&live)
         {
@@ -137,7 +134,6 @@ pub async fn delete_owned(
     policy: &Policy,
     dry_run: bool,
     concurrency: usize,
-    requests: &Requests,
 ) -> Vec<(Candidate, Outcome)> {
     let mut by_phase: Vec<Vec<Candidate>> = vec![Vec::new(); Phase::ALL.len()];
     for c in candidates {
@@ -157,7 +153,6 @@ pub async fn delete_owned(
                         deleted_action,
                         policy,
                         dry_run,
-                        requests,
                     )
                     .await;
                     (c, outcome)
@@ -181,7 +176,6 @@ async fn delete_one(
     deleted_action: Action,
     policy: &Policy,
     dry_run: bool,
-    requests: &Requests,
 ) -> Outcome {
     let result = |action: Action, message: Option<String>| {
         let mut r = ObjectResult::new(c.entry.key.clone(), c.entry.api_version.clone(), action);
@@ -245,7 +239,6 @@ async fn delete_one(
         }),
         ..Default::default()
     };
-    requests.write();
     match api.delete(&c.entry.key.name, &params).await {
         Ok(_) => Outcome {
             result: result(deleted_action, None),

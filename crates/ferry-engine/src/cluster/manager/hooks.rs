@@ -19,7 +19,6 @@ use super::wait::{self, Target};
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
-use crate::cluster::requests::Requests;
 use crate::health::{self, HealthState};
 use crate::plan::{PlannedObject, ResolvedKind};
 use crate::progress::Progress;
@@ -45,7 +44,6 @@ pub struct PhaseOutcome {
 pub struct HookContext<'a> {
     pub client: &'a Client,
     pub settings: &'a ApplySettings<'a>,
-    pub requests: &'a Requests,
     pub progress: &'a dyn Progress,
     pub timeout: Duration,
 }
@@ -101,7 +99,6 @@ pub async fn run_phase(
             &single,
             recorded,
             ctx.settings,
-            ctx.requests,
             ctx.progress,
         )
         .await;
@@ -131,7 +128,6 @@ pub async fn run_phase(
             std::slice::from_ref(&target),
             ctx.timeout,
             ctx.settings.concurrency,
-            ctx.requests,
             ctx.progress,
         )
         .await;
@@ -208,7 +204,6 @@ async fn delete_and_wait(
         }),
         ..Default::default()
     };
-    ctx.requests.write();
     match api.delete(&hook.key.name, &params).await {
         Ok(_) => {}
         Err(err) if status_code(&err) == Some(404) => return Ok(()),
@@ -217,7 +212,6 @@ async fn delete_and_wait(
     let deadline = tokio::time::Instant::now() + ctx.timeout;
     let mut delay = Duration::from_millis(100);
     loop {
-        ctx.requests.read();
         match api.get_metadata_opt(&hook.key.name).await {
             Ok(None) => return Ok(()),
             // A new object under the same name (someone else's) is not ours to wait for.

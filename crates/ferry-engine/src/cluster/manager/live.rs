@@ -12,7 +12,6 @@ use kube::core::ObjectMeta;
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, is_unreachable};
-use crate::cluster::requests::Requests;
 use crate::plan::ResolvedKind;
 
 /// Live metadata of an object, as far as ferry needs it.
@@ -50,7 +49,6 @@ pub async fn live_index(
     client: &Client,
     objects: &[(ObjectKey, ResolvedKind)],
     concurrency: usize,
-    requests: &Requests,
 ) -> crate::Result<HashMap<ObjectKey, LiveMeta>> {
     // (apiVersion, plural, namespace) -> the objects listed by one request.
     type GroupKey = (String, String, Option<String>);
@@ -72,7 +70,6 @@ pub async fn live_index(
             .map(|((_, _, namespace), members)| async move {
                 let (_, kind) = members[0];
                 let api = api_for(client, kind, namespace.as_deref());
-                requests.read();
                 let mut out = Vec::new();
                 match api.list_metadata(&ListParams::default()).await {
                     Ok(list) => {
@@ -103,7 +100,6 @@ pub async fn live_index(
                             describe_kube_error(&err)
                         );
                         for (key, _) in members {
-                            requests.read();
                             match api.get_metadata_opt(&key.name).await {
                                 Ok(Some(obj)) => {
                                     out.push((key.clone(), LiveMeta { meta: obj.metadata }))

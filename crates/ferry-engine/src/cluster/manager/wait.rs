@@ -14,7 +14,6 @@ use serde_json::Value;
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::describe_kube_error;
-use crate::cluster::requests::Requests;
 use crate::health::{Health, HealthState, assess, conditions_summary};
 use crate::plan::ResolvedKind;
 use crate::progress::{Progress, ProgressEvent};
@@ -27,9 +26,8 @@ pub struct Target {
 }
 
 /// Fetch and assess one object.
-pub async fn check(client: &Client, target: &Target, requests: &Requests) -> Health {
+pub async fn check(client: &Client, target: &Target) -> Health {
     let api = api_for(client, &target.kind, target.key.namespace.as_deref());
-    requests.read();
     match api.get_opt(&target.key.name).await {
         Ok(Some(obj)) => {
             let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
@@ -48,7 +46,6 @@ async fn check_many(
     targets: &[Target],
     indices: &[usize],
     concurrency: usize,
-    requests: &Requests,
 ) -> Vec<(usize, Health)> {
     type GroupKey = (String, String, Option<String>);
     let mut groups: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
@@ -70,7 +67,6 @@ async fn check_many(
                 if members.len() > 1 {
                     let first = &targets[members[0]];
                     let api = api_for(client, &first.kind, first.key.namespace.as_deref());
-                    requests.read();
                     if let Ok(list) = api.list(&ListParams::default()).await {
                         let by_name: std::collections::HashMap<&str, &DynamicObject> = list
                             .items
@@ -96,7 +92,7 @@ async fn check_many(
                 }
                 let mut out = Vec::with_capacity(members.len());
                 for i in members {
-                    out.push((i, check(client, &targets[i], requests).await));
+                    out.push((i, check(client, &targets[i]).await));
                 }
                 out
             })
@@ -116,7 +112,6 @@ pub async fn wait_all(
     targets: &[Target],
     timeout: Duration,
     concurrency: usize,
-    requests: &Requests,
     progress: &dyn Progress,
 ) -> (Vec<Health>, bool) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -141,7 +136,7 @@ pub async fn wait_all(
         if tokio::time::Instant::now() >= deadline {
             break true;
         }
-        let results = check_many(client, targets, &pending, concurrency, requests).await;
+        let results = check_many(client, targets, &pending, concurrency).await;
         let mut still_pending = false;
         for (i, h) in results {
             still_pending |= !matches!(h.state, HealthState::Current | HealthState::Failed);
@@ -160,7 +155,7 @@ pub async fn wait_all(
     for (i, h) in health.into_iter().enumerate() {
         let mut h = h.unwrap_or_else(|| Health::progress("not checked before the deadline"));
         if h.state != HealthState::Current {
-            let detail = explain(client, &targets[i], requests).await;
+            let detail = explain(client, &targets[i]).await;
             if !detail.is_empty() {
                 h.message = format!("{}\n{detail}", h.message);
             }
@@ -171,10 +166,9 @@ pub async fn wait_all(
 }
 
 /// Conditions and the last few events of an object that is not healthy.
-pub async fn explain(client: &Client, target: &Target, requests: &Requests) -> String {
+pub async fn explain(client: &Client, target: &Target) -> String {
     let mut out = Vec::new();
     let api = api_for(client, &target.kind, target.key.namespace.as_deref());
-    requests.read();
     if let Ok(Some(obj)) = api.get_opt(&target.key.name).await {
         let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
         let conditions = conditions_summary(&value);
@@ -193,7 +187,6 @@ pub async fn explain(client: &Client, target: &Target, requests: &Requests) -> S
         "involvedObject.name={},involvedObject.kind={}",
         target.key.name, target.key.kind
     );
-    requests.read();
     if let Ok(list) = events.list(&ListParams::default().fields(&selector)).await {
         let mut items = list.items;
         items.sort_by_key(|e| {
