@@ -52,6 +52,10 @@ pub struct ImageOptions {
     pub min_interval: Duration,
     /// Ceiling for a tenant's `spec.timeout` (the agent's `--max-timeout`).
     pub max_timeout: Duration,
+    /// Follow references into other namespaces (an ImagePolicy's `imageRepositoryRef`, an
+    /// ImageUpdate's `sourceRef`): the agent's `--allow-cross-namespace-refs`, the same rule as
+    /// for Releases ([`ferry_api::referenced_namespace`]). Off by default.
+    pub allow_cross_namespace_refs: bool,
 }
 
 /// Namespace → the client that reads that namespace's tenant-referenced Secrets.
@@ -86,6 +90,7 @@ impl ImageOptions {
             secret_reader: None,
             min_interval: Duration::from_secs(1),
             max_timeout: Duration::from_secs(15 * 60),
+            allow_cross_namespace_refs: false,
         }
     }
 }

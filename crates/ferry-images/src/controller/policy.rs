@@ -37,13 +37,17 @@ pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
                     .state()
                     .into_iter()
                     .filter(|p| {
-                        p.namespace().as_deref() == Some(ns.as_str())
-                            && p.spec.image_repository_ref.name == name
-                            && p.spec
-                                .image_repository_ref
+                        // Policies whose reference resolves to this repository, in their own
+                        // namespace or (when allowed) another one.
+                        let policy_ns = p.namespace().unwrap_or_default();
+                        let repo_ref = &p.spec.image_repository_ref;
+                        repo_ref.name == name
+                            && repo_ref
                                 .namespace
                                 .as_deref()
-                                .is_none_or(|n| n == ns)
+                                .filter(|n| !n.is_empty())
+                                .unwrap_or(&policy_ns)
+                                == ns
                     })
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
@@ -140,29 +144,39 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
         }
     };
     let repo_ref = &policy.spec.image_repository_ref;
-    if repo_ref.namespace.as_deref().is_some_and(|n| n != ns) {
-        fail(
-            &mut status,
-            "CrossNamespaceRef",
-            "spec.imageRepositoryRef must be in the policy's namespace (cross-namespace references are not allowed)",
-            true,
-        );
-        patch_status(&ctx, &policy, &status).await?;
-        return Ok(Action::await_change());
-    }
-    let repos: Api<ImageRepository> = Api::namespaced(ctx.client.clone(), &ns);
+    // THE cross-namespace rule, with the agent's --allow-cross-namespace-refs as for Releases.
+    let repo_ns = match ferry_api::referenced_namespace(
+        ctx.options.allow_cross_namespace_refs,
+        "ImagePolicy",
+        &ns,
+        repo_ref.namespace.as_deref(),
+        &format!("ImageRepository {}", repo_ref.name),
+    ) {
+        Ok(repo_ns) => repo_ns,
+        Err(refused) => {
+            fail(
+                &mut status,
+                ferry_api::CROSS_NAMESPACE_REF_DENIED,
+                &refused.to_string(),
+                true,
+            );
+            patch_status(&ctx, &policy, &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let repos: Api<ImageRepository> = Api::namespaced(ctx.client.clone(), &repo_ns);
     let Some(repo) = repos.get_opt(&repo_ref.name).await? else {
         fail(
             &mut status,
             "ImageRepositoryNotFound",
-            &format!("ImageRepository {ns}/{} not found", repo_ref.name),
+            &format!("ImageRepository {repo_ns}/{} not found", repo_ref.name),
             false,
         );
         patch_status(&ctx, &policy, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
     let scan = lock(&ctx.scans)
-        .get(&(ns.clone(), repo_ref.name.clone()))
+        .get(&(repo_ns.clone(), repo_ref.name.clone()))
         .cloned();
     let Some(scan) = scan else {
         // The repository's status tells why (e.g. 401); the watch brings us back after a scan.
@@ -180,7 +194,7 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
             &mut status,
             "WaitingForScan",
             &format!(
-                "waiting for a scan of ImageRepository {ns}/{}{why}",
+                "waiting for a scan of ImageRepository {repo_ns}/{}{why}",
                 repo_ref.name
             ),
             false,

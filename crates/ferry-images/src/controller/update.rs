@@ -383,29 +383,53 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         }
     };
     let source_ref = &update.spec.source_ref;
-    let source_ns = source_ref.namespace.clone().unwrap_or_else(|| ns.clone());
-    if source_ref.kind != "GitSource" || source_ns != ns {
+    if source_ref.kind != "GitSource" {
         fail(
             &mut status,
             "InvalidSourceRef",
-            "spec.sourceRef must be a GitSource in the same namespace",
+            &format!(
+                "spec.sourceRef.kind {:?} is not supported; use GitSource",
+                source_ref.kind
+            ),
             true,
         );
         patch_status(&ctx, &update, &status).await?;
         return Ok(Action::await_change());
     }
-    let sources: Api<GitSource> = Api::namespaced(ctx.client.clone(), &ns);
+    // THE cross-namespace rule, with the agent's --allow-cross-namespace-refs as for Releases.
+    let source_ns = match ferry_api::referenced_namespace(
+        ctx.options.allow_cross_namespace_refs,
+        "ImageUpdate",
+        &ns,
+        source_ref.namespace.as_deref(),
+        &format!("GitSource {}", source_ref.name),
+    ) {
+        Ok(source_ns) => source_ns,
+        Err(refused) => {
+            fail(
+                &mut status,
+                ferry_api::CROSS_NAMESPACE_REF_DENIED,
+                &refused.to_string(),
+                true,
+            );
+            patch_status(&ctx, &update, &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let sources: Api<GitSource> = Api::namespaced(ctx.client.clone(), &source_ns);
     let Some(source) = sources.get_opt(&source_ref.name).await? else {
         fail(
             &mut status,
             "SourceNotFound",
-            &format!("GitSource {ns}/{} not found", source_ref.name),
+            &format!("GitSource {source_ns}/{} not found", source_ref.name),
             false,
         );
         patch_status(&ctx, &update, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
-    let auth = match git_auth(&ctx, &ns, &source).await {
+    // The GitSource's secretRef is a Secret of the GitSource's namespace, read as that
+    // namespace's tenant (as the GitSource's own fetch reads it).
+    let auth = match git_auth(&ctx, &source_ns, &source).await {
         Ok(a) => a,
         Err(message) => {
             fail(&mut status, "SecretNotFound", &message, false);
