@@ -333,7 +333,7 @@ async fn release_takes_over_a_push_app_only_when_asked() {
     let report = pipeline::apply(&client, manifests, &push, &NoProgress)
         .await
         .expect("push apply");
-    assert!(report.succeeded(), "{}", report.to_human(true));
+    assert!(report.succeeded(), "{:#?}", report);
     let repo = Repo::create(&env, &ns.name);
     let first = repo.commit(
         &[("app/shared.yaml", Some(&configmap_yaml("shared", "git")))],

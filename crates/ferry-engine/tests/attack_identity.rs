@@ -51,7 +51,7 @@ async fn apply(client: &Client, yaml: &str, o: &ApplyOptions) -> ApplyReport {
     let report = pipeline::apply(client, manifests(yaml), o, &NoProgress)
         .await
         .unwrap_or_else(|e| panic!("apply: {e}"));
-    assert!(report.succeeded(), "{}", report.to_human(true));
+    assert!(report.succeeded(), "{:#?}", report);
     report
 }
 
@@ -93,13 +93,13 @@ async fn conflated_release_names_do_not_prune_each_other() {
         assert_eq!(
             action_of(&report, "ConfigMap", &format!("one-{i}-a")),
             Some(Action::Pruned),
-            "{}",
-            report.to_human(true)
+            "{:#?}",
+            report
         );
         assert!(
             configmap_exists(&client, &ns.name, &format!("two-{i}")).await,
-            "Release {two} lost its object to Release {one}: {}",
-            report.to_human(true)
+            "Release {two} lost its object to Release {one}: {:#?}",
+            report
         );
         assert!(!configmap_exists(&client, &ns.name, &format!("one-{i}-a")).await);
         // And the other way round.
@@ -121,8 +121,8 @@ async fn conflated_release_names_do_not_prune_each_other() {
         assert_eq!(
             action_of(&err, "ConfigMap", &format!("one-{i}-b")),
             Some(Action::Failed),
-            "{}",
-            err.to_human(true)
+            "{:#?}",
+            err
         );
     }
 }
@@ -150,14 +150,14 @@ async fn push_app_named_like_a_release_does_not_prune_it() {
     );
     assert!(
         configmap_exists(&client, &ns.name, "from-release").await,
-        "the push app pruned the Release's object: {}",
-        report.to_human(true)
+        "the push app pruned the Release's object: {:#?}",
+        report
     );
     // Deleting the push app leaves the Release alone too.
     let deleted = pipeline::delete_app(&client, "web", Some(&ns.name), false, 4)
         .await
         .expect("delete");
-    assert!(deleted.succeeded(), "{}", deleted.to_human(true));
+    assert!(deleted.succeeded(), "{:#?}", deleted);
     assert!(configmap_exists(&client, &ns.name, "from-release").await);
     assert!(!configmap_exists(&client, &ns.name, "from-push-2").await);
 }
@@ -275,8 +275,8 @@ async fn pre_upgrade_inventory_is_adopted_then_pruned_correctly() {
     assert_eq!(
         action_of(&report, "ConfigMap", "gone"),
         Some(Action::Pruned),
-        "{}",
-        report.to_human(true)
+        "{:#?}",
+        report
     );
     assert!(!configmap_exists(&client, &ns.name, "gone").await);
     assert!(configmap_exists(&client, &ns.name, "foreign").await);
@@ -323,8 +323,8 @@ async fn inventory_that_is_not_verifiably_ours_is_not_adopted() {
     let report = apply(&client, &configmap("rel-cm", "1"), &o).await;
     assert!(
         report.objects.iter().all(|r| r.action != Action::Pruned),
-        "{}",
-        report.to_human(true)
+        "{:#?}",
+        report
     );
     assert!(configmap_exists(&client, &ns.name, "push-cm").await);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
@@ -520,8 +520,8 @@ async fn destructive_kinds_are_kept_unless_they_opt_in() {
                 .objects
                 .iter()
                 .find(|r| r.key.kind == kind && r.key.name == name)
-                .unwrap_or_else(|| panic!("{kind} {name} reported: {}", report.to_human(true)));
-            assert_eq!(result.action, Action::Kept, "{}", report.to_human(true));
+                .unwrap_or_else(|| panic!("{kind} {name} reported: {:#?}", report));
+            assert_eq!(result.action, Action::Kept, "{:#?}", report);
             assert!(
                 result
                     .message
@@ -594,8 +594,8 @@ async fn destructive_kinds_are_kept_unless_they_opt_in() {
                 .find(|r| r.key.kind == kind)
                 .map(|r| r.action),
             Some(Action::Pruned),
-            "{}",
-            report.to_human(true)
+            "{:#?}",
+            report
         );
     }
     assert!(deleting(&client, "v1", "Namespace", "namespaces", None, &extra_ns).await);
@@ -677,12 +677,7 @@ async fn prune_leaves_objects_in_a_terminating_namespace_to_it() {
         .iter()
         .find(|r| r.key.name == "held")
         .expect("held reported");
-    assert_eq!(
-        held_result.action,
-        Action::Kept,
-        "{}",
-        report.to_human(true)
-    );
+    assert_eq!(held_result.action, Action::Kept, "{:#?}", report);
     assert!(
         held_result
             .message
@@ -742,8 +737,8 @@ async fn pre_upgrade_inventories_are_not_taken_across_kinds() {
     let report = apply(&client, &configmap("rel-cm", "1"), &o).await;
     assert!(
         report.objects.iter().all(|r| r.action != Action::Pruned),
-        "{}",
-        report.to_human(true)
+        "{:#?}",
+        report
     );
     assert!(configmap_exists(&client, &ns.name, "push-old").await);
     assert!(
@@ -863,14 +858,14 @@ async fn deleting_an_app_in_a_terminating_namespace_needs_no_rights_there() {
     let report = pipeline::delete(&tenant, &delete([ns.name.clone()].into()))
         .await
         .expect("finishes");
-    assert!(report.succeeded(), "{}", report.to_human(true));
+    assert!(report.succeeded(), "{:#?}", report);
     assert!(
         report
             .objects
             .iter()
             .all(|o| o.action != Action::Deleted && o.action != Action::Failed),
-        "{}",
-        report.to_human(true)
+        "{:#?}",
+        report
     );
     cms.patch(
         "tenant-cm",
@@ -915,7 +910,7 @@ async fn push_to_release_hand_over_is_explicit() {
         .iter()
         .find(|r| r.key.name == "shared")
         .expect("shared");
-    assert_eq!(shared.action, Action::Failed, "{}", report.to_human(true));
+    assert_eq!(shared.action, Action::Failed, "{:#?}", report);
     assert!(
         shared
             .message
@@ -943,8 +938,8 @@ async fn push_to_release_hand_over_is_explicit() {
     assert_eq!(
         action_of(&report, "ConfigMap", "push-only"),
         Some(Action::Pruned),
-        "{}",
-        report.to_human(true)
+        "{:#?}",
+        report
     );
     assert!(
         api.get_opt("ferry-inventory-web")

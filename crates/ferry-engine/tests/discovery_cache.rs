@@ -56,7 +56,7 @@ spec:
             let report = pipeline::apply(&client, manifests(&yaml), &o, &NoProgress)
                 .await
                 .unwrap_or_else(|err| panic!("apply {app}: {err}"));
-            assert!(report.succeeded(), "{}", report.to_human(true));
+            assert!(report.succeeded(), "{:#?}", report);
             report
         }
     };
@@ -129,18 +129,18 @@ spec:
         cached("gadgets", &ns.name, &stale),
     )
     .await;
-    assert_eq!(stale.refreshes(), 2, "{}", pruned.to_human(true));
+    assert_eq!(stale.refreshes(), 2, "{:#?}", pruned);
     assert!(
         pruned
             .objects
             .iter()
             .any(|o| o.key.kind == "Gadget" && o.action == Action::Pruned),
-        "{}",
-        pruned.to_human(true)
+        "{:#?}",
+        pruned
     );
 
     let deleted = pipeline::delete_app(&client, "crd", Some(&ns.name), false, 4)
         .await
         .expect("delete crd");
-    assert!(deleted.succeeded(), "{}", deleted.to_human(true));
+    assert!(deleted.succeeded(), "{:#?}", deleted);
 }

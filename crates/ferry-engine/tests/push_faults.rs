@@ -102,7 +102,7 @@ async fn missing_namespace_is_a_clear_error_unless_in_the_set() {
     )
     .await
     .expect("apply");
-    assert!(report.succeeded(), "{}", report.to_human(true));
+    assert!(report.succeeded(), "{:#?}", report);
     assert!(configmap_exists(&client, &absent, "c").await);
     pipeline::delete_app(&client, "nsm", Some(&ns.name), false, 4)
         .await
@@ -138,7 +138,7 @@ async fn rbac_denial_names_verb_resource_and_identity() {
     )
     .await
     .expect("rbac setup");
-    assert!(admin.succeeded(), "{}", admin.to_human(true));
+    assert!(admin.succeeded(), "{:#?}", admin);
     let tenant = client_for_kubeconfig(std::path::Path::new(&kubeconfig))
         .await
         .expect("tenant client");
@@ -276,7 +276,7 @@ async fn interrupted_apply_keeps_inventory_and_rerun_completes_and_prunes() {
     let report = pipeline::apply(&client, manifests(&fixed), &o, &NoProgress)
         .await
         .expect("v3");
-    assert!(report.succeeded(), "{}", report.to_human(true));
+    assert!(report.succeeded(), "{:#?}", report);
     let mut pruned: Vec<_> = report
         .objects
         .iter()
@@ -334,7 +334,7 @@ async fn empty_source_with_prune_is_refused_without_allow_empty() {
     let report = pipeline::apply(&client, Vec::new(), &o, &NoProgress)
         .await
         .expect("allowed");
-    assert_eq!(report.count(Action::Pruned), 1, "{}", report.to_human(true));
+    assert_eq!(report.count(Action::Pruned), 1, "{:#?}", report);
 }
 
 #[tokio::test]
@@ -367,12 +367,7 @@ async fn second_app_claiming_an_object_fails_and_names_the_owner() {
     let deleted = pipeline::delete_app(&client, "second", Some(&ns.name), false, 4)
         .await
         .expect("delete second");
-    assert_eq!(
-        deleted.count(Action::Deleted),
-        0,
-        "{}",
-        deleted.to_human(true)
-    );
+    assert_eq!(deleted.count(Action::Deleted), 0, "{:#?}", deleted);
     let live = get(
         &client,
         "v1",
@@ -485,8 +480,8 @@ async fn api_server_lost_mid_apply_leaves_a_consistent_inventory_for_the_rerun()
         Ok(report) => {
             assert!(
                 !report.succeeded(),
-                "apply through a dead server must fail: {}",
-                report.to_human(true)
+                "apply through a dead server must fail: {:#?}",
+                report
             );
             assert!(report.prune_skipped.is_some() || report.count(Action::Pruned) == 0);
             let failed = report
@@ -545,13 +540,8 @@ async fn api_server_lost_mid_apply_leaves_a_consistent_inventory_for_the_rerun()
     let report = pipeline::apply(&client, manifests(&v2), &o, &NoProgress)
         .await
         .expect("rerun");
-    assert!(report.succeeded(), "{}", report.to_human(false));
-    assert_eq!(
-        report.count(Action::Pruned),
-        5,
-        "{}",
-        report.to_human(false)
-    );
+    assert!(report.succeeded(), "{:#?}", report);
+    assert_eq!(report.count(Action::Pruned), 5, "{:#?}", report);
     let labelled = api
         .list(&kube::api::ListParams::default().labels("ferry.dev/app=cut"))
         .await

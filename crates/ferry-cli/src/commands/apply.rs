@@ -415,8 +415,8 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
     report.requests.reads += discovery_reads;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Markdown => print!("{}", report.to_markdown()),
-        OutputFormat::Human => print!("{}", report.to_human(args.show_unchanged)),
+        OutputFormat::Markdown => print!("{}", crate::report::apply_markdown(&report)),
+        OutputFormat::Human => print!("{}", crate::report::apply_human(&report, args.show_unchanged)),
     }
     Ok(if report.timed_out {
         EXIT_TIMEOUT

@@ -73,8 +73,8 @@ pub async fn run(global: &GlobalArgs, args: &DeleteArgs) -> Result<u8> {
     .await?;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Markdown => print!("{}", report.to_markdown()),
-        OutputFormat::Human => print!("{}", report.to_human(true)),
+        OutputFormat::Markdown => print!("{}", crate::report::apply_markdown(&report)),
+        OutputFormat::Human => print!("{}", crate::report::apply_human(&report, true)),
     }
     Ok(if report.succeeded() {
         EXIT_OK

@@ -43,10 +43,11 @@ pub async fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8> {
         .map_err(|err| prepared.name_server(err))?;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Markdown => print!("{}", report.to_markdown()),
+        OutputFormat::Markdown => print!("{}", crate::report::diff_markdown(&report)),
         OutputFormat::Human => print!(
             "{}",
-            report.to_human(
+            crate::report::diff_human(
+                &report,
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             )
         ),

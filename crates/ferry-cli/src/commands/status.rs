@@ -60,8 +60,8 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
     .await?;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Markdown => print!("{}", report.to_markdown()),
-        OutputFormat::Human => print!("{}", report.to_human()),
+        OutputFormat::Markdown => print!("{}", crate::report::status_markdown(&report)),
+        OutputFormat::Human => print!("{}", crate::report::status_human(&report)),
     }
     Ok(if report.healthy() {
         EXIT_OK

@@ -1,11 +1,10 @@
-//! Stage 8, report: per-object results of apply/diff/delete/status, and their human, JSON and
-//! markdown renderings. Nothing here ever holds Secret values: diffs are redacted upstream, and
-//! every report passes through [`redact::Redactor`] (the values that came from decryption)
-//! before the pipeline returns it.
+//! Stage 8, report: per-object results of apply/diff/delete/status as DATA (serialisable, plus
+//! the one-line `summary()` the agent puts in conditions). Human, markdown and colour renderings
+//! belong to the drivers (ferry-cli's `report` module). Nothing here ever holds Secret values:
+//! diffs are redacted upstream, and every report passes through [`redact::Redactor`] (the values
+//! that came from decryption) before the pipeline returns it.
 
 pub mod redact;
-
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -186,61 +185,6 @@ impl ApplyReport {
             self.duration_ms as f64 / 1000.0
         )
     }
-
-    /// Human text: one line per object that changed or failed, then the summary.
-    pub fn to_human(&self, verbose: bool) -> String {
-        let mut out = String::new();
-        for o in &self.objects {
-            let healthy = o
-                .health
-                .as_ref()
-                .is_none_or(|h| h.state == HealthState::Current);
-            if !verbose && o.action == Action::Unchanged && healthy {
-                continue;
-            }
-            let _ = write!(out, "{:<10} {}", o.action.as_str(), o.key);
-            if let Some(h) = &o.health {
-                let _ = write!(out, "  [{}]", h.state.as_str());
-            }
-            out.push('\n');
-            if let Some(message) = &o.message {
-                for line in message.lines() {
-                    let _ = writeln!(out, "           {line}");
-                }
-            }
-            if let Some(h) = &o.health
-                && h.state != HealthState::Current
-            {
-                for line in h.message.lines() {
-                    let _ = writeln!(out, "           {line}");
-                }
-            }
-        }
-        if let Some(reason) = &self.prune_skipped {
-            let _ = writeln!(out, "prune skipped: {reason}");
-        }
-        if self.timed_out {
-            let _ = writeln!(out, "timed out waiting for health");
-        }
-        let _ = writeln!(out, "{}", self.summary());
-        out
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut out = format!("### ferry apply: `{}`\n\n", self.app);
-        out.push_str("| object | action | health |\n|---|---|---|\n");
-        for o in &self.objects {
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} |",
-                o.key,
-                o.action.as_str(),
-                o.health.as_ref().map(|h| h.state.as_str()).unwrap_or("")
-            );
-        }
-        let _ = writeln!(out, "\n{}", self.summary());
-        out
-    }
 }
 
 /// One object in a diff.
@@ -287,30 +231,6 @@ pub enum HookTiming {
     PostDeploy,
 }
 
-impl HookTiming {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::PreDeploy => "pre-deploy hook: runs first, on every apply that changes the app",
-            Self::PostDeploy => "post-deploy hook: runs last, on every apply that changes the app",
-        }
-    }
-}
-
-impl ObjectDiff {
-    /// `ACTION KEY`, plus when a hook runs.
-    fn header(&self) -> String {
-        match self.hook {
-            Some(hook) => format!(
-                "{} {} ({})",
-                self.action.as_str(),
-                self.key,
-                hook.describe()
-            ),
-            None => format!("{} {}", self.action.as_str(), self.key),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiffReport {
@@ -350,62 +270,6 @@ impl DiffReport {
             count(DiffAction::Prune)
         )
     }
-
-    /// Human text; `color` adds ANSI colors to diff lines (only on a terminal).
-    pub fn to_human(&self, color: bool) -> String {
-        use owo_colors::OwoColorize;
-        let mut out = String::new();
-        for o in &self.objects {
-            // An unchanged hook still runs when anything else changes: show it then.
-            if o.action == DiffAction::Unchanged && !(o.hook.is_some() && self.has_changes()) {
-                continue;
-            }
-            let header = o.header();
-            if color {
-                let _ = writeln!(out, "{}", header.bold());
-            } else {
-                let _ = writeln!(out, "{header}");
-            }
-            for line in o.diff.lines() {
-                if !color {
-                    let _ = writeln!(out, "{line}");
-                } else if line.starts_with('+') && !line.starts_with("+++") {
-                    let _ = writeln!(out, "{}", line.green());
-                } else if line.starts_with('-') && !line.starts_with("---") {
-                    let _ = writeln!(out, "{}", line.red());
-                } else if line.starts_with("@@") {
-                    let _ = writeln!(out, "{}", line.cyan());
-                } else {
-                    let _ = writeln!(out, "{line}");
-                }
-            }
-        }
-        let _ = writeln!(out, "{}", self.summary());
-        out
-    }
-
-    /// Markdown for a pull-request comment: a summary table and one collapsible diff per object.
-    pub fn to_markdown(&self) -> String {
-        let mut out = format!("### ferry diff: `{}`\n\n{}\n\n", self.app, self.summary());
-        for o in &self.objects {
-            // An unchanged hook still runs when anything else changes: show it then.
-            if o.action == DiffAction::Unchanged && !(o.hook.is_some() && self.has_changes()) {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "<details><summary><b>{}</b> <code>{}</code>{}</summary>\n\n```diff\n{}```\n</details>\n",
-                o.action.as_str(),
-                o.key,
-                o.hook
-                    .map(|h| format!(" ({})", h.describe()))
-                    .unwrap_or_default(),
-                // A fence inside the diff would end the block early.
-                o.diff.replace("```", "`\u{200b}``")
-            );
-        }
-        out
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -434,44 +298,5 @@ impl StatusReport {
         self.objects
             .iter()
             .all(|o| o.health.state == HealthState::Current)
-    }
-
-    pub fn to_human(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "app:       {} (inventory in {})",
-            self.app, self.namespace
-        );
-        let _ = writeln!(out, "source:    {}", self.source);
-        let _ = writeln!(
-            out,
-            "revision:  {}",
-            self.revision.as_deref().unwrap_or("(none)")
-        );
-        let _ = writeln!(out, "applied:   {}", self.applied_at);
-        let _ = writeln!(out, "objects:   {}", self.objects.len());
-        for o in &self.objects {
-            let _ = writeln!(out, "  {:<12} {}", o.health.state.as_str(), o.key);
-            if o.health.state != HealthState::Current && !o.health.message.is_empty() {
-                for line in o.health.message.lines() {
-                    let _ = writeln!(out, "               {line}");
-                }
-            }
-        }
-        out
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut out = format!(
-            "### ferry status: `{}`\n\nrevision `{}`, applied {}\n\n| object | health |\n|---|---|\n",
-            self.app,
-            self.revision.as_deref().unwrap_or("-"),
-            self.applied_at
-        );
-        for o in &self.objects {
-            let _ = writeln!(out, "| `{}` | {} |", o.key, o.health.state.as_str());
-        }
-        out
     }
 }
