@@ -474,18 +474,9 @@ pub fn marker_label(policy: &PolicyRef, field: MarkerField) -> String {
     format!("{policy}{suffix}")
 }
 
-/// Parse `NAME=IMAGE[:TAG|@DIGEST]`.
-pub fn parse_assignment(text: &str) -> Result<(String, ImageRef), String> {
-    let (name, image) = text.split_once('=').ok_or_else(|| {
-        format!("{text:?} is not NAME=IMAGE[:TAG|@DIGEST], e.g. app=registry.example/app:1.2.3")
-    })?;
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(format!("{text:?}: NAME before `=` is empty"));
-    }
-    let image = ImageRef::parse(image.trim()).map_err(|e| format!("{text:?}: {e}"))?;
-    Ok((name.to_string(), image))
-}
+/// Parse `NAME=IMAGE[:TAG][@DIGEST]` (`ferry set-image`): the engine's one image reference
+/// grammar, shared with `ferry apply --set-image`.
+pub use ferry_engine::render::image_ref::parse_assignment;
 
 /// Group marker-bearing files by policy, for reports: policy → files.
 pub fn policies_in(text: &str) -> BTreeMap<PolicyRef, usize> {
@@ -565,7 +556,12 @@ mod tests {
         let (n, i) = parse_assignment("app=reg/app@sha256:abc").unwrap();
         assert_eq!(n, "app");
         assert_eq!(i.digest.as_deref(), Some("sha256:abc"));
-        assert!(parse_assignment("app").unwrap_err().contains("NAME=IMAGE"));
+        assert!(
+            parse_assignment("app")
+                .unwrap_err()
+                .to_string()
+                .contains("NAME=IMAGE")
+        );
         assert!(parse_assignment("=x").is_err());
     }
 

@@ -55,7 +55,9 @@ fn tag() -> impl Strategy<Value = String> {
 }
 
 fn repository() -> impl Strategy<Value = String> {
-    "[a-z0-9]{1,8}(\\.[a-z]{2,4})?(:[0-9]{2,5})?/[a-z0-9]{1,8}(/[a-z0-9._-]{1,8})?"
+    // Valid references only (the one grammar, ferry_engine::render::image_ref): ports 10-9999,
+    // path components separated by `.`, `_` or `-`.
+    "[a-z0-9]{1,8}(\\.[a-z]{2,4})?(:[1-9][0-9]{1,3})?/[a-z0-9]{1,8}(/[a-z0-9]{1,4}([._-][a-z0-9]{1,3})?)?"
         .prop_filter("no empty path component", |r| {
             !r.contains("//") && !r.ends_with('/')
         })

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use ferry_engine::render::image_ref;
 use ferry_images::setimage::{self, TreeReport};
 
 use crate::cli::GlobalArgs;
@@ -29,7 +30,7 @@ Examples:
 Exit codes: 0 done (or already up to date), 1 done but some markers/files had problems
 (listed on stderr), 2 NAME matched nothing or bad input.")]
 pub struct SetImageArgs {
-    /// NAME=IMAGE[:TAG|@DIGEST]
+    /// NAME=IMAGE[:TAG][@DIGEST]
     #[arg(value_name = "NAME=IMAGE")]
     pub assignment: String,
     /// File or directory to edit (default: the current directory).
@@ -41,10 +42,8 @@ pub struct SetImageArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &SetImageArgs) -> Result<u8> {
-    let (name, image) = match setimage::parse_assignment(&args.assignment) {
-        Ok(parsed) => parsed,
-        Err(message) => bail!("{message}"),
-    };
+    // The same reference grammar as `ferry apply --set-image` and image automation.
+    let (name, image) = image_ref::parse_assignment(&args.assignment)?;
     let root = if args.path.is_dir() {
         args.path.clone()
     } else {
@@ -122,6 +121,48 @@ mod tests {
             context: None,
             output: OutputFormat::Json,
             verbose: 0,
+        }
+    }
+
+    /// `ferry set-image NAME=IMAGE` and `ferry apply/render --set-image NAME=IMAGE` accept and
+    /// refuse the same references (before issue 13 they had two parsers that disagreed).
+    #[test]
+    fn both_commands_accept_the_same_references() {
+        use ferry_engine::render::ImageOverride;
+        for image in [
+            "reg.example/app:1.2.3",
+            "reg.example:5000/team/app:v1@sha256:abc",
+            "localhost:5000/app",
+            "[::1]:5000/app:1",
+            "app@sha256:0123",
+            "reg.example/app:1 ",
+            "reg.example/app:1\nimage: evil",
+            "reg.example/App:1",
+            "reg.example/../app:1",
+            "reg.example/app:",
+            "reg.example/app:.x",
+            "reg.example:99999/app",
+            "app@nodigest",
+            "a//b:1",
+        ] {
+            let input = format!("app={image}");
+            let set_image = image_ref::parse_assignment(&input);
+            let apply = input.parse::<ImageOverride>();
+            assert_eq!(
+                set_image.is_ok(),
+                apply.is_ok(),
+                "{input:?}: set-image {set_image:?}, --set-image {apply:?}"
+            );
+            if let (Err(a), Err(b)) = (set_image, apply) {
+                // Both messages name the input and explain the same problem.
+                let (a, b) = (a.to_string(), b.to_string());
+                let reason = |m: &str| {
+                    m.split_once("invalid image reference")
+                        .map(|(_, r)| r.to_string())
+                };
+                assert_eq!(reason(&a), reason(&b), "{a}\n{b}");
+                assert!(a.contains(&image_ref::quoted(&input)), "{a}");
+            }
         }
     }
 

@@ -14,6 +14,7 @@
 pub mod app;
 pub mod config;
 pub mod helm;
+pub mod image_ref;
 pub mod kustomize;
 pub mod names;
 pub mod overrides;

@@ -4,12 +4,15 @@
 //! Forms: `NAME=NEWNAME[:TAG][@DIGEST]`, `NAME=:TAG`, `NAME=@DIGEST`, `NAME:TAG`, `NAME@DIGEST`.
 //! NAME matches the image name without tag/digest (e.g. `nginx`, `ghcr.io/org/app`). A new tag
 //! replaces a pinned digest and vice versa, so the result always says exactly what was asked.
+//! Every part follows the one image reference grammar of [`super::image_ref`], the same as
+//! `ferry set-image` and image automation; the images already in the manifests are matched as
+//! written.
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde_json::Value;
 
+pub use super::image_ref::{ImageRef, OverrideError};
 use crate::{Error, Manifest, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,88 +25,70 @@ pub struct ImageOverride {
     pub digest: Option<String>,
 }
 
-/// An image reference split into name, tag and digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub name: String,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
-}
+/// The forms `--set-image` accepts.
+pub const OVERRIDE_FORMS: &str = "NAME=NEWNAME[:TAG][@DIGEST], NAME=:TAG, NAME=@DIGEST, NAME:TAG or NAME@DIGEST, e.g. nginx=registry.example/nginx:1.27";
 
-impl ImageRef {
-    pub fn parse(image: &str) -> Self {
-        let (rest, digest) = match image.split_once('@') {
-            Some((rest, digest)) => (rest, Some(digest.to_string())),
-            None => (image, None),
-        };
-        // A ':' after the last '/' is a tag; before it, a registry port.
-        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (
-                rest[..last_slash + i].to_string(),
-                Some(rest[last_slash + i + 1..].to_string()),
-            ),
-            None => (rest.to_string(), None),
-        };
-        Self { name, tag, digest }
-    }
-}
-
-impl fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.name)?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
-    }
-}
+const WHAT: &str = "--set-image";
 
 impl FromStr for ImageOverride {
-    type Err = String;
+    type Err = OverrideError;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "invalid --set-image {s:?}: expected NAME=NEWNAME:TAG, NAME=NEWNAME@DIGEST, NAME=:TAG or NAME:TAG"
-            )
+    /// The forms of [`OVERRIDE_FORMS`]; NAME, NEWNAME, TAG and DIGEST follow the one image
+    /// reference grammar ([`super::image_ref`]).
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let reference = |source| OverrideError::Reference {
+            what: WHAT,
+            input: s.to_string(),
+            source,
         };
-        let (name, new) = match s.split_once('=') {
-            Some((name, new)) => (name.to_string(), ImageRef::parse(new)),
-            None => {
-                let parsed = ImageRef::parse(s);
-                if parsed.tag.is_none() && parsed.digest.is_none() {
-                    return Err(bad());
-                }
-                (
-                    parsed.name.clone(),
-                    ImageRef {
-                        name: String::new(),
-                        ..parsed
-                    },
-                )
+        let Some((name, new)) = s.split_once('=') else {
+            // NAME:TAG or NAME@DIGEST
+            let parsed = ImageRef::parse(s).map_err(reference)?;
+            if parsed.tag.is_none() && parsed.digest.is_none() {
+                return Err(OverrideError::Form {
+                    what: WHAT,
+                    input: s.to_string(),
+                    forms: OVERRIDE_FORMS,
+                });
             }
+            return Ok(Self {
+                name: parsed.repository,
+                new_name: None,
+                tag: parsed.tag,
+                digest: parsed.digest,
+            });
         };
-        if name.is_empty() || name.contains(['@', ' ']) {
-            return Err(bad());
+        if name.is_empty() {
+            return Err(OverrideError::Name {
+                what: WHAT,
+                input: s.to_string(),
+                problem: "is empty; it is the image name to replace, e.g. nginx",
+            });
         }
-        if new.name.is_empty() && new.tag.is_none() && new.digest.is_none() {
-            return Err(bad());
+        let name = ImageRef::parse(name).map_err(reference)?;
+        if name.tag.is_some() || name.digest.is_some() {
+            return Err(OverrideError::Name {
+                what: WHAT,
+                input: s.to_string(),
+                problem: "must be an image name without tag or digest (it matches every tag of that image)",
+            });
         }
-        if let Some(digest) = &new.digest
-            && !digest.contains(':')
-        {
-            return Err(format!(
-                "invalid --set-image {s:?}: digest {digest:?} must look like sha256:<hex>"
-            ));
-        }
+        let new = if new.starts_with([':', '@']) {
+            // NAME=:TAG[@DIGEST] or NAME=@DIGEST: keep the name, validate the rest as part of
+            // a reference on that name (so the message shows what the image would be).
+            let whole = format!("{}{new}", name.repository);
+            let parsed = ImageRef::parse(&whole).map_err(reference)?;
+            ImageRef {
+                repository: String::new(),
+                ..parsed
+            }
+        } else {
+            ImageRef::parse(new).map_err(reference)?
+        };
         Ok(Self {
-            name: ImageRef::parse(&name).name,
-            new_name: (!new.name.is_empty()).then_some(new.name),
-            tag: new.tag.filter(|t| !t.is_empty()),
+            name: name.repository,
+            new_name: (!new.repository.is_empty()).then_some(new.repository),
+            tag: new.tag,
             digest: new.digest,
         })
     }
@@ -112,13 +97,14 @@ impl FromStr for ImageOverride {
 impl ImageOverride {
     /// The new image string for `image`, or `None` if this override does not match it.
     pub fn rewrite(&self, image: &str) -> Option<String> {
-        let current = ImageRef::parse(image);
-        if current.name != self.name {
+        // What a manifest holds is matched as written, never refused.
+        let current = ImageRef::split(image);
+        if current.repository != self.name {
             return None;
         }
         let mut next = current.clone();
         if let Some(new_name) = &self.new_name {
-            next.name = new_name.clone();
+            next.repository = new_name.clone();
         }
         if self.tag.is_some() || self.digest.is_some() {
             next.tag = self.tag.clone();
@@ -173,9 +159,9 @@ pub fn parse_all(values: &[String]) -> Result<Vec<ImageOverride>> {
     values
         .iter()
         .map(|v| {
-            v.parse().map_err(|message| Error::Source {
+            v.parse().map_err(|e: OverrideError| Error::Source {
                 path: "--set-image".into(),
-                message,
+                message: e.to_string(),
             })
         })
         .collect()
@@ -202,6 +188,36 @@ mod tests {
         assert_eq!(o.digest.as_deref(), Some("sha256:abc"));
         assert!("nginx".parse::<ImageOverride>().is_err());
         assert!("=x:1".parse::<ImageOverride>().is_err());
+    }
+
+    #[test]
+    fn refuses_what_the_reference_grammar_refuses() {
+        for (input, needle) in [
+            ("nginx=mirror/nginx:1.27 ", "whitespace"),
+            ("nginx=mirror/nginx:1.27\nx", "whitespace"),
+            ("nginx =mirror/nginx:1.27", "whitespace"),
+            ("nginx=Mirror/nginx:1.27", "upper-case"),
+            ("nginx=mirror/../nginx:1.27", "path component \"..\""),
+            ("nginx=mirror/nginx:", "tag \"\""),
+            ("nginx=:", "tag \"\""),
+            ("nginx=@nodigest", "digest"),
+            ("nginx:1.25=nginx:1.27", "without tag or digest"),
+            ("nginx", "expected NAME=NEWNAME"),
+            ("=x:1", "NAME before `=` is empty"),
+            ("nginx=mirror:99999/nginx:1", "registry"),
+        ] {
+            let err = input.parse::<ImageOverride>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{input:?}: {err}");
+            assert!(err.starts_with("invalid --set-image"), "{input:?}: {err}");
+        }
+        let long = format!("nginx=mirror/{}:1", "n".repeat(300));
+        let err = long.parse::<ImageOverride>().unwrap_err().to_string();
+        assert!(err.contains("at most 255"), "{err}");
+        let err = parse_all(&["nginx=a b:1".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("--set-image") && err.contains("whitespace"),
+            "{err}"
+        );
     }
 
     #[test]
