@@ -6,6 +6,8 @@
 //! testenv, where the API server accepts every object and the Deployment becomes Available;
 //! and deployed from git by an agent running with the shipped RBAC (pull mode).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -316,15 +318,18 @@ fn the_default_render_is_ferry_install_without_the_namespace() {
         i["spec"]["template"]["spec"]["volumes"]
     );
     assert_eq!(pod_spec["serviceAccountName"], "ferry-agent");
+    // The same probes, timing included (a shorter readiness period in one of them only would
+    // make rollouts and takeovers slower one way than the other).
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-        assert!(
-            contains(&container(c)[probe], &container(i)[probe]),
-            "{probe}: {}",
-            container(c)[probe]
-        );
+        assert_eq!(container(c)[probe], container(i)[probe], "{probe}");
         assert_eq!(container(c)[probe]["httpGet"]["path"], path);
         assert_eq!(container(c)[probe]["httpGet"]["port"], "http");
     }
+    assert_eq!(
+        container(c)["readinessProbe"]["periodSeconds"],
+        2,
+        "readiness is probed every 2 s"
+    );
     // One Service, the webhook one, on the http port only; no metrics Service, no ServiceMonitor.
     assert_eq!(
         service_ports(&chart),
@@ -1054,21 +1059,36 @@ fn agent_image(env: &TestEnv) -> (String, String) {
     (repository, out.trim().to_string())
 }
 
-/// The chart on the real node: `helm install` with the image from the test registry, the node
-/// selector and toleration of the real node; the kubelet pulls and runs the image as 65532 on a
-/// read-only root, probes /readyz and /healthz, the agent talks to the API server the in-cluster
-/// way with the chart's RBAC only and takes its leader Lease.
+/// The chart on the real node, the whole cycle: `helm install` with the image from the test
+/// registry, the node selector and toleration of the real node; the kubelet pulls and runs the
+/// image as 65532 on a read-only root and probes /readyz and /healthz (its own probe counters
+/// say so); the agent talks to the API
+/// server the in-cluster way with the chart's RBAC only, takes its leader Lease, fetches a
+/// tenant's GitSource through the node address and applies its Release (as the tenant's service
+/// account) until it is Ready. `helm uninstall` then removes the agent and its cluster-scoped
+/// RBAC and leaves what the chart README says it leaves: the CRDs, the GitSource, the Release
+/// (with the agent's finalizer) and the objects it applied; `ferry uninstall --releases orphan`
+/// afterwards releases the Release without touching its objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_the_agent_image_on_the_real_node() {
+    use ferry_api::{GitSource, Release};
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
     let env = TestEnv::get();
     let node = env.vars.get("FERRY_REAL_NODE").cloned().unwrap_or_else(|| {
         panic!("the testenv has no real node (FERRY_REAL_NODE): run testenv/node-up")
     });
+    let git_from_pods = env
+        .vars
+        .get("FERRY_GIT_URL_FROM_PODS")
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("no FERRY_GIT_URL_FROM_PODS (gitserver-forward): rerun testenv/node-up")
+        });
     let (repository, digest) = agent_image(&env);
     let client = env.client().await;
     let ns = TestNamespace::create(&client, "chart-node").await;
+    let tenant = TestNamespace::create(&client, "chart-node-tenant").await;
     let _cleanup = ClusterScoped::guard(&env, &ns.name);
     let values = tempfile::NamedTempFile::new().expect("values file");
     std::fs::write(
@@ -1076,11 +1096,11 @@ async fn the_chart_runs_the_agent_image_on_the_real_node() {
         format!(
             // watchNamespaces: this agent must not reconcile the other tests' objects.
             "image: {{repository: \"{repository}\", digest: \"{digest}\"}}\n\
-             args: {{watchNamespaces: [\"{ns}\"]}}\n\
+             args: {{watchNamespaces: [\"{ns}\", \"{tenant}\"]}}\n\
              nodeSelector: {{ferry.dev/real-node: \"true\"}}\n\
-             tolerations: [{{key: ferry.dev/real-node, operator: Exists, effect: NoSchedule}}]\n\
-             readinessProbe: {{httpGet: {{path: /readyz, port: http}}, periodSeconds: 2}}\n",
-            ns = ns.name
+             tolerations: [{{key: ferry.dev/real-node, operator: Exists, effect: NoSchedule}}]\n",
+            ns = ns.name,
+            tenant = tenant.name,
         ),
     )
     .expect("write values");
@@ -1121,6 +1141,7 @@ async fn the_chart_runs_the_agent_image_on_the_real_node() {
     let spec = pod.spec.as_ref().expect("spec");
     assert_eq!(spec.node_name.as_deref(), Some(node.as_str()));
     let status = pod.status.as_ref().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Running"), "{status:?}");
     let container = &status.container_statuses.as_ref().expect("statuses")[0];
     assert!(container.ready, "{container:?}");
     assert_eq!(container.restart_count, 0, "{container:?}");
@@ -1129,6 +1150,22 @@ async fn the_chart_runs_the_agent_image_on_the_real_node() {
         "{} is not {digest}",
         container.image_id
     );
+    // The pod's Ready condition, as the kubelet set it from the readiness probe.
+    let ready_in = status
+        .conditions
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+        .and_then(|c| c.last_transition_time.clone())
+        .map(|t| t.0.as_second())
+        .zip(
+            pod.metadata
+                .creation_timestamp
+                .clone()
+                .map(|t| t.0.as_second()),
+        )
+        .map(|(ready, created)| ready - created)
+        .expect("a Ready condition");
+    println!("agent pod created → Ready in {ready_in} s");
     // In-cluster config and the chart's Role: the pod holds the leader Lease.
     let pod_name = pod.metadata.name.clone().expect("pod name");
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
@@ -1144,6 +1181,130 @@ async fn the_chart_runs_the_agent_image_on_the_real_node() {
     .await
     .expect("the in-cluster agent leads");
 
+    // A tenant deploys from git: admin in its namespace for its default service account (what
+    // its Release applies as), git credentials, the repository as pods reach it.
+    apply_object(&client, json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "default-admin", "namespace": tenant.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": tenant.name}],
+    }))
+    .await;
+    apply_object(&client, json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "git-auth", "namespace": tenant.name},
+        "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")},
+    }))
+    .await;
+    let repo_name = format!("{}-app", tenant.name);
+    let from_host = common::repo_with_configmap(&env, &repo_name);
+    let _repo =
+        RemoveOnDrop(PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{repo_name}.git")));
+    let url = from_host.replacen(&env.var("FERRY_GIT_URL"), &git_from_pods, 1);
+    apply_object(
+        &client,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+            "metadata": {"name": "app", "namespace": tenant.name},
+            "spec": {"url": url, "ref": {"branch": "main"}, "interval": "1h", "timeout": "20s",
+                     "secretRef": {"name": "git-auth"}},
+        }),
+    )
+    .await;
+    apply_object(
+        &client,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "app", "namespace": tenant.name},
+            "spec": {"sourceRef": {"kind": "GitSource", "name": "app"}, "path": "app",
+                     "interval": "1m", "retryInterval": "2s", "prune": true},
+        }),
+    )
+    .await;
+    let releases: Api<Release> = Api::namespaced(client.clone(), &tenant.name);
+    let created = std::time::Instant::now();
+    let ready = wait_for("the Release Ready", Duration::from_secs(120), || {
+        let releases = releases.clone();
+        async move {
+            let r = releases.get("app").await?;
+            let status = r.status.clone().unwrap_or_default();
+            if status.last_applied_revision.is_some()
+                && ferry_api::common::is_ready(&status.conditions)
+            {
+                return Ok(Some(r));
+            }
+            anyhow::bail!(
+                "lastApplied={:?} conditions={:?}",
+                status.last_applied_revision,
+                status.conditions
+            )
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    println!(
+        "Release Ready {:?} after it was created (the in-cluster agent of the chart)",
+        created.elapsed()
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &tenant.name);
+    let applied = configmaps
+        .get("narrow")
+        .await
+        .expect("the Release's ConfigMap");
+    assert_eq!(
+        applied
+            .data
+            .and_then(|d| d.get("value").cloned())
+            .as_deref(),
+        Some("ok")
+    );
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), &tenant.name);
+    let source = sources.get("app").await.expect("GitSource");
+    assert!(
+        ferry_api::common::is_ready(&source.status.clone().unwrap_or_default().conditions),
+        "{:?}",
+        source.status
+    );
+
+    // Both probes really probed by the kubelet, successfully: its own counters
+    // (/metrics/probes, through the API server's node proxy). Liveness runs every 10 s.
+    let probes = |kind: &str, text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("prober_probe_total{"))
+            .filter(|l| {
+                l.contains(&format!("pod=\"{pod_name}\""))
+                    && l.contains(&format!("probe_type=\"{kind}\""))
+                    && l.contains("result=\"successful\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    };
+    let counted = wait_for(
+        "the kubelet's liveness and readiness probes of the agent pod",
+        Duration::from_secs(60),
+        || {
+            let (kubectl, kubeconfig) = (env.tool("kubectl"), env.kubeconfig());
+            let path = format!("/api/v1/nodes/{node}/proxy/metrics/probes");
+            async move {
+                let (code, text, err) = run(Command::new(kubectl)
+                    .args(["get", "--raw", &path])
+                    .env("KUBECONFIG", kubeconfig));
+                anyhow::ensure!(code == 0, "kubectl get --raw {path}: {err}");
+                let counts = (probes("Liveness", &text), probes("Readiness", &text));
+                if counts.0 > 0 && counts.1 > 0 {
+                    return Ok(Some(counts));
+                }
+                anyhow::bail!("successful (liveness, readiness) probes so far: {counts:?}")
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("kubelet probes of the agent pod (liveness, readiness): {counted:?}");
+
+    // helm uninstall: the agent and its RBAC go; the CRDs, the GitSource, the Release and what
+    // it applied stay (charts/ferry-agent/README.md, "Uninstalling").
     let (code, out, err) = run(helm(&env)
         .args([
             "uninstall",
@@ -1154,4 +1315,95 @@ async fn the_chart_runs_the_agent_image_on_the_real_node() {
         ])
         .env("KUBECONFIG", env.kubeconfig()));
     assert_eq!(code, 0, "helm uninstall: {out}{err}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        deployments
+            .get_opt("ferry-agent")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    wait_for(
+        "the chart's ClusterRole removed",
+        Duration::from_secs(60),
+        || {
+            let roles = roles.clone();
+            let name = format!("ferry-agent-{}", ns.name);
+            async move { Ok(roles.get_opt(&name).await?.is_none().then_some(())) }
+        },
+    )
+    .await
+    .expect("ClusterRole removed by helm uninstall");
+    wait_for("the agent pod gone", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move {
+            let left = pods
+                .list(
+                    &kube::api::ListParams::default().labels("app.kubernetes.io/name=ferry-agent"),
+                )
+                .await?;
+            Ok(left.items.is_empty().then_some(()))
+        }
+    })
+    .await
+    .expect("helm uninstall removes the agent pod");
+    let crd_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    );
+    let crd_api: Api<DynamicObject> = Api::all_with(client.clone(), &crd_resource);
+    for crd in ["gitsources.ferry.dev", "releases.ferry.dev"] {
+        assert!(
+            crd_api.get_opt(crd).await.expect("get CRD").is_some(),
+            "helm uninstall removed the CRD {crd}"
+        );
+    }
+    let kept = releases.get("app").await.expect("the Release is kept");
+    assert_eq!(kept.metadata.uid, ready.metadata.uid);
+    assert!(
+        kept.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "ferry.dev/finalizer")),
+        "{:?}",
+        kept.metadata.finalizers
+    );
+    sources.get("app").await.expect("the GitSource is kept");
+    configmaps
+        .get("narrow")
+        .await
+        .expect("the Release's ConfigMap is kept");
+
+    // The documented way to let go of the Releases once the agent is gone: `ferry uninstall
+    // --releases orphan` (it finds no Deployment, so it is told the agent's namespaces).
+    let (code, out, err) = run(ferry(&env).args([
+        "uninstall",
+        "--namespace",
+        &ns.name,
+        "--watch-namespace",
+        &tenant.name,
+        "--releases",
+        "orphan",
+    ]));
+    assert_eq!(code, 0, "ferry uninstall after helm uninstall: {out}{err}");
+    assert!(
+        releases.get_opt("app").await.expect("get").is_none(),
+        "the Release is released: {out}"
+    );
+    configmaps
+        .get("narrow")
+        .await
+        .expect("orphaned: the Release's ConfigMap stays");
+}
+
+/// Removes a directory (the test's repository on the git server) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("warning: removing {}: {e}", self.0.display());
+        }
+    }
 }

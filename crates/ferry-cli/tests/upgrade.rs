@@ -5,8 +5,9 @@
 //! goes from failing (naming that binding) to passing. Also: an install that drops
 //! `--insecure-agent-identity-for-tenants` removes the agent's cluster-admin binding.
 //!
-//! The old CRDs are not applied: the CRDs are shared by every test running at once on the
-//! testenv, and downgrading them would break the others' objects.
+//! The old CRDs are not applied here: the CRDs are shared by every test running at once on the
+//! testenv. The CRD upgrade (d089750's CRDs, and an older schema, under ferry's field manager,
+//! objects kept) is tests/check_stale_crd.rs, the one binary whose tests change shared CRDs.
 
 use std::process::Command;
 
