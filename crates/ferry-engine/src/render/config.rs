@@ -407,7 +407,7 @@ impl AppConfig {
             base.api_versions.extend(over.api_versions);
             if let Some(values) = over.values {
                 match &mut base.values {
-                    Some(existing) => super::helm::merge_values(existing, values),
+                    Some(existing) => super::values::merge(existing, values),
                     None => base.values = Some(values),
                 }
             }

@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod crds;
 pub mod hooks;
+pub mod post_render;
 pub mod version;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use super::config::{ChartSource, Context, HelmConfig};
 use super::names;
 use super::process::{self, Flag, Run, RunEvent, Tool};
 use super::safety::{self, Limits};
+use super::values;
 use crate::decrypt::sops;
 use crate::{Error, Manifest, Result};
 pub use chart::ChartRef;
@@ -197,10 +199,12 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
                 run = run.option(Flag::Values, path);
             }
             ValuesEntry::File { path, bytes } => {
-                let value = parse_values(&path, &bytes)?;
-                deep_merge(merged.get_or_insert_with(empty_map), value);
+                let value = values::parse(&path, &bytes)?;
+                values::merge(merged.get_or_insert_with(values::empty), value);
             }
-            ValuesEntry::Memory(value) => deep_merge(merged.get_or_insert_with(empty_map), value),
+            ValuesEntry::Memory(value) => {
+                values::merge(merged.get_or_insert_with(values::empty), value)
+            }
         }
     }
     if let Some(merged) = merged {
@@ -277,7 +281,7 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         (None, None) => None,
     };
     if let Some(dir) = post_render {
-        manifests = super::kustomize::post_render(ctx, manifests, &dir)?;
+        manifests = post_render::apply(ctx, manifests, &dir)?;
     }
     Ok(manifests)
 }
@@ -381,7 +385,7 @@ fn values_entries(ctx: &mut Context<'_>, cfg: &HelmConfig) -> Result<Vec<ValuesE
             let shown = ctx.relative(&path);
             let keys = ctx.keys()?.clone();
             let plain = sops::decrypt(&bytes, sops::Format::from_path(&path), &shown, &keys)?;
-            let value = parse_values(&shown, &plain)?;
+            let value = values::parse(&shown, &plain)?;
             ctx.redactor.add_leaves(&value);
             entries.push(ValuesEntry::Memory(value));
         } else {
@@ -392,66 +396,6 @@ fn values_entries(ctx: &mut Context<'_>, cfg: &HelmConfig) -> Result<Vec<ValuesE
         entries.push(ValuesEntry::Memory(values.clone()));
     }
     Ok(entries)
-}
-
-fn parse_values(path: &Path, bytes: &[u8]) -> Result<Value> {
-    let fail = |message: String| Error::Source {
-        path: path.to_path_buf(),
-        message,
-    };
-    let text = std::str::from_utf8(bytes).map_err(|_| fail("values file is not UTF-8".into()))?;
-    if text.trim().is_empty() {
-        return Ok(empty_map());
-    }
-    // Never include parser snippets: this may be decrypted text.
-    let value: Value =
-        serde_saphyr::from_str_with_options(text, crate::yaml::options()).map_err(|err| {
-            let line = err
-                .location()
-                .map(|l| format!(" at line {}", l.line()))
-                .unwrap_or_default();
-            fail(format!("values are not valid YAML{line}"))
-        })?;
-    match value {
-        Value::Object(_) => {
-            let mut value = value;
-            // A decrypted file still carries its `sops:` block only if decryption kept it.
-            if let Some(map) = value.as_object_mut() {
-                map.remove("sops");
-            }
-            Ok(value)
-        }
-        Value::Null => Ok(empty_map()),
-        _ => Err(fail("values must be a mapping".into())),
-    }
-}
-
-fn empty_map() -> Value {
-    Value::Object(serde_json::Map::new())
-}
-
-/// Helm's merge of successive `-f` files: maps merge recursively, anything else replaces.
-/// Helm's values merge, for layering `spec.render` values over ferry.yaml's.
-pub(crate) fn merge_values(base: &mut Value, overlay: Value) {
-    deep_merge(base, overlay)
-}
-
-fn deep_merge(base: &mut Value, overlay: Value) {
-    match (base, overlay) {
-        (Value::Object(base), Value::Object(overlay)) => {
-            for (key, value) in overlay {
-                match base.get_mut(&key) {
-                    Some(existing) if existing.is_object() && value.is_object() => {
-                        deep_merge(existing, value)
-                    }
-                    _ => {
-                        base.insert(key, value);
-                    }
-                }
-            }
-        }
-        (base, overlay) => *base = overlay,
-    }
 }
 
 /// Parse `helm template` output; each object's origin is the template named by helm's
@@ -488,22 +432,4 @@ fn parse_output(
         }
     }
     Ok(manifests)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_is_helms() {
-        let mut base = serde_json::json!({"a": {"b": 1, "c": [1]}, "d": 1});
-        deep_merge(
-            &mut base,
-            serde_json::json!({"a": {"c": [2], "e": true}, "d": {"x": 1}}),
-        );
-        assert_eq!(
-            base,
-            serde_json::json!({"a": {"b": 1, "c": [2], "e": true}, "d": {"x": 1}})
-        );
-    }
 }

@@ -23,6 +23,7 @@ pub mod process;
 pub mod safety;
 pub mod set_image;
 pub mod substitute;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};

@@ -127,9 +127,23 @@ fn host_of(rest: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
+/// `url` without its userinfo (`https://user:pass@host/x` → `https://host/x`), for messages:
+/// credentials written into a repository URL are never shown.
+pub fn strip_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
+                format!("{scheme}://{host}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// A Helm HTTP repository: an `https://` or `http://` URL with a host.
 pub fn repo_url(url: &str) -> Result<(), String> {
-    let shown = super::helm::chart::strip_userinfo(url);
+    let shown = strip_userinfo(url);
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -143,7 +157,7 @@ pub fn repo_url(url: &str) -> Result<(), String> {
 
 /// An OCI chart reference: `oci://host/path`.
 pub fn oci_reference(reference: &str) -> Result<(), String> {
-    let shown = super::helm::chart::strip_userinfo(reference);
+    let shown = strip_userinfo(reference);
     match reference.strip_prefix("oci://") {
         Some(rest) if printable(reference) && host_of(rest).is_some() && rest.contains('/') => {
             Ok(())
@@ -197,6 +211,15 @@ mod tests {
         );
         assert!(set_expression("--post-renderer=x").is_err());
         assert!(set_expression("novalue").is_err());
+    }
+
+    #[test]
+    fn userinfo_is_not_shown() {
+        assert_eq!(
+            strip_userinfo("https://u:p@charts.example/x"),
+            "https://charts.example/x"
+        );
+        assert_eq!(strip_userinfo("oci://reg/charts/a"), "oci://reg/charts/a");
     }
 
     #[test]

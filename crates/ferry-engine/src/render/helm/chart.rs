@@ -37,21 +37,9 @@ impl ChartRef {
     pub fn display(&self) -> String {
         match self {
             ChartRef::Local(path) => path.display().to_string(),
-            ChartRef::Repo { url, name } => format!("{name} from {}", strip_userinfo(url)),
-            ChartRef::Oci(reference) => strip_userinfo(reference),
+            ChartRef::Repo { url, name } => format!("{name} from {}", names::strip_userinfo(url)),
+            ChartRef::Oci(reference) => names::strip_userinfo(reference),
         }
-    }
-}
-
-pub(crate) fn strip_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
-                format!("{scheme}://{host}")
-            }
-            _ => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 
@@ -118,7 +106,7 @@ pub fn fetch(
                 add = add.positional("ferry-chart-repo").positional(url);
                 run_helm(
                     add,
-                    &format!("adding chart repository {}", strip_userinfo(url)),
+                    &format!("adding chart repository {}", names::strip_userinfo(url)),
                     redactor,
                 )?;
                 pull = pull.positional(format!("ferry-chart-repo/{name}"));
@@ -345,15 +333,6 @@ pub fn chart_name(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn userinfo_is_not_shown() {
-        assert_eq!(
-            strip_userinfo("https://u:p@charts.example/x"),
-            "https://charts.example/x"
-        );
-        assert_eq!(strip_userinfo("oci://reg/charts/a"), "oci://reg/charts/a");
-    }
 
     #[test]
     fn names_from_archives() {
