@@ -350,6 +350,14 @@ fn the_default_render_is_ferry_install_without_the_namespace() {
         chart_crds == deploy_crds,
         "charts/ferry-agent/crds/ferry-crds.yaml differs from deploy/crds.yaml: cp deploy/crds.yaml charts/ferry-agent/crds/ferry-crds.yaml"
     );
+    // ... and deploy/crds.yaml is THE CRD list (ferry_api::all_crds: what `ferry install`
+    // applies and `ferry uninstall` / `ferry check` compare against), as `ferry-agent crds`
+    // prints it.
+    let generated = ferry_agent::crds::yaml().expect("the CRD list as YAML");
+    assert!(
+        deploy_crds == generated,
+        "deploy/crds.yaml differs from the CRD list: cargo run -p ferry-agent -- crds > deploy/crds.yaml (and copy it to charts/ferry-agent/crds/ferry-crds.yaml)"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! The pipeline runs `source → render → decrypt → plan → apply → prune → health → report`;
 //! each stage is a module below. The `ferry` CLI (push) and the `ferry-agent` (pull) are thin
 //! drivers over [`pipeline`].
+#![deny(unsafe_code)]
 
 pub mod cluster;
 pub mod decrypt;

@@ -18,6 +18,10 @@
 //! - Secrets never appear in messages: URLs lose their user info, and any secret value a server
 //!   or libgit2 echoes back is replaced ([`redact_text`]).
 
+// libgit2's global network timeouts are only settable through git2's unsafe `opts` functions;
+// the crate root denies unsafe code everywhere else. The block has a SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::fmt;
 
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
