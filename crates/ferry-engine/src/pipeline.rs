@@ -136,6 +136,16 @@ fn owner_for(
     }
 }
 
+/// The app has no inventory under `owner`'s name in its namespace.
+fn no_inventory(owner: &Owner, hint: &str) -> Error {
+    Error::NoInventory {
+        app: owner.app.clone(),
+        owner: owner.describe(),
+        namespace: owner.namespace.clone(),
+        hint: hint.to_string(),
+    }
+}
+
 /// Check that every namespace the plan needs exists or is created by the plan itself.
 async fn check_namespaces(
     client: &Client,
@@ -180,7 +190,9 @@ async fn check_namespaces(
                 });
             }
             Err(err) if is_unreachable(&err) => {
-                return Err(Error::Cluster(describe_kube_error(&err)));
+                return Err(Error::Unreachable {
+                    message: describe_kube_error(&err),
+                });
             }
             // A tenant may not read namespaces; the apply reports any real problem.
             Err(_) => {}
@@ -1158,11 +1170,10 @@ pub async fn delete(client: &Client, opts: &DeleteOptions) -> Result<ApplyReport
                     (old.inventory, None, Some(old.version))
                 }
                 None => {
-                    return Err(Error::Refused(format!(
-                        "no inventory for {} in namespace {}: nothing to delete (was it applied with another --namespace?)",
-                        owner.describe(),
-                        owner.namespace
-                    )));
+                    return Err(no_inventory(
+                        &owner,
+                        "nothing to delete (was it applied with another --namespace?)",
+                    ));
                 }
             }
         }
@@ -1296,11 +1307,10 @@ pub async fn status_with(client: &Client, opts: &StatusOptions) -> Result<Status
     let counted_client = counted(client, &counter);
     let client = &counted_client;
     let Some(inv) = inventory::read(client, &owner).await?.map(|s| s.inventory) else {
-        return Err(Error::Refused(format!(
-            "no inventory for {} in namespace {}: it was never applied there (check --app and --namespace)",
-            owner.describe(),
-            owner.namespace
-        )));
+        return Err(no_inventory(
+            &owner,
+            "it was never applied there (check --app and --namespace)",
+        ));
     };
     let mut resolver = discovery::resolver_for(opts.discovery.as_ref(), client, &[]).await?;
     resolver.refresh_for_entries(client, &inv.objects).await?;

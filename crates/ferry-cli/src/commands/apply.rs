@@ -338,7 +338,7 @@ pub struct Prepared {
 impl Prepared {
     /// Name the API server on errors about reaching it (the engine does not know the URL).
     pub fn name_server(&self, err: ferry_engine::Error) -> anyhow::Error {
-        let unreachable = matches!(err, ferry_engine::Error::Cluster(_));
+        let unreachable = err.is_about_the_cluster();
         let err = anyhow::Error::new(err);
         if unreachable {
             err.context(format!(

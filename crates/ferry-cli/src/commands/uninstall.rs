@@ -216,7 +216,7 @@ async fn dry_run(
                 }
             }
         }
-        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {}
+        Err(ferry_engine::Error::NoInventory { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     for object in install_objects(ns) {
@@ -472,7 +472,7 @@ async fn remove_agent(client: &kube::Client, ns: &str) -> Result<bool> {
             }
         }
         // Installed another way (the chart) or inventory already gone: the names below.
-        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {}
+        Err(ferry_engine::Error::NoInventory { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     for object in install_objects(ns) {
@@ -649,7 +649,7 @@ async fn remove_crds(client: &kube::Client) -> Result<u8> {
     .await
     {
         Ok(_) => {}
-        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {}
+        Err(ferry_engine::Error::NoInventory { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     for name in &ours {

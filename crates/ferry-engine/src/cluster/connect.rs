@@ -28,14 +28,14 @@ pub async fn load_config(options: &ClusterOptions) -> Result<Config> {
         Some(path) => config_from_file(path, &kube_options).await,
         None if options.context.is_some() => {
             Config::from_kubeconfig(&kube_options).await.map_err(|err| {
-                Error::Cluster(format!(
+                config_error(format!(
                     "cannot load context {:?} from the default kubeconfig (~/.kube/config): {err}",
                     options.context.as_deref().unwrap_or_default()
                 ))
             })
         }
         None => Config::infer().await.map_err(|err| {
-            Error::Cluster(format!(
+            config_error(format!(
                 "no cluster configured: no $KUBECONFIG, no usable ~/.kube/config and not running in a pod ({err}); pass --kubeconfig FILE"
             ))
         }),
@@ -50,7 +50,7 @@ async fn config_from_file(path: &Path, kube_options: &KubeConfigOptions) -> Resu
             continue;
         }
         let loaded = Kubeconfig::read_from(&part).map_err(|err| {
-            Error::Cluster(format!(
+            config_error(format!(
                 "cannot read kubeconfig {}: {err}; check the path given by --kubeconfig or $KUBECONFIG",
                 part.display()
             ))
@@ -58,16 +58,16 @@ async fn config_from_file(path: &Path, kube_options: &KubeConfigOptions) -> Resu
         merged = Some(match merged {
             None => loaded,
             Some(previous) => previous.merge(loaded).map_err(|err| {
-                Error::Cluster(format!("cannot merge kubeconfig {}: {err}", part.display()))
+                config_error(format!("cannot merge kubeconfig {}: {err}", part.display()))
             })?,
         });
     }
     let kubeconfig = merged
-        .ok_or_else(|| Error::Cluster(format!("kubeconfig path {:?} is empty", path.display())))?;
+        .ok_or_else(|| config_error(format!("kubeconfig path {:?} is empty", path.display())))?;
     Config::from_custom_kubeconfig(kubeconfig, kube_options)
         .await
         .map_err(|err| {
-            Error::Cluster(format!(
+            config_error(format!(
                 "kubeconfig {}{}: {err}",
                 path.display(),
                 kube_options
@@ -88,7 +88,7 @@ pub async fn connect(options: &ClusterOptions) -> Result<Client> {
 pub fn client_from_config(config: Config) -> Result<Client> {
     let server = config.cluster_url.to_string();
     Client::try_from(config)
-        .map_err(|err| Error::Cluster(format!("cannot build a client for {server}: {err}")))
+        .map_err(|err| config_error(format!("cannot build a client for {server}: {err}")))
 }
 
 /// What `ferry cluster-info` reports.
@@ -105,11 +105,14 @@ pub struct ClusterInfo {
 impl ClusterInfo {
     /// Ask the API server for its version and for the identity it sees (SelfSubjectReview).
     pub async fn fetch(client: &Client, server: &str) -> Result<Self> {
-        let version = client.apiserver_version().await.map_err(|err| {
-            Error::Cluster(format!(
-                "cannot reach the API server at {server}: {err}; is the cluster up and the kubeconfig current?"
-            ))
-        })?;
+        let version = client
+            .apiserver_version()
+            .await
+            .map_err(|err| Error::Unreachable {
+                message: format!(
+                    "cannot reach the API server at {server}: {err}; is the cluster up and the kubeconfig current?"
+                ),
+            })?;
         let reviews: Api<SelfSubjectReview> = Api::all(client.clone());
         let review = SelfSubjectReview::default();
         let (username, groups) = match reviews.create(&PostParams::default(), &review).await {
@@ -140,4 +143,8 @@ impl ClusterInfo {
             server_side_apply: version.major == "1" && minor >= 22,
         })
     }
+}
+
+fn config_error(message: String) -> Error {
+    Error::Config { message }
 }

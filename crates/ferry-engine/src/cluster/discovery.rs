@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::discovery::Discovery;
 
-use crate::cluster::kube_error::describe_kube_error;
+use crate::cluster::kube_error::{describe_kube_error, status_code};
 use crate::cluster::requests::{RequestCounter, counted};
 use crate::inventory::Entry;
 use crate::plan::Resolver;
@@ -35,11 +35,9 @@ async fn run_discovery(client: &Client) -> Result<Discovery> {
     Discovery::new(client.clone())
         .run_aggregated()
         .await
-        .map_err(|err| {
-            Error::Cluster(format!(
-                "discovery failed (cannot list the API server's kinds): {}",
-                describe_kube_error(&err)
-            ))
+        .map_err(|err| Error::Discovery {
+            message: describe_kube_error(&err),
+            code: status_code(&err),
         })
 }
 

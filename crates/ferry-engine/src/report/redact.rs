@@ -352,6 +352,20 @@ impl Redactor {
                 message: r(message),
             },
             Error::Cluster(message) => Error::Cluster(r(message)),
+            Error::Config { message } => Error::Config {
+                message: r(message),
+            },
+            Error::Unreachable { message } => Error::Unreachable {
+                message: r(message),
+            },
+            Error::Discovery { message, code } => Error::Discovery {
+                message: r(message),
+                code,
+            },
+            Error::Conflict { object, message } => Error::Conflict {
+                object: r(object),
+                message: r(message),
+            },
             Error::Refused(message) => Error::Refused(r(message)),
             other => {
                 let mut shown = other.to_string();
@@ -661,5 +675,28 @@ mod tests {
         );
         let err = r.redact_error(crate::Error::Other(anyhow::anyhow!("boom s3cr3t-value")));
         assert!(!err.to_string().contains("s3cr3t"));
+        // The cluster-wide variants keep their shape (callers match on them) and their typed
+        // fields; only the described server message is redacted.
+        let err = r.redact_error(crate::Error::Discovery {
+            message: "forbidden: s3cr3t-value".into(),
+            code: Some(403),
+        });
+        assert!(
+            matches!(&err, crate::Error::Discovery { message, code: Some(403) } if message == "forbidden: [REDACTED]"),
+            "{err}"
+        );
+        let err = r.redact_error(crate::Error::Unreachable {
+            message: "cannot reach the API server: s3cr3t-value".into(),
+        });
+        assert!(
+            matches!(&err, crate::Error::Unreachable { .. }) && !err.to_string().contains("s3cr3t")
+        );
+        let err = r.redact_error(crate::Error::Conflict {
+            object: "inventory ConfigMap ns/x".into(),
+            message: "changed s3cr3t-value".into(),
+        });
+        assert!(
+            matches!(&err, crate::Error::Conflict { .. }) && !err.to_string().contains("s3cr3t")
+        );
     }
 }

@@ -89,9 +89,9 @@ pub async fn live_index(
                         }
                         Ok(out)
                     }
-                    Err(err) if is_unreachable(&err) => {
-                        Err(crate::Error::Cluster(describe_kube_error(&err)))
-                    }
+                    Err(err) if is_unreachable(&err) => Err(crate::Error::Unreachable {
+                        message: describe_kube_error(&err),
+                    }),
                     Err(err) => {
                         // e.g. a tenant allowed to get but not list: fall back to GETs.
                         tracing::debug!(
@@ -106,7 +106,9 @@ pub async fn live_index(
                                 }
                                 Ok(None) => {}
                                 Err(err) if is_unreachable(&err) => {
-                                    return Err(crate::Error::Cluster(describe_kube_error(&err)));
+                                    return Err(crate::Error::Unreachable {
+                                        message: describe_kube_error(&err),
+                                    });
                                 }
                                 // Forbidden reads: the apply itself will report the real problem.
                                 Err(_) => {}
