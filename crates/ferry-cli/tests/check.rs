@@ -254,6 +254,39 @@ async fn check_finds_the_agent_available_at_the_cli_version_and_reports_an_older
         "{line}"
     );
 
+    // Pinned by digest only: the version cannot be read from the reference; not a failure.
+    let digest_only = format!("ghcr.io/ferry-dev/ferry-agent@sha256:{}", "0".repeat(64));
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "agent", "image": digest_only}
+    ]}}}});
+    deployments
+        .patch(
+            "ferry-agent",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("digest-only image");
+    ferry_testsupport::wait_for(
+        "check to accept a digest-only image",
+        std::time::Duration::from_secs(60),
+        || {
+            let (env, kubeconfig, ns) = (env.clone(), kubeconfig.clone(), home.name.clone());
+            async move {
+                let (code, out, _) = ferry(&env, &kubeconfig, &["check", "--namespace", &ns]);
+                let prefix = format!("✔ agent Deployment {ns}/ferry-agent:");
+                match out.lines().find(|l| l.starts_with(&prefix)) {
+                    Some(line) if code == 0 && line.contains("pinned by digest only") => {
+                        Ok(Some(()))
+                    }
+                    _ => anyhow::bail!("exit {code}: {out}"),
+                }
+            }
+        },
+    )
+    .await
+    .expect("a digest-only image passes, saying its version is not compared");
+
     let (code, out, err) = ferry(
         &env,
         &kubeconfig,

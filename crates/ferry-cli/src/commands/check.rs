@@ -374,6 +374,17 @@ async fn deployment_check(client: &kube::Client, namespace: &str) -> Check {
             ),
         );
     }
+    if tag.is_empty() && image.contains("@sha256:") {
+        // Pinned by digest only (as GitOps installs often are): the reference says nothing
+        // about the version. Not a failure: the digest is the stronger pin; say how to have
+        // the version checked too.
+        return Check::pass(
+            name,
+            format!(
+                "Available, {ready} ready, image {image} pinned by digest only: its version cannot be compared with this CLI's {cli} (pin it as REPOSITORY:{cli}@sha256:… to have it checked)"
+            ),
+        );
+    }
     if tag.trim_start_matches('v') != cli {
         return Check::fail(
             name,
