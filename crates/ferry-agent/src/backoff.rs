@@ -152,7 +152,7 @@ impl Backoff {
 
     /// A uniformly random fraction in `[low, high)`; no jitter (0) when the range is empty.
     fn fraction(&self, low: f64, high: f64) -> f64 {
-        if !(high > low) || !low.is_finite() || !high.is_finite() {
+        if !low.is_finite() || !high.is_finite() || high <= low {
             return 0.0;
         }
         self.rng

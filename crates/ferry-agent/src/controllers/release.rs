@@ -36,6 +36,9 @@ use kube::{Client, ResourceExt};
 use crate::context::{Context, Identity, Key, key_of};
 
 const KIND: &str = "Release";
+/// How soon a Release whose GitSource is being fetched by this replica looks again (the fetch
+/// also wakes it at once).
+const SOURCE_PENDING_RECHECK: Duration = Duration::from_secs(5);
 /// Finalizer that makes deletion prune what the Release applied.
 pub const FINALIZER: &str = "ferry.dev/finalizer";
 
@@ -477,22 +480,24 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     }
     let source_key: Key = (source_ns.clone(), release.spec.source_ref.name.clone());
     let Some(artifact) = ctx.artifact(&source_key) else {
-        // The source has a revision but this process has not fetched it yet (agent restart or
-        // new leader): its fetch wakes this Release; don't flap Ready meanwhile.
-        if source_pending(ctx, &source_key) {
-            let mut d = Decision::waiting(
+        return match source_state(ctx, &source_key).await {
+            // Its fetch wakes this Release; look again soon in case it is slow.
+            SourceWait::Pending => {
+                let mut d = Decision::waiting(
+                    "SourceNotReady",
+                    String::new(),
+                    ctx.backoff
+                        .interval(SOURCE_PENDING_RECHECK.min(timing.retry)),
+                );
+                d.keep_status = true;
+                d
+            }
+            SourceWait::NotReady(message) => Decision::waiting(
                 "SourceNotReady",
-                String::new(),
+                message,
                 ctx.backoff.interval(timing.retry),
-            );
-            d.keep_status = true;
-            return d;
-        }
-        return Decision::waiting(
-            "SourceNotReady",
-            source_not_ready_message(ctx, &source_key),
-            ctx.backoff.interval(timing.retry),
-        );
+            ),
+        };
     };
     let revision = artifact.revision.clone();
     let failed = |reason: &'static str, message: String| Decision {
@@ -687,40 +692,63 @@ async fn terminating(ctx: &Context, namespaces: &[&str]) -> std::collections::BT
     out
 }
 
-fn source_not_ready_message(ctx: &Context, source: &Key) -> String {
-    let found = ctx
-        .sources
-        .get()
-        .and_then(|store| store.get(&ObjectRef::<GitSource>::new(&source.1).within(&source.0)));
-    match found {
-        None => format!(
+/// What a Release without a local artifact of its GitSource does.
+#[derive(Debug, PartialEq, Eq)]
+enum SourceWait {
+    /// The GitSource exists and is not failing: this replica's fetch is under way (a restart, or
+    /// a new leader whose cache is still empty) and wakes the Release when it lands. Keep the
+    /// status as it is: the last leader's Ready=True stays true (no flap on takeover).
+    Pending,
+    /// Not found, or failing: say so in Ready=False.
+    NotReady(String),
+}
+
+/// The decision, from what is known of the GitSource: `found` from this replica's cache or, when
+/// the cache does not have it yet, from the API server; `watched` whether this agent watches its
+/// namespace (else nobody here will ever fetch it).
+fn source_wait(source: &Key, found: Option<&GitSource>, watched: bool) -> SourceWait {
+    let Some(gs) = found.filter(|_| watched) else {
+        return SourceWait::NotReady(format!(
             "GitSource {}/{} not found (is it created, and in a namespace this agent watches?)",
             source.0, source.1
-        ),
-        Some(gs) => {
-            let why = gs
-                .status
-                .as_ref()
-                .and_then(|s| common::find_condition(&s.conditions, READY))
-                .map(|c| c.message.clone())
-                .unwrap_or_else(|| "not fetched yet".to_string());
-            format!(
-                "GitSource {}/{} has no revision yet: {why}",
-                source.0, source.1
-            )
-        }
+        ));
+    };
+    let conditions = gs.status.clone().unwrap_or_default().conditions;
+    match common::find_condition(&conditions, READY) {
+        None => SourceWait::Pending,
+        Some(c) if c.status == "True" => SourceWait::Pending,
+        Some(c) => SourceWait::NotReady(format!(
+            "GitSource {}/{} has no revision yet: {}",
+            source.0, source.1, c.message
+        )),
     }
 }
 
-/// The GitSource exists and is not failing: its fetch is under way and will wake this Release.
-fn source_pending(ctx: &Context, source: &Key) -> bool {
-    ctx.sources
+/// [`source_wait`] for a GitSource this replica has no artifact of. A GitSource missing from the
+/// cache is looked up in the API server: right after a leader takeover the Release cache can
+/// list before the GitSource cache does, and "not found" would flip a Ready Release to False
+/// until the fetch (issue 12). Only then is the API read, once per such reconcile.
+async fn source_state(ctx: &Context, source: &Key) -> SourceWait {
+    let watched =
+        ctx.options.watch_namespaces.is_empty() || ctx.options.watch_namespaces.contains(&source.0);
+    let cached = ctx
+        .sources
         .get()
-        .and_then(|store| store.get(&ObjectRef::<GitSource>::new(&source.1).within(&source.0)))
-        .is_some_and(|gs| {
-            let conditions = gs.status.clone().unwrap_or_default().conditions;
-            common::find_condition(&conditions, READY).is_none_or(|c| c.status == "True")
-        })
+        .and_then(|store| store.get(&ObjectRef::<GitSource>::new(&source.1).within(&source.0)));
+    if let Some(gs) = cached {
+        return source_wait(source, Some(&gs), watched);
+    }
+    if !watched {
+        return source_wait(source, None, watched);
+    }
+    let api: Api<GitSource> = Api::namespaced(ctx.client.clone(), &source.0);
+    match api.get_opt(&source.1).await {
+        Ok(found) => source_wait(source, found.as_ref(), watched),
+        Err(err) => SourceWait::NotReady(format!(
+            "cannot read GitSource {}/{}: {err}",
+            source.0, source.1
+        )),
+    }
 }
 
 fn dependency_ready(ctx: &Context, dep: &Key) -> Result<(), String> {
@@ -856,7 +884,7 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
             Ok(Action::await_change())
         }
         // Never applied (no inventory): nothing of ours to delete.
-        Err(ferry_engine::Error::NoInventory { .. }) => {
+        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {
             Ok(Action::await_change())
         }
         Err(e) => Err(ReleaseError::Cleanup(
@@ -874,4 +902,64 @@ pub fn error_policy(release: Arc<Release>, err: &ReleaseError, ctx: Arc<Context>
         .unwrap_or(Duration::from_secs(30));
     ctx.metrics.observe_error(KIND);
     Action::requeue(ctx.backoff.on_error(KIND, &key, retry))
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_api::GitSourceStatus;
+    use ferry_api::gitsource::GitSourceSpec;
+
+    use super::*;
+
+    fn source(ready: Option<(bool, &str)>) -> GitSource {
+        let mut gs = GitSource::new("app", GitSourceSpec::default());
+        gs.metadata.namespace = Some("team-a".to_string());
+        if let Some((ok, message)) = ready {
+            let mut status = GitSourceStatus::default();
+            let reason = if ok { "Succeeded" } else { "FetchFailed" };
+            common::set_condition(&mut status.conditions, READY, ok, reason, message, Some(1));
+            gs.status = Some(status);
+        }
+        gs
+    }
+
+    fn key() -> Key {
+        ("team-a".to_string(), "app".to_string())
+    }
+
+    #[test]
+    fn a_ready_source_not_yet_fetched_here_keeps_the_release_status() {
+        // A new leader: the GitSource was Ready under the last leader, this replica has not
+        // fetched it yet. No Ready=False in between.
+        let ready = source(Some((true, "stored revision main@sha1:abc")));
+        assert_eq!(source_wait(&key(), Some(&ready), true), SourceWait::Pending);
+        // A GitSource never reconciled yet: its first fetch is under way.
+        assert_eq!(
+            source_wait(&key(), Some(&source(None)), true),
+            SourceWait::Pending
+        );
+    }
+
+    #[test]
+    fn a_failing_missing_or_unwatched_source_is_reported() {
+        let failing = source(Some((false, "authentication required")));
+        match source_wait(&key(), Some(&failing), true) {
+            SourceWait::NotReady(message) => {
+                assert!(message.contains("team-a/app"), "{message}");
+                assert!(message.contains("authentication required"), "{message}");
+            }
+            SourceWait::Pending => panic!("a failing source must be reported"),
+        }
+        match source_wait(&key(), None, true) {
+            SourceWait::NotReady(message) => assert!(message.contains("not found"), "{message}"),
+            SourceWait::Pending => panic!("a missing source must be reported"),
+        }
+        // Ready under another agent, but nobody here fetches that namespace: waiting would be
+        // silent forever.
+        let ready = source(Some((true, "stored revision main@sha1:abc")));
+        assert!(matches!(
+            source_wait(&key(), Some(&ready), false),
+            SourceWait::NotReady(_)
+        ));
+    }
 }
