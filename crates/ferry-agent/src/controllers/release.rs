@@ -884,7 +884,7 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
             Ok(Action::await_change())
         }
         // Never applied (no inventory): nothing of ours to delete.
-        Err(ferry_engine::Error::Refused(msg)) if msg.starts_with("no inventory") => {
+        Err(ferry_engine::Error::NoInventory { .. }) => {
             Ok(Action::await_change())
         }
         Err(e) => Err(ReleaseError::Cleanup(
