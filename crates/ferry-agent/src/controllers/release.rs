@@ -787,7 +787,7 @@ fn client_for(release: &Release, ctx: &Context) -> Result<(Client, Identity), St
 /// a path on the agent's disk. Only the agent's own flags become render policy.
 fn apply_render_spec(
     release: &Release,
-    options: &crate::AgentOptions,
+    options: &crate::options::AgentOptions,
     request: &mut RenderRequest,
 ) -> Result<(), String> {
     use ferry_engine::render::overrides::{DriverSettings, ObjectLayer, layer_onto};
