@@ -5,6 +5,8 @@
 //! [`TestNamespace`] gives each test its own namespace and deletes it on drop.
 #![forbid(unsafe_code)]
 
+pub mod sshd;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -162,7 +162,11 @@ pub fn describe_error(err: &git2::Error, auth: &GitAuth) -> String {
                 "authentication failed ({msg}); check the credentials in the GitSource's secretRef"
             )
         }
-        git2::ErrorCode::Certificate => format!("host verification failed ({msg})"),
+        // libgit2 replaces the certificate callback's own message with a generic one: say here
+        // what to check.
+        git2::ErrorCode::Certificate => format!(
+            "host verification failed ({msg}); the server's host key must be listed for this host in `known_hosts` of the GitSource's secretRef"
+        ),
         git2::ErrorCode::NotFound => format!("{msg}; does the ref exist on the remote?"),
         _ => msg,
     }
