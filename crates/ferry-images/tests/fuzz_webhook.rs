@@ -50,6 +50,8 @@ proptest! {
             for e in events {
                 prop_assert!(!e.image.is_empty());
                 let _ = e.canonical();
+                // The receiver matches ImageRepositories with `names`: an event names its own image.
+                prop_assert!(e.names(&e.image));
             }
         }
         prop_assert!(started.elapsed() < Duration::from_secs(2), "slow: {:?}", started.elapsed());
@@ -63,6 +65,10 @@ proptest! {
     ) {
         prop_assert!(verify_hmac(&key, &body, Some(&header)).is_err());
         let _ = verify_hmac(&key, &body, None);
-        let _ = verify_harbor(&key, Some(&header));
+        // Harbor's auth header verifies exactly when it is the token (`Bearer ` optional).
+        let trimmed = header.trim();
+        let given = trimmed.strip_prefix("Bearer ").unwrap_or(trimmed);
+        prop_assert_eq!(verify_harbor(&key, Some(&header)).is_ok(), given.as_bytes() == key.as_slice());
+        prop_assert!(verify_harbor(given.as_bytes(), Some(&header)).is_ok());
     }
 }
