@@ -33,7 +33,7 @@ use crate::metrics::{Metrics, WebhookLabels};
 use crate::webhook::{self, ReceiverKeys, Rejection};
 
 /// The unsealer's current certificate, served at `/v1/cert.pem`.
-pub type CertificateSlot = ferry_engine::decrypt::sealed::CertificateHandle;
+pub type CertificateSlot = crate::controllers::unsealer::CertificateHandle;
 
 /// Longest a request may take, body upload included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

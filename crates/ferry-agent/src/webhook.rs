@@ -23,7 +23,7 @@ use ferry_api::common::RECONCILE_REQUESTED_AT;
 use ferry_api::images::ImageRepository;
 use ferry_api::receiver::{InvalidResource, Selection, Targets};
 use ferry_api::{GitSource, Receiver, ReceiverType};
-use ferry_images::controller::ScanTrigger;
+use crate::controllers::image_automation::ScanTrigger;
 use ferry_images::webhook::{RegistryEvent, WebhookError};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferry_agent::controllers::image_automation::{ImageAutomation, ImageOptions};
 use ferry_agent::{Agent, AgentOptions};
 use ferry_api::common::{READY, find_condition};
 use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
 use ferry_api::{GitSource, Release};
-use ferry_images::controller::{ImageAutomation, ImageOptions};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -54,7 +54,7 @@ fn crane(env: &TestEnv, args: &[&str]) {
 async fn install_crds(client: &Client) {
     let mut crds: Vec<serde_json::Value> = ferry_agent::crds::all();
     crds.extend(
-        ferry_images::controller::crds()
+        ferry_agent::controllers::image_automation::crds()
             .into_iter()
             .filter_map(|c| serde_json::to_value(c).ok()),
     );

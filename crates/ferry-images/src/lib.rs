@@ -4,7 +4,6 @@
 //! [`kustomize`]. File-tree edits shared by `ferry set-image` and the automation: [`setimage`].
 #![forbid(unsafe_code)]
 
-pub mod controller;
 pub mod git;
 pub mod kustomize;
 pub mod markers;

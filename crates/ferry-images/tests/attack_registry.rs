@@ -4,126 +4,27 @@
 //! bodies. Every server in this file is a HOSTILE PEER written by the test: the "registry" on
 //! 127.0.0.1 and "another host" on 127.0.0.2 (a different address, so a different origin).
 //! The assertions: the other host never sees an `Authorization` header, and the scan fails with
-//! a typed error that names the offending URL.
+//! a typed error that names the offending URL. The same attack through the ImageRepository
+//! controller is in ferry-agent's `tests/attack_image_registry.rs` (the controllers live there).
+
+mod hostile;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::response::Response;
-use base64::Engine;
 use ferry_images::registry::{
     ConnectOptions, Credentials, Registries, RegistryError, RegistryLimits, Target,
 };
-
-/// One request as a hostile peer saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    authorization: Option<String>,
-}
-
-type Handler = Arc<dyn Fn(&Request, SocketAddr) -> Response + Send + Sync>;
-
-/// A hostile HTTP peer on `ip`: records every request, answers with `handler`.
-struct Peer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Peer {
-    async fn start(ip: [u8; 4], handler: Handler) -> Self {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from((ip, 0)))
-            .await
-            .expect("bind hostile peer");
-        let addr = listener.local_addr().expect("addr");
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let record = seen.clone();
-        let app = axum::Router::new().fallback(move |request: Request| {
-            let handler = handler.clone();
-            let record = record.clone();
-            async move {
-                record.lock().expect("seen").push(Seen {
-                    path: request
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.to_string())
-                        .unwrap_or_default(),
-                    authorization: request
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string),
-                });
-                handler(&request, addr)
-            }
-        });
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { addr, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("seen").clone()
-    }
-
-    /// The credential-leak assertion: this peer never received any Authorization header.
-    fn assert_no_credentials(&self) {
-        let leaked: Vec<Seen> = self
-            .seen()
-            .into_iter()
-            .filter(|s| s.authorization.is_some())
-            .collect();
-        assert!(
-            leaked.is_empty(),
-            "credentials reached the other host: {leaked:?}"
-        );
-    }
-}
+use hostile::{Peer, basic_challenge, basic_ok, other_host, respond};
 
 fn creds() -> Credentials {
     Credentials::Basic {
         username: "robot".into(),
         password: "hunter2-secret".into(),
     }
-}
-
-fn basic_ok(request: &Request) -> bool {
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("robot:hunter2-secret")
-    );
-    request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        == Some(expected.as_str())
-}
-
-fn respond(status: StatusCode, headers: &[(&str, String)], body: impl Into<Body>) -> Response {
-    let mut builder = Response::builder().status(status);
-    for (name, value) in headers {
-        builder = builder.header(*name, value.as_str());
-    }
-    builder.body(body.into()).unwrap_or_default()
-}
-
-fn basic_challenge() -> Response {
-    respond(
-        StatusCode::UNAUTHORIZED,
-        &[("www-authenticate", "Basic realm=\"hostile\"".into())],
-        Body::empty(),
-    )
-}
-
-/// The other host: answers everything with a Basic challenge, which a naive client answers by
-/// sending the credentials it holds.
-async fn other_host() -> Peer {
-    Peer::start([127, 0, 0, 2], Arc::new(|_, _| basic_challenge())).await
 }
 
 fn target(registry: SocketAddr, credentials: Credentials) -> Target {
@@ -409,111 +310,4 @@ async fn endless_and_trickling_bodies_are_cut_off() {
 
 fn bytes_of(n: usize) -> axum::body::Bytes {
     axum::body::Bytes::from(vec![b' '; n])
-}
-
-/// The same attack through the real ImageRepository controller against the real API server: a
-/// tenant's ImageRepository (with a Secret) points at the hostile registry, which pages to
-/// another host. The scan fails with a condition that names the URL; the other host never gets
-/// the tenant's credentials; the Secret's password appears nowhere in the status.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_repository_against_a_hostile_registry_fails_safely() {
-    use ferry_api::common::{READY, find_condition};
-    use ferry_api::images::ImageRepository;
-    use ferry_images::controller::{ImageAutomation, ImageOptions};
-    use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
-    use kube::api::{Api, PostParams};
-
-    let env = TestEnv::get();
-    let client = env.client().await;
-    ferry_testsupport::install_crds(
-        &client,
-        &ferry_images::controller::crds()
-            .iter()
-            .map(|c| serde_json::to_value(c).expect("crd"))
-            .collect::<Vec<_>>(),
-        "ferry-images-tests",
-    )
-    .await;
-    let ns = TestNamespace::create(&client, "attack-registry").await;
-    let other = other_host().await;
-    let next = format!("http://{}/v2/team/app/tags/list?last=1.0.0", other.addr);
-    let registry = Peer::start(
-        [127, 0, 0, 1],
-        Arc::new(move |request, _| {
-            if !basic_ok(request) {
-                return basic_challenge();
-            }
-            respond(
-                StatusCode::OK,
-                &[
-                    ("content-type", "application/json".into()),
-                    ("link", format!("<{next}>; rel=\"next\"")),
-                ],
-                r#"{"name":"team/app","tags":["1.0.0"]}"#,
-            )
-        }),
-    )
-    .await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(client.clone(), &ns.name);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "reg-auth"},
-                "stringData": {"username": "robot", "password": "hunter2-secret"},
-            }))
-            .expect("secret"),
-        )
-        .await
-        .expect("create secret");
-    let repos: Api<ImageRepository> = Api::namespaced(client.clone(), &ns.name);
-    repos
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository",
-                "metadata": {"name": "app"},
-                "spec": {"image": format!("{}/team/app", registry.addr), "interval": "10m",
-                         "secretRef": {"name": "reg-auth"}},
-            }))
-            .expect("ImageRepository"),
-        )
-        .await
-        .expect("create ImageRepository");
-    let cache = tempfile::tempdir().expect("cache");
-    let mut options = ImageOptions::new(cache.path().to_path_buf());
-    options.namespaces = vec![ns.name.clone()];
-    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
-    let condition = wait_for(
-        "ImageRepository reports the refused Link",
-        Duration::from_secs(60),
-        || {
-            let repos = repos.clone();
-            async move {
-                let repo = repos.get("app").await?;
-                let status = repo.status.unwrap_or_default();
-                Ok(find_condition(&status.conditions, READY)
-                    .filter(|c| c.status == "False" && c.reason == "OtherHost")
-                    .cloned())
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    task.abort();
-    assert!(
-        condition.message.contains(&other.addr.to_string()),
-        "{}",
-        condition.message
-    );
-    let status =
-        serde_json::to_string(&repos.get("app").await.expect("get").status).expect("status json");
-    assert!(!status.contains("hunter2"), "no secret in status: {status}");
-    assert!(other.seen().is_empty(), "the other host was never asked");
-    other.assert_no_credentials();
-    assert!(
-        registry.seen().iter().any(|s| s.authorization.is_some()),
-        "the tenant's credentials did reach its own registry"
-    );
 }

@@ -6,8 +6,13 @@
 //! through the same backoff ([`crate::backoff`]).
 
 pub mod gitsource;
+pub mod image_automation;
+pub mod image_policy;
+pub mod image_repository;
+pub mod image_update;
 pub mod receiver;
 pub mod release;
+pub mod unsealer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -400,7 +405,7 @@ async fn extra_controllers(
     certificate: CertificateSlot,
     stop: CancellationToken,
 ) {
-    use ferry_engine::decrypt::sealed::{UnsealerOptions, run_unsealer};
+    use unsealer::{UnsealerOptions, run_unsealer};
     let options = &ctx.options;
     let mut tasks = Vec::new();
     if options.sealed_secrets {
@@ -433,8 +438,7 @@ async fn extra_controllers(
         }
     }
     if options.image_automation {
-        let mut images =
-            ferry_images::controller::ImageOptions::new(options.cache_dir.join("images"));
+        let mut images = image_automation::ImageOptions::new(options.cache_dir.join("images"));
         images.namespaces = options.watch_namespaces.clone();
         images.min_interval = options.clamp_interval(std::time::Duration::ZERO);
         images.max_timeout = options.max_timeout;
@@ -444,7 +448,7 @@ async fn extra_controllers(
         images.git_max_checkout_bytes = options.git_max_checkout_bytes;
         // Secrets named by ImageRepositories and ImageUpdates are read as the tenant.
         let reader = ctx.clone();
-        images.secret_reader = Some(ferry_images::controller::SecretReader::new(move |ns| {
+        images.secret_reader = Some(image_automation::SecretReader::new(move |ns| {
             reader
                 .secret_reader(ns)
                 .map(|(client, _)| client)
@@ -452,7 +456,7 @@ async fn extra_controllers(
         }));
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(err) = ferry_images::controller::run_controllers(client, images).await {
+            if let Err(err) = image_automation::run_controllers(client, images).await {
                 tracing::error!("image automation stopped: {err:#}");
             }
         }));

@@ -2,11 +2,12 @@
 //!
 //! - [`seal_secret`]: a Secret → a SealedSecret for a certificate's public key (`ferry seal`).
 //! - [`unseal`]: a SealedSecret → the Secret it stands for, given the key ring.
-//! - [`controller::run_unsealer`]: the controller the agent runs; it keeps the keys in Secrets
-//!   and serves the current certificate through a [`controller::CertificateHandle`].
+//! - [`find_bitnami_controller`]: whether a bitnami sealed-secrets controller serves the cluster
+//!   (then neither `ferry install --sealed-secrets` nor the agent starts ferry's unsealer). The
+//!   unsealer controller itself runs in the agent (`ferry-agent/src/controllers/unsealer.rs`).
 //! - [`fetch_certificate`]: read a certificate from a file or an `http://` URL.
 
-pub mod controller;
+pub mod bitnami;
 pub mod crypto;
 pub mod keys;
 pub mod types;
@@ -21,10 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-pub use controller::{
-    BITNAMI_CONTROLLER_SELECTORS, CertificateHandle, UnsealerOptions, find_bitnami_controller,
-    run_unsealer,
-};
+pub use bitnami::{BITNAMI_CONTROLLER_SELECTORS, find_bitnami_controller};
 pub use crypto::Scope;
 pub use keys::{KeyBits, KeyRing, SealingKey, public_key_from_certificate_pem};
 pub use types::{SealedSecret, SealedSecretSpec, SealedSecretStatus, SecretTemplateSpec, crd_yaml};

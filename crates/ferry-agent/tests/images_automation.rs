@@ -3,16 +3,18 @@
 //! policy → commit pushed to git, plus the faults: bad credentials, no matching tag, malformed
 //! markers, a manual rollback, and a push refused by the server.
 
+// The registry and git fixtures the image tests share with ferry-images' own tests.
+#[path = "../../ferry-images/tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use ferry_agent::controllers::image_automation::{ImageAutomation, ImageOptions, ScanTrigger};
 use ferry_api::GitSource;
 use ferry_api::common::{READY, find_condition};
 use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
-use ferry_images::controller::{ImageAutomation, ImageOptions, ScanTrigger};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -21,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 async fn install_crds(client: &Client) {
-    let mut crds = ferry_images::controller::crds();
+    let mut crds = ferry_agent::controllers::image_automation::crds();
     crds.push(GitSource::crd());
     let crds: Vec<serde_json::Value> = crds
         .iter()

@@ -14,10 +14,12 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use regex::Regex;
 
-use super::{Context, ReconcileError, ScanData, drain, lock, now_time, parse_interval};
-use crate::reference::ImageRef;
-use crate::registry::auth::{self, Credentials};
-use crate::registry::{ConnectOptions, RegistryError, Target};
+use super::image_automation::{
+    Context, ReconcileError, ScanData, drain, lock, now_time, parse_interval,
+};
+use ferry_images::reference::ImageRef;
+use ferry_images::registry::auth::{self, Credentials};
+use ferry_images::registry::{ConnectOptions, RegistryError, Target};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -20,12 +20,12 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::{Context, ReconcileError, drain, lock, now_time, parse_interval};
-use crate::git::{self, EditOutcome, GitAuth, GitError, WriteBackResult, WriteBackSpec};
-use crate::kustomize;
-use crate::markers::{self, PolicyRef};
-use crate::reference::ImageRef;
-use crate::setimage::{self, FileEdit, FileIssue, TreeReport, ValueChange};
+use super::image_automation::{Context, ReconcileError, drain, lock, now_time, parse_interval};
+use ferry_images::git::{self, EditOutcome, GitAuth, GitError, WriteBackResult, WriteBackSpec};
+use ferry_images::kustomize;
+use ferry_images::markers::{self, PolicyRef};
+use ferry_images::reference::ImageRef;
+use ferry_images::setimage::{self, FileEdit, FileIssue, TreeReport, ValueChange};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const MARKERS_VALID: &str = "MarkersValid";
@@ -173,7 +173,7 @@ impl RunInputs {
         let mut text_now = if edits.is_empty() {
             None
         } else {
-            Some(crate::yaml_scan::apply_edits(text, &mut edits))
+            Some(ferry_images::yaml_scan::apply_edits(text, &mut edits))
         };
         if setimage::is_kustomization(file) {
             for (entry, policy) in &self.kustomize_images {

@@ -3,10 +3,6 @@
 //! access, the in-memory tag lists that every policy of a repository shares, per-repository git
 //! locks); the agent builds one, hands its [`ScanTrigger`] to the webhook receiver, and runs it.
 
-mod policy;
-mod repository;
-mod update;
-
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,11 +15,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use thiserror::Error;
 
-use crate::reference::split_repository;
-use crate::registry::{Registries, RegistryLimits};
-use crate::webhook::RegistryEvent;
+use ferry_images::reference::split_repository;
+use ferry_images::registry::{Registries, RegistryLimits};
+use ferry_images::webhook::RegistryEvent;
 
-pub use update::render_message;
+pub use super::image_update::render_message;
 
 /// Options for the image controllers.
 #[derive(Debug, Clone)]
@@ -210,18 +206,18 @@ impl ImageAutomation {
             let c = ctx.clone();
             let n = ns.clone();
             all.push(Box::pin(async move {
-                repository::controller(c, n).await;
+                super::image_repository::controller(c, n).await;
                 "ImageRepository"
             }));
             let c = ctx.clone();
             let n = ns.clone();
             all.push(Box::pin(async move {
-                policy::controller(c, n).await;
+                super::image_policy::controller(c, n).await;
                 "ImagePolicy"
             }));
             let c = ctx.clone();
             all.push(Box::pin(async move {
-                update::controller(c, ns).await;
+                super::image_update::controller(c, ns).await;
                 "ImageUpdate"
             }));
         }

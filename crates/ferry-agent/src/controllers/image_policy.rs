@@ -12,9 +12,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::{Context, ReconcileError, drain, lock, now_time, repository};
-use crate::policy::{Choice, Filter, Order, Policy};
-use crate::semver_range::Range;
+use super::image_automation::{Context, ReconcileError, drain, lock, now_time};
+use super::image_repository as repository;
+use ferry_images::policy::{Choice, Filter, Order, Policy};
+use ferry_images::semver_range::Range;
 
 pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
     let (policies, repos): (Api<ImagePolicy>, Api<ImageRepository>) = match &namespace {

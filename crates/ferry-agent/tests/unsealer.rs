@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_engine::decrypt::sealed::{
-    self, CertificateHandle, KeyBits, Scope, SealedSecret, UnsealerOptions, run_unsealer,
-};
+use ferry_agent::controllers::unsealer::{CertificateHandle, UnsealerOptions, run_unsealer};
+use ferry_engine::decrypt::sealed::{self, KeyBits, Scope, SealedSecret};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;

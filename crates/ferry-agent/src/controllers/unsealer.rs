@@ -5,14 +5,14 @@
 //!
 //! Scope: it watches SealedSecrets (and the Secrets it owns) only in the namespaces it is given,
 //! one watch per namespace (so its RBAC can be namespaced), or cluster-wide when given none.
-//! [`find_bitnami_controller`] tells the agent whether a bitnami sealed-secrets controller
+//! The sealing and unsealing themselves are the library's (`ferry_engine::decrypt::sealed`);
+//! `find_bitnami_controller` there tells the agent whether a bitnami sealed-secrets controller
 //! already serves the cluster, in which case the agent does not start a second unsealer.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -20,10 +20,11 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::keys::{KEY_LABEL, KEY_LABEL_ACTIVE, KeyBits, KeyRing, SealingKey};
-use super::types::{SealedSecret, SealedSecretCondition};
-use super::unseal;
-use crate::{Error, Result};
+use ferry_engine::decrypt::sealed::keys::{
+    KEY_LABEL, KEY_LABEL_ACTIVE, KeyBits, KeyError, KeyRing, SealingKey,
+};
+use ferry_engine::decrypt::sealed::types::{SealedSecret, SealedSecretCondition};
+use ferry_engine::decrypt::sealed::unseal;
 
 /// Field manager for the Secrets the unsealer writes.
 pub const UNSEALER_FIELD_MANAGER: &str = "ferry-unsealer";
@@ -101,7 +102,7 @@ struct Ctx {
 /// Run the unsealer until the watch streams end (normally: forever). Loads or creates the
 /// sealing key first, so [`CertificateHandle::certificate_pem`] is available once this has
 /// started reconciling.
-pub async fn run_unsealer(client: Client, options: UnsealerOptions) -> Result<()> {
+pub async fn run_unsealer(client: Client, options: UnsealerOptions) -> Result<(), KeyStoreError> {
     refresh_keys(&client, &options).await?;
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -151,63 +152,15 @@ pub async fn run_unsealer(client: Client, options: UnsealerOptions) -> Result<()
     }
 }
 
-/// Label selectors of a bitnami sealed-secrets controller's Deployment: `name=...` is what
-/// bitnami's `controller.yaml` release manifest sets, `app.kubernetes.io/name=sealed-secrets`
-/// what its Helm chart sets.
-pub const BITNAMI_CONTROLLER_SELECTORS: [&str; 2] = [
-    "name=sealed-secrets-controller",
-    "app.kubernetes.io/name=sealed-secrets",
-];
-
-/// The `namespace/name` of a Deployment that looks like a bitnami sealed-secrets controller
-/// (see [`BITNAMI_CONTROLLER_SELECTORS`]), searched in `namespaces` (empty: all namespaces).
-/// Two unsealers would both write every SealedSecret's Secret and status, each with its own keys,
-/// so the agent does not start its own when one is found.
-pub async fn find_bitnami_controller(
-    client: &Client,
-    namespaces: &[String],
-) -> Result<Option<String>> {
-    let scopes: Vec<Api<Deployment>> = if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    };
-    for api in scopes {
-        for selector in BITNAMI_CONTROLLER_SELECTORS {
-            let found = api
-                .list_metadata(&ListParams::default().labels(selector).limit(1))
-                .await
-                .map_err(|e| {
-                    Error::Cluster(format!(
-                        "looking for a bitnami sealed-secrets controller (Deployments labelled {selector}): {e}"
-                    ))
-                })?;
-            if let Some(deployment) = found.items.first() {
-                return Ok(Some(format!(
-                    "{}/{}",
-                    deployment.metadata.namespace.as_deref().unwrap_or_default(),
-                    deployment.metadata.name.as_deref().unwrap_or_default()
-                )));
-            }
-        }
-    }
-    Ok(None)
-}
-
 /// Read the key Secrets; generate a key when there is none or the newest is due for renewal.
-async fn refresh_keys(client: &Client, options: &UnsealerOptions) -> Result<()> {
+async fn refresh_keys(client: &Client, options: &UnsealerOptions) -> Result<(), KeyStoreError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &options.key_namespace);
     let list = api
         .list(&ListParams::default().labels(&format!("{KEY_LABEL}={KEY_LABEL_ACTIVE}")))
         .await
-        .map_err(|e| {
-            Error::Cluster(format!(
-                "listing sealing key Secrets in {}: {e}",
-                options.key_namespace
-            ))
+        .map_err(|source| KeyStoreError::List {
+            namespace: options.key_namespace.clone(),
+            source,
         })?;
     let mut keys = Vec::new();
     for secret in &list.items {
@@ -231,30 +184,57 @@ async fn refresh_keys(client: &Client, options: &UnsealerOptions) -> Result<()> 
         let bits = options.key_bits;
         let key = tokio::task::spawn_blocking(move || SealingKey::generate(bits))
             .await
-            .map_err(|e| Error::Other(anyhow::anyhow!("key generation task: {e}")))?
-            .map_err(|e| Error::Other(anyhow::anyhow!("generating a sealing key: {e}")))?;
+            .map_err(KeyStoreError::Task)?
+            .map_err(KeyStoreError::Generate)?;
         let secret = key
             .to_secret(&options.key_namespace)
-            .map_err(|e| Error::Other(anyhow::anyhow!("storing the sealing key: {e}")))?;
+            .map_err(KeyStoreError::Encode)?;
         let created = api
             .create(&PostParams::default(), &secret)
             .await
-            .map_err(|e| {
-                Error::Cluster(format!(
-                    "creating a sealing key Secret in {}: {e}",
-                    options.key_namespace
-                ))
+            .map_err(|source| KeyStoreError::Create {
+                namespace: options.key_namespace.clone(),
+                source,
             })?;
         let mut key = key;
         key.secret_name = created.name_any();
         if let Some(ts) = created.metadata.creation_timestamp {
-            key.created = super::keys::to_chrono(&ts.0);
+            key.created = to_chrono(&ts.0);
         }
         tracing::info!(namespace = %options.key_namespace, secret = %key.secret_name, "generated a new sealing key");
         ring.push(key);
     }
     options.certificates.replace(ring);
     Ok(())
+}
+
+/// Why the sealing keys could not be read or a new one made. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    #[error("listing sealing key Secrets in {namespace}: {source}")]
+    List {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the key generation task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("generating a sealing key: {0}")]
+    Generate(#[source] KeyError),
+    #[error("storing the sealing key: {0}")]
+    Encode(#[source] KeyError),
+    #[error("creating a sealing key Secret in {namespace}: {source}")]
+    Create {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// k8s-openapi timestamps are `jiff`; the key ring orders by `chrono`.
+fn to_chrono(ts: &k8s_openapi::jiff::Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(ts.as_second(), ts.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,10 +248,7 @@ fn error_policy(_: Arc<SealedSecret>, err: &ReconcileError, _: Arc<Ctx>) -> Acti
     Action::requeue(Duration::from_secs(15))
 }
 
-async fn reconcile(
-    sealed: Arc<SealedSecret>,
-    ctx: Arc<Ctx>,
-) -> std::result::Result<Action, ReconcileError> {
+async fn reconcile(sealed: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let Some(namespace) = sealed.namespace() else {
         return Ok(Action::await_change());
     };
@@ -333,7 +310,7 @@ async fn update_status(
     sealed: &SealedSecret,
     status: &str,
     message: &str,
-) -> std::result::Result<(), kube::Error> {
+) -> Result<(), kube::Error> {
     let previous = sealed
         .status
         .as_ref()

@@ -7,6 +7,8 @@
 //! git server serve a hand-made hostile tree (a symlink to the victim followed by a directory of
 //! the same name, a `..` entry) to the ImageUpdate's clone.
 
+// The registry and git fixtures the image tests share with ferry-images' own tests.
+#[path = "../../ferry-images/tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -15,10 +17,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use ferry_agent::controllers::image_automation::{ImageAutomation, ImageOptions};
 use ferry_api::GitSource;
 use ferry_api::common::READY;
 use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
-use ferry_images::controller::{ImageAutomation, ImageOptions};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -26,7 +28,7 @@ use kube::{Client, CustomResourceExt};
 use serde_json::json;
 
 async fn install_crds(client: &Client) {
-    let mut crds = ferry_images::controller::crds();
+    let mut crds = ferry_agent::controllers::image_automation::crds();
     crds.push(GitSource::crd());
     let crds: Vec<serde_json::Value> = crds
         .iter()
