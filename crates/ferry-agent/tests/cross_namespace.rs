@@ -8,58 +8,17 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Repo, create, git_secret, install_crds, start_agent};
 use ferry_api::common::{READY, STALLED, find_condition};
 use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
 use ferry_api::{CROSS_NAMESPACE_REF_DENIED, GitSource};
+use ferry_testsupport::git::push_empty_image;
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use kube::Client;
 use kube::api::Api;
 use serde_json::json;
-
-/// Push an image with one empty layer to the testenv registry as `image:tag`.
-fn push_image(env: &TestEnv, image: &str, tag: &str) {
-    let empty = tempfile::NamedTempFile::new().expect("tempfile");
-    let tar = Command::new("tar")
-        .arg("cf")
-        .arg(empty.path())
-        .args(["-T", "/dev/null"])
-        .status()
-        .expect("tar");
-    assert!(tar.success(), "tar of an empty layer");
-    let out = Command::new(env.tool("crane"))
-        .args(["append", "--insecure", "-f"])
-        .arg(empty.path())
-        .args(["-t", &format!("{image}:{tag}")])
-        .output()
-        .expect("crane");
-    assert!(
-        out.status.success(),
-        "crane append: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `git` run on the server's bare repository (what a push has landed, read from disk).
-fn bare_git(env: &TestEnv, repo: &Repo, args: &[&str]) -> String {
-    let bare =
-        std::path::PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{}.git", repo.name));
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(&bare)
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Wait until `name`'s conditions say Ready=False and Stalled=True with `reason`; returns the
 /// Ready message.
@@ -129,7 +88,7 @@ async fn image_automation_follows_cross_namespace_refs_only_with_the_flag() {
         env.var("FERRY_REGISTRY"),
         shared.name.trim_start_matches("ferry-test-")
     );
-    push_image(&env, &image, "1.0.0");
+    push_empty_image(&env, &format!("{image}:1.0.0"), None);
 
     // The repository starts at 0.9.0; the policy (^1.0.0) wants 1.0.0.
     let repo = Repo::create(&env, &shared.name);
@@ -202,10 +161,7 @@ async fn image_automation_follows_cross_namespace_refs_only_with_the_flag() {
         "{message}"
     );
     // A refusal is final (Stalled, no requeue): the repository is as it was.
-    assert_eq!(
-        bare_git(&env, &repo, &["rev-parse", "refs/heads/main"]),
-        first
-    );
+    assert_eq!(repo.head(), first);
     agent.stop().await.expect("agent stops");
 
     // With the flag: the policy reads the other namespace's scan, the update pushes to the
@@ -234,12 +190,8 @@ async fn image_automation_follows_cross_namespace_refs_only_with_the_flag() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_ne!(pushed, first);
-    assert_eq!(
-        bare_git(&env, &repo, &["rev-parse", "refs/heads/main"]),
-        pushed,
-        "the push is on main"
-    );
-    let written = bare_git(&env, &repo, &["show", "refs/heads/main:deploy/app.yaml"]);
+    assert_eq!(repo.head(), pushed, "the push is on main");
+    let written = repo.file("deploy/app.yaml");
     assert!(
         written.contains(&format!("image: {image}:1.0.0 # {marker}")),
         "{written}"

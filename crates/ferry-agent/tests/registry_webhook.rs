@@ -26,42 +26,12 @@ const TOKEN: &str = "registry-hook-s3cret";
 
 /// `crane append` an empty layer as `reference` (the first tag of an image).
 fn crane_push(env: &TestEnv, reference: &str) {
-    let empty = tempfile::NamedTempFile::new().expect("tempfile");
-    let tar = Command::new("tar")
-        .arg("cf")
-        .arg(empty.path())
-        .args(["-T", "/dev/null"])
-        .status()
-        .expect("tar");
-    assert!(tar.success(), "tar failed");
-    crane(
-        env,
-        &[
-            "append",
-            "--insecure",
-            "-f",
-            &empty.path().to_string_lossy(),
-            "-t",
-            reference,
-        ],
-    );
-}
-
-fn crane(env: &TestEnv, args: &[&str]) {
-    let out = Command::new(env.tool("crane"))
-        .args(args)
-        .output()
-        .expect("running crane");
-    assert!(
-        out.status.success(),
-        "crane {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferry_testsupport::git::push_empty_image(env, reference, None);
 }
 
 /// `image:from` tagged `to` as well, in the real registry.
 fn crane_tag(env: &TestEnv, image: &str, from: &str, to: &str) {
-    crane(env, &["tag", "--insecure", &format!("{image}:{from}"), to]);
+    ferry_testsupport::git::crane(env, &["tag", "--insecure", &format!("{image}:{from}"), to]);
 }
 
 /// What Harbor posts for a pushed artifact (its "default" payload format).

@@ -2,9 +2,11 @@
 //!
 //! [`TestEnv::get`] reads `$FERRY_TESTENV_DIR/env` (default `/tmp/ferry-testenv/env`) written by
 //! `testenv/up`, and fails loudly if the environment is not up: tests never silently skip.
-//! [`TestNamespace`] gives each test its own namespace and deletes it on drop.
+//! [`TestNamespace`] gives each test its own namespace and deletes it on drop. [`git`] holds the
+//! git server and registry fixtures (repositories, commits, images) every crate's tests share.
 #![forbid(unsafe_code)]
 
+pub mod git;
 pub mod sshd;
 
 use std::collections::BTreeMap;

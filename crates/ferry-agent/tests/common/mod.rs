@@ -3,12 +3,9 @@
 //! test's namespaces, and read Release/GitSource status.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use ferry_agent::{Agent, AgentOptions};
 use ferry_api::common::{READY, find_condition};
 use ferry_api::{GitSource, Release};
@@ -26,104 +23,9 @@ pub async fn install_crds(client: &Client) {
     let _ = DONE.set(());
 }
 
-/// A repository on the testenv git server with a local working copy to commit from.
-pub struct Repo {
-    pub name: String,
-    /// http URL without credentials (what a GitSource uses with a secretRef).
-    pub url: String,
-    pub work: tempfile::TempDir,
-    push_url: String,
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "ferry-test")
-        .env("GIT_AUTHOR_EMAIL", "test@ferry.invalid")
-        .env("GIT_COMMITTER_NAME", "ferry-test")
-        .env("GIT_COMMITTER_EMAIL", "test@ferry.invalid")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .with_context(|| format!("running git {args:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "git {:?} failed: {}",
-            args.first(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-impl Repo {
-    /// Create `<name>.git` under FERRY_GIT_ROOT (served over smart HTTP with basic auth).
-    pub fn create(env: &TestEnv, name: &str) -> Self {
-        let root = PathBuf::from(env.var("FERRY_GIT_ROOT"));
-        let bare = root.join(format!("{name}.git"));
-        let out = Command::new("git")
-            .args(["init", "--bare", "--initial-branch=main"])
-            .arg(&bare)
-            .output()
-            .expect("git init --bare");
-        assert!(
-            out.status.success(),
-            "git init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Let http-backend serve it (and accept pushes).
-        let _ = Command::new("git")
-            .args(["config", "http.receivepack", "true"])
-            .current_dir(&bare)
-            .output();
-        let base = env.var("FERRY_GIT_URL");
-        let url = format!("{base}/{name}.git");
-        let (scheme, rest) = base.split_once("://").expect("FERRY_GIT_URL has a scheme");
-        let push_url = format!(
-            "{scheme}://{}:{}@{rest}/{name}.git",
-            env.var("FERRY_GIT_USER"),
-            env.var("FERRY_GIT_PASSWORD")
-        );
-        let work = tempfile::tempdir().expect("tempdir");
-        git(work.path(), &["init", "--initial-branch=main"]).expect("git init");
-        Self {
-            name: name.to_string(),
-            url,
-            work,
-            push_url,
-        }
-    }
-
-    /// Write files (path → content; `None` deletes), commit and push; returns the commit SHA.
-    pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {
-        for (path, content) in files {
-            let full = self.work.path().join(path);
-            match content {
-                Some(text) => {
-                    if let Some(parent) = full.parent() {
-                        std::fs::create_dir_all(parent).expect("mkdir");
-                    }
-                    std::fs::write(&full, text).expect("write file");
-                }
-                None => {
-                    let _ = std::fs::remove_file(&full);
-                }
-            }
-        }
-        git(self.work.path(), &["add", "-A"]).expect("git add");
-        git(
-            self.work.path(),
-            &["commit", "-q", "--allow-empty", "-m", message],
-        )
-        .expect("git commit");
-        git(
-            self.work.path(),
-            &["push", "-q", &self.push_url, "HEAD:refs/heads/main"],
-        )
-        .expect("git push");
-        git(self.work.path(), &["rev-parse", "HEAD"]).expect("rev-parse")
-    }
-}
+/// A repository on the testenv git server: the shared fixture.
+#[allow(unused_imports)]
+pub use ferry_testsupport::git::Repo;
 
 /// Start an agent watching only `namespaces` (so parallel tests do not see each other).
 /// Tenant work without `serviceAccountName` acts as the namespace's `default` service account
@@ -430,21 +332,4 @@ pub fn github_signature(secret: &str, body: &[u8]) -> String {
         "sha256={}",
         hex::encode(aws_lc_rs::hmac::sign(&key, body).as_ref())
     )
-}
-
-impl Repo {
-    /// Tag HEAD and push the tag.
-    pub fn tag(&self, name: &str) {
-        git(self.work.path(), &["tag", name]).expect("git tag");
-        git(
-            self.work.path(),
-            &["push", "-q", &self.push_url, &format!("refs/tags/{name}")],
-        )
-        .expect("push tag");
-    }
-
-    /// The bare repository as a file:// URL.
-    pub fn file_url(&self, env: &TestEnv) -> String {
-        format!("file://{}/{}.git", env.var("FERRY_GIT_ROOT"), self.name)
-    }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,42 +36,7 @@ pub fn docker_config(env: &TestEnv) -> tempfile::TempDir {
 }
 
 /// `crane append` an empty layer as `reference`; returns the digest crane prints.
-pub fn crane_push(
-    env: &TestEnv,
-    reference: &str,
-    docker_config: Option<&std::path::Path>,
-) -> String {
-    let empty = tempfile::NamedTempFile::new().expect("tempfile");
-    let status = Command::new("tar")
-        .args(["cf"])
-        .arg(empty.path())
-        .args(["-T", "/dev/null"])
-        .status()
-        .expect("tar");
-    assert!(status.success(), "tar failed");
-    let mut cmd = Command::new(env.tool("crane"));
-    cmd.args(["append", "--insecure", "-f"])
-        .arg(empty.path())
-        .args(["-t", reference]);
-    if let Some(dir) = docker_config {
-        cmd.env("DOCKER_CONFIG", dir);
-    }
-    let out = cmd.output().expect("running crane");
-    assert!(
-        out.status.success(),
-        "crane append {reference} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let digest = stdout
-        .trim()
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(digest.starts_with("sha256:"), "crane printed {stdout:?}");
-    digest
-}
+pub use ferry_testsupport::git::push_empty_image as crane_push;
 
 /// Tag an existing manifest with many more tags through the distribution API (a PUT per tag),
 /// `concurrency` at a time. Much faster than one crane process per tag.
@@ -339,123 +303,29 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join(unique("images-cache"))
 }
 
-/// Run git in `dir`; panics with stderr on failure.
-pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    git_raw(dir, args).trim().to_string()
-}
+/// The git CLI: the shared fixture.
+#[allow(unused_imports)]
+pub use ferry_testsupport::git::{git, git_raw};
 
-/// Like [`git`] but returns stdout untrimmed (file contents keep their final newline).
-pub fn git_raw(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "a-human")
-        .env("GIT_AUTHOR_EMAIL", "human@ferry.invalid")
-        .env("GIT_COMMITTER_NAME", "a-human")
-        .env("GIT_COMMITTER_EMAIL", "human@ferry.invalid")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("running git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A repository on the testenv git server (smart HTTP, basic auth) and a human's working copy.
-pub struct Repo {
-    /// URL without credentials, as a GitSource names it.
-    pub url: String,
-    pub bare: PathBuf,
-    pub work: tempfile::TempDir,
-    push_url: String,
-}
+/// The shared repository fixture (`ferry_testsupport::git::Repo`), whose `commit` here takes
+/// file contents only, as these tests always wrote them.
+pub struct Repo(ferry_testsupport::git::Repo);
 
 impl Repo {
     pub fn create(env: &TestEnv, name: &str) -> Self {
-        let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
-        let out = Command::new("git")
-            .args(["init", "--bare", "--initial-branch=main"])
-            .arg(&bare)
-            .output()
-            .expect("git init --bare");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        git(&bare, &["config", "http.receivepack", "true"]);
-        let base = env.var("FERRY_GIT_URL");
-        let (scheme, rest) = base.split_once("://").expect("FERRY_GIT_URL has a scheme");
-        let push_url = format!(
-            "{scheme}://{}:{}@{rest}/{name}.git",
-            env.var("FERRY_GIT_USER"),
-            env.var("FERRY_GIT_PASSWORD")
-        );
-        let work = tempfile::tempdir().expect("tempdir");
-        git(work.path(), &["init", "-q", "--initial-branch=main"]);
-        Self {
-            url: format!("{base}/{name}.git"),
-            bare,
-            work,
-            push_url,
-        }
+        Self(ferry_testsupport::git::Repo::create(env, name))
     }
 
     /// A human's commit on top of the current upstream main; returns its SHA.
     pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
-        if !self.head().is_empty() {
-            git(self.work.path(), &["fetch", "-q", &self.push_url, "main"]);
-            git(self.work.path(), &["reset", "-q", "--hard", "FETCH_HEAD"]);
-        }
-        for (path, text) in files {
-            let full = self.work.path().join(path);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).expect("mkdir");
-            }
-            std::fs::write(full, text).expect("write");
-        }
-        git(self.work.path(), &["add", "-A"]);
-        git(self.work.path(), &["commit", "-q", "-m", message]);
-        git(
-            self.work.path(),
-            &["push", "-q", &self.push_url, "HEAD:refs/heads/main"],
-        );
-        git(self.work.path(), &["rev-parse", "HEAD"])
+        self.0.commit_files(files, message)
     }
+}
 
-    /// The upstream head of `branch` ("" when missing), read from the bare repository.
-    pub fn head_of(&self, branch: &str) -> String {
-        let out = Command::new("git")
-            .args([
-                "rev-parse",
-                "--verify",
-                "-q",
-                &format!("refs/heads/{branch}"),
-            ])
-            .current_dir(&self.bare)
-            .output()
-            .expect("git rev-parse");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
+impl std::ops::Deref for Repo {
+    type Target = ferry_testsupport::git::Repo;
 
-    pub fn head(&self) -> String {
-        self.head_of("main")
-    }
-
-    /// A file at the upstream head of main.
-    pub fn file(&self, path: &str) -> String {
-        git_raw(&self.bare, &["show", &format!("main:{path}")])
-    }
-
-    pub fn log_message(&self, rev: &str) -> String {
-        git(&self.bare, &["log", "-1", "--format=%an <%ae>%n%B", rev])
-    }
-
-    /// Files changed by a commit, with the changed lines (for "only the values changed").
-    pub fn diff(&self, rev: &str) -> String {
-        git(&self.bare, &["show", "--format=", "--unified=0", rev])
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
