@@ -105,6 +105,21 @@ impl PlannedObject {
     pub fn api_version(&self) -> String {
         self.resource.api_version.clone()
     }
+
+    /// How to reach this object's kind.
+    pub fn resolved_kind(&self) -> ResolvedKind {
+        ResolvedKind {
+            resource: self.resource.clone(),
+            namespaced: self.namespaced,
+        }
+    }
+}
+
+/// Order hooks like Helm: by weight (`helm.sh/hook-weight`, Argo's sync wave), then kind order
+/// (the plan's phase), then source order.
+pub fn order_hooks(mut hooks: Vec<&PlannedObject>) -> Vec<&PlannedObject> {
+    hooks.sort_by_key(|p| (crate::render::helm::hooks::weight(&p.manifest), p.phase));
+    hooks
 }
 
 /// Resolve, default, stamp, hash and order the manifests. Fails before anything is applied if

@@ -19,65 +19,139 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::ObjectMeta;
 
 use super::live::{LiveMeta, fingerprint};
+use super::{Change, ChangeSet, ResourceManager};
 use crate::ObjectKey;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
-use crate::ownership::{ANNOTATION_HASH, ANNOTATION_OWNER, Owner};
+use crate::ownership::{ANNOTATION_HASH, ANNOTATION_OWNER};
 use crate::plan::PlannedObject;
 use crate::progress::{Progress, ProgressEvent};
 use crate::report::{Action, Conflict, ObjectResult};
 
-/// Settings for one apply run.
-#[derive(Debug, Clone)]
-pub struct ApplySettings<'a> {
-    pub owner: &'a Owner,
-    pub force_conflicts: bool,
-    pub dry_run: bool,
-    pub concurrency: usize,
+impl ResourceManager {
+    /// Apply `objects` concurrently (they must not depend on each other: one phase). `live` is
+    /// the live index, `recorded` the fingerprints the inventory recorded.
+    pub async fn apply_batch(
+        &self,
+        objects: &[&PlannedObject],
+        live: &HashMap<ObjectKey, LiveMeta>,
+        recorded: &HashMap<ObjectKey, String>,
+        progress: &dyn Progress,
+    ) -> ChangeSet {
+        futures::stream::iter(
+            objects
+                .iter()
+                .copied()
+                .map(|obj| async move {
+                    let change = self
+                        .apply_one(
+                            obj,
+                            live.get(&obj.key),
+                            recorded.get(&obj.key).map(String::as_str),
+                        )
+                        .await;
+                    if let Some(action) = change.action() {
+                        progress.event(ProgressEvent::Applied {
+                            key: &obj.key,
+                            action,
+                        });
+                    }
+                    change
+                })
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(self.concurrency())
+        .collect()
+        .await
+    }
+
+    async fn apply_one(
+        &self,
+        obj: &PlannedObject,
+        live: Option<&LiveMeta>,
+        recorded: Option<&str>,
+    ) -> Change {
+        let mut result = ObjectResult::new(obj.key.clone(), obj.api_version(), Action::Unchanged);
+        result.source = Some(obj.manifest.origin.to_string());
+        let done = |result: ObjectResult, fingerprint: Option<String>| Change {
+            key: obj.key.clone(),
+            result: Some(result),
+            fingerprint,
+            stays: true,
+        };
+        let fail = |mut result: ObjectResult, message: String| {
+            result.action = Action::Failed;
+            result.message = Some(message);
+            done(result, None)
+        };
+        if let Some(live) = live {
+            if let Some(other) = live.annotation(ANNOTATION_OWNER)
+                && !self.owner().is_own_id(other)
+            {
+                return fail(
+                    result,
+                    format!(
+                        "already owned by ferry app {other:?} (annotation {ANNOTATION_OWNER}); remove it from one of the apps, or `ferry delete` the other app first"
+                    ),
+                );
+            }
+            if is_unchanged(obj, Some(live), recorded) {
+                return done(result, live.fingerprint());
+            }
+        }
+        let mut params = apply_params();
+        if self.force_conflicts {
+            params = params.force();
+        }
+        if self.dry_run() {
+            params = params.dry_run();
+        }
+        match server_side_apply(self.client(), obj, &params).await {
+            Ok(applied) => {
+                result.action = if live.is_some() {
+                    Action::Configured
+                } else {
+                    Action::Created
+                };
+                let fingerprint = if self.dry_run() {
+                    None
+                } else {
+                    fingerprint(&applied)
+                };
+                done(result, fingerprint)
+            }
+            Err(err) => {
+                if status_code(&err) == Some(409) {
+                    let message = describe_kube_error(&err);
+                    result.conflicts = parse_conflicts(&message);
+                    let mut dedup: Vec<String> =
+                        result.conflicts.iter().map(|c| c.manager.clone()).collect();
+                    dedup.dedup();
+                    return fail(
+                        result,
+                        format!(
+                            "conflict: fields are managed by {}; {message}; rerun with --force-conflicts to take them over",
+                            if dedup.is_empty() {
+                                "another manager".to_string()
+                            } else {
+                                dedup.join(", ")
+                            }
+                        ),
+                    );
+                }
+                let mut message = describe_kube_error(&err);
+                if status_code(&err) == Some(404) && obj.namespaced {
+                    message = format!(
+                        "{message} (does namespace {:?} exist? add it to the source or create it first)",
+                        obj.key.namespace.as_deref().unwrap_or_default()
+                    );
+                }
+                fail(result, message)
+            }
+        }
+    }
 }
 
-/// Outcome of applying one object: its report line and, after a real write, the new fingerprint.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub result: ObjectResult,
-    pub fingerprint: Option<String>,
-}
-
-/// Apply `objects` concurrently (they must not depend on each other: one phase).
-pub async fn apply_all(
-    client: &Client,
-    objects: &[&PlannedObject],
-    live: &HashMap<ObjectKey, LiveMeta>,
-    recorded: &HashMap<ObjectKey, String>,
-    settings: &ApplySettings<'_>,
-    progress: &dyn Progress,
-) -> Vec<Applied> {
-    futures::stream::iter(
-        objects
-            .iter()
-            .copied()
-            .map(|obj| async move {
-                let applied = apply_one(
-                    client,
-                    obj,
-                    live.get(&obj.key),
-                    recorded.get(&obj.key).map(String::as_str),
-                    settings,
-                )
-                .await;
-                progress.event(ProgressEvent::Applied {
-                    key: &obj.key,
-                    action: applied.result.action,
-                });
-                applied
-            })
-            .collect::<Vec<_>>(),
-    )
-    .buffer_unordered(settings.concurrency.max(1))
-    .collect()
-    .await
-}
-
-/// Whether [`apply_all`] would skip `obj` (no write): the live intent hash equals the planned
+/// Whether [`ResourceManager::apply_batch`] would skip `obj` (no write): the live intent hash equals the planned
 /// one and the live fingerprint is the one recorded after ferry's last write.
 pub fn is_unchanged(obj: &PlannedObject, live: Option<&LiveMeta>, recorded: Option<&str>) -> bool {
     live.is_some_and(|live| {
@@ -85,95 +159,6 @@ pub fn is_unchanged(obj: &PlannedObject, live: Option<&LiveMeta>, recorded: Opti
             && recorded.is_some()
             && live.fingerprint().as_deref() == recorded
     })
-}
-
-async fn apply_one(
-    client: &Client,
-    obj: &PlannedObject,
-    live: Option<&LiveMeta>,
-    recorded: Option<&str>,
-    settings: &ApplySettings<'_>,
-) -> Applied {
-    let mut result = ObjectResult::new(obj.key.clone(), obj.api_version(), Action::Unchanged);
-    result.source = Some(obj.manifest.origin.to_string());
-    let fail = |mut result: ObjectResult, message: String| {
-        result.action = Action::Failed;
-        result.message = Some(message);
-        Applied {
-            result,
-            fingerprint: None,
-        }
-    };
-    if let Some(live) = live {
-        if let Some(other) = live.annotation(ANNOTATION_OWNER)
-            && !settings.owner.is_own_id(other)
-        {
-            return fail(
-                result,
-                format!(
-                    "already owned by ferry app {other:?} (annotation {ANNOTATION_OWNER}); remove it from one of the apps, or `ferry delete` the other app first"
-                ),
-            );
-        }
-        if is_unchanged(obj, Some(live), recorded) {
-            return Applied {
-                result,
-                fingerprint: live.fingerprint(),
-            };
-        }
-    }
-    let mut params = apply_params();
-    if settings.force_conflicts {
-        params = params.force();
-    }
-    if settings.dry_run {
-        params = params.dry_run();
-    }
-    match server_side_apply(client, obj, &params).await {
-        Ok(applied) => {
-            result.action = if live.is_some() {
-                Action::Configured
-            } else {
-                Action::Created
-            };
-            Applied {
-                result,
-                fingerprint: if settings.dry_run {
-                    None
-                } else {
-                    fingerprint(&applied)
-                },
-            }
-        }
-        Err(err) => {
-            if status_code(&err) == Some(409) {
-                let message = describe_kube_error(&err);
-                result.conflicts = parse_conflicts(&message);
-                let mut dedup: Vec<String> =
-                    result.conflicts.iter().map(|c| c.manager.clone()).collect();
-                dedup.dedup();
-                return fail(
-                    result,
-                    format!(
-                        "conflict: fields are managed by {}; {message}; rerun with --force-conflicts to take them over",
-                        if dedup.is_empty() {
-                            "another manager".to_string()
-                        } else {
-                            dedup.join(", ")
-                        }
-                    ),
-                );
-            }
-            let mut message = describe_kube_error(&err);
-            if status_code(&err) == Some(404) && obj.namespaced {
-                message = format!(
-                    "{message} (does namespace {:?} exist? add it to the source or create it first)",
-                    obj.key.namespace.as_deref().unwrap_or_default()
-                );
-            }
-            fail(result, message)
-        }
-    }
 }
 
 /// Server-side apply as ferry, with `fieldValidation=Ignore`. That loses no check: server-side

@@ -25,6 +25,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
 
 use super::live::LiveMeta;
+use super::{Change, ChangeSet, ResourceManager};
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
@@ -42,7 +43,7 @@ pub struct Candidate {
 
 /// What happened to a candidate, and whether it stays in the inventory.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+struct Outcome {
     pub result: Option<ObjectResult>,
     pub keep: bool,
 }
@@ -122,49 +123,63 @@ pub fn skip_terminating(
     (rest, skipped)
 }
 
-/// Delete candidates that are provably ours. `deleted_action` is [`Action::Pruned`] for prune
-/// and [`Action::Deleted`] for `ferry delete`.
-#[allow(clippy::too_many_arguments)]
-pub async fn delete_owned(
-    client: &Client,
-    candidates: Vec<Candidate>,
-    live: &HashMap<ObjectKey, LiveMeta>,
-    owner: &Owner,
-    deleted_action: Action,
-    policy: &Policy,
-    dry_run: bool,
-    concurrency: usize,
-) -> Vec<(Candidate, Outcome)> {
-    let mut by_phase: Vec<Vec<Candidate>> = vec![Vec::new(); Phase::ALL.len()];
-    for c in candidates {
-        by_phase[Phase::of(&c.entry.key.group, &c.entry.key.kind) as usize].push(c);
+impl ResourceManager {
+    /// Delete candidates that are provably this owner's, in reverse apply order (workloads
+    /// before their namespaces and CRDs). `deleted_action` is [`Action::Pruned`] for prune and
+    /// [`Action::Deleted`] for `ferry delete`. A change `stays` (in the inventory) unless the
+    /// object was deleted, is gone, or no longer ours.
+    pub async fn delete_owned(
+        &self,
+        candidates: Vec<Candidate>,
+        live: &HashMap<ObjectKey, LiveMeta>,
+        deleted_action: Action,
+        policy: &Policy,
+    ) -> ChangeSet {
+        let mut by_phase: Vec<Vec<Candidate>> = vec![Vec::new(); Phase::ALL.len()];
+        for c in candidates {
+            by_phase[Phase::of(&c.entry.key.group, &c.entry.key.kind) as usize].push(c);
+        }
+        let mut out = ChangeSet::default();
+        for group in by_phase.into_iter().rev() {
+            let changes: Vec<Change> = futures::stream::iter(
+                group
+                    .into_iter()
+                    .map(|c| async move {
+                        let outcome = delete_one(
+                            self.client(),
+                            &c,
+                            live.get(&c.entry.key),
+                            self.owner(),
+                            deleted_action,
+                            policy,
+                            self.dry_run(),
+                        )
+                        .await;
+                        Change {
+                            key: c.entry.key,
+                            result: outcome.result,
+                            fingerprint: None,
+                            stays: outcome.keep,
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .buffer_unordered(self.concurrency())
+            .collect()
+            .await;
+            out.extend(changes);
+        }
+        out
     }
-    let mut out = Vec::new();
-    for group in by_phase.into_iter().rev() {
-        let results: Vec<(Candidate, Outcome)> = futures::stream::iter(
-            group
-                .into_iter()
-                .map(|c| async move {
-                    let outcome = delete_one(
-                        client,
-                        &c,
-                        live.get(&c.entry.key),
-                        owner,
-                        deleted_action,
-                        policy,
-                        dry_run,
-                    )
-                    .await;
-                    (c, outcome)
-                })
-                .collect::<Vec<_>>(),
-        )
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-        out.extend(results);
+
+    /// [`terminating_namespaces`] as this manager's identity reads them.
+    pub async fn terminating_namespaces(
+        &self,
+        namespaces: impl IntoIterator<Item = String>,
+        known: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        terminating_namespaces(self.client(), namespaces, known).await
     }
-    out
 }
 
 #[allow(clippy::too_many_arguments)]

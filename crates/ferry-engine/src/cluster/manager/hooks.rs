@@ -10,17 +10,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kube::Client;
 use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 
-use super::apply::{ApplySettings, apply_all};
+use super::ResourceManager;
 use super::live::LiveMeta;
-use super::wait::{self, Target};
+use super::wait::Target;
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
 use crate::health::{self, HealthState};
-use crate::plan::{PlannedObject, ResolvedKind};
+use crate::plan::PlannedObject;
 use crate::progress::Progress;
 use crate::render::helm::hooks::{self as classify, HookDeletePolicy};
 use crate::report::{Action, ObjectResult};
@@ -40,145 +39,118 @@ pub struct PhaseOutcome {
     pub failure: Option<(ObjectKey, String)>,
 }
 
-/// Everything a hook run needs from the pipeline.
-pub struct HookContext<'a> {
-    pub client: &'a Client,
-    pub settings: &'a ApplySettings<'a>,
-    pub progress: &'a dyn Progress,
-    pub timeout: Duration,
-}
-
-fn kind_of(p: &PlannedObject) -> ResolvedKind {
-    ResolvedKind {
-        resource: p.resource.clone(),
-        namespaced: p.namespaced,
-    }
-}
-
-/// Order hooks like Helm: by weight, then kind order (the plan's phase), then source order.
-pub fn ordered(mut hooks: Vec<&PlannedObject>) -> Vec<&PlannedObject> {
-    hooks.sort_by_key(|p| (classify::weight(&p.manifest), p.phase));
-    hooks
-}
-
-/// Run `hooks` (already [`ordered`]) one by one. `live` is the live metadata read before the
-/// apply; `recorded` the fingerprints from the inventory.
-pub async fn run_phase(
-    ctx: &HookContext<'_>,
-    hooks: &[&PlannedObject],
-    live: &HashMap<ObjectKey, LiveMeta>,
-    recorded: &HashMap<ObjectKey, String>,
-) -> PhaseOutcome {
-    let mut out = PhaseOutcome::default();
-    for hook in hooks {
-        let policies = classify::delete_policies(&hook.manifest);
-        let mut current = live.get(&hook.key).cloned();
-        if !ctx.settings.dry_run
-            && policies.contains(&HookDeletePolicy::BeforeHookCreation)
-            && let Some(existing) = &current
-            && ctx.settings.owner.owns(
-                existing.meta.labels.as_ref(),
-                existing.meta.annotations.as_ref(),
-            )
-        {
-            if let Err(message) = delete_and_wait(ctx, hook, Some(existing)).await {
-                let message = format!("cannot delete the previous hook object: {message}");
-                out.results.push(failed_result(hook, &message));
-                out.failure = Some((hook.key.clone(), message));
-                return out;
-            }
-            current = None;
-        }
-        let single: HashMap<ObjectKey, LiveMeta> = current
-            .into_iter()
-            .map(|meta| (hook.key.clone(), meta))
-            .collect();
-        let applied = apply_all(
-            ctx.client,
-            &[*hook],
-            &single,
-            recorded,
-            ctx.settings,
-            ctx.progress,
-        )
-        .await;
-        let Some(applied) = applied.into_iter().next() else {
-            continue;
-        };
-        let mut result = applied.result;
-        result.source = result
-            .source
-            .or_else(|| Some(hook.manifest.origin.to_string()));
-        if result.action == Action::Failed {
-            let message = result.message.clone().unwrap_or_default();
-            out.results.push(result);
-            out.failure = Some((hook.key.clone(), message));
-            return out;
-        }
-        if ctx.settings.dry_run {
-            out.results.push(result);
-            continue;
-        }
-        let target = Target {
-            key: hook.key.clone(),
-            kind: kind_of(hook),
-        };
-        let (mut healths, _) = wait::wait_all(
-            ctx.client,
-            std::slice::from_ref(&target),
-            ctx.timeout,
-            ctx.settings.concurrency,
-            ctx.progress,
-        )
-        .await;
-        let h = healths.pop().unwrap_or_else(health::Health::not_found);
-        let succeeded = h.state == HealthState::Current;
-        let message = if succeeded {
-            None
-        } else if h.state == HealthState::Failed {
-            Some(format!("hook failed: {}", h.message))
-        } else {
-            Some(format!(
-                "hook did not complete within {}s: {}",
-                ctx.timeout.as_secs(),
-                h.message
-            ))
-        };
-        result.health = Some(h);
-        let policy = if succeeded {
-            HookDeletePolicy::HookSucceeded
-        } else {
-            HookDeletePolicy::HookFailed
-        };
-        let mut deleted = false;
-        if policies.contains(&policy) {
-            match delete_and_wait(ctx, hook, None).await {
-                Ok(()) => deleted = true,
-                // The hook's own outcome matters more; a leftover object is re-created next time.
-                Err(err) => tracing::warn!(hook = %hook.key, "cannot delete hook: {err}"),
-            }
-        }
-        if !deleted {
-            out.live.push((hook.key.clone(), applied.fingerprint));
-        }
-        match message {
-            None => {
-                if deleted {
-                    result.message = Some("hook succeeded; deleted (hook-succeeded)".into());
+impl ResourceManager {
+    /// Run `hooks` (already ordered, `plan::order_hooks`) one by one. `live` is the live metadata
+    /// read before the apply; `recorded` the fingerprints from the inventory.
+    pub async fn run_hooks(
+        &self,
+        hooks: &[&PlannedObject],
+        live: &HashMap<ObjectKey, LiveMeta>,
+        recorded: &HashMap<ObjectKey, String>,
+        progress: &dyn Progress,
+    ) -> PhaseOutcome {
+        let mut out = PhaseOutcome::default();
+        for hook in hooks {
+            let policies = classify::delete_policies(&hook.manifest);
+            let mut current = live.get(&hook.key).cloned();
+            if !self.dry_run()
+                && policies.contains(&HookDeletePolicy::BeforeHookCreation)
+                && let Some(existing) = &current
+                && self.owner().owns(
+                    existing.meta.labels.as_ref(),
+                    existing.meta.annotations.as_ref(),
+                )
+            {
+                if let Err(message) = self.delete_and_wait(hook, Some(existing)).await {
+                    let message = format!("cannot delete the previous hook object: {message}");
+                    out.results.push(failed_result(hook, &message));
+                    out.failure = Some((hook.key.clone(), message));
+                    return out;
                 }
-                out.results.push(result);
-                out.succeeded.push((hook.key.clone(), hook.hash.clone()));
+                current = None;
             }
-            Some(message) => {
-                result.action = Action::Failed;
-                result.message = Some(message.clone());
+            let single: HashMap<ObjectKey, LiveMeta> = current
+                .into_iter()
+                .map(|meta| (hook.key.clone(), meta))
+                .collect();
+            let applied = self
+                .apply_batch(&[*hook], &single, recorded, progress)
+                .await;
+            let Some(applied) = applied.changes.into_iter().next() else {
+                continue;
+            };
+            let Some(mut result) = applied.result else {
+                continue;
+            };
+            result.source = result
+                .source
+                .or_else(|| Some(hook.manifest.origin.to_string()));
+            if result.action == Action::Failed {
+                let message = result.message.clone().unwrap_or_default();
                 out.results.push(result);
                 out.failure = Some((hook.key.clone(), message));
                 return out;
             }
+            if self.dry_run() {
+                out.results.push(result);
+                continue;
+            }
+            let target = Target {
+                key: hook.key.clone(),
+                kind: hook.resolved_kind(),
+            };
+            let (mut healths, _) = self
+                .wait(std::slice::from_ref(&target), self.timeout(), progress)
+                .await;
+            let h = healths.pop().unwrap_or_else(health::Health::not_found);
+            let succeeded = h.state == HealthState::Current;
+            let message = if succeeded {
+                None
+            } else if h.state == HealthState::Failed {
+                Some(format!("hook failed: {}", h.message))
+            } else {
+                Some(format!(
+                    "hook did not complete within {}s: {}",
+                    self.timeout().as_secs(),
+                    h.message
+                ))
+            };
+            result.health = Some(h);
+            let policy = if succeeded {
+                HookDeletePolicy::HookSucceeded
+            } else {
+                HookDeletePolicy::HookFailed
+            };
+            let mut deleted = false;
+            if policies.contains(&policy) {
+                match self.delete_and_wait(hook, None).await {
+                    Ok(()) => deleted = true,
+                    // The hook's own outcome matters more; a leftover object is re-created next time.
+                    Err(err) => tracing::warn!(hook = %hook.key, "cannot delete hook: {err}"),
+                }
+            }
+            if !deleted {
+                out.live.push((hook.key.clone(), applied.fingerprint));
+            }
+            match message {
+                None => {
+                    if deleted {
+                        result.message = Some("hook succeeded; deleted (hook-succeeded)".into());
+                    }
+                    out.results.push(result);
+                    out.succeeded.push((hook.key.clone(), hook.hash.clone()));
+                }
+                Some(message) => {
+                    result.action = Action::Failed;
+                    result.message = Some(message.clone());
+                    out.results.push(result);
+                    out.failure = Some((hook.key.clone(), message));
+                    return out;
+                }
+            }
         }
+        out
     }
-    out
 }
 
 fn failed_result(hook: &PlannedObject, message: &str) -> ObjectResult {
@@ -190,45 +162,51 @@ fn failed_result(hook: &PlannedObject, message: &str) -> ObjectResult {
 
 /// Delete a hook object (with a UID precondition when its live metadata is known) and wait
 /// until it is gone, so that re-creating it starts from scratch.
-async fn delete_and_wait(
-    ctx: &HookContext<'_>,
-    hook: &PlannedObject,
-    live: Option<&LiveMeta>,
-) -> std::result::Result<(), String> {
-    let api = api_for(ctx.client, &kind_of(hook), hook.key.namespace.as_deref());
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: live.map(|l| Preconditions {
-            uid: l.meta.uid.clone(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(&hook.key.name, &params).await {
-        Ok(_) => {}
-        Err(err) if status_code(&err) == Some(404) => return Ok(()),
-        Err(err) => return Err(describe_kube_error(&err)),
-    }
-    let deadline = tokio::time::Instant::now() + ctx.timeout;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match api.get_metadata_opt(&hook.key.name).await {
-            Ok(None) => return Ok(()),
-            // A new object under the same name (someone else's) is not ours to wait for.
-            Ok(Some(obj)) if live.is_some_and(|l| l.meta.uid != obj.metadata.uid) => {
-                return Ok(());
-            }
-            Ok(Some(_)) => {}
+impl ResourceManager {
+    async fn delete_and_wait(
+        &self,
+        hook: &PlannedObject,
+        live: Option<&LiveMeta>,
+    ) -> std::result::Result<(), String> {
+        let api = api_for(
+            self.client(),
+            &hook.resolved_kind(),
+            hook.key.namespace.as_deref(),
+        );
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            preconditions: live.map(|l| Preconditions {
+                uid: l.meta.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&hook.key.name, &params).await {
+            Ok(_) => {}
+            Err(err) if status_code(&err) == Some(404) => return Ok(()),
             Err(err) => return Err(describe_kube_error(&err)),
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Err(format!(
-                "still present {}s after deletion (finalizers?)",
-                ctx.timeout.as_secs()
-            ));
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match api.get_metadata_opt(&hook.key.name).await {
+                Ok(None) => return Ok(()),
+                // A new object under the same name (someone else's) is not ours to wait for.
+                Ok(Some(obj)) if live.is_some_and(|l| l.meta.uid != obj.metadata.uid) => {
+                    return Ok(());
+                }
+                Ok(Some(_)) => {}
+                Err(err) => return Err(describe_kube_error(&err)),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "still present {}s after deletion (finalizers?)",
+                    self.timeout().as_secs()
+                ));
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
-        tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }

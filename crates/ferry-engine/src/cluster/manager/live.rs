@@ -2,17 +2,18 @@
 //! per kind and namespace (falling back to per-object GETs when the identity may not list), and
 //! the fingerprint that tells whether anyone wrote an object since ferry did.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::ListParams;
+use kube::api::{Api, ListParams};
 use kube::core::ObjectMeta;
 
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, is_unreachable};
-use crate::plan::ResolvedKind;
+use crate::plan::{PlannedObject, ResolvedKind};
 
 /// Live metadata of an object, as far as ferry needs it.
 #[derive(Debug, Clone)]
@@ -43,9 +44,77 @@ pub fn fingerprint(meta: &ObjectMeta) -> Option<String> {
     }
 }
 
+impl super::ResourceManager {
+    /// Check that every namespace the plan needs exists or is created by the plan itself. Returns
+    /// the ones the plan creates that do not exist yet (the inventory can only be written
+    /// once its namespace exists).
+    pub async fn check_namespaces(
+        &self,
+        planned: &[PlannedObject],
+    ) -> crate::Result<BTreeSet<String>> {
+        let owner = self.owner();
+        let created: BTreeSet<&str> = planned
+            .iter()
+            .filter(|p| p.key.group.is_empty() && p.key.kind == "Namespace")
+            .map(|p| p.key.name.as_str())
+            .collect();
+        let mut needed: BTreeMap<&str, String> = BTreeMap::new();
+        needed.insert(
+            owner.namespace.as_str(),
+            format!("the inventory of {}", owner.describe()),
+        );
+        for p in planned {
+            if let Some(ns) = p.key.namespace.as_deref() {
+                needed
+                    .entry(ns)
+                    .or_insert_with(|| format!("{} ({})", p.key, p.manifest.origin));
+            }
+        }
+        let api: Api<Namespace> = Api::all(self.client().clone());
+        let mut missing_but_created = BTreeSet::new();
+        for (ns, user) in needed {
+            if created.contains(ns) {
+                // Cheap enough to check: decides when the inventory can be written.
+                if let Ok(None) = api.get_opt(ns).await {
+                    missing_but_created.insert(ns.to_string());
+                }
+                continue;
+            }
+            match api.get_opt(ns).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(crate::Error::Object {
+                        object: format!("Namespace {ns}"),
+                        message: format!(
+                            "does not exist but {user} needs it; add the Namespace to the source or create it first"
+                        ),
+                    });
+                }
+                Err(err) if is_unreachable(&err) => {
+                    return Err(crate::Error::Unreachable {
+                        message: describe_kube_error(&err),
+                    });
+                }
+                // A tenant may not read namespaces; the apply reports any real problem.
+                Err(_) => {}
+            }
+        }
+        Ok(missing_but_created)
+    }
+
+    /// Read live metadata for all `objects`: one metadata LIST per (kind, namespace), or one GET
+    /// per object where listing is not allowed. Absent objects are absent from the map.
+    pub async fn live_index(
+        &self,
+        objects: &[(ObjectKey, ResolvedKind)],
+    ) -> crate::Result<HashMap<ObjectKey, LiveMeta>> {
+        live_index(self.client(), objects, self.concurrency()).await
+    }
+}
+
 /// Read live metadata for all `objects`: one metadata LIST per (kind, namespace), or one GET per
 /// object where listing is not allowed. Absent objects are absent from the map.
-pub async fn live_index(
+async fn live_index(
     client: &Client,
     objects: &[(ObjectKey, ResolvedKind)],
     concurrency: usize,

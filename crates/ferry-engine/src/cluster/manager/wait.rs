@@ -104,6 +104,25 @@ async fn check_many(
     per_group.into_iter().flatten().collect()
 }
 
+impl super::ResourceManager {
+    /// [`wait_all`] with this manager's client and concurrency.
+    pub async fn wait(
+        &self,
+        targets: &[Target],
+        timeout: Duration,
+        progress: &dyn Progress,
+    ) -> (Vec<Health>, bool) {
+        wait_all(
+            self.client(),
+            targets,
+            timeout,
+            self.concurrency(),
+            progress,
+        )
+        .await
+    }
+}
+
 /// Poll until every target is Current or Failed, or `timeout` passes. Returns one health per
 /// target (same order) and whether the deadline was hit. Objects that did not become Current
 /// get their conditions and recent events appended to the message.
