@@ -90,7 +90,7 @@ pub enum RendererArg {
     Helm,
 }
 
-fn parse_var(text: &str) -> Result<(String, String), String> {
+fn parse_var(text: &str) -> Result<(String, String), substitute::SubstituteError> {
     substitute::parse_assignment(text)
 }
 

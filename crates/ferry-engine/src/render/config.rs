@@ -434,21 +434,36 @@ fn replace<T>(base: &mut Option<T>, over: Option<T>) {
     }
 }
 
+/// Why a `helm.chart` block is not a usable chart source (prefixed by the caller with the file
+/// and field).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChartSourceError {
+    #[error("set exactly one of `path`, `repo` (with `name`) or `oci`")]
+    NotExactlyOne,
+    #[error("`repo` needs `name` (the chart's name in the repository)")]
+    RepoWithoutName,
+    #[error("`name` is only used with `repo`")]
+    NameWithoutRepo,
+    /// A repository URL, chart name, OCI reference or version that may not reach helm.
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+}
+
 impl ChartSource {
     /// Exactly one source, with the fields it needs.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), ChartSourceError> {
         let count = [self.path.is_some(), self.repo.is_some(), self.oci.is_some()]
             .into_iter()
             .filter(|b| *b)
             .count();
         if count != 1 {
-            return Err("set exactly one of `path`, `repo` (with `name`) or `oci`".to_string());
+            return Err(ChartSourceError::NotExactlyOne);
         }
         if self.repo.is_some() && self.name.is_none() {
-            return Err("`repo` needs `name` (the chart's name in the repository)".to_string());
+            return Err(ChartSourceError::RepoWithoutName);
         }
         if self.repo.is_none() && self.name.is_some() {
-            return Err("`name` is only used with `repo`".to_string());
+            return Err(ChartSourceError::NameWithoutRepo);
         }
         if let Some(repo) = &self.repo {
             names::repo_url(repo)?;

@@ -76,12 +76,13 @@ enum ValuesEntry {
 
 /// Render the app's chart.
 pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
-    let binary = process::find_tool(Tool::Helm, ctx.overrides.helm_binary.as_deref()).map_err(
-        |message| Error::Render {
-            path: ctx.app.declared_in().to_path_buf(),
-            message,
-        },
-    )?;
+    let binary =
+        process::find_tool(Tool::Helm, ctx.overrides.helm_binary.as_deref()).map_err(|err| {
+            Error::Render {
+                path: ctx.app.declared_in().to_path_buf(),
+                message: err.to_string(),
+            }
+        })?;
     let env = HelmEnv::new(binary)?;
     let cfg = ctx.app.config.helm.clone().unwrap_or_default();
     let source = cfg.chart.clone().unwrap_or_default();
@@ -112,9 +113,9 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         }
     }
     if let Some(range) = &opts.version {
-        version::parse_constraint(range).map_err(|message| Error::Source {
+        version::parse_constraint(range).map_err(|err| Error::Source {
             path: ctx.app.declared_in().to_path_buf(),
-            message,
+            message: err.to_string(),
         })?;
     }
     let limits = ctx.limits.clone();
@@ -138,9 +139,9 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
 
     let entries = values_entries(ctx, &cfg)?;
     let declared = ctx.app.declared_in().to_path_buf();
-    let invalid = |message: String| Error::Source {
+    let invalid = |err: names::NameError| Error::Source {
         path: declared.clone(),
-        message,
+        message: err.to_string(),
     };
     let release = match ctx
         .overrides
@@ -155,9 +156,9 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         // The chart's own name (Chart.yaml is as untrusted as ferry.yaml).
         None => match chart::chart_name(&chart_path) {
             Some(name) => {
-                names::release_name(&name).map_err(|message| Error::Source {
+                names::release_name(&name).map_err(|err| Error::Source {
                     path: chart_path.join("Chart.yaml"),
-                    message: format!("the chart's name is used as the release name: {message}"),
+                    message: format!("the chart's name is used as the release name: {err}"),
                 })?;
                 name
             }

@@ -422,9 +422,9 @@ fn check_plugin_text(shown: &Path, field: &str, text: &str) -> Result<()> {
 /// was still exiting (see `crate::yaml::StreamParse`).
 pub(super) fn build(ctx: &Context<'_>, dir: &Path, shown: &Path) -> Result<(Vec<u8>, ParsedAhead)> {
     let binary = process::find_tool(Tool::Kustomize, ctx.overrides.kustomize_binary.as_deref())
-        .map_err(|message| Error::Render {
+        .map_err(|err| Error::Render {
             path: shown.to_path_buf(),
-            message,
+            message: err.to_string(),
         })?;
     // HOME is a throw-away directory (see process::run): the git kustomize runs for remote
     // bases reads no user configuration or credential helpers.

@@ -1,7 +1,7 @@
 //! What may reach a renderer's argv: release names, namespaces, `--kube-version`,
 //! `--api-versions`, `--set` expressions, chart names, versions, repository URLs and OCI
-//! references. Each check returns a message saying what is wrong and what is allowed; callers
-//! name the file or object the value came from. These values come from ferry.yaml, a Release's
+//! references. Each check returns a [`NameError`] saying what is wrong and what is allowed;
+//! callers name the file or object the value came from. These values come from ferry.yaml, a Release's
 //! `spec.render` or Chart.yaml, all attacker-controlled, so they are checked before any renderer
 //! runs (and [`super::process::Run`] still joins values to their flags and puts positionals
 //! after `--`, so a value that slipped through could not become a flag either).
@@ -44,80 +44,120 @@ fn printable(value: &str) -> bool {
     !value.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
+/// Why a value may not reach a renderer's argv. Each message quotes the value (URLs without
+/// their userinfo), says what is allowed, and is prefixed by the caller with the file or object
+/// and field the value came from.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "release name {0:?} is invalid: use at most {MAX_RELEASE_NAME} lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (set `helm.releaseName` if the chart's name does not qualify)"
+    )]
+    ReleaseName(String),
+    #[error(
+        "namespace {0:?} is invalid: use at most {MAX_NAMESPACE} lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    Namespace(String),
+    #[error("kubeVersion {0:?} is invalid: expected a Kubernetes version such as 1.31 or v1.31.2")]
+    KubeVersion(String),
+    #[error("apiVersions entry {0:?} is invalid: expected group/version or group/version/Kind")]
+    ApiVersion(String),
+    /// The expression's first 80 characters.
+    #[error("set expression {0:?} contains a NUL byte")]
+    SetExpressionNul(String),
+    /// The expression's first 80 characters.
+    #[error(
+        "set expression {0:?} is invalid: expected key=value with a key that does not start with '-'"
+    )]
+    SetExpression(String),
+    #[error(
+        "chart name {0:?} is invalid: use letters, digits, '.', '_' and '-', starting with a letter or digit; a chart name is looked up in `repo`, never on disk"
+    )]
+    ChartName(String),
+    #[error("chart version {0:?} may not start with '-'")]
+    ChartVersionFlag(String),
+    /// Not Masterminds semver syntax; `source` says which part is wrong.
+    #[error("version constraint: {source}; use e.g. \"1.2.3\", \"^1.2\" or \">=1.0.0 <2.0.0\"")]
+    VersionConstraint {
+        #[source]
+        source: ferry_semver::RangeError,
+    },
+    /// The URL without its userinfo.
+    #[error(
+        "repository {0:?} must be an https:// (or http://) URL with a host (for OCI registries use `oci: oci://...`)"
+    )]
+    RepoUrl(String),
+    /// The reference without its userinfo.
+    #[error("OCI reference {0:?} must look like oci://registry.example/path/chart")]
+    OciReference(String),
+}
+
 /// A Helm release name: a DNS-1123 subdomain of at most 53 characters, as `helm install`
 /// requires.
-pub fn release_name(name: &str) -> Result<(), String> {
+pub fn release_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_RELEASE_NAME || !DNS_SUBDOMAIN.is_match(name) {
-        return Err(format!(
-            "release name {name:?} is invalid: use at most {MAX_RELEASE_NAME} lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (set `helm.releaseName` if the chart's name does not qualify)"
-        ));
+        return Err(NameError::ReleaseName(name.to_string()));
     }
     Ok(())
 }
 
 /// A namespace: a DNS-1123 label.
-pub fn namespace(name: &str) -> Result<(), String> {
+pub fn namespace(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAMESPACE || !DNS_LABEL.is_match(name) {
-        return Err(format!(
-            "namespace {name:?} is invalid: use at most {MAX_NAMESPACE} lowercase letters, digits and '-', starting and ending with a letter or digit"
-        ));
+        return Err(NameError::Namespace(name.to_string()));
     }
     Ok(())
 }
 
 /// `--kube-version`: `1.31`, `v1.31.2`, `1.31.0-rc.1`.
-pub fn kube_version(version: &str) -> Result<(), String> {
+pub fn kube_version(version: &str) -> Result<(), NameError> {
     if version.len() > 64 || !KUBE_VERSION.is_match(version) {
-        return Err(format!(
-            "kubeVersion {version:?} is invalid: expected a Kubernetes version such as 1.31 or v1.31.2"
-        ));
+        return Err(NameError::KubeVersion(version.to_string()));
     }
     Ok(())
 }
 
 /// `--api-versions`: `group/version` or `group/version/Kind`.
-pub fn api_version(api: &str) -> Result<(), String> {
+pub fn api_version(api: &str) -> Result<(), NameError> {
     if api.len() > 253 || !API_VERSION.is_match(api) {
-        return Err(format!(
-            "apiVersions entry {api:?} is invalid: expected group/version or group/version/Kind"
-        ));
+        return Err(NameError::ApiVersion(api.to_string()));
     }
     Ok(())
 }
 
 /// A `--set` / `--set-string` expression: `key=value`, the key not starting with `-`.
-pub fn set_expression(expr: &str) -> Result<(), String> {
+pub fn set_expression(expr: &str) -> Result<(), NameError> {
     let shown: String = expr.chars().take(80).collect();
     match expr.split_once('=') {
         Some((key, _)) if !key.is_empty() && !key.starts_with('-') && !key.contains('\0') => {
             if expr.contains('\0') {
-                return Err(format!("set expression {shown:?} contains a NUL byte"));
+                return Err(NameError::SetExpressionNul(shown));
             }
             Ok(())
         }
-        _ => Err(format!(
-            "set expression {shown:?} is invalid: expected key=value with a key that does not start with '-'"
-        )),
+        _ => Err(NameError::SetExpression(shown)),
     }
 }
 
 /// A chart's name in an HTTP repository: letters, digits, `.`, `_`, `-`, starting with a
 /// letter or digit (never a path: a name must not become a file on the agent's disk).
-pub fn chart_name(name: &str) -> Result<(), String> {
+pub fn chart_name(name: &str) -> Result<(), NameError> {
     if name.len() > 250 || !CHART_NAME.is_match(name) || name.contains("..") {
-        return Err(format!(
-            "chart name {name:?} is invalid: use letters, digits, '.', '_' and '-', starting with a letter or digit; a chart name is looked up in `repo`, never on disk"
-        ));
+        return Err(NameError::ChartName(name.to_string()));
     }
     Ok(())
 }
 
-/// A chart version or range (syntax checked by [`super::helm::version::parse_constraint`]).
-pub fn chart_version(version: &str) -> Result<(), String> {
+/// A chart version or range in Helm's (Masterminds) syntax.
+pub fn chart_version(version: &str) -> Result<(), NameError> {
     if version.starts_with('-') {
-        return Err(format!("chart version {version:?} may not start with '-'"));
+        return Err(NameError::ChartVersionFlag(version.to_string()));
     }
-    super::helm::version::parse_constraint(version).map(|_| ())
+    version_constraint(version).map(|_| ())
+}
+
+/// Parse a chart version constraint (see [`super::helm::version`]).
+pub fn version_constraint(text: &str) -> Result<ferry_semver::Range, NameError> {
+    ferry_semver::Range::parse(text).map_err(|source| NameError::VersionConstraint { source })
 }
 
 /// A remote URL's host part after `scheme://`, without userinfo; `None` when there is none.
@@ -142,29 +182,25 @@ pub fn strip_userinfo(url: &str) -> String {
 }
 
 /// A Helm HTTP repository: an `https://` or `http://` URL with a host.
-pub fn repo_url(url: &str) -> Result<(), String> {
+pub fn repo_url(url: &str) -> Result<(), NameError> {
     let shown = strip_userinfo(url);
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     match rest {
         Some(rest) if printable(url) && host_of(rest).is_some() => Ok(()),
-        _ => Err(format!(
-            "repository {shown:?} must be an https:// (or http://) URL with a host (for OCI registries use `oci: oci://...`)"
-        )),
+        _ => Err(NameError::RepoUrl(shown)),
     }
 }
 
 /// An OCI chart reference: `oci://host/path`.
-pub fn oci_reference(reference: &str) -> Result<(), String> {
+pub fn oci_reference(reference: &str) -> Result<(), NameError> {
     let shown = strip_userinfo(reference);
     match reference.strip_prefix("oci://") {
         Some(rest) if printable(reference) && host_of(rest).is_some() && rest.contains('/') => {
             Ok(())
         }
-        _ => Err(format!(
-            "OCI reference {shown:?} must look like oci://registry.example/path/chart"
-        )),
+        _ => Err(NameError::OciReference(shown)),
     }
 }
 

@@ -39,18 +39,30 @@ impl Tool {
     }
 }
 
+/// Why a renderer binary was not found; each says how to point ferry at one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    /// `--helm` / `--kustomize` (or the agent's setting) names no executable.
+    #[error("the configured {} binary {} does not exist or is not executable", tool.name(), path.display())]
+    ConfiguredMissing { tool: Tool, path: PathBuf },
+    /// `$FERRY_HELM` / `$FERRY_KUSTOMIZE` names no executable.
+    #[error("${}={} does not exist or is not executable", tool.env_var(), path.display())]
+    EnvMissing { tool: Tool, path: PathBuf },
+    #[error("`{name}` was not found on PATH; install it, set ${env} to its path, or pass --{name} PATH", name = .0.name(), env = .0.env_var())]
+    NotOnPath(Tool),
+}
+
 /// Locate a renderer: an explicit path (flag or ferry.yaml) wins, then `$FERRY_<TOOL>`, then
 /// `PATH`. The error says all three ways to fix it.
-pub fn find_tool(tool: Tool, explicit: Option<&Path>) -> Result<PathBuf, String> {
+pub fn find_tool(tool: Tool, explicit: Option<&Path>) -> Result<PathBuf, ToolError> {
     if let Some(path) = explicit {
         return if is_executable(path) {
             Ok(path.to_path_buf())
         } else {
-            Err(format!(
-                "the configured {} binary {} does not exist or is not executable",
-                tool.name(),
-                path.display()
-            ))
+            Err(ToolError::ConfiguredMissing {
+                tool,
+                path: path.to_path_buf(),
+            })
         };
     }
     if let Some(path) = std::env::var_os(tool.env_var()).filter(|p| !p.is_empty()) {
@@ -58,11 +70,7 @@ pub fn find_tool(tool: Tool, explicit: Option<&Path>) -> Result<PathBuf, String>
         return if is_executable(&path) {
             Ok(path)
         } else {
-            Err(format!(
-                "${}={} does not exist or is not executable",
-                tool.env_var(),
-                path.display()
-            ))
+            Err(ToolError::EnvMissing { tool, path })
         };
     }
     if let Some(paths) = std::env::var_os("PATH") {
@@ -73,11 +81,7 @@ pub fn find_tool(tool: Tool, explicit: Option<&Path>) -> Result<PathBuf, String>
             }
         }
     }
-    Err(format!(
-        "`{name}` was not found on PATH; install it, set ${env} to its path, or pass --{name} PATH",
-        name = tool.name(),
-        env = tool.env_var()
-    ))
+    Err(ToolError::NotOnPath(tool))
 }
 
 fn is_executable(path: &Path) -> bool {

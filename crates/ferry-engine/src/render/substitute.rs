@@ -36,15 +36,31 @@ pub fn is_var_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
+/// Why a `--var` is not usable, or a strict substitution failed. The caller names the flag,
+/// file or object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstituteError {
+    /// The whole `--var` text (a variable name and value the operator typed, not a secret).
+    #[error("{0:?} is not KEY=VALUE")]
+    NotAssignment(String),
+    #[error(
+        "{0:?} is not a valid variable name (letters, digits and _, not starting with a digit)"
+    )]
+    InvalidName(String),
+    /// Strict substitution: `${NAME}` has no value and no default.
+    #[error(
+        "variable ${{{0}}} is not defined and has no default (strict substitution); define it with --var {0}=..., a vars file or `substitute:` in ferry.yaml, or write ${{{0}:=default}}"
+    )]
+    Undefined(String),
+}
+
 /// Parse `K=V` (from `--var`).
-pub fn parse_assignment(text: &str) -> std::result::Result<(String, String), String> {
+pub fn parse_assignment(text: &str) -> std::result::Result<(String, String), SubstituteError> {
     let (key, value) = text
         .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+        .ok_or_else(|| SubstituteError::NotAssignment(text.to_string()))?;
     if !is_var_name(key) {
-        return Err(format!(
-            "{key:?} is not a valid variable name (letters, digits and _, not starting with a digit)"
-        ));
+        return Err(SubstituteError::InvalidName(key.to_string()));
     }
     Ok((key.to_string(), value.to_string()))
 }
@@ -139,12 +155,9 @@ pub fn apply(manifests: &mut [Manifest], subst: &Substitution) -> Result<()> {
             message: format!("{}: {err}", name()),
         })?;
         let mut changed = false;
-        substitute_value(&mut value, subst, &mut changed).map_err(|var| Error::Render {
+        substitute_value(&mut value, subst, &mut changed).map_err(|err| Error::Render {
             path: manifest.origin.file.clone(),
-            message: format!(
-                "{}: variable ${{{var}}} is not defined and has no default (strict substitution); define it with --var {var}=..., a vars file or `substitute:` in ferry.yaml, or write ${{{var}:=default}}",
-                name()
-            ),
+            message: format!("{}: {err}", name()),
         })?;
         if changed {
             manifest.object = serde_json::from_value(value).map_err(|err| Error::Render {
@@ -159,12 +172,12 @@ pub fn apply(manifests: &mut [Manifest], subst: &Substitution) -> Result<()> {
     Ok(())
 }
 
-/// Walks a JSON tree; `Err(var)` names an undefined variable in strict mode.
+/// Walks a JSON tree; fails on an undefined variable in strict mode.
 fn substitute_value(
     value: &mut Value,
     subst: &Substitution,
     changed: &mut bool,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), SubstituteError> {
     match value {
         Value::String(text) => {
             if let Some(new) = substitute_leaf(text, subst)? {
@@ -204,7 +217,10 @@ fn substitute_value(
 }
 
 /// A leaf: `None` when unchanged. A leaf that is exactly one reference takes its value's type.
-fn substitute_leaf(text: &str, subst: &Substitution) -> std::result::Result<Option<Value>, String> {
+fn substitute_leaf(
+    text: &str,
+    subst: &Substitution,
+) -> std::result::Result<Option<Value>, SubstituteError> {
     if !text.contains("${") {
         return Ok(None);
     }
@@ -254,7 +270,7 @@ fn typed_scalar(text: String) -> Value {
 pub fn substitute_str(
     text: &str,
     subst: &Substitution,
-) -> std::result::Result<Option<String>, String> {
+) -> std::result::Result<Option<String>, SubstituteError> {
     if !text.contains("${") {
         return Ok(None);
     }
@@ -289,7 +305,10 @@ pub fn substitute_str(
 }
 
 /// The value of one `${...}` body; `Ok(None)` when the body is not a reference we handle.
-fn evaluate(body: &str, subst: &Substitution) -> std::result::Result<Option<String>, String> {
+fn evaluate(
+    body: &str,
+    subst: &Substitution,
+) -> std::result::Result<Option<String>, SubstituteError> {
     let name_end = body
         .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
         .unwrap_or(body.len());
@@ -301,7 +320,7 @@ fn evaluate(body: &str, subst: &Substitution) -> std::result::Result<Option<Stri
     let result = if op.is_empty() {
         match value {
             Some(v) => v.clone(),
-            None if subst.strict => return Err(name.to_string()),
+            None if subst.strict => return Err(SubstituteError::Undefined(name.to_string())),
             None => String::new(),
         }
     } else if let Some(default) = op.strip_prefix(":=").or_else(|| op.strip_prefix(":-")) {
@@ -356,7 +375,10 @@ mod tests {
     #[test]
     fn strict_mode_names_the_variable() {
         let s = subst(&[], true);
-        assert_eq!(substitute_str("x ${NOPE} y", &s), Err("NOPE".to_string()));
+        assert_eq!(
+            substitute_str("x ${NOPE} y", &s),
+            Err(SubstituteError::Undefined("NOPE".to_string()))
+        );
         assert_eq!(
             substitute_str("${NOPE:=ok}", &s),
             Ok(Some("ok".to_string()))

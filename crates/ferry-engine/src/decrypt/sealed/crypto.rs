@@ -83,17 +83,20 @@ impl fmt::Display for Scope {
     }
 }
 
+/// A scope name that is none of `strict`, `namespace-wide`, `cluster-wide`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?}; use strict, namespace-wide or cluster-wide")]
+pub struct UnknownScope(pub String);
+
 impl FromStr for Scope {
-    type Err = String;
+    type Err = UnknownScope;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "strict" => Ok(Scope::Strict),
             "namespace-wide" => Ok(Scope::NamespaceWide),
             "cluster-wide" => Ok(Scope::ClusterWide),
-            other => Err(format!(
-                "unknown scope {other:?}; use strict, namespace-wide or cluster-wide"
-            )),
+            other => Err(UnknownScope(other.to_string())),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use age::secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
+use super::SopsError;
 use crate::{Error, Result};
 
 /// The 32-byte SOPS data key; wiped from memory on drop.
@@ -229,24 +230,29 @@ pub(crate) enum UnwrapError {
 pub(crate) fn wrap_data_key(
     key: &[u8; 32],
     recipient: &str,
-) -> std::result::Result<String, String> {
-    let recipient = age::x25519::Recipient::from_str(recipient)
-        .map_err(|err| format!("{recipient:?} is not an age recipient (age1…): {err}"))?;
+) -> std::result::Result<String, SopsError> {
+    let parsed = age::x25519::Recipient::from_str(recipient).map_err(|reason| {
+        SopsError::InvalidRecipient {
+            recipient: recipient.to_string(),
+            reason,
+        }
+    })?;
+    let wrap = |source: Box<dyn std::error::Error + Send + Sync>| SopsError::WrapDataKey { source };
     let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .map_err(|err| err.to_string())?;
+        age::Encryptor::with_recipients(std::iter::once(&parsed as &dyn age::Recipient))
+            .map_err(|err| wrap(Box::new(err)))?;
     let mut out = Vec::new();
     let armored = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| wrap(Box::new(err)))?;
     let mut writer = encryptor
         .wrap_output(armored)
-        .map_err(|err| err.to_string())?;
-    std::io::Write::write_all(&mut writer, key).map_err(|err| err.to_string())?;
+        .map_err(|err| wrap(Box::new(err)))?;
+    std::io::Write::write_all(&mut writer, key).map_err(|err| wrap(Box::new(err)))?;
     writer
         .finish()
         .and_then(|armored| armored.finish())
-        .map_err(|err| err.to_string())?;
-    String::from_utf8(out).map_err(|err| err.to_string())
+        .map_err(|err| wrap(Box::new(err)))?;
+    String::from_utf8(out).map_err(|err| wrap(Box::new(err)))
 }
 
 fn default_key_file() -> Option<PathBuf> {

@@ -68,6 +68,42 @@ impl Format {
     }
 }
 
+/// What is wrong with encryption settings (`.sops.yaml`, flags, a file's `sops:` block) or an
+/// age recipient, before any file is touched. The caller names the file or rule; messages never
+/// hold key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum SopsError {
+    #[error(
+        "only one of encrypted_suffix, unencrypted_suffix, encrypted_regex and unencrypted_regex may be set"
+    )]
+    SeveralSelectors,
+    #[error("{field} is not a valid regex: {source}")]
+    InvalidRegex {
+        field: &'static str,
+        #[source]
+        source: regex::Error,
+    },
+    #[error(
+        "uses encrypted_comment_regex/unencrypted_comment_regex, which ferry does not support (it does not read YAML comments); re-encrypt with encrypted_regex instead"
+    )]
+    CommentRegexUnsupported,
+    #[error(
+        "no age recipient given; pass --age age1… or add a creation rule with `age:` to .sops.yaml"
+    )]
+    NoRecipient,
+    /// `reason` is age's own (a static description; age gives no error type here).
+    #[error("{recipient:?} is not an age recipient (age1…): {reason}")]
+    InvalidRecipient {
+        recipient: String,
+        reason: &'static str,
+    },
+    #[error("cannot wrap the data key for age: {source}")]
+    WrapDataKey {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 fn err(path: &Path, message: impl Into<String>) -> Error {
     Error::Decrypt {
         path: path.to_path_buf(),
@@ -320,7 +356,7 @@ fn decrypt_tree(
     keys: &AgeKeys,
     sink: &mut PlaintextSink<'_>,
 ) -> Result<()> {
-    let rules = Rules::from_metadata(meta).map_err(|m| err(path, m))?;
+    let rules = Rules::from_metadata(meta).map_err(|e| err(path, e.to_string()))?;
     let lastmodified = meta
         .lastmodified
         .as_deref()
@@ -534,13 +570,9 @@ impl EncryptOptions {
     pub fn new(
         age_recipients: Vec<String>,
         selectors: Selectors,
-    ) -> std::result::Result<Self, String> {
+    ) -> std::result::Result<Self, SopsError> {
         if age_recipients.is_empty() {
-            return Err(
-                "no age recipient given; pass --age age1… or add a creation rule with \
-                        `age:` to .sops.yaml"
-                    .into(),
-            );
+            return Err(SopsError::NoRecipient);
         }
         let rules = Rules::new(
             selectors.unencrypted_suffix.clone(),
@@ -619,7 +651,7 @@ pub fn encrypt(
 
     let mut age = Vec::new();
     for recipient in &options.age_recipients {
-        let enc = keys::wrap_data_key(&key, recipient).map_err(|m| err(path, m))?;
+        let enc = keys::wrap_data_key(&key, recipient).map_err(|e| err(path, e.to_string()))?;
         age.push(serde_json::json!({ "recipient": recipient, "enc": enc }));
     }
     let mut block = serde_json::Map::new();

@@ -9,6 +9,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::SopsError;
+
 /// The default suffix that keeps a key's value in clear, applied when a file sets no rule.
 pub(crate) const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";
 
@@ -103,7 +105,7 @@ impl Rules {
         unencrypted_regex: Option<String>,
         encrypted_regex: Option<String>,
         mac_only_encrypted: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SopsError> {
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
         let unencrypted_suffix = non_empty(unencrypted_suffix);
         let encrypted_suffix = non_empty(encrypted_suffix);
@@ -119,17 +121,13 @@ impl Rules {
         .filter(|set| **set)
         .count();
         if count > 1 {
-            return Err(
-                "only one of encrypted_suffix, unencrypted_suffix, encrypted_regex and \
-                        unencrypted_regex may be set"
-                    .into(),
-            );
+            return Err(SopsError::SeveralSelectors);
         }
-        let compile = |name: &str, re: Option<String>| -> Result<Option<Regex>, String> {
-            re.map(|re| {
-                Regex::new(&re).map_err(|err| format!("{name} is not a valid regex: {err}"))
-            })
-            .transpose()
+        let compile = |field: &'static str,
+                       re: Option<String>|
+         -> Result<Option<Regex>, SopsError> {
+            re.map(|re| Regex::new(&re).map_err(|source| SopsError::InvalidRegex { field, source }))
+                .transpose()
         };
         let unencrypted_suffix = if count == 0 {
             Some(DEFAULT_UNENCRYPTED_SUFFIX.to_string())
@@ -145,7 +143,7 @@ impl Rules {
         })
     }
 
-    pub(crate) fn from_metadata(meta: &Metadata) -> Result<Self, String> {
+    pub(crate) fn from_metadata(meta: &Metadata) -> Result<Self, SopsError> {
         if meta
             .encrypted_comment_regex
             .as_deref()
@@ -155,12 +153,7 @@ impl Rules {
                 .as_deref()
                 .is_some_and(|s| !s.is_empty())
         {
-            return Err(
-                "uses encrypted_comment_regex/unencrypted_comment_regex, which ferry does \
-                        not support (it does not read YAML comments); re-encrypt with \
-                        encrypted_regex instead"
-                    .into(),
-            );
+            return Err(SopsError::CommentRegexUnsupported);
         }
         Self::new(
             meta.unencrypted_suffix.clone(),

@@ -85,8 +85,8 @@ pub fn fetch(
         }
         ChartRef::Repo { url, name } => {
             // Checked again here, whoever built the reference: both reach helm's argv.
-            names::chart_name(name).map_err(|message| refused_ref(chart, message))?;
-            names::repo_url(url).map_err(|message| refused_ref(chart, message))?;
+            names::chart_name(name).map_err(|err| refused_ref(chart, err))?;
+            names::repo_url(url).map_err(|err| refused_ref(chart, err))?;
             let dest = env.home().join("charts");
             std::fs::create_dir_all(&dest).map_err(|err| io_err(&dest, err))?;
             let mut pull = env.run(limits).command(&["pull"]);
@@ -114,7 +114,7 @@ pub fn fetch(
                 pull = pull.option(Flag::Repo, url).positional(name);
             }
             if let Some(version) = &opts.version {
-                names::chart_version(version).map_err(|message| refused_ref(chart, message))?;
+                names::chart_version(version).map_err(|err| refused_ref(chart, err))?;
                 pull = pull.option(Flag::Version, version);
             }
             if opts.insecure_skip_tls_verify {
@@ -129,7 +129,7 @@ pub fn fetch(
             downloaded_archive(&dest, chart, limits)
         }
         ChartRef::Oci(reference) => {
-            names::oci_reference(reference).map_err(|message| refused_ref(chart, message))?;
+            names::oci_reference(reference).map_err(|err| refused_ref(chart, err))?;
             let dest = env.home().join("charts");
             std::fs::create_dir_all(&dest).map_err(|err| io_err(&dest, err))?;
             if opts.username.is_some() || opts.password.is_some() {
@@ -157,7 +157,7 @@ pub fn fetch(
             }
             let mut pull = env.run(limits).command(&["pull"]);
             if let Some(version) = &opts.version {
-                names::chart_version(version).map_err(|message| refused_ref(chart, message))?;
+                names::chart_version(version).map_err(|err| refused_ref(chart, err))?;
                 pull = pull.option(Flag::Version, version);
             }
             if opts.plain_http {
@@ -177,10 +177,10 @@ pub fn fetch(
     }
 }
 
-fn refused_ref(chart: &ChartRef, message: String) -> Error {
+fn refused_ref(chart: &ChartRef, err: names::NameError) -> Error {
     Error::Source {
         path: PathBuf::from(chart.display()),
-        message,
+        message: err.to_string(),
     }
 }
 
@@ -264,9 +264,9 @@ fn check_vendored_archives(chart_dir: &Path, limits: &Limits) -> Result<()> {
 
 /// Helm ignores `--version` for local charts; ferry checks the declared range itself.
 fn check_local_version(path: &Path, range: &str) -> Result<()> {
-    let constraint = super::version::parse_constraint(range).map_err(|message| Error::Source {
+    let constraint = super::version::parse_constraint(range).map_err(|err| Error::Source {
         path: path.to_path_buf(),
-        message,
+        message: err.to_string(),
     })?;
     let version = if path.is_dir() {
         let file = path.join("Chart.yaml");

@@ -6,11 +6,11 @@
 
 pub use ferry_semver::Range as Constraint;
 
+use super::super::names::{self, NameError};
+
 /// Parse Masterminds syntax; the error says what is wrong with which part.
-pub fn parse_constraint(text: &str) -> Result<Constraint, String> {
-    Constraint::parse(text).map_err(|err| {
-        format!("version constraint: {err}; use e.g. \"1.2.3\", \"^1.2\" or \">=1.0.0 <2.0.0\"")
-    })
+pub fn parse_constraint(text: &str) -> Result<Constraint, NameError> {
+    names::version_constraint(text)
 }
 
 #[cfg(test)]
