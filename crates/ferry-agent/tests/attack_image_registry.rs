@@ -1,7 +1,9 @@
 //! The registry attack of `ferry-images/tests/attack_registry.rs` through the real
-//! ImageRepository controller against the real API server. Every server here is a HOSTILE PEER
+//! ImageRepository controller, started as users start it (an in-process agent with
+//! `--image-automation`), against the real API server. Every server here is a HOSTILE PEER
 //! written by the test: the "registry" on 127.0.0.1 pages to "another host" on 127.0.0.2.
 
+mod common;
 // The hostile peers of ferry-images' registry attack tests.
 #[path = "../../ferry-images/tests/hostile/mod.rs"]
 mod hostile;
@@ -12,13 +14,11 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use hostile::{Peer, basic_challenge, basic_ok, other_host, respond};
 
-/// The same attack through the real ImageRepository controller against the real API server: a
-/// tenant's ImageRepository (with a Secret) points at the hostile registry, which pages to
+/// A tenant's ImageRepository (with a Secret) points at the hostile registry, which pages to
 /// another host. The scan fails with a condition that names the URL; the other host never gets
 /// the tenant's credentials; the Secret's password appears nowhere in the status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_repository_against_a_hostile_registry_fails_safely() {
-    use ferry_agent::controllers::image_automation::{ImageAutomation, ImageOptions};
     use ferry_api::common::{READY, find_condition};
     use ferry_api::images::ImageRepository;
     use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
@@ -26,15 +26,7 @@ async fn image_repository_against_a_hostile_registry_fails_safely() {
 
     let env = TestEnv::get();
     let client = env.client().await;
-    ferry_testsupport::install_crds(
-        &client,
-        &ferry_agent::controllers::image_automation::crds()
-            .iter()
-            .map(|c| serde_json::to_value(c).expect("crd"))
-            .collect::<Vec<_>>(),
-        "ferry-images-tests",
-    )
-    .await;
+    common::install_crds(&client).await;
     let ns = TestNamespace::create(&client, "attack-registry").await;
     let other = other_host().await;
     let next = format!("http://{}/v2/team/app/tags/list?last=1.0.0", other.addr);
@@ -82,10 +74,10 @@ async fn image_repository_against_a_hostile_registry_fails_safely() {
         )
         .await
         .expect("create ImageRepository");
-    let cache = tempfile::tempdir().expect("cache");
-    let mut options = ImageOptions::new(cache.path().to_path_buf());
-    options.namespaces = vec![ns.name.clone()];
-    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
+    // The tenant's Secret is read as the namespace's `default` service account, which
+    // `start_agent` grants the namespace's admin role (as a cluster admin would a tenant).
+    let (agent, _cache) =
+        common::start_agent(&env, &[&ns.name], |o| o.image_automation = true).await;
     let condition = wait_for(
         "ImageRepository reports the refused Link",
         Duration::from_secs(60),
@@ -102,7 +94,7 @@ async fn image_repository_against_a_hostile_registry_fails_safely() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
-    task.abort();
+    agent.stop().await.expect("agent stops");
     assert!(
         condition.message.contains(&other.addr.to_string()),
         "{}",

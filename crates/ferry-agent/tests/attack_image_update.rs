@@ -5,36 +5,31 @@
 //! name the link as `spec.update.path`, or climb out with `../../..`. The victim file must stay
 //! unchanged and every ImageUpdate must say what it skipped or refused. A second test has the
 //! git server serve a hand-made hostile tree (a symlink to the victim followed by a directory of
-//! the same name, a `..` entry) to the ImageUpdate's clone.
+//! the same name, a `..` entry) to the ImageUpdate's clone. The controllers run as users run
+//! them: an in-process agent with `--image-automation`.
 
+mod common;
 // The registry and git fixtures the image tests share with ferry-images' own tests.
 #[path = "../../ferry-images/tests/common/mod.rs"]
-mod common;
+mod images_common;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use ferry_agent::controllers::image_automation::{ImageAutomation, ImageOptions};
 use ferry_api::GitSource;
 use ferry_api::common::READY;
 use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use images_common::*;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, CustomResourceExt};
 use serde_json::json;
 
 async fn install_crds(client: &Client) {
-    let mut crds = ferry_agent::controllers::image_automation::crds();
-    crds.push(GitSource::crd());
-    let crds: Vec<serde_json::Value> = crds
-        .iter()
-        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
-        .collect();
-    ferry_testsupport::install_crds(client, &crds, "ferry-images-tests").await;
+    common::install_crds(client).await;
 }
 
 async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)
@@ -130,10 +125,8 @@ async fn image_updates_never_write_through_symlinks() {
             "update": {"path": path}
         }})).await;
     }
-    let cache = tempfile::tempdir().expect("cache");
-    let mut options = ImageOptions::new(cache.path().to_path_buf());
-    options.namespaces = vec![ns.name.clone()];
-    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
+    let (agent, _cache) =
+        common::start_agent(&env, &[&ns.name], |o| o.image_automation = true).await;
 
     // Walking the directory: the real file is updated, both links are skipped and reported.
     let status = wait_update(&client, &ns.name, "walk", "walk pushed", |s| {
@@ -188,7 +181,7 @@ async fn image_updates_never_write_through_symlinks() {
         1,
         "nothing new in the victim directory"
     );
-    task.abort();
+    agent.stop().await.expect("agent stops");
 }
 
 /// Write an object with `git hash-object --literally` (the hostile server's side: no checks).
@@ -294,10 +287,8 @@ async fn hostile_trees_in_the_image_update_clone_write_nothing_outside() {
         "git": {"checkoutBranch": "collide", "commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}, "pushBranch": "collide-auto"},
         "update": {"path": "./"}
     }})).await;
-    let cache = tempfile::tempdir().expect("cache");
-    let mut options = ImageOptions::new(cache.path().to_path_buf());
-    options.namespaces = vec![ns.name.clone()];
-    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
+    let (agent, cache) =
+        common::start_agent(&env, &[&ns.name], |o| o.image_automation = true).await;
 
     // The run finishes one way or the other (libgit2 refuses the tree, or checks it out
     // without following the link); either way nothing lands outside the clone.
@@ -326,7 +317,7 @@ async fn hostile_trees_in_the_image_update_clone_write_nothing_outside() {
         .map(|e| e.into_path())
         .collect();
     assert!(escaped.is_empty(), "{escaped:?}");
-    task.abort();
+    agent.stop().await.expect("agent stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -353,11 +344,11 @@ async fn oversized_work_tree_is_not_checked_out() {
         "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}},
         "update": {"path": "./"}
     }})).await;
-    let cache = tempfile::tempdir().expect("cache");
-    let mut options = ImageOptions::new(cache.path().to_path_buf());
-    options.namespaces = vec![ns.name.clone()];
-    options.git_max_checkout_bytes = 1 << 20;
-    let task = tokio::spawn(ImageAutomation::new(client.clone(), options).run());
+    let (agent, cache) = common::start_agent(&env, &[&ns.name], |o| {
+        o.image_automation = true;
+        o.git_max_checkout_bytes = 1 << 20;
+    })
+    .await;
     let status = wait_update(&client, &ns.name, "auto", "refused as too large", |s| {
         condition(s, READY).is_some_and(|c| c["status"] == "False")
     })
@@ -377,5 +368,5 @@ async fn oversized_work_tree_is_not_checked_out() {
         .map(|m| m.len())
         .sum();
     assert!(used < 1 << 20, "the clone holds {used} bytes");
-    task.abort();
+    agent.stop().await.expect("agent stops");
 }

@@ -1,35 +1,32 @@
 //! The image automation controllers against the real testenv: real registry, real git server
-//! (smart HTTP), real API server. Loop: tag pushed → scan (triggered as a webhook would) →
+//! (smart HTTP), real API server, the controllers started as users start them (an in-process
+//! agent with `--image-automation`). Loop: tag pushed → scan (triggered as a webhook would) →
 //! policy → commit pushed to git, plus the faults: bad credentials, no matching tag, malformed
 //! markers, a manual rollback, and a push refused by the server.
 
+mod common;
 // The registry and git fixtures the image tests share with ferry-images' own tests.
 #[path = "../../ferry-images/tests/common/mod.rs"]
-mod common;
+mod images_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
-use ferry_agent::controllers::image_automation::{ImageAutomation, ImageOptions, ScanTrigger};
+use ferry_agent::Agent;
+use ferry_agent::controllers::image_automation::ScanTrigger;
 use ferry_api::GitSource;
 use ferry_api::common::{READY, find_condition};
 use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use images_common::*;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 async fn install_crds(client: &Client) {
-    let mut crds = ferry_agent::controllers::image_automation::crds();
-    crds.push(GitSource::crd());
-    let crds: Vec<serde_json::Value> = crds
-        .iter()
-        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
-        .collect();
-    ferry_testsupport::install_crds(client, &crds, "ferry-images-tests").await;
+    common::install_crds(client).await;
 }
 
 async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
@@ -128,20 +125,47 @@ where
     .unwrap_or_else(|e| panic!("annotate: {e}"));
 }
 
-fn start(
+/// An agent with `--image-automation` watching only `ns`, whose `default` service account (the
+/// identity that reads the namespace's Secrets) a cluster admin granted its namespace, and the
+/// trigger a registry webhook uses.
+async fn start(env: &TestEnv, ns: &str) -> (ScanTrigger, Agent, tempfile::TempDir) {
+    let (agent, cache) = common::start_agent(env, &[ns], |o| o.image_automation = true).await;
+    (ScanTrigger::new(env.client().await), agent, cache)
+}
+
+/// Wait for an Event about `name` with `reason` whose note satisfies `check`; returns the notes.
+async fn wait_for_event(
     client: &Client,
     ns: &str,
-) -> (
-    ScanTrigger,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-    tempfile::TempDir,
-) {
-    let cache = tempfile::tempdir().expect("cache dir");
-    let mut options = ImageOptions::new(cache.path().to_path_buf());
-    options.namespaces = vec![ns.to_string()];
-    let automation = ImageAutomation::new(client.clone(), options);
-    let trigger = automation.trigger();
-    (trigger, tokio::spawn(automation.run()), cache)
+    name: &str,
+    reason: &str,
+    check: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let check = &check;
+    wait_for(
+        &format!("a {reason} event for {name}"),
+        Duration::from_secs(30),
+        || {
+            let events = events.clone();
+            async move {
+                let notes: Vec<String> = events
+                    .list(&kube::api::ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                            && e.reason.as_deref() == Some(reason)
+                    })
+                    .filter_map(|e| e.note)
+                    .collect();
+                Ok(notes.iter().any(|n| check(n)).then_some(notes))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn deploy_yaml(ns: &str, image: &str) -> String {
@@ -187,8 +211,8 @@ async fn tag_to_commit_loop_with_markers_kustomize_and_manual_rollback() {
     let values0 = values_yaml(&ns.name);
     let first = repo.commit(
         &[
-            ("deploy/app.yaml", &app0),
-            ("deploy/values.yaml", &values0),
+            ("deploy/app.yaml", app0.as_str()),
+            ("deploy/values.yaml", values0.as_str()),
             ("deploy/kustomization.yaml", KUSTOMIZATION),
             ("README.md", "not yaml\n"),
         ],
@@ -210,7 +234,7 @@ async fn tag_to_commit_loop_with_markers_kustomize_and_manual_rollback() {
         "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}},
         "update": {"path": "./deploy", "kustomizeImages": [{"name": "app", "policy": {"name": "app"}}]}
     }})).await;
-    let (trigger, task, _cache) = start(&client, &ns.name);
+    let (trigger, agent, _cache) = start(&env, &ns.name).await;
 
     // First run: 1.1.0 (the .sig tag is excluded by default, the pre-release is outside the range).
     let repo_obj: ImageRepository = wait_status(
@@ -381,7 +405,31 @@ async fn tag_to_commit_loop_with_markers_kustomize_and_manual_rollback() {
             .contains(&format!("{image}:1.3.0 #"))
     );
     let _ = third;
-    task.abort();
+
+    // The image controllers report like the agent's other controllers: their reconciles in the
+    // agent's metrics, an Event when Ready changes (here: the push).
+    let metrics = agent.metrics.encode();
+    for kind in ["ImageRepository", "ImagePolicy", "ImageUpdate"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("ferry_reconcile_total{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains(&format!("namespace=\"{}\"", ns.name))
+                    && l.contains("result=\"success\"")),
+            "{kind}: {metrics}"
+        );
+    }
+    let pushes = wait_for_event(&client, &ns.name, "auto", "Succeeded", |n| {
+        n.starts_with("pushed ")
+    })
+    .await;
+    assert!(
+        pushes
+            .iter()
+            .all(|n| !n.contains(&env.var("FERRY_GIT_PASSWORD")))
+    );
+    agent.stop().await.expect("agent stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -438,7 +486,7 @@ async fn faults_are_reported_and_nothing_is_committed() {
         "sourceRef": {"kind": "GitSource", "name": "repo"},
         "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}}
     }})).await;
-    let (_trigger, task, cache) = start(&client, &ns.name);
+    let (_trigger, agent, cache) = start(&env, &ns.name).await;
 
     let private: ImageRepository = wait_status(
         &client,
@@ -457,6 +505,11 @@ async fn faults_are_reported_and_nothing_is_committed() {
         message.contains("spec.secretRef") && message.contains(&auth_registry),
         "{message}"
     );
+    // The same message as a Warning Event, as the agent's other controllers publish failures.
+    wait_for_event(&client, &ns.name, "private", "Unauthorized", |n| {
+        n == message
+    })
+    .await;
 
     // Digest pinning: the HEAD on the manifest gives the digest crane pushed.
     let pinned: ImagePolicy = wait_status(
@@ -556,10 +609,10 @@ async fn faults_are_reported_and_nothing_is_committed() {
     )
     .await;
     assert_eq!(repo.head(), pushed, "no commit when nothing changed");
-    task.abort();
+    agent.stop().await.expect("agent stops");
 }
 
-/// Two automation processes (separate clones, as two agents would have) and three ImageUpdates
+/// Two agents (separate clones; both lead, as without leader election) and three ImageUpdates
 /// on one repository all react to the same new tag at once: every update lands, none is lost to
 /// a concurrent push (non-fast-forward pushes are re-applied on the new upstream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -612,8 +665,8 @@ async fn concurrent_automations_on_one_repository_do_not_clobber() {
             "update": {"path": team}
         }})).await;
     }
-    let (trigger, first_task, _c1) = start(&client, &ns.name);
-    let (_t2, second_task, _c2) = start(&client, &ns.name);
+    let (trigger, first_agent, _c1) = start(&env, &ns.name).await;
+    let (_t2, second_agent, _c2) = start(&env, &ns.name).await;
     // Everyone is at 1.0.0 (no commits needed); then 1.1.0 appears.
     for team in teams {
         wait_status::<ImageUpdate, _>(
@@ -668,6 +721,6 @@ async fn concurrent_automations_on_one_repository_do_not_clobber() {
             file(team).replace(":1.0.0 #", ":1.1.0 #")
         );
     }
-    first_task.abort();
-    second_task.abort();
+    first_agent.stop().await.expect("first agent stops");
+    second_agent.stop().await.expect("second agent stops");
 }

@@ -1,19 +1,87 @@
 //! The unsealer controller against the real testenv API server: it generates and stores its
 //! key, turns a SealedSecret into an owned Secret, restores the Secret when it is edited or
-//! deleted, and reports a strict seal moved to another name as not synced, without plaintext.
+//! deleted, and reports a strict seal moved to another name as not synced, without plaintext
+//! (in status and in Events). It runs on the agent's shared Context, counts its reconciles in
+//! the agent's metrics, and stops gracefully when told to. The tests start it alone, with a
+//! small key and a short renewal period that the agent's flags do not offer; the agent starts
+//! it with `--sealed-secrets` (tests/webhook.rs, tests/attack_tenancy.rs).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_agent::controllers::unsealer::{CertificateHandle, UnsealerOptions, run_unsealer};
+use ferry_agent::AgentOptions;
+use ferry_agent::context::{Context, counted_client};
+use ferry_agent::controllers::unsealer::{self, CertificateHandle, UnsealerOptions};
+use ferry_agent::metrics::Metrics;
+use ferry_engine::cluster::{ClusterOptions, load_config};
 use ferry_engine::decrypt::sealed::{self, KeyBits, Scope, SealedSecret};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Context the agent's controllers share, built as the agent builds it for a leadership term
+/// (admin kubeconfig, counted client, a stop token), watching only `ns`.
+async fn agent_context(env: &TestEnv, ns: &str) -> (Arc<Context>, tempfile::TempDir) {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
+    options.watch_namespaces = vec![ns.to_string()];
+    let config = load_config(&ClusterOptions {
+        kubeconfig: Some(env.kubeconfig()),
+        context: None,
+    })
+    .await
+    .expect("kubeconfig");
+    let metrics = Arc::new(Metrics::new());
+    let client = counted_client(config.clone(), metrics.clone()).expect("client");
+    let ctx = Context::new(client, config, options, metrics, CancellationToken::new());
+    (Arc::new(ctx), cache)
+}
+
+/// The unsealer on `ctx` with a 2048-bit key (quick to generate), keys in `ns`; it stops when
+/// the Context's stop token is cancelled.
+fn start(
+    ctx: &Arc<Context>,
+    ns: &str,
+    renew_period: Option<Duration>,
+    key_refresh: Duration,
+) -> (
+    CertificateHandle,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), unsealer::KeyStoreError>>,
+) {
+    let handle = CertificateHandle::default();
+    let options = UnsealerOptions {
+        key_namespace: ns.to_string(),
+        watch_namespaces: vec![ns.to_string()],
+        key_bits: KeyBits::Rsa2048,
+        renew_period,
+        key_refresh,
+        certificates: handle.clone(),
+    };
+    let task = tokio::spawn(unsealer::run(ctx.clone(), options));
+    (handle, ctx.stop.clone(), task)
+}
+
+/// Notes of the Events about `name` with `reason`.
+async fn event_notes(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = events
+        .list(&ListParams::default())
+        .await
+        .expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
 
 async fn install_crd(client: &Client) {
     let crd = serde_json::to_value(SealedSecret::crd()).expect("CRD as JSON");
@@ -37,17 +105,8 @@ async fn unsealer_controller_creates_and_resyncs_owned_secrets() {
     let client = env.client().await;
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, "unseal").await;
-
-    let handle = CertificateHandle::default();
-    let options = UnsealerOptions {
-        key_namespace: ns.name.clone(),
-        watch_namespaces: vec![ns.name.clone()],
-        key_bits: KeyBits::Rsa2048,
-        renew_period: None,
-        key_refresh: Duration::from_secs(5),
-        certificates: handle.clone(),
-    };
-    let task = tokio::spawn(run_unsealer(client.clone(), options));
+    let (ctx, _cache) = agent_context(&env, &ns.name).await;
+    let (handle, stop, task) = start(&ctx, &ns.name, None, Duration::from_secs(5));
 
     let cert = wait_for("the unsealer's certificate", TIMEOUT, || {
         let handle = handle.clone();
@@ -172,8 +231,59 @@ async fn unsealer_controller_creates_and_resyncs_owned_secrets() {
         "no Secret for a refused seal"
     );
 
-    task.abort();
-    let _ = task.await;
+    // Events, as the agent's other controllers publish them: Normal when unsealed, Warning when
+    // not, with the status message (no plaintext).
+    let unsealed_notes = wait_for("an Unsealed event for db", TIMEOUT, || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move {
+            let notes = event_notes(&client, &ns, "db", "Unsealed").await;
+            Ok((!notes.is_empty()).then_some(notes))
+        }
+    })
+    .await
+    .expect("Unsealed event");
+    assert!(
+        unsealed_notes.iter().all(|n| n == "Secret unsealed"),
+        "{unsealed_notes:?}"
+    );
+    let failed_notes = wait_for("an ErrUnsealFailed event for the copy", TIMEOUT, || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move {
+            let notes = event_notes(&client, &ns, "copied", "ErrUnsealFailed").await;
+            Ok((!notes.is_empty()).then_some(notes))
+        }
+    })
+    .await
+    .expect("ErrUnsealFailed event");
+    assert!(
+        failed_notes
+            .iter()
+            .all(|n| n.contains("no key can unseal") && !n.contains("ctrl-s3cret-77")),
+        "{failed_notes:?}"
+    );
+
+    // The agent's reconcile metrics count the unsealer's work by kind and result.
+    let metrics = ctx.metrics.encode();
+    let counted = |result: &str, name: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("ferry_reconcile_total{")
+                && l.contains("kind=\"SealedSecret\"")
+                && l.contains(&format!("name=\"{name}\""))
+                && l.contains(&format!("result=\"{result}\""))
+        })
+    };
+    assert!(counted("success", "db"), "{metrics}");
+    assert!(counted("failure", "copied"), "{metrics}");
+
+    // A graceful stop: the controllers and the key loop end by themselves, nothing is aborted.
+    stop.cancel();
+    let stopped = tokio::time::timeout(TIMEOUT, task)
+        .await
+        .expect("the unsealer stops when told to")
+        .expect("the unsealer task");
+    assert!(stopped.is_ok(), "{stopped:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,17 +293,13 @@ async fn unsealer_renews_keys_and_keeps_old_ones_for_unsealing() {
     let client = env.client().await;
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, "renew").await;
-
-    let handle = CertificateHandle::default();
-    let options = UnsealerOptions {
-        key_namespace: ns.name.clone(),
-        watch_namespaces: vec![ns.name.clone()],
-        key_bits: KeyBits::Rsa2048,
-        renew_period: Some(Duration::from_secs(3)),
-        key_refresh: Duration::from_secs(1),
-        certificates: handle.clone(),
-    };
-    let task = tokio::spawn(run_unsealer(client.clone(), options));
+    let (ctx, _cache) = agent_context(&env, &ns.name).await;
+    let (handle, stop, task) = start(
+        &ctx,
+        &ns.name,
+        Some(Duration::from_secs(3)),
+        Duration::from_secs(1),
+    );
     let first = wait_for("the first certificate", TIMEOUT, || {
         let handle = handle.clone();
         async move { Ok(handle.certificate_pem()) }
@@ -241,6 +347,10 @@ async fn unsealer_renews_keys_and_keeps_old_ones_for_unsealing() {
     })
     .await
     .expect("old-key secret unsealed");
-    task.abort();
-    let _ = task.await;
+    stop.cancel();
+    let stopped = tokio::time::timeout(TIMEOUT, task)
+        .await
+        .expect("the unsealer stops when told to")
+        .expect("the unsealer task");
+    assert!(stopped.is_ok(), "{stopped:?}");
 }

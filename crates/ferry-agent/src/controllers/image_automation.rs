@@ -1,102 +1,38 @@
-//! The image automation controllers (kube-runtime): ImageRepository scans, ImagePolicy
-//! evaluation, ImageUpdate write-back. [`ImageAutomation`] owns the shared state (registry
-//! access, the in-memory tag lists that every policy of a repository shares, per-repository git
-//! locks); the agent builds one, hands its [`ScanTrigger`] to the webhook receiver, and runs it.
+//! Image automation in the agent: the ImageRepository, ImagePolicy and ImageUpdate controllers
+//! (`image_repository.rs`, `image_policy.rs`, `image_update.rs`) and what they share besides the
+//! agent's one [`Context`]: registry access and pacing, the in-memory tag lists that every
+//! policy of a repository reads, per-branch git locks. They start with the other controllers
+//! while the agent leads (`--image-automation`) and stop with them: running reconciles finish,
+//! none is aborted. [`ScanTrigger`] is what registry webhooks call to ask for a scan now.
+//!
+//! The library parts (registry client, tag policies, markers, set-image edits, git write-back,
+//! webhook payloads) are `ferry_images`; this module only runs them against the cluster.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_api::common::RECONCILE_REQUESTED_AT;
+use ferry_api::common::{READY, RECONCILE_REQUESTED_AT, find_condition};
 use ferry_api::images::ImageRepository;
-use futures::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
-use thiserror::Error;
-
 use ferry_images::reference::split_repository;
 use ferry_images::registry::{Registries, RegistryLimits};
 use ferry_images::webhook::RegistryEvent;
+use futures::FutureExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Client, Resource, ResourceExt};
+use thiserror::Error;
 
-pub use super::image_update::render_message;
-
-/// Options for the image controllers.
-#[derive(Debug, Clone)]
-pub struct ImageOptions {
-    /// Where the automation keeps its git clones (`<cache_dir>/images/<ns>/<name>`).
-    pub cache_dir: PathBuf,
-    /// Only watch these namespaces (default, empty: all). Scans, registry pacing and caches
-    /// are shared across them.
-    pub namespaces: Vec<String>,
-    pub limits: RegistryLimits,
-    /// Reconciles in parallel per controller.
-    pub concurrency: u16,
-    /// Allow ImageUpdates whose GitSource has a `file://` URL or a local path (the agent's
-    /// `--allow-local-git-sources`; off by default).
-    pub allow_local_git_sources: bool,
-    /// Most pack bytes one write-back fetch may receive (the agent's `--git-max-fetch-bytes`).
-    pub git_max_fetch_bytes: u64,
-    /// Most bytes of files in one write-back clone (the agent's `--git-max-checkout-bytes`).
-    pub git_max_checkout_bytes: u64,
-    /// Who reads the Secrets an ImageRepository or ImageUpdate's GitSource names (the agent
-    /// passes the namespace's tenant identity, so a tenant cannot make the controller read a
-    /// Secret the tenant may not read). `None`: the controllers' own client.
-    pub secret_reader: Option<SecretReader>,
-    /// Floor for a tenant's `spec.interval` (ImageRepository, ImageUpdate): `interval: 1s` must
-    /// not hammer the registry or the git server (the agent's `--min-interval`).
-    pub min_interval: Duration,
-    /// Ceiling for a tenant's `spec.timeout` (the agent's `--max-timeout`).
-    pub max_timeout: Duration,
-    /// Follow references into other namespaces (an ImagePolicy's `imageRepositoryRef`, an
-    /// ImageUpdate's `sourceRef`): the agent's `--allow-cross-namespace-refs`, the same rule as
-    /// for Releases ([`ferry_api::referenced_namespace`]). Off by default.
-    pub allow_cross_namespace_refs: bool,
-}
-
-/// Namespace → the client that reads that namespace's tenant-referenced Secrets.
-type SecretClientFn = dyn Fn(&str) -> Result<Client, String> + Send + Sync;
-
-/// Builds the client that reads tenant-referenced Secrets of a namespace.
-#[derive(Clone)]
-pub struct SecretReader(Arc<SecretClientFn>);
-
-impl SecretReader {
-    pub fn new(f: impl Fn(&str) -> Result<Client, String> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(f))
-    }
-}
-
-impl std::fmt::Debug for SecretReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretReader")
-    }
-}
-
-impl ImageOptions {
-    pub fn new(cache_dir: PathBuf) -> Self {
-        Self {
-            cache_dir,
-            namespaces: Vec::new(),
-            limits: RegistryLimits::default(),
-            concurrency: 4,
-            allow_local_git_sources: false,
-            git_max_fetch_bytes: 512 * 1024 * 1024,
-            git_max_checkout_bytes: 1024 * 1024 * 1024,
-            secret_reader: None,
-            min_interval: Duration::from_secs(1),
-            max_timeout: Duration::from_secs(15 * 60),
-            allow_cross_namespace_refs: false,
-        }
-    }
-}
+use crate::context::{Context, Key};
 
 #[derive(Debug, Error)]
 pub enum ReconcileError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Other(String),
+    #[error("the write-back task failed: {0}")]
+    WriteBackTask(#[source] tokio::task::JoinError),
 }
 
 /// A scan result shared by every policy on the repository.
@@ -106,6 +42,120 @@ pub struct ScanData {
     pub scanned_at: Instant,
     /// `spec.image` at scan time.
     pub image: String,
+}
+
+/// What the three image controllers share: the agent's [`Context`] (clients and tenancy,
+/// options, metrics, events, backoff) plus the image automation's own state. One per leadership
+/// term, like the Context.
+pub struct ImageContext {
+    pub agent: Arc<Context>,
+    pub registries: Registries,
+    /// (namespace, ImageRepository) → its last good scan.
+    pub scans: Mutex<HashMap<Key, ScanData>>,
+    /// Serialises write-backs to one repository branch within this process.
+    pub git_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// ImageUpdate key → fingerprint of inputs and when it last ran.
+    pub update_runs: Mutex<HashMap<Key, (String, Instant)>>,
+}
+
+impl ImageContext {
+    pub fn new(agent: Arc<Context>) -> Self {
+        Self {
+            agent,
+            registries: Registries::new(RegistryLimits::default()),
+            scans: Mutex::default(),
+            git_locks: Mutex::default(),
+            update_runs: Mutex::default(),
+        }
+    }
+
+    /// The client for reading Secrets that objects in `namespace` refer to: the namespace's
+    /// tenant identity (see [`Context::secret_reader`]), so a tenant cannot make the controllers
+    /// read a Secret the tenant may not read.
+    pub(super) fn secret_client(&self, namespace: &str) -> Result<Client, String> {
+        self.agent
+            .secret_reader(namespace)
+            .map(|(client, _identity)| client)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Where an ImageUpdate keeps its clone: `<cache-dir>/images/<namespace>/<name>`.
+    pub(super) fn work_dir(&self, namespace: &str, name: &str) -> PathBuf {
+        self.agent
+            .options
+            .cache_dir
+            .join("images")
+            .join(namespace)
+            .join(name)
+    }
+
+    /// Count a reconcile that ran to a decision in the agent's metrics, as the Release and
+    /// GitSource controllers do: `success` when the object ended Ready, else `failure`.
+    pub(super) fn observe(&self, kind: &str, key: &Key, ready: bool, started: Instant) {
+        self.agent
+            .metrics
+            .observe_reconcile(kind, &key.0, &key.1, ready, started.elapsed());
+    }
+}
+
+/// Publish an Event when an object's `Ready` condition changed (status, reason or message):
+/// `Normal` when it is Ready, `Warning` when not. A steady state publishes nothing, so a scan
+/// every interval does not flood the namespace's Events. Messages are status messages, which
+/// never carry secret values.
+pub(super) async fn publish_ready_change<K>(
+    ctx: &ImageContext,
+    obj: &K,
+    before: &[Condition],
+    after: &[Condition],
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let Some(now) = find_condition(after, READY) else {
+        return;
+    };
+    let unchanged = find_condition(before, READY).is_some_and(|was| {
+        was.status == now.status && was.reason == now.reason && was.message == now.message
+    });
+    if unchanged {
+        return;
+    }
+    let type_ = if now.status == "True" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    ctx.agent
+        .publish_event(obj, type_, &now.reason, &now.message)
+        .await;
+}
+
+/// Run the three controllers (one set per watched namespace, or one cluster-wide) until the
+/// Context's stop token is cancelled; running reconciles finish first.
+pub async fn run(agent: Arc<Context>) {
+    let stop = agent.stop.clone();
+    let ctx = Arc::new(ImageContext::new(agent));
+    let scopes: Vec<Option<String>> = if ctx.agent.options.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.agent
+            .options
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let mut all = Vec::new();
+    for ns in scopes {
+        all.push(
+            super::image_repository::controller(ctx.clone(), ns.clone(), stop.clone()).boxed(),
+        );
+        all.push(super::image_policy::controller(ctx.clone(), ns.clone(), stop.clone()).boxed());
+        all.push(super::image_update::controller(ctx.clone(), ns, stop.clone()).boxed());
+    }
+    tracing::info!("image automation controllers started");
+    futures::future::join_all(all).await;
+    tracing::info!("image automation controllers stopped");
 }
 
 /// Asks for an immediate scan by setting `ferry.dev/reconcile-requested-at` on the
@@ -140,103 +190,6 @@ impl ScanTrigger {
     ) -> Result<Vec<String>, kube::Error> {
         request_scan(&self.client, namespace, events).await
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Context {
-    /// The client for reading Secrets that objects in `namespace` refer to.
-    pub(crate) fn secret_client(&self, namespace: &str) -> Result<Client, String> {
-        match &self.options.secret_reader {
-            Some(reader) => (reader.0)(namespace),
-            None => Ok(self.client.clone()),
-        }
-    }
-}
-
-pub(crate) struct Context {
-    pub client: Client,
-    pub registries: Registries,
-    pub scans: Mutex<HashMap<(String, String), ScanData>>,
-    pub options: ImageOptions,
-    /// Serialises write-backs to one repository branch within this process.
-    pub git_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// ImageUpdate key → fingerprint of inputs and when it last ran.
-    pub update_runs: Mutex<HashMap<(String, String), (String, Instant)>>,
-}
-
-/// The image automation: build with [`ImageAutomation::new`], take [`ImageAutomation::trigger`]
-/// for the webhook receiver, then [`ImageAutomation::run`].
-pub struct ImageAutomation {
-    ctx: Arc<Context>,
-}
-
-impl ImageAutomation {
-    pub fn new(client: Client, options: ImageOptions) -> Self {
-        let ctx = Arc::new(Context {
-            client,
-            registries: Registries::new(options.limits.clone()),
-            scans: Mutex::default(),
-            options,
-            git_locks: Mutex::default(),
-            update_runs: Mutex::default(),
-        });
-        Self { ctx }
-    }
-
-    pub fn trigger(&self) -> ScanTrigger {
-        ScanTrigger::new(self.ctx.client.clone())
-    }
-
-    /// Run the three controllers until one of them stops (it does not, unless the API goes away
-    /// for good).
-    pub async fn run(self) -> anyhow::Result<()> {
-        let ctx = self.ctx;
-        let scopes: Vec<Option<String>> = if ctx.options.namespaces.is_empty() {
-            vec![None]
-        } else {
-            ctx.options.namespaces.iter().cloned().map(Some).collect()
-        };
-        let mut all: Vec<
-            std::pin::Pin<Box<dyn std::future::Future<Output = &'static str> + Send>>,
-        > = Vec::new();
-        for ns in scopes {
-            let c = ctx.clone();
-            let n = ns.clone();
-            all.push(Box::pin(async move {
-                super::image_repository::controller(c, n).await;
-                "ImageRepository"
-            }));
-            let c = ctx.clone();
-            let n = ns.clone();
-            all.push(Box::pin(async move {
-                super::image_policy::controller(c, n).await;
-                "ImagePolicy"
-            }));
-            let c = ctx.clone();
-            all.push(Box::pin(async move {
-                super::image_update::controller(c, ns).await;
-                "ImageUpdate"
-            }));
-        }
-        tracing::info!("image automation controllers started");
-        let (stopped, _, _) = futures::future::select_all(all).await;
-        anyhow::bail!("the {stopped} controller stopped")
-    }
-}
-
-/// Convenience for the agent: build and run with default options.
-pub async fn run_controllers(client: Client, options: ImageOptions) -> anyhow::Result<()> {
-    ImageAutomation::new(client, options).run().await
-}
-
-/// The CRDs of image automation (for `ferry-agent crds` / install).
-pub fn crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
-    ferry_api::crds::image_crds()
 }
 
 /// For the webhook receiver: ask every ImageRepository (in `namespace`, or everywhere) whose
@@ -274,28 +227,17 @@ pub async fn request_scan(
     Ok(asked)
 }
 
-pub(crate) fn parse_interval(text: Option<&str>, default: Duration) -> Result<Duration, String> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) fn parse_interval(text: Option<&str>, default: Duration) -> Result<Duration, String> {
     match text {
         None => Ok(default),
         Some(t) => ferry_api::parse_positive_duration(t).map_err(|e| e.to_string()),
     }
 }
 
-pub(crate) fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+pub(super) fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// Drive a controller stream to completion, logging reconcile failures.
-pub(crate) async fn drain<S, T, E>(stream: S, kind: &'static str)
-where
-    S: futures::Stream<Item = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    stream
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(kind, "reconcile: {e}");
-            }
-        })
-        .await;
 }

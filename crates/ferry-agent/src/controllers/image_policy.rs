@@ -1,10 +1,11 @@
-//! ImagePolicy reconciler: pick the latest tag from the repository's shared scan, optionally
-//! pin its digest, and record latest / previous image and when it changed.
+//! The ImagePolicy controller: pick the latest tag from the repository's shared scan, optionally
+//! pin its digest, and record latest / previous image and when it changed (and an Event when
+//! Ready changes, e.g. to a new latest image).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ferry_api::common::{READY, STALLED, remove_condition, set_condition, set_failure};
+use ferry_api::common::{READY, STALLED, is_ready, remove_condition, set_condition, set_failure};
 use ferry_api::images::{ImagePolicy, ImagePolicySpec, ImagePolicyStatus, ImageRepository};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -12,55 +13,70 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::image_automation::{Context, ReconcileError, drain, lock, now_time};
+use tokio_util::sync::CancellationToken;
+
+use super::image_automation::{ImageContext, ReconcileError, lock, now_time, publish_ready_change};
 use super::image_repository as repository;
+use crate::context::key_of;
 use ferry_images::policy::{Choice, Filter, Order, Policy};
 use ferry_images::semver_range::Range;
 
-pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
+const KIND: &str = "ImagePolicy";
+/// Longest wait before retrying after an API error (the shared backoff starts at 2 s).
+const ERROR_RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// Run until `stop` is cancelled; running reconciles finish first.
+pub(super) async fn controller(
+    ctx: Arc<ImageContext>,
+    namespace: Option<String>,
+    stop: CancellationToken,
+) {
     let (policies, repos): (Api<ImagePolicy>, Api<ImageRepository>) = match &namespace {
         Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.agent.client.clone(), ns),
+            Api::namespaced(ctx.agent.client.clone(), ns),
         ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        None => (
+            Api::all(ctx.agent.client.clone()),
+            Api::all(ctx.agent.client.clone()),
+        ),
     };
     let controller = Controller::new(policies, watcher::Config::default());
     let store = controller.store();
-    let stream = controller
-        .watches(
-            repos,
-            watcher::Config::default(),
-            move |repo: ImageRepository| {
-                let ns = repo.namespace().unwrap_or_default();
-                let name = repo.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        // Policies whose reference resolves to this repository, in their own
-                        // namespace or (when allowed) another one.
-                        let policy_ns = p.namespace().unwrap_or_default();
-                        let repo_ref = &p.spec.image_repository_ref;
-                        repo_ref.name == name
-                            && repo_ref
-                                .namespace
-                                .as_deref()
-                                .filter(|n| !n.is_empty())
-                                .unwrap_or(&policy_ns)
-                                == ns
-                    })
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .run(reconcile, error_policy, ctx);
-    drain(stream, "ImagePolicy").await;
+    let controller = controller.watches(
+        repos,
+        watcher::Config::default(),
+        move |repo: ImageRepository| {
+            let ns = repo.namespace().unwrap_or_default();
+            let name = repo.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    // Policies whose reference resolves to this repository, in their own
+                    // namespace or (when allowed) another one.
+                    let policy_ns = p.namespace().unwrap_or_default();
+                    let repo_ref = &p.spec.image_repository_ref;
+                    repo_ref.name == name
+                        && repo_ref
+                            .namespace
+                            .as_deref()
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or(&policy_ns)
+                            == ns
+                })
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        },
+    );
+    super::drive(KIND, controller, 0, reconcile, error_policy, ctx, stop).await;
 }
 
-fn error_policy(_: Arc<ImagePolicy>, err: &ReconcileError, _: Arc<Context>) -> Action {
-    tracing::warn!("ImagePolicy reconcile failed: {err}");
-    Action::requeue(Duration::from_secs(10))
+fn error_policy(policy: Arc<ImagePolicy>, err: &ReconcileError, ctx: Arc<ImageContext>) -> Action {
+    let key = key_of(&*policy);
+    tracing::warn!(policy = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
+    ctx.agent.metrics.observe_error(KIND);
+    Action::requeue(ctx.agent.backoff.on_error(KIND, &key, ERROR_RETRY_CAP))
 }
 
 /// Build the pure policy from the spec; errors name the field.
@@ -109,26 +125,50 @@ pub fn build_policy(spec: &ImagePolicySpec) -> Result<Policy, String> {
     Ok(Policy { choice, filter })
 }
 
+/// Write the status when it changed (and publish an Event if Ready changed); returns whether
+/// it is Ready.
 async fn patch_status(
-    ctx: &Context,
+    ctx: &ImageContext,
     policy: &ImagePolicy,
     status: &ImagePolicyStatus,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
+    let ready = is_ready(&status.conditions);
     if policy.status.as_ref() == Some(status) {
-        return Ok(());
+        return Ok(ready);
     }
-    let api: Api<ImagePolicy> =
-        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let api: Api<ImagePolicy> = Api::namespaced(
+        ctx.agent.client.clone(),
+        &policy.namespace().unwrap_or_default(),
+    );
     api.patch_status(
         &policy.name_any(),
         &PatchParams::default(),
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    Ok(())
+    let before = policy.status.as_ref().map(|s| s.conditions.as_slice());
+    publish_ready_change(ctx, policy, before.unwrap_or_default(), &status.conditions).await;
+    Ok(ready)
 }
 
-async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    policy: Arc<ImagePolicy>,
+    ctx: Arc<ImageContext>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let _running = ctx.agent.metrics.running(KIND);
+    let result = reconcile_inner(&policy, &ctx).await;
+    if let Ok((_, ready)) = &result {
+        ctx.observe(KIND, &key_of(&*policy), *ready, started);
+    }
+    result.map(|(action, _)| action)
+}
+
+/// One evaluation; returns what to do next and whether the policy ended Ready.
+async fn reconcile_inner(
+    policy: &ImagePolicy,
+    ctx: &ImageContext,
+) -> Result<(Action, bool), ReconcileError> {
     let ns = policy.namespace().unwrap_or_default();
     let generation = policy.meta().generation;
     let mut status = policy.status.clone().unwrap_or_default();
@@ -140,14 +180,14 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
         Ok(rule) => rule,
         Err(message) => {
             fail(&mut status, "InvalidPolicy", &message, true);
-            patch_status(&ctx, &policy, &status).await?;
-            return Ok(Action::await_change());
+            let ready = patch_status(ctx, policy, &status).await?;
+            return Ok((Action::await_change(), ready));
         }
     };
     let repo_ref = &policy.spec.image_repository_ref;
     // THE cross-namespace rule, with the agent's --allow-cross-namespace-refs as for Releases.
     let repo_ns = match ferry_api::referenced_namespace(
-        ctx.options.allow_cross_namespace_refs,
+        ctx.agent.options.allow_cross_namespace_refs,
         "ImagePolicy",
         &ns,
         repo_ref.namespace.as_deref(),
@@ -161,11 +201,11 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
                 &refused.to_string(),
                 true,
             );
-            patch_status(&ctx, &policy, &status).await?;
-            return Ok(Action::await_change());
+            let ready = patch_status(ctx, policy, &status).await?;
+            return Ok((Action::await_change(), ready));
         }
     };
-    let repos: Api<ImageRepository> = Api::namespaced(ctx.client.clone(), &repo_ns);
+    let repos: Api<ImageRepository> = Api::namespaced(ctx.agent.client.clone(), &repo_ns);
     let Some(repo) = repos.get_opt(&repo_ref.name).await? else {
         fail(
             &mut status,
@@ -173,8 +213,8 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
             &format!("ImageRepository {repo_ns}/{} not found", repo_ref.name),
             false,
         );
-        patch_status(&ctx, &policy, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        let ready = patch_status(ctx, policy, &status).await?;
+        return Ok((Action::requeue(retry_soon(ctx, policy)), ready));
     };
     let scan = lock(&ctx.scans)
         .get(&(repo_ns.clone(), repo_ref.name.clone()))
@@ -200,8 +240,8 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
             ),
             false,
         );
-        patch_status(&ctx, &policy, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        let ready = patch_status(ctx, policy, &status).await?;
+        return Ok((Action::requeue(retry_soon(ctx, policy)), ready));
     };
     let selection = rule.select(scan.tags.iter().map(String::as_str));
     let Some(tag) = selection.tag else {
@@ -213,8 +253,8 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
             status.latest_image.as_deref().unwrap_or("(none)")
         );
         fail(&mut status, "NoMatchingTag", &message, false);
-        patch_status(&ctx, &policy, &status).await?;
-        return Ok(Action::await_change());
+        let ready = patch_status(ctx, policy, &status).await?;
+        return Ok((Action::await_change(), ready));
     };
     let pin = match policy.spec.digest_reflection_policy.as_deref() {
         None | Some("Never") => false,
@@ -226,18 +266,18 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
                 &format!("spec.digestReflectionPolicy {other:?} must be Never or Always"),
                 true,
             );
-            patch_status(&ctx, &policy, &status).await?;
-            return Ok(Action::await_change());
+            let ready = patch_status(ctx, policy, &status).await?;
+            return Ok((Action::await_change(), ready));
         }
     };
     let mut image = format!("{}:{tag}", scan.image);
     if pin {
-        let target = match repository::connect(&ctx, &repo).await {
+        let target = match repository::connect(ctx, &repo).await {
             Ok(t) => t,
             Err((reason, message)) => {
                 fail(&mut status, &reason, &message, false);
-                patch_status(&ctx, &policy, &status).await?;
-                return Ok(Action::requeue(Duration::from_secs(30)));
+                let ready = patch_status(ctx, policy, &status).await?;
+                return Ok((Action::requeue(retry_soon(ctx, policy)), ready));
             }
         };
         match ctx
@@ -253,10 +293,10 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
                     &format!("resolving the digest of {image}: {e}"),
                     false,
                 );
-                patch_status(&ctx, &policy, &status).await?;
-                return Ok(Action::requeue(
-                    e.retry_after().unwrap_or(Duration::from_secs(30)),
-                ));
+                let ready = patch_status(ctx, policy, &status).await?;
+                // Never sooner than the registry asked (429).
+                let retry = retry_soon(ctx, policy).max(e.retry_after().unwrap_or_default());
+                return Ok((Action::requeue(retry), ready));
             }
         }
     }
@@ -275,6 +315,15 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
         generation,
     );
     remove_condition(&mut status.conditions, STALLED);
-    patch_status(&ctx, &policy, &status).await?;
-    Ok(Action::await_change())
+    let ready = patch_status(ctx, policy, &status).await?;
+    ctx.agent.backoff.on_success(KIND, &key_of(policy));
+    Ok((Action::await_change(), ready))
+}
+
+/// The retry after a failure that is probably temporary (the repository not scanned yet, a
+/// Secret being created): the shared backoff, at most 30 s.
+fn retry_soon(ctx: &ImageContext, policy: &ImagePolicy) -> Duration {
+    ctx.agent
+        .backoff
+        .on_error(KIND, &key_of(policy), Duration::from_secs(30))
 }

@@ -1,11 +1,14 @@
-//! ImageRepository reconciler: scan the tag list on the interval (or at once when triggered),
-//! apply the exclusion list, keep the tags in memory for the policies, report in status.
+//! The ImageRepository controller: scan the tag list on the interval (or at once when
+//! triggered), apply the exclusion list, keep the tags in memory for the policies, report in
+//! status (and an Event when Ready changes).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_api::common::{READY, RECONCILE_REQUESTED_AT, STALLED, remove_condition, set_condition};
+use ferry_api::common::{
+    READY, RECONCILE_REQUESTED_AT, STALLED, is_ready, remove_condition, set_condition,
+};
 use ferry_api::images::{ImageRepository, ImageRepositoryStatus, ScanResult};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -14,33 +17,48 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use regex::Regex;
 
+use tokio_util::sync::CancellationToken;
+
 use super::image_automation::{
-    Context, ReconcileError, ScanData, drain, lock, now_time, parse_interval,
+    ImageContext, ReconcileError, ScanData, lock, now_time, parse_interval, publish_ready_change,
 };
+use crate::context::{Key, key_of};
 use ferry_images::reference::ImageRef;
 use ferry_images::registry::auth::{self, Credentials};
 use ferry_images::registry::{ConnectOptions, RegistryError, Target};
 
+const KIND: &str = "ImageRepository";
+/// Reconciles in parallel (each holds a registry connection while it scans).
+const CONCURRENCY: u16 = 4;
+/// Longest wait before retrying after an API error (the shared backoff starts at 2 s).
+const ERROR_RETRY_CAP: Duration = Duration::from_secs(10);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_EXCLUSIONS: [&str; 1] = ["^.*\\.sig$"];
 
-pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
+/// Run until `stop` is cancelled; running reconciles finish first.
+pub(super) async fn controller(
+    ctx: Arc<ImageContext>,
+    namespace: Option<String>,
+    stop: CancellationToken,
+) {
     let api: Api<ImageRepository> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
+        Some(ns) => Api::namespaced(ctx.agent.client.clone(), ns),
+        None => Api::all(ctx.agent.client.clone()),
     };
-    let concurrency = ctx.options.concurrency;
-    let controller = Controller::new(api, watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    let controller = Controller::new(api, watcher::Config::default());
     // Deleted ImageRepositories are never reconciled again: drop their tag lists periodically.
     let store = controller.store();
     let sweeper_ctx = ctx.clone();
     let sweep_namespace = namespace.clone();
-    let sweeper = tokio::spawn(async move {
+    let sweep_stop = stop.clone();
+    let sweeper = async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = sweep_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             if store.is_empty() {
                 continue; // not synced yet (or really empty: nothing to keep either way)
             }
@@ -53,20 +71,33 @@ pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
                 sweep_namespace.as_ref().is_some_and(|ns| *ns != key.0) || live.contains(key)
             });
         }
-    });
-    let stream = controller.run(reconcile, error_policy, ctx);
-    drain(stream, "ImageRepository").await;
-    sweeper.abort();
+    };
+    let controller = super::drive(
+        KIND,
+        controller,
+        CONCURRENCY,
+        reconcile,
+        error_policy,
+        ctx,
+        stop,
+    );
+    tokio::join!(controller, sweeper);
 }
 
-fn error_policy(_: Arc<ImageRepository>, err: &ReconcileError, _: Arc<Context>) -> Action {
-    tracing::warn!("ImageRepository reconcile failed: {err}");
-    Action::requeue(Duration::from_secs(10))
+fn error_policy(
+    repo: Arc<ImageRepository>,
+    err: &ReconcileError,
+    ctx: Arc<ImageContext>,
+) -> Action {
+    let key = key_of(&*repo);
+    tracing::warn!(repository = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
+    ctx.agent.metrics.observe_error(KIND);
+    Action::requeue(ctx.agent.backoff.on_error(KIND, &key, ERROR_RETRY_CAP))
 }
 
 /// Credentials and TLS options from the referenced Secrets.
 pub(super) async fn connect(
-    ctx: &Context,
+    ctx: &ImageContext,
     repo: &ImageRepository,
 ) -> Result<Target, (String, String)> {
     let ns = repo.namespace().unwrap_or_default();
@@ -148,44 +179,64 @@ pub(super) async fn connect(
     ))
 }
 
+/// Write the status (and publish an Event if Ready changed); returns whether it is Ready.
 async fn patch_status(
-    ctx: &Context,
+    ctx: &ImageContext,
     repo: &ImageRepository,
     status: &ImageRepositoryStatus,
-) -> Result<(), ReconcileError> {
-    let api: Api<ImageRepository> =
-        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+) -> Result<bool, ReconcileError> {
+    let api: Api<ImageRepository> = Api::namespaced(
+        ctx.agent.client.clone(),
+        &repo.namespace().unwrap_or_default(),
+    );
     api.patch_status(
         &repo.name_any(),
         &PatchParams::default(),
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    Ok(())
+    let before = repo.status.as_ref().map(|s| s.conditions.as_slice());
+    publish_ready_change(ctx, repo, before.unwrap_or_default(), &status.conditions).await;
+    Ok(is_ready(&status.conditions))
 }
 
 async fn reconcile(
     repo: Arc<ImageRepository>,
-    ctx: Arc<Context>,
+    ctx: Arc<ImageContext>,
 ) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let _running = ctx.agent.metrics.running(KIND);
+    let result = reconcile_inner(&repo, &ctx).await;
+    if let Ok((_, ready)) = &result {
+        ctx.observe(KIND, &key_of(&*repo), *ready, started);
+    }
+    result.map(|(action, _)| action)
+}
+
+/// One scan; returns what to do next and whether the repository ended Ready.
+async fn reconcile_inner(
+    repo: &ImageRepository,
+    ctx: &ImageContext,
+) -> Result<(Action, bool), ReconcileError> {
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let key = (ns.clone(), name.clone());
+    let mut status = repo.status.clone().unwrap_or_default();
+    let was_ready = is_ready(&status.conditions);
     if repo.meta().deletion_timestamp.is_some() {
         lock(&ctx.scans).remove(&key);
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), was_ready));
     }
     if repo.spec.suspend {
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), was_ready));
     }
-    let mut status = repo.status.clone().unwrap_or_default();
     let generation = repo.meta().generation;
     let interval = match parse_interval(repo.spec.interval.as_deref(), DEFAULT_INTERVAL) {
         Ok(i) => i,
         Err(e) => {
             return stall(
-                &ctx,
-                &repo,
+                ctx,
+                repo,
                 status,
                 "InvalidInterval",
                 &format!("spec.interval: {e}"),
@@ -194,10 +245,10 @@ async fn reconcile(
         }
     };
     // The agent's floor and ceiling over what the tenant asked for.
-    let interval = interval.max(ctx.options.min_interval);
-    let timeout = parse_interval(repo.spec.timeout.as_deref(), DEFAULT_TIMEOUT)
-        .unwrap_or(DEFAULT_TIMEOUT)
-        .min(ctx.options.max_timeout);
+    let interval = ctx.agent.clamp_interval(interval);
+    let timeout = ctx.agent.clamp_timeout(
+        parse_interval(repo.spec.timeout.as_deref(), DEFAULT_TIMEOUT).unwrap_or(DEFAULT_TIMEOUT),
+    );
     let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
     let request_pending = requested.is_some() && requested != status.last_handled_reconcile_at;
     // Skip when the last scan is fresh and nothing asks for a new one.
@@ -209,15 +260,15 @@ async fn reconcile(
     {
         let age = last.scanned_at.elapsed();
         if age < interval {
-            return Ok(Action::requeue(interval - age));
+            return Ok((Action::requeue(interval - age), was_ready));
         }
     }
     // The ImageRepository may be unknown to the registry pacing for a while after a 429.
-    let exclusions = match compile_exclusions(&repo) {
+    let exclusions = match compile_exclusions(repo) {
         Ok(e) => e,
-        Err(message) => return stall(&ctx, &repo, status, "InvalidExclusionList", &message).await,
+        Err(message) => return stall(ctx, repo, status, "InvalidExclusionList", &message).await,
     };
-    let target = match connect(&ctx, &repo).await {
+    let target = match connect(ctx, repo).await {
         Ok(t) => t,
         Err((reason, message)) => {
             let permanent = reason == "InvalidImage";
@@ -231,12 +282,18 @@ async fn reconcile(
             );
             status.observed_generation = generation;
             status.last_handled_reconcile_at = requested.clone();
-            patch_status(&ctx, &repo, &status).await?;
-            return Ok(if permanent {
+            let ready = patch_status(ctx, repo, &status).await?;
+            let action = if permanent {
                 Action::await_change()
             } else {
-                Action::requeue(Duration::from_secs(30))
-            });
+                // Probably being fixed (a Secret created, a CA added): retry soon.
+                Action::requeue(ctx.agent.backoff.on_error(
+                    KIND,
+                    &key,
+                    Duration::from_secs(30).min(interval),
+                ))
+            };
+            return Ok((action, ready));
         }
     };
     status.canonical_image_name = Some(format!("{}/{}", target.host, target.path));
@@ -286,10 +343,12 @@ async fn reconcile(
             remove_condition(&mut status.conditions, STALLED);
         }
         Err(err) => {
-            let retry = retry_delay(&err, interval);
+            let (retry, within) = retry_delay(ctx, &key, &err, interval);
+            // The bound, not the jittered delay: the message (and so the Event) stays the same
+            // from one failed attempt to the next.
             let message = format!(
-                "{err}; last good scan kept, retrying in {}s",
-                retry.as_secs()
+                "{err}; last good scan kept, retrying within {}s",
+                within.as_secs()
             );
             tracing::warn!(repository = %format!("{ns}/{name}"), "{message}");
             set_condition(
@@ -302,20 +361,28 @@ async fn reconcile(
             );
             status.observed_generation = generation;
             status.last_handled_reconcile_at = requested.clone();
-            patch_status(&ctx, &repo, &status).await?;
-            return Ok(Action::requeue(retry));
+            let ready = patch_status(ctx, repo, &status).await?;
+            return Ok((Action::requeue(retry), ready));
         }
     }
     status.observed_generation = generation;
     status.last_handled_reconcile_at = requested;
-    patch_status(&ctx, &repo, &status).await?;
-    Ok(Action::requeue(interval))
+    let ready = patch_status(ctx, repo, &status).await?;
+    ctx.agent.backoff.on_success(KIND, &(ns, name));
+    Ok((Action::requeue(ctx.agent.backoff.interval(interval)), ready))
 }
 
-/// Backoff: what the registry asked for, else a short retry for auth/not-found problems
-/// (someone is probably fixing them) and a bounded one for outages.
-fn retry_delay(err: &RegistryError, interval: Duration) -> Duration {
-    match err {
+/// When to retry a failed scan, and the bound of that delay: the shared backoff (2 s, 4 s, …
+/// with jitter), capped at 30 s for auth/not-found problems (someone is probably fixing them)
+/// and 15 s for outages (never past the interval), and exactly what the registry asked for
+/// after a 429.
+fn retry_delay(
+    ctx: &ImageContext,
+    key: &Key,
+    err: &RegistryError,
+    interval: Duration,
+) -> (Duration, Duration) {
+    let cap = match err {
         RegistryError::RateLimited { retry_after, .. } => {
             (*retry_after).max(Duration::from_secs(1))
         }
@@ -323,6 +390,11 @@ fn retry_delay(err: &RegistryError, interval: Duration) -> Duration {
         | RegistryError::Forbidden { .. }
         | RegistryError::NotFound { .. } => Duration::from_secs(30).min(interval),
         _ => Duration::from_secs(15).min(interval),
+    };
+    let delay = ctx.agent.backoff.on_error(KIND, key, cap);
+    match err {
+        RegistryError::RateLimited { .. } => (cap, cap),
+        _ => (delay, cap),
     }
 }
 
@@ -341,12 +413,12 @@ fn compile_exclusions(repo: &ImageRepository) -> Result<Vec<Regex>, String> {
 }
 
 async fn stall(
-    ctx: &Context,
+    ctx: &ImageContext,
     repo: &ImageRepository,
     mut status: ImageRepositoryStatus,
     reason: &str,
     message: &str,
-) -> Result<Action, ReconcileError> {
+) -> Result<(Action, bool), ReconcileError> {
     let generation = repo.meta().generation;
     set_condition(
         &mut status.conditions,
@@ -365,6 +437,6 @@ async fn stall(
         generation,
     );
     status.observed_generation = generation;
-    patch_status(ctx, repo, &status).await?;
-    Ok(Action::await_change())
+    let ready = patch_status(ctx, repo, &status).await?;
+    Ok((Action::await_change(), ready))
 }

@@ -1,7 +1,8 @@
-//! ImageUpdate reconciler: write the latest images of the namespace's policies into the
+//! The ImageUpdate controller: write the latest images of the namespace's policies into the
 //! GitSource's repository (setter markers, mapped kustomization `images:` entries), commit and
 //! push with non-fast-forward retries. A human's change after our last write stands until the
-//! policy's latest image moves on (unless `overrideManualChanges`).
+//! policy's latest image moves on (unless `overrideManualChanges`). An Event is published when
+//! Ready changes (a push, a refusal).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_api::GitSource;
 use ferry_api::common::{
-    READY, RECONCILE_REQUESTED_AT, STALLED, remove_condition, set_condition, set_failure,
+    READY, RECONCILE_REQUESTED_AT, STALLED, is_ready, remove_condition, set_condition, set_failure,
 };
 use ferry_api::images::{ImagePolicy, ImageUpdate, ImageUpdateStatus};
 use k8s_openapi::api::core::v1::Secret;
@@ -20,48 +21,70 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::image_automation::{Context, ReconcileError, drain, lock, now_time, parse_interval};
+use tokio_util::sync::CancellationToken;
+
+use super::image_automation::{
+    ImageContext, ReconcileError, lock, now_time, parse_interval, publish_ready_change,
+};
+use crate::context::key_of;
 use ferry_images::git::{self, EditOutcome, GitAuth, GitError, WriteBackResult, WriteBackSpec};
 use ferry_images::kustomize;
 use ferry_images::markers::{self, PolicyRef};
 use ferry_images::reference::ImageRef;
 use ferry_images::setimage::{self, FileEdit, FileIssue, TreeReport, ValueChange};
 
+const KIND: &str = "ImageUpdate";
+/// Longest wait before retrying after an API error (the shared backoff starts at 2 s).
+const ERROR_RETRY_CAP: Duration = Duration::from_secs(10);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const MARKERS_VALID: &str = "MarkersValid";
 const DEFAULT_TEMPLATE: &str = "ferry: update images ({summary})\n\n{images}\n\nFiles:\n{changes}\n\nAutomation: {automation}\n";
 
-pub(super) async fn controller(ctx: Arc<Context>, namespace: Option<String>) {
+/// Run until `stop` is cancelled; running reconciles (a write-back in progress) finish first.
+pub(super) async fn controller(
+    ctx: Arc<ImageContext>,
+    namespace: Option<String>,
+    stop: CancellationToken,
+) {
     let (updates, policies): (Api<ImageUpdate>, Api<ImagePolicy>) = match &namespace {
         Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.agent.client.clone(), ns),
+            Api::namespaced(ctx.agent.client.clone(), ns),
         ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        None => (
+            Api::all(ctx.agent.client.clone()),
+            Api::all(ctx.agent.client.clone()),
+        ),
     };
     let controller = Controller::new(updates, watcher::Config::default());
     let store = controller.store();
-    let stream = controller
-        .watches(
-            policies,
-            watcher::Config::default(),
-            move |policy: ImagePolicy| {
-                let ns = policy.namespace();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|u| u.namespace() == ns)
-                    .map(|u| ObjectRef::from_obj(&*u))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .run(reconcile, error_policy, ctx);
-    drain(stream, "ImageUpdate").await;
+    let controller = controller.watches(
+        policies,
+        watcher::Config::default(),
+        move |policy: ImagePolicy| {
+            let ns = policy.namespace();
+            store
+                .state()
+                .into_iter()
+                .filter(|u| u.namespace() == ns)
+                .map(|u| ObjectRef::from_obj(&*u))
+                .collect::<Vec<_>>()
+        },
+    );
+    super::drive(KIND, controller, 0, reconcile, error_policy, ctx, stop).await;
 }
 
-fn error_policy(_: Arc<ImageUpdate>, err: &ReconcileError, _: Arc<Context>) -> Action {
-    tracing::warn!("ImageUpdate reconcile failed: {err}");
-    Action::requeue(Duration::from_secs(10))
+fn error_policy(update: Arc<ImageUpdate>, err: &ReconcileError, ctx: Arc<ImageContext>) -> Action {
+    let key = key_of(&*update);
+    tracing::warn!(automation = %format!("{}/{}", key.0, key.1), "reconcile failed: {err}");
+    ctx.agent.metrics.observe_error(KIND);
+    Action::requeue(ctx.agent.backoff.on_error(KIND, &key, ERROR_RETRY_CAP))
+}
+
+/// The retry after a failure that is probably temporary (a GitSource or Secret being created,
+/// a push refused): the shared backoff, at most `cap`.
+fn retry_soon(ctx: &ImageContext, update: &ImageUpdate, cap: Duration) -> Duration {
+    ctx.agent.backoff.on_error(KIND, &key_of(update), cap)
 }
 
 /// The policy key used in markers' resolution and `status.writtenImages`.
@@ -302,7 +325,7 @@ pub fn render_message(template: &str, automation: &str, changes: &[ValueChange])
         .replace("{changes}", &lines)
 }
 
-async fn git_auth(ctx: &Context, ns: &str, source: &GitSource) -> Result<GitAuth, String> {
+async fn git_auth(ctx: &ImageContext, ns: &str, source: &GitSource) -> Result<GitAuth, String> {
     let Some(r) = &source.spec.secret_ref else {
         return Ok(GitAuth::default());
     };
@@ -332,23 +355,30 @@ async fn git_auth(ctx: &Context, ns: &str, source: &GitSource) -> Result<GitAuth
     })
 }
 
+/// Write the status when it changed (and publish an Event if Ready changed); returns whether
+/// it is Ready.
 async fn patch_status(
-    ctx: &Context,
+    ctx: &ImageContext,
     update: &ImageUpdate,
     status: &ImageUpdateStatus,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
+    let ready = is_ready(&status.conditions);
     if update.status.as_ref() == Some(status) {
-        return Ok(());
+        return Ok(ready);
     }
-    let api: Api<ImageUpdate> =
-        Api::namespaced(ctx.client.clone(), &update.namespace().unwrap_or_default());
+    let api: Api<ImageUpdate> = Api::namespaced(
+        ctx.agent.client.clone(),
+        &update.namespace().unwrap_or_default(),
+    );
     api.patch_status(
         &update.name_any(),
         &PatchParams::default(),
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    Ok(())
+    let before = update.status.as_ref().map(|s| s.conditions.as_slice());
+    publish_ready_change(ctx, update, before.unwrap_or_default(), &status.conditions).await;
+    Ok(ready)
 }
 
 fn short_hash(text: &str) -> String {
@@ -356,13 +386,30 @@ fn short_hash(text: &str) -> String {
     hex::encode(&d.as_ref()[..4])
 }
 
-async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    update: Arc<ImageUpdate>,
+    ctx: Arc<ImageContext>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let _running = ctx.agent.metrics.running(KIND);
+    let result = reconcile_inner(&update, &ctx).await;
+    if let Ok((_, ready)) = &result {
+        ctx.observe(KIND, &key_of(&*update), *ready, started);
+    }
+    result.map(|(action, _)| action)
+}
+
+/// One automation run; returns what to do next and whether the ImageUpdate ended Ready.
+async fn reconcile_inner(
+    update: &ImageUpdate,
+    ctx: &ImageContext,
+) -> Result<(Action, bool), ReconcileError> {
     let ns = update.namespace().unwrap_or_default();
     let name = update.name_any();
     let generation = update.meta().generation;
     let mut status = update.status.clone().unwrap_or_default();
     if update.spec.suspend || update.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), is_ready(&status.conditions)));
     }
     let fail = |status: &mut ImageUpdateStatus, reason: &str, message: &str, stalled: bool| {
         set_failure(&mut status.conditions, reason, message, stalled, generation);
@@ -370,7 +417,7 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
     };
     let interval = match parse_interval(update.spec.interval.as_deref(), DEFAULT_INTERVAL) {
         // The agent's floor over what the tenant asked for.
-        Ok(i) => i.max(ctx.options.min_interval),
+        Ok(i) => ctx.agent.clamp_interval(i),
         Err(e) => {
             fail(
                 &mut status,
@@ -378,8 +425,8 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
                 &format!("spec.interval: {e}"),
                 true,
             );
-            patch_status(&ctx, &update, &status).await?;
-            return Ok(Action::await_change());
+            let ready = patch_status(ctx, update, &status).await?;
+            return Ok((Action::await_change(), ready));
         }
     };
     let source_ref = &update.spec.source_ref;
@@ -393,12 +440,12 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
             ),
             true,
         );
-        patch_status(&ctx, &update, &status).await?;
-        return Ok(Action::await_change());
+        let ready = patch_status(ctx, update, &status).await?;
+        return Ok((Action::await_change(), ready));
     }
     // THE cross-namespace rule, with the agent's --allow-cross-namespace-refs as for Releases.
     let source_ns = match ferry_api::referenced_namespace(
-        ctx.options.allow_cross_namespace_refs,
+        ctx.agent.options.allow_cross_namespace_refs,
         "ImageUpdate",
         &ns,
         source_ref.namespace.as_deref(),
@@ -412,11 +459,11 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
                 &refused.to_string(),
                 true,
             );
-            patch_status(&ctx, &update, &status).await?;
-            return Ok(Action::await_change());
+            let ready = patch_status(ctx, update, &status).await?;
+            return Ok((Action::await_change(), ready));
         }
     };
-    let sources: Api<GitSource> = Api::namespaced(ctx.client.clone(), &source_ns);
+    let sources: Api<GitSource> = Api::namespaced(ctx.agent.client.clone(), &source_ns);
     let Some(source) = sources.get_opt(&source_ref.name).await? else {
         fail(
             &mut status,
@@ -424,21 +471,27 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
             &format!("GitSource {source_ns}/{} not found", source_ref.name),
             false,
         );
-        patch_status(&ctx, &update, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        let ready = patch_status(ctx, update, &status).await?;
+        return Ok((
+            Action::requeue(retry_soon(ctx, update, Duration::from_secs(30))),
+            ready,
+        ));
     };
     // The GitSource's secretRef is a Secret of the GitSource's namespace, read as that
     // namespace's tenant (as the GitSource's own fetch reads it).
-    let auth = match git_auth(&ctx, &source_ns, &source).await {
+    let auth = match git_auth(ctx, &source_ns, &source).await {
         Ok(a) => a,
         Err(message) => {
             fail(&mut status, "SecretNotFound", &message, false);
-            patch_status(&ctx, &update, &status).await?;
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            let ready = patch_status(ctx, update, &status).await?;
+            return Ok((
+                Action::requeue(retry_soon(ctx, update, Duration::from_secs(30))),
+                ready,
+            ));
         }
     };
     // Policies of this namespace.
-    let policies: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let policies: Api<ImagePolicy> = Api::namespaced(ctx.agent.client.clone(), &ns);
     let mut latest = BTreeMap::new();
     let mut not_ready = BTreeSet::new();
     for p in policies.list(&ListParams::default()).await? {
@@ -471,7 +524,8 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         && last == fingerprint
         && at.elapsed() < interval
     {
-        return Ok(Action::requeue(interval - at.elapsed()));
+        let ready = is_ready(&status.conditions);
+        return Ok((Action::requeue(interval - at.elapsed()), ready));
     }
     let checkout_branch = update
         .spec
@@ -500,8 +554,8 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
             &format!("spec.update.path {path:?} must stay inside the repository"),
             true,
         );
-        patch_status(&ctx, &update, &status).await?;
-        return Ok(Action::await_change());
+        let ready = patch_status(ctx, update, &status).await?;
+        return Ok((Action::await_change(), ready));
     }
     let inputs = RunInputs {
         namespace: ns.clone(),
@@ -533,11 +587,11 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
         push_branch: push_branch.clone(),
         author_name: update.spec.git.commit.author.name.clone(),
         author_email: update.spec.git.commit.author.email.clone(),
-        work_dir: ctx.options.cache_dir.join("images").join(&ns).join(&name),
+        work_dir: ctx.work_dir(&ns, &name),
         max_attempts: 5,
-        allow_local: ctx.options.allow_local_git_sources,
-        max_fetch_bytes: ctx.options.git_max_fetch_bytes,
-        max_checkout_bytes: ctx.options.git_max_checkout_bytes,
+        allow_local: ctx.agent.options.allow_local_git_sources,
+        max_fetch_bytes: ctx.agent.options.git_max_fetch_bytes,
+        max_checkout_bytes: ctx.agent.options.git_max_checkout_bytes,
     };
     // One write-back per repository branch at a time in this process.
     let git_lock = lock(&ctx.git_locks)
@@ -571,7 +625,7 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
             })
         })
         .await
-        .map_err(|e| ReconcileError::Other(format!("write-back task failed: {e}")))?
+        .map_err(ReconcileError::WriteBackTask)?
     };
     let run = std::mem::take(&mut *lock(&report));
     lock(&ctx.update_runs).insert(key.clone(), (fingerprint, Instant::now()));
@@ -632,8 +686,9 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
                 generation,
             );
             remove_condition(&mut status.conditions, STALLED);
-            patch_status(&ctx, &update, &status).await?;
-            Ok(Action::requeue(interval))
+            let ready = patch_status(ctx, update, &status).await?;
+            ctx.agent.backoff.on_success(KIND, &key);
+            Ok((Action::requeue(ctx.agent.backoff.interval(interval)), ready))
         }
         Err(err) => {
             let reason = match &err {
@@ -649,10 +704,11 @@ async fn reconcile(update: Arc<ImageUpdate>, ctx: Arc<Context>) -> Result<Action
             };
             tracing::warn!(automation = %format!("{ns}/{name}"), "{err}");
             fail(&mut status, reason, &err.to_string(), false);
-            patch_status(&ctx, &update, &status).await?;
+            let ready = patch_status(ctx, update, &status).await?;
             // Let the next run retry even if nothing else changes.
             lock(&ctx.update_runs).remove(&key);
-            Ok(Action::requeue(Duration::from_secs(30).min(interval)))
+            let retry = retry_soon(ctx, update, Duration::from_secs(30).min(interval));
+            Ok((Action::requeue(retry), ready))
         }
     }
 }

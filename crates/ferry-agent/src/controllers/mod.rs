@@ -238,7 +238,7 @@ pub async fn run_controllers(
     // Releases queued by their GitSource, their dependencies, drift and webhooks.
     let release_queue =
         futures::stream::iter(ctx.take_release_queue()).flat_map(UnboundedReceiverStream);
-    let extras = extra_controllers(&client, ctx.clone(), certificate, stop.clone());
+    let extras = extra_controllers(&client, ctx.clone(), certificate);
 
     // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
     // annotation changes trigger: status writes by the agent itself do not.
@@ -398,14 +398,10 @@ pub async fn unsealer_decision(
     }
 }
 
-/// The unsealer and image automation, when enabled; they stop with the controllers.
-async fn extra_controllers(
-    client: &Client,
-    ctx: Arc<Context>,
-    certificate: CertificateSlot,
-    stop: CancellationToken,
-) {
-    use unsealer::{UnsealerOptions, run_unsealer};
+/// The unsealer and image automation, when enabled: on the same [`Context`] as the others, each
+/// in a task of its own, stopped by the Context's stop token like them (running reconciles
+/// finish, nothing is aborted).
+async fn extra_controllers(client: &Client, ctx: Arc<Context>, certificate: CertificateSlot) {
     let options = &ctx.options;
     let mut tasks = Vec::new();
     if options.sealed_secrets {
@@ -421,16 +417,10 @@ async fn extra_controllers(
                 if let UnsealerDecision::StartDespite { deployment } = &decision {
                     tracing::warn!(%deployment, "a bitnami sealed-secrets controller runs in this cluster; starting ferry's unsealer anyway (--sealed-secrets-despite-bitnami)");
                 }
-                // Exactly the namespaces the agent watches (all of them only when it watches all).
-                let unsealer = UnsealerOptions {
-                    key_namespace: options.namespace.clone(),
-                    watch_namespaces: options.watch_namespaces.clone(),
-                    certificates: certificate,
-                    ..UnsealerOptions::default()
-                };
-                let client = client.clone();
+                let unsealer_options = unsealer::UnsealerOptions::for_agent(options, certificate);
+                let ctx = ctx.clone();
                 tasks.push(tokio::spawn(async move {
-                    if let Err(err) = run_unsealer(client, unsealer).await {
+                    if let Err(err) = unsealer::run(ctx, unsealer_options).await {
                         tracing::error!("Sealed Secrets unsealer stopped: {err}");
                     }
                 }));
@@ -438,32 +428,12 @@ async fn extra_controllers(
         }
     }
     if options.image_automation {
-        let mut images = image_automation::ImageOptions::new(options.cache_dir.join("images"));
-        images.namespaces = options.watch_namespaces.clone();
-        images.min_interval = options.clamp_interval(std::time::Duration::ZERO);
-        images.max_timeout = options.max_timeout;
-        images.allow_local_git_sources = options.allow_local_git_sources;
-        images.allow_cross_namespace_refs = options.allow_cross_namespace_refs;
-        images.git_max_fetch_bytes = options.git_max_fetch_bytes;
-        images.git_max_checkout_bytes = options.git_max_checkout_bytes;
-        // Secrets named by ImageRepositories and ImageUpdates are read as the tenant.
-        let reader = ctx.clone();
-        images.secret_reader = Some(image_automation::SecretReader::new(move |ns| {
-            reader
-                .secret_reader(ns)
-                .map(|(client, _)| client)
-                .map_err(|e| e.to_string())
-        }));
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(err) = image_automation::run_controllers(client, images).await {
-                tracing::error!("image automation stopped: {err:#}");
-            }
-        }));
+        tasks.push(tokio::spawn(image_automation::run(ctx.clone())));
     }
-    stop.cancelled().await;
     for task in tasks {
-        task.abort();
+        if let Err(err) = task.await {
+            tracing::error!("a controller task failed: {err}");
+        }
     }
 }
 

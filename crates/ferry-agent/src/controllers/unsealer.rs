@@ -1,7 +1,10 @@
-//! The unsealer controller the agent runs: keeps the sealing keys in labelled Secrets of its
-//! namespace (generating the first one, renewing on a period, importing any bitnami-labelled
-//! key it finds), turns SealedSecrets into Secrets it owns, re-syncs them when they are edited or
-//! deleted, and reports a `Synced` condition whose message never contains secret data.
+//! The unsealer controller (`--sealed-secrets`): keeps the sealing keys in labelled Secrets of
+//! the agent's namespace (generating the first one, renewing on a period, importing any
+//! bitnami-labelled key it finds), turns SealedSecrets into Secrets it owns, re-syncs them when
+//! they are edited or deleted, and reports a `Synced` condition (and an Event when it changes)
+//! whose message never contains secret data. It runs on the agent's one [`Context`] (metrics,
+//! Events, backoff, stop token) with the other controllers while the agent leads, and stops with
+//! them: running reconciles finish, nothing is aborted.
 //!
 //! Scope: it watches SealedSecrets (and the Secrets it owns) only in the namespaces it is given,
 //! one watch per namespace (so its RBAC can be namespaced), or cluster-wide when given none.
@@ -10,12 +13,12 @@
 //! already serves the cluster, in which case the agent does not start a second unsealer.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -25,6 +28,18 @@ use ferry_engine::decrypt::sealed::keys::{
 };
 use ferry_engine::decrypt::sealed::types::{SealedSecret, SealedSecretCondition};
 use ferry_engine::decrypt::sealed::unseal;
+
+use crate::context::{Context, key_of};
+use crate::options::AgentOptions;
+
+const KIND: &str = "SealedSecret";
+/// How often an unsealed Secret is checked again with nothing else happening.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest wait before retrying a SealedSecret that could not be unsealed (a key may be
+/// imported, a foreign Secret deleted); the shared backoff starts at 2 s.
+const UNSEAL_RETRY_CAP: Duration = Duration::from_secs(30);
+/// Longest wait before retrying after an API error.
+const ERROR_RETRY_CAP: Duration = Duration::from_secs(15);
 
 /// Field manager for the Secrets the unsealer writes.
 pub const UNSEALER_FIELD_MANAGER: &str = "ferry-unsealer";
@@ -81,6 +96,19 @@ pub struct UnsealerOptions {
     pub certificates: CertificateHandle,
 }
 
+impl UnsealerOptions {
+    /// The agent's unsealer: keys in the agent's namespace, SealedSecrets in exactly the
+    /// namespaces the agent watches (all of them only when it watches all).
+    pub fn for_agent(options: &AgentOptions, certificates: CertificateHandle) -> Self {
+        Self {
+            key_namespace: options.namespace.clone(),
+            watch_namespaces: options.watch_namespaces.clone(),
+            certificates,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for UnsealerOptions {
     fn default() -> Self {
         Self {
@@ -94,27 +122,35 @@ impl Default for UnsealerOptions {
     }
 }
 
-struct Ctx {
-    client: Client,
+/// The agent's [`Context`] and the unsealer's options.
+struct UnsealerContext {
+    agent: Arc<Context>,
     options: UnsealerOptions,
 }
 
-/// Run the unsealer until the watch streams end (normally: forever). Loads or creates the
-/// sealing key first, so [`CertificateHandle::certificate_pem`] is available once this has
-/// started reconciling.
-pub async fn run_unsealer(client: Client, options: UnsealerOptions) -> Result<(), KeyStoreError> {
+/// Run the unsealer until the Context's stop token is cancelled; running reconciles finish
+/// first. Loads or creates the sealing key first (an error here is returned and nothing is
+/// watched), so [`CertificateHandle::certificate_pem`] is available once this has started
+/// reconciling.
+pub async fn run(agent: Arc<Context>, options: UnsealerOptions) -> Result<(), KeyStoreError> {
+    let stop = agent.stop.clone();
+    let client = agent.client.clone();
     refresh_keys(&client, &options).await?;
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
+    let ctx = Arc::new(UnsealerContext {
+        agent,
         options: options.clone(),
     });
 
     let key_loop = {
         let client = client.clone();
         let options = options.clone();
+        let stop = stop.clone();
         async move {
             loop {
-                tokio::time::sleep(options.key_refresh).await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(options.key_refresh) => {}
+                }
                 if let Err(err) = refresh_keys(&client, &options).await {
                     tracing::warn!(error = %err, "sealing keys: refresh failed");
                 }
@@ -137,19 +173,21 @@ pub async fn run_unsealer(client: Client, options: UnsealerOptions) -> Result<()
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-        Controller::new(sealed, watcher::Config::default())
-            .owns(secrets, watcher::Config::default())
-            .run(reconcile, error_policy, ctx.clone())
-            .for_each(|result| async move {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "unsealer reconcile");
-                }
-            })
+        let controller = Controller::new(sealed, watcher::Config::default())
+            .owns(secrets, watcher::Config::default());
+        super::drive(
+            KIND,
+            controller,
+            0,
+            reconcile,
+            error_policy,
+            ctx.clone(),
+            stop.clone(),
+        )
     });
-    tokio::select! {
-        _ = futures::future::join_all(controllers) => Ok(()),
-        _ = key_loop => Ok(()),
-    }
+    tokio::join!(futures::future::join_all(controllers), key_loop);
+    tracing::info!("Sealed Secrets unsealer stopped");
+    Ok(())
 }
 
 /// Read the key Secrets; generate a key when there is none or the newest is due for renewal.
@@ -243,19 +281,45 @@ enum ReconcileError {
     Kube(#[from] kube::Error),
 }
 
-fn error_policy(_: Arc<SealedSecret>, err: &ReconcileError, _: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "unsealer: retrying");
-    Action::requeue(Duration::from_secs(15))
+fn error_policy(
+    sealed: Arc<SealedSecret>,
+    err: &ReconcileError,
+    ctx: Arc<UnsealerContext>,
+) -> Action {
+    let key = key_of(&*sealed);
+    tracing::warn!(sealedsecret = %format!("{}/{}", key.0, key.1), error = %err, "unsealer: retrying");
+    ctx.agent.metrics.observe_error(KIND);
+    Action::requeue(ctx.agent.backoff.on_error(KIND, &key, ERROR_RETRY_CAP))
 }
 
-async fn reconcile(sealed: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    sealed: Arc<SealedSecret>,
+    ctx: Arc<UnsealerContext>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let _running = ctx.agent.metrics.running(KIND);
+    let result = reconcile_inner(&sealed, &ctx).await;
+    if let Ok((_, synced)) = &result {
+        let key = key_of(&*sealed);
+        ctx.agent
+            .metrics
+            .observe_reconcile(KIND, &key.0, &key.1, *synced, started.elapsed());
+    }
+    result.map(|(action, _)| action)
+}
+
+/// Unseal one SealedSecret; returns what to do next and whether its Secret is in sync.
+async fn reconcile_inner(
+    sealed: &SealedSecret,
+    ctx: &UnsealerContext,
+) -> Result<(Action, bool), ReconcileError> {
     let Some(namespace) = sealed.namespace() else {
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), false));
     };
     let name = sealed.name_any();
     let ring = ctx.options.certificates.key_ring();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let outcome = match unseal(&sealed, &ring) {
+    let secrets: Api<Secret> = Api::namespaced(ctx.agent.client.clone(), &namespace);
+    let outcome = match unseal(sealed, &ring) {
         Err(err) => Err(err.to_string()),
         Ok(secret) => {
             let ours = sealed.uid();
@@ -297,16 +361,26 @@ async fn reconcile(sealed: Arc<SealedSecret>, ctx: Arc<Ctx>) -> Result<Action, R
             tracing::warn!(sealedsecret = %format!("{namespace}/{name}"), %message, "cannot unseal")
         }
     }
-    update_status(&ctx.client, &sealed, status, &message).await?;
+    update_status(ctx, sealed, status, &message).await?;
+    let key = key_of(sealed);
+    let backoff = &ctx.agent.backoff;
     Ok(match outcome {
-        Ok(()) => Action::requeue(Duration::from_secs(3600)),
+        Ok(()) => {
+            backoff.on_success(KIND, &key);
+            (Action::requeue(backoff.interval(RESYNC_INTERVAL)), true)
+        }
         // Keys may be imported or the Secret deleted later: retry.
-        Err(_) => Action::requeue(Duration::from_secs(30)),
+        Err(_) => (
+            Action::requeue(backoff.on_error(KIND, &key, UNSEAL_RETRY_CAP)),
+            false,
+        ),
     })
 }
 
+/// Write the `Synced` condition when it changed, and publish an Event when its status or
+/// message changed (bitnami's reasons: `Unsealed`, `ErrUnsealFailed`).
 async fn update_status(
-    client: &Client,
+    ctx: &UnsealerContext,
     sealed: &SealedSecret,
     status: &str,
     message: &str,
@@ -316,12 +390,18 @@ async fn update_status(
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced"));
     let generation = sealed.metadata.generation;
-    let unchanged = previous
-        .is_some_and(|c| c.status == status && c.message.as_deref() == Some(message))
-        && sealed.status.as_ref().and_then(|s| s.observed_generation) == generation;
+    let same_condition =
+        previous.is_some_and(|c| c.status == status && c.message.as_deref() == Some(message));
+    let unchanged =
+        same_condition && sealed.status.as_ref().and_then(|s| s.observed_generation) == generation;
     if unchanged {
         return Ok(());
     }
+    let reason = if status == "True" {
+        "Unsealed"
+    } else {
+        "ErrUnsealFailed"
+    };
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let transition = match previous {
         Some(c) if c.status == status => c.last_transition_time.clone(),
@@ -332,18 +412,13 @@ async fn update_status(
         status: status.into(),
         last_transition_time: transition,
         last_update_time: Some(now),
-        reason: Some(
-            if status == "True" {
-                "Unsealed"
-            } else {
-                "ErrUnsealFailed"
-            }
-            .into(),
-        ),
+        reason: Some(reason.into()),
         message: Some(message.into()),
     };
-    let api: Api<SealedSecret> =
-        Api::namespaced(client.clone(), &sealed.namespace().unwrap_or_default());
+    let api: Api<SealedSecret> = Api::namespaced(
+        ctx.agent.client.clone(),
+        &sealed.namespace().unwrap_or_default(),
+    );
     let patch = json!({
         "status": { "conditions": [condition], "observedGeneration": generation }
     });
@@ -353,5 +428,15 @@ async fn update_status(
         &Patch::Merge(&patch),
     )
     .await?;
+    if !same_condition {
+        let type_ = if status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        ctx.agent
+            .publish_event(sealed, type_, reason, message)
+            .await;
+    }
     Ok(())
 }
