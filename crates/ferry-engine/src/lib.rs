@@ -1,8 +1,20 @@
 //! ferry-engine: the one engine behind both triggers.
 //!
-//! The pipeline runs `source → render → decrypt → plan → apply → prune → health → report`;
-//! each stage is a module below. The `ferry` CLI (push) and the `ferry-agent` (pull) are thin
-//! drivers over [`pipeline`].
+//! The pipeline runs `source → render → decrypt → plan → apply → prune → health → report`.
+//! The `ferry` CLI (push) and the `ferry-agent` (pull) are thin drivers over [`pipeline`].
+//!
+//! Render side, no Kubernetes client: [`source`] (paths, stdin, git), [`render`] (plain,
+//! kustomize, helm), [`decrypt`] (SOPS, Sealed Secrets), [`yaml`] (the shared reader).
+//!
+//! Pure core, no client either: [`plan`] (kinds, phases, intent hash), [`ownership`] (labels,
+//! annotations, owner ids), [`inventory`] (what an app owns, as set operations; its ConfigMap
+//! store apart in `inventory::store`), [`health`]
+//! (readiness rules), [`progress`], [`report`] (data and redaction).
+//!
+//! Cluster side, the only code that talks to the API server: [`cluster`] — connecting, request
+//! counting, discovery, and the `ResourceManager` with one file per verb (apply, diff, delete,
+//! wait, status, hooks). [`pipeline`] composes both halves into apply, diff, delete and status,
+//! each a short list of named steps.
 #![deny(unsafe_code)]
 
 pub mod cluster;

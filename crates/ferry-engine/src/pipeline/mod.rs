@@ -145,7 +145,6 @@ fn no_inventory(owner: &Owner, hint: &str) -> Error {
     }
 }
 
-
 fn entry_for(p: &PlannedObject, fingerprint: Option<String>) -> Entry {
     Entry {
         api_version: p.api_version(),

@@ -9,7 +9,6 @@ pub mod identity {
 pub use crate::inventory;
 
 pub use crate::cluster::manager::delete::{
-    Candidate, Policy, is_destructive, is_terminating, skip_terminating,
-    terminating_namespaces,
+    Candidate, Policy, is_destructive, is_terminating, skip_terminating, terminating_namespaces,
 };
 pub use crate::ownership::PRUNE_ALLOW_DESTRUCTIVE;
