@@ -76,8 +76,9 @@ pub struct AgentOptions {
     /// second later without holding a slot). 0: no per-namespace limit.
     #[arg(long, env = "FERRY_MAX_CONCURRENT_PER_NAMESPACE", default_value_t = 4)]
     pub max_concurrent_per_namespace: u16,
-    /// Allow a Release to reference a GitSource or Release in another namespace (refused by
-    /// default: a tenant must not read another tenant's sources).
+    /// Allow references into another namespace: a Release's sourceRef and dependsOn, an
+    /// ImagePolicy's imageRepositoryRef, an ImageUpdate's sourceRef (refused by default: a
+    /// tenant must not use another tenant's sources; THE rule: ferry_api::referenced_namespace).
     #[arg(long, env = "FERRY_ALLOW_CROSS_NAMESPACE_REFS")]
     pub allow_cross_namespace_refs: bool,
     /// Where git checkouts are cached.
