@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use ferry_api::{GitSource, Release};
-use ferry_engine::discovery::DiscoveryCache;
-use ferry_engine::prune::identity::{Owner, ReleaseRef};
+use ferry_engine::cluster::discovery::DiscoveryCache;
+use ferry_engine::ownership::{Owner, ReleaseRef};
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -443,7 +443,7 @@ pub fn counted_client(config: Config, metrics: Arc<Metrics>) -> Result<Client, k
 }
 
 /// A Release's identity for the engine: its own namespace and name. The engine keeps it apart
-/// from every other Release and every push app (`ferry_engine::prune::identity`): owner id
+/// from every other Release and every push app (`ferry_engine::ownership`): owner id
 /// `<target>/release/<namespace>/<name>`, inventory `ferry-release-<name>-<hash>`.
 pub fn release_ref(release: &Release) -> ReleaseRef {
     let (namespace, name) = key_of(release);

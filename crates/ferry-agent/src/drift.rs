@@ -186,7 +186,7 @@ fn trigger(ctx: &Context, obj: &PartialObjectMeta<DynamicObject>, kind: &str, wh
     if !labels.contains_key(LABEL_APP) {
         return;
     }
-    // The exact owner id names one Release (see ferry_engine::prune::identity).
+    // The exact owner id names one Release (see ferry_engine::ownership).
     let Some(owner) = obj
         .metadata
         .annotations

@@ -309,7 +309,8 @@ async fn agent_adopts_a_pre_upgrade_release_inventory_and_prunes_correctly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn release_takes_over_a_push_app_only_when_asked() {
-    use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+    use ferry_engine::pipeline::{self, ApplyOptions};
+    use ferry_engine::progress::NoProgress;
     use ferry_engine::render::{RenderRequest, render};
     ferry_testsupport::init_logging();
     let env = TestEnv::get();

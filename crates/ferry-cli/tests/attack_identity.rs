@@ -5,8 +5,9 @@
 
 use std::process::Command;
 
-use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
-use ferry_engine::prune::identity::ReleaseRef;
+use ferry_engine::ownership::ReleaseRef;
+use ferry_engine::pipeline::{self, ApplyOptions};
+use ferry_engine::progress::NoProgress;
 use ferry_engine::render::{RenderRequest, render};
 use ferry_testsupport::{TestEnv, TestNamespace};
 use k8s_openapi::api::core::v1::ConfigMap;

@@ -19,10 +19,6 @@
 
 pub mod cluster;
 pub mod decrypt;
-/// Moved to [`cluster::discovery`]; this path stays for callers written before.
-pub mod discovery {
-    pub use crate::cluster::discovery::*;
-}
 pub mod error;
 pub mod health;
 pub mod inventory;
@@ -31,7 +27,6 @@ pub mod ownership;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
-pub mod prune;
 pub mod render;
 pub mod report;
 pub mod source;

@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_engine::Error;
-use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
-use ferry_engine::plan::Owner;
-use ferry_engine::prune::identity::ReleaseRef;
-use ferry_engine::prune::inventory::{self, Inventory};
+use ferry_engine::inventory::{self, Inventory};
+use ferry_engine::ownership::Owner;
+use ferry_engine::ownership::ReleaseRef;
+use ferry_engine::pipeline::{self, ApplyOptions};
+use ferry_engine::progress::NoProgress;
 use ferry_engine::report::{Action, ApplyReport};
 use ferry_testsupport::{TestEnv, TestNamespace, unique_name, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};

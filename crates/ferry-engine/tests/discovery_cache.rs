@@ -6,8 +6,9 @@ mod push_common;
 
 use std::sync::Arc;
 
-use ferry_engine::discovery::DiscoveryCache;
-use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+use ferry_engine::cluster::discovery::DiscoveryCache;
+use ferry_engine::pipeline::{self, ApplyOptions};
+use ferry_engine::progress::NoProgress;
 use ferry_engine::report::Action;
 use ferry_testsupport::{TestEnv, TestNamespace};
 use push_common::*;

@@ -4,7 +4,8 @@
 mod push_common;
 
 use ferry_engine::health::HealthState;
-use ferry_engine::pipeline::{self, NoProgress};
+use ferry_engine::pipeline;
+use ferry_engine::progress::NoProgress;
 use ferry_engine::render::{RenderRequest, render, set_image};
 use ferry_engine::report::{Action, DiffAction};
 use ferry_testsupport::{TestEnv, TestNamespace};

@@ -6,7 +6,8 @@ mod push_common;
 
 use std::process::Command;
 
-use ferry_engine::pipeline::{self, NoProgress};
+use ferry_engine::pipeline;
+use ferry_engine::progress::NoProgress;
 use ferry_engine::report::Action;
 use ferry_testsupport::{TestEnv, TestNamespace, client_for_kubeconfig};
 use push_common::*;

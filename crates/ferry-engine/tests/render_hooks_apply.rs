@@ -7,7 +7,8 @@ mod render_support;
 
 use std::time::Duration;
 
-use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+use ferry_engine::pipeline::{self, ApplyOptions};
+use ferry_engine::progress::NoProgress;
 use ferry_engine::render::render;
 use ferry_engine::report::Action;
 use ferry_engine::report::HookTiming;

@@ -19,9 +19,10 @@ use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT, RECONCILING, STALLE
 use ferry_api::release::{DeletionPolicy, HISTORY_LIMIT, InventoryEntry, SyncRecord};
 use ferry_api::{GitSource, Release, ReleaseStatus};
 use ferry_engine::decrypt::sops::AgeKeys;
-use ferry_engine::pipeline::{self, ApplyOptions, DeleteOptions, NoProgress};
-use ferry_engine::prune::identity::legacy_release_app;
-use ferry_engine::prune::inventory::Legacy;
+use ferry_engine::inventory::Legacy;
+use ferry_engine::ownership::legacy_release_app;
+use ferry_engine::pipeline::{self, ApplyOptions, DeleteOptions};
+use ferry_engine::progress::NoProgress;
 use ferry_engine::render::{self, RenderRequest};
 use ferry_engine::report::{Action as ObjAction, ApplyReport};
 use k8s_openapi::api::core::v1::Secret;
@@ -684,7 +685,7 @@ async fn terminating(ctx: &Context, namespaces: &[&str]) -> std::collections::BT
     let mut out = std::collections::BTreeSet::new();
     for ns in namespaces {
         if let Ok(Some(live)) = api.get_opt(ns).await
-            && ferry_engine::prune::is_terminating(&live)
+            && ferry_engine::cluster::manager::delete::is_terminating(&live)
         {
             out.insert(ns.to_string());
         }
@@ -884,9 +885,7 @@ async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, ReleaseErro
             Ok(Action::await_change())
         }
         // Never applied (no inventory): nothing of ours to delete.
-        Err(ferry_engine::Error::NoInventory { .. }) => {
-            Ok(Action::await_change())
-        }
+        Err(ferry_engine::Error::NoInventory { .. }) => Ok(Action::await_change()),
         Err(e) => Err(ReleaseError::Cleanup(
             format!("{}/{}", key.0, key.1),
             e.to_string(),

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_engine::pipeline::{self, ApplyOptions, Progress, ProgressEvent};
+use ferry_engine::pipeline::{self, ApplyOptions};
+use ferry_engine::progress::{Progress, ProgressEvent};
 use ferry_engine::render::config::AppConfig;
 use ferry_engine::render::{self, RenderRequest, set_image};
 use ferry_engine::{Manifest, cluster};
@@ -359,7 +360,8 @@ pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) ->
     let rendered = tokio::task::spawn_blocking(move || render_sources_collecting(&render_source));
     let (app_args, option_source) = (app.clone(), source.clone());
     let options = tokio::task::spawn_blocking(move || apply_options(&app_args, &option_source));
-    let discovery = std::sync::Arc::new(ferry_engine::discovery::DiscoveryCache::default());
+    let discovery =
+        std::sync::Arc::new(ferry_engine::cluster::discovery::DiscoveryCache::default());
     let cluster = cluster_options(global);
     let prefetch = discovery.clone();
     let connected = tokio::spawn(async move {

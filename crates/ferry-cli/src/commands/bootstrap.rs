@@ -8,7 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferry_engine::cluster;
-use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+use ferry_engine::pipeline::{self, ApplyOptions};
+use ferry_engine::progress::NoProgress;
 use git2::{Cred, FetchOptions, PushOptions, RemoteCallbacks, Repository, Signature};
 use serde_json::json;
 
@@ -193,12 +194,12 @@ pub async fn run(global: &GlobalArgs, args: &BootstrapArgs) -> Result<u8> {
     objects.extend(sync);
     // App identity = the Release's (name = namespace, same target namespace): see module docs.
     let options = ApplyOptions {
-        release: Some(ferry_engine::prune::identity::ReleaseRef {
+        release: Some(ferry_engine::ownership::ReleaseRef {
             namespace: ns.clone(),
             name: ns.clone(),
         }),
         // Before identities were injective, install and bootstrap applied as push app `<ns>`.
-        legacy_app: Some(ferry_engine::prune::inventory::Legacy {
+        legacy_app: Some(ferry_engine::inventory::Legacy {
             app: ns.clone(),
             source_prefix: None,
             push_takeover: false,

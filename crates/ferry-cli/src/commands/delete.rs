@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferry_engine::prune::identity::ReleaseRef;
+use ferry_engine::ownership::ReleaseRef;
 use ferry_engine::{cluster, pipeline};
 
 use crate::cli::GlobalArgs;

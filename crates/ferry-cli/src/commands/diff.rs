@@ -6,7 +6,8 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use clap::Args;
-use ferry_engine::pipeline::{self, NoProgress};
+use ferry_engine::pipeline;
+use ferry_engine::progress::NoProgress;
 
 use crate::cli::GlobalArgs;
 use crate::commands::apply::{AppArgs, SourceArgs, prepare};

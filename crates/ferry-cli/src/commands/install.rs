@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferry_engine::pipeline::{self, ApplyOptions, NoProgress};
+use ferry_engine::pipeline::{self, ApplyOptions};
+use ferry_engine::progress::NoProgress;
 use ferry_engine::{Manifest, Origin, cluster};
 use serde_json::{Value, json};
 
@@ -613,12 +614,12 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs) -> Result<u8> {
     let options = ApplyOptions {
         // The same app identity `ferry bootstrap`'s Release uses, so the agent can take the install
         // over from git without an ownership conflict. No prune: bootstrap adds objects to it.
-        release: Some(ferry_engine::prune::identity::ReleaseRef {
+        release: Some(ferry_engine::ownership::ReleaseRef {
             namespace: args.namespace.clone(),
             name: args.namespace.clone(),
         }),
         // Before identities were injective, install applied as push app `<namespace>`.
-        legacy_app: Some(ferry_engine::prune::inventory::Legacy {
+        legacy_app: Some(ferry_engine::inventory::Legacy {
             app: args.namespace.clone(),
             source_prefix: None,
             push_takeover: false,

@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use ferry_api::Release;
 use ferry_engine::pipeline::{self, DeleteOptions};
 use ferry_engine::report::Action;
-use ferry_engine::{cluster, prune};
+use ferry_engine::{cluster, inventory, ownership};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -497,11 +497,11 @@ async fn remove_agent(client: &kube::Client, ns: &str) -> Result<bool> {
 /// through its inventory; the namespace itself is never deleted.
 fn agent_delete_options(ns: &str) -> DeleteOptions {
     DeleteOptions {
-        release: Some(prune::identity::ReleaseRef {
+        release: Some(ownership::ReleaseRef {
             namespace: ns.to_string(),
             name: ns.to_string(),
         }),
-        legacy_app: Some(prune::inventory::Legacy {
+        legacy_app: Some(inventory::Legacy {
             app: ns.to_string(),
             source_prefix: None,
             push_takeover: false,

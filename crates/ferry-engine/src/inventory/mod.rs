@@ -50,7 +50,7 @@ pub struct Inventory {
     /// RFC 3339 time of the last apply that changed the inventory.
     pub applied_at: String,
     pub objects: Vec<Entry>,
-    /// Intent hashes of the hooks the last run ran successfully (see `apply::hooks`): a hook
+    /// Intent hashes of the hooks the last run ran successfully (see `cluster::manager::hooks`): a hook
     /// deleted by its delete policy is no longer in `objects`, but a changed hook must still
     /// be run again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

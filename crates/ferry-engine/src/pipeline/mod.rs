@@ -33,11 +33,6 @@ use crate::plan::{PlannedObject, Resolver};
 use crate::report::redact::Redactor;
 use crate::{Error, Manifest, Result};
 
-/// Moved to [`crate::cluster::manager::diff`]; these paths stay for callers written before.
-pub use crate::cluster::manager::diff::{diff_object, diff_object_redacted};
-/// Moved to [`crate::progress`]; these paths stay for callers written before.
-pub use crate::progress::{NoProgress, Progress, ProgressEvent};
-
 /// Options for [`apply`] and [`diff`].
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -197,7 +192,7 @@ pub struct DeleteOptions {
     pub concurrency: usize,
     /// Delete Namespaces, CRDs, PVCs and PVs without their `ferry.dev/prune: allow-destructive`
     /// opt-in: `ferry delete --app` (the operator asked for exactly this) but not a Release's
-    /// deletion (see `prune`).
+    /// deletion (see `cluster::manager::delete`).
     pub allow_destructive: bool,
     /// Namespaces the caller knows are being deleted (the agent reads them with its own
     /// identity); objects there are left to the namespace.
@@ -231,6 +226,7 @@ fn engine_futures_are_send(
     apply_options: &ApplyOptions,
     delete_options: &DeleteOptions,
 ) {
+    use crate::progress::NoProgress;
     fn assert_send<T: Send>(_: T) {}
     assert_send(apply(client, manifests.clone(), apply_options, &NoProgress));
     assert_send(diff(client, manifests, apply_options, &NoProgress));

@@ -18,10 +18,7 @@ pub use kinds::{ResolvedKind, Resolver};
 
 use crate::{Error, Manifest, ObjectKey, Result};
 
-pub use crate::ownership::{
-    ANNOTATION_HASH, ANNOTATION_OWNER, ANNOTATION_PRUNE, ANNOTATION_REVISION, LABEL_APP, Owner,
-    validate_app_name,
-};
+use crate::ownership::{ANNOTATION_HASH, ANNOTATION_OWNER, ANNOTATION_REVISION, LABEL_APP, Owner};
 
 /// Apply order. Lower phases are applied (and, for CRDs, established) before higher ones;
 /// objects within a phase are applied concurrently. Prune and delete go in reverse.
@@ -286,6 +283,7 @@ fn canonical_json(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ownership::validate_app_name;
     use std::collections::BTreeMap;
 
     #[test]

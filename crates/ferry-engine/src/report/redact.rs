@@ -588,7 +588,7 @@ mod tests {
     #[test]
     fn diff_hides_rotated_values_and_keeps_the_action() {
         use crate::ObjectKey;
-        use crate::pipeline::diff_object_redacted;
+        use crate::cluster::manager::diff::diff_object_redacted;
         use crate::report::DiffAction;
         let mut r = Redactor::new();
         r.add("new-pass-123");
