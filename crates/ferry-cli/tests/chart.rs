@@ -704,50 +704,16 @@ async fn ferry_renders_and_applies_its_own_chart_in_push_mode() {
     .expect("ClusterRole gone");
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let (code, _, err) = run(Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@ferry.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@ferry.invalid")
-        .env("GIT_TERMINAL_PROMPT", "0"));
-    assert_eq!(code, 0, "git {args:?}: {err}");
-}
-
 /// A repository on the testenv git server holding the chart under `ferry-agent/chart` with a
 /// ferry.yaml beside it (`ferry_yaml`); returns its URL.
 fn repo_with_chart(env: &TestEnv, name: &str, ferry_yaml: &str) -> String {
-    let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{name}.git"));
-    git(
-        Path::new("/"),
-        &[
-            "init",
-            "--bare",
-            "--initial-branch=main",
-            bare.to_str().expect("path"),
-        ],
+    let repo = ferry_testsupport::git::Repo::create(env, name);
+    copy_tree(&chart_dir(), &repo.work.path().join("ferry-agent/chart"));
+    repo.commit(
+        &[("ferry-agent/ferry.yaml", Some(ferry_yaml))],
+        "the ferry-agent chart",
     );
-    git(&bare, &["config", "http.receivepack", "true"]);
-    let work = tempfile::tempdir().expect("work");
-    git(work.path(), &["init", "--initial-branch=main"]);
-    copy_tree(&chart_dir(), &work.path().join("ferry-agent/chart"));
-    std::fs::write(work.path().join("ferry-agent/ferry.yaml"), ferry_yaml).expect("ferry.yaml");
-    git(work.path(), &["add", "-A"]);
-    git(
-        work.path(),
-        &["commit", "-q", "-m", "the ferry-agent chart"],
-    );
-    let base = env.var("FERRY_GIT_URL");
-    let (scheme, rest) = base.split_once("://").expect("scheme");
-    let push = format!(
-        "{scheme}://{}:{}@{rest}/{name}.git",
-        env.var("FERRY_GIT_USER"),
-        env.var("FERRY_GIT_PASSWORD")
-    );
-    git(work.path(), &["push", "-q", &push, "HEAD:refs/heads/main"]);
-    format!("{base}/{name}.git")
+    repo.url
 }
 
 /// Server-side apply a JSON object with the admin client (test setup).
