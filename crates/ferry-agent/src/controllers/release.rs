@@ -926,6 +926,140 @@ mod tests {
         ("team-a".to_string(), "app".to_string())
     }
 
+    fn release() -> Release {
+        let mut r = Release::new("web", ferry_api::ReleaseSpec::default());
+        r.metadata.namespace = Some("team-a".to_string());
+        r.metadata.generation = Some(3);
+        r
+    }
+
+    fn decision(
+        ready: bool,
+        reason: &'static str,
+        message: &str,
+        attempted: Option<&str>,
+    ) -> Decision {
+        Decision {
+            ready,
+            reason,
+            message: message.to_string(),
+            stalled: false,
+            requeue: Action::await_change(),
+            attempted: attempted.map(str::to_string),
+            report: None,
+            keep_status: false,
+        }
+    }
+
+    fn ready(status: &ReleaseStatus) -> (String, String) {
+        let c = common::find_condition(&status.conditions, READY).expect("a Ready condition");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_sync_at_a_new_revision_is_recorded_once_and_then_writes_nothing() {
+        let r = release();
+        let ok = || {
+            decision(
+                true,
+                "ReconciliationSucceeded",
+                "Applied revision: main@sha1:aaa",
+                Some("main@sha1:aaa"),
+            )
+        };
+        let (first, events) = next_status(&r, &ReleaseStatus::default(), ok(), None);
+        assert_eq!(
+            ready(&first),
+            ("True".into(), "ReconciliationSucceeded".into())
+        );
+        assert_eq!(
+            first.last_applied_revision.as_deref(),
+            Some("main@sha1:aaa")
+        );
+        assert_eq!(first.observed_generation, Some(3));
+        assert_eq!(first.history.len(), 1);
+        assert_eq!(first.history[0].result, "Succeeded");
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].0, events[0].1), (EventType::Normal, "Synced"));
+        // The same outcome again (the interval re-apply): no new history, no event, no write.
+        let (second, events) = next_status(&r, &first, ok(), None);
+        assert!(events.is_empty(), "{events:?}");
+        assert!(!status_differs(&first, &second));
+    }
+
+    #[test]
+    fn a_failed_revision_keeps_the_last_applied_one_and_warns_once() {
+        let r = release();
+        let ok = decision(
+            true,
+            "ReconciliationSucceeded",
+            "Applied",
+            Some("main@sha1:aaa"),
+        );
+        let (good, _) = next_status(&r, &ReleaseStatus::default(), ok, None);
+        let failed = || {
+            decision(
+                false,
+                "RenderFailed",
+                "rendering . failed: bad yaml",
+                Some("main@sha1:bbb"),
+            )
+        };
+        let (bad, events) = next_status(&r, &good, failed(), None);
+        assert_eq!(ready(&bad), ("False".into(), "RenderFailed".into()));
+        assert_eq!(bad.last_applied_revision.as_deref(), Some("main@sha1:aaa"));
+        assert_eq!(
+            bad.last_attempted_revision.as_deref(),
+            Some("main@sha1:bbb")
+        );
+        assert_eq!(bad.history[0].result, "Failed");
+        assert_eq!(bad.history[1].result, "Succeeded");
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].0, events[0].1),
+            (EventType::Warning, "RenderFailed")
+        );
+        // Retried with the same failure: nothing new to say.
+        let (again, events) = next_status(&r, &bad, failed(), None);
+        assert!(events.is_empty(), "{events:?}");
+        assert!(!status_differs(&bad, &again));
+    }
+
+    #[test]
+    fn waiting_warns_only_when_the_reason_changes_and_stalled_clears_on_success() {
+        let r = release();
+        let waiting = || {
+            decision(
+                false,
+                "DependencyNotReady",
+                "dependency Release team-a/db is not Ready",
+                None,
+            )
+        };
+        let (first, events) = next_status(&r, &ReleaseStatus::default(), waiting(), None);
+        assert_eq!(events.len(), 1);
+        assert!(first.history.is_empty(), "waiting is no sync attempt");
+        let (_, events) = next_status(&r, &first, waiting(), None);
+        assert!(events.is_empty());
+        let mut stalled = decision(false, "InvalidSpec", "spec.interval: not a duration", None);
+        stalled.stalled = true;
+        let (stuck, _) = next_status(&r, &first, stalled, None);
+        assert!(common::find_condition(&stuck.conditions, STALLED).is_some());
+        let ok = decision(
+            true,
+            "ReconciliationSucceeded",
+            "Applied",
+            Some("main@sha1:aaa"),
+        );
+        let (fixed, _) = next_status(&r, &stuck, ok, Some("2026-12-02T08:00:00Z".to_string()));
+        assert!(common::find_condition(&fixed.conditions, STALLED).is_none());
+        // `ferry sync` asked for this run: it is recorded as handled.
+        assert_eq!(
+            fixed.last_handled_reconcile_at.as_deref(),
+            Some("2026-12-02T08:00:00Z")
+        );
+    }
+
     #[test]
     fn a_ready_source_not_yet_fetched_here_keeps_the_release_status() {
         // A new leader: the GitSource was Ready under the last leader, this replica has not
