@@ -3,8 +3,8 @@
 //! - [`stage`]: the stage itself: a render's output ([`Rendered`], some of it still SOPS
 //!   ciphertext) → plaintext manifests, every decrypted value registered for redaction.
 //! - [`sops`]: native decryption (and encryption) of SOPS YAML/JSON files with age keys.
-//! - [`sealed`]: bitnami-compatible Sealed Secrets: sealing, unsealing and the unsealer
-//!   controller the agent runs.
+//! - [`sealed`]: bitnami-compatible Sealed Secrets crypto: sealing and unsealing (the agent's
+//!   unsealer controller uses it).
 
 pub mod sealed;
 pub mod sops;

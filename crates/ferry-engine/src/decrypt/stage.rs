@@ -341,3 +341,104 @@ fn object_name(doc: &Value) -> String {
         .unwrap_or("?");
     format!("{kind}/{name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decrypt::sops::{EncryptOptions, Format, Selectors};
+
+    const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2-s3cret\n";
+
+    fn encrypted(keys: &AgeKeys, plain: &str) -> String {
+        let options = EncryptOptions::new(
+            keys.recipients(),
+            Selectors {
+                encrypted_regex: Some("^(data|stringData)$".to_string()),
+                ..Selectors::default()
+            },
+        )
+        .expect("options");
+        let bytes = sops::encrypt(
+            plain.as_bytes(),
+            Format::Yaml,
+            Path::new("s.yaml"),
+            &options,
+        )
+        .expect("encrypt");
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    fn documents(text: &str) -> Vec<Value> {
+        serde_saphyr::from_str_multiple_with_options(text, crate::yaml::options()).expect("yaml")
+    }
+
+    fn config_map(name: &str) -> Manifest {
+        let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+        crate::yaml::parse_bytes(text.as_bytes(), Path::new("cm.yaml"))
+            .expect("parse")
+            .remove(0)
+    }
+
+    /// Parts come out in render order; an encrypted file is decrypted, loses its `sops:`
+    /// block, and its plaintext is registered for redaction.
+    #[test]
+    fn parts_keep_their_order_and_plaintext_is_registered() {
+        let age = AgeKeys::generate();
+        let mut rendered = Rendered::from(vec![config_map("first")]);
+        rendered.push_encrypted_file(
+            PathBuf::from("secret.yaml"),
+            documents(&encrypted(&age, SECRET)),
+        );
+        rendered.push_objects([config_map("last")]);
+        let mut redactor = Redactor::new();
+        let manifests =
+            decrypt(rendered, &mut Keys::new(Some(age)), &mut redactor).expect("decrypt");
+        let names: Vec<&str> = manifests.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["first", "db", "last"]);
+        let secret = &manifests[1].object.data;
+        assert_eq!(secret["stringData"]["password"], "hunter2-s3cret");
+        assert!(secret.get("sops").is_none());
+        assert_eq!(manifests[1].origin.file, PathBuf::from("secret.yaml"));
+        assert_eq!(redactor.redact("pw hunter2-s3cret"), "pw [REDACTED]");
+    }
+
+    /// A build's output takes its plaintext from the verified source file, matched by
+    /// ciphertext; a ciphertext the source does not hold (a patch changed it) is refused with
+    /// the object named and no value shown.
+    #[test]
+    fn build_output_pairs_ciphertext_with_its_source() {
+        let age = AgeKeys::generate();
+        let source = encrypted(&age, SECRET);
+        let sources = vec![EncryptedSource {
+            shown: PathBuf::from("base/secret.yaml"),
+            bytes: source.clone().into_bytes(),
+        }];
+        // kustomize re-sorts fields and adds a namespace: the MAC over the output would fail.
+        let mut built = documents(&source).remove(0);
+        built["metadata"]["namespace"] = Value::from("prod");
+        let mut rendered = Rendered::default();
+        rendered.push_build_output(
+            PathBuf::from("kustomize build ."),
+            vec![built.clone()],
+            sources.clone(),
+        );
+        let mut keys = Keys::new(Some(age));
+        let manifests = decrypt(rendered, &mut keys, &mut Redactor::new()).expect("decrypt");
+        assert_eq!(manifests[0].namespace(), Some("prod"));
+        assert_eq!(
+            manifests[0].object.data["stringData"]["password"],
+            "hunter2-s3cret"
+        );
+
+        let other = documents(&encrypted(&keys.get().expect("keys").clone(), SECRET)).remove(0);
+        built["stringData"]["password"] = other["stringData"]["password"].clone();
+        let mut rendered = Rendered::default();
+        rendered.push_build_output(PathBuf::from("kustomize build ."), vec![built], sources);
+        let err = decrypt(rendered, &mut keys, &mut Redactor::new())
+            .expect_err("changed ciphertext")
+            .to_string();
+        assert!(err.contains("Secret/db"), "{err}");
+        assert!(err.contains("stringData.password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

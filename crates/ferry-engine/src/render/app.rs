@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::config::{self, Context, RendererKind};
+use super::request::RenderRequest;
 use super::substitute::{self, Substitution};
-use super::{RenderRequest, helm, kustomize, plain, safety};
+use super::{helm, kustomize, plain, safety};
 use crate::decrypt::Rendered;
 use crate::{Error, Manifest, Result};
 

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use age::secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::SopsError;
+use super::error::SopsError;
 use crate::{Error, Result};
 
 /// The 32-byte SOPS data key; wiped from memory on drop.

@@ -13,8 +13,9 @@
 //!   MAC covers the file's key order).
 //! - [`decrypt_manifest`]: a [`Manifest`] that carries a `sops` key (Flux-style per object).
 //! - the `_with` variants of these hand every decrypted leaf (key path and plaintext) to a
-//!   [`PlaintextSink`], which is how the renderers register exactly the values that were
-//!   encrypted with the [`crate::report::redact::Redactor`] (docs/secrets.md, "Redaction").
+//!   [`PlaintextSink`], which is how the decrypt stage (and the helm renderer, for values files)
+//!   registers exactly the values that were encrypted with the
+//!   [`crate::report::redact::Redactor`] (docs/secrets.md, "Redaction").
 //! - [`encrypt`]: plaintext bytes → a file that `sops -d` opens.
 //!
 //! Plaintext only ever lives in memory; errors name the file and key path, never a value.
@@ -23,6 +24,7 @@
 
 mod cipher;
 pub mod config;
+mod error;
 mod keys;
 mod tree;
 
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+pub use error::SopsError;
 pub use keys::AgeKeys;
 pub use tree::Rules;
 
@@ -66,42 +69,6 @@ impl Format {
             _ => Format::Yaml,
         }
     }
-}
-
-/// What is wrong with encryption settings (`.sops.yaml`, flags, a file's `sops:` block) or an
-/// age recipient, before any file is touched. The caller names the file or rule; messages never
-/// hold key material or plaintext.
-#[derive(Debug, thiserror::Error)]
-pub enum SopsError {
-    #[error(
-        "only one of encrypted_suffix, unencrypted_suffix, encrypted_regex and unencrypted_regex may be set"
-    )]
-    SeveralSelectors,
-    #[error("{field} is not a valid regex: {source}")]
-    InvalidRegex {
-        field: &'static str,
-        #[source]
-        source: regex::Error,
-    },
-    #[error(
-        "uses encrypted_comment_regex/unencrypted_comment_regex, which ferry does not support (it does not read YAML comments); re-encrypt with encrypted_regex instead"
-    )]
-    CommentRegexUnsupported,
-    #[error(
-        "no age recipient given; pass --age age1… or add a creation rule with `age:` to .sops.yaml"
-    )]
-    NoRecipient,
-    /// `reason` is age's own (a static description; age gives no error type here).
-    #[error("{recipient:?} is not an age recipient (age1…): {reason}")]
-    InvalidRecipient {
-        recipient: String,
-        reason: &'static str,
-    },
-    #[error("cannot wrap the data key for age: {source}")]
-    WrapDataKey {
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
 }
 
 fn err(path: &Path, message: impl Into<String>) -> Error {

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::SopsError;
+use super::error::SopsError;
 
 /// The default suffix that keeps a key's value in clear, applied when a file sets no rule.
 pub(crate) const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";
