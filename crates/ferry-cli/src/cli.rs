@@ -105,3 +105,44 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    fn apply_timeout(value: &str) -> Result<Duration, clap::Error> {
+        let cli = Cli::try_parse_from(["ferry", "apply", ".", "--timeout", value])?;
+        match cli.command {
+            Command::Apply(args) => Ok(args.timeout),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// The flags read durations with THE parser (ferry_api::parse_duration): the CLI's old
+    /// forms (`90s`, `1h30m`, bare seconds) and the CRDs' (`500ms`, fractions) alike.
+    #[test]
+    fn duration_flags_take_the_one_grammar() {
+        assert_eq!(apply_timeout("120").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(apply_timeout("1h30m").ok(), Some(Duration::from_secs(5400)));
+        assert_eq!(apply_timeout("1.5m").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(
+            apply_timeout("1500ms").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        // A timeout of zero would give up at once: refused, as before.
+        let zero = apply_timeout("0s").expect_err("zero refused");
+        assert!(zero.to_string().contains("must be positive"), "{zero}");
+        let bad = apply_timeout("5d").expect_err("unknown unit refused");
+        assert!(bad.to_string().contains("unknown unit"), "{bad}");
+        let cli = Cli::try_parse_from(["ferry", "sync", "web", "--timeout", "0"])
+            .expect("sync --timeout 0 parses");
+        match cli.command {
+            Command::Sync(args) => assert_eq!(args.timeout, Duration::ZERO),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}
