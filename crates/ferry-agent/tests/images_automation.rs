@@ -420,7 +420,7 @@ async fn tag_to_commit_loop_with_markers_kustomize_and_manual_rollback() {
             "{kind}: {metrics}"
         );
     }
-    let pushes = wait_for_event(&client, &ns.name, "auto", "Succeeded", |n| {
+    let pushes = wait_for_event(&client, &ns.name, "auto", "Pushed", |n| {
         n.starts_with("pushed ")
     })
     .await;

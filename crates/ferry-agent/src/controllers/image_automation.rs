@@ -98,34 +98,44 @@ impl ImageContext {
     }
 }
 
-/// Publish an Event when an object's `Ready` condition changed (status, reason or message):
-/// `Normal` when it is Ready, `Warning` when not. A steady state publishes nothing, so a scan
-/// every interval does not flood the namespace's Events. Messages are status messages, which
-/// never carry secret values.
+/// Publish an Event when an object's `Ready` condition changed (status, reason or message), with
+/// the condition's message as the note: `Warning` with the condition's reason when it is not
+/// Ready; `Normal` with the `news` reason when the reconcile brought news (`NewTags`,
+/// `NewLatestImage`, `Pushed`), else with the condition's reason when it became Ready. A scan
+/// that found the same tags, a run with nothing to write and a steady state publish nothing, so
+/// a scan every interval does not flood the namespace's Events. News has reasons of its own
+/// because the event recorder folds Events of one object, type and reason into a series that
+/// keeps the first note. Status messages never carry secret values.
 pub(super) async fn publish_ready_change<K>(
     ctx: &ImageContext,
     obj: &K,
     before: &[Condition],
     after: &[Condition],
+    news: Option<&str>,
 ) where
     K: Resource<DynamicType = ()>,
 {
     let Some(now) = find_condition(after, READY) else {
         return;
     };
-    let unchanged = find_condition(before, READY).is_some_and(|was| {
+    let was = find_condition(before, READY);
+    let unchanged = was.is_some_and(|was| {
         was.status == now.status && was.reason == now.reason && was.message == now.message
     });
     if unchanged {
         return;
     }
-    let type_ = if now.status == "True" {
-        EventType::Normal
+    let (type_, reason) = if now.status != "True" {
+        (EventType::Warning, now.reason.as_str())
+    } else if let Some(news) = news {
+        (EventType::Normal, news)
+    } else if was.is_some_and(|was| was.status == "True") {
+        return;
     } else {
-        EventType::Warning
+        (EventType::Normal, now.reason.as_str())
     };
     ctx.agent
-        .publish_event(obj, type_, &now.reason, &now.message)
+        .publish_event(obj, type_, reason, &now.message)
         .await;
 }
 

@@ -146,8 +146,9 @@ async fn patch_status(
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    let before = policy.status.as_ref().map(|s| s.conditions.as_slice());
-    publish_ready_change(ctx, policy, before.unwrap_or_default(), &status.conditions).await;
+    let before = policy.status.clone().unwrap_or_default();
+    let news = (before.latest_image != status.latest_image).then_some("NewLatestImage");
+    publish_ready_change(ctx, policy, &before.conditions, &status.conditions, news).await;
     Ok(ready)
 }
 

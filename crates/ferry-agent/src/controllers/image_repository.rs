@@ -195,8 +195,14 @@ async fn patch_status(
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    let before = repo.status.as_ref().map(|s| s.conditions.as_slice());
-    publish_ready_change(ctx, repo, before.unwrap_or_default(), &status.conditions).await;
+    let before = repo.status.clone().unwrap_or_default();
+    let found = |s: &ImageRepositoryStatus| {
+        s.last_scan_result
+            .as_ref()
+            .map(|r| (r.tag_count, r.latest_tags.clone()))
+    };
+    let news = (found(&before) != found(status)).then_some("NewTags");
+    publish_ready_change(ctx, repo, &before.conditions, &status.conditions, news).await;
     Ok(is_ready(&status.conditions))
 }
 

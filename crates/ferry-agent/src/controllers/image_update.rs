@@ -376,8 +376,10 @@ async fn patch_status(
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    let before = update.status.as_ref().map(|s| s.conditions.as_slice());
-    publish_ready_change(ctx, update, before.unwrap_or_default(), &status.conditions).await;
+    let before = update.status.clone().unwrap_or_default();
+    // A push is news; a run with nothing to write ("no changes ... at <head>") is not.
+    let news = (before.last_push_commit != status.last_push_commit).then_some("Pushed");
+    publish_ready_change(ctx, update, &before.conditions, &status.conditions, news).await;
     Ok(ready)
 }
 
