@@ -4,8 +4,6 @@
 //! it → the Deployment rolls out (kwok nodes) and the Release is Ready. One agent runs it all
 //! (`--image-automation`), as in a cluster. Prints the latency of each leg.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry_agent::controllers::image_automation::ScanTrigger;
@@ -13,43 +11,13 @@ use ferry_agent::{Agent, AgentOptions};
 use ferry_api::common::{READY, find_condition};
 use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
 use ferry_api::{GitSource, Release};
+use ferry_testsupport::git::{Repo, crane, push_empty_image};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@ferry.invalid")
-        .env("GIT_COMMITTER_NAME", "dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@ferry.invalid")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn crane(env: &TestEnv, args: &[&str]) {
-    let out = Command::new(env.tool("crane"))
-        .args(args)
-        .output()
-        .expect("crane");
-    assert!(
-        out.status.success(),
-        "crane {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn install_crds(client: &Client) {
     // THE CRD list (ferry_api::all_crds) has the image automation kinds too.
@@ -114,66 +82,15 @@ async fn tag_push_to_rollout_ready() {
     let registry = env.var("FERRY_REGISTRY");
     let repo_path = format!("{}/app", ns.name.trim_start_matches("ferry-test-"));
     let image = format!("{registry}/{repo_path}");
-    let empty = tempfile::NamedTempFile::new().expect("tempfile");
-    assert!(
-        Command::new("tar")
-            .arg("cf")
-            .arg(empty.path())
-            .args(["-T", "/dev/null"])
-            .status()
-            .expect("tar")
-            .success()
-    );
-    let empty_path = empty.path().to_string_lossy().to_string();
-    crane(
-        &env,
-        &[
-            "append",
-            "--insecure",
-            "-f",
-            &empty_path,
-            "-t",
-            &format!("{image}:1.0.0"),
-        ],
-    );
+    push_empty_image(&env, &format!("{image}:1.0.0"), None);
 
     // The git repository with a marked Deployment.
-    let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{}.git", ns.name));
-    git(
-        std::path::Path::new("/"),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "--initial-branch=main",
-            &bare.to_string_lossy(),
-        ],
+    let repo = Repo::create(&env, &ns.name);
+    let url = repo.url.clone();
+    let first = repo.commit_files(
+        &[("deploy/app.yaml", &deployment(&ns.name, &image))],
+        "app at 1.0.0",
     );
-    git(&bare, &["config", "http.receivepack", "true"]);
-    let base = env.var("FERRY_GIT_URL");
-    let url = format!("{base}/{}.git", ns.name);
-    let (scheme, rest) = base.split_once("://").expect("scheme");
-    let push_url = format!(
-        "{scheme}://{}:{}@{rest}/{}.git",
-        env.var("FERRY_GIT_USER"),
-        env.var("FERRY_GIT_PASSWORD"),
-        ns.name
-    );
-    let work = tempfile::tempdir().expect("work");
-    git(work.path(), &["init", "-q", "--initial-branch=main"]);
-    std::fs::create_dir_all(work.path().join("deploy")).expect("mkdir");
-    std::fs::write(
-        work.path().join("deploy/app.yaml"),
-        deployment(&ns.name, &image),
-    )
-    .expect("write");
-    git(work.path(), &["add", "-A"]);
-    git(work.path(), &["commit", "-q", "-m", "app at 1.0.0"]);
-    git(
-        work.path(),
-        &["push", "-q", &push_url, "HEAD:refs/heads/main"],
-    );
-    let first = git(work.path(), &["rev-parse", "HEAD"]);
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"}, "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")}})).expect("secret");
@@ -224,7 +141,7 @@ async fn tag_push_to_rollout_ready() {
     let started = Instant::now();
     trigger.trigger(&ns.name, "app").await.expect("trigger");
     let commit = wait_for("the image commit in git", Duration::from_secs(60), || {
-        let head = git(&bare, &["rev-parse", "refs/heads/main"]);
+        let head = repo.head();
         let first = first.clone();
         async move { Ok((head != first).then_some(head)) }
     })
