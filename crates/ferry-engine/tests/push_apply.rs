@@ -371,6 +371,11 @@ async fn delete_app_removes_objects_then_inventory() {
         err.to_string().contains("no inventory for app gone"),
         "{err}"
     );
+    // Callers (`ferry uninstall`, the agent's finalizer) match the variant, not the text.
+    assert!(
+        matches!(&err, ferry_engine::Error::NoInventory { app, namespace, .. } if app == "gone" && *namespace == ns.name),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -171,3 +171,57 @@ pub fn counted(client: &Client, counter: &RequestCounter) -> Client {
         client.default_namespace(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that answers every request at once, standing in for the API server.
+    #[derive(Clone)]
+    struct Answer;
+
+    impl Service<Request<()>> for Answer {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<(), Self::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: Request<()>) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_and_writes_are_counted_by_method() {
+        use tower::ServiceExt;
+        let counter = RequestCounter::default();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let mut service = CountRequestsLayer::new(counter.clone()).layer(
+            CountRequestsLayer::new(move |kind: RequestKind, method: &Method| {
+                log.lock().unwrap().push((kind, method.clone()));
+            })
+            .layer(Answer),
+        );
+        for method in [
+            Method::GET,
+            Method::PATCH,
+            Method::GET,
+            Method::DELETE,
+            Method::POST,
+            Method::PUT,
+            Method::HEAD,
+        ] {
+            let request = Request::builder().method(method).body(()).unwrap();
+            service.ready().await.unwrap().call(request).await.unwrap();
+        }
+        assert_eq!(counter.snapshot().reads, 3);
+        assert_eq!(counter.snapshot().writes, 4);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 7, "every observer sees every request");
+        assert_eq!(seen[1], (RequestKind::Write, Method::PATCH));
+    }
+}
