@@ -69,7 +69,7 @@ fn to_yaml_stream(manifests: &[Manifest]) -> Result<String> {
         }
         Ok(out)
     }
-    let parts = ferry_engine::render::parallel::map_parts(
+    let parts = ferry_engine::yaml::parallel::map_parts(
         manifests.iter().collect(),
         manifests.len() >= PARALLEL_OUTPUT_OBJECTS,
         write_part,
@@ -102,8 +102,7 @@ mod tests {
             })
             .collect();
         let manifests =
-            ferry_engine::render::plain::parse_bytes(yaml.as_bytes(), "in.yaml".as_ref())
-                .expect("parses");
+            ferry_engine::yaml::parse_bytes(yaml.as_bytes(), "in.yaml".as_ref()).expect("parses");
         let whole = to_yaml_stream(&manifests).expect("writes");
         let one_by_one: String = manifests
             .chunks(1)

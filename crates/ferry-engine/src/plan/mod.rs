@@ -324,18 +324,18 @@ mod tests {
 
     #[test]
     fn hash_ignores_key_order_and_revision() {
-        let a = crate::render::plain::parse_bytes(
+        let a = crate::yaml::parse_bytes(
             b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, annotations: {ferry.dev/revision: r1}}\ndata: {a: '1', b: '2'}\n",
             std::path::Path::new("a"),
         )
         .unwrap();
-        let b = crate::render::plain::parse_bytes(
+        let b = crate::yaml::parse_bytes(
             b"kind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\ndata: {b: '2', a: '1'}\n",
             std::path::Path::new("b"),
         )
         .unwrap();
         assert_eq!(intent_hash(&a[0]), intent_hash(&b[0]));
-        let c = crate::render::plain::parse_bytes(
+        let c = crate::yaml::parse_bytes(
             b"kind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\ndata: {b: '3', a: '1'}\n",
             std::path::Path::new("c"),
         )

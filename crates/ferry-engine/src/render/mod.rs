@@ -30,9 +30,6 @@ use std::path::{Component, Path, PathBuf};
 
 pub use request::RenderRequest;
 pub use set_image::ImageOverride;
-// The YAML reader and its helpers moved to `crate::yaml`; the old paths keep working for
-// callers outside the engine until they import them from there.
-pub use crate::yaml::parallel;
 
 use crate::decrypt::{self, Rendered};
 use crate::{Error, Manifest, Result};

@@ -13,10 +13,6 @@ use super::config::{self, Context};
 use crate::decrypt::{Rendered, sops};
 use crate::{Error, Result};
 
-// The YAML reader moved to `crate::yaml`; this keeps the old path working for callers outside
-// render until they import it from there.
-pub use crate::yaml::parse_bytes;
-
 /// Render `ctx.app.render_path` (a file or a directory) as plain YAML.
 pub fn render(ctx: &mut Context<'_>) -> Result<Rendered> {
     let target = ctx.app.render_path.clone();

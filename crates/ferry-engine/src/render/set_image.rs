@@ -170,7 +170,7 @@ pub fn parse_all(values: &[String]) -> Result<Vec<ImageOverride>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::plain::parse_bytes;
+    use crate::yaml::parse_bytes;
     use std::path::Path;
 
     #[test]
