@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/apply/run.sh: apply 1,000 objects (250 apps x Deployment + Service + ServiceAccount +
 # ConfigMap) to the real testenv, cold and as a no-change re-apply, with ferry and with
-# `kubectl apply --server-side`, side by side. Prints a markdown table (wall time, peak RSS,
+# `kubectl apply --server-side`, and with the apply floor (bench/floor: a minimal client-go program
+# sending only ferry's server-side apply requests, FLOOR_CONCURRENCY in flight, default 64),
+# side by side. Prints a markdown table (wall time, peak RSS,
 # API requests) with the median of ROUNDS rounds, each round in fresh namespaces (and each run
 # on an idle control plane, see settle), the tools
 # alternating which goes first. Needs `testenv/up`; builds ferry with --release.
@@ -18,8 +20,15 @@ FERRY_TESTENV_BIN="$(sed -n "s/^export FERRY_TESTENV_BIN='\(.*\)'$/\1/p" "$ENV_F
 export KUBECONFIG
 KUBECTL="$FERRY_TESTENV_BIN/kubectl"
 
-(cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2)
-FERRY="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry"
+# FERRY_BIN: a ferry binary built elsewhere (e.g. by bench/compare); otherwise build this checkout's
+if [[ -n "${FERRY_BIN:-}" ]]; then
+	FERRY="$FERRY_BIN"
+else
+	(cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2)
+	FERRY="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry"
+fi
+FLOOR="$("$ROOT/bench/floor/build")"
+FLOOR_CONC="${FLOOR_CONCURRENCY:-64}"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -45,6 +54,7 @@ kubectl_counts() {
 	printf '%s %s\n' "$(grep -cE '"Response" verb="' "$WORK/$1.err" || true)" \
 		"$(grep -cE '"Response" verb="(POST|PATCH|PUT|DELETE)"' "$WORK/$1.err" || true)"
 }
+# ferry and the floor print the same JSON shape
 ferry_counts() { jq -r '"\(.requests.reads + .requests.writes) \(.requests.writes)"' "$WORK/$1.out"; }
 # settle: wait (up to 90 s) until the control plane is idle again: the controllers' reaction
 # to the previous run (ReplicaSets, EndpointSlices, status updates, namespace deletion; the
@@ -82,29 +92,44 @@ run_kubectl() { # run_kubectl ROUND PHASE NS
 	echo "kubectl $2 $m $(kubectl_counts "kubectl-$1-$2")" >>"$WORK/results"
 }
 
+run_floor() { # run_floor ROUND PHASE NS
+	local m; m="$(measure "floor-$1-$2" "$FLOOR" -n "$3" -c "$FLOOR_CONC" "$WORK/manifests")"
+	echo "floor $2 $m $(ferry_counts "floor-$1-$2")" >>"$WORK/results"
+}
+
 : >"$WORK/results"
 for ((r = 1; r <= ROUNDS; r++)); do
-	nf="bench-ferry-$r-$$" nk="bench-kubectl-$r-$$"
+	nf="bench-ferry-$r-$$" nk="bench-kubectl-$r-$$" nl="bench-floor-$r-$$"
 	"$KUBECTL" create namespace "$nf" >/dev/null
 	"$KUBECTL" create namespace "$nk" >/dev/null
-	if ((r % 2)); then order=(ferry kubectl); else order=(kubectl ferry); fi
+	"$KUBECTL" create namespace "$nl" >/dev/null
+	# rotate which tool goes first
+	case $((r % 3)) in
+	1) order=(ferry kubectl floor) ;;
+	2) order=(kubectl floor ferry) ;;
+	0) order=(floor ferry kubectl) ;;
+	esac
 	for phase in cold reapply; do
 		for tool in "${order[@]}"; do
 			settle
-			if [[ $tool == ferry ]]; then run_ferry "$r" "$phase" "$nf"; else run_kubectl "$r" "$phase" "$nk"; fi
+			case $tool in
+			ferry) run_ferry "$r" "$phase" "$nf" ;;
+			kubectl) run_kubectl "$r" "$phase" "$nk" ;;
+			floor) run_floor "$r" "$phase" "$nl" ;;
+			esac
 		done
 	done
 	# Wait for the namespaces to be gone so their deletion does not load the next round.
-	"$KUBECTL" delete namespace "$nf" "$nk" --wait=true --timeout=300s >/dev/null
+	"$KUBECTL" delete namespace "$nf" "$nk" "$nl" --wait=true --timeout=300s >/dev/null
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "### $OBJECTS objects ($APPS apps), concurrency $CONC, median of $ROUNDS rounds, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "### $OBJECTS objects ($APPS apps), concurrency $CONC (floor $FLOOR_CONC), median of $ROUNDS rounds, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "| run | wall (s) | peak RSS (MiB) | tool CPU (s) | control plane CPU (s) | API requests | of which writes | all rounds wall (s) |"
 echo "|---|---|---|---|---|---|---|---|"
 for phase in cold reapply; do
-	for tool in ferry kubectl; do
+	for tool in ferry kubectl floor; do
 		rows="$(awk -v t="$tool" -v p="$phase" '$1==t && $2==p' "$WORK/results")"
 		wall="$(awk '{print $3}' <<<"$rows" | median)"
 		rss="$(awk '{print $4}' <<<"$rows" | median)"
@@ -114,6 +139,7 @@ for phase in cold reapply; do
 		writes="$(awk '{print $8}' <<<"$rows" | median)"
 		all="$(awk '{printf "%s%s", sep, $3; sep=", "}' <<<"$rows")"
 		label="$tool"; [[ $tool == kubectl ]] && label="kubectl --server-side"
+		[[ $tool == floor ]] && label="floor (bench/floor)"
 		echo "| $label ($phase) | $wall | $rss | $tool_cpu | $cp_cpu | $reqs | $writes | $all |"
 		eval "w_${tool}_${phase}=$wall"
 	done
@@ -123,3 +149,7 @@ echo
 awk -v f="$w_ferry_cold" -v k="$w_kubectl_cold" 'BEGIN { printf "cold apply: ferry %.1fx faster than kubectl --server-side\n", k/f }'
 # shellcheck disable=SC2154
 awk -v f="$w_ferry_reapply" -v k="$w_kubectl_reapply" 'BEGIN { printf "no-change re-apply: ferry %.1fx faster than kubectl --server-side\n", k/f }'
+# shellcheck disable=SC2154
+awk -v f="$w_ferry_cold" -v l="$w_floor_cold" 'BEGIN { printf "cold apply: ferry / floor = %.2f (goal <= 1.2)\n", f/l }'
+# shellcheck disable=SC2154
+awk -v f="$w_ferry_reapply" -v l="$w_floor_reapply" 'BEGIN { printf "no-change re-apply: ferry / floor = %.2f (the floor re-sends every apply; ferry skips unchanged objects)\n", f/l }'
