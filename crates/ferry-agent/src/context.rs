@@ -100,8 +100,9 @@ pub struct Context {
     pub config: Config,
     pub options: AgentOptions,
     pub metrics: Arc<Metrics>,
-    /// Kubernetes Events on the objects the controllers reconcile (see [`Context::publish_event`]).
-    pub recorder: Recorder,
+    /// Who publishes the Kubernetes Events on the objects the controllers reconcile (see
+    /// [`Context::publish_event`]).
+    pub reporter: Reporter,
     /// When to look at an object again, after a success or a failure (see [`crate::backoff`]).
     pub backoff: Backoff,
     /// Cancelled when the controllers must stop: the agent shuts down or this replica loses the
@@ -147,7 +148,6 @@ impl Context {
             controller: "ferry-agent".to_string(),
             instance: options.identity.clone(),
         };
-        let recorder = Recorder::new(client.clone(), reporter);
         let fetch_slots = Semaphore::new(options.fetch_concurrency.max(1) as usize);
         let namespace_slots = NamespaceSlots::new(options.max_concurrent_per_namespace);
         let backoff = Backoff::new(BackoffPolicy::with_floor(options.min_interval));
@@ -169,7 +169,7 @@ impl Context {
             config,
             options,
             metrics,
-            recorder,
+            reporter,
             backoff,
             stop,
             artifacts: RwLock::default(),
@@ -214,6 +214,12 @@ impl Context {
     /// Publish a Kubernetes Event on `obj` (as `kubectl describe` shows them), the way Flux's
     /// controllers report reconcile failures and successes. The note is cut to 1000 characters;
     /// callers never put secret values in it. A failure to publish is logged, never fatal.
+    ///
+    /// Every call is a new Event. The controllers publish news only (a new revision, a new
+    /// failure message), and kube's `Recorder` folds every Event of one object, type and reason
+    /// within 6 minutes into a series that keeps the FIRST note: a Release synced twice in five
+    /// minutes showed the first revision's note with count 2. So each publish gets a recorder of
+    /// its own (cheap: a client clone and an empty cache), never a shared cache.
     pub async fn publish_event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -228,7 +234,8 @@ impl Context {
             action: "Reconcile".to_string(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::debug!("cannot publish event: {err}");
         }
     }
