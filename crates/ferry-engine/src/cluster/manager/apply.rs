@@ -37,31 +37,29 @@ impl ResourceManager {
         recorded: &HashMap<ObjectKey, String>,
         progress: &dyn Progress,
     ) -> ChangeSet {
-        futures::stream::iter(
-            objects
-                .iter()
-                .copied()
-                .map(|obj| async move {
-                    let change = self
-                        .apply_one(
-                            obj,
-                            live.get(&obj.key),
-                            recorded.get(&obj.key).map(String::as_str),
-                        )
-                        .await;
-                    if let Some(action) = change.action() {
-                        progress.event(ProgressEvent::Applied {
-                            key: &obj.key,
-                            action,
-                        });
-                    }
-                    change
-                })
-                .collect::<Vec<_>>(),
-        )
-        .buffer_unordered(self.concurrency())
-        .collect()
-        .await
+        // Over indices, not borrowed items: rustc cannot prove a stream closure that takes a
+        // reference Send for every lifetime, and the futures stay lazy (`concurrency` at a time).
+        futures::stream::iter(0..objects.len())
+            .map(|i| async move {
+                let obj = objects[i];
+                let change = self
+                    .apply_one(
+                        obj,
+                        live.get(&obj.key),
+                        recorded.get(&obj.key).map(String::as_str),
+                    )
+                    .await;
+                if let Some(action) = change.action() {
+                    progress.event(ProgressEvent::Applied {
+                        key: &obj.key,
+                        action,
+                    });
+                }
+                change
+            })
+            .buffer_unordered(self.concurrency())
+            .collect()
+            .await
     }
 
     async fn apply_one(

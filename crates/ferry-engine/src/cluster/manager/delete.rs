@@ -141,32 +141,28 @@ impl ResourceManager {
         }
         let mut out = ChangeSet::default();
         for group in by_phase.into_iter().rev() {
-            let changes: Vec<Change> = futures::stream::iter(
-                group
-                    .into_iter()
-                    .map(|c| async move {
-                        let outcome = delete_one(
-                            self.client(),
-                            &c,
-                            live.get(&c.entry.key),
-                            self.owner(),
-                            deleted_action,
-                            policy,
-                            self.dry_run(),
-                        )
-                        .await;
-                        Change {
-                            key: c.entry.key,
-                            result: outcome.result,
-                            fingerprint: None,
-                            stays: outcome.keep,
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .buffer_unordered(self.concurrency())
-            .collect()
-            .await;
+            let changes: Vec<Change> = futures::stream::iter(group)
+                .map(|c| async move {
+                    let outcome = delete_one(
+                        self.client(),
+                        &c,
+                        live.get(&c.entry.key),
+                        self.owner(),
+                        deleted_action,
+                        policy,
+                        self.dry_run(),
+                    )
+                    .await;
+                    Change {
+                        key: c.entry.key,
+                        result: outcome.result,
+                        fingerprint: None,
+                        stays: outcome.keep,
+                    }
+                })
+                .buffer_unordered(self.concurrency())
+                .collect()
+                .await;
             out.extend(changes);
         }
         out

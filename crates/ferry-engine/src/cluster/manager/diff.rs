@@ -32,75 +32,73 @@ impl ResourceManager {
         if self.force_conflicts {
             params = params.force();
         }
-        let results: Vec<Result<ObjectDiff>> = futures::stream::iter(
-            planned
-                .iter()
-                .map(|p| {
-                    let params = params.clone();
-                    async move {
-                        let api = api_for(
-                            self.client(),
-                            &p.resolved_kind(),
-                            p.key.namespace.as_deref(),
-                        );
-                        let live = match api.get_opt(&p.key.name).await {
-                            Ok(live) => live,
-                            Err(err) if status_code(&err) == Some(404) => None,
-                            Err(err) => {
-                                return Err(Error::Object {
-                                    object: p.key.to_string(),
-                                    message: describe_kube_error(&err),
-                                });
-                            }
-                        };
-                        if let Some(live) = &live
-                            && let Some(other) = live
-                                .metadata
-                                .annotations
-                                .as_ref()
-                                .and_then(|a| a.get(ANNOTATION_OWNER))
-                            && !self.owner().is_own_id(other)
-                        {
+        let results: Vec<Result<ObjectDiff>> = // Over indices (see `apply_batch`).
+            futures::stream::iter(0..planned.len())
+            .map(|i| {
+                let p = &planned[i];
+                let params = params.clone();
+                async move {
+                    let api = api_for(
+                        self.client(),
+                        &p.resolved_kind(),
+                        p.key.namespace.as_deref(),
+                    );
+                    let live = match api.get_opt(&p.key.name).await {
+                        Ok(live) => live,
+                        Err(err) if status_code(&err) == Some(404) => None,
+                        Err(err) => {
+                            return Err(Error::Object {
+                                object: p.key.to_string(),
+                                message: describe_kube_error(&err),
+                            });
+                        }
+                    };
+                    if let Some(live) = &live
+                        && let Some(other) = live
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(ANNOTATION_OWNER))
+                        && !self.owner().is_own_id(other)
+                    {
+                        return Err(Error::Object {
+                            object: p.key.to_string(),
+                            message: format!(
+                                "already owned by ferry app {other:?}; applying would fail"
+                            ),
+                        });
+                    }
+                    let desired = match api
+                        .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
+                        .await
+                    {
+                        Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
+                        // Namespace or CRD created by this same apply: show the intent itself.
+                        Err(err) if status_code(&err) == Some(404) && live.is_none() => {
+                            serde_json::to_value(&p.manifest.object).unwrap_or(Value::Null)
+                        }
+                        Err(err) => {
                             return Err(Error::Object {
                                 object: p.key.to_string(),
                                 message: format!(
-                                    "already owned by ferry app {other:?}; applying would fail"
+                                    "dry-run apply failed: {}",
+                                    describe_kube_error(&err)
                                 ),
                             });
                         }
-                        let desired = match api
-                            .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
-                            .await
-                        {
-                            Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
-                            // Namespace or CRD created by this same apply: show the intent itself.
-                            Err(err) if status_code(&err) == Some(404) && live.is_none() => {
-                                serde_json::to_value(&p.manifest.object).unwrap_or(Value::Null)
-                            }
-                            Err(err) => {
-                                return Err(Error::Object {
-                                    object: p.key.to_string(),
-                                    message: format!(
-                                        "dry-run apply failed: {}",
-                                        describe_kube_error(&err)
-                                    ),
-                                });
-                            }
-                        };
-                        let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
-                        Ok(diff_object_redacted(
-                            &p.key,
-                            live.as_ref(),
-                            Some(&desired),
-                            redactor,
-                        ))
-                    }
-                })
-                .collect::<Vec<_>>(),
-        )
-        .buffered(self.concurrency())
-        .collect()
-        .await;
+                    };
+                    let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
+                    Ok(diff_object_redacted(
+                        &p.key,
+                        live.as_ref(),
+                        Some(&desired),
+                        redactor,
+                    ))
+                }
+            })
+            .buffered(self.concurrency())
+            .collect()
+            .await;
         results.into_iter().collect()
     }
 

@@ -133,65 +133,67 @@ async fn live_index(
             .or_default()
             .push(entry);
     }
-    let results: Vec<crate::Result<Vec<(ObjectKey, LiveMeta)>>> = futures::stream::iter(
-        groups
-            .into_iter()
-            .map(|((_, _, namespace), members)| async move {
-                let (_, kind) = members[0];
-                let api = api_for(client, kind, namespace.as_deref());
-                let mut out = Vec::new();
-                match api.list_metadata(&ListParams::default()).await {
-                    Ok(list) => {
-                        let wanted: HashMap<&str, &ObjectKey> =
-                            members.iter().map(|(k, _)| (k.name.as_str(), k)).collect();
-                        for item in list.items {
-                            if let Some(key) =
-                                item.metadata.name.as_deref().and_then(|n| wanted.get(n))
-                            {
-                                out.push((
-                                    (*key).clone(),
-                                    LiveMeta {
-                                        meta: item.metadata,
-                                    },
-                                ));
-                            }
-                        }
-                        Ok(out)
-                    }
-                    Err(err) if is_unreachable(&err) => Err(crate::Error::Unreachable {
-                        message: describe_kube_error(&err),
-                    }),
-                    Err(err) => {
-                        // e.g. a tenant allowed to get but not list: fall back to GETs.
-                        tracing::debug!(
-                            "list {} failed ({}), using GETs",
-                            kind.resource.plural,
-                            describe_kube_error(&err)
-                        );
-                        for (key, _) in members {
-                            match api.get_metadata_opt(&key.name).await {
-                                Ok(Some(obj)) => {
-                                    out.push((key.clone(), LiveMeta { meta: obj.metadata }))
+    let groups: Vec<_> = groups.into_iter().collect();
+    // Over indices (see `ResourceManager::apply_batch`).
+    let results: Vec<crate::Result<Vec<(ObjectKey, LiveMeta)>>> =
+        futures::stream::iter(0..groups.len())
+            .map(|i| {
+                let ((_, _, namespace), members) = &groups[i];
+                async move {
+                    let (_, kind) = members[0];
+                    let api = api_for(client, kind, namespace.as_deref());
+                    let mut out = Vec::new();
+                    match api.list_metadata(&ListParams::default()).await {
+                        Ok(list) => {
+                            let wanted: HashMap<&str, &ObjectKey> =
+                                members.iter().map(|(k, _)| (k.name.as_str(), k)).collect();
+                            for item in list.items {
+                                if let Some(key) =
+                                    item.metadata.name.as_deref().and_then(|n| wanted.get(n))
+                                {
+                                    out.push((
+                                        (*key).clone(),
+                                        LiveMeta {
+                                            meta: item.metadata,
+                                        },
+                                    ));
                                 }
-                                Ok(None) => {}
-                                Err(err) if is_unreachable(&err) => {
-                                    return Err(crate::Error::Unreachable {
-                                        message: describe_kube_error(&err),
-                                    });
-                                }
-                                // Forbidden reads: the apply itself will report the real problem.
-                                Err(_) => {}
                             }
+                            Ok(out)
                         }
-                        Ok(out)
+                        Err(err) if is_unreachable(&err) => Err(crate::Error::Unreachable {
+                            message: describe_kube_error(&err),
+                        }),
+                        Err(err) => {
+                            // e.g. a tenant allowed to get but not list: fall back to GETs.
+                            tracing::debug!(
+                                "list {} failed ({}), using GETs",
+                                kind.resource.plural,
+                                describe_kube_error(&err)
+                            );
+                            for (key, _) in members {
+                                match api.get_metadata_opt(&key.name).await {
+                                    Ok(Some(obj)) => {
+                                        out.push((key.clone(), LiveMeta { meta: obj.metadata }))
+                                    }
+                                    Ok(None) => {}
+                                    Err(err) if is_unreachable(&err) => {
+                                        return Err(crate::Error::Unreachable {
+                                            message: describe_kube_error(&err),
+                                        });
+                                    }
+                                    // Forbidden reads: the apply itself will report the real problem.
+                                    Err(_) => {}
+                                }
+                            }
+                            Ok(out)
+                        }
                     }
                 }
             })
-            .collect::<Vec<_>>(),
-    )
-    .buffer_unordered(concurrency.max(1))
-    .collect()
-    .await;
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     let mut index = HashMap::new();
     for result in results {
         index.extend(result?);

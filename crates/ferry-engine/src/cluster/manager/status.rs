@@ -13,31 +13,27 @@ impl ResourceManager {
     /// The health of every candidate, in their order.
     pub async fn status(&self, candidates: Vec<Candidate>) -> Vec<ObjectStatus> {
         let client = self.client();
-        futures::stream::iter(
-            candidates
-                .into_iter()
-                .map(|c| async move {
-                    let target = Target {
-                        key: c.entry.key.clone(),
-                        kind: c.kind,
-                    };
-                    let mut health = wait::check(client, &target).await;
-                    if !matches!(health.state, HealthState::Current | HealthState::NotFound) {
-                        let detail = wait::explain(client, &target).await;
-                        if !detail.is_empty() {
-                            health.message = format!("{}\n{detail}", health.message);
-                        }
+        futures::stream::iter(candidates)
+            .map(|c| async move {
+                let target = Target {
+                    key: c.entry.key.clone(),
+                    kind: c.kind,
+                };
+                let mut health = wait::check(client, &target).await;
+                if !matches!(health.state, HealthState::Current | HealthState::NotFound) {
+                    let detail = wait::explain(client, &target).await;
+                    if !detail.is_empty() {
+                        health.message = format!("{}\n{detail}", health.message);
                     }
-                    ObjectStatus {
-                        key: c.entry.key,
-                        api_version: c.entry.api_version,
-                        health,
-                    }
-                })
-                .collect::<Vec<_>>(),
-        )
-        .buffered(self.concurrency())
-        .collect()
-        .await
+                }
+                ObjectStatus {
+                    key: c.entry.key,
+                    api_version: c.entry.api_version,
+                    health,
+                }
+            })
+            .buffered(self.concurrency())
+            .collect()
+            .await
     }
 }

@@ -60,47 +60,42 @@ async fn check_many(
             .or_default()
             .push(i);
     }
-    let per_group: Vec<Vec<(usize, Health)>> = futures::stream::iter(
-        groups
-            .into_values()
-            .map(|members| async move {
-                if members.len() > 1 {
-                    let first = &targets[members[0]];
-                    let api = api_for(client, &first.kind, first.key.namespace.as_deref());
-                    if let Ok(list) = api.list(&ListParams::default()).await {
-                        let by_name: std::collections::HashMap<&str, &DynamicObject> = list
-                            .items
-                            .iter()
-                            .filter_map(|o| o.metadata.name.as_deref().map(|n| (n, o)))
-                            .collect();
-                        return members
-                            .iter()
-                            .map(|&i| {
-                                let t = &targets[i];
-                                let h = match by_name.get(t.key.name.as_str()) {
-                                    Some(obj) => {
-                                        let value =
-                                            serde_json::to_value(obj).unwrap_or(Value::Null);
-                                        assess(&t.key.group, &t.key.kind, &value)
-                                    }
-                                    None => Health::not_found(),
-                                };
-                                (i, h)
-                            })
-                            .collect();
-                    }
+    let per_group: Vec<Vec<(usize, Health)>> = futures::stream::iter(groups.into_values())
+        .map(|members| async move {
+            if members.len() > 1 {
+                let first = &targets[members[0]];
+                let api = api_for(client, &first.kind, first.key.namespace.as_deref());
+                if let Ok(list) = api.list(&ListParams::default()).await {
+                    let by_name: std::collections::HashMap<&str, &DynamicObject> = list
+                        .items
+                        .iter()
+                        .filter_map(|o| o.metadata.name.as_deref().map(|n| (n, o)))
+                        .collect();
+                    return members
+                        .iter()
+                        .map(|&i| {
+                            let t = &targets[i];
+                            let h = match by_name.get(t.key.name.as_str()) {
+                                Some(obj) => {
+                                    let value = serde_json::to_value(obj).unwrap_or(Value::Null);
+                                    assess(&t.key.group, &t.key.kind, &value)
+                                }
+                                None => Health::not_found(),
+                            };
+                            (i, h)
+                        })
+                        .collect();
                 }
-                let mut out = Vec::with_capacity(members.len());
-                for i in members {
-                    out.push((i, check(client, &targets[i]).await));
-                }
-                out
-            })
-            .collect::<Vec<_>>(),
-    )
-    .buffer_unordered(concurrency.max(1))
-    .collect()
-    .await;
+            }
+            let mut out = Vec::with_capacity(members.len());
+            for i in members {
+                out.push((i, check(client, &targets[i]).await));
+            }
+            out
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
     per_group.into_iter().flatten().collect()
 }
 
