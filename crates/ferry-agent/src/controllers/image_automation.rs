@@ -115,28 +115,35 @@ pub(super) async fn publish_ready_change<K>(
 ) where
     K: Resource<DynamicType = ()>,
 {
-    let Some(now) = find_condition(after, READY) else {
-        return;
-    };
+    if let Some((type_, reason, note)) = ready_event(before, after, news) {
+        ctx.agent.publish_event(obj, type_, reason, note).await;
+    }
+}
+
+/// The decision of [`publish_ready_change`]: the Event's type, reason and note, or `None`.
+fn ready_event<'a>(
+    before: &[Condition],
+    after: &'a [Condition],
+    news: Option<&'a str>,
+) -> Option<(EventType, &'a str, &'a str)> {
+    let now = find_condition(after, READY)?;
     let was = find_condition(before, READY);
     let unchanged = was.is_some_and(|was| {
         was.status == now.status && was.reason == now.reason && was.message == now.message
     });
     if unchanged {
-        return;
+        return None;
     }
     let (type_, reason) = if now.status != "True" {
         (EventType::Warning, now.reason.as_str())
     } else if let Some(news) = news {
         (EventType::Normal, news)
     } else if was.is_some_and(|was| was.status == "True") {
-        return;
+        return None;
     } else {
         (EventType::Normal, now.reason.as_str())
     };
-    ctx.agent
-        .publish_event(obj, type_, reason, &now.message)
-        .await;
+    Some((type_, reason, now.message.as_str()))
 }
 
 /// Run the three controllers (one set per watched namespace, or one cluster-wide) until the
@@ -250,4 +257,76 @@ pub(super) fn parse_interval(text: Option<&str>, default: Duration) -> Result<Du
 
 pub(super) fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_api::common::set_condition;
+
+    use super::*;
+
+    fn ready(status: bool, reason: &str, message: &str) -> Vec<Condition> {
+        let mut conditions = Vec::new();
+        set_condition(&mut conditions, READY, status, reason, message, Some(1));
+        conditions
+    }
+
+    #[test]
+    fn failures_are_warnings_once_per_change() {
+        let failed = ready(false, "Unauthorized", "401 from r.example");
+        assert_eq!(
+            ready_event(&[], &failed, None),
+            Some((EventType::Warning, "Unauthorized", "401 from r.example"))
+        );
+        let was_ready = ready(true, "Succeeded", "scan found 3 tags");
+        assert_eq!(
+            ready_event(&was_ready, &failed, Some("NewTags")),
+            Some((EventType::Warning, "Unauthorized", "401 from r.example")),
+            "a failure is never reported as news"
+        );
+        // The same failure again (a retry) publishes nothing.
+        assert_eq!(ready_event(&failed, &failed.clone(), None), None);
+        // Another message is another Event.
+        let other = ready(false, "Unauthorized", "401 from r.example (token expired)");
+        assert!(ready_event(&failed, &other, None).is_some());
+    }
+
+    #[test]
+    fn ready_publishes_news_and_recovery_but_not_routine_runs() {
+        let was_ready = ready(
+            true,
+            "Succeeded",
+            "no changes: 2 reference(s) up to date at abc",
+        );
+        let routine = ready(
+            true,
+            "Succeeded",
+            "no changes: 2 reference(s) up to date at def",
+        );
+        assert_eq!(ready_event(&was_ready, &routine, None), None);
+        let pushed = ready(
+            true,
+            "Succeeded",
+            "pushed 1234 to main: 1 value(s) in 1 file(s)",
+        );
+        assert_eq!(
+            ready_event(&was_ready, &pushed, Some("Pushed")),
+            Some((
+                EventType::Normal,
+                "Pushed",
+                "pushed 1234 to main: 1 value(s) in 1 file(s)"
+            ))
+        );
+        let failed = ready(false, "PushRefused", "refused");
+        assert_eq!(
+            ready_event(&failed, &routine, None),
+            Some((
+                EventType::Normal,
+                "Succeeded",
+                "no changes: 2 reference(s) up to date at def"
+            )),
+            "becoming Ready again is reported"
+        );
+        assert_eq!(ready_event(&routine, &[], None), None, "no Ready condition");
+    }
 }
