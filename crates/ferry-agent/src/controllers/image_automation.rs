@@ -103,9 +103,9 @@ impl ImageContext {
 /// Ready; `Normal` with the `news` reason when the reconcile brought news (`NewTags`,
 /// `NewLatestImage`, `Pushed`), else with the condition's reason when it became Ready. A scan
 /// that found the same tags, a run with nothing to write and a steady state publish nothing, so
-/// a scan every interval does not flood the namespace's Events. News has reasons of its own
-/// because the event recorder folds Events of one object, type and reason into a series that
-/// keeps the first note. Status messages never carry secret values.
+/// a scan every interval does not flood the namespace's Events. News has reasons of its own, so
+/// `kubectl get events` tells a push from a recovery (as GitSource's `NewArtifact` does). Status
+/// messages never carry secret values.
 pub(super) async fn publish_ready_change<K>(
     ctx: &ImageContext,
     obj: &K,
