@@ -311,14 +311,14 @@ class Flux:
     def objects(self, ns, url):
         docs = [f"""apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
-metadata: {{name: mono, namespace: {ns}}}
+metadata: {{name: mono, namespace: {ns}, labels: {{ferry.dev/bench: {ns}}}}}
 spec: {{url: {url}, ref: {{branch: main}}, interval: 10m, secretRef: {{name: git-auth}}}}
 """]
         for i in range(N):
             docs.append(f"""---
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
-metadata: {{name: app-{i:04d}, namespace: {ns}}}
+metadata: {{name: app-{i:04d}, namespace: {ns}, labels: {{ferry.dev/bench: {ns}}}}}
 spec: {{sourceRef: {{kind: GitRepository, name: mono}}, path: ./apps/app-{i:04d}, targetNamespace: {ns}-{i:04d}, interval: {INTERVAL}s, prune: true}}
 """)
         return "".join(docs)
@@ -329,8 +329,12 @@ spec: {{sourceRef: {{kind: GitRepository, name: mono}}, path: ./apps/app-{i:04d}
     def start(self, ns):
         # Flux's own guidance for many objects (vertical scaling): a higher client QPS/burst and
         # a short dependency requeue; --concurrent as many workers as ferry's agent has.
-        kc_args = f"--concurrent={FLUX_CONCURRENT} --kube-api-qps=500 --kube-api-burst=1000 --requeue-dependency=5s"
-        sc_args = "--kube-api-qps=500 --kube-api-burst=1000"
+        # --watch-label-selector: only this run's objects, as ferry's --watch-namespace (Flux
+        # watches every namespace; a previous run's Kustomizations left in place, e.g. with
+        # BENCH_CLEANUP=0, would otherwise be reconciled too).
+        sel = f"--watch-label-selector=ferry.dev/bench={ns}"
+        kc_args = f"--concurrent={FLUX_CONCURRENT} --kube-api-qps=500 --kube-api-burst=1000 --requeue-dependency=5s {sel}"
+        sc_args = f"--kube-api-qps=500 --kube-api-burst=1000 {sel}"
         envf = subprocess.run([f"{ROOT}/testenv/flux-up"], check=True, capture_output=True, text=True,
                               env=dict(os.environ, FERRY_FLUX_KC_ARGS=kc_args, FERRY_FLUX_SC_ARGS=sc_args)).stdout.strip().splitlines()[-1]
         env = {}
@@ -351,12 +355,12 @@ spec: {{sourceRef: {{kind: GitRepository, name: mono}}, path: ./apps/app-{i:04d}
     def latency_objects(self, ns, url):
         return f"""apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
-metadata: {{name: latency, namespace: {ns}}}
+metadata: {{name: latency, namespace: {ns}, labels: {{ferry.dev/bench: {ns}}}}}
 spec: {{url: {url}, ref: {{branch: main}}, interval: 1h, secretRef: {{name: git-auth}}}}
 ---
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
-metadata: {{name: latency, namespace: {ns}}}
+metadata: {{name: latency, namespace: {ns}, labels: {{ferry.dev/bench: {ns}}}}}
 spec: {{sourceRef: {{kind: GitRepository, name: latency}}, path: ./, targetNamespace: {ns}, interval: 1h, prune: true}}
 """
 
