@@ -17,13 +17,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::controllers::image_automation::ScanTrigger;
 use aws_lc_rs::hmac;
 use axum::http::{HeaderMap, StatusCode};
 use ferry_api::common::RECONCILE_REQUESTED_AT;
 use ferry_api::images::ImageRepository;
 use ferry_api::receiver::{InvalidResource, Selection, Targets};
 use ferry_api::{GitSource, Receiver, ReceiverType};
-use crate::controllers::image_automation::ScanTrigger;
 use ferry_images::webhook::{RegistryEvent, WebhookError};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;

@@ -418,7 +418,10 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Markdown => print!("{}", crate::report::apply_markdown(&report)),
-        OutputFormat::Human => print!("{}", crate::report::apply_human(&report, args.show_unchanged)),
+        OutputFormat::Human => print!(
+            "{}",
+            crate::report::apply_human(&report, args.show_unchanged)
+        ),
     }
     Ok(if report.timed_out {
         EXIT_TIMEOUT
