@@ -2,6 +2,7 @@
 //! `helm` by `render::render`, applied by `pipeline::apply`. Pre-install hooks run (and
 //! complete) before the rest, post-install hooks after, `hook-succeeded` removes the hook, and a
 //! pre-install hook that never completes stops the apply before anything else is written.
+//! Install hooks run only on the first apply, upgrade hooks only on later ones (Helm's rule).
 
 mod render_support;
 
@@ -260,4 +261,111 @@ async fn pre_hook_that_never_completes_stops_the_apply() {
     assert!(configmaps.get_opt("settings").await.expect("get").is_none());
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     assert!(jobs.get_opt("notify").await.expect("get").is_none());
+}
+
+/// Helm runs `pre-install`/`post-install` hooks only when the release is first installed and
+/// `pre-upgrade`/`post-upgrade` hooks only on later upgrades. A chart with one of each: the
+/// install runs the install hooks only; a re-apply with nothing changed runs nothing; a change
+/// runs the upgrade hooks only, and the install hook stays as it was (not re-created).
+#[tokio::test]
+async fn install_hooks_run_on_the_first_apply_and_upgrade_hooks_on_later_ones() {
+    let t = Tree::new();
+    let client = t.env.client().await;
+    let ns = TestNamespace::create(&client, "hookevents").await;
+    t.write(
+        "app/Chart.yaml",
+        "apiVersion: v2\nname: events\nversion: 0.1.0\n",
+    );
+    t.write(
+        "app/templates/hooks.yaml",
+        &[
+            job("init", "    helm.sh/hook: pre-install", false),
+            job("migrate", "    helm.sh/hook: pre-upgrade", false),
+            job(
+                "welcome",
+                "    helm.sh/hook: post-install\n    helm.sh/hook-delete-policy: hook-succeeded",
+                false,
+            ),
+            job("announce", "    helm.sh/hook: post-upgrade", false),
+        ]
+        .join("---\n"),
+    );
+    t.write(
+        "app/templates/configmap.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: \"{{ .Values.mode }}\"}\n",
+    );
+    t.write("app/values.yaml", "mode: one\n");
+    let req = t
+        .request("app")
+        .with_default_namespace(Some(ns.name.clone()));
+    let apply = |manifests| {
+        let client = client.clone();
+        let opts = ApplyOptions {
+            prune: true,
+            ..options(&ns.name, Duration::from_secs(90))
+        };
+        async move { pipeline::apply(&client, manifests, &opts, &NoProgress).await }
+    };
+    let reported = |report: &ferry_engine::report::ApplyReport| -> Vec<String> {
+        let mut names: Vec<String> = report
+            .objects
+            .iter()
+            .filter(|o| o.key.kind == "Job")
+            .map(|o| o.key.name.clone())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // First install: the install hooks run, the upgrade hooks do not.
+    let report = apply(render(&req).expect("render")).await.expect("install");
+    assert!(
+        report.objects.iter().all(|o| o.action != Action::Failed),
+        "{:#?}",
+        report.objects
+    );
+    assert_eq!(reported(&report), ["init", "welcome"]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let init = jobs.get("init").await.expect("pre-install hook ran");
+    assert!(jobs.get_opt("migrate").await.expect("get").is_none());
+    assert!(jobs.get_opt("announce").await.expect("get").is_none());
+
+    // Nothing changed: no hook runs (not even the upgrade hooks), nothing is written.
+    let again = apply(render(&req).expect("render")).await.expect("re-apply");
+    assert_eq!(again.requests.writes, 0, "{:#?}", again.objects);
+    assert!(jobs.get_opt("migrate").await.expect("get").is_none());
+
+    // An upgrade: the upgrade hooks run, the install hooks do not.
+    t.write("app/values.yaml", "mode: two\n");
+    let upgrade = apply(render(&req).expect("render")).await.expect("upgrade");
+    assert!(
+        upgrade.objects.iter().all(|o| o.action != Action::Failed),
+        "{:#?}",
+        upgrade.objects
+    );
+    assert_eq!(reported(&upgrade), ["announce", "migrate"]);
+    jobs.get("migrate").await.expect("pre-upgrade hook ran");
+    jobs.get("announce").await.expect("post-upgrade hook ran");
+    let init_after = jobs.get("init").await.expect("install hook left in place");
+    assert_eq!(
+        init_after.metadata.uid, init.metadata.uid,
+        "the pre-install hook was not re-created on the upgrade"
+    );
+    assert!(
+        jobs.get_opt("welcome").await.expect("get").is_none(),
+        "the post-install hook did not run again"
+    );
+
+    // The install hook is still the app's: it is pruned once it leaves the chart.
+    t.write(
+        "app/templates/hooks.yaml",
+        &job("migrate", "    helm.sh/hook: pre-upgrade", false),
+    );
+    let pruned = apply(render(&req).expect("render")).await.expect("prune");
+    let init_line = pruned
+        .objects
+        .iter()
+        .find(|o| o.key.name == "init")
+        .unwrap_or_else(|| panic!("init pruned: {:#?}", pruned.objects));
+    assert_eq!(init_line.action, Action::Pruned);
 }

@@ -55,6 +55,12 @@ pub struct Inventory {
     /// be run again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookRecord>,
+    /// The app's first install has not finished yet (written by the first run, cleared by the
+    /// first run that ends without a failure): until then its runs are installs in Helm's
+    /// sense (`pre-install`/`post-install` hooks, see `render::helm::hooks::DeployEvent`).
+    /// Absent in inventories of apps installed before ferry recorded it: they are installed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub install_pending: bool,
 }
 
 /// A hook that ran, and the intent hash it ran with.
@@ -201,6 +207,7 @@ pub fn narrow(
             .filter(|_| failed),
         objects,
         hooks: owned.hook_records,
+        install_pending: failed && previous.is_none_or(|p| p.install_pending),
         ..template.clone()
     }
 }

@@ -81,7 +81,12 @@ async fn run(
         .with_timeout(opts.timeout);
     let state = read_state(&mut manager, &planned, opts).await?;
 
-    let staging = Staging::of(&planned);
+    // Helm's install/upgrade distinction for hooks: an install until the first run finished.
+    let event = match &state.previous {
+        Some(previous) if !previous.install_pending => hook_class::DeployEvent::Upgrade,
+        _ => hook_class::DeployEvent::Install,
+    };
+    let staging = Staging::of(&planned, event);
     let planned_keys: BTreeSet<&ObjectKey> = planned.iter().map(|p| &p.key).collect();
     let gone = inventory::gone_from_source(state.previous.as_ref(), &planned_keys);
     let hook_hashes = staging.hook_hashes();
@@ -273,25 +278,32 @@ pub(super) struct Staging<'a> {
     pub pre_hooks: Vec<&'a PlannedObject>,
     /// Post-deploy hooks in Helm order.
     pub post_hooks: Vec<&'a PlannedObject>,
+    /// Hooks not due on this deploy event (`pre-install` on an upgrade, `post-upgrade` on an
+    /// install): neither applied nor pruned; what the inventory knew of them is kept.
+    pub idle_hooks: Vec<&'a PlannedObject>,
 }
 
 impl<'a> Staging<'a> {
-    /// Step 3: split `planned` (already in phase order) into main objects and hooks.
-    pub fn of(planned: &'a [PlannedObject]) -> Self {
+    /// Step 3: split `planned` (already in phase order) into main objects and the hooks due on
+    /// `event`.
+    pub fn of(planned: &'a [PlannedObject], event: hook_class::DeployEvent) -> Self {
         let mut main = Vec::new();
         let mut pre = Vec::new();
         let mut post = Vec::new();
+        let mut idle_hooks = Vec::new();
         for p in planned {
-            match hook_class::phase(&p.manifest) {
-                HookPhase::Main => main.push(p),
-                HookPhase::PreDeploy => pre.push(p),
-                HookPhase::PostDeploy => post.push(p),
+            match hook_class::phase_for(&p.manifest, event) {
+                Some(HookPhase::Main) => main.push(p),
+                Some(HookPhase::PreDeploy) => pre.push(p),
+                Some(HookPhase::PostDeploy) => post.push(p),
+                None => idle_hooks.push(p),
             }
         }
         Self {
             main,
             pre_hooks: plan::order_hooks(pre),
             post_hooks: plan::order_hooks(post),
+            idle_hooks,
         }
     }
 
@@ -313,11 +325,12 @@ impl<'a> Staging<'a> {
             .collect()
     }
 
-    /// Every hook's intent hash.
+    /// Every hook's intent hash, due this time or not (a changed install hook is a change too).
     pub fn hook_hashes(&self) -> BTreeMap<ObjectKey, String> {
         self.pre_hooks
             .iter()
             .chain(&self.post_hooks)
+            .chain(&self.idle_hooks)
             .map(|p| (p.key.clone(), p.hash.clone()))
             .collect()
     }
@@ -371,6 +384,7 @@ impl InventoryUpdate {
             .pre_hooks
             .iter()
             .chain(&staging.post_hooks)
+            .chain(&staging.idle_hooks)
             .map(|p| &p.key)
             .collect();
         // In plan order; hooks only when they run this time.
@@ -385,6 +399,7 @@ impl InventoryUpdate {
                 app: owner.app.clone(),
                 owner: Some(owner.id()),
                 source: opts.source.clone(),
+                install_pending: true,
                 ..Default::default()
             },
             &applying,
@@ -744,6 +759,18 @@ fn owned_after(
                     hash: hash.clone(),
                 }));
         }
+        // Hooks not due this time keep their inventory entries, and are recorded at their
+        // current hash: the next run with nothing changed must not run the hooks (e.g. the
+        // upgrade hooks right after the install).
+        let idle: BTreeMap<ObjectKey, String> = staging
+            .idle_hooks
+            .iter()
+            .map(|p| (p.key.clone(), p.hash.clone()))
+            .collect();
+        owned.hooks.extend(inventory::kept_hooks(previous, &idle).0);
+        owned
+            .hook_records
+            .extend(idle.into_iter().map(|(key, hash)| HookRecord { key, hash }));
     } else {
         (owned.hooks, owned.hook_records) = inventory::kept_hooks(previous, &staging.hook_hashes());
     }
@@ -810,14 +837,14 @@ mod tests {
     fn staging_orders_batches_by_phase_and_hooks_like_helm() {
         let plan = sorted(vec![
             object("Deployment", "web"),
-            hook("migrate-late", "pre-install", 5),
+            hook("migrate-late", "pre-install,pre-upgrade", 5),
             object("Service", "web"),
             object("ConfigMap", "settings"),
-            hook("notify", "post-install", 0),
-            hook("migrate-early", "pre-upgrade", -1),
+            hook("notify", "post-install,post-upgrade", 0),
+            hook("migrate-early", "pre-upgrade,pre-install", -1),
             object("Namespace", "ns"),
         ]);
-        let staging = Staging::of(&plan);
+        let staging = Staging::of(&plan, hook_class::DeployEvent::Upgrade);
         assert_eq!(names(&staging.pre_hooks), ["migrate-early", "migrate-late"]);
         assert_eq!(names(&staging.post_hooks), ["notify"]);
         let batches: Vec<(Phase, Vec<String>)> = staging
@@ -838,6 +865,66 @@ mod tests {
         assert_eq!(staging.hook_hashes().len(), 3);
     }
 
+    #[test]
+    fn hooks_not_due_on_this_event_are_kept_and_recorded() {
+        use hook_class::DeployEvent::{Install, Upgrade};
+        let plan = sorted(vec![
+            object("ConfigMap", "a"),
+            hook("init", "pre-install", 0),
+            hook("migrate", "pre-upgrade", 0),
+        ]);
+        let install = Staging::of(&plan, Install);
+        assert_eq!(names(&install.pre_hooks), ["init"]);
+        assert_eq!(names(&install.idle_hooks), ["migrate"]);
+        let upgrade = Staging::of(&plan, Upgrade);
+        assert_eq!(names(&upgrade.pre_hooks), ["migrate"]);
+        assert_eq!(names(&upgrade.idle_hooks), ["init"]);
+        // Both are change-detected whichever is due.
+        assert_eq!(upgrade.hook_hashes().len(), 2);
+
+        // An upgrade where hooks ran: the idle install hook keeps its entry (it still exists
+        // and is pruned once it leaves the source) and is recorded at its current hash, so the
+        // next run with nothing changed runs nothing.
+        let init_entry = Entry {
+            api_version: "batch/v1".into(),
+            key: upgrade.idle_hooks[0].key.clone(),
+            fingerprint: Some("g1".into()),
+        };
+        let previous = Inventory {
+            objects: vec![init_entry.clone()],
+            hooks: vec![hook_record(upgrade.idle_hooks[0])],
+            ..Default::default()
+        };
+        let ran = PhaseOutcome {
+            succeeded: vec![(
+                upgrade.pre_hooks[0].key.clone(),
+                upgrade.pre_hooks[0].hash.clone(),
+            )],
+            ..Default::default()
+        };
+        let owned = owned_after(
+            &plan,
+            &upgrade,
+            &HashMap::new(),
+            &[ran],
+            true,
+            Some(&previous),
+            Vec::new(),
+        );
+        assert_eq!(owned.hooks, vec![init_entry]);
+        let recorded: BTreeMap<ObjectKey, String> = owned
+            .hook_records
+            .iter()
+            .map(|h| (h.key.clone(), h.hash.clone()))
+            .collect();
+        assert_eq!(recorded, upgrade.hook_hashes());
+        let next = Inventory {
+            hooks: owned.hook_records.clone(),
+            ..Default::default()
+        };
+        assert!(!should_run_hooks(&upgrade.hook_hashes(), Some(&next), false, false));
+    }
+
     fn hook_record(p: &PlannedObject) -> HookRecord {
         HookRecord {
             key: p.key.clone(),
@@ -851,7 +938,7 @@ mod tests {
             object("ConfigMap", "a"),
             hook("migrate", "pre-upgrade", 0),
         ]);
-        let staging = Staging::of(&plan);
+        let staging = Staging::of(&plan, hook_class::DeployEvent::Upgrade);
         let hashes = staging.hook_hashes();
         let ran_before = Inventory {
             hooks: vec![hook_record(staging.pre_hooks[0])],
@@ -912,9 +999,9 @@ mod tests {
     fn post_hooks_need_a_successful_apply() {
         let plan = sorted(vec![
             object("ConfigMap", "a"),
-            hook("notify", "post-install", 0),
+            hook("notify", "post-install,post-upgrade", 0),
         ]);
-        let staging = Staging::of(&plan);
+        let staging = Staging::of(&plan, hook_class::DeployEvent::Upgrade);
         assert!(post_hooks_run(true, &staging, false, false));
         assert!(
             !post_hooks_run(false, &staging, false, false),
@@ -929,7 +1016,7 @@ mod tests {
             "not healthy in time"
         );
         let no_post = sorted(vec![object("ConfigMap", "a")]);
-        assert!(!post_hooks_run(true, &Staging::of(&no_post), false, false));
+        assert!(!post_hooks_run(true, &Staging::of(&no_post, hook_class::DeployEvent::Upgrade), false, false));
     }
 
     #[test]
@@ -963,7 +1050,7 @@ mod tests {
             object("ConfigMap", "a"),
             hook("migrate", "pre-upgrade", 0),
         ]);
-        let staging = Staging::of(&plan);
+        let staging = Staging::of(&plan, hook_class::DeployEvent::Upgrade);
         let hook_entry = Entry {
             api_version: "batch/v1".into(),
             key: staging.pre_hooks[0].key.clone(),

@@ -110,6 +110,45 @@ pub fn phase(manifest: &Manifest) -> HookPhase {
     }
 }
 
+/// Which deploy a run is, in Helm's terms: the first install of an app (no inventory yet, or
+/// one whose first install never finished) or an upgrade of an installed one. Helm runs
+/// `pre-install`/`post-install` hooks only on the first, `pre-upgrade`/`post-upgrade` only on
+/// the second; Argo CD's `PreSync`/`Sync`/`PostSync` run on every sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum DeployEvent {
+    Install,
+    Upgrade,
+}
+
+/// The phase `manifest` runs in on `event`: `Some(Main)` for non-hooks, the hook's phase when
+/// one of its events is `event`, `None` for a hook that does not run on `event` (it is neither
+/// applied nor pruned this time). A hook listing both (`pre-install,post-upgrade`) gets the
+/// phase of the event that matches.
+pub fn phase_for(manifest: &Manifest, event: DeployEvent) -> Option<HookPhase> {
+    let Some(events) = annotation(manifest, HELM_HOOK) else {
+        return match classify(manifest) {
+            HookClass::Deploy(phase) => Some(phase),
+            HookClass::None => Some(HookPhase::Main),
+            HookClass::Dropped(_) => None,
+        };
+    };
+    let (pre, post) = match event {
+        DeployEvent::Install => ("pre-install", "post-install"),
+        DeployEvent::Upgrade => ("pre-upgrade", "post-upgrade"),
+    };
+    let events: Vec<&str> = events.split(',').map(str::trim).collect();
+    if events.iter().all(|e| e.is_empty()) {
+        return Some(HookPhase::Main);
+    }
+    if events.contains(&pre) {
+        Some(HookPhase::PreDeploy)
+    } else if events.contains(&post) {
+        Some(HookPhase::PostDeploy)
+    } else {
+        None
+    }
+}
+
 /// Order within a phase: `helm.sh/hook-weight` or `argocd.argoproj.io/sync-wave`, default 0.
 pub fn weight(manifest: &Manifest) -> i64 {
     annotation(manifest, HELM_HOOK_WEIGHT)
@@ -199,6 +238,30 @@ mod tests {
             phase(&manifest(&[(ARGO_HOOK, "PostSync")])),
             HookPhase::PostDeploy
         );
+    }
+
+    #[test]
+    fn install_hooks_run_on_install_and_upgrade_hooks_on_upgrades() {
+        use DeployEvent::{Install, Upgrade};
+        let pre_install = manifest(&[(HELM_HOOK, "pre-install")]);
+        assert_eq!(phase_for(&pre_install, Install), Some(HookPhase::PreDeploy));
+        assert_eq!(phase_for(&pre_install, Upgrade), None);
+        let post_upgrade = manifest(&[(HELM_HOOK, "post-upgrade")]);
+        assert_eq!(phase_for(&post_upgrade, Install), None);
+        assert_eq!(
+            phase_for(&post_upgrade, Upgrade),
+            Some(HookPhase::PostDeploy)
+        );
+        let both = manifest(&[(HELM_HOOK, "pre-install, pre-upgrade")]);
+        assert_eq!(phase_for(&both, Install), Some(HookPhase::PreDeploy));
+        assert_eq!(phase_for(&both, Upgrade), Some(HookPhase::PreDeploy));
+        let mixed = manifest(&[(HELM_HOOK, "pre-install,post-upgrade")]);
+        assert_eq!(phase_for(&mixed, Install), Some(HookPhase::PreDeploy));
+        assert_eq!(phase_for(&mixed, Upgrade), Some(HookPhase::PostDeploy));
+        // Argo CD hooks run on every sync; non-hooks are main objects either way.
+        let presync = manifest(&[(ARGO_HOOK, "PreSync")]);
+        assert_eq!(phase_for(&presync, Upgrade), Some(HookPhase::PreDeploy));
+        assert_eq!(phase_for(&manifest(&[]), Install), Some(HookPhase::Main));
     }
 
     #[test]
