@@ -236,7 +236,8 @@ fn substitute_leaf(
 
 /// How a plain YAML scalar would read: numbers and booleans keep their type, quotes make a
 /// string. Nothing else (no mappings, no YAML 1.1 `yes`/`on`), so values cannot add structure.
-fn typed_scalar(text: String) -> Value {
+/// Public so that the agent's `valuesFrom` `targetPath` types a flat value by the same rule.
+pub fn typed_scalar(text: String) -> Value {
     if let Some(inner) = strip_quotes(&text) {
         return Value::String(inner.to_string());
     }
