@@ -98,6 +98,9 @@ pub enum Command {
     Uninstall(crate::commands::uninstall::UninstallArgs),
     /// Make the agent manage itself from a git repository.
     Bootstrap(crate::commands::bootstrap::BootstrapArgs),
+    /// Start the web dashboard on 127.0.0.1, as your kubeconfig's user (docs/ui.md).
+    #[command(after_help = crate::commands::ui::UI_HELP)]
+    Ui(crate::commands::ui::UiArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     #[command(after_help = "Example:\n  ferry completions zsh > \"${fpath[1]}/_ferry\"")]
     Completions {

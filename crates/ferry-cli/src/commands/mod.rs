@@ -17,6 +17,7 @@ pub(crate) mod set_image;
 pub(crate) mod status;
 pub(crate) mod suspend;
 pub(crate) mod sync;
+pub(crate) mod ui;
 pub(crate) mod uninstall;
 
 use anyhow::Result;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Check(args) => check::run(&cli.global, &args).await,
         Command::Uninstall(args) => uninstall::run(&cli.global, &args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.global, &args).await,
+        Command::Ui(args) => ui::run(&cli.global, &args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(EXIT_OK)
