@@ -52,6 +52,8 @@ pub struct HttpState {
     pub certificate: CertificateSlot,
     /// Receivers and their tokens (filled by a background watch started in [`serve`]).
     pub keys: ReceiverKeys,
+    /// Deploy requests (`POST /deploy/v1/<namespace>/<release>`); `None`: not served.
+    pub deploy: Option<Arc<crate::deploy::DeployService>>,
 }
 
 /// The main router: health, webhooks, certificate. No `/metrics` here.
@@ -62,6 +64,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/cert.pem", get(certificate))
         .route("/hook/{namespace}/{name}", post(hook))
+        .route(
+            "/deploy/v1/{namespace}/{name}",
+            post(crate::deploy::handler::deploy),
+        )
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(request_timeout))
         .with_state(state)
@@ -103,6 +109,9 @@ pub async fn serve(
         state.watch_namespaces.clone(),
         shutdown.clone(),
     ));
+    if let Some(deploy) = &state.deploy {
+        tokio::spawn(deploy.clone().run(shutdown.clone()));
+    }
     let app = router(state);
     let task = tokio::spawn(accept_loop(listener, app, shutdown));
     Ok((local, task))

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod context;
 pub mod controllers;
 pub mod crds;
+pub mod deploy;
 pub mod drift;
 pub mod http;
 pub mod metrics;
@@ -80,7 +81,12 @@ impl Agent {
             ready: Arc::new(AtomicBool::new(true)),
             watch_namespaces: options.watch_namespaces.clone(),
             certificate: Default::default(),
-            keys: webhook::ReceiverKeys::default().with_tenants(tenants),
+            keys: webhook::ReceiverKeys::default().with_tenants(tenants.clone()),
+            deploy: Some(Arc::new(deploy::DeployService::new(
+                client.clone(),
+                tenants,
+                options.clone(),
+            ))),
         };
         let certificate = state.certificate.clone();
         let (http_addr, http_task) =

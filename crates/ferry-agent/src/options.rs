@@ -132,6 +132,10 @@ pub struct AgentOptions {
     /// Largest accepted webhook payload.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub webhook_max_bytes: usize,
+    /// Also read the discovery documents and keys of plain-http OIDC issuers named in
+    /// DeployPolicies (tests only: a token's keys must come over TLS).
+    #[arg(long, env = "FERRY_DEPLOY_ALLOW_HTTP_ISSUERS")]
+    pub deploy_allow_http_issuers: bool,
     /// Run the Sealed Secrets unsealer (keys in --namespace) and serve its certificate at
     /// /v1/cert.pem. It unseals only in the namespaces the agent watches (--watch-namespace).
     #[arg(long, env = "FERRY_SEALED_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -196,6 +200,7 @@ impl AgentOptions {
             concurrency: 8,
             fetch_concurrency: 4,
             webhook_max_bytes: 1024 * 1024,
+            deploy_allow_http_issuers: false,
             image_automation: false,
             sealed_secrets: false,
             sealed_secrets_despite_bitnami: false,

@@ -17,6 +17,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         ImageRepository::crd(),
         ImagePolicy::crd(),
         ImageUpdate::crd(),
+        crate::DeployPolicy::crd(),
         crate::sealed::SealedSecret::crd(),
     ]
 }
@@ -59,6 +60,7 @@ mod tests {
                 "imagerepositories.ferry.dev",
                 "imagepolicies.ferry.dev",
                 "imageupdates.ferry.dev",
+                "deploypolicies.ferry.dev",
                 "sealedsecrets.bitnami.com",
             ]
         );

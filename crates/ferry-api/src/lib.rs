@@ -6,6 +6,7 @@
 
 pub mod common;
 pub mod crds;
+pub mod deploy;
 pub mod duration;
 pub mod gitsource;
 pub mod images;
@@ -16,6 +17,7 @@ pub mod sealed;
 
 pub use common::{GROUP, VERSION};
 pub use crds::{all_crd_values, all_crds};
+pub use deploy::{DeployPolicy, DeployPolicySpec};
 pub use duration::{DurationError, parse_duration, parse_positive_duration};
 pub use gitsource::{GitRef, GitSource, GitSourceSpec, GitSourceStatus};
 pub use images::{ImagePolicy, ImageRepository, ImageUpdate};

@@ -22,7 +22,6 @@ use ferry_engine::decrypt::sops::AgeKeys;
 use ferry_engine::inventory::Legacy;
 use ferry_engine::ownership::legacy_release_app;
 use ferry_engine::pipeline::{self, ApplyOptions, DeleteOptions};
-use ferry_engine::progress::NoProgress;
 use ferry_engine::render::{self, RenderRequest};
 use ferry_engine::report::{Action as ObjAction, ApplyReport};
 use k8s_openapi::api::core::v1::Secret;
@@ -263,6 +262,10 @@ fn next_status(
     let mut events = Vec::new();
     status.observed_generation = generation;
     status.last_handled_reconcile_at = requested;
+    status.last_handled_deploy_request = release
+        .annotations()
+        .get(ferry_api::deploy::DEPLOY_REQUEST)
+        .cloned();
     common::remove_condition(&mut status.conditions, RECONCILING);
     if decision.stalled {
         common::set_condition(
@@ -480,7 +483,15 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         }
     }
     let source_key: Key = (source_ns.clone(), release.spec.source_ref.name.clone());
-    let Some(artifact) = ctx.artifact(&source_key) else {
+    // A deploy request (`ferry deploy`) pins the Release to a commit: see crate::deploy::pin.
+    let artifact = match crate::deploy::pin::checkout(release, ctx, &source_key).await {
+        Ok(Some(pinned)) => Some(pinned),
+        Ok(None) => ctx.artifact(&source_key),
+        Err(e) => {
+            return Decision::waiting("DeployFetchFailed", e, ctx.backoff.interval(timing.retry));
+        }
+    };
+    let Some(artifact) = artifact else {
         return match source_state(ctx, &source_key).await {
             // Its fetch wakes this Release; look again soon in case it is slow.
             SourceWait::Pending => {
@@ -521,19 +532,6 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         Ok(k) => k,
         Err(e) => return failed("DecryptionFailed", e),
     };
-    // valuesFrom / postBuild: read as the Release's identity, layered over spec.render.
-    let inputs = match super::release_inputs::read(release, &client, &identity).await {
-        Ok(inputs) => inputs,
-        Err(e) if e.stalled() => return Decision::stalled(e.reason(), e.to_string()),
-        Err(e) => return failed(e.reason(), e.to_string()),
-    };
-    // Secret values are known to the redactor before anything can show them.
-    let mut redactor = ferry_engine::render::safety::Redactor::new();
-    inputs.redact_with(&mut redactor);
-    let render_spec = match inputs.layer(release.spec.render.as_ref()) {
-        Ok(layered) => layered,
-        Err(e) => return Decision::stalled(e.reason(), e.to_string()),
-    };
     let has_decryption = release.spec.decryption.is_some();
     let target_ns = release
         .spec
@@ -543,14 +541,18 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     let path = release.spec.path.clone().unwrap_or_else(|| ".".to_string());
     let mut request = RenderRequest::new(artifact.path.clone(), path.trim_start_matches("./"))
         .with_default_namespace(Some(target_ns.clone()));
-    if let Err(e) = apply_render_spec(release, render_spec, &ctx.options, &mut request) {
-        return Decision::stalled("InvalidSpec", redactor.redact(&e));
+    match crate::deploy::pin::image_overrides(release) {
+        Ok(images) => request.set_images = images,
+        Err(e) => return Decision::stalled("InvalidSpec", e),
+    }
+    if let Err(e) = apply_render_spec(release, &ctx.options, &mut request) {
+        return Decision::stalled("InvalidSpec", e);
     }
     request.age_keys = keys;
     // Decrypted values are collected so that status, events and logs never show them.
     let log_key = format!("{ns}/{}", release.name_any());
     let rendered = tokio::task::spawn_blocking(move || {
-        let mut redactor = redactor;
+        let mut redactor = ferry_engine::render::safety::Redactor::new();
         let rendered = render::render_collecting(&request, &mut redactor);
         // Libraries log too (kube-client logs the API server's refusal, echoed value and all).
         ferry_engine::report::redact::publish_for_logs(&log_key, &redactor);
@@ -613,7 +615,12 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     // thread pinned per Release).
     let applied = tokio::time::timeout(
         timing.timeout + Duration::from_secs(30),
-        pipeline::apply(&client, manifests, &options, &NoProgress),
+        pipeline::apply(
+            &client,
+            manifests,
+            &options,
+            &*crate::deploy::pin::progress(release),
+        ),
     )
     .await;
     let report = match applied {
@@ -631,6 +638,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         }
         Ok(Ok(report)) => report,
     };
+    crate::deploy::pin::report(release, &report);
     let failures = report.failures();
     if !failures.is_empty() {
         let listed: Vec<String> = failures
@@ -801,18 +809,17 @@ fn client_for(release: &Release, ctx: &Context) -> Result<(Client, Identity), St
 /// a path on the agent's disk. Only the agent's own flags become render policy.
 fn apply_render_spec(
     release: &Release,
-    render: Option<serde_json::Value>,
     options: &crate::options::AgentOptions,
     request: &mut RenderRequest,
 ) -> Result<(), String> {
     use ferry_engine::render::overrides::{DriverSettings, ObjectLayer, layer_onto};
-    let object = render.map(|value| ObjectLayer {
+    let object = release.spec.render.as_ref().map(|value| ObjectLayer {
         object: format!(
             "Release {}/{} spec.render",
             release.namespace().unwrap_or_default(),
             release.name_any()
         ),
-        value,
+        value: value.clone(),
     });
     let settings = DriverSettings {
         object,

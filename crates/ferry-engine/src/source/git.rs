@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use git2::{FetchOptions, ObjectType, Oid, RemoteRedirect, Repository};
 
 pub mod auth;
+pub mod history;
 
 pub use super::checkout::{self, BadName, CheckoutError, CheckoutLimits};
 // The credential and redaction policy lives in `auth` (shared with ferry-images' write-back);
