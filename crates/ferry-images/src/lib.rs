@@ -9,7 +9,8 @@ pub mod kustomize;
 pub mod markers;
 pub mod policy;
 pub mod reference;
-pub mod registry;
+/// The registry client lives in the engine's source stage (OCISource artifacts use it too).
+pub use ferry_engine::source::registry;
 pub use ferry_semver as semver_range;
 pub mod setimage;
 pub mod webhook;

@@ -7,16 +7,8 @@ pub use ferry_engine::render::image_ref::{
     split_repository,
 };
 
-/// Whether a registry host is on the loopback interface, where (like Docker) plain HTTP is
-/// allowed without `insecure: true`.
-pub fn is_loopback_host(host: &str) -> bool {
-    let name = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map(|(name, _)| name)
-        .unwrap_or(host);
-    name == "localhost" || name.starts_with("127.") || name == "[::1]"
-}
+/// The one loopback rule, shared with the registry client.
+pub use ferry_engine::source::registry::is_loopback_host;
 
 #[cfg(test)]
 mod tests {

@@ -280,7 +280,7 @@ fn cvt(ret: libc::c_int) -> std::io::Result<libc::c_int> {
 
 /// Open a directory without following a symlink in its last component (`O_NOFOLLOW`), relative
 /// to `parent` (or the current directory for an absolute/relative root path).
-fn open_dir(parent: Option<&OwnedFd>, name: &[u8]) -> std::io::Result<OwnedFd> {
+pub(crate) fn open_dir(parent: Option<&OwnedFd>, name: &[u8]) -> std::io::Result<OwnedFd> {
     let cname = CString::new(name).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     let dirfd = parent.map_or(libc::AT_FDCWD, |p| p.as_raw_fd());
     // SAFETY: `cname` is a valid NUL-terminated string; the returned fd is owned by us.
@@ -296,20 +296,24 @@ fn open_dir(parent: Option<&OwnedFd>, name: &[u8]) -> std::io::Result<OwnedFd> {
 }
 
 /// `mkdirat` never follows a symlink in the last component; it fails with EEXIST instead.
-fn mkdir_at(dir: &OwnedFd, name: &CStr) -> std::io::Result<()> {
+pub(crate) fn mkdir_at(dir: &OwnedFd, name: &CStr) -> std::io::Result<()> {
     // SAFETY: valid fd and NUL-terminated name.
     cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) }).map(|_| ())
 }
 
 /// `symlinkat` creates the link itself; it fails with EEXIST if anything is already there.
-fn symlink_at(target: &CStr, dir: &OwnedFd, name: &CStr) -> std::io::Result<()> {
+pub(crate) fn symlink_at(target: &CStr, dir: &OwnedFd, name: &CStr) -> std::io::Result<()> {
     // SAFETY: valid fd and NUL-terminated strings.
     cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(|_| ())
 }
 
 /// Create a new file: `O_CREAT|O_EXCL` refuses an existing name (symlink included) and
 /// `O_NOFOLLOW` is belt and braces.
-fn create_file_at(dir: &OwnedFd, name: &CStr, mode: libc::mode_t) -> std::io::Result<OwnedFd> {
+pub(crate) fn create_file_at(
+    dir: &OwnedFd,
+    name: &CStr,
+    mode: libc::mode_t,
+) -> std::io::Result<OwnedFd> {
     // SAFETY: valid fd and NUL-terminated name; the returned fd is owned by us.
     let fd = cvt(unsafe {
         libc::openat(

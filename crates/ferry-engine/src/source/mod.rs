@@ -1,7 +1,10 @@
-//! Stage 1, source: where the files come from (a local path, stdin, or a git checkout).
+//! Stage 1, source: where the files come from (a local path, stdin, a git checkout, or an OCI
+//! artifact from a registry).
 
 pub mod checkout;
 pub mod git;
+pub mod oci;
+pub mod registry;
 
 use std::path::Path;
 

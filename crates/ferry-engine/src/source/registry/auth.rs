@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::reference::DOCKER_HUB_API;
+use crate::render::image_ref::DOCKER_HUB_API;
 
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum Credentials {

@@ -1,5 +1,6 @@
-//! OCI distribution API client for scanning: tag lists (paged with `n` and following `Link`),
-//! digests via `HEAD` on manifests, the bearer-token flow (Docker Hub, GHCR, Harbor, ECR-style
+//! OCI distribution API client: tag lists (paged with `n` and following `Link`), digests via
+//! `HEAD` on manifests, manifest and blob transfer for OCI artifacts ([`artifacts`]: pull with
+//! the digest checked while streaming, push for `ferry push artifact`), the bearer-token flow (Docker Hub, GHCR, Harbor, ECR-style
 //! token services) and basic auth, conditional requests (`If-None-Match`) so that an unchanged
 //! tag list costs one request, and per-registry pacing with backoff on 429.
 //!
@@ -14,6 +15,7 @@
 //! origin is never answered, every body is read with a byte cap and every request has a connect
 //! and a total timeout. See docs/images.md ("Registry access and credentials").
 
+pub mod artifacts;
 pub mod auth;
 
 use std::collections::HashMap;
@@ -25,7 +27,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::reference::{is_loopback_host, split_repository};
+use crate::render::image_ref::split_repository;
 pub use auth::Credentials;
 use auth::parse_challenge;
 
@@ -91,6 +93,17 @@ pub enum RegistryError {
         url: String,
         what: &'static str,
     },
+    /// Content whose digest is not the one it was asked for (a hostile or broken registry,
+    /// or a corrupted transfer): nothing of it is used.
+    #[error(
+        "registry {host} sent content for {url} whose digest is {actual}, not the {expected} it was asked for; nothing of it was used"
+    )]
+    DigestMismatch {
+        host: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
     /// A response body larger than its cap (a hostile or broken registry).
     #[error(
         "registry {host} sent more than {limit} bytes for {url}; refusing to read further (a tag list, manifest or token this large is not plausible)"
@@ -117,6 +130,7 @@ impl RegistryError {
             RegistryError::Timeout { .. } => "Timeout",
             RegistryError::OtherHost { .. } => "OtherHost",
             RegistryError::TooLarge { .. } => "ResponseTooLarge",
+            RegistryError::DigestMismatch { .. } => "DigestMismatch",
         }
     }
 
@@ -252,6 +266,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a request needs the registry to allow: the token scope asked for in the bearer flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Pull,
+    /// Uploads (`ferry push artifact`); a push also reads (blob existence checks).
+    Push,
+}
+
+impl Access {
+    fn scope(self, path: &str) -> String {
+        match self {
+            Access::Pull => format!("repository:{path}:pull"),
+            Access::Push => format!("repository:{path}:pull,push"),
+        }
+    }
+}
+
 /// One repository on one registry, with its credentials.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -302,6 +333,17 @@ pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Whether a registry host is on the loopback interface, where (like Docker) the client speaks
+/// plain HTTP. Image automation allows that without `insecure: true`; an OCISource asks for it.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map(|(name, _)| name)
+        .unwrap_or(host);
+    name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
 
 /// Where the credentials of `target` may be sent to fetch a token: an https realm on any host
@@ -408,7 +450,7 @@ impl Registries {
             }
         });
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("ferry-images/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
             .timeout(self.inner.limits.request_timeout)
             .connect_timeout(self.inner.limits.connect_timeout)
             .referer(false)
@@ -494,8 +536,25 @@ impl Registries {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_with(target, url, deadline, requests, Access::Pull, build)
+            .await
+    }
+
+    /// [`Registries::send`] with the access the request needs (the bearer token's scope).
+    async fn send_with<F>(
+        &self,
+        target: &Target,
+        url: &str,
+        deadline: Instant,
+        requests: &mut u32,
+        access: Access,
+        build: F,
+    ) -> Result<reqwest::Response, RegistryError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let client = self.client(target)?;
-        let scope = format!("repository:{}:pull", target.path);
+        let scope = access.scope(&target.path);
         let token_key = format!(
             "{}|{}|{}",
             target.host,
