@@ -70,6 +70,72 @@ pub struct ReleaseSpec {
     /// What deleting the Release does with the objects it applied. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Helm values from ConfigMaps and Secrets of the Release's namespace (Flux HelmRelease
+    /// `valuesFrom`), read as the Release's service account and merged in order over the
+    /// repository's values; `spec.render.helm.values` is merged last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_from: Vec<ValuesReference>,
+    /// `${VAR}` substitution from the cluster (Flux Kustomization `postBuild`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_build: Option<PostBuild>,
+}
+
+/// Which kind of object a `valuesFrom` or `substituteFrom` entry reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum InputKind {
+    #[default]
+    ConfigMap,
+    Secret,
+}
+
+/// One `valuesFrom` entry: a values document in a ConfigMap or Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValuesReference {
+    /// `ConfigMap` or `Secret`.
+    pub kind: InputKind,
+    pub name: String,
+    /// Only the Release's own namespace is allowed (any other is refused); leave it empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The data key holding the values. Default `values.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_key: Option<String>,
+    /// Put the key's value (one flat value, typed like a plain YAML scalar) at this dotted path
+    /// (`a.b`, `list[0].name`, `a\.b` for a key with a dot) instead of merging a values document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_path: Option<String>,
+    /// A missing object or key is skipped instead of failing the Release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+}
+
+/// Variable substitution after rendering (Flux Kustomization `postBuild`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostBuild {
+    /// Variables, winning over `substituteFrom`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub substitute: std::collections::BTreeMap<String, String>,
+    /// ConfigMaps and Secrets of the Release's namespace whose every data key is a variable;
+    /// later entries win.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitute_from: Vec<SubstituteReference>,
+}
+
+/// One `substituteFrom` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubstituteReference {
+    /// `ConfigMap` or `Secret`.
+    pub kind: InputKind,
+    pub name: String,
+    /// Only the Release's own namespace is allowed (any other is refused); leave it empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// A missing object is skipped instead of failing the Release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -532,6 +532,19 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         Ok(k) => k,
         Err(e) => return failed("DecryptionFailed", e),
     };
+    // valuesFrom / postBuild: read as the Release's identity, layered over spec.render.
+    let inputs = match super::release_inputs::read(release, &client, &identity).await {
+        Ok(inputs) => inputs,
+        Err(e) if e.stalled() => return Decision::stalled(e.reason(), e.to_string()),
+        Err(e) => return failed(e.reason(), e.to_string()),
+    };
+    // Secret values are known to the redactor before anything can show them.
+    let mut redactor = ferry_engine::render::safety::Redactor::new();
+    inputs.redact_with(&mut redactor);
+    let render_spec = match inputs.layer(release.spec.render.as_ref()) {
+        Ok(layered) => layered,
+        Err(e) => return Decision::stalled(e.reason(), e.to_string()),
+    };
     let has_decryption = release.spec.decryption.is_some();
     let target_ns = release
         .spec
@@ -545,14 +558,14 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         Ok(images) => request.set_images = images,
         Err(e) => return Decision::stalled("InvalidSpec", e),
     }
-    if let Err(e) = apply_render_spec(release, &ctx.options, &mut request) {
-        return Decision::stalled("InvalidSpec", e);
+    if let Err(e) = apply_render_spec(release, render_spec, &ctx.options, &mut request) {
+        return Decision::stalled("InvalidSpec", redactor.redact(&e));
     }
     request.age_keys = keys;
     // Decrypted values are collected so that status, events and logs never show them.
     let log_key = format!("{ns}/{}", release.name_any());
     let rendered = tokio::task::spawn_blocking(move || {
-        let mut redactor = ferry_engine::render::safety::Redactor::new();
+        let mut redactor = redactor;
         let rendered = render::render_collecting(&request, &mut redactor);
         // Libraries log too (kube-client logs the API server's refusal, echoed value and all).
         ferry_engine::report::redact::publish_for_logs(&log_key, &redactor);
@@ -809,17 +822,18 @@ fn client_for(release: &Release, ctx: &Context) -> Result<(Client, Identity), St
 /// a path on the agent's disk. Only the agent's own flags become render policy.
 fn apply_render_spec(
     release: &Release,
+    render: Option<serde_json::Value>,
     options: &crate::options::AgentOptions,
     request: &mut RenderRequest,
 ) -> Result<(), String> {
     use ferry_engine::render::overrides::{DriverSettings, ObjectLayer, layer_onto};
-    let object = release.spec.render.as_ref().map(|value| ObjectLayer {
+    let object = render.map(|value| ObjectLayer {
         object: format!(
             "Release {}/{} spec.render",
             release.namespace().unwrap_or_default(),
             release.name_any()
         ),
-        value: value.clone(),
+        value,
     });
     let settings = DriverSettings {
         object,
