@@ -281,3 +281,130 @@ fn oci_token_realm_on_another_host_gets_no_chart_credentials() {
         "chart credentials reached the other host's realm: {seen:?}"
     );
 }
+
+/// A HOSTILE chart in the source declares its dependencies (no `charts/`): one on the private
+/// repository the credentials are for (127.0.0.1), one on another host (127.0.0.2). ferry builds
+/// them with `helm dependency build`; the credentials reach only their own host. Repository
+/// references that could reach helm's configured repositories or other schemes, and `file://`
+/// paths outside the source, are refused before helm runs.
+#[test]
+fn dependencies_get_credentials_only_on_their_host_and_hostile_repositories_are_refused() {
+    use ferry_engine::render::request::ChartCredentials;
+    let t = Tree::new();
+    write_chart(&t);
+    let private_dir = tempfile::tempdir().expect("tempdir");
+    package(&t, private_dir.path());
+    let (private, private_seen) =
+        serve([127, 0, 0, 1], private_dir.path().to_path_buf(), true, None);
+    t.tool(
+        "helm",
+        &[
+            "repo",
+            "index",
+            &private_dir.path().display().to_string(),
+            "--url",
+            &format!("http://{private}"),
+        ],
+    );
+    t.write(
+        "other/Chart.yaml",
+        "apiVersion: v2\nname: public\nversion: 0.0.1\n",
+    );
+    t.write(
+        "other/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: public-cm}\ndata: {a: b}\n",
+    );
+    let public_dir = tempfile::tempdir().expect("tempdir");
+    t.tool(
+        "helm",
+        &[
+            "package",
+            &t.path("other").display().to_string(),
+            "--destination",
+            &public_dir.path().display().to_string(),
+        ],
+    );
+    let (public, public_seen) = serve([127, 0, 0, 2], public_dir.path().to_path_buf(), false, None);
+    t.tool(
+        "helm",
+        &[
+            "repo",
+            "index",
+            &public_dir.path().display().to_string(),
+            "--url",
+            &format!("http://{public}"),
+        ],
+    );
+    let chart_yaml =
+        |deps: &str| format!("apiVersion: v2\nname: host\nversion: 0.1.0\ndependencies:\n{deps}");
+    t.write(
+        "app/Chart.yaml",
+        &chart_yaml(&format!(
+            "  - {{name: leaky, version: 1.0.0, repository: \"http://{private}\"}}\n  - {{name: public, version: 0.0.1, repository: \"http://{public}\"}}\n"
+        )),
+    );
+    t.write(
+        "app/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: host}\ndata: {a: b}\n",
+    );
+    let mut req = t.request("app");
+    req.chart_credentials = Some(ChartCredentials {
+        host: private.to_string(),
+        username: USER.into(),
+        password: PASSWORD.into(),
+        origin: "Secret test/chart-auth".into(),
+    });
+    let manifests = ferry_engine::render::render(&req).expect("dependencies built");
+    let names: Vec<&str> = manifests.iter().map(|m| m.name()).collect();
+    assert!(
+        names.contains(&"public-cm") && names.contains(&"host"),
+        "{names:?}"
+    );
+    assert!(
+        private_seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .any(|(path, auth)| path.ends_with(".tgz") && auth.is_some()),
+        "the private repository got its credentials"
+    );
+    assert_no_credentials(&public_seen, "dependency on another host");
+
+    // Credentials bound to one host are never used for a chart on another.
+    t.write(
+        "elsewhere/ferry.yaml",
+        &format!("helm:\n  chart: {{repo: \"http://{public}\", name: public}}\n"),
+    );
+    let mut elsewhere = t.request("elsewhere");
+    elsewhere.chart_credentials = req.chart_credentials.clone();
+    let err = ferry_engine::render::render(&elsewhere)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not sent to another host"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // Hostile repository references: refused, naming the dependency, before helm runs.
+    let before = public_seen.lock().expect("seen").len();
+    for repository in [
+        "file:///etc",
+        "file://../../../../../../..",
+        "@ferry-chart-repo",
+        "alias:ferry-chart-repo",
+        "ssh://git@example.com/charts",
+        "--pass-credentials",
+    ] {
+        t.write(
+            "app/Chart.yaml",
+            &chart_yaml(&format!(
+                "  - {{name: evil, version: 1.0.0, repository: \"{repository}\"}}\n  - {{name: public, version: 0.0.1, repository: \"http://{public}\"}}\n"
+            )),
+        );
+        let err = ferry_engine::render::render(&req).unwrap_err().to_string();
+        assert!(err.contains("evil"), "{repository}: {err}");
+    }
+    assert_eq!(
+        public_seen.lock().expect("seen").len(),
+        before,
+        "nothing was fetched for a refused chart"
+    );
+}

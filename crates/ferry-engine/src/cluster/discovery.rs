@@ -72,6 +72,9 @@ pub struct DiscoveryCache {
     /// Held while fetching, so concurrent runs share one refresh.
     refreshing: tokio::sync::Mutex<()>,
     refreshes: std::sync::atomic::AtomicU64,
+    /// The server's version (`/version`) for helm's `.Capabilities.KubeVersion`, fetched at
+    /// most once per maximum age (see `cluster::capabilities`).
+    pub(crate) kube_version: RwLock<Option<(String, Instant)>>,
 }
 
 #[derive(Clone)]
@@ -110,7 +113,17 @@ impl DiscoveryCache {
             current: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             refreshes: std::sync::atomic::AtomicU64::new(0),
+            kube_version: RwLock::new(None),
         }
+    }
+
+    /// The cached discovery (fetched if missing or older than the maximum age).
+    pub async fn discovery(&self, client: &Client) -> Result<Arc<Discovery>> {
+        Ok(self.get(client, None).await?.discovery)
+    }
+
+    pub(crate) fn max_age(&self) -> Duration {
+        self.max_age
     }
 
     /// How many times discovery was fetched (for tests and metrics).

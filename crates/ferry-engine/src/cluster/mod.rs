@@ -3,6 +3,7 @@
 //! sends, [`discovery`] learns which kinds the cluster serves, and [`manager`] applies, diffs,
 //! deletes, waits for and reads the status of an app's objects.
 
+pub mod capabilities;
 pub mod connect;
 pub mod discovery;
 pub mod kube_error;

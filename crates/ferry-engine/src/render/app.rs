@@ -23,14 +23,18 @@ pub fn open<'a>(req: &'a RenderRequest, path: &Path) -> Result<Context<'a>> {
         message: format!("cannot open the source root: {err}"),
     })?;
     let app = config::resolve(&root, path, &req.overrides, req.spec.as_ref())?;
-    Context::new(
+    let mut ctx = Context::new(
         &root,
         app,
         &req.overrides,
         req.policy.clone(),
         req.default_namespace.clone(),
         req.age_keys.clone(),
-    )
+    )?;
+    ctx.chart_credentials = req.chart_credentials.clone();
+    ctx.capabilities = req.capabilities.clone();
+    ctx.chart_cache = req.chart_cache.clone();
+    Ok(ctx)
 }
 
 /// Run the app's renderer. Values that came from decryption (helm values files) and

@@ -152,6 +152,20 @@ pub struct ChartSource {
     /// Skip TLS verification for the repository (not recommended).
     #[serde(default)]
     pub insecure_skip_tls_verify: bool,
+    /// Credentials for a private repository or registry: a Secret in the Release's namespace
+    /// (`username`/`password`, or for OCI a `kubernetes.io/dockerconfigjson`), read by the
+    /// agent as the Release's service account and sent only to this chart source's host. Only
+    /// in a Release's `spec.render` (Flux: `HelmRepository.spec.secretRef`); a repository's
+    /// ferry.yaml may not name a Secret. Push mode: `--chart-username` / `$FERRY_CHART_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// A Secret in the namespace of the object that names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -262,6 +276,18 @@ impl AppConfig {
                 ),
             })?;
         config.validate(path)?;
+        if config
+            .helm
+            .as_ref()
+            .and_then(|h| h.chart.as_ref())
+            .is_some_and(|c| c.secret_ref.is_some())
+        {
+            // A repository must not choose which of the tenant's Secrets is sent where.
+            return Err(Error::Source {
+                path: path.to_path_buf(),
+                message: "helm.chart.secretRef is only allowed in a Release's spec.render (a repository may not name Secrets); with `ferry apply` use --chart-username and $FERRY_CHART_PASSWORD".to_string(),
+            });
+        }
         Ok(config)
     }
 
@@ -447,6 +473,12 @@ pub enum ChartSourceError {
     /// A repository URL, chart name, OCI reference or version that may not reach helm.
     #[error(transparent)]
     Name(#[from] names::NameError),
+    #[error("secretRef.name {0:?} is not a Secret name (a DNS-1123 subdomain)")]
+    SecretName(String),
+    #[error(
+        "secretRef needs a remote chart (`repo` or `oci`); a chart `path` is read from the source"
+    )]
+    SecretWithLocalChart,
 }
 
 impl ChartSource {
@@ -477,7 +509,24 @@ impl ChartSource {
         if let Some(version) = &self.version {
             names::chart_version(version)?;
         }
+        if let Some(secret) = &self.secret_ref
+            && !names::is_object_name(&secret.name)
+        {
+            return Err(ChartSourceError::SecretName(secret.name.clone()));
+        }
+        if self.secret_ref.is_some() && self.path.is_some() {
+            return Err(ChartSourceError::SecretWithLocalChart);
+        }
         Ok(())
+    }
+
+    /// `host[:port]` of a remote chart source (the repository URL's or the OCI registry's),
+    /// lower-cased: what credentials for it are bound to.
+    pub fn host(&self) -> Option<String> {
+        self.repo
+            .as_deref()
+            .or(self.oci.as_deref())
+            .and_then(names::url_host)
     }
 }
 
@@ -652,6 +701,11 @@ pub struct Context<'a> {
     pub redactor: super::safety::Redactor,
     /// Age keys, shared by the helm values files read while rendering and the decrypt stage.
     pub keys: crate::decrypt::Keys,
+    /// The request's helm inputs from outside the source (see [`super::RenderRequest`]):
+    /// credentials bound to a host, the cluster's capabilities, the chart cache.
+    pub chart_credentials: Option<super::request::ChartCredentials>,
+    pub capabilities: Option<super::request::Capabilities>,
+    pub chart_cache: Option<std::sync::Arc<super::helm::cache::ChartCache>>,
 }
 
 impl<'a> Context<'a> {
@@ -685,6 +739,9 @@ impl<'a> Context<'a> {
             guard,
             redactor: super::safety::Redactor::new(),
             keys: crate::decrypt::Keys::new(keys),
+            chart_credentials: None,
+            capabilities: None,
+            chart_cache: None,
         })
     }
 

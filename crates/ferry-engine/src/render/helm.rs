@@ -7,9 +7,12 @@
 //! helm runs with private, throw-away `HELM_*` homes, so a user's repositories, registry
 //! logins and plugins never leak into (or change) a render.
 
+pub mod cache;
 pub mod chart;
 pub mod crds;
+pub mod deps;
 pub mod hooks;
+pub mod index;
 pub mod post_render;
 pub mod version;
 
@@ -97,9 +100,22 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         insecure_skip_tls_verify: source.insecure_skip_tls_verify,
         username: ctx.overrides.chart_username.clone(),
         password: ctx.overrides.chart_password.clone(),
+        cache: ctx.chart_cache.clone(),
+        dependency_credentials: ctx.chart_credentials.clone(),
     };
+    let mut opts = opts;
+    if opts.username.is_none()
+        && opts.password.is_none()
+        && let Some(creds) = credentials_for(ctx, &chart_ref)?
+    {
+        opts.username = Some(creds.username.clone());
+        opts.password = Some(creds.password.clone());
+    }
     if let Some(password) = &opts.password {
         ctx.redactor.add(password);
+    }
+    if let Some(creds) = &ctx.chart_credentials {
+        ctx.redactor.add(&creds.password);
     }
     // Credentials written into a URL (`https://user:pass@host`) must not show in errors.
     if let ChartRef::Repo { url, .. } | ChartRef::Oci(url) = &chart_ref
@@ -182,10 +198,28 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
     if let Some(kube_version) = &cfg.kube_version {
         names::kube_version(kube_version).map_err(invalid)?;
         run = run.option(Flag::KubeVersion, kube_version);
+    } else if let Some(kube_version) = ctx
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.kube_version.as_deref())
+        .filter(|v| names::kube_version(v).is_ok())
+    {
+        run = run.option(Flag::KubeVersion, kube_version);
     }
     for api in &cfg.api_versions {
         names::api_version(api).map_err(invalid)?;
         run = run.option(Flag::ApiVersions, api);
+    }
+    if let Some(caps) = &ctx.capabilities {
+        // What the cluster serves, as `helm install` would see it; a name helm could not take
+        // (none from a real API server) is left out rather than failing the render.
+        for api in caps
+            .api_versions
+            .iter()
+            .filter(|api| names::api_version(api).is_ok())
+        {
+            run = run.option(Flag::ApiVersions, api);
+        }
     }
     // Plain files before the first in-memory entry are passed by path (helm parses them, as
     // always); from there on everything is merged in memory and piped, keeping helm's order.
@@ -285,6 +319,33 @@ pub fn render(ctx: &mut Context<'_>) -> Result<Vec<Manifest>> {
         manifests = post_render::apply(ctx, manifests, &dir)?;
     }
     Ok(manifests)
+}
+
+/// The credentials a driver read for this render (`RenderRequest::chart_credentials`), when the
+/// chart is on their host. A remote chart elsewhere is an error: credentials read for one host
+/// never go to another.
+fn credentials_for(
+    ctx: &Context<'_>,
+    chart: &ChartRef,
+) -> Result<Option<super::request::ChartCredentials>> {
+    let Some(creds) = &ctx.chart_credentials else {
+        return Ok(None);
+    };
+    let host = match chart {
+        ChartRef::Repo { url, .. } | ChartRef::Oci(url) => names::url_host(url),
+        // A local chart: the credentials may serve its dependencies (see `dependencies`).
+        ChartRef::Local(_) => return Ok(None),
+    };
+    if host.as_deref() != Some(creds.host.to_ascii_lowercase().as_str()) {
+        return Err(Error::Refused(format!(
+            "{}: the credentials of {} are for {}, but the chart is {}; they are not sent to another host",
+            ctx.app.declared_in().display(),
+            creds.origin,
+            creds.host,
+            chart.display()
+        )));
+    }
+    Ok(Some(creds.clone()))
 }
 
 /// Where the chart comes from: flags, then ferry.yaml `helm.chart`, then the app directory.

@@ -100,6 +100,11 @@ pub fn release_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// An object name (a Secret's): a DNS-1123 subdomain of at most 253 characters.
+pub fn is_object_name(name: &str) -> bool {
+    name.len() <= 253 && DNS_SUBDOMAIN.is_match(name)
+}
+
 /// A namespace: a DNS-1123 label.
 pub fn namespace(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAMESPACE || !DNS_LABEL.is_match(name) {
@@ -165,6 +170,13 @@ fn host_of(rest: &str) -> Option<&str> {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     (!host.is_empty()).then_some(host)
+}
+
+/// The `host[:port]` of a `scheme://` URL, lower-cased, without userinfo: what chart
+/// credentials are bound to (helm sends a repository's credentials only to its own host).
+pub fn url_host(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    host_of(rest).map(str::to_ascii_lowercase)
 }
 
 /// `url` without its userinfo (`https://user:pass@host/x` → `https://host/x`), for messages:

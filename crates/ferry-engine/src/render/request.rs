@@ -36,6 +36,50 @@ pub struct RenderRequest {
     pub spec: Option<config::SpecLayer>,
     /// The operator's policy: forbid remote loading, ceilings on ferry.yaml `limits`.
     pub policy: config::RenderPolicy,
+    /// Chart repository / registry credentials a driver read for this render (the agent: the
+    /// Secret a Release's `spec.render.helm.chart.secretRef` names), bound to one host: helm
+    /// gets them only when the chart (or a dependency) is on that host.
+    pub chart_credentials: Option<ChartCredentials>,
+    /// The cluster's API versions and Kubernetes version, from discovery, for helm's
+    /// `.Capabilities` (plain data: the render side has no cluster client). `None` renders as
+    /// `helm template` does offline.
+    pub capabilities: Option<Capabilities>,
+    /// Where remote charts are kept between renders (keyed by repository, chart and version,
+    /// verified by digest). `None` pulls on every render.
+    pub chart_cache: Option<std::sync::Arc<super::helm::cache::ChartCache>>,
+}
+
+/// Credentials for one chart repository or OCI registry host.
+#[derive(Clone)]
+pub struct ChartCredentials {
+    /// `host[:port]` the credentials belong to (the repository URL's or the registry's).
+    pub host: String,
+    pub username: String,
+    pub password: String,
+    /// Where they came from, for messages (`Secret team-a/charts`).
+    pub origin: String,
+}
+
+impl std::fmt::Debug for ChartCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChartCredentials")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// What helm's `.Capabilities` should say about the target cluster (`helm install` asks the
+/// cluster; `helm template` needs `--kube-version` / `--api-versions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `v1.35.4`-style server version.
+    pub kube_version: Option<String>,
+    /// `group/version` and `group/version/Kind` of everything the cluster serves (`v1`,
+    /// `v1/ConfigMap` for the core group), as helm's own discovery lists them.
+    pub api_versions: Vec<String>,
 }
 
 impl RenderRequest {

@@ -44,14 +44,32 @@ impl ChartRef {
 }
 
 /// Registry/repository options for pulling.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PullOptions {
     pub version: Option<String>,
     pub plain_http: bool,
     pub insecure_skip_tls_verify: bool,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Keep pulled archives between renders (see [`super::cache`]).
+    pub cache: Option<std::sync::Arc<super::cache::ChartCache>>,
+    /// Host-bound credentials for building a local chart's missing dependencies.
+    pub dependency_credentials: Option<super::super::request::ChartCredentials>,
 }
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("version", &self.version)
+            .field("plain_http", &self.plain_http)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name the chart repository gets in the private helm home (`helm repo add`).
+pub(super) const REPO_ALIAS: &str = "ferry-chart-repo";
 
 /// Get a local chart path for `helm template`, checking what will be read.
 pub fn fetch(
@@ -81,6 +99,17 @@ pub fn fetch(
             if let Some(version) = &opts.version {
                 check_local_version(path, version)?;
             }
+            if path.is_dir() && path.starts_with(guard.root()) {
+                return super::deps::build_if_missing(
+                    path,
+                    env,
+                    limits,
+                    guard,
+                    redactor,
+                    opts.dependency_credentials.as_ref(),
+                    opts.plain_http,
+                );
+            }
             Ok(path.clone())
         }
         ChartRef::Repo { url, name } => {
@@ -89,44 +118,83 @@ pub fn fetch(
             names::repo_url(url).map_err(|err| refused_ref(chart, err))?;
             let dest = env.home().join("charts");
             std::fs::create_dir_all(&dest).map_err(|err| io_err(&dest, err))?;
-            let mut pull = env.run(limits).command(&["pull"]);
+            // `helm repo add` fetches the index (which ferry reads for the version and its
+            // digest, the cache key) and registers the repository for `helm pull`. A password
+            // goes through `--password-stdin` and lands only in the private temp
+            // HELM_REPOSITORY_CONFIG; without `--pass-credentials` helm sends it only to this
+            // repository's host.
+            let mut add = env.run(limits).command(&["repo", "add"]);
             if opts.username.is_some() || opts.password.is_some() {
-                // `repo add --password-stdin` keeps the password out of argv; it lands in the
-                // private temp HELM_REPOSITORY_CONFIG, removed with it.
-                let mut add = env.run(limits).command(&["repo", "add"]);
                 if let Some(user) = &opts.username {
                     add = add.option(Flag::Username, user);
                 }
                 add = add
                     .flag(Flag::PasswordStdin)
                     .stdin(opts.password.clone().unwrap_or_default().into_bytes());
-                if opts.insecure_skip_tls_verify {
-                    add = add.flag(Flag::InsecureSkipTlsVerify);
-                }
-                add = add.positional("ferry-chart-repo").positional(url);
-                run_helm(
-                    add,
-                    &format!("adding chart repository {}", names::strip_userinfo(url)),
-                    redactor,
-                )?;
-                pull = pull.positional(format!("ferry-chart-repo/{name}"));
-            } else {
-                pull = pull.option(Flag::Repo, url).positional(name);
             }
-            if let Some(version) = &opts.version {
-                names::chart_version(version).map_err(|err| refused_ref(chart, err))?;
-                pull = pull.option(Flag::Version, version);
+            if opts.insecure_skip_tls_verify {
+                add = add.flag(Flag::InsecureSkipTlsVerify);
             }
+            add = add.positional(REPO_ALIAS).positional(url);
+            run_helm(
+                add,
+                &format!("adding chart repository {}", names::strip_userinfo(url)),
+                redactor,
+            )?;
+            let index_path = env
+                .home()
+                .join("repository")
+                .join(format!("{REPO_ALIAS}-index.yaml"));
+            let found = super::index::resolve(&index_path, name, opts.version.as_deref(), limits)
+                .map_err(|err| Error::Source {
+                path: PathBuf::from(chart.display()),
+                message: err.to_string(),
+            })?;
+            let key = super::cache::CacheKey {
+                source: names::strip_userinfo(url),
+                chart: name.clone(),
+                version: found.version.clone(),
+            };
+            if let Some(cache) = &opts.cache
+                && let Some(hit) = cache.fetch_into(&key, found.digest.as_deref(), &dest)
+            {
+                tracing::debug!(chart = %chart.display(), version = %found.version, "chart from the cache");
+                safety::check_chart_archive(&hit, limits)?;
+                return Ok(hit);
+            }
+            let mut pull = env
+                .run(limits)
+                .command(&["pull"])
+                .positional(format!("{REPO_ALIAS}/{name}"))
+                .option(Flag::Version, &found.version);
             if opts.insecure_skip_tls_verify {
                 pull = pull.flag(Flag::InsecureSkipTlsVerify);
             }
             pull = pull.option(Flag::Destination, &dest);
             run_helm(
                 pull,
-                &format!("pulling chart {}", chart.display()),
+                &format!("pulling chart {} {}", chart.display(), found.version),
                 redactor,
             )?;
-            downloaded_archive(&dest, chart, limits)
+            let archive = downloaded_archive(&dest, chart, limits)?;
+            let bytes = std::fs::read(&archive).map_err(|err| io_err(&archive, err))?;
+            if let Some(expected) = &found.digest
+                && !expected
+                    .trim_start_matches("sha256:")
+                    .eq_ignore_ascii_case(&super::cache::sha256_hex(&bytes))
+            {
+                return Err(Error::Source {
+                    path: PathBuf::from(chart.display()),
+                    message: format!(
+                        "the archive of version {} does not match the digest index.yaml lists for it; not rendered",
+                        found.version
+                    ),
+                });
+            }
+            if let Some(cache) = &opts.cache {
+                cache.store(&key, &archive)?;
+            }
+            Ok(archive)
         }
         ChartRef::Oci(reference) => {
             names::oci_reference(reference).map_err(|err| refused_ref(chart, err))?;
@@ -155,6 +223,24 @@ pub fn fetch(
                 login = login.positional(&host);
                 run_helm(login, &format!("logging in to {host}"), redactor)?;
             }
+            // An exact version is kept in the cache (Helm's convention: the tag is the chart
+            // version); a range asks the registry every time.
+            let exact = opts
+                .version
+                .as_deref()
+                .filter(|v| semver::Version::parse(v.trim_start_matches('v')).is_ok());
+            let key = exact.map(|version| super::cache::CacheKey {
+                source: names::strip_userinfo(reference),
+                chart: reference.rsplit('/').next().unwrap_or_default().to_string(),
+                version: version.to_string(),
+            });
+            if let (Some(cache), Some(key)) = (&opts.cache, &key)
+                && let Some(hit) = cache.fetch_into(key, None, &dest)
+            {
+                tracing::debug!(chart = %chart.display(), version = %key.version, "chart from the cache");
+                safety::check_chart_archive(&hit, limits)?;
+                return Ok(hit);
+            }
             let mut pull = env.run(limits).command(&["pull"]);
             if let Some(version) = &opts.version {
                 names::chart_version(version).map_err(|err| refused_ref(chart, err))?;
@@ -172,7 +258,11 @@ pub fn fetch(
                 &format!("pulling chart {}", chart.display()),
                 redactor,
             )?;
-            downloaded_archive(&dest, chart, limits)
+            let archive = downloaded_archive(&dest, chart, limits)?;
+            if let (Some(cache), Some(key)) = (&opts.cache, &key) {
+                cache.store(key, &archive)?;
+            }
+            Ok(archive)
         }
     }
 }
