@@ -537,7 +537,8 @@ impl Verifier {
         };
         let mut response = client
             .get(parsed)
-            .header("accept", "application/json")
+            // Kubernetes serves its JWKS only as application/jwk-set+json (406 otherwise).
+            .header("accept", "application/json, application/jwk-set+json")
             .send()
             .await
             .map_err(transport)?;
