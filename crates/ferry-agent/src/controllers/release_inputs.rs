@@ -270,6 +270,19 @@ impl Drop for ObjectData {
     }
 }
 
+/// Whether the Release reads ConfigMaps or Secrets on every reconcile (`valuesFrom`,
+/// `postBuild.substituteFrom`): their content can change while nothing about the Release or its
+/// source does, so such a Release must not skip its reconcile "at rest" (issue 17's
+/// skip-if-unchanged) — Flux picks up a changed `valuesFrom` object at the next interval too.
+pub fn reads_cluster_objects(release: &Release) -> bool {
+    !release.spec.values_from.is_empty()
+        || release
+            .spec
+            .post_build
+            .as_ref()
+            .is_some_and(|p| !p.substitute_from.is_empty())
+}
+
 /// Read and resolve a Release's `valuesFrom` and `postBuild`, as `identity` (through `client`),
 /// in the Release's own namespace.
 pub async fn read(
