@@ -13,6 +13,7 @@ pub mod drift;
 pub mod http;
 pub mod metrics;
 pub mod options;
+pub mod shard;
 pub mod watch;
 pub mod webhook;
 
