@@ -37,7 +37,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: its current-context).
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", add = crate::completion::contexts())]
     pub context: Option<String>,
     /// Output format.
     #[arg(
@@ -101,12 +101,38 @@ pub enum Command {
     /// Start the web dashboard on 127.0.0.1, as your kubeconfig's user (docs/ui.md).
     #[command(after_help = crate::commands::ui::UI_HELP)]
     Ui(crate::commands::ui::UiArgs),
-    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    /// Print static shell completions (commands and flags only; `ferry completion` also
+    /// completes Release names, namespaces and contexts).
     #[command(after_help = "Example:\n  ferry completions zsh > \"${fpath[1]}/_ferry\"")]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the shell hook for completions that also complete Release names, namespaces and
+    /// kubeconfig contexts (asks ferry at each TAB).
+    #[command(after_help = crate::commands::completion::COMPLETION_HELP)]
+    Completion(crate::commands::completion::CompletionArgs),
+    /// List Releases, sources, image automation objects or Receivers with their state.
+    #[command(after_help = crate::commands::get::GET_HELP)]
+    Get(crate::commands::get::GetArgs),
+    /// Show what a Release manages, with health, down to its pods.
+    #[command(after_help = crate::commands::tree::TREE_HELP)]
+    Tree(crate::commands::tree::TreeArgs),
+    /// Show the Events the agent published on ferry objects.
+    #[command(after_help = crate::commands::events::EVENTS_HELP)]
+    Events(crate::commands::events::EventsArgs),
+    /// Show the agent's log lines, optionally only those about one object.
+    #[command(after_help = crate::commands::logs::LOGS_HELP)]
+    Logs(crate::commands::logs::LogsArgs),
+    /// Show a Release's recent syncs (revision, result, time, message).
+    #[command(after_help = crate::commands::history::HISTORY_HELP)]
+    History(crate::commands::history::HistoryArgs),
+    /// Put a Release back on a commit from its history (or --undo).
+    #[command(after_help = crate::commands::rollback::ROLLBACK_HELP)]
+    Rollback(crate::commands::rollback::RollbackArgs),
+    /// Show the CLI's version and, if a cluster is reachable, the agent's.
+    #[command(after_help = crate::commands::version::VERSION_HELP)]
+    Version(crate::commands::version::VersionArgs),
 }
 
 #[cfg(test)]

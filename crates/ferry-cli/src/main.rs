@@ -4,8 +4,10 @@
 
 mod cli;
 mod commands;
+mod completion;
 mod output;
 mod report;
+mod table;
 
 use std::process::ExitCode;
 
@@ -14,6 +16,9 @@ use clap::Parser;
 use crate::cli::Cli;
 
 fn main() -> ExitCode {
+    // `COMPLETE=bash ferry -- ARGS` (the hook `ferry completion` prints) answers with
+    // candidates and exits; without that variable this returns at once.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
     output::init_tracing(cli.global.verbose);
     ferry_engine::install_crypto_provider();

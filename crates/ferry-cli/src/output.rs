@@ -20,6 +20,79 @@ pub enum OutputFormat {
     Json,
     /// Markdown, e.g. for a pull-request comment.
     Markdown,
+    /// One YAML document (the same data as json).
+    Yaml,
+    /// Only the names of the objects a command lists or touched, as `kind.group/name` lines
+    /// (kubectl's `-o name`).
+    Name,
+    /// Human-readable text with more columns (listing commands); otherwise the same as human.
+    Wide,
+}
+
+impl OutputFormat {
+    /// True for the formats meant for people (human, wide, markdown): progress bars, colours.
+    pub fn is_for_people(self) -> bool {
+        matches!(self, Self::Human | Self::Wide)
+    }
+}
+
+/// `--dry-run`, `--dry-run=server` and `--dry-run=client` (kubectl's spellings) all ask for a
+/// dry run; ferry's dry runs never write and every one that can asks the API server to
+/// validate (so `client` is accepted and means the same). `--dry-run=none` is the default.
+pub fn parse_dry_run(value: &str) -> Result<bool, String> {
+    match value {
+        "server" | "client" | "true" => Ok(true),
+        "none" | "false" => Ok(false),
+        other => Err(format!(
+            "--dry-run={other}: expected --dry-run, --dry-run=server or --dry-run=client"
+        )),
+    }
+}
+
+/// A dry run as a command that does different things for each spelling sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRun {
+    /// Not a dry run.
+    None,
+    /// Print what would be done; send nothing that changes the cluster.
+    Client,
+    /// Send every write with `dryRun=All`: the API server validates it and persists nothing.
+    Server,
+}
+
+/// [`parse_dry_run`] for commands where `client` and `server` differ.
+pub fn parse_dry_run_mode(value: &str) -> Result<DryRun, String> {
+    match value {
+        "server" | "true" => Ok(DryRun::Server),
+        "client" => Ok(DryRun::Client),
+        "none" | "false" => Ok(DryRun::None),
+        other => Err(format!(
+            "--dry-run={other}: expected --dry-run, --dry-run=server or --dry-run=client"
+        )),
+    }
+}
+
+/// Print `value` as JSON or YAML (the two data formats); returns false for every other format,
+/// so a command prints its own text then.
+pub fn print_data<T: serde::Serialize>(format: OutputFormat, value: &T) -> anyhow::Result<bool> {
+    let text = match format {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(value)?),
+        OutputFormat::Yaml => serde_saphyr::to_string(value)?,
+        _ => return Ok(false),
+    };
+    write_stdout(&text)?;
+    Ok(true)
+}
+
+/// `kind.group/name` as kubectl's `-o name` prints it: the kind lower-cased, the group only
+/// when there is one.
+pub fn object_name(group: &str, kind: &str, name: &str) -> String {
+    let kind = kind.to_lowercase();
+    if group.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}.{group}/{name}")
+    }
 }
 
 /// Logs go to stderr so that stdout stays clean for `-o json` and `ferry render`.

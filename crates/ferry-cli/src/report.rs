@@ -12,6 +12,37 @@ use ferry_engine::report::{
 
 /// Human text of an apply (or delete): one line per object that changed or failed, then the
 /// summary; `verbose` lists unchanged healthy objects too.
+/// What `-o name` prints for a report's objects: one `kind.group/name` line each.
+pub fn object_names<T: HasObjectKey>(objects: &[T]) -> String {
+    objects
+        .iter()
+        .map(|o| {
+            let key = o.object_key();
+            format!(
+                "{}\n",
+                crate::output::object_name(&key.group, &key.kind, &key.name)
+            )
+        })
+        .collect()
+}
+
+/// Report entries that name one object.
+pub trait HasObjectKey {
+    fn object_key(&self) -> &ferry_engine::ObjectKey;
+}
+
+impl HasObjectKey for ferry_engine::report::ObjectResult {
+    fn object_key(&self) -> &ferry_engine::ObjectKey {
+        &self.key
+    }
+}
+
+impl HasObjectKey for ferry_engine::report::ObjectDiff {
+    fn object_key(&self) -> &ferry_engine::ObjectKey {
+        &self.key
+    }
+}
+
 pub fn apply_human(report: &ApplyReport, verbose: bool) -> String {
     let mut out = String::new();
     for o in &report.objects {

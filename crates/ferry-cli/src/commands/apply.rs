@@ -102,7 +102,7 @@ pub struct ApplyArgs {
     #[arg(long, default_value = "5m", value_parser = ferry_api::parse_positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
     /// Server-side dry run: validate against the cluster, persist nothing.
-    #[arg(long)]
+    #[arg(long, value_name = "server|client", num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_parser = crate::output::parse_dry_run)]
     pub dry_run: bool,
     /// List unchanged objects too in human output.
     #[arg(long)]
@@ -410,15 +410,18 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
     };
     opts.timeout = args.timeout;
     opts.dry_run = args.dry_run;
-    let progress = CliProgress::new(global.output == OutputFormat::Human);
+    let progress = CliProgress::new(global.output.is_for_people());
     let report = pipeline::apply(&client, manifests, &opts, &progress).await;
     progress.finish();
     let mut report = report.map_err(|err| prepared.name_server(err))?;
     report.requests.reads += discovery_reads;
     match global.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::output::print_data(global.output, &report)?;
+        }
+        OutputFormat::Name => print!("{}", crate::report::object_names(&report.objects)),
         OutputFormat::Markdown => print!("{}", crate::report::apply_markdown(&report)),
-        OutputFormat::Human => print!(
+        OutputFormat::Human | OutputFormat::Wide => print!(
             "{}",
             crate::report::apply_human(&report, args.show_unchanged)
         ),

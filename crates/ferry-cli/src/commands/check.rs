@@ -82,11 +82,18 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
     let checks = checks(global, args).await;
     let ok = checks.iter().all(|c| c.ok);
     match global.output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "checks": checks}))?
-        ),
-        OutputFormat::Human | OutputFormat::Markdown => {
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::output::print_data(
+                global.output,
+                &serde_json::json!({"ok": ok, "checks": checks}),
+            )?;
+        }
+        OutputFormat::Name => {
+            for c in &checks {
+                println!("{}", c.name);
+            }
+        }
+        OutputFormat::Human | OutputFormat::Wide | OutputFormat::Markdown => {
             for c in &checks {
                 println!("{} {}: {}", if c.ok { "✔" } else { "✗" }, c.name, c.message);
             }

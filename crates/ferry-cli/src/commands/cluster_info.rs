@@ -13,8 +13,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8> {
     let client = cluster::client_from_config(config)?;
     let info = ClusterInfo::fetch(&client, &server).await?;
     match global.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&info)?),
-        OutputFormat::Human | OutputFormat::Markdown => {
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::output::print_data(global.output, &info)?;
+        }
+        OutputFormat::Name => println!("{}", info.server),
+        OutputFormat::Human | OutputFormat::Wide | OutputFormat::Markdown => {
             println!("server:            {}", info.server);
             println!("version:           {} ({})", info.version, info.platform);
             println!(

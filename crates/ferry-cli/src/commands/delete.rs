@@ -43,7 +43,7 @@ pub struct DeleteArgs {
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
     /// Show what would be deleted; delete nothing.
-    #[arg(long)]
+    #[arg(long, value_name = "server|client", num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_parser = crate::output::parse_dry_run)]
     pub dry_run: bool,
     /// Maximum parallel API requests.
     #[arg(long, default_value_t = 16, value_name = "N")]
@@ -72,9 +72,14 @@ pub async fn run(global: &GlobalArgs, args: &DeleteArgs) -> Result<u8> {
     )
     .await?;
     match global.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::output::print_data(global.output, &report)?;
+        }
+        OutputFormat::Name => print!("{}", crate::report::object_names(&report.objects)),
         OutputFormat::Markdown => print!("{}", crate::report::apply_markdown(&report)),
-        OutputFormat::Human => print!("{}", crate::report::apply_human(&report, true)),
+        OutputFormat::Human | OutputFormat::Wide => {
+            print!("{}", crate::report::apply_human(&report, true))
+        }
     }
     Ok(if report.succeeded() {
         EXIT_OK

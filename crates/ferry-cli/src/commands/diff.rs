@@ -43,9 +43,12 @@ pub async fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8> {
         .await
         .map_err(|err| prepared.name_server(err))?;
     match global.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::output::print_data(global.output, &report)?;
+        }
+        OutputFormat::Name => print!("{}", crate::report::object_names(&report.objects)),
         OutputFormat::Markdown => print!("{}", crate::report::diff_markdown(&report)),
-        OutputFormat::Human => print!(
+        OutputFormat::Human | OutputFormat::Wide => print!(
             "{}",
             crate::report::diff_human(
                 &report,

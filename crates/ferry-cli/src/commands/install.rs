@@ -86,7 +86,7 @@ pub struct InstallArgs {
     #[arg(long = "toleration", value_name = "KEY=VALUE:EFFECT", value_parser = parse_toleration)]
     pub tolerations: Vec<Toleration>,
     /// Server-side dry run: print what would be created or changed, change nothing.
-    #[arg(long, conflicts_with = "export")]
+    #[arg(long, value_name = "server|client", num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_parser = crate::output::parse_dry_run, conflicts_with = "export")]
     pub dry_run: bool,
 }
 

@@ -4,21 +4,29 @@ pub(crate) mod apply;
 pub(crate) mod bootstrap;
 pub(crate) mod check;
 mod cluster_info;
+pub(crate) mod completion;
 pub(crate) mod delete;
 pub(crate) mod diff;
+pub(crate) mod events;
+pub(crate) mod get;
+pub(crate) mod history;
 pub(crate) mod install;
+pub(crate) mod logs;
 pub(crate) mod network_policy;
 pub(crate) mod render;
 pub(crate) mod render_args;
 pub(crate) mod resume;
+pub(crate) mod rollback;
 pub(crate) mod seal;
 pub(crate) mod secrets;
 pub(crate) mod set_image;
 pub(crate) mod status;
 pub(crate) mod suspend;
 pub(crate) mod sync;
+pub(crate) mod tree;
 pub(crate) mod ui;
 pub(crate) mod uninstall;
+pub(crate) mod version;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -45,6 +53,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Uninstall(args) => uninstall::run(&cli.global, &args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.global, &args).await,
         Command::Ui(args) => ui::run(&cli.global, &args).await,
+        Command::Completion(args) => completion::run(&args),
+        Command::Get(args) => get::run(&cli.global, &args).await,
+        Command::Tree(args) => tree::run(&cli.global, &args).await,
+        Command::Events(args) => events::run(&cli.global, &args).await,
+        Command::Logs(args) => logs::run(&cli.global, &args).await,
+        Command::History(args) => history::run(&cli.global, &args).await,
+        Command::Rollback(args) => rollback::run(&cli.global, &args).await,
+        Command::Version(args) => version::run(&cli.global, &args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(EXIT_OK)

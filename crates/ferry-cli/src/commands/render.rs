@@ -39,7 +39,20 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8> {
             let objects: Vec<_> = manifests.iter().map(|m| &m.object).collect();
             write_stdout(&format!("{}\n", serde_json::to_string_pretty(&objects)?))?;
         }
-        OutputFormat::Human | OutputFormat::Markdown => {
+        OutputFormat::Name => {
+            let names: String = manifests
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}\n",
+                        crate::output::object_name(m.group(), m.kind(), m.name())
+                    )
+                })
+                .collect();
+            write_stdout(&names)?;
+        }
+        // YAML is this command's own output: the stream apply would send.
+        OutputFormat::Human | OutputFormat::Wide | OutputFormat::Yaml | OutputFormat::Markdown => {
             let out = to_yaml_stream(&manifests)?;
             write_stdout(&out)?;
             // The process exits right after: freeing megabytes of parsed objects node by node

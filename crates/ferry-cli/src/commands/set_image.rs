@@ -37,7 +37,7 @@ pub struct SetImageArgs {
     #[arg(value_name = "PATH", default_value = ".")]
     pub path: PathBuf,
     /// Show what would change without writing.
-    #[arg(long)]
+    #[arg(long, value_name = "server|client", num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_parser = crate::output::parse_dry_run)]
     pub dry_run: bool,
 }
 
@@ -78,7 +78,7 @@ fn prefixed(root: &std::path::Path, issue: &setimage::FileIssue) -> String {
 
 fn print_report(format: OutputFormat, report: &TreeReport, root: &std::path::Path, dry_run: bool) {
     match format {
-        OutputFormat::Json => {
+        OutputFormat::Json | OutputFormat::Yaml => {
             let doc = serde_json::json!({
                 "dryRun": dry_run,
                 "matched": report.matched,
@@ -86,9 +86,18 @@ fn print_report(format: OutputFormat, report: &TreeReport, root: &std::path::Pat
                 "changes": report.changes,
                 "issues": report.issues,
             });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            if let Err(err) = crate::output::print_data(format, &doc) {
+                crate::output::print_error(&err);
+            }
         }
-        OutputFormat::Human | OutputFormat::Markdown => {
+        OutputFormat::Name => {
+            let mut files: Vec<_> = report.changes.iter().map(|c| root.join(&c.file)).collect();
+            files.dedup();
+            for file in files {
+                println!("{}", file.display());
+            }
+        }
+        OutputFormat::Human | OutputFormat::Wide | OutputFormat::Markdown => {
             let verb = if dry_run { "would change" } else { "changed" };
             for c in &report.changes {
                 println!(

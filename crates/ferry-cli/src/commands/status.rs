@@ -59,9 +59,21 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
     )
     .await?;
     match global.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::output::print_data(global.output, &report)?;
+        }
+        OutputFormat::Name => {
+            for o in &report.objects {
+                println!(
+                    "{}",
+                    crate::output::object_name(&o.key.group, &o.key.kind, &o.key.name)
+                );
+            }
+        }
         OutputFormat::Markdown => print!("{}", crate::report::status_markdown(&report)),
-        OutputFormat::Human => print!("{}", crate::report::status_human(&report)),
+        OutputFormat::Human | OutputFormat::Wide => {
+            print!("{}", crate::report::status_human(&report))
+        }
     }
     Ok(if report.healthy() {
         EXIT_OK

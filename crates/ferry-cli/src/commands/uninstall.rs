@@ -78,7 +78,7 @@ pub struct UninstallArgs {
     #[arg(long)]
     pub crds: bool,
     /// Print what would be removed (server-side dry runs of the deletes); remove nothing.
-    #[arg(long)]
+    #[arg(long, value_name = "server|client", num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_parser = crate::output::parse_dry_run)]
     pub dry_run: bool,
 }
 
