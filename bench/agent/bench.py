@@ -166,8 +166,8 @@ spec: {{sourceRef: {{kind: GitSource, name: mono}}, path: apps/app-{i:04d}, targ
     time.sleep(INTERVAL + 5)
     after = metrics(port)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    reads = sum(v for k, v in delta.items() if 'kind="read"' in k)
-    writes = sum(v for k, v in delta.items() if 'kind="write"' in k)
+    reads = sum(v for k, v in delta.items() if 'operation="read"' in k)
+    writes = sum(v for k, v in delta.items() if 'operation="write"' in k)
     print(f"RESULT steady_state interval_s={INTERVAL} reads={reads:.0f} writes={writes:.0f} detail={json.dumps(delta)}", flush=True)
 
     # Webhook latency on a one-Release repo.

@@ -203,7 +203,7 @@ def requests_of(system, snap):
     server-side dry-run PATCHes included: they are requests the API server has to serve)."""
     total = sum(snap.values())
     if system == "ferry":
-        writes = sum(v for k, v in snap.items() if 'kind="write"' in k)
+        writes = sum(v for k, v in snap.items() if 'operation="write"' in k)
     else:
         writes = sum(v for k, v in snap.items() if any(m in k for m in WRITE_METHODS))
     return total, writes

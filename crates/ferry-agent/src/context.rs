@@ -234,6 +234,19 @@ impl Context {
             action: "Reconcile".to_string(),
             secondary: None,
         };
+        // The same news in the log, with the object in one field: `ferry logs --for KIND/NAME`
+        // filters on it.
+        tracing::info!(
+            object = %format!(
+                "{}/{}/{}",
+                K::kind(&()),
+                obj.meta().namespace.as_deref().unwrap_or_default(),
+                obj.meta().name.as_deref().unwrap_or_default()
+            ),
+            reason,
+            "{}",
+            event.note.as_deref().unwrap_or_default()
+        );
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::debug!("cannot publish event: {err}");
@@ -442,10 +455,7 @@ impl NamespaceSlots {
 /// steady-state checks rely on it).
 pub fn counted_client(config: Config, metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
-    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-        metrics.count_request(req.method());
-        req
-    });
+    let layer = crate::metrics::CountApiRequestsLayer::new(metrics);
     Ok(builder.with_layer(&layer).build())
 }
 

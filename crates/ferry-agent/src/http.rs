@@ -59,6 +59,7 @@ pub struct HttpState {
 /// The main router: health, webhooks, certificate. No `/metrics` here.
 pub fn router(state: HttpState) -> Router {
     let max_body = state.max_body;
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -70,6 +71,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(request_timeout))
+        .layer(middleware::from_fn_with_state(metrics, count_http))
         .with_state(state)
 }
 
@@ -79,7 +81,21 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn(request_timeout))
+        .layer(middleware::from_fn_with_state(metrics.clone(), count_http))
         .with_state(metrics)
+}
+
+/// Count every answered request in `ferry_http_requests_total` by its route template (never
+/// the raw path, so probing URLs cannot grow the metric), method and status code.
+async fn count_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    metrics.count_http(&route, &method, response.status());
+    response
 }
 
 async fn request_timeout(request: Request, next: Next) -> Response {

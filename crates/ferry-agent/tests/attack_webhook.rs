@@ -215,7 +215,7 @@ async fn replayed_deliveries_and_stale_timestamps_are_rejected() {
 fn reads(agent: &Agent) -> u64 {
     let text = agent.metrics.encode();
     text.lines()
-        .filter(|l| l.starts_with("ferry_api_requests_total{") && l.contains("kind=\"read\""))
+        .filter(|l| l.starts_with("ferry_api_requests_total{") && l.contains("operation=\"read\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }

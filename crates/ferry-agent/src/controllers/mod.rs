@@ -236,6 +236,9 @@ pub async fn run_controllers(
         metrics,
         stop.clone(),
     ));
+    // ferry_resource_info reads this term's caches (weakly: a finished term reports nothing).
+    let objects: Arc<dyn crate::metrics::ObjectInfoSource> = ctx.clone();
+    ctx.metrics.watch_objects(Arc::downgrade(&objects));
     // Releases queued by their GitSource, their dependencies, drift and webhooks.
     let release_queue =
         futures::stream::iter(ctx.take_release_queue()).flat_map(UnboundedReceiverStream);
