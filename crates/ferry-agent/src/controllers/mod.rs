@@ -12,6 +12,7 @@ pub mod image_repository;
 pub mod image_update;
 pub mod receiver;
 pub mod release;
+pub mod release_helm;
 pub mod release_inputs;
 pub mod unsealer;
 

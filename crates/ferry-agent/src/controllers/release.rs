@@ -562,6 +562,10 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         return Decision::stalled("InvalidSpec", redactor.redact(&e));
     }
     request.age_keys = keys;
+    // Helm's inputs from the cluster: chart credentials (read as the Release), capabilities.
+    if let Err(e) = super::release_helm::prepare(&mut request, &ns, &client, &identity, ctx).await {
+        return failed("RenderFailed", e.to_string());
+    }
     // Decrypted values are collected so that status, events and logs never show them.
     let log_key = format!("{ns}/{}", release.name_any());
     let rendered = tokio::task::spawn_blocking(move || {
