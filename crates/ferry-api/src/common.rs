@@ -98,7 +98,8 @@ pub fn set_condition(
 }
 
 /// Record a failure: `Ready=False` with the reason, plus `Stalled=True` when retrying cannot
-/// help (invalid spec, refused reference), else no `Stalled` condition.
+/// help (invalid spec, refused reference), else `Reconciling=True` (retrying); see
+/// [`crate::kstatus`].
 pub fn set_failure(
     conditions: &mut Vec<Condition>,
     reason: &str,
@@ -106,26 +107,25 @@ pub fn set_failure(
     stalled: bool,
     observed_generation: Option<i64>,
 ) {
-    set_condition(
+    crate::kstatus::set_outcome(
         conditions,
-        READY,
-        false,
-        reason,
-        message,
+        crate::kstatus::failure(reason, message, stalled),
         observed_generation,
     );
-    if stalled {
-        set_condition(
-            conditions,
-            STALLED,
-            true,
-            reason,
-            message,
-            observed_generation,
-        );
-    } else {
-        remove_condition(conditions, STALLED);
-    }
+}
+
+/// Record a success: `Ready=True`, no `Reconciling` or `Stalled` (see [`crate::kstatus`]).
+pub fn set_ready(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+) {
+    crate::kstatus::set_outcome(
+        conditions,
+        crate::kstatus::Outcome::Ready { reason, message },
+        observed_generation,
+    );
 }
 
 /// Remove a condition by type.

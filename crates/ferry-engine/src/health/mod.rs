@@ -2,8 +2,12 @@
 //! (Current, InProgress, Failed); fetching and waiting until objects are Current is the cluster
 //! side's (`cluster::manager::wait`).
 
+pub mod cel;
+
 use serde::Serialize;
 use serde_json::Value;
+
+pub use cel::CustomHealth;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -95,6 +99,14 @@ pub fn conditions_summary(obj: &Value) -> String {
         .and_then(Value::as_array)
         .map(|cs| cs.iter().map(condition_text).collect::<Vec<_>>().join("\n"))
         .unwrap_or_default()
+}
+
+/// Assess one live object by a custom CEL rule for its kind ([`cel`]), else by the built-in
+/// rules ([`assess`]).
+pub fn assess_with(custom: &CustomHealth, group: &str, kind: &str, obj: &Value) -> Health {
+    custom
+        .assess(obj)
+        .unwrap_or_else(|| assess(group, kind, obj))
 }
 
 /// Assess one live object (its full JSON) by kstatus-like rules.

@@ -8,8 +8,9 @@
 //! 3. decide: [`Staging::of`] (main objects by phase, pre/post hooks in Helm order),
 //!    [`should_run_hooks`], what is gone from the source.
 //! 4. [`InventoryUpdate::widen`]: the inventory grows before anything is written.
-//! 5. [`apply_phases`]: phase by phase, pre-deploy hooks before the configuration phase, CRDs
-//!    Established before their instances.
+//! 5. [`apply_phases`]: the foundation (Namespaces, CRDs: Established before their instances),
+//!    pre-deploy hooks, then wave by wave and phase by phase ([`plan::waves`]); with `--wait`
+//!    each wave healthy before the next ([`wave_stop`]).
 //! 6. [`prune_gone`] ([`prune_decision`]): delete what left the source, or keep it.
 //! 7. [`wait_healthy`]: with `--wait`, until every object is Current.
 //! 8. [`run_post_hooks`] ([`post_hooks_run`]): post-deploy hooks once the rest succeeded.
@@ -31,10 +32,11 @@ use crate::cluster::manager::live::LiveMeta;
 use crate::cluster::manager::wait::Target;
 use crate::cluster::manager::{Change, ResourceManager, apply::is_unchanged};
 use crate::cluster::requests::{RequestCounter, counted};
-use crate::health::HealthState;
+use crate::health::{Health, HealthState};
 use crate::inventory::{self, Entry, HookRecord, Inventory};
 use crate::ownership::Owner;
-use crate::plan::{self, Phase, PlannedObject};
+use crate::plan::waves::{self, Step};
+use crate::plan::{self, PlannedObject};
 use crate::progress::{Progress, ProgressEvent};
 use crate::render::helm::hooks::{self as hook_class, HookPhase};
 use crate::report::{Action, ApplyReport, ObjectResult};
@@ -78,7 +80,8 @@ async fn run(
         .with_concurrency(opts.concurrency)
         .with_dry_run(opts.dry_run)
         .with_force_conflicts(opts.force_conflicts)
-        .with_timeout(opts.timeout);
+        .with_timeout(opts.timeout)
+        .with_health_checks(opts.health_checks.clone());
     let state = read_state(&mut manager, &planned, opts).await?;
 
     // Helm's install/upgrade distinction for hooks: an install until the first run finished.
@@ -108,12 +111,30 @@ async fn run(
         update.write_widened(&manager).await?;
     }
 
-    let (applied, mut hook_outcomes) =
-        apply_phases(&manager, &staging, &state, run_hooks, &mut update, progress).await?;
+    let wait_waves = opts.wait && !opts.dry_run;
+    let Phases {
+        applied,
+        mut hook_outcomes,
+        stopped,
+    } = apply_phases(
+        &manager,
+        &staging,
+        &state,
+        run_hooks,
+        wait_waves,
+        &mut update,
+        progress,
+    )
+    .await?;
     let mut objects: Vec<ObjectResult> = planned
         .iter()
         .filter_map(|p| applied.get(&p.key).and_then(|c| c.result.clone()))
         .collect();
+    let mut wave_timed_out = false;
+    if let Some(stop) = stopped {
+        wave_timed_out = stop.timed_out;
+        stop.record(&mut objects);
+    }
     let failed = objects.iter().any(|o| o.action == Action::Failed);
 
     let pruned = prune_gone(&manager, &mut resolver, gone, failed, opts, progress).await?;
@@ -122,7 +143,7 @@ async fn run(
     let timed_out = if opts.wait && !opts.dry_run && !failed {
         wait_healthy(&manager, &staging.main, &mut objects, progress).await
     } else {
-        false
+        wave_timed_out
     };
 
     if post_hooks_run(run_hooks, &staging, failed, timed_out) {
@@ -307,22 +328,11 @@ impl<'a> Staging<'a> {
         }
     }
 
-    /// The main objects as the batches they are applied in: one per phase, in phase order,
-    /// empty phases left out. Objects in one batch are applied concurrently.
-    pub fn batches(&self) -> Vec<(Phase, Vec<&'a PlannedObject>)> {
-        Phase::ALL
-            .into_iter()
-            .map(|phase| {
-                let batch = self
-                    .main
-                    .iter()
-                    .copied()
-                    .filter(|p| p.phase == phase)
-                    .collect::<Vec<_>>();
-                (phase, batch)
-            })
-            .filter(|(_, batch)| !batch.is_empty())
-            .collect()
+    /// The main objects as the batches they are applied in ([`plan::waves`]): the foundation
+    /// first, then one per wave and phase, in that order, empty ones left out. Objects in one
+    /// batch are applied concurrently.
+    pub fn batches(&self) -> Vec<(Step, Vec<&'a PlannedObject>)> {
+        waves::steps(&self.main)
     }
 
     /// Every hook's intent hash, due this time or not (a changed install hook is a change too).
@@ -476,41 +486,163 @@ impl InventoryUpdate {
     }
 }
 
+/// What [`apply_phases`] did.
+struct Phases {
+    applied: HashMap<ObjectKey, Change>,
+    hook_outcomes: Vec<PhaseOutcome>,
+    /// A wave that was not healthy (with waiting on), and what was therefore not applied.
+    stopped: Option<WaveStop>,
+}
+
 /// Step 5: apply the main objects batch by batch. Pre-deploy hooks go after namespaces and CRDs
 /// (Helm installs `crds/` first) and before everything else; a failed one stops the run before
 /// anything else is applied. After the foundation batch the widened inventory is written (if its
-/// namespace only exists now) and new CRDs are awaited until Established.
+/// namespace only exists now) and new CRDs are awaited until Established. With `wait_waves`,
+/// each wave but the last must be healthy before the next is applied ([`wave_stop`]).
 async fn apply_phases(
     manager: &ResourceManager,
     staging: &Staging<'_>,
     state: &State,
     run_hooks: bool,
+    wait_waves: bool,
     update: &mut InventoryUpdate,
     progress: &dyn Progress,
-) -> Result<(HashMap<ObjectKey, Change>, Vec<PhaseOutcome>)> {
+) -> Result<Phases> {
     let mut applied: HashMap<ObjectKey, Change> = HashMap::new();
     let mut hook_outcomes = Vec::new();
     let mut pre_hooks_done = !run_hooks || staging.pre_hooks.is_empty();
-    for (phase, batch) in staging.batches() {
-        if !pre_hooks_done && phase >= Phase::Config {
+    let batches = staging.batches();
+    for (i, (step, batch)) in batches.iter().enumerate() {
+        if !pre_hooks_done && step.wave.is_some() {
             hook_outcomes.push(run_pre_hooks(manager, staging, state, progress).await?);
             pre_hooks_done = true;
         }
         let changes = manager
-            .apply_batch(&batch, &state.live, &state.recorded, progress)
+            .apply_batch(batch, &state.live, &state.recorded, progress)
             .await;
         applied.extend(changes.into_map());
-        if phase == Phase::Foundation {
+        let Some(wave) = step.wave else {
             update.write_widened(manager).await?;
             if !manager.dry_run() {
-                wait_for_crds(manager, &crds_to_wait(&batch, &applied), progress).await;
+                wait_for_crds(manager, &crds_to_wait(batch, &applied), progress).await;
             }
+            continue;
+        };
+        let rest = &batches[i + 1..];
+        let next_wave_follows = rest
+            .first()
+            .is_some_and(|(next, _)| next.wave != Some(wave));
+        if !(wait_waves && next_wave_follows) {
+            continue;
+        }
+        let members: Vec<&PlannedObject> = staging
+            .main
+            .iter()
+            .copied()
+            .filter(|p| Step::of(p).wave == Some(wave))
+            .collect();
+        let stop = if members.iter().any(|p| failed_to_apply(&applied, p)) {
+            // An object of this wave failed to apply: the next waves wait for a fix.
+            wave_stop(wave, &members, &applied, Vec::new(), rest)
+        } else {
+            let targets: Vec<Target> = members.iter().copied().map(target_of).collect();
+            let (healths, timed_out) = manager.wait(&targets, manager.timeout(), progress).await;
+            let healths = members.iter().map(|p| p.key.clone()).zip(healths).collect();
+            wave_stop(wave, &members, &applied, healths, rest)
+                .map(|stop| WaveStop { timed_out, ..stop })
+        };
+        if stop.is_some() {
+            return Ok(Phases {
+                applied,
+                hook_outcomes,
+                stopped: stop,
+            });
         }
     }
     if !pre_hooks_done {
         hook_outcomes.push(run_pre_hooks(manager, staging, state, progress).await?);
     }
-    Ok((applied, hook_outcomes))
+    Ok(Phases {
+        applied,
+        hook_outcomes,
+        stopped: None,
+    })
+}
+
+fn target_of(p: &PlannedObject) -> Target {
+    Target {
+        key: p.key.clone(),
+        kind: p.resolved_kind(),
+    }
+}
+
+fn failed_to_apply(applied: &HashMap<ObjectKey, Change>, p: &PlannedObject) -> bool {
+    applied
+        .get(&p.key)
+        .is_some_and(|c| c.action() == Some(Action::Failed))
+}
+
+/// A wave that did not become healthy: its objects' health, and the later waves' objects,
+/// which were not applied.
+#[derive(Debug)]
+pub(super) struct WaveStop {
+    pub healths: Vec<(ObjectKey, Health)>,
+    pub held_back: Vec<ObjectResult>,
+    pub timed_out: bool,
+}
+
+impl WaveStop {
+    /// Put the wave's health on its report lines and add the held-back objects as failed.
+    fn record(self, objects: &mut Vec<ObjectResult>) {
+        for (key, health) in self.healths {
+            if let Some(o) = objects.iter_mut().find(|o| o.key == key) {
+                o.health = Some(health);
+            }
+        }
+        objects.extend(self.held_back);
+    }
+}
+
+/// Step 5's decision after a wave was applied (and, unless an object failed to apply, awaited):
+/// `None` when every object applied and is Current, so the next wave may go; else the objects of
+/// the later batches (`rest`) are held back, each naming the wave and the first object that
+/// stopped it.
+pub(super) fn wave_stop(
+    wave: i32,
+    members: &[&PlannedObject],
+    applied: &HashMap<ObjectKey, Change>,
+    healths: Vec<(ObjectKey, Health)>,
+    rest: &[(Step, Vec<&PlannedObject>)],
+) -> Option<WaveStop> {
+    let apply_failure = members
+        .iter()
+        .find(|p| failed_to_apply(applied, p))
+        .map(|p| format!("{} failed to apply", p.key));
+    let unhealthy = healths
+        .iter()
+        .find(|(_, h)| h.state != HealthState::Current)
+        .map(|(key, h)| {
+            let first_line = h.message.lines().next().unwrap_or_default();
+            format!("{key} is {} ({first_line})", h.state.as_str())
+        });
+    let why = apply_failure.or(unhealthy)?;
+    let held_back = rest
+        .iter()
+        .flat_map(|(_, batch)| batch.iter())
+        .map(|p| {
+            let mut r = ObjectResult::new(p.key.clone(), p.api_version(), Action::Failed)
+                .with_message(format!(
+                    "not applied: wave {wave} did not become healthy: {why}"
+                ));
+            r.source = Some(p.manifest.origin.to_string());
+            r
+        })
+        .collect();
+    Some(WaveStop {
+        healths,
+        held_back,
+        timed_out: false,
+    })
 }
 
 async fn run_pre_hooks(
@@ -780,6 +912,7 @@ fn owned_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Phase;
     use kube::api::ApiResource;
     use kube::core::GroupVersionKind;
 
@@ -801,6 +934,7 @@ mod tests {
             resource: ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind)),
             namespaced: true,
             phase: Phase::of(group, &kind),
+            wave: plan::waves::wave_of(&manifest).expect("wave"),
             hash: plan::intent_hash(&manifest),
             key,
             manifest,
@@ -850,7 +984,7 @@ mod tests {
         let batches: Vec<(Phase, Vec<String>)> = staging
             .batches()
             .into_iter()
-            .map(|(phase, batch)| (phase, names(&batch)))
+            .map(|(step, batch)| (step.phase, names(&batch)))
             .collect();
         assert_eq!(
             batches,
@@ -863,6 +997,106 @@ mod tests {
             "one batch per non-empty phase, dependencies first; hooks are not in them"
         );
         assert_eq!(staging.hook_hashes().len(), 3);
+    }
+
+    fn in_wave(kind: &str, name: &str, wave: &str) -> PlannedObject {
+        let api_version = match kind {
+            "Deployment" => "apps/v1",
+            "Job" => "batch/v1",
+            _ => "v1",
+        };
+        planned(&format!(
+            "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n  annotations: {{ferry.dev/wave: \"{wave}\"}}\n"
+        ))
+    }
+
+    #[test]
+    fn waves_order_after_the_foundation_then_by_kind_inside_a_wave() {
+        let plan = sorted(vec![
+            in_wave("Deployment", "web", "2"),
+            in_wave("Job", "migrate", "1"),
+            in_wave("Namespace", "ns", "5"),
+            in_wave("ConfigMap", "late-settings", "2"),
+            planned(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: early\n  annotations: {argocd.argoproj.io/sync-wave: \"-1\"}\n",
+            ),
+            object("ConfigMap", "settings"),
+        ]);
+        let staging = Staging::of(&plan, hook_class::DeployEvent::Upgrade);
+        let batches: Vec<(Option<i32>, Phase, Vec<String>)> = staging
+            .batches()
+            .into_iter()
+            .map(|(step, batch)| (step.wave, step.phase, names(&batch)))
+            .collect();
+        assert_eq!(
+            batches,
+            vec![
+                (None, Phase::Foundation, vec!["ns".to_string()]),
+                (Some(-1), Phase::Network, vec!["early".to_string()]),
+                (Some(0), Phase::Config, vec!["settings".to_string()]),
+                (Some(1), Phase::Workload, vec!["migrate".to_string()]),
+                (Some(2), Phase::Config, vec!["late-settings".to_string()]),
+                (Some(2), Phase::Workload, vec!["web".to_string()]),
+            ],
+            "namespaces first whatever their wave; then wave by wave, kind order inside one"
+        );
+        assert_eq!(waves::waves(&staging.main), vec![-1, 0, 1, 2]);
+    }
+
+    fn applied_as(p: &PlannedObject, action: Action) -> (ObjectKey, Change) {
+        (
+            p.key.clone(),
+            Change {
+                key: p.key.clone(),
+                result: Some(ObjectResult::new(p.key.clone(), p.api_version(), action)),
+                fingerprint: None,
+                stays: true,
+            },
+        )
+    }
+
+    #[test]
+    fn a_wave_that_is_not_healthy_holds_back_the_later_waves() {
+        let plan = sorted(vec![
+            in_wave("Job", "migrate", "1"),
+            in_wave("Deployment", "web", "2"),
+            in_wave("ConfigMap", "settings", "2"),
+        ]);
+        let staging = Staging::of(&plan, hook_class::DeployEvent::Upgrade);
+        let batches = staging.batches();
+        let job = staging
+            .main
+            .iter()
+            .find(|p| p.key.name == "migrate")
+            .unwrap();
+        let members = [*job];
+        let rest = &batches[1..];
+        let created: HashMap<ObjectKey, Change> = [applied_as(job, Action::Created)].into();
+
+        let healthy = vec![(job.key.clone(), Health::current())];
+        assert!(wave_stop(1, &members, &created, healthy, rest).is_none());
+
+        let running = vec![(job.key.clone(), Health::progress("job running\nevents..."))];
+        let stop = wave_stop(1, &members, &created, running, rest).expect("held back");
+        let held: Vec<&str> = stop.held_back.iter().map(|r| r.key.name.as_str()).collect();
+        assert_eq!(held, ["settings", "web"]);
+        for r in &stop.held_back {
+            assert_eq!(r.action, Action::Failed);
+            let message = r.message.as_deref().unwrap_or_default();
+            assert!(message.contains("wave 1"), "{message}");
+            assert!(message.contains("migrate"), "{message}");
+            assert!(message.contains("in-progress (job running)"), "{message}");
+        }
+
+        let failed: HashMap<ObjectKey, Change> = [applied_as(job, Action::Failed)].into();
+        let stop = wave_stop(1, &members, &failed, Vec::new(), rest).expect("held back");
+        assert!(
+            stop.held_back[0]
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("failed to apply")),
+            "{stop:?}"
+        );
     }
 
     #[test]
@@ -922,7 +1156,12 @@ mod tests {
             hooks: owned.hook_records.clone(),
             ..Default::default()
         };
-        assert!(!should_run_hooks(&upgrade.hook_hashes(), Some(&next), false, false));
+        assert!(!should_run_hooks(
+            &upgrade.hook_hashes(),
+            Some(&next),
+            false,
+            false
+        ));
     }
 
     fn hook_record(p: &PlannedObject) -> HookRecord {
@@ -1016,7 +1255,12 @@ mod tests {
             "not healthy in time"
         );
         let no_post = sorted(vec![object("ConfigMap", "a")]);
-        assert!(!post_hooks_run(true, &Staging::of(&no_post, hook_class::DeployEvent::Upgrade), false, false));
+        assert!(!post_hooks_run(
+            true,
+            &Staging::of(&no_post, hook_class::DeployEvent::Upgrade),
+            false,
+            false
+        ));
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct ApplyOptions {
     /// Values that came from decryption (from `render::render_collecting`): taken out of
     /// diffs, report messages and errors, whatever object they ended up in.
     pub redactor: Redactor,
+    /// Custom CEL health rules (ferry.yaml / a Release's `healthCheckExprs`), compiled by the
+    /// driver so that it can name where a bad one came from.
+    pub health_checks: Arc<crate::health::CustomHealth>,
 }
 
 impl Default for ApplyOptions {
@@ -92,6 +95,7 @@ impl Default for ApplyOptions {
             source: String::new(),
             discovery: None,
             redactor: Redactor::new(),
+            health_checks: Arc::default(),
         }
     }
 }

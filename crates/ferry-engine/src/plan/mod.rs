@@ -8,6 +8,7 @@
 //! object with an unchanged live fingerprint sends no write (see `apply`).
 
 pub mod kinds;
+pub mod waves;
 
 use std::collections::HashMap;
 
@@ -94,6 +95,8 @@ pub struct PlannedObject {
     pub namespaced: bool,
     pub key: ObjectKey,
     pub phase: Phase,
+    /// Sync wave (`waves::wave_of`); orders the main objects after the foundation.
+    pub wave: i32,
     /// Hash of the applied intent (also stamped as `ferry.dev/intent-hash`).
     pub hash: String,
 }
@@ -193,6 +196,7 @@ pub fn plan(
                 ),
             });
         }
+        let wave = waves::wave_of(&manifest)?;
         stamp_ownership(&mut manifest, owner);
         let hash = intent_hash(&manifest);
         let annotations = manifest.object.metadata.annotations.get_or_insert_default();
@@ -202,6 +206,7 @@ pub fn plan(
         }
         planned.push(PlannedObject {
             phase: Phase::of(&group, &kind),
+            wave,
             manifest,
             resource: resolved.resource,
             namespaced: resolved.namespaced,

@@ -79,6 +79,10 @@ pub struct AppConfig {
     pub decryption: Option<DecryptionConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Custom CEL health checks for `--wait` (Flux's `healthCheckExprs` shape; see
+    /// `health::cel` and docs/push.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_check_exprs: Vec<ferry_api::health::HealthCheckExpr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -406,7 +410,9 @@ impl AppConfig {
             strict_substitute,
             decryption,
             limits,
+            health_check_exprs,
         } = over;
+        self.health_check_exprs.extend(health_check_exprs);
         replace(&mut self.renderer, renderer);
         replace(&mut self.path, path);
         replace(&mut self.namespace, namespace);

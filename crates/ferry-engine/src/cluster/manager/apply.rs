@@ -103,8 +103,38 @@ impl ResourceManager {
         if self.dry_run() {
             params = params.dry_run();
         }
-        match server_side_apply(self.client(), obj, &params).await {
+        let mut recreated = None;
+        let mut outcome = server_side_apply(self.client(), obj, &params).await;
+        // An immutable field changed: re-create on request, else say how (`recreate`).
+        if let Err(err) = &outcome
+            && let Some(fields) = super::recreate::immutable_fields(err)
+        {
+            let server = describe_kube_error(err);
+            let Some(live) = live.filter(|_| super::recreate::force_requested(obj)) else {
+                return fail(
+                    result,
+                    super::recreate::explain_without_force(obj, &fields, &server),
+                );
+            };
+            let what = if fields.is_empty() {
+                "an immutable field".to_string()
+            } else {
+                fields.join(", ")
+            };
+            if self.dry_run() {
+                result.action = Action::Configured;
+                result.message = Some(format!("would be deleted and re-created: {what} changed"));
+                return done(result, None);
+            }
+            if let Err(message) = self.delete_for_recreate(obj, live).await {
+                return fail(result, format!("{what} changed: {message}"));
+            }
+            recreated = Some(format!("deleted and re-created: {what} changed"));
+            outcome = server_side_apply(self.client(), obj, &params).await;
+        }
+        match outcome {
             Ok(applied) => {
+                result.message = recreated;
                 result.action = if live.is_some() {
                     Action::Configured
                 } else {

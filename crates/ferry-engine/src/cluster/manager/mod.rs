@@ -17,15 +17,18 @@ pub mod delete;
 pub mod diff;
 pub mod hooks;
 pub mod live;
+pub mod recreate;
 pub mod status;
 pub mod wait;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
 
 pub use changeset::{Change, ChangeSet};
 
+use crate::health::CustomHealth;
 use crate::ownership::Owner;
 
 /// Talks to the cluster for one app's run: who the objects belong to, how many requests may be
@@ -38,6 +41,8 @@ pub struct ResourceManager {
     dry_run: bool,
     force_conflicts: bool,
     timeout: Duration,
+    /// Custom CEL health rules (`health::cel`); empty: the built-in rules only.
+    health_checks: Arc<CustomHealth>,
 }
 
 impl ResourceManager {
@@ -51,6 +56,7 @@ impl ResourceManager {
             dry_run: false,
             force_conflicts: false,
             timeout: Duration::from_secs(300),
+            health_checks: Arc::default(),
         }
     }
 
@@ -76,6 +82,16 @@ impl ResourceManager {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Judge the kinds these rules name by them instead of the built-in rules.
+    pub fn with_health_checks(mut self, health_checks: Arc<CustomHealth>) -> Self {
+        self.health_checks = health_checks;
+        self
+    }
+
+    pub fn health_checks(&self) -> &CustomHealth {
+        &self.health_checks
     }
 
     pub fn client(&self) -> &Client {

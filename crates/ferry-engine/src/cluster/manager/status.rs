@@ -19,7 +19,7 @@ impl ResourceManager {
                     key: c.entry.key.clone(),
                     kind: c.kind,
                 };
-                let mut health = wait::check(client, &target).await;
+                let mut health = wait::check(client, &target, self.health_checks()).await;
                 if !matches!(health.state, HealthState::Current | HealthState::NotFound) {
                     let detail = wait::explain(client, &target).await;
                     if !detail.is_empty() {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::describe_kube_error;
-use crate::health::{Health, HealthState, assess, conditions_summary};
+use crate::health::{CustomHealth, Health, HealthState, assess_with, conditions_summary};
 use crate::plan::ResolvedKind;
 use crate::progress::{Progress, ProgressEvent};
 
@@ -25,13 +25,13 @@ pub struct Target {
     pub kind: ResolvedKind,
 }
 
-/// Fetch and assess one object.
-pub async fn check(client: &Client, target: &Target) -> Health {
+/// Fetch and assess one object (custom rules first, see `health::cel`).
+pub async fn check(client: &Client, target: &Target, custom: &CustomHealth) -> Health {
     let api = api_for(client, &target.kind, target.key.namespace.as_deref());
     match api.get_opt(&target.key.name).await {
         Ok(Some(obj)) => {
             let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
-            assess(&target.key.group, &target.key.kind, &value)
+            assess_with(custom, &target.key.group, &target.key.kind, &value)
         }
         Ok(None) => Health::not_found(),
         Err(err) => Health::progress(format!("cannot read: {}", describe_kube_error(&err))),
@@ -46,6 +46,7 @@ async fn check_many(
     targets: &[Target],
     indices: &[usize],
     concurrency: usize,
+    custom: &CustomHealth,
 ) -> Vec<(usize, Health)> {
     type GroupKey = (String, String, Option<String>);
     let mut groups: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
@@ -78,7 +79,7 @@ async fn check_many(
                             let h = match by_name.get(t.key.name.as_str()) {
                                 Some(obj) => {
                                     let value = serde_json::to_value(obj).unwrap_or(Value::Null);
-                                    assess(&t.key.group, &t.key.kind, &value)
+                                    assess_with(custom, &t.key.group, &t.key.kind, &value)
                                 }
                                 None => Health::not_found(),
                             };
@@ -89,7 +90,7 @@ async fn check_many(
             }
             let mut out = Vec::with_capacity(members.len());
             for i in members {
-                out.push((i, check(client, &targets[i]).await));
+                out.push((i, check(client, &targets[i], custom).await));
             }
             out
         })
@@ -112,6 +113,7 @@ impl super::ResourceManager {
             targets,
             timeout,
             self.concurrency(),
+            self.health_checks(),
             progress,
         )
         .await
@@ -126,6 +128,7 @@ pub async fn wait_all(
     targets: &[Target],
     timeout: Duration,
     concurrency: usize,
+    custom: &CustomHealth,
     progress: &dyn Progress,
 ) -> (Vec<Health>, bool) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -150,7 +153,7 @@ pub async fn wait_all(
         if tokio::time::Instant::now() >= deadline {
             break true;
         }
-        let results = check_many(client, targets, &pending, concurrency).await;
+        let results = check_many(client, targets, &pending, concurrency, custom).await;
         let mut still_pending = false;
         for (i, h) in results {
             still_pending |= !matches!(h.state, HealthState::Current | HealthState::Failed);
