@@ -160,7 +160,8 @@ fn tree_node(node: &TreeNode) -> Markup {
             span.node {
                 span.kind { (node.kind) } " "
                 span.name { @if let Some(ns) = &node.namespace { span.ns { (ns) "/" } } (node.name) } " "
-                (state_badge(node.health.state))
+                @if node.uid.is_none() && node.kind == "Secret" { span.badge.health-unknown { "Not read" } }
+                @else { (state_badge(node.health.state)) }
                 @if let Some(note) = &node.note { " " span.note { (note) } }
                 @else if !node.health.message.is_empty() { " " span.note { (node.health.message) } }
             }

@@ -140,7 +140,7 @@ async fn the_dashboard_shows_the_cluster_live_and_its_actions_work() {
     screenshot(&page, "apps").await;
 
     // Live: a change made elsewhere (kubectl, another user) arrives without a reload.
-    let _: serde_json::Value = js(&page, "window.__noReload = 1").await;
+    run_js(&page, "window.__noReload = 1").await;
     let releases: Api<Release> = Api::namespaced(fx.client.clone(), &ns);
     releases
         .patch(
@@ -168,9 +168,9 @@ async fn the_dashboard_shows_the_cluster_live_and_its_actions_work() {
     .await;
 
     // Filtering as you type hides the row, clearing shows it.
-    let _: serde_json::Value = js(&page, "(() => { const q = document.querySelector('input[name=q]'); q.value = 'no-such-app'; q.dispatchEvent(new Event('input', {bubbles: true})); return null; })()").await;
+    run_js(&page, "(() => { const q = document.querySelector('input[name=q]'); q.value = 'no-such-app'; q.dispatchEvent(new Event('input', {bubbles: true})); return null; })()").await;
     wait_js(&page, &format!("document.getElementById('{row}').hidden === true && document.getElementById('shown').textContent === '0'"), "the filter hides the row", WAIT).await;
-    let _: serde_json::Value = js(&page, "(() => { const q = document.querySelector('input[name=q]'); q.value = ''; q.dispatchEvent(new Event('input', {bubbles: true})); return null; })()").await;
+    run_js(&page, "(() => { const q = document.querySelector('input[name=q]'); q.value = ''; q.dispatchEvent(new Event('input', {bubbles: true})); return null; })()").await;
     wait_js(
         &page,
         &format!("document.getElementById('{row}').hidden === false"),
@@ -296,7 +296,7 @@ async fn the_dashboard_shows_the_cluster_live_and_its_actions_work() {
     );
     wait_applied(&fx.client, &ns, &second).await;
     wait_js(&page, &format!("[...document.querySelectorAll('#history button')].some(b => b.getAttribute('aria-label').includes('{}'))", fx.first), "the rollback button of the first commit", WAIT).await;
-    let _: serde_json::Value = js(&page, &format!("(() => {{ [...document.querySelectorAll('#history button')].find(b => b.getAttribute('aria-label').includes('{}')).click(); return null; }})()", fx.first)).await;
+    run_js(&page, &format!("(() => {{ [...document.querySelectorAll('#history button')].find(b => b.getAttribute('aria-label').includes('{}')).click(); return null; }})()", fx.first)).await;
     wait_js(
         &page,
         "document.getElementById('result').textContent.includes('Rolled back')",
@@ -390,9 +390,13 @@ async fn the_dashboard_shows_the_cluster_live_and_its_actions_work() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     releases
-        .patch("web", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {RECONCILE_REQUESTED_AT: "ui-test"}}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"suspend": true}})),
+        )
         .await
-        .expect("nudge");
+        .expect("a visible change while the feeds are read");
     for (reader, path) in readers.into_iter().zip(feeds) {
         let (status, _, body) = reader.await.expect("reader");
         assert_eq!(status, 200, "{path}");
@@ -517,7 +521,7 @@ async fn actions_are_refused_when_the_users_rbac_says_no() {
             text.contains(&format!("{action} of Release {ns}/web refused")),
             "{text}"
         );
-        let _: serde_json::Value = js(&page, "(() => { const r = document.getElementById('result'); r.textContent = ''; r.classList.remove('error'); return null; })()").await;
+        run_js(&page, "(() => { const r = document.getElementById('result'); r.textContent = ''; r.classList.remove('error'); return null; })()").await;
     }
     screenshot(&page, "refused").await;
     let r: Release = Api::namespaced(fx.client.clone(), &ns)

@@ -503,20 +503,19 @@ async fn apps_events(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.store.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(Change::Upsert(row)) => return Some((Ok(sse_row(&row)), rx)),
-                Ok(Change::Remove(key)) => {
-                    let data = serde_json::json!({"id": key.dom_id()}).to_string();
-                    return Some((Ok(SseEvent::default().event("remove").data(data)), rx));
-                }
-                // This page fell behind (a very slow client): tell it to reload once.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((Ok(SseEvent::default().event("resync").data("{}")), rx));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        let event = match rx.recv().await {
+            Ok(Change::Upsert(row)) => sse_row(&row),
+            Ok(Change::Remove(key)) => {
+                let data = serde_json::json!({"id": key.dom_id()}).to_string();
+                SseEvent::default().event("remove").data(data)
             }
-        }
+            // This page fell behind (a very slow client): tell it to reload once.
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                SseEvent::default().event("resync").data("{}")
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

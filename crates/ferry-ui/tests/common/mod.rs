@@ -322,6 +322,13 @@ pub async fn js<T: serde::de::DeserializeOwned>(page: &Page, expression: &str) -
         .unwrap_or_else(|e| panic!("result of {expression}: {e}"))
 }
 
+/// Run a JS statement for its effect (its value, often undefined, is ignored).
+pub async fn run_js(page: &Page, expression: &str) {
+    page.evaluate(expression)
+        .await
+        .unwrap_or_else(|e| panic!("evaluating {expression}: {e}"));
+}
+
 /// Wait (with a deadline) until a JS expression is true in the page.
 pub async fn wait_js(page: &Page, expression: &str, what: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
