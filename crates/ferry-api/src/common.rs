@@ -41,7 +41,7 @@ pub struct NamespacedObjectReference {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceReference {
-    /// Kind of the source; only `GitSource` today.
+    /// Kind of the source: `GitSource` (the default) or `OCISource`.
     #[serde(default = "default_source_kind")]
     pub kind: String,
     pub name: String,

@@ -12,6 +12,7 @@ use crate::{GitSource, ImagePolicy, ImageRepository, ImageUpdate, Receiver, Rele
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
         GitSource::crd(),
+        crate::OCISource::crd(),
         Release::crd(),
         Receiver::crd(),
         ImageRepository::crd(),
@@ -55,6 +56,7 @@ mod tests {
             names,
             [
                 "gitsources.ferry.dev",
+                "ocisources.ferry.dev",
                 "releases.ferry.dev",
                 "receivers.ferry.dev",
                 "imagerepositories.ferry.dev",

@@ -81,6 +81,9 @@ pub enum Command {
     Secrets(crate::commands::secrets::SecretsCommand),
     /// Seal a Secret into a kubeseal-compatible SealedSecret.
     Seal(crate::commands::seal::SealArgs),
+    /// Push a directory to a registry as an OCI artifact (Flux's format), for an OCISource.
+    #[command(subcommand)]
+    Push(crate::commands::push_artifact::PushCommand),
     /// Ask the agent to reconcile a Release now (pull mode).
     Sync(crate::commands::sync::SyncArgs),
     /// Stop the agent from applying or pruning a Release.

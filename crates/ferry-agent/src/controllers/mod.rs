@@ -10,6 +10,7 @@ pub mod image_automation;
 pub mod image_policy;
 pub mod image_repository;
 pub mod image_update;
+pub mod ocisource;
 pub mod receiver;
 pub mod release;
 pub mod release_helm;
@@ -322,9 +323,46 @@ pub async fn run_controllers(
         ctx.clone(),
         stop.clone(),
     );
+    let oci_sources = oci_source_controller(&client, &namespaces, ctx.clone(), stop.clone());
     let depth = queue_depth(ctx.clone(), stop.clone());
-    tokio::join!(sources, releases, receivers, extras, depth);
+    tokio::join!(sources, releases, receivers, oci_sources, extras, depth);
     tracing::info!("controllers stopped");
+}
+
+/// The OCISource controller: one watch per namespace, merged; only spec and annotation
+/// changes trigger (its own status writes do not).
+async fn oci_source_controller(
+    client: &Client,
+    namespaces: &[Option<String>],
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) {
+    let (reader, writer) = reflector::store::<ferry_api::OCISource>();
+    let stream = crate::watch::merged_watch(
+        namespaces
+            .iter()
+            .map(|ns| api_for::<ferry_api::OCISource>(client, ns.as_deref()))
+            .collect(),
+        watcher_config(),
+    )
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(
+        (predicates::generation as fn(&ferry_api::OCISource) -> Option<u64>)
+            .combine(predicates::annotations),
+        Default::default(),
+    );
+    let concurrency = ctx.options.concurrency;
+    drive(
+        "OCISource",
+        Controller::for_stream(stream, reader),
+        concurrency,
+        ocisource::reconcile,
+        ocisource::error_policy,
+        ctx,
+        stop,
+    )
+    .await;
 }
 
 /// `ferry_queue_depth`: Releases with work pending — spec not yet observed, or their source has
@@ -343,7 +381,13 @@ async fn queue_depth(ctx: Arc<Context>, stop: CancellationToken) {
                         r.spec.source_ref.namespace.clone().unwrap_or(ns),
                         r.spec.source_ref.name.clone(),
                     );
-                    let behind = ctx.artifact(&src).is_some_and(|a| {
+                    let artifact =
+                        if r.spec.source_ref.kind == ferry_api::ocisource::OCI_SOURCE_KIND {
+                            ocisource::artifact(&ctx, &src)
+                        } else {
+                            ctx.artifact(&src)
+                        };
+                    let behind = artifact.is_some_and(|a| {
                         status.last_attempted_revision.as_deref() != Some(a.revision.as_str())
                     });
                     status.observed_generation != r.metadata.generation || behind

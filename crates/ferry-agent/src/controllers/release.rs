@@ -1,4 +1,5 @@
-//! The Release controller: for each Release, take its GitSource's current checkout, render the
+//! The Release controller: for each Release, take its source's current files (a GitSource's
+//! checkout or an OCISource's unpacked artifact), render the
 //! path with the engine, and apply it with the engine's pipeline as the Release's service account.
 //! Writes conditions (Ready / Reconciling / Stalled), revisions, inventory and a short history.
 //! A finalizer prunes what the Release applied when it is deleted (unless `Orphan`).
@@ -449,11 +450,13 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         Err(e) => return Decision::stalled("InvalidSpec", e),
     };
     // Source.
-    if release.spec.source_ref.kind != "GitSource" {
+    let source_kind = release.spec.source_ref.kind.as_str();
+    let oci_source = source_kind == ferry_api::ocisource::OCI_SOURCE_KIND;
+    if source_kind != "GitSource" && !oci_source {
         return Decision::stalled(
             "InvalidSpec",
             format!(
-                "spec.sourceRef.kind {:?} is not supported; use GitSource",
+                "spec.sourceRef.kind {:?} is not supported; use GitSource or OCISource",
                 release.spec.source_ref.kind
             ),
         );
@@ -462,7 +465,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         ctx,
         &ns,
         release.spec.source_ref.namespace.as_deref(),
-        &format!("GitSource {}", release.spec.source_ref.name),
+        &format!("{source_kind} {}", release.spec.source_ref.name),
     ) {
         Ok(n) => n,
         Err(e) => return Decision::stalled(ferry_api::CROSS_NAMESPACE_REF_DENIED, e),
@@ -486,13 +489,22 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     // A deploy request (`ferry deploy`) pins the Release to a commit: see crate::deploy::pin.
     let artifact = match crate::deploy::pin::checkout(release, ctx, &source_key).await {
         Ok(Some(pinned)) => Some(pinned),
+        Ok(None) if oci_source => crate::controllers::ocisource::artifact(ctx, &source_key),
         Ok(None) => ctx.artifact(&source_key),
         Err(e) => {
             return Decision::waiting("DeployFetchFailed", e, ctx.backoff.interval(timing.retry));
         }
     };
     let Some(artifact) = artifact else {
-        return match source_state(ctx, &source_key).await {
+        let wait = if oci_source {
+            match crate::controllers::ocisource::source_wait(ctx, &source_key).await {
+                Ok(()) => SourceWait::Pending,
+                Err(message) => SourceWait::NotReady(message),
+            }
+        } else {
+            source_state(ctx, &source_key).await
+        };
+        return match wait {
             // Its fetch wakes this Release; look again soon in case it is slow.
             SourceWait::Pending => {
                 let mut d = Decision::waiting(

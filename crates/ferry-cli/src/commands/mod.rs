@@ -13,6 +13,7 @@ pub(crate) mod history;
 pub(crate) mod install;
 pub(crate) mod logs;
 pub(crate) mod network_policy;
+pub(crate) mod push_artifact;
 pub(crate) mod render;
 pub(crate) mod render_args;
 pub(crate) mod resume;
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::SetImage(args) => set_image::run(&cli.global, &args),
         Command::Secrets(command) => secrets::run(&command),
         Command::Seal(args) => seal::run(&args).await,
+        Command::Push(command) => push_artifact::run(&command).await,
         Command::Sync(args) => sync::run_sync(&cli.global, &args).await,
         Command::Suspend(args) => suspend::run_suspend(&cli.global, &args, true).await,
         Command::Resume(args) => suspend::run_suspend(&cli.global, &args, false).await,
