@@ -463,3 +463,140 @@ async fn an_artifact_built_with_crane_in_fluxs_format_deploys() {
     );
     agent.stop().await.expect("agent stops");
 }
+
+/// The htpasswd registry: `ferry push artifact --username` with the password from the
+/// environment; the OCISource's dockerconfigjson Secret is read as the namespace's tenant
+/// identity, so before that identity may read it the source fails naming the identity (and
+/// never showing the password), without a Secret the registry's 401 is reported, and once the
+/// tenant may read the Secret the artifact is pulled and applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registry_credentials_come_from_a_secret_the_tenant_may_read() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "oci-auth").await;
+    let registry = env.var("FERRY_REGISTRY_AUTH");
+    let password = env.var("FERRY_REGISTRY_AUTH_PASSWORD");
+    let user = env.var("FERRY_REGISTRY_AUTH_USER");
+    let repository = format!("{registry}/oci-auth/{}", ns.name);
+    let dir = tempfile::tempdir().expect("dir");
+    write_app(dir.path(), "private");
+    let url = format!("oci://{repository}:v1");
+    let path = dir.path().display().to_string();
+    // Without credentials the push is refused by the registry.
+    let (code, _, err) = ferry(&env, &["push", "artifact", &url, "--path", &path]);
+    assert_ne!(code, 0, "an anonymous push must fail");
+    assert!(err.contains("401") || err.contains("credentials"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "push",
+            "artifact",
+            &url,
+            "--path",
+            &path,
+            "--username",
+            &user,
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .env("FERRY_REGISTRY_PASSWORD", &password)
+        .output()
+        .expect("run ferry");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = pushed_digest(&stdout);
+
+    // The Secret in `kubectl create secret docker-registry`'s form (its `username` and
+    // `password` fields; the client reads `auth` as well).
+    let config =
+        serde_json::json!({"auths": {registry.clone(): {"username": user, "password": password}}})
+            .to_string();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "regcred"},
+        "stringData": {".dockerconfigjson": config},
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    // The agent, and nothing granted yet: the namespace's default service account may not read
+    // the Secret.
+    let (agent, _cache) = start_agent(&env, &ns.name).await;
+    let sources: Api<OCISource> = Api::namespaced(client.clone(), &ns.name);
+    for (name, secret_ref) in [("with-secret", Some("regcred")), ("anonymous", None)] {
+        let mut spec = serde_json::json!({"url": format!("oci://{repository}"), "ref": {"tag": "v1"},
+            "interval": "2s", "timeout": "20s", "insecure": true});
+        if let Some(s) = secret_ref {
+            spec["secretRef"] = serde_json::json!({"name": s});
+        }
+        let source: OCISource = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "OCISource",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .expect("source");
+        sources
+            .create(&PostParams::default(), &source)
+            .await
+            .expect("create source");
+    }
+    let condition = |name: &'static str, want: &'static str| {
+        let sources = sources.clone();
+        async move {
+            wait_for(
+                &format!("OCISource {name} Ready={want}"),
+                Duration::from_secs(60),
+                || {
+                    let sources = sources.clone();
+                    async move {
+                        let s = sources.get(name).await?;
+                        let c =
+                            find_condition(&s.status.clone().unwrap_or_default().conditions, READY)
+                                .cloned();
+                        match c {
+                            Some(c) if c.status == want => Ok(Some(c)),
+                            other => anyhow::bail!("ready: {other:?}"),
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+        }
+    };
+    let refused = condition("with-secret", "False").await;
+    assert_eq!(refused.reason, "SecretUnreadable", "{}", refused.message);
+    assert!(
+        refused
+            .message
+            .contains(&format!("system:serviceaccount:{}:default", ns.name)),
+        "names the identity: {}",
+        refused.message
+    );
+    assert!(
+        !refused.message.contains(&password),
+        "no password in status"
+    );
+    let anonymous = condition("anonymous", "False").await;
+    assert_eq!(
+        anonymous.reason, "AuthenticationFailed",
+        "{}",
+        anonymous.message
+    );
+    // Once the tenant may read its Secret, the artifact is pulled with it.
+    grant_admin(&client, &ns.name).await;
+    let ready = condition("with-secret", "True").await;
+    assert!(
+        ready.message.contains(&format!("v1@{digest}")),
+        "{}",
+        ready.message
+    );
+    agent.stop().await.expect("agent stops");
+}
