@@ -128,11 +128,23 @@ impl Owner {
         }
     }
 
-    /// The pre-upgrade identity this app adopted, if any.
+    /// The pre-upgrade identity this app adopted, if any. For a Release handed over to a push
+    /// app ([`release_handover_key`] `release/<ns>/<name>`) this is that Release's exact id,
+    /// `<namespace>/release/<ns>/<name>`, by the same formula.
     pub fn legacy_id(&self) -> Option<String> {
         self.legacy
             .as_ref()
             .map(|l| format!("{}/{l}", self.namespace))
+    }
+
+    /// The `ferry.dev/app` label of the adopted identity: the legacy app name, or the handed-over
+    /// Release's readable label.
+    fn legacy_label(&self) -> Option<String> {
+        let legacy = self.legacy.as_ref()?;
+        Some(match parse_release_handover_key(legacy) {
+            Some(release) => legacy_release_app(&release, &self.namespace),
+            None => legacy.clone(),
+        })
     }
 
     /// Whether an owner annotation value is this app's (its id, or an adopted legacy id).
@@ -172,9 +184,9 @@ impl Owner {
         if label == Some(&self.app) && annotation == Some(&self.id()) {
             return true;
         }
-        match (&self.legacy, self.legacy_id()) {
+        match (self.legacy_label(), self.legacy_id()) {
             (Some(legacy), Some(legacy_id)) => {
-                label == Some(legacy) && annotation == Some(&legacy_id)
+                label == Some(&legacy) && annotation == Some(&legacy_id)
             }
             _ => false,
         }
@@ -233,6 +245,50 @@ fn validate_release(r: &ReleaseRef) -> Result<()> {
             "Release {:?}/{:?} is not a valid namespace/name pair (namespace: DNS label, name: DNS subdomain)",
             r.namespace, r.name
         )))
+    }
+}
+
+/// What a push app names to take over a Release's app (`ferry apply --adopt-release NS/NAME`,
+/// the pull-to-push hand-over): `release/<ns>/<name>`. Used where a legacy app name goes
+/// ([`Owner::legacy`], `inventory::Legacy::app`); it holds `/`, so it is never a push app's
+/// name, and `<namespace>/<key>` is exactly the Release's owner id.
+pub fn release_handover_key(release: &ReleaseRef) -> String {
+    format!("release/{}/{}", release.namespace, release.name)
+}
+
+/// The Release a [`release_handover_key`] names, if `key` is one (and names a valid Release).
+pub fn parse_release_handover_key(key: &str) -> Option<ReleaseRef> {
+    let rest = key.strip_prefix("release/")?;
+    let (namespace, name) = rest.split_once('/')?;
+    let release = ReleaseRef {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    validate_release(&release).ok()?;
+    Some(release)
+}
+
+/// What to do when an object to apply is owned by `other` (an owner id) instead of `own`: the
+/// hand-over between push and pull when that is what it is, else removing it from one app.
+pub fn conflict_hint(own: &Owner, other: &str) -> String {
+    let other_is_release = other.contains("/release/");
+    match (&own.release, other_is_release) {
+        (Some(_), false) => {
+            let app = other.rsplit('/').next().unwrap_or(other);
+            format!(
+                "to hand the push app over to this Release, annotate the Release ferry.dev/adopt-push-app: {app}; else remove the object from one of the apps, or `ferry delete` the other app first"
+            )
+        }
+        (None, true) => {
+            let release = other
+                .split_once("/release/")
+                .map(|(_, r)| r)
+                .unwrap_or(other);
+            format!(
+                "to hand that Release's app over to this push app, delete the Release with spec.deletionPolicy: Orphan (or suspend it) and run ferry apply --adopt-release {release}; else remove the object from one of the apps"
+            )
+        }
+        _ => "remove it from one of the apps, or `ferry delete` the other app first".to_string(),
     }
 }
 
@@ -344,5 +400,46 @@ mod tests {
         assert!(!owner.owns(Some(&old_labels), Some(&old)));
         owner.legacy = Some("web-v1".into());
         assert!(owner.owns(Some(&old_labels), Some(&old)));
+    }
+
+    #[test]
+    fn a_push_app_takes_over_a_release_only_by_its_exact_key() {
+        let team_web = rel("team", "web.v1");
+        let release = Owner::release(&team_web, "shop").unwrap();
+        let key = release_handover_key(&team_web);
+        assert_eq!(key, "release/team/web.v1");
+        assert_eq!(parse_release_handover_key(&key), Some(team_web.clone()));
+        for bad in [
+            "release/team",
+            "release//web",
+            "release/a/b/c",
+            "push/team/web",
+            "web",
+        ] {
+            assert_eq!(parse_release_handover_key(bad), None, "{bad}");
+        }
+        let labels = BTreeMap::from([(LABEL_APP.to_string(), release.app.clone())]);
+        let theirs = BTreeMap::from([(ANNOTATION_OWNER.to_string(), release.id())]);
+        let mut push = Owner::push("web", "shop").unwrap();
+        assert!(!push.owns(Some(&labels), Some(&theirs)));
+        assert!(!push.is_own_id(&release.id()));
+        push.legacy = Some(key);
+        assert_eq!(push.legacy_id(), Some(release.id()));
+        assert!(push.is_own_id(&release.id()));
+        assert!(push.owns(Some(&labels), Some(&theirs)));
+        // Another Release of a similar name is still not ours.
+        let sibling = Owner::release(&rel("team", "web-v1"), "shop").unwrap();
+        let sibling_id = BTreeMap::from([(ANNOTATION_OWNER.to_string(), sibling.id())]);
+        assert!(!push.owns(Some(&labels), Some(&sibling_id)));
+    }
+
+    #[test]
+    fn conflicts_say_how_to_hand_over() {
+        let push = Owner::push("web", "shop").unwrap();
+        let release = Owner::release(&rel("team", "web"), "shop").unwrap();
+        assert!(conflict_hint(&release, &push.id()).contains("ferry.dev/adopt-push-app: web"));
+        assert!(conflict_hint(&push, &release.id()).contains("--adopt-release team/web"));
+        let other = Owner::push("api", "shop").unwrap();
+        assert!(!conflict_hint(&push, &other.id()).contains("adopt"));
     }
 }

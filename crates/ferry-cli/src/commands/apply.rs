@@ -107,6 +107,11 @@ pub struct ApplyArgs {
     /// List unchanged objects too in human output.
     #[arg(long)]
     pub show_unchanged: bool,
+    /// Take over what agent Release NAMESPACE/NAME deployed (pull to push): its inventory and
+    /// objects become this app's, nothing is re-created. Delete the Release with
+    /// spec.deletionPolicy: Orphan (or suspend it) first.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub adopt_release: Option<String>,
 }
 
 /// The source root: --root, else the git checkout containing the first path, else the
@@ -410,6 +415,9 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
     };
     opts.timeout = args.timeout;
     opts.dry_run = args.dry_run;
+    if let Some(release) = &args.adopt_release {
+        opts.legacy_app = Some(crate::commands::handover::adopt_release(&client, release).await?);
+    }
     let progress = CliProgress::new(global.output.is_for_people());
     let report = pipeline::apply(&client, manifests, &opts, &progress).await;
     progress.finish();

@@ -7,6 +7,7 @@ mod cluster_info;
 pub(crate) mod completion;
 pub(crate) mod delete;
 pub(crate) mod diff;
+pub(crate) mod handover;
 pub(crate) mod events;
 pub(crate) mod get;
 pub(crate) mod history;

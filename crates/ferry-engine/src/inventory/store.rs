@@ -150,7 +150,8 @@ pub struct Legacy {
     pub source_prefix: Option<String>,
     /// Take over the push app `app` of the same namespace (its inventory as written by this
     /// version, owner `<namespace>/<app>`): the explicit push-to-pull hand-over a Release asks
-    /// for with `ferry.dev/adopt-push-app`. Never implied by a name.
+    /// for with `ferry.dev/adopt-push-app`. Never implied by a name. Also set for the
+    /// pull-to-push hand-over, where `app` is a `crate::ownership::release_handover_key`.
     pub push_takeover: bool,
 }
 
@@ -165,6 +166,9 @@ pub async fn read_legacy(
     owner: &Owner,
     legacy: &Legacy,
 ) -> Result<Option<Stored>> {
+    if let Some(release) = crate::ownership::parse_release_handover_key(&legacy.app) {
+        return read_handed_over_release(client, owner, &release).await;
+    }
     let (source_prefix, takeover, legacy) = (
         legacy.source_prefix.as_deref(),
         legacy.push_takeover,
@@ -198,6 +202,44 @@ pub async fn read_legacy(
         version: version_of(&cm),
         inventory,
     }))
+}
+
+/// The pull-to-push hand-over (`ferry apply --adopt-release NS/NAME`): the inventory of that
+/// Release's app in this push app's namespace, only if it verifiably is the Release's (label and
+/// stored owner are exactly the Release's). Only a push app takes over a Release this way.
+async fn read_handed_over_release(
+    client: &Client,
+    owner: &Owner,
+    release: &crate::ownership::ReleaseRef,
+) -> Result<Option<Stored>> {
+    if owner.release.is_some() {
+        return Ok(None);
+    }
+    let theirs = Owner::release(release, &owner.namespace)?;
+    let name = theirs.inventory_name();
+    let object = describe(&owner.namespace, &name);
+    let Some(cm) = get(client, &owner.namespace, &name).await? else {
+        return Ok(None);
+    };
+    let inventory = parse(&cm, &object)?;
+    if inventory_label(&cm) != Some(&theirs.app)
+        || inventory.owner.as_deref() != Some(theirs.id().as_str())
+    {
+        tracing::info!(inventory = %object, owner = ?inventory.owner, "not adopting: it is not the inventory of {}", theirs.describe());
+        return Ok(None);
+    }
+    Ok(Some(Stored {
+        version: version_of(&cm),
+        inventory,
+    }))
+}
+
+/// The inventory ConfigMap a [`Legacy`] adoption reads and finally removes.
+fn legacy_inventory_name(owner: &Owner, legacy: &Legacy) -> Result<String> {
+    match crate::ownership::parse_release_handover_key(&legacy.app) {
+        Some(release) => Ok(Owner::release(&release, &owner.namespace)?.inventory_name()),
+        None => Ok(Inventory::name(&legacy.app)),
+    }
 }
 
 fn conflict(object: &str, expected: Option<&Version>, now: Option<&ConfigMap>) -> Error {
@@ -340,7 +382,7 @@ pub async fn delete_legacy(
     delete_named(
         client,
         &owner.namespace,
-        &Inventory::name(&legacy.app),
+        &legacy_inventory_name(owner, legacy)?,
         Some(&version),
     )
     .await

@@ -88,7 +88,8 @@ impl ResourceManager {
                 return fail(
                     result,
                     format!(
-                        "already owned by ferry app {other:?} (annotation {ANNOTATION_OWNER}); remove it from one of the apps, or `ferry delete` the other app first"
+                        "already owned by ferry app {other:?} (annotation {ANNOTATION_OWNER}); {}",
+                        crate::ownership::conflict_hint(self.owner(), other)
                     ),
                 );
             }
