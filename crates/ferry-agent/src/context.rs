@@ -124,6 +124,8 @@ pub struct Context {
     pub sources: OnceLock<Store<GitSource>>,
     /// Drift watches by (apiVersion, kind): ready once listed.
     pub drift_watches: Mutex<HashMap<(String, String), tokio::sync::watch::Receiver<bool>>>,
+    /// What the drift watches know, for the Release controller (see [`crate::drift`]).
+    pub drift: crate::drift::DriftState,
     /// Clients for tenant identities (see [`TenantClients`]).
     pub tenants: Arc<TenantClients>,
     /// Per-namespace reconcile slots (`--max-concurrent-per-namespace`).
@@ -163,6 +165,7 @@ impl Context {
             metrics.clone(),
             apply_client.clone(),
         ));
+        let drift = crate::drift::DriftState::new(&metrics);
         Self {
             client,
             apply_client,
@@ -179,6 +182,7 @@ impl Context {
             releases: OnceLock::new(),
             sources: OnceLock::new(),
             drift_watches: Mutex::default(),
+            drift,
             tenants,
             namespace_slots,
             discovery: Arc::new(DiscoveryCache::default()),

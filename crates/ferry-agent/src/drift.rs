@@ -1,10 +1,18 @@
 //! Drift detection: metadata-only watches on every kind that appears in a Release inventory,
 //! limited to objects labelled `ferry.dev/app`. An object deleted or changed (new generation, or
-//! for kinds without one, a new resourceVersion) queues its Release at once, which re-applies
-//! through the engine (self-heal). Status-only churn of workloads does not trigger.
+//! for kinds without one, a new resourceVersion, or a label or annotation the Release applied
+//! that no longer has the applied value) queues its Release at once, which re-applies through
+//! the engine (self-heal) or reports the drift (`spec.drift.mode: detect`). Status-only churn of
+//! workloads does not trigger.
+//!
+//! [`DriftState`] is what the watches know, for the Release controller: the labels and
+//! annotations each Release applied per object, and a per-Release count of drift signals, so that
+//! a Release whose objects sent no signal since its last apply (and whose source did not move)
+//! needs no API request at all at its interval (issue 17, see `controllers::release_drift`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_api::Release;
@@ -15,9 +23,13 @@ use kube::discovery::{ApiResource, Scope, pinned_kind};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{Context, key_of, owner_id};
+use crate::context::{Context, Key, key_of, owner_id};
 
 /// The label the engine puts on everything it applies.
 const LABEL_APP: &str = "ferry.dev/app";
@@ -26,7 +38,9 @@ const ANNOTATION_OWNER: &str = "ferry.dev/owner";
 /// Make sure `kind` is watched and its watch has listed once, before a Release applies objects
 /// of it: an edit can then never fall between the apply and the start of the watch. Cheap when
 /// already watching. Gives up after a few seconds (the interval re-apply still corrects drift).
-pub async fn ensure(ctx: &Arc<Context>, api_version: &str, kind: &str) {
+/// Returns whether the kind is watched and listed: only then can a Release rely on the watch
+/// instead of reading the API at its interval.
+pub async fn ensure(ctx: &Arc<Context>, api_version: &str, kind: &str) -> bool {
     let stop = ctx.stop.clone();
     let key = (api_version.to_string(), kind.to_string());
     let (mut ready, start) = {
@@ -42,6 +56,7 @@ pub async fn ensure(ctx: &Arc<Context>, api_version: &str, kind: &str) {
     };
     if let Some(tx) = start {
         let ctx = ctx.clone();
+        let key = key.clone();
         tokio::spawn(async move {
             let (group, version) = match key.0.split_once('/') {
                 Some((g, v)) => (g.to_string(), v.to_string()),
@@ -55,17 +70,25 @@ pub async fn ensure(ctx: &Arc<Context>, api_version: &str, kind: &str) {
                 }
                 Err(err) => {
                     tracing::debug!(kind = %key.1, "drift: cannot resolve kind: {err}");
-                    // Let waiters go; a later Release retries the lookup.
-                    let _ = tx.send(true);
+                    // Let waiters go (not watched); a later Release retries the lookup.
                     ctx.drift_watches
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&key);
+                    let _ = tx.send(true);
                 }
             }
         });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+    let listed = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .is_ok();
+    let still_watched = ctx
+        .drift_watches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(&key);
+    listed && still_watched
 }
 
 async fn spawn_watch(
@@ -109,11 +132,13 @@ async fn spawn_watch(
         let ctx = ctx.clone();
         let stop = stop.clone();
         let kind = resource.kind.clone();
+        let group = resource.group.clone();
         tokio::spawn(async move {
             let config = watcher::Config::default().labels(LABEL_APP).any_semantic();
             let mut stream = watch(api, config).default_backoff().boxed();
-            // Last seen change marker per object; the initial list only fills it.
-            let mut seen: HashMap<String, String> = HashMap::new();
+            // What was last seen of each object (by uid); a (re)list is compared with it.
+            let mut seen: HashMap<String, Seen> = HashMap::new();
+            let mut relisted: Option<HashSet<String>> = None;
             let mut listed = false;
             loop {
                 let event = tokio::select! {
@@ -122,39 +147,109 @@ async fn spawn_watch(
                 };
                 let Some(event) = event else { return };
                 match event {
+                    Ok(Event::Init) => relisted = Some(HashSet::new()),
                     Ok(Event::InitApply(obj)) => {
-                        seen.insert(uid(&obj), marker(&obj));
+                        relisted.get_or_insert_with(HashSet::new).insert(uid(&obj));
+                        if listed {
+                            // A relist after the watch lost track: changes made meanwhile.
+                            observe(&ctx, &mut seen, &obj, &group, &kind);
+                        } else {
+                            seen.insert(uid(&obj), Seen::of(&obj));
+                        }
                     }
                     Ok(Event::InitDone) => {
-                        if !listed {
+                        let present = relisted.take().unwrap_or_default();
+                        if listed {
+                            let gone: Vec<String> = seen
+                                .keys()
+                                .filter(|u| !present.contains(*u))
+                                .cloned()
+                                .collect();
+                            for u in gone {
+                                if let Some(old) = seen.remove(&u) {
+                                    trigger(&ctx, &old, &kind, "deleted");
+                                }
+                            }
+                        } else {
                             listed = true;
-                            if pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                            if pending.fetch_sub(1, Ordering::AcqRel) == 1 {
                                 let _ = ready.send(true);
                             }
                         }
                     }
-                    Ok(Event::Apply(obj)) => {
-                        let m = marker(&obj);
-                        if seen
-                            .insert(uid(&obj), m.clone())
-                            .is_some_and(|old| old == m)
-                        {
-                            continue;
-                        }
-                        if written_by_ferry(&obj) {
-                            continue;
-                        }
-                        trigger(&ctx, &obj, &kind, "changed");
-                    }
+                    Ok(Event::Apply(obj)) => observe(&ctx, &mut seen, &obj, &group, &kind),
                     Ok(Event::Delete(obj)) => {
-                        seen.remove(&uid(&obj));
-                        trigger(&ctx, &obj, &kind, "deleted");
+                        // Deleted, or no longer labelled (someone removed `ferry.dev/app`): what
+                        // was seen before names the owner.
+                        let old = seen.remove(&uid(&obj)).unwrap_or_else(|| Seen::of(&obj));
+                        trigger(&ctx, &old, &kind, "deleted");
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::debug!(%kind, "drift watch: {err}"),
+                    Err(err) => {
+                        // Events may be lost until the relist: no Release trusts the watches
+                        // alone until it has re-checked the cluster.
+                        ctx.drift.watch_failed();
+                        tracing::debug!(%kind, "drift watch: {err}");
+                    }
                 }
             }
         });
+    }
+}
+
+/// What a watch remembers of one object.
+struct Seen {
+    /// Generation (kinds with one) or resourceVersion.
+    marker: String,
+    namespace: Option<String>,
+    name: String,
+    owner: Option<String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Seen {
+    fn of(obj: &PartialObjectMeta<DynamicObject>) -> Self {
+        let annotations = obj.metadata.annotations.clone().unwrap_or_default();
+        Self {
+            marker: marker(obj),
+            namespace: obj.metadata.namespace.clone(),
+            name: obj.metadata.name.clone().unwrap_or_default(),
+            owner: annotations.get(ANNOTATION_OWNER).cloned(),
+            labels: obj.metadata.labels.clone().unwrap_or_default(),
+            annotations,
+        }
+    }
+}
+
+/// An object was added or changed: queue its Release when that is drift.
+fn observe(
+    ctx: &Context,
+    seen: &mut HashMap<String, Seen>,
+    obj: &PartialObjectMeta<DynamicObject>,
+    group: &str,
+    kind: &str,
+) {
+    let now = Seen::of(obj);
+    let before = seen.insert(uid(obj), Seen::of(obj));
+    let key = ObjectId::new(group, kind, now.namespace.as_deref(), &now.name);
+    let drifted = match &before {
+        None => false,
+        Some(old) if old.marker != now.marker => !written_by_ferry(obj),
+        // Same generation: a label or annotation edit (kinds with a generation only; for the
+        // others the resourceVersion moved with it). Compared with what the Release applied
+        // when that is known (then who wrote it does not matter: ferry never writes another
+        // value), else any change not written by ferry.
+        Some(old) => {
+            obj.metadata.generation.is_some()
+                && (old.labels != now.labels || old.annotations != now.annotations)
+                && ctx
+                    .drift
+                    .metadata_drifted(&key, &now.labels, &now.annotations)
+                    .unwrap_or_else(|| !written_by_ferry(obj))
+        }
+    };
+    if drifted {
+        trigger(ctx, &now, kind, "changed");
     }
 }
 
@@ -181,35 +276,174 @@ fn marker(obj: &PartialObjectMeta<DynamicObject>) -> String {
     }
 }
 
-fn trigger(ctx: &Context, obj: &PartialObjectMeta<DynamicObject>, kind: &str, what: &str) {
-    let labels = obj.metadata.labels.clone().unwrap_or_default();
-    if !labels.contains_key(LABEL_APP) {
+fn trigger(ctx: &Context, obj: &Seen, kind: &str, what: &str) {
+    // Opted out by hand: ferry neither writes nor reports it.
+    if ferry_engine::cluster::manager::live::reconcile_disabled(Some(&obj.annotations)) {
         return;
     }
     // The exact owner id names one Release (see ferry_engine::ownership).
-    let Some(owner) = obj
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_OWNER))
-        .cloned()
-    else {
+    let Some(owner) = &obj.owner else {
         return;
     };
     let Some(store) = ctx.releases.get() else {
         return;
     };
     for release in store.state() {
-        let (ns, _) = key_of(&*release);
-        if owner_id(&release).as_ref() == Some(&owner) {
+        let (ns, name) = key_of(&*release);
+        if owner_id(&release).as_ref() == Some(owner) {
             tracing::debug!(
-                release = %format!("{ns}/{}", release.metadata.name.clone().unwrap_or_default()),
-                object = %format!("{kind} {}", obj.metadata.name.clone().unwrap_or_default()),
-                "drift: object {what}; re-applying"
+                release = %format!("{ns}/{name}"),
+                object = %format!("{kind} {}", obj.name),
+                "drift: object {what}; queued"
             );
+            ctx.drift.signal(&(ns, name));
             let _ = ctx
                 .release_trigger
                 .send(ObjectRef::<Release>::from_obj(&*release));
         }
     }
+}
+
+/// One object, as the watches and the Release controller name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectId {
+    pub fn new(group: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The labels and annotations one Release applied to one object.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataIntent {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What the drift watches share with the Release controller (see the module docs).
+#[derive(Default)]
+pub struct DriftState {
+    intents: Mutex<HashMap<ObjectId, MetadataIntent>>,
+    /// Drift signals per Release since the agent started: a Release compares the count with the
+    /// one it saw before its last apply.
+    signals: Mutex<HashMap<Key, u64>>,
+    /// Watch errors since the agent started (events may have been lost until the relist).
+    watch_failures: AtomicU64,
+    /// Per Release: what its last successful apply (or drift check) in this process saw.
+    pub applied: Mutex<HashMap<Key, AppliedRecord>>,
+    /// What a Release's drift check found, from its decision to its status write.
+    pub findings: crate::controllers::release_drift::Findings,
+    /// `ferry_release_drift_objects{namespace,name}`: objects that differ from the source and
+    /// were left in place (`spec.drift.mode: detect`).
+    pub drift_objects: Family<ReleaseLabels, Gauge<i64, AtomicI64>>,
+    /// `ferry_release_drift_corrected_objects_total{namespace,name}`: drifted objects reverted.
+    pub corrected: Family<ReleaseLabels, Counter>,
+}
+
+/// One Release in the drift metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReleaseLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What a Release's last successful apply, or drift check, saw: while all of it still holds,
+/// nothing can have changed, and its interval needs no API request (issue 17).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedRecord {
+    pub uid: String,
+    pub generation: Option<i64>,
+    /// The source revision applied.
+    pub revision: String,
+    /// A hash of the Release's annotations (a sync request, an adoption changes them).
+    pub annotations: u64,
+    /// A digest of the manifests applied (`release_drift::digest`).
+    pub digest: u64,
+    /// The drift signals before the apply began.
+    pub mark: SignalMark,
+    /// Every kind was watched and nothing outside the source feeds the render.
+    pub can_rest: bool,
+}
+
+impl DriftState {
+    /// A state whose metrics are served with the agent's others.
+    pub fn new(metrics: &crate::metrics::Metrics) -> Self {
+        Self {
+            drift_objects: metrics.shared(
+                "ferry_release_drift_objects",
+                "Objects of a Release that differ from its source and were left in place (spec.drift.mode: detect)",
+            ),
+            corrected: metrics.shared(
+                "ferry_release_drift_corrected_objects",
+                "Objects of a Release found drifted and reverted",
+            ),
+            ..Self::default()
+        }
+    }
+
+    /// Remember the labels and annotations a Release applied (after a successful apply).
+    pub fn record_intents(&self, intents: impl IntoIterator<Item = (ObjectId, MetadataIntent)>) {
+        let mut map = self.intents.lock().unwrap_or_else(|p| p.into_inner());
+        map.extend(intents);
+    }
+
+    /// Whether a label or annotation the Release applied to `key` no longer has the applied
+    /// value; `None` without a record (not applied by this process yet).
+    pub fn metadata_drifted(
+        &self,
+        key: &ObjectId,
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Option<bool> {
+        let map = self.intents.lock().unwrap_or_else(|p| p.into_inner());
+        let intent = map.get(key)?;
+        let differs = |want: &BTreeMap<String, String>, live: &BTreeMap<String, String>| {
+            want.iter().any(|(k, v)| live.get(k) != Some(v))
+        };
+        Some(differs(&intent.labels, labels) || differs(&intent.annotations, annotations))
+    }
+
+    /// A drift signal for Release `release`.
+    pub fn signal(&self, release: &Key) {
+        let mut map = self.signals.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(release.clone()).or_default() += 1;
+    }
+
+    /// A watch failed (and will relist).
+    pub fn watch_failed(&self) {
+        self.watch_failures.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Where the signals stand for `release`: equal marks mean no drift signal in between.
+    pub fn mark(&self, release: &Key) -> SignalMark {
+        let signals = self
+            .signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(release)
+            .copied()
+            .unwrap_or_default();
+        SignalMark {
+            signals,
+            watch_failures: self.watch_failures.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// A point in the drift signals of one Release (see [`DriftState::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalMark {
+    signals: u64,
+    watch_failures: u64,
 }

@@ -7,6 +7,7 @@
 pub mod common;
 pub mod crds;
 pub mod deploy;
+pub mod drift;
 pub mod duration;
 pub mod gitsource;
 pub mod health;

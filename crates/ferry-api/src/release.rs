@@ -70,6 +70,10 @@ pub struct ReleaseSpec {
     /// What deleting the Release does with the objects it applied. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Drift policy: correct (default) or only detect hand edits; fields and objects left to
+    /// others. See docs/agent.md, "Drift and self-heal".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::drift::DriftSpec>,
     /// Helm values from ConfigMaps and Secrets of the Release's namespace (Flux HelmRelease
     /// `valuesFrom`), read as the Release's service account and merged in order over the
     /// repository's values; `spec.render.helm.values` is merged last.
@@ -192,6 +196,9 @@ pub struct ReleaseStatus {
     /// The most recent syncs, newest first (at most 5).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<SyncRecord>,
+    /// What the last drift check found (absent: no drift seen since the last apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::drift::DriftStatus>,
     /// The `ferry.dev/deploy-request` id of the last deploy request this Release ran (see
     /// `ferry_api::deploy`): how `ferry deploy` knows its commit was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

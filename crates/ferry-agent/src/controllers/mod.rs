@@ -13,6 +13,7 @@ pub mod image_update;
 pub mod ocisource;
 pub mod receiver;
 pub mod release;
+pub mod release_drift;
 pub mod release_helm;
 pub mod release_inputs;
 pub mod unsealer;

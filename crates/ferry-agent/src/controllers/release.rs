@@ -190,6 +190,26 @@ impl Decision {
         }
     }
 
+    /// Nothing changed (see `release_drift::at_rest`), or only drift was reported: Ready as
+    /// before, with the same message, so the status write is skipped.
+    fn unchanged(release: &Release, revision: String, requeue: Duration) -> Self {
+        let old = release.status.clone().unwrap_or_default();
+        let message = common::find_condition(&old.conditions, READY)
+            .filter(|c| c.status == "True")
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| format!("Applied revision: {revision}"));
+        Self {
+            ready: true,
+            reason: "ReconciliationSucceeded",
+            message,
+            stalled: false,
+            requeue: Action::requeue(requeue),
+            attempted: Some(revision),
+            report: None,
+            keep_status: false,
+        }
+    }
+
     fn stalled(reason: &'static str, message: String) -> Self {
         Self {
             ready: false,
@@ -219,7 +239,9 @@ async fn sync(release: &Release, ctx: &Arc<Context>) -> Result<Action, ReleaseEr
     }
     let ok = decision.ready;
     let requeue = decision.requeue.clone();
-    let (status, events) = next_status(release, &old, decision, requested);
+    let applied_new = decision.ready && decision.report.is_some();
+    let (mut status, mut events) = next_status(release, &old, decision, requested);
+    super::release_drift::update_status(ctx, release, &mut status, &mut events, applied_new);
     let became_ready = common::is_ready(&status.conditions)
         && (!common::is_ready(&old.conditions)
             || old.observed_generation != status.observed_generation);
@@ -534,6 +556,15 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         report: None,
         keep_status: false,
     };
+    // Drift policy; a Release at rest needs no API request at all (issue 17).
+    let drift_policy = match super::release_drift::Policy::of(release) {
+        Ok(policy) => policy,
+        Err(e) => return Decision::stalled("InvalidSpec", e),
+    };
+    if super::release_drift::at_rest(release, ctx, &revision) {
+        return Decision::unchanged(release, revision, ctx.backoff.interval(timing.interval));
+    }
+    let drift_mark = ctx.drift.mark(&key_of(release));
     // Identity.
     let (client, identity) = match client_for(release, ctx) {
         Ok(c) => c,
@@ -588,7 +619,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         rendered.map(|m| (m, redactor))
     })
     .await;
-    let (manifests, redactor) = match rendered {
+    let (mut manifests, redactor) = match rendered {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             // Typed check, not message text: a SOPS file in a Release without spec.decryption.
@@ -615,9 +646,14 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         .iter()
         .map(|m| (m.api_version().to_string(), m.kind().to_string()))
         .collect();
+    let mut watched = true;
     for (api_version, kind) in &kinds {
-        crate::drift::ensure(ctx, api_version, kind).await;
+        watched &= crate::drift::ensure(ctx, api_version, kind).await;
     }
+    // Fields left to other managers are not applied to existing objects.
+    super::release_drift::strip_ignored(release, &mut manifests, &drift_policy.rules);
+    let intents = super::release_drift::intents_of(release, &manifests);
+    let digest = super::release_drift::digest(&manifests);
     // Apply through the one engine.
     let options = ApplyOptions {
         release: Some(release_ref(release)),
@@ -640,6 +676,32 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         redactor,
         ..ApplyOptions::default()
     };
+    // The same intent as the last apply: this reconcile is about drift. Look at what differs
+    // first: to report it (detect: and change nothing), or to say what was corrected.
+    if let Some(found) = super::release_drift::check(
+        release,
+        ctx,
+        &client,
+        &manifests,
+        &options,
+        &drift_policy,
+        &revision,
+        digest,
+    )
+    .await
+    {
+        match found {
+            Ok(super::release_drift::Checked::Reported) => {
+                return Decision::unchanged(
+                    release,
+                    revision,
+                    ctx.backoff.interval(timing.interval),
+                );
+            }
+            Ok(super::release_drift::Checked::Correct) => {}
+            Err(e) => return failed("DriftCheckFailed", e),
+        }
+    }
     // The engine's futures are Send: the apply runs on this reconcile's own task (no blocking
     // thread pinned per Release).
     let applied = tokio::time::timeout(
@@ -712,6 +774,16 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         d.report = Some(report);
         return d;
     }
+    ctx.drift.record_intents(intents);
+    let app_dir = artifact.path.join(path.trim_start_matches("./"));
+    super::release_drift::record(
+        ctx,
+        release,
+        &revision,
+        digest,
+        drift_mark,
+        watched && !super::release_drift::reads_outside_inputs(release, &app_dir),
+    );
     let mut message = format!("Applied revision: {revision}");
     if let Some(skipped) = &report.prune_skipped {
         message.push_str(&format!(" (prune skipped: {skipped})"));

@@ -12,6 +12,7 @@
 mod apply;
 mod delete;
 mod diff;
+pub mod drift;
 mod status;
 
 use std::collections::BTreeSet;

@@ -96,6 +96,15 @@ impl ResourceManager {
             if is_unchanged(obj, Some(live), recorded) {
                 return done(result, live.fingerprint());
             }
+            // Opted out by hand (or in the source): kept in the inventory, never written.
+            if live.reconcile_disabled()
+                || super::live::reconcile_disabled(
+                    obj.manifest.object.metadata.annotations.as_ref(),
+                )
+            {
+                result.message = Some("not applied: reconcile disabled by annotation".to_string());
+                return done(result, live.fingerprint());
+            }
         }
         let mut params = apply_params();
         if self.force_conflicts {
@@ -181,12 +190,14 @@ impl ResourceManager {
 }
 
 /// Whether [`ResourceManager::apply_batch`] would skip `obj` (no write): the live intent hash equals the planned
-/// one and the live fingerprint is the one recorded after ferry's last write.
+/// one, the live fingerprint is the one recorded after ferry's last write, and every label and
+/// annotation ferry applies is still there (edits of those do not move the fingerprint).
 pub fn is_unchanged(obj: &PlannedObject, live: Option<&LiveMeta>, recorded: Option<&str>) -> bool {
     live.is_some_and(|live| {
         live.annotation(ANNOTATION_HASH) == Some(obj.hash.as_str())
             && recorded.is_some()
             && live.fingerprint().as_deref() == recorded
+            && live.carries_metadata_of(obj)
     })
 }
 

@@ -1,6 +1,9 @@
 //! Diff: a server-side dry-run apply of every planned object, compared with the live object as a
 //! unified diff of normalised YAML. Secret data and every decrypted value are redacted on both
 //! sides, while the action (change or not) is decided on the real values.
+//!
+//! Drift ([`ResourceManager::drift_of`]) is the same comparison reduced to the JSON pointers
+//! that differ: the fields ferry would change if it applied now, never their values.
 
 use futures::StreamExt;
 use kube::api::Patch;
@@ -102,6 +105,37 @@ impl ResourceManager {
         results.into_iter().collect()
     }
 
+    /// Which fields of the live object ferry would change by applying `p` now, as JSON
+    /// pointers (at most [`MAX_DRIFT_PATHS`]; values never included): a server-side dry-run
+    /// apply (as the agent applies: `force`) compared with the live object, both normalised as
+    /// for `ferry diff`. `None`: the object does not exist.
+    pub async fn drift_of(&self, p: &PlannedObject) -> Result<Option<Vec<String>>> {
+        let api = api_for(
+            self.client(),
+            &p.resolved_kind(),
+            p.key.namespace.as_deref(),
+        );
+        let object_error = |err: &kube::Error| Error::Object {
+            object: p.key.to_string(),
+            message: describe_kube_error(err),
+        };
+        let live = match api.get_opt(&p.key.name).await {
+            Ok(Some(live)) => live,
+            Ok(None) => return Ok(None),
+            Err(err) => return Err(object_error(&err)),
+        };
+        let params = apply_params().dry_run().force();
+        let desired = api
+            .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
+            .await
+            .map_err(|err| object_error(&err))?;
+        let live = normalize(&serde_json::to_value(&live).unwrap_or(Value::Null));
+        let desired = normalize(&serde_json::to_value(&desired).unwrap_or(Value::Null));
+        let mut paths = Vec::new();
+        changed_paths(Some(&live), Some(&desired), &mut String::new(), &mut paths);
+        Ok(Some(paths))
+    }
+
     /// What pruning `candidates` would delete, as diffs: objects prune would keep (not ours,
     /// opted out, destructive without opt-in) and objects already gone are left out.
     pub async fn diff_pruned(
@@ -185,6 +219,48 @@ pub fn diff_object_redacted(
         action,
         diff,
         hook: None,
+    }
+}
+
+/// At most this many changed paths are collected per object.
+pub const MAX_DRIFT_PATHS: usize = 100;
+
+/// The JSON pointers (RFC 6901) at which `live` and `desired` differ, leaves first where both
+/// sides have the same shape; a list of another length, or a value of another type, is one
+/// pointer. Values are never part of the result.
+pub fn changed_paths(
+    live: Option<&Value>,
+    desired: Option<&Value>,
+    at: &mut String,
+    out: &mut Vec<String>,
+) {
+    if out.len() >= MAX_DRIFT_PATHS || live == desired {
+        return;
+    }
+    match (live, desired) {
+        (Some(Value::Object(l)), Some(Value::Object(d))) => {
+            let keys: std::collections::BTreeSet<&String> = l.keys().chain(d.keys()).collect();
+            for key in keys {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                changed_paths(l.get(key), d.get(key), at, out);
+                at.truncate(len);
+            }
+        }
+        (Some(Value::Array(l)), Some(Value::Array(d))) if l.len() == d.len() => {
+            for (i, (lv, dv)) in l.iter().zip(d).enumerate() {
+                let len = at.len();
+                at.push_str(&format!("/{i}"));
+                changed_paths(Some(lv), Some(dv), at, out);
+                at.truncate(len);
+            }
+        }
+        _ => out.push(if at.is_empty() {
+            "/".to_string()
+        } else {
+            at.clone()
+        }),
     }
 }
 

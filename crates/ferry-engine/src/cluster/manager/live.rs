@@ -1,6 +1,11 @@
 //! The live index: the metadata of every object a run touches, read with one metadata-only LIST
 //! per kind and namespace (falling back to per-object GETs when the identity may not list), and
 //! the fingerprint that tells whether anyone wrote an object since ferry did.
+//!
+//! The fingerprint (generation) does not move when someone edits labels or annotations of a kind
+//! that has a generation (Deployments, custom resources): [`LiveMeta::carries_metadata_of`]
+//! compares those with the intent directly, and [`LiveMeta::reconcile_disabled`] says that an
+//! object was opted out of ferry's writes by hand.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,6 +18,7 @@ use kube::core::ObjectMeta;
 use crate::ObjectKey;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, is_unreachable};
+use crate::ownership::ANNOTATION_REVISION;
 use crate::plan::{PlannedObject, ResolvedKind};
 
 /// Live metadata of an object, as far as ferry needs it.
@@ -35,6 +41,59 @@ impl LiveMeta {
             .and_then(|a| a.get(key))
             .map(String::as_str)
     }
+}
+
+impl LiveMeta {
+    /// Whether every label and annotation ferry applies for `obj` is on the live object with the
+    /// applied value. A hand edit of a label or annotation does not bump `generation`, so the
+    /// fingerprint alone would miss it. The revision annotation is bookkeeping (an unchanged
+    /// object keeps the revision it was last written at) and is not compared.
+    pub fn carries_metadata_of(&self, obj: &PlannedObject) -> bool {
+        let intent = &obj.manifest.object.metadata;
+        subset(intent.labels.as_ref(), self.meta.labels.as_ref(), &[])
+            && subset(
+                intent.annotations.as_ref(),
+                self.meta.annotations.as_ref(),
+                &[ANNOTATION_REVISION],
+            )
+    }
+
+    /// Whether the live object opts out of ferry's writes (see [`reconcile_disabled`]).
+    pub fn reconcile_disabled(&self) -> bool {
+        reconcile_disabled(self.meta.annotations.as_ref())
+    }
+}
+
+/// Annotation that stops ferry from writing an object (set on the live object or in the
+/// source): it stays in the inventory (so it is not pruned as "gone") but is neither applied
+/// nor reported as drift.
+pub const ANNOTATION_RECONCILE: &str = "ferry.dev/reconcile";
+/// Flux's annotation of the same meaning, accepted so that objects marked for Flux keep their
+/// meaning after a move to ferry.
+pub const FLUX_ANNOTATION_RECONCILE: &str = "kustomize.toolkit.fluxcd.io/reconcile";
+
+/// `ferry.dev/reconcile: disabled` (or Flux's `kustomize.toolkit.fluxcd.io/reconcile:
+/// disabled`) among `annotations`.
+pub fn reconcile_disabled(annotations: Option<&BTreeMap<String, String>>) -> bool {
+    annotations.is_some_and(|a| {
+        [ANNOTATION_RECONCILE, FLUX_ANNOTATION_RECONCILE]
+            .iter()
+            .any(|key| {
+                a.get(*key)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
+            })
+    })
+}
+
+/// Every entry of `intent` (except `skip`) is in `live` with the same value.
+fn subset(
+    intent: Option<&BTreeMap<String, String>>,
+    live: Option<&BTreeMap<String, String>>,
+    skip: &[&str],
+) -> bool {
+    intent.into_iter().flatten().all(|(key, value)| {
+        skip.contains(&key.as_str()) || live.and_then(|l| l.get(key)) == Some(value)
+    })
 }
 
 pub fn fingerprint(meta: &ObjectMeta) -> Option<String> {
