@@ -537,7 +537,7 @@ async fn attack_secret_ref_only_from_the_release_and_read_as_the_tenant() {
             Some(
                 "helm:\n  chart:\n    repo: http://127.0.0.1:9/charts\n    name: web\n    secretRef: {name: chart-auth}\n",
             ),
-        )],
+        ), ("apps/other/README", Some("an app whose chart comes from spec.render\n"))],
         "hostile ferry.yaml",
     );
     let (_agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;

@@ -45,7 +45,7 @@ pub enum HelmInputError {
     Capabilities(#[source] ferry_engine::Error),
 }
 
-/// Fill `request`'s chart credentials, capabilities and chart cache.
+/// Fill `request`'s chart cache and, for a helm app, its chart credentials and capabilities.
 pub async fn prepare(
     request: &mut RenderRequest,
     namespace: &str,
@@ -54,6 +54,13 @@ pub async fn prepare(
     ctx: &Context,
 ) -> Result<(), HelmInputError> {
     request.chart_cache = chart_cache(&ctx.options.cache_dir);
+    // Only a helm app needs the rest (no reads for the others); a broken app is left to the
+    // render, which says what is wrong with it.
+    let helm = ferry_engine::render::app::kind_of(request)
+        .is_ok_and(|kind| kind == ferry_engine::render::config::RendererKind::Helm);
+    if !helm {
+        return Ok(());
+    }
     request.capabilities = Some(
         ferry_engine::cluster::capabilities::of(Some(&ctx.discovery), client)
             .await

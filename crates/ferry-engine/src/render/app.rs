@@ -37,6 +37,21 @@ pub fn open<'a>(req: &'a RenderRequest, path: &Path) -> Result<Context<'a>> {
     Ok(ctx)
 }
 
+/// Which renderer the request's app uses (its ferry.yaml, `spec.render`, flags, detection),
+/// without running it: drivers gather renderer-specific inputs (helm's chart credentials and
+/// capabilities) only for apps that need them.
+pub fn kind_of(req: &RenderRequest) -> Result<RendererKind> {
+    if req.is_stdin() {
+        return Ok(RendererKind::Plain);
+    }
+    let path = req.resolved_path()?;
+    let root = req.root.canonicalize().map_err(|err| Error::Source {
+        path: req.root.clone(),
+        message: format!("cannot open the source root: {err}"),
+    })?;
+    Ok(config::resolve(&root, &path, &req.overrides, req.spec.as_ref())?.kind)
+}
+
 /// Run the app's renderer. Values that came from decryption (helm values files) and
 /// repository passwords are in `ctx.redactor` afterwards, also when it fails.
 pub fn render(ctx: &mut Context<'_>) -> Result<Rendered> {
