@@ -561,7 +561,11 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         Ok(policy) => policy,
         Err(e) => return Decision::stalled("InvalidSpec", e),
     };
-    if super::release_drift::at_rest(release, ctx, &revision) {
+    // A Release reading ConfigMaps/Secrets (valuesFrom, substituteFrom) never rests: they can
+    // change while nothing else does.
+    if !super::release_inputs::reads_cluster_objects(release)
+        && super::release_drift::at_rest(release, ctx, &revision)
+    {
         return Decision::unchanged(release, revision, ctx.backoff.interval(timing.interval));
     }
     let drift_mark = ctx.drift.mark(&key_of(release));
