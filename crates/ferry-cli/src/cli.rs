@@ -86,6 +86,10 @@ pub enum Command {
     Push(crate::commands::push_artifact::PushCommand),
     /// Ask the agent to reconcile a Release now (pull mode).
     Sync(crate::commands::sync::SyncArgs),
+    /// Ask the agent to deploy a commit, authenticated by the CI system's OIDC token (no
+    /// kubeconfig).
+    #[command(after_help = crate::commands::deploy::DEPLOY_HELP)]
+    Deploy(crate::commands::deploy::DeployArgs),
     /// Stop the agent from applying or pruning a Release.
     Suspend(crate::commands::suspend::SuspendArgs),
     /// Resume a suspended Release and sync it at once.

@@ -609,9 +609,32 @@ impl Run {
             let extra = json!({
                 "reason": reason,
                 "revision": status.last_attempted_revision,
+                "summary": report.as_ref().map(|r| r.summary()),
+                "objects": report.as_ref().map(|r| objects(r)),
                 "report": report.as_ref().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
             });
             return (outcome, message, extra);
         }
     }
+}
+
+/// One line per object, as `ferry apply` prints them (`ferry deploy` shows these).
+fn objects(report: &ferry_engine::report::ApplyReport) -> Vec<Value> {
+    use ferry_engine::health::HealthState;
+    report
+        .objects
+        .iter()
+        .map(|o| {
+            let unhealthy = o
+                .health
+                .as_ref()
+                .filter(|h| h.state != HealthState::Current);
+            json!({
+                "object": o.key.to_string(),
+                "action": o.action.as_str(),
+                "health": o.health.as_ref().map(|h| h.state.as_str()),
+                "message": o.message.clone().or_else(|| unhealthy.map(|h| h.message.clone())),
+            })
+        })
+        .collect()
 }

@@ -6,6 +6,7 @@ pub(crate) mod check;
 mod cluster_info;
 pub(crate) mod completion;
 pub(crate) mod delete;
+pub(crate) mod deploy;
 pub(crate) mod diff;
 pub(crate) mod handover;
 pub(crate) mod events;
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Seal(args) => seal::run(&args).await,
         Command::Push(command) => push_artifact::run(&command).await,
         Command::Sync(args) => sync::run_sync(&cli.global, &args).await,
+        Command::Deploy(args) => deploy::run(&cli.global, &args).await,
         Command::Suspend(args) => suspend::run_suspend(&cli.global, &args, true).await,
         Command::Resume(args) => suspend::run_suspend(&cli.global, &args, false).await,
         Command::Install(args) => install::run(&cli.global, &args).await,

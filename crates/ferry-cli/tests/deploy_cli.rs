@@ -1,0 +1,398 @@
+//! `ferry deploy` (the real binary) against a real in-process agent, the testenv git server and
+//! the testenv kube-apiserver as the OIDC issuer (its service-account tokens, as another cluster's
+//! CI would send them): the token from a file, from `$FERRY_OIDC_TOKEN`, and through GitHub
+//! Actions' ID token request. GitHub's token endpoint cannot run here: a stand-in HTTP server
+//! (this test's, said so) answers the runner's request with a real service-account token, so the
+//! CLI's side of that flow (URL, audience parameter, bearer, answer shape) is what is tested.
+//! No kubeconfig is given to the `ferry deploy` processes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_agent::{Agent, AgentOptions};
+use ferry_api::{GitSource, Release};
+use ferry_testsupport::git::Repo;
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+const AUDIENCE: &str = "ferry-deploy-cli-test";
+
+fn deploy(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .arg("deploy")
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("FERRY_OIDC_TOKEN")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+        // No cluster credentials anywhere: a kubeconfig that does not exist.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run ferry deploy");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+async fn create<K>(client: &kube::Client, ns: &str, value: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(value).expect("object"),
+    )
+    .await
+    .expect("create");
+}
+
+async fn configmap(client: &kube::Client, ns: &str) -> Option<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    api.get_opt("shop")
+        .await
+        .expect("read")
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("value").cloned())
+}
+
+fn cm(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+/// A stand-in for GitHub's ID token endpoint: answers one GET with `{"value": token}` and
+/// records the request line and the Authorization header.
+fn fake_github_token_endpoint(token: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/token?api-version=2.0",
+        listener.local_addr().expect("addr")
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok() {
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                record
+                    .lock()
+                    .expect("lock")
+                    .push(line.trim_end().to_string());
+                line.clear();
+            }
+            let body = json!({"value": token}).to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.read(&mut [0u8; 1]);
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
+    let ns = TestNamespace::create(&client, "deploy-cli").await;
+    // The tenant's default service account applies (the agent's secure default).
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), &ns.name);
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "default-admin"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns.name}],
+            }))
+            .expect("binding"),
+        )
+        .await
+        .expect("binding");
+    // Anonymous reads of the API server's OIDC discovery (only that).
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let crb = format!("{}-oidc-discovery", ns.name);
+    let _ = crbs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": crb},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:service-account-issuer-discovery"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+            }))
+            .expect("crb"),
+        )
+        .await;
+    let cache = tempfile::tempdir().expect("cache");
+    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
+    options.watch_namespaces = vec![ns.name.clone()];
+    let agent = Agent::start(options).await.expect("agent");
+    let repo = Repo::create(&env, &ns.name);
+    let first = repo.commit_files(&[("app/cm.yaml", cm("one").as_str())], "one");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "git-auth"},
+                "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")},
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("secret");
+    create::<GitSource>(&client, &ns.name, json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource", "metadata": {"name": "repo"},
+        "spec": {"url": repo.url, "ref": {"branch": "main"}, "interval": "1h", "secretRef": {"name": "git-auth"}},
+    }))
+    .await;
+    create::<Release>(&client, &ns.name, json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "Release", "metadata": {"name": "web"},
+        "spec": {"sourceRef": {"kind": "GitSource", "name": "repo"}, "path": "app", "interval": "1h", "retryInterval": "2s"},
+    }))
+    .await;
+    let apiserver = env.var("FERRY_APISERVER_URL");
+    let ca = std::fs::read_to_string(format!("{}/pki/ca.crt", env.var("FERRY_TESTENV_DIR")))
+        .expect("CA");
+    create::<ferry_api::DeployPolicy>(
+        &client,
+        &ns.name,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "DeployPolicy", "metadata": {"name": "ci"},
+            "spec": {
+                "issuer": {"url": "https://kubernetes.default.svc.cluster.local",
+                           "discoveryURL": format!("{apiserver}/.well-known/openid-configuration"),
+                           "caBundle": ca},
+                "audience": AUDIENCE,
+                "subjects": [format!("system:serviceaccount:{}:ci", ns.name)],
+                "releases": ["web"],
+                "revisions": {"branch": "main"},
+            },
+        }),
+    )
+    .await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "ci"}})).expect("sa"),
+    )
+    .await
+    .expect("sa");
+    let mint = || {
+        let sas = sas.clone();
+        async move {
+            let request: k8s_openapi::api::authentication::v1::TokenRequest =
+                serde_json::from_value(
+                    json!({"spec": {"audiences": [AUDIENCE], "expirationSeconds": 600}}),
+                )
+                .expect("request");
+            let answer: k8s_openapi::api::authentication::v1::TokenRequest = sas
+                .create_subresource("token", "ci", &PostParams::default(), &request)
+                .await
+                .expect("token");
+            answer.status.expect("status").token
+        }
+    };
+    wait_for("Release web applied", Duration::from_secs(60), || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move {
+            match configmap(&client, &ns).await.as_deref() {
+                Some("one") => Ok(Some(())),
+                other => anyhow::bail!("ConfigMap: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("first commit applied");
+    let agent_url = format!("http://{}", agent.http_addr);
+    let release = format!("{}/web", ns.name);
+
+    // A token from a file.
+    let second = repo.commit_files(&[("app/cm.yaml", cm("two").as_str())], "two");
+    let dir = tempfile::tempdir().expect("tmp");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, mint().await).expect("token file");
+    let token_path = token_file.to_str().expect("utf8");
+    let (code, out, err) = deploy(
+        &[
+            "--agent",
+            &agent_url,
+            "--release",
+            &release,
+            "--revision",
+            &second,
+            "--token-file",
+            token_path,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("deploy {release} at {}: succeeded", &second[..12])),
+        "{out}"
+    );
+    assert!(
+        out.contains("configured") && out.contains("ConfigMap"),
+        "the apply report: {out}"
+    );
+    assert!(
+        err.contains("accepted: request"),
+        "progress on stderr: {err}"
+    );
+    assert_eq!(configmap(&client, &ns.name).await.as_deref(), Some("two"));
+    // The same token again: refused (replay), exit 2.
+    let (code, _, err) = deploy(
+        &[
+            "--agent",
+            &agent_url,
+            "--release",
+            &release,
+            "--revision",
+            &second,
+            "--token-file",
+            token_path,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("409") && err.contains("already used"), "{err}");
+
+    // $FERRY_OIDC_TOKEN, markdown for a job summary.
+    let third = repo.commit_files(&[("app/cm.yaml", cm("three").as_str())], "three");
+    let token = mint().await;
+    let (code, out, err) = deploy(
+        &[
+            "--agent",
+            &agent_url,
+            "--release",
+            &release,
+            "--revision",
+            &third,
+            "-o",
+            "markdown",
+        ],
+        &[("FERRY_OIDC_TOKEN", &token)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "### ferry deploy `{release}` at `{}`: succeeded",
+            &third[..12]
+        )),
+        "{out}"
+    );
+    assert!(out.contains("| object | action | health |"), "{out}");
+    assert_eq!(configmap(&client, &ns.name).await.as_deref(), Some("three"));
+
+    // GitHub Actions' flow (stand-in endpoint, see the module doc): a rollback to the first
+    // commit, which the policy refuses: exit 2, nothing applied.
+    let (url, seen) = fake_github_token_endpoint(mint().await);
+    let (code, out, err) = deploy(
+        &[
+            "--agent",
+            &agent_url,
+            "--release",
+            &release,
+            "--revision",
+            &first,
+            "--audience",
+            AUDIENCE,
+        ],
+        &[
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", &url),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token"),
+        ],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("refused") && out.contains("rollback"), "{out}");
+    let seen = seen.lock().expect("lock").clone();
+    assert!(
+        seen.first().is_some_and(
+            |l| l.starts_with("GET /token?api-version=2.0&audience=ferry-deploy-cli-test ")
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer runner-request-token")),
+        "{seen:?}"
+    );
+    assert_eq!(configmap(&client, &ns.name).await.as_deref(), Some("three"));
+
+    // A garbage token: refused by the agent with the reason, exit 2.
+    std::fs::write(&token_file, "not-a-jwt").expect("write");
+    let (code, _, err) = deploy(
+        &[
+            "--agent",
+            &agent_url,
+            "--release",
+            &release,
+            "--revision",
+            &third,
+            "--token-file",
+            token_path,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("401") && err.contains("not a JWT"), "{err}");
+    // No token at all, and plain http to another host: refused before anything is sent.
+    let (code, _, err) = deploy(
+        &[
+            "--agent",
+            &agent_url,
+            "--release",
+            &release,
+            "--revision",
+            &third,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("no OIDC token"), "{err}");
+    let (code, _, err) = deploy(
+        &[
+            "--agent",
+            "http://ferry.example.com",
+            "--release",
+            &release,
+            "--revision",
+            &third,
+            "--token-file",
+            token_path,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("clear text"), "{err}");
+
+    let _ = crbs.delete(&crb, &DeleteParams::default()).await;
+    agent.stop().await.expect("agent stops");
+}
