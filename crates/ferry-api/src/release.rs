@@ -70,14 +70,6 @@ pub struct ReleaseSpec {
     /// What deleting the Release does with the objects it applied. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
-    /// Helm values from ConfigMaps and Secrets of the Release's namespace (Flux HelmRelease
-    /// `valuesFrom`), read as the Release's service account and merged in order over the
-    /// repository's values; `spec.render.helm.values` is merged last.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub values_from: Vec<ValuesReference>,
-    /// `${VAR}` substitution from the cluster (Flux Kustomization `postBuild`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_build: Option<PostBuild>,
     /// Drift policy: correct (default) or only detect hand edits; fields and objects left to
     /// others. See docs/agent.md, "Drift and self-heal".
     #[serde(default, skip_serializing_if = "Option::is_none")]
