@@ -19,6 +19,8 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         ImagePolicy::crd(),
         ImageUpdate::crd(),
         crate::DeployPolicy::crd(),
+        crate::Provider::crd(),
+        crate::Alert::crd(),
         crate::sealed::SealedSecret::crd(),
     ]
 }
@@ -63,6 +65,8 @@ mod tests {
                 "imagepolicies.ferry.dev",
                 "imageupdates.ferry.dev",
                 "deploypolicies.ferry.dev",
+                "providers.ferry.dev",
+                "alerts.ferry.dev",
                 "sealedsecrets.bitnami.com",
             ]
         );
