@@ -43,8 +43,10 @@ Exit codes: 0 applied (and healthy with --wait), 1 some objects failed, 2 error,
 // comment it would replace the subcommand's about text once clap builds it deferred.
 #[derive(Debug, Args, Clone)]
 pub struct SourceArgs {
-    /// Files or directories to render, or - for stdin.
-    #[arg(value_name = "PATH", required = true)]
+    /// Files or directories to render, or - for stdin (none needed with --chart).
+    // (Checked in `render_sources_collecting`: clap's required_unless_present does not see an
+    // argument of the flattened rendering group.)
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Source root: nothing outside it is read (default: the git checkout containing PATH,
     /// else the current directory).
@@ -150,13 +152,33 @@ pub fn render_sources_collecting(
     args: &SourceArgs,
 ) -> Result<(Vec<Manifest>, ferry_engine::render::safety::Redactor)> {
     let mut redactor = ferry_engine::render::safety::Redactor::new();
-    let root = source_root(args)?;
+    // A chart given by --chart needs no PATH: it is rendered from an empty directory (no
+    // ferry.yaml, no manifests of its own); flag paths are relative to the current directory.
+    let chart_only = args.paths.is_empty() && args.render.chart.is_some();
+    if args.paths.is_empty() && !chart_only {
+        bail!(
+            "no PATH given: name files or directories to render, - for stdin, or a chart with --chart"
+        );
+    }
+    let empty_dir = if chart_only {
+        Some(tempfile::tempdir().context("cannot create a temporary directory")?)
+    } else {
+        None
+    };
+    let paths: Vec<PathBuf> = match &empty_dir {
+        Some(dir) => vec![dir.path().to_path_buf()],
+        None => args.paths.clone(),
+    };
+    let root = match (&empty_dir, &args.root) {
+        (Some(dir), None) => dir.path().to_path_buf(),
+        _ => source_root(args)?,
+    };
     let overrides = set_image::parse_all(&args.set_images)?;
     let render_settings = args.render.driver_settings()?;
     let age_keys = args.render.age_keys()?;
     let mut manifests = Vec::new();
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
-    for path in &args.paths {
+    for path in &paths {
         let path = if path.as_os_str() == "-" {
             path.clone()
         } else {
@@ -168,7 +190,22 @@ pub fn render_sources_collecting(
         render::overrides::layer_onto(&mut req, render_settings.clone())?;
         req.vars = args.render.vars();
         req.age_keys = age_keys.clone();
-        manifests.extend(render::render_collecting(&req, &mut redactor)?);
+        let rendered = render::render_collecting(&req, &mut redactor).map_err(|err| {
+            // A refusal (typically a path that leaves the source root) under a root ferry chose
+            // itself: say which root that was and that --root changes it.
+            let refused = matches!(err, ferry_engine::Error::Refused(_));
+            let err = anyhow::Error::new(err);
+            if refused && args.root.is_none() && !chart_only {
+                err.context(format!(
+                    "rendering {} with the source root {} (the git checkout containing PATH, else PATH itself when it is outside the current directory, else the current directory); pass --root DIR to let ferry read a wider directory",
+                    req.path.display(),
+                    root.display()
+                ))
+            } else {
+                err
+            }
+        })?;
+        manifests.extend(rendered);
     }
     // Libraries log too (kube-client logs the API server's refusal, echoed value and all).
     ferry_engine::report::redact::publish_for_logs("ferry", &redactor);
@@ -181,7 +218,7 @@ pub fn app_name(app: &AppArgs, source: &SourceArgs) -> Result<String> {
         return Ok(app.clone());
     }
     let Some(first) = source.paths.iter().find(|p| p.as_os_str() != "-") else {
-        bail!("reading from stdin: pass --app NAME to name the app");
+        bail!("no PATH to name the app after (stdin or --chart alone): pass --app NAME");
     };
     let absolute = std::env::current_dir()?.join(first);
     let absolute = absolute.canonicalize().unwrap_or(absolute);

@@ -1,0 +1,650 @@
+//! The inspection commands against the real testenv and a real (in-process) agent: `ferry get`,
+//! `history`, `events`, `tree`, `rollback` (and `--undo`), `version`, dynamic completion, and
+//! `kubectl ferry` as a plugin. (`ferry logs` reads the agent's pods, so its end-to-end test
+//! needs the agent image on the real node: see `logs_of_an_installed_agent` in in_cluster.rs's
+//! style below; its filtering is unit-tested in commands/logs.rs.)
+
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_agent::{Agent, AgentOptions};
+use ferry_api::{GitSource, Release};
+use ferry_testsupport::git::Repo;
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// Run ferry with `env_vars`; (exit code, stdout, stderr).
+fn ferry_with(env: &TestEnv, args: &[&str], env_vars: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args)
+        .env_remove("CI")
+        .env("NO_COLOR", "1")
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("PATH", env.path_env());
+    for (k, v) in env_vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run ferry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn ferry(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    ferry_with(env, args, &[])
+}
+
+fn ok(env: &TestEnv, args: &[&str]) -> String {
+    let (code, out, err) = ferry(env, args);
+    assert_eq!(code, 0, "ferry {args:?}: {out}\n{err}");
+    out
+}
+
+fn app_files(value: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "app/cm.yaml".to_string(),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: {value}\n"
+            ),
+        ),
+        (
+            "app/deploy.yaml".to_string(),
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: registry.invalid/web:1\n".to_string(),
+        ),
+    ]
+}
+
+async fn configmap_value(client: &kube::Client, ns: &str) -> Option<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    api.get_opt("settings")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("value").cloned())
+}
+
+async fn wait_applied(releases: &Api<Release>, name: &str, commit: &str) {
+    let (releases, name, commit) = (releases.clone(), name.to_string(), commit.to_string());
+    wait_for(
+        "Release Ready at the commit",
+        Duration::from_secs(90),
+        || {
+            let (releases, name, commit) = (releases.clone(), name.clone(), commit.clone());
+            async move {
+                let s = releases.get(&name).await?.status.unwrap_or_default();
+                let at = s.last_applied_revision.clone().unwrap_or_default();
+                if ferry_api::common::is_ready(&s.conditions) && at.ends_with(&commit) {
+                    return Ok(Some(()));
+                }
+                anyhow::bail!("at {at}, conditions {:?}", s.conditions)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inspection_commands_show_a_release_and_roll_it_back() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    ferry_testsupport::install_crds(&client, &ferry_api::all_crd_values(), "ferry-tests").await;
+    let ns = TestNamespace::create(&client, "inspect").await;
+    let repo = Repo::create(&env, &ns.name);
+    let files = app_files("one");
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let first = repo.commit_files(&files, "one");
+
+    let cache = tempfile::tempdir().expect("dir");
+    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
+    options.watch_namespaces = vec![ns.name.clone()];
+    options.namespace = ns.name.clone();
+    options.allow_local_git_sources = true;
+    // Tenancy is not what this test is about: apply with the test's own (admin) identity.
+    options.insecure_agent_identity_for_tenants = true;
+    let agent = Agent::start(options).await.expect("agent");
+
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
+    let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    let apply = PatchParams::apply("ferry-tests").force();
+    sources
+        .patch(
+            "apps",
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+                "metadata": {"name": "apps"},
+                "spec": {"url": repo.file_url(&env), "interval": "1h"},
+            })),
+        )
+        .await
+        .expect("GitSource");
+    releases
+        .patch(
+            "web",
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+                "metadata": {"name": "web"},
+                "spec": {"sourceRef": {"kind": "GitSource", "name": "apps"}, "path": "app", "interval": "1h"},
+            })),
+        )
+        .await
+        .expect("Release");
+    wait_applied(&releases, "web", &first).await;
+    let files = app_files("two");
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let second = repo.commit_files(&files, "two");
+    ok(
+        &env,
+        &[
+            "sync",
+            "web",
+            "-n",
+            &ns.name,
+            "--with-source",
+            "--timeout",
+            "90s",
+        ],
+    );
+    wait_applied(&releases, "web", &second).await;
+    let n = ns.name.as_str();
+
+    // get: the flux-like table, one object as itself, names, every namespace, wide.
+    let table = ok(&env, &["get", "releases", "-n", n]);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "READY", "STATUS", "REVISION", "SUSPENDED", "AGE"] {
+        assert!(header.contains(column), "{table}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("True") && row.contains(&second) && row.contains("False"),
+        "{row}"
+    );
+    let one: Value = serde_json::from_str(&ok(&env, &["get", "rel", "web", "-n", n, "-o", "json"]))
+        .expect("json");
+    assert_eq!(one["kind"], "Release");
+    assert_eq!(one["metadata"]["name"], "web");
+    let yaml = ok(&env, &["get", "releases", "-n", n, "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Release") && yaml.contains("name: web"),
+        "{yaml}"
+    );
+    assert_eq!(
+        ok(&env, &["get", "releases", "-n", n, "-o", "name"]),
+        "release.ferry.dev/web\n"
+    );
+    let all = ok(&env, &["get", "releases", "-A"]);
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+    assert!(
+        all.lines().any(|l| l.starts_with(n) && l.contains(" web ")),
+        "{all}"
+    );
+    let wide = ok(&env, &["get", "sources", "-n", n, "-o", "wide"]);
+    assert!(
+        wide.contains("GitSource") && wide.contains(&repo.file_url(&env)),
+        "{wide}"
+    );
+    let (code, _, err) = ferry(&env, &["get", "releases", "nosuch", "-n", n]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no Release named nosuch") && err.contains("ferry get releases"),
+        "{err}"
+    );
+
+    // history: newest first, the applied one marked current.
+    let history: Value = serde_json::from_str(&ok(
+        &env,
+        &["history", "release", "web", "-n", n, "-o", "json"],
+    ))
+    .expect("json");
+    let entries = history.as_array().expect("a list");
+    assert!(entries.len() >= 2, "{history}");
+    assert!(
+        entries[0]["revision"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&second)
+    );
+    assert_eq!(entries[0]["current"], true);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["revision"].as_str().unwrap_or_default().ends_with(&first)),
+        "{history}"
+    );
+    let text = ok(&env, &["history", "release", "web", "-n", n]);
+    assert!(
+        text.starts_with("REVISION") && text.contains("Succeeded"),
+        "{text}"
+    );
+
+    // events: the agent's Events on this Release only.
+    let events: Value = serde_json::from_str(&ok(
+        &env,
+        &["events", "--for", "release/web", "-n", n, "-o", "json"],
+    ))
+    .expect("json");
+    let events = events.as_array().expect("a list");
+    assert!(
+        !events.is_empty(),
+        "the agent published Events on the Release"
+    );
+    assert!(
+        events.iter().all(|e| e["object"] == "Release/web"),
+        "{events:?}"
+    );
+    let (code, _, err) = ferry(&env, &["events", "--for", "deployment/web", "-n", n]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown kind"), "{err}");
+
+    // tree: the inventory with health, and down to the Deployment's pods (kwok runs them).
+    let tree = wait_for("the tree reaches the pods", Duration::from_secs(60), || {
+        let env = env.clone();
+        let n = n.to_string();
+        async move {
+            let (code, out, err) = ferry(&env, &["tree", "release", "web", "-n", &n]);
+            if code == 0 && out.contains("Pod/") {
+                return Ok(Some(out));
+            }
+            anyhow::bail!("exit {code}: {out}{err}")
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        tree.starts_with(&format!("Release {n}/web  Ready")),
+        "{tree}"
+    );
+    for node in [
+        format!("ConfigMap/{n}/settings  Current"),
+        format!("Deployment/{n}/web  Current"),
+        format!("ReplicaSet/{n}/web-"),
+        format!("Pod/{n}/web-"),
+    ] {
+        assert!(tree.contains(&node), "missing {node} in\n{tree}");
+    }
+    let names = ok(&env, &["tree", "release", "web", "-n", n, "-o", "name"]);
+    assert!(names.lines().any(|l| l == "deployment.apps/web"), "{names}");
+
+    // rollback: refused without a known revision, refused for a Release applied from git,
+    // dry runs change nothing, then the real one and its undo.
+    let (code, _, err) = ferry(
+        &env,
+        &["rollback", "release", "web", "-n", n, "--to", "deadbeef"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("not in Release") && err.contains("--force"),
+        "{err}"
+    );
+    let merge = PatchParams::default();
+    releases
+        .patch(
+            "web",
+            &merge,
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"ferry.dev/owner": "x/release/y/z"}}}),
+            ),
+        )
+        .await
+        .expect("annotate");
+    let (code, _, err) = ferry(
+        &env,
+        &["rollback", "release", "web", "-n", n, "--to", &first[..8]],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("applied from git") && err.contains("--force"),
+        "{err}"
+    );
+    releases
+        .patch(
+            "web",
+            &merge,
+            &Patch::Merge(json!({"metadata": {"annotations": {"ferry.dev/owner": null}}})),
+        )
+        .await
+        .expect("annotation removed");
+    for dry in ["--dry-run=client", "--dry-run=server"] {
+        let out = ok(
+            &env,
+            &[
+                "rollback",
+                "release",
+                "web",
+                "-n",
+                n,
+                "--to",
+                &first[..8],
+                dry,
+            ],
+        );
+        assert!(out.starts_with("would roll back"), "{out}");
+        assert!(
+            sources
+                .get_opt("web-rollback")
+                .await
+                .expect("get")
+                .is_none(),
+            "{dry} created nothing"
+        );
+        assert_eq!(
+            releases.get("web").await.expect("get").spec.source_ref.name,
+            "apps",
+            "{dry} changed nothing"
+        );
+    }
+    let out = ok(
+        &env,
+        &[
+            "rollback",
+            "release",
+            "web",
+            "-n",
+            n,
+            "--to",
+            &first[..8],
+            "--timeout",
+            "90s",
+        ],
+    );
+    assert!(out.contains(&format!("ready at sha1:{first}")), "{out}");
+    assert_eq!(configmap_value(&client, n).await.as_deref(), Some("one"));
+    let pinned = sources.get("web-rollback").await.expect("pinned GitSource");
+    assert_eq!(
+        pinned.spec.git_ref.and_then(|r| r.commit).as_deref(),
+        Some(first.as_str())
+    );
+    let rolled = releases.get("web").await.expect("get");
+    assert_eq!(rolled.spec.source_ref.name, "web-rollback");
+    // The shared source is untouched: other Releases on it keep following main.
+    assert!(
+        sources
+            .get("apps")
+            .await
+            .expect("get")
+            .spec
+            .git_ref
+            .is_none()
+    );
+    let out = ok(
+        &env,
+        &[
+            "rollback",
+            "release",
+            "web",
+            "-n",
+            n,
+            "--undo",
+            "--timeout",
+            "90s",
+        ],
+    );
+    assert!(
+        out.contains(&format!("ready at main@sha1:{second}")),
+        "{out}"
+    );
+    assert_eq!(configmap_value(&client, n).await.as_deref(), Some("two"));
+    assert_eq!(
+        releases.get("web").await.expect("get").spec.source_ref.name,
+        "apps"
+    );
+    wait_for(
+        "the pinned GitSource is deleted",
+        Duration::from_secs(30),
+        || {
+            let sources = sources.clone();
+            async move {
+                match sources.get_opt("web-rollback").await? {
+                    None => Ok(Some(())),
+                    Some(_) => anyhow::bail!("still there"),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Dynamic completion: Release names of -n's namespace, and namespaces.
+    let complete = |index: &str, words: &[&str]| {
+        let mut args = vec!["--", "ferry"];
+        args.extend_from_slice(words);
+        ferry_with(
+            &env,
+            &args,
+            &[("COMPLETE", "bash"), ("_CLAP_COMPLETE_INDEX", index)],
+        )
+    };
+    let (code, out, err) = complete("5", &["history", "release", "-n", n, ""]);
+    assert_eq!(code, 0, "{err}");
+    // Release names first (only this namespace's), then the flags that may follow.
+    let names: Vec<&str> = out.lines().filter(|c| !c.starts_with('-')).collect();
+    assert_eq!(names, ["web"], "Release names of {n}: {out}");
+    let (code, out, err) = complete("4", &["get", "releases", "-n", &n[..n.len() - 2]]);
+    // (The shell filters by the typed prefix; clap_complete hands it every candidate.)
+    assert_eq!(code, 0, "{err}");
+    assert!(out.split_whitespace().any(|c| c == n), "namespaces: {out}");
+    let script = ok(&env, &["completion", "bash"]);
+    assert!(
+        script.contains("COMPLETE=\"bash\"") || script.contains("COMPLETE=bash"),
+        "{script}"
+    );
+
+    agent.stop().await.expect("agent stops");
+}
+
+#[test]
+fn version_works_offline_online_and_as_a_kubectl_plugin() {
+    let env = TestEnv::get();
+    let version = env!("CARGO_PKG_VERSION");
+    let out = ok(&env, &["version", "--client"]);
+    assert!(out.starts_with(&format!("client: {version} (")), "{out}");
+    // An unreachable cluster is not an error for `version`.
+    let (code, out, _) = ferry_with(
+        &env,
+        &["version", "-o", "json"],
+        &[("KUBECONFIG", "/nonexistent/kubeconfig")],
+    );
+    assert_eq!(code, 0);
+    let doc: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["client"]["version"], version);
+    assert!(doc["server"]["notes"][0].as_str().is_some(), "{doc}");
+    // Against the testenv: the API server's version, and a note naming --namespace when no agent
+    // Deployment is there.
+    let doc: Value = serde_json::from_str(&ok(
+        &env,
+        &["version", "-o", "json", "--namespace", "no-agent-here"],
+    ))
+    .expect("json");
+    assert!(
+        doc["server"]["kubernetes"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('v')),
+        "{doc}"
+    );
+    assert!(
+        doc["server"]["notes"].to_string().contains("--namespace"),
+        "{doc}"
+    );
+
+    // kubectl finds plugins as kubectl-<name> on PATH: a symlink to ferry is enough.
+    let dir = tempfile::tempdir().expect("dir");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_ferry"),
+        dir.path().join("kubectl-ferry"),
+    )
+    .expect("symlink");
+    let out = Command::new("kubectl")
+        .args(["ferry", "version", "--client"])
+        .env(
+            "PATH",
+            format!("{}:{}", dir.path().display(), env.path_env()),
+        )
+        .env("KUBECONFIG", env.kubeconfig())
+        .output()
+        .expect("run kubectl (from the testenv's PATH)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("client: {version} (")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_inspection_command_has_help_examples_and_dry_run_spellings_parse() {
+    let env = TestEnv::get();
+    for command in [
+        "get",
+        "tree",
+        "events",
+        "logs",
+        "history",
+        "rollback",
+        "version",
+        "completion",
+    ] {
+        let out = ok(&env, &[command, "--help"]);
+        assert!(
+            out.contains("Examples:"),
+            "ferry {command} --help has no examples:\n{out}"
+        );
+    }
+    // kubectl's spellings of --dry-run, on a command that needs no cluster.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "images:\n- name: web\n  newTag: \"1\"\n",
+    )
+    .expect("write");
+    for spelling in ["--dry-run", "--dry-run=client", "--dry-run=server"] {
+        let (code, _, err) = ferry(
+            &env,
+            &[
+                "set-image",
+                spelling,
+                "web=web:2",
+                dir.path().to_str().unwrap_or_default(),
+            ],
+        );
+        assert_eq!(code, 0, "{spelling}: {err}");
+        let kept = std::fs::read_to_string(dir.path().join("kustomization.yaml")).expect("read");
+        assert!(kept.contains("newTag: \"1\""), "{spelling} wrote nothing");
+    }
+    let (code, _, err) = ferry(
+        &env,
+        &[
+            "set-image",
+            "--dry-run=maybe",
+            "web=web:2",
+            dir.path().to_str().unwrap_or_default(),
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--dry-run=server or --dry-run=client"),
+        "{err}"
+    );
+}
+
+/// The two frictions of issue 16: a chart given by --chart needs no PATH, and a refusal under a
+/// source root ferry chose itself names --root (which then works).
+#[test]
+fn render_needs_no_path_for_a_chart_and_a_refusal_names_root() {
+    let env = TestEnv::get();
+    let dir = tempfile::tempdir().expect("dir");
+    let chart = dir.path().join("chart");
+    std::fs::create_dir_all(chart.join("templates")).expect("mkdir");
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    )
+    .expect("write");
+    std::fs::write(
+        chart.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  v: x\n",
+    )
+    .expect("write");
+    let chart_arg = chart.to_string_lossy().into_owned();
+    let (code, out, err) = ferry(
+        &env,
+        &[
+            "render",
+            "--chart",
+            &chart_arg,
+            "--release-name",
+            "demo",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "configmap/demo-cm\n");
+
+    // A kustomize overlay outside any git checkout and outside the current directory: the root
+    // is the overlay itself, so its base is refused, and the error says --root changes that.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("base")).expect("mkdir");
+    std::fs::create_dir_all(tree.join("overlays/prod")).expect("mkdir");
+    std::fs::write(
+        tree.join("base/kustomization.yaml"),
+        "resources: [cm.yaml]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        tree.join("base/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: base\n",
+    )
+    .expect("write");
+    std::fs::write(
+        tree.join("overlays/prod/kustomization.yaml"),
+        "resources: [../../base]\nnamePrefix: prod-\n",
+    )
+    .expect("write");
+    let overlay = tree.join("overlays/prod").to_string_lossy().into_owned();
+    let elsewhere = tempfile::tempdir().expect("cwd");
+    let run_in = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("PATH", env.path_env())
+            .output()
+            .expect("run ferry");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, _, err) = run_in(&["render", &overlay]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--root DIR") && err.contains("source root"),
+        "{err}"
+    );
+    let root = tree.to_string_lossy().into_owned();
+    let (code, out, err) = run_in(&["render", &overlay, "--root", &root, "-o", "name"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "configmap/prod-base\n");
+}
