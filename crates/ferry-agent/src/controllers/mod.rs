@@ -10,6 +10,7 @@ pub mod image_automation;
 pub mod image_policy;
 pub mod image_repository;
 pub mod image_update;
+pub mod notification;
 pub mod ocisource;
 pub mod receiver;
 pub mod release;

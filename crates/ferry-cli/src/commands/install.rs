@@ -213,7 +213,7 @@ pub const AGENT_RULES: &[(&str, &str)] = &[
     ),
     (
         "ferry's own kinds: finalizers and webhook-triggered reconciles (patch/update), and their status",
-        r#"{"apiGroups": ["ferry.dev"], "resources": ["gitsources", "ocisources", "releases", "receivers", "imagerepositories", "imagepolicies", "imageupdates", "gitsources/status", "ocisources/status", "releases/status", "receivers/status", "imagerepositories/status", "imagepolicies/status", "imageupdates/status"], "verbs": ["get", "list", "watch", "patch", "update"]}"#,
+        r#"{"apiGroups": ["ferry.dev"], "resources": ["gitsources", "ocisources", "releases", "receivers", "imagerepositories", "imagepolicies", "imageupdates", "providers", "alerts", "gitsources/status", "ocisources/status", "releases/status", "receivers/status", "imagerepositories/status", "imagepolicies/status", "imageupdates/status", "providers/status", "alerts/status"], "verbs": ["get", "list", "watch", "patch", "update"]}"#,
     ),
     (
         "the Sealed Secrets unsealer: SealedSecret status",

@@ -1,0 +1,733 @@
+//! Notifications: sends a Release's Events to the Providers of the Alerts that match it (forge
+//! commit statuses, chat webhooks, signed JSON POSTs), deduplicated, retried with backoff, and
+//! the outcome written to the Alert's and Provider's `Ready` condition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_api::common::{READY, set_condition};
+use ferry_api::notification::{
+    Alert, EventSeverity, NotificationStatus, Provider, ProviderType,
+};
+use ferry_api::{Release, parse_duration};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use reqwest::Url;
+
+use crate::context::Context;
+
+/// The same object, reason and revision sent to the same Alert within this window is sent once.
+const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+/// Delivery attempts per notification (the first plus retries on 5xx, 429 and network errors).
+const ATTEMPTS: u32 = 4;
+/// Wait before the first retry; doubled after each.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a Provider cannot be used, or a delivery failed. Messages never hold secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("Provider {0} not found in the Alert's namespace; create it or fix spec.providerRef")]
+    ProviderNotFound(String),
+    #[error("cannot read Secret {secret} (spec.secretRef of Provider {provider}) as {identity}: {source}; grant that identity get on the Secret")]
+    SecretUnreadable {
+        provider: String,
+        secret: String,
+        identity: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Secret {secret} named in spec.secretRef of Provider {provider} does not exist")]
+    SecretNotFound { provider: String, secret: String },
+    #[error("Secret {secret} of Provider {provider} has no `{key}` key, which a {kind:?} provider needs")]
+    SecretKeyMissing {
+        provider: String,
+        secret: String,
+        key: &'static str,
+        kind: ProviderType,
+    },
+    #[error("Provider {provider}: address {reason}; use an http(s) URL{hint}")]
+    InvalidAddress {
+        provider: String,
+        reason: String,
+        hint: &'static str,
+    },
+    #[error("Alert {alert}: exclusionList entry {pattern:?} is not a regular expression: {source}")]
+    InvalidExclusion {
+        alert: String,
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("Provider {provider}: {what} failed after {attempts} attempt(s): {detail}")]
+    Delivery {
+        provider: String,
+        what: String,
+        attempts: u32,
+        detail: String,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+impl NotifyError {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::ProviderNotFound(_) => "ProviderNotFound",
+            Self::SecretUnreadable { .. } => "SecretUnreadable",
+            Self::SecretNotFound { .. } => "SecretNotFound",
+            Self::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Self::InvalidAddress { .. } => "InvalidAddress",
+            Self::InvalidExclusion { .. } => "InvalidExclusionList",
+            Self::Delivery { .. } | Self::Client(_) => "DeliveryFailed",
+        }
+    }
+
+    /// A refusal of the Provider itself (shown on the Provider too), not a failed delivery.
+    fn is_provider_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::SecretUnreadable { .. }
+                | Self::SecretNotFound { .. }
+                | Self::SecretKeyMissing { .. }
+                | Self::InvalidAddress { .. }
+        )
+    }
+}
+
+/// One Release Event, as the Release controller published it.
+#[derive(Clone, Debug)]
+pub struct ReleaseEvent {
+    pub namespace: String,
+    pub name: String,
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+    /// The source revision the event is about (`main@sha1:<hex>`).
+    pub revision: Option<String>,
+}
+
+impl ReleaseEvent {
+    /// The commit SHA in the revision (the hex after `sha1:`/`sha256:` or after the last `@`).
+    pub fn commit(&self) -> Option<String> {
+        let rev = self.revision.as_deref()?;
+        let tail = rev.rsplit([':', '@', '/']).next()?;
+        let is_sha = (tail.len() == 40 || tail.len() == 64)
+            && tail.chars().all(|c| c.is_ascii_hexdigit());
+        is_sha.then(|| tail.to_ascii_lowercase())
+    }
+
+    fn state(&self) -> CommitState {
+        if self.warning {
+            CommitState::Failure
+        } else if matches!(self.reason.as_str(), "Progressing" | "Reconciling") {
+            CommitState::Pending
+        } else {
+            CommitState::Success
+        }
+    }
+
+    fn title(&self) -> String {
+        format!("Release/{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommitState {
+    Pending,
+    Success,
+    Failure,
+}
+
+/// Hand a Release Event to the Alerts of its namespace, in the background: the Release
+/// controller never waits for a provider.
+pub fn dispatch(
+    ctx: &Arc<Context>,
+    release: &Release,
+    revision: Option<&str>,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = ReleaseEvent {
+        namespace: release.namespace().unwrap_or_default(),
+        name: release.name_any(),
+        warning: matches!(type_, EventType::Warning),
+        reason: reason.to_string(),
+        message: note.to_string(),
+        revision: revision.map(str::to_string),
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move { deliver_to_alerts(&ctx, event).await });
+}
+
+async fn deliver_to_alerts(ctx: &Context, event: ReleaseEvent) {
+    let alerts: Api<Alert> = Api::namespaced(ctx.client.clone(), &event.namespace);
+    let list = match alerts.list(&Default::default()).await {
+        Ok(list) => list,
+        Err(err) => {
+            // No Alert CRD installed, or no right to list: nothing to notify.
+            tracing::debug!("cannot list Alerts in {}: {err}", event.namespace);
+            return;
+        }
+    };
+    for alert in list.items {
+        match alert_wants(&alert, &event) {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(err) => {
+                write_status::<Alert>(ctx, &alert, false, err.reason(), &err.to_string()).await;
+                continue;
+            }
+        }
+        if !first_in_window(&alert, &event) {
+            tracing::debug!(alert = %alert.name_any(), "duplicate notification suppressed");
+            continue;
+        }
+        let outcome = deliver(ctx, &alert, &event).await;
+        match outcome {
+            Ok(what) => {
+                let message = format!("{what} for {} ({})", event.title(), event.reason);
+                write_status::<Alert>(ctx, &alert, true, "Delivered", &message).await;
+            }
+            Err(err) => {
+                forget(&alert, &event);
+                tracing::warn!(alert = %alert.name_any(), "notification not delivered: {err}");
+                write_status::<Alert>(ctx, &alert, false, err.reason(), &err.to_string()).await;
+            }
+        }
+    }
+}
+
+/// Whether `alert` selects this event (sources, severity, exclusions).
+pub fn alert_wants(alert: &Alert, event: &ReleaseEvent) -> Result<bool, NotifyError> {
+    if alert.spec.suspend {
+        return Ok(false);
+    }
+    let source_matches = alert.spec.event_sources.iter().any(|s| {
+        s.kind == "Release" && (s.name == "*" || s.name == event.name)
+    });
+    if !source_matches {
+        return Ok(false);
+    }
+    if alert.spec.event_severity == Some(EventSeverity::Error) && !event.warning {
+        return Ok(false);
+    }
+    for pattern in &alert.spec.exclusion_list {
+        let re = regex::Regex::new(pattern).map_err(|source| NotifyError::InvalidExclusion {
+            alert: alert.name_any(),
+            pattern: pattern.to_string(),
+            source,
+        })?;
+        if re.is_match(&event.message) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+static SENT: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Mutex::default);
+
+fn dedup_key(alert: &Alert, event: &ReleaseEvent) -> String {
+    format!(
+        "{}/{}|{}|{}|{}|{}",
+        event.namespace,
+        alert.name_any(),
+        alert.uid().unwrap_or_default(),
+        event.name,
+        event.reason,
+        event.revision.as_deref().unwrap_or(&event.message),
+    )
+}
+
+/// Rate limit: true the first time this (Alert, object, reason, revision) is seen in the window.
+fn first_in_window(alert: &Alert, event: &ReleaseEvent) -> bool {
+    let key = dedup_key(alert, event);
+    let Ok(mut sent) = SENT.lock() else {
+        return true;
+    };
+    let now = Instant::now();
+    sent.retain(|_, at| now.duration_since(*at) < DEDUP_WINDOW);
+    if sent.contains_key(&key) {
+        return false;
+    }
+    sent.insert(key, now);
+    true
+}
+
+/// A failed delivery may be tried again by the next Event.
+fn forget(alert: &Alert, event: &ReleaseEvent) {
+    if let Ok(mut sent) = SENT.lock() {
+        sent.remove(&dedup_key(alert, event));
+    }
+}
+
+/// What a Provider resolved to: its type, address and credentials.
+pub struct ResolvedProvider {
+    pub name: String,
+    pub provider_type: ProviderType,
+    pub address: Url,
+    pub token: Option<String>,
+    pub hmac_key: Option<Vec<u8>>,
+    pub channel: Option<String>,
+    pub username: String,
+    pub timeout: Duration,
+}
+
+async fn deliver(ctx: &Context, alert: &Alert, event: &ReleaseEvent) -> Result<String, NotifyError> {
+    let namespace = &event.namespace;
+    let providers: Api<Provider> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = &alert.spec.provider_ref.name;
+    let provider = providers
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| NotifyError::ProviderNotFound(format!("{namespace}/{name}")))?;
+    if provider.spec.suspend {
+        return Ok("Provider suspended; nothing sent".to_string());
+    }
+    let resolved = match resolve(ctx, &provider).await {
+        Ok(resolved) => resolved,
+        Err(err) => {
+            write_status::<Provider>(ctx, &provider, false, err.reason(), &err.to_string()).await;
+            return Err(err);
+        }
+    };
+    let result = send(&resolved, alert, event).await;
+    match &result {
+        Ok(what) => write_status::<Provider>(ctx, &provider, true, "Delivered", what).await,
+        Err(err) => {
+            write_status::<Provider>(ctx, &provider, false, err.reason(), &err.to_string()).await
+        }
+    }
+    result
+}
+
+/// Read the Provider's Secret as the namespace's tenant and check its address.
+async fn resolve(ctx: &Context, provider: &Provider) -> Result<ResolvedProvider, NotifyError> {
+    let namespace = provider.namespace().unwrap_or_default();
+    let label = format!("{namespace}/{}", provider.name_any());
+    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    if let Some(secret_ref) = &provider.spec.secret_ref {
+        let secret_name = format!("{namespace}/{}", secret_ref.name);
+        let (reader, identity) = ctx.secret_reader(&namespace).map_err(|e| {
+            NotifyError::SecretUnreadable {
+                provider: label.clone(),
+                secret: secret_name.clone(),
+                identity: "the tenant".to_string(),
+                source: kube::Error::Service(e.into()),
+            }
+        })?;
+        let secrets: Api<Secret> = Api::namespaced(reader, &namespace);
+        let secret = secrets
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(|source| NotifyError::SecretUnreadable {
+                provider: label.clone(),
+                secret: secret_name.clone(),
+                identity: identity.to_string(),
+                source,
+            })?
+            .ok_or_else(|| NotifyError::SecretNotFound {
+                provider: label.clone(),
+                secret: secret_name.clone(),
+            })?;
+        data = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+    }
+    let text = |key: &str| {
+        data.get(key)
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let address_text = text("address")
+        .or_else(|| provider.spec.address.clone())
+        .ok_or_else(|| NotifyError::InvalidAddress {
+            provider: label.clone(),
+            reason: "is missing".to_string(),
+            hint: " in spec.address or the Secret's `address` key",
+        })?;
+    let address = check_address(&label, &address_text)?;
+    let provider_type = provider.spec.provider_type;
+    let token = text("token");
+    let hmac_key = data.get("hmacKey").or_else(|| data.get("token")).cloned();
+    let secret_label = || {
+        provider
+            .spec
+            .secret_ref
+            .as_ref()
+            .map(|s| format!("{namespace}/{}", s.name))
+            .unwrap_or_else(|| "(no spec.secretRef)".to_string())
+    };
+    if provider_type.is_forge() && token.is_none() {
+        return Err(NotifyError::SecretKeyMissing {
+            provider: label,
+            secret: secret_label(),
+            key: "token",
+            kind: provider_type,
+        });
+    }
+    if provider_type == ProviderType::GenericHmac && hmac_key.is_none() {
+        return Err(NotifyError::SecretKeyMissing {
+            provider: label,
+            secret: secret_label(),
+            key: "hmacKey",
+            kind: provider_type,
+        });
+    }
+    let timeout = provider
+        .spec
+        .timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+        .unwrap_or(DEFAULT_TIMEOUT);
+    Ok(ResolvedProvider {
+        name: label,
+        provider_type,
+        address,
+        token,
+        hmac_key,
+        channel: provider.spec.channel.clone(),
+        username: provider
+            .spec
+            .username
+            .clone()
+            .unwrap_or_else(|| "ferry".to_string()),
+        timeout,
+    })
+}
+
+/// Only http(s) URLs with a host and no user info (credentials travel in headers only).
+pub fn check_address(provider: &str, text: &str) -> Result<Url, NotifyError> {
+    let invalid = |reason: String| NotifyError::InvalidAddress {
+        provider: provider.to_string(),
+        reason,
+        hint: "",
+    };
+    // The address may hold a webhook key: never quote it in an error.
+    let url = Url::parse(text).map_err(|e| invalid(format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("has scheme {:?}", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("has no host".to_string()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "carries user info; put credentials in the Secret".to_string(),
+        ));
+    }
+    Ok(url)
+}
+
+/// One HTTP request a provider makes: the URL is always on the provider's address host.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub url: Url,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    pub what: String,
+}
+
+/// Build the request for `event` (public for tests of the exact shapes).
+pub fn build_request(
+    provider: &ResolvedProvider,
+    alert_summary: Option<&str>,
+    event: &ReleaseEvent,
+) -> Result<Outgoing, NotifyError> {
+    let state = event.state();
+    let description: String = event.message.chars().take(140).collect();
+    let context = format!("ferry/{}/{}", event.namespace, event.name);
+    let mut headers: Vec<(&'static str, String)> =
+        vec![("Content-Type", "application/json".to_string())];
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap_or_default();
+    let forge = |prefix: &str| -> Result<(Url, String, String), NotifyError> {
+        let (owner, repo) = repo_path(provider)?;
+        let commit = event.commit().ok_or_else(|| NotifyError::Delivery {
+            provider: provider.name.clone(),
+            what: "commit status".to_string(),
+            attempts: 0,
+            detail: format!(
+                "the revision {:?} names no commit",
+                event.revision.as_deref().unwrap_or("")
+            ),
+        })?;
+        let mut url = provider.address.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        let path = prefix
+            .replace("{owner}", &owner)
+            .replace("{repo}", &repo)
+            .replace("{project}", &urlencode(&format!("{owner}/{repo}")))
+            .replace("{sha}", &commit);
+        url.set_path(&path);
+        Ok((url, commit, path))
+    };
+    let token = provider.token.clone().unwrap_or_default();
+    let out = match provider.provider_type {
+        ProviderType::Gitea => {
+            let (url, commit, _) = forge("/api/v1/repos/{owner}/{repo}/statuses/{sha}")?;
+            headers.push(("Authorization", format!("token {token}")));
+            let body = json(serde_json::json!({
+                "state": match state { CommitState::Pending => "pending", CommitState::Success => "success", CommitState::Failure => "failure" },
+                "context": context, "description": description,
+            }));
+            Outgoing { url, headers, body, what: format!("commit status on {commit}") }
+        }
+        ProviderType::Github => {
+            // github.com's API lives on api.github.com; GitHub Enterprise serves /api/v3 on its host.
+            let on_github = provider.address.host_str() == Some("github.com");
+            let prefix = if on_github {
+                "/repos/{owner}/{repo}/statuses/{sha}"
+            } else {
+                "/api/v3/repos/{owner}/{repo}/statuses/{sha}"
+            };
+            let (mut url, commit, _) = forge(prefix)?;
+            if on_github {
+                let _ = url.set_host(Some("api.github.com"));
+            }
+            headers.push(("Authorization", format!("Bearer {token}")));
+            headers.push(("Accept", "application/vnd.github+json".to_string()));
+            let body = json(serde_json::json!({
+                "state": match state { CommitState::Pending => "pending", CommitState::Success => "success", CommitState::Failure => "failure" },
+                "context": context, "description": description,
+            }));
+            Outgoing { url, headers, body, what: format!("commit status on {commit}") }
+        }
+        ProviderType::Gitlab => {
+            let (url, commit, _) = forge("/api/v4/projects/{project}/statuses/{sha}")?;
+            headers.push(("PRIVATE-TOKEN", token));
+            let body = json(serde_json::json!({
+                "state": match state { CommitState::Pending => "running", CommitState::Success => "success", CommitState::Failure => "failed" },
+                "name": context, "description": description,
+            }));
+            Outgoing { url, headers, body, what: format!("commit status on {commit}") }
+        }
+        ProviderType::GenericHmac => {
+            let body = json(serde_json::json!({
+                "involvedObject": {"apiVersion": "ferry.dev/v1alpha1", "kind": "Release", "namespace": event.namespace, "name": event.name},
+                "severity": if event.warning { "error" } else { "info" },
+                "reason": event.reason,
+                "message": event.message,
+                "metadata": {"revision": event.revision, "summary": alert_summary},
+                "reportingController": "ferry-agent",
+            }));
+            let key = provider.hmac_key.clone().unwrap_or_default();
+            headers.push(("X-Signature", format!("sha256={}", hmac_hex(&key, &body))));
+            Outgoing { url: provider.address.clone(), headers, body, what: "signed event".to_string() }
+        }
+        ProviderType::Slack => {
+            let mut body = serde_json::json!({
+                "username": provider.username,
+                "text": chat_text(alert_summary, event),
+                "attachments": [{
+                    "color": if event.warning { "danger" } else { "good" },
+                    "title": event.title(),
+                    "text": event.message,
+                    "fields": [{"title": "revision", "value": event.revision, "short": false}],
+                }],
+            });
+            if let Some(channel) = &provider.channel {
+                body["channel"] = serde_json::Value::String(channel.clone());
+            }
+            Outgoing { url: provider.address.clone(), headers, body: json(body), what: "Slack message".to_string() }
+        }
+        ProviderType::Msteams => {
+            let body = json(serde_json::json!({
+                "@type": "MessageCard",
+                "@context": "https://schema.org/extensions",
+                "themeColor": if event.warning { "FF0000" } else { "0076D7" },
+                "summary": event.title(),
+                "sections": [{
+                    "activityTitle": chat_text(alert_summary, event),
+                    "activitySubtitle": event.message,
+                    "facts": [{"name": "revision", "value": event.revision}, {"name": "reason", "value": event.reason}],
+                }],
+            }));
+            Outgoing { url: provider.address.clone(), headers, body, what: "Teams message".to_string() }
+        }
+        ProviderType::Discord => {
+            let body = json(serde_json::json!({
+                "username": provider.username,
+                "content": chat_text(alert_summary, event),
+                "embeds": [{
+                    "title": event.title(),
+                    "description": event.message,
+                    "color": if event.warning { 0xE01E5A } else { 0x2EB67D },
+                    "fields": [{"name": "revision", "value": event.revision, "inline": false}],
+                }],
+            }));
+            Outgoing { url: provider.address.clone(), headers, body, what: "Discord message".to_string() }
+        }
+    };
+    Ok(out)
+}
+
+fn chat_text(summary: Option<&str>, event: &ReleaseEvent) -> String {
+    let head = format!("{} {}", event.title(), event.reason);
+    match summary {
+        Some(s) => format!("{s}: {head}"),
+        None => head,
+    }
+}
+
+/// `owner/repo` from the address path (`/owner/repo`, `.git` dropped; GitLab subgroups kept in owner).
+fn repo_path(provider: &ResolvedProvider) -> Result<(String, String), NotifyError> {
+    let path = provider.address.path().trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let (owner, repo) = path.rsplit_once('/').ok_or_else(|| NotifyError::InvalidAddress {
+        provider: provider.name.clone(),
+        reason: "names no repository".to_string(),
+        hint: " naming the repository, e.g. https://gitea.example/owner/repo",
+    })?;
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.split('/').all(|part| {
+                !part.is_empty()
+                    && part != ".."
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            })
+    };
+    if !safe(owner) || !safe(repo) {
+        return Err(NotifyError::InvalidAddress {
+            provider: provider.name.clone(),
+            reason: "has a repository path with characters outside [A-Za-z0-9-_.]".to_string(),
+            hint: "",
+        });
+    }
+    Ok((owner.to_string(), repo.to_string()))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Hex HMAC-SHA256 of `body` under `key`.
+pub fn hmac_hex(key: &[u8], body: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    hex::encode(aws_lc_rs::hmac::sign(&key, body).as_ref())
+}
+
+async fn send(
+    provider: &ResolvedProvider,
+    alert: &Alert,
+    event: &ReleaseEvent,
+) -> Result<String, NotifyError> {
+    let out = build_request(provider, alert.spec.summary.as_deref(), event)?;
+    // Credentials only to the configured host: a request on another host is a bug; refuse it.
+    let expected_host = if provider.provider_type == ProviderType::Github
+        && provider.address.host_str() == Some("github.com")
+    {
+        Some("api.github.com")
+    } else {
+        provider.address.host_str()
+    };
+    if out.url.host_str() != expected_host {
+        return Err(NotifyError::InvalidAddress {
+            provider: provider.name.clone(),
+            reason: "resolved to another host".to_string(),
+            hint: "",
+        });
+    }
+    let client = reqwest::Client::builder()
+        .timeout(provider.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(NotifyError::Client)?;
+    let mut wait = FIRST_RETRY;
+    let mut detail = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let mut request = client.post(out.url.clone()).body(out.body.clone());
+        for (name, value) in &out.headers {
+            request = request.header(*name, value);
+        }
+        let retry = match request.send().await {
+            Ok(response) if response.status().is_success() => return Ok(out.what),
+            Ok(response) => {
+                let status = response.status();
+                detail = format!("HTTP {status}");
+                status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            }
+            // without_url: a webhook URL can hold its key.
+            Err(err) => {
+                detail = err.without_url().to_string();
+                true
+            }
+        };
+        if !retry || attempt == ATTEMPTS {
+            return Err(NotifyError::Delivery {
+                provider: provider.name.clone(),
+                what: out.what,
+                attempts: attempt,
+                detail,
+            });
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    Err(NotifyError::Delivery {
+        provider: provider.name.clone(),
+        what: out.what,
+        attempts: ATTEMPTS,
+        detail,
+    })
+}
+
+/// Set `Ready` on an Alert or Provider (status subresource, merge patch). Best effort.
+async fn write_status<K>(ctx: &Context, obj: &K, ok: bool, reason: &str, message: &str)
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasNotificationStatus,
+{
+    let mut status = obj.notification_status().cloned().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        READY,
+        ok,
+        reason,
+        message,
+        obj.meta().generation,
+    );
+    status.observed_generation = obj.meta().generation;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({ "status": status });
+    if let Err(err) = api
+        .patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::debug!("cannot write notification status: {err}");
+    }
+}
+
+trait HasNotificationStatus {
+    fn notification_status(&self) -> Option<&NotificationStatus>;
+}
+
+impl HasNotificationStatus for Alert {
+    fn notification_status(&self) -> Option<&NotificationStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl HasNotificationStatus for Provider {
+    fn notification_status(&self) -> Option<&NotificationStatus> {
+        self.status.as_ref()
+    }
+}

@@ -1,0 +1,224 @@
+//! Notification request shapes, recorded by a local HTTP server this test starts. It stands in
+//! for the hosted services that cannot run here (GitHub, GitLab, Slack, Teams, Discord, a
+//! generic-hmac receiver); the Releases, Providers, Alerts and agent are real. Also: a 500 is
+//! retried until it succeeds, and refused Providers (unreadable Secret, non-http address) say
+//! why in their status.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use common::*;
+use ferry_api::{Alert, GitSource, Provider, Release};
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use kube::Api;
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    path: String,
+    headers: HeaderMap,
+    body: serde_json::Value,
+    raw: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct Sink {
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    retry_hits: Arc<Mutex<u32>>,
+}
+
+async fn record(State(sink): State<Sink>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let path = uri.path().to_string();
+    if path == "/retry" {
+        let mut hits = sink.retry_hits.lock().expect("lock");
+        *hits += 1;
+        if *hits == 1 {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    sink.seen.lock().expect("lock").push(Recorded {
+        path,
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or_default(),
+        raw: body.to_vec(),
+    });
+    StatusCode::OK
+}
+
+async fn start_sink() -> (SocketAddr, Sink) {
+    let sink = Sink::default();
+    let app = axum::Router::new().fallback(record).with_state(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, sink)
+}
+
+fn provider(name: &str, kind: &str, address: &str, secret: Option<&str>) -> serde_json::Value {
+    let mut spec = serde_json::json!({"type": kind, "address": address});
+    if let Some(s) = secret {
+        spec["secretRef"] = serde_json::json!({"name": s});
+    }
+    serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Provider",
+                       "metadata": {"name": name}, "spec": spec})
+}
+
+fn alert(name: &str, provider: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Alert",
+        "metadata": {"name": name},
+        "spec": {"providerRef": {"name": provider}, "summary": "prod",
+                 "eventSources": [{"kind": "Release", "name": "*"}]}})
+}
+
+fn hmac_hex(key: &[u8], body: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    hex::encode(aws_lc_rs::hmac::sign(&key, body).as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_provider_shape_and_a_retried_500() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "notify-shapes").await;
+    let repo = Repo::create(&env, &ns.name);
+    let sha = repo.commit(&[("app/a.yaml", Some(&configmap_yaml("a", "one")))], "first");
+    let (addr, sink) = start_sink().await;
+    let (_agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    secret(&client, &ns.name, "hmac", &[("hmacKey", "hm4c-key")]).await;
+    secret(&client, &ns.name, "token", &[("token", "t0ken-value")]).await;
+    let base = format!("http://{addr}");
+    let providers = [
+        provider("hmac", "generic-hmac", &format!("{base}/hmac"), Some("hmac")),
+        provider("retry", "generic-hmac", &format!("{base}/retry"), Some("hmac")),
+        provider("slack", "slack", &format!("{base}/slack"), None),
+        provider("teams", "msteams", &format!("{base}/teams"), None),
+        provider("discord", "discord", &format!("{base}/discord"), None),
+        provider("github", "github", &format!("{base}/owner/repo"), Some("token")),
+        provider("gitlab", "gitlab", &format!("{base}/group/project"), Some("token")),
+    ];
+    for p in providers {
+        let name = p["metadata"]["name"].as_str().expect("name").to_string();
+        create::<Provider>(&client, &ns.name, p).await;
+        create::<Alert>(&client, &ns.name, alert(&name, &name)).await;
+    }
+    create::<GitSource>(&client, &ns.name, git_source("repo", &repo.url, Some("git-auth"), "1h")).await;
+    create::<Release>(&client, &ns.name, release("app", "repo", "app", serde_json::json!({}))).await;
+    wait_release_applied(&client, &ns.name, "app", &sha, Duration::from_secs(60)).await;
+
+    let paths = [
+        "/hmac".to_string(),
+        "/retry".to_string(),
+        "/slack".to_string(),
+        "/teams".to_string(),
+        "/discord".to_string(),
+        format!("/api/v3/repos/owner/repo/statuses/{sha}"),
+        format!("/api/v4/projects/group%2Fproject/statuses/{sha}"),
+    ];
+    let seen = wait_for("every provider called", Duration::from_secs(60), || async {
+        let seen = sink.seen.lock().expect("lock").clone();
+        let missing: Vec<_> = paths.iter().filter(|p| !seen.iter().any(|r| &r.path == *p)).collect();
+        if missing.is_empty() {
+            return Ok(Some(seen));
+        }
+        anyhow::bail!("missing {missing:?}; seen {:?}", seen.iter().map(|r| &r.path).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let by = |path: &str| seen.iter().find(|r| r.path == path).cloned().expect("recorded");
+
+    // generic-hmac: the exact body is signed with the Secret's key.
+    let hmac = by("/hmac");
+    let signature = hmac.headers.get("x-signature").and_then(|v| v.to_str().ok()).expect("signature");
+    assert_eq!(signature, format!("sha256={}", hmac_hex(b"hm4c-key", &hmac.raw)));
+    assert_eq!(hmac.body["involvedObject"]["kind"], "Release");
+    assert_eq!(hmac.body["involvedObject"]["name"], "app");
+    assert_eq!(hmac.body["involvedObject"]["namespace"], ns.name.as_str());
+    assert_eq!(hmac.body["severity"], "info");
+    assert_eq!(hmac.body["reason"], "Synced");
+    assert!(hmac.body["metadata"]["revision"].as_str().is_some_and(|r| r.ends_with(&sha)));
+    assert!(!String::from_utf8_lossy(&hmac.raw).contains("hm4c-key"));
+
+    // The 500 was retried, then delivered.
+    assert!(*sink.retry_hits.lock().expect("lock") >= 2);
+
+    let slack = by("/slack");
+    assert_eq!(slack.body["username"], "ferry");
+    assert_eq!(slack.body["attachments"][0]["color"], "good");
+    assert_eq!(slack.body["attachments"][0]["title"], format!("Release/{}/app", ns.name));
+    assert!(slack.body["text"].as_str().is_some_and(|t| t.starts_with("prod: ")));
+    let teams = by("/teams");
+    assert_eq!(teams.body["@type"], "MessageCard");
+    assert!(teams.body["sections"][0]["facts"].is_array());
+    let discord = by("/discord");
+    assert!(discord.body["embeds"][0]["description"].as_str().is_some_and(|d| d.contains(&sha)));
+
+    let github = by(&format!("/api/v3/repos/owner/repo/statuses/{sha}"));
+    assert_eq!(github.headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer t0ken-value"));
+    assert_eq!(github.headers.get("accept").and_then(|v| v.to_str().ok()), Some("application/vnd.github+json"));
+    assert_eq!(github.body["state"], "success");
+    assert_eq!(github.body["context"], format!("ferry/{}/app", ns.name));
+    let gitlab = by(&format!("/api/v4/projects/group%2Fproject/statuses/{sha}"));
+    assert_eq!(gitlab.headers.get("private-token").and_then(|v| v.to_str().ok()), Some("t0ken-value"));
+    assert_eq!(gitlab.body["state"], "success");
+    assert_eq!(gitlab.body["name"], format!("ferry/{}/app", ns.name));
+
+    // Deduplicated: the same event for the same revision went out once per Alert.
+    assert_eq!(seen.iter().filter(|r| r.path == "/slack").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_providers_say_why_and_send_nothing() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "notify-attack").await;
+    let repo = Repo::create(&env, &ns.name);
+    repo.commit(&[("app/a.yaml", Some(&configmap_yaml("a", "one")))], "first");
+    let (addr, sink) = start_sink().await;
+    // No rights for the tenant: its Secrets are unreadable to it (the agent could read them).
+    let (_agent, _cache) = start_agent_bare(&env, &[&ns.name], |_| {}).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    secret(&client, &ns.name, "hmac", &[("hmacKey", "hm4c-key")]).await;
+    create::<Provider>(&client, &ns.name, provider("locked", "generic-hmac", &format!("http://{addr}/locked"), Some("hmac"))).await;
+    create::<Provider>(&client, &ns.name, provider("file", "slack", "file:///etc/passwd", None)).await;
+    create::<Alert>(&client, &ns.name, alert("locked", "locked")).await;
+    create::<Alert>(&client, &ns.name, alert("file", "file")).await;
+    create::<GitSource>(&client, &ns.name, git_source("repo", &repo.url, Some("git-auth"), "1h")).await;
+    create::<Release>(&client, &ns.name, release("app", "repo", "app", serde_json::json!({}))).await;
+
+    let providers: Api<Provider> = Api::namespaced(client.clone(), &ns.name);
+    for (name, reason, needle) in [
+        ("locked", "SecretUnreadable", "grant that identity get on the Secret"),
+        ("file", "InvalidAddress", "has scheme \"file\""),
+    ] {
+        let p = wait_for(&format!("Provider {name} refused"), Duration::from_secs(90), || {
+            let providers = providers.clone();
+            async move {
+                let p = providers.get(name).await?;
+                match ready_state(&p.status.clone().unwrap_or_default().conditions) {
+                    Some((s, r, m)) if s == "False" => Ok(Some((r, m))),
+                    other => anyhow::bail!("not yet: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(p.0, reason, "{name}: {}", p.1);
+        assert!(p.1.contains(needle), "{name}: {}", p.1);
+        assert!(!p.1.contains("hm4c-key"));
+    }
+    assert!(sink.seen.lock().expect("lock").is_empty(), "nothing sent by refused Providers");
+    let alerts: Api<Alert> = Api::namespaced(client.clone(), &ns.name);
+    let locked = alerts.get("locked").await.expect("alert");
+    let state = ready_state(&locked.status.unwrap_or_default().conditions);
+    assert_eq!(state.map(|(s, r, _)| (s, r)), Some(("False".into(), "SecretUnreadable".into())));
+}
