@@ -130,6 +130,8 @@ pub struct Context {
     pub tenants: Arc<TenantClients>,
     /// Per-namespace reconcile slots (`--max-concurrent-per-namespace`).
     namespace_slots: NamespaceSlots,
+    /// The shards of Releases this replica owns (all of them without `--shards`).
+    pub shards: Arc<crate::shard::Shards>,
     /// API discovery shared by every engine run, whatever identity it applies as: which kinds
     /// exist does not depend on who asks (every authenticated user may read discovery,
     /// `system:discovery`), and RBAC is still enforced on each request that follows.
@@ -152,6 +154,11 @@ impl Context {
         };
         let fetch_slots = Semaphore::new(options.fetch_concurrency.max(1) as usize);
         let namespace_slots = NamespaceSlots::new(options.max_concurrent_per_namespace);
+        let shards = if options.shards > 1 {
+            crate::shard::Shards::new(options.shards)
+        } else {
+            crate::shard::Shards::single()
+        };
         let backoff = Backoff::new(BackoffPolicy::with_floor(options.min_interval));
         let mut apply_config = config.clone();
         apply_config.read_timeout = Some(ENGINE_READ_TIMEOUT);
@@ -185,6 +192,7 @@ impl Context {
             drift,
             tenants,
             namespace_slots,
+            shards,
             discovery: Arc::new(DiscoveryCache::default()),
         }
     }

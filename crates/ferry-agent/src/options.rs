@@ -120,6 +120,13 @@ pub struct AgentOptions {
     /// Lease duration in seconds: how long a dead leader blocks the others.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_secs: u64,
+    /// Split Releases over the replicas: the number of shards (1: no sharding, one leader
+    /// reconciles everything). With more, every replica runs, each Release belongs to one shard
+    /// (a hash of its namespace/name), each shard to one live replica (one Lease per shard,
+    /// rendezvous hashing), and a dead replica's shards move after --lease-duration-secs.
+    /// Use several shards per replica (e.g. 4 × replicas) so shares stay even. Docs: docs/agent.md.
+    #[arg(long, env = "FERRY_SHARDS", default_value_t = 1)]
+    pub shards: u32,
     /// Identity in the Lease (default: $POD_NAME or hostname + random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -196,6 +203,7 @@ impl AgentOptions {
             leader_elect: false,
             lease_name: "ferry-agent".to_string(),
             lease_duration_secs: 15,
+            shards: 1,
             identity: None,
             concurrency: 8,
             fetch_concurrency: 4,

@@ -145,6 +145,34 @@ impl Shards {
         })
     }
 
+    /// Pin `shard` (owned, not draining) for work that is not one object's reconcile: while the
+    /// guard lives, the shard is not handed over.
+    pub fn enter_shard(self: &Arc<Self>, shard: u32) -> Option<ShardGuard> {
+        let mut s = self.lock();
+        if !s.owned.contains(&shard) || s.draining.contains(&shard) {
+            return None;
+        }
+        *s.running.entry(shard).or_default() += 1;
+        Some(ShardGuard {
+            shards: self.clone(),
+            shard,
+        })
+    }
+
+    /// Whether `shard` is no longer ours or is being handed over.
+    pub fn leaving(&self, shard: u32) -> bool {
+        let s = self.lock();
+        !s.owned.contains(&shard) || s.draining.contains(&shard)
+    }
+
+    /// One item each time this replica takes a shard (for `Controller::reconcile_all_on`).
+    pub fn acquisitions(&self) -> impl futures::Stream<Item = ()> + Send + Sync + 'static {
+        futures::stream::unfold(self.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+    }
+
     /// The shards owned now (for status and metrics).
     pub fn owned(&self) -> Vec<u32> {
         self.lock().owned.iter().copied().collect()
@@ -491,6 +519,48 @@ async fn hand_back(leases: &Api<Lease>, config: &ShardConfig, shards: &Arc<Shard
     let _ = leases
         .delete(&config.member_lease(), &Default::default())
         .await;
+}
+
+/// Run the agent's one-per-cluster work (the unsealer, image automation) on the replica that
+/// owns shard 0, and only there: started when shard 0 is taken, stopped gracefully (running
+/// reconciles finish) before shard 0 is handed over, so two replicas never run it at once.
+pub async fn run_on_shard_zero<F, Fut>(shards: Arc<Shards>, stop: CancellationToken, mut start: F)
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let poll = Duration::from_millis(250);
+    loop {
+        let pinned = loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            if let Some(guard) = shards.enter_shard(0) {
+                break guard;
+            }
+            tokio::time::sleep(poll).await;
+        };
+        tracing::info!(
+            "sharding: this replica owns shard 0 and runs the unsealer and image automation"
+        );
+        let term = stop.child_token();
+        let work = start(term.clone());
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                _ = &mut work => break,
+                _ = tokio::time::sleep(poll) => {
+                    if shards.leaving(0) || stop.is_cancelled() {
+                        term.cancel();
+                    }
+                }
+            }
+        }
+        drop(pinned);
+        if stop.is_cancelled() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -699,12 +699,7 @@ async fn a_service_account_token_of_the_real_api_server_deploys() {
                 }))
                 .expect("token request");
             let answer: k8s_openapi::api::authentication::v1::TokenRequest = sas
-                .create_subresource(
-                    "token",
-                    sa,
-                    &PostParams::default(),
-                    &request,
-                )
+                .create_subresource("token", sa, &PostParams::default(), &request)
                 .await
                 .expect("TokenRequest");
             answer.status.expect("token").token

@@ -38,11 +38,17 @@ impl ForgeRepo {
             .send()
             .await
             .expect("create forge user");
-        assert!(response.status().is_success(), "create user: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "create user: {}",
+            response.status()
+        );
         let token: serde_json::Value = http
             .post(format!("{base}/api/v1/users/{user}/tokens"))
             .basic_auth(&user, Some(&password))
-            .json(&serde_json::json!({"name": "ferry", "scopes": ["write:repository", "write:user"]}))
+            .json(
+                &serde_json::json!({"name": "ferry", "scopes": ["write:repository", "write:user"]}),
+            )
             .send()
             .await
             .expect("create token")
@@ -58,9 +64,19 @@ impl ForgeRepo {
             .send()
             .await
             .expect("create repo");
-        assert!(response.status().is_success(), "create repo: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "create repo: {}",
+            response.status()
+        );
         let work = tempfile::tempdir().expect("work dir");
-        let me = Self { base, user, token, repo, work };
+        let me = Self {
+            base,
+            user,
+            token,
+            repo,
+            work,
+        };
         me.git(&["init", "-q", "-b", "main"]);
         me.git(&["config", "user.email", "test@example.invalid"]);
         me.git(&["config", "user.name", "test"]);
@@ -77,7 +93,11 @@ impl ForgeRepo {
             .current_dir(self.work.path())
             .output()
             .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -90,9 +110,9 @@ impl ForgeRepo {
         }
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "-m", message]);
-        let push_url = self
-            .clone_url()
-            .replacen("://", &format!("://{}:{}@", self.user, self.token), 1);
+        let push_url =
+            self.clone_url()
+                .replacen("://", &format!("://{}:{}@", self.user, self.token), 1);
         self.git(&["push", "-q", &push_url, "HEAD:main"]);
         self.git(&["rev-parse", "HEAD"])
     }
@@ -155,7 +175,11 @@ async fn gitea_commit_status_follows_applies_and_failures() {
         &client,
         &ns.name,
         "forge",
-        &[("username", &forge.user), ("password", &forge.token), ("token", &forge.token)],
+        &[
+            ("username", &forge.user),
+            ("password", &forge.token),
+            ("token", &forge.token),
+        ],
     )
     .await;
     create::<Provider>(
@@ -186,11 +210,16 @@ async fn gitea_commit_status_follows_applies_and_failures() {
         git_source("repo", &forge.clone_url(), Some("forge"), "2s"),
     )
     .await;
-    create::<Release>(&client, &ns.name, release("app", "repo", "app", serde_json::json!({})))
-        .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release("app", "repo", "app", serde_json::json!({})),
+    )
+    .await;
     let context = format!("ferry/{}/app", ns.name);
 
-    let applied = wait_release_applied(&client, &ns.name, "app", &first, Duration::from_secs(90)).await;
+    let applied =
+        wait_release_applied(&client, &ns.name, "app", &first, Duration::from_secs(90)).await;
     let applied_at = Instant::now();
     let status = wait_status(&forge, &http, &first, &context, "success").await;
     eprintln!(
@@ -205,21 +234,39 @@ async fn gitea_commit_status_follows_applies_and_failures() {
             .is_some_and(|r| r.ends_with(&first))
     );
     assert!(
-        status["description"].as_str().is_some_and(|d| d.contains(&first)),
+        status["description"]
+            .as_str()
+            .is_some_and(|d| d.contains(&first)),
         "description names the revision: {status}"
     );
 
     // A broken commit: the API server refuses the object, the commit gets a failure status.
     let broken = forge.commit_and_push(
-        &[("app/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Valid_Name\ndata:\n  k: v\n")],
+        &[(
+            "app/b.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Valid_Name\ndata:\n  k: v\n",
+        )],
         "broken",
     );
     let failed = wait_status(&forge, &http, &broken, &context, "failure").await;
-    assert!(failed["description"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(
+        failed["description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
     // The earlier commit keeps its success; the Alert says the last delivery worked.
-    assert!(forge.statuses(&http, &first).await.iter().all(|s| s["status"] == "success"));
+    assert!(
+        forge
+            .statuses(&http, &first)
+            .await
+            .iter()
+            .all(|s| s["status"] == "success")
+    );
     let alerts: kube::Api<Alert> = kube::Api::namespaced(client.clone(), &ns.name);
     let alert = alerts.get("status").await.expect("alert");
     let ready = ready_state(&alert.status.unwrap_or_default().conditions);
-    assert_eq!(ready.map(|(s, r, _)| (s, r)), Some(("True".into(), "Delivered".into())));
+    assert_eq!(
+        ready.map(|(s, r, _)| (s, r)),
+        Some(("True".into(), "Delivered".into()))
+    );
 }

@@ -52,8 +52,12 @@ async fn record(State(sink): State<Sink>, uri: Uri, headers: HeaderMap, body: By
 
 async fn start_sink() -> (SocketAddr, Sink) {
     let sink = Sink::default();
-    let app = axum::Router::new().fallback(record).with_state(sink.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = axum::Router::new()
+        .fallback(record)
+        .with_state(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, sink)
@@ -88,7 +92,10 @@ async fn every_provider_shape_and_a_retried_500() {
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, "notify-shapes").await;
     let repo = Repo::create(&env, &ns.name);
-    let sha = repo.commit(&[("app/a.yaml", Some(&configmap_yaml("a", "one")))], "first");
+    let sha = repo.commit(
+        &[("app/a.yaml", Some(&configmap_yaml("a", "one")))],
+        "first",
+    );
     let (addr, sink) = start_sink().await;
     let (_agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     git_secret(&env, &client, &ns.name, "git-auth").await;
@@ -96,21 +103,51 @@ async fn every_provider_shape_and_a_retried_500() {
     secret(&client, &ns.name, "token", &[("token", "t0ken-value")]).await;
     let base = format!("http://{addr}");
     let providers = [
-        provider("hmac", "generic-hmac", &format!("{base}/hmac"), Some("hmac")),
-        provider("retry", "generic-hmac", &format!("{base}/retry"), Some("hmac")),
+        provider(
+            "hmac",
+            "generic-hmac",
+            &format!("{base}/hmac"),
+            Some("hmac"),
+        ),
+        provider(
+            "retry",
+            "generic-hmac",
+            &format!("{base}/retry"),
+            Some("hmac"),
+        ),
         provider("slack", "slack", &format!("{base}/slack"), None),
         provider("teams", "msteams", &format!("{base}/teams"), None),
         provider("discord", "discord", &format!("{base}/discord"), None),
-        provider("github", "github", &format!("{base}/owner/repo"), Some("token")),
-        provider("gitlab", "gitlab", &format!("{base}/group/project"), Some("token")),
+        provider(
+            "github",
+            "github",
+            &format!("{base}/owner/repo"),
+            Some("token"),
+        ),
+        provider(
+            "gitlab",
+            "gitlab",
+            &format!("{base}/group/project"),
+            Some("token"),
+        ),
     ];
     for p in providers {
         let name = p["metadata"]["name"].as_str().expect("name").to_string();
         create::<Provider>(&client, &ns.name, p).await;
         create::<Alert>(&client, &ns.name, alert(&name, &name)).await;
     }
-    create::<GitSource>(&client, &ns.name, git_source("repo", &repo.url, Some("git-auth"), "1h")).await;
-    create::<Release>(&client, &ns.name, release("app", "repo", "app", serde_json::json!({}))).await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1h"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release("app", "repo", "app", serde_json::json!({})),
+    )
+    .await;
     wait_release_applied(&client, &ns.name, "app", &sha, Duration::from_secs(60)).await;
 
     let paths = [
@@ -124,26 +161,48 @@ async fn every_provider_shape_and_a_retried_500() {
     ];
     let seen = wait_for("every provider called", Duration::from_secs(60), || async {
         let seen = sink.seen.lock().expect("lock").clone();
-        let missing: Vec<_> = paths.iter().filter(|p| !seen.iter().any(|r| &r.path == *p)).collect();
+        let missing: Vec<_> = paths
+            .iter()
+            .filter(|p| !seen.iter().any(|r| &r.path == *p))
+            .collect();
         if missing.is_empty() {
             return Ok(Some(seen));
         }
-        anyhow::bail!("missing {missing:?}; seen {:?}", seen.iter().map(|r| &r.path).collect::<Vec<_>>())
+        anyhow::bail!(
+            "missing {missing:?}; seen {:?}",
+            seen.iter().map(|r| &r.path).collect::<Vec<_>>()
+        )
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
-    let by = |path: &str| seen.iter().find(|r| r.path == path).cloned().expect("recorded");
+    let by = |path: &str| {
+        seen.iter()
+            .find(|r| r.path == path)
+            .cloned()
+            .expect("recorded")
+    };
 
     // generic-hmac: the exact body is signed with the Secret's key.
     let hmac = by("/hmac");
-    let signature = hmac.headers.get("x-signature").and_then(|v| v.to_str().ok()).expect("signature");
-    assert_eq!(signature, format!("sha256={}", hmac_hex(b"hm4c-key", &hmac.raw)));
+    let signature = hmac
+        .headers
+        .get("x-signature")
+        .and_then(|v| v.to_str().ok())
+        .expect("signature");
+    assert_eq!(
+        signature,
+        format!("sha256={}", hmac_hex(b"hm4c-key", &hmac.raw))
+    );
     assert_eq!(hmac.body["involvedObject"]["kind"], "Release");
     assert_eq!(hmac.body["involvedObject"]["name"], "app");
     assert_eq!(hmac.body["involvedObject"]["namespace"], ns.name.as_str());
     assert_eq!(hmac.body["severity"], "info");
     assert_eq!(hmac.body["reason"], "Synced");
-    assert!(hmac.body["metadata"]["revision"].as_str().is_some_and(|r| r.ends_with(&sha)));
+    assert!(
+        hmac.body["metadata"]["revision"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(&sha))
+    );
     assert!(!String::from_utf8_lossy(&hmac.raw).contains("hm4c-key"));
 
     // The 500 was retried, then delivered.
@@ -152,21 +211,47 @@ async fn every_provider_shape_and_a_retried_500() {
     let slack = by("/slack");
     assert_eq!(slack.body["username"], "ferry");
     assert_eq!(slack.body["attachments"][0]["color"], "good");
-    assert_eq!(slack.body["attachments"][0]["title"], format!("Release/{}/app", ns.name));
-    assert!(slack.body["text"].as_str().is_some_and(|t| t.starts_with("prod: ")));
+    assert_eq!(
+        slack.body["attachments"][0]["title"],
+        format!("Release/{}/app", ns.name)
+    );
+    assert!(
+        slack.body["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("prod: "))
+    );
     let teams = by("/teams");
     assert_eq!(teams.body["@type"], "MessageCard");
     assert!(teams.body["sections"][0]["facts"].is_array());
     let discord = by("/discord");
-    assert!(discord.body["embeds"][0]["description"].as_str().is_some_and(|d| d.contains(&sha)));
+    assert!(
+        discord.body["embeds"][0]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains(&sha))
+    );
 
     let github = by(&format!("/api/v3/repos/owner/repo/statuses/{sha}"));
-    assert_eq!(github.headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer t0ken-value"));
-    assert_eq!(github.headers.get("accept").and_then(|v| v.to_str().ok()), Some("application/vnd.github+json"));
+    assert_eq!(
+        github
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer t0ken-value")
+    );
+    assert_eq!(
+        github.headers.get("accept").and_then(|v| v.to_str().ok()),
+        Some("application/vnd.github+json")
+    );
     assert_eq!(github.body["state"], "success");
     assert_eq!(github.body["context"], format!("ferry/{}/app", ns.name));
     let gitlab = by(&format!("/api/v4/projects/group%2Fproject/statuses/{sha}"));
-    assert_eq!(gitlab.headers.get("private-token").and_then(|v| v.to_str().ok()), Some("t0ken-value"));
+    assert_eq!(
+        gitlab
+            .headers
+            .get("private-token")
+            .and_then(|v| v.to_str().ok()),
+        Some("t0ken-value")
+    );
     assert_eq!(gitlab.body["state"], "success");
     assert_eq!(gitlab.body["name"], format!("ferry/{}/app", ns.name));
 
@@ -182,43 +267,85 @@ async fn refused_providers_say_why_and_send_nothing() {
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, "notify-attack").await;
     let repo = Repo::create(&env, &ns.name);
-    repo.commit(&[("app/a.yaml", Some(&configmap_yaml("a", "one")))], "first");
+    repo.commit(
+        &[("app/a.yaml", Some(&configmap_yaml("a", "one")))],
+        "first",
+    );
     let (addr, sink) = start_sink().await;
     // No rights for the tenant: its Secrets are unreadable to it (the agent could read them).
     let (_agent, _cache) = start_agent_bare(&env, &[&ns.name], |_| {}).await;
     git_secret(&env, &client, &ns.name, "git-auth").await;
     secret(&client, &ns.name, "hmac", &[("hmacKey", "hm4c-key")]).await;
-    create::<Provider>(&client, &ns.name, provider("locked", "generic-hmac", &format!("http://{addr}/locked"), Some("hmac"))).await;
-    create::<Provider>(&client, &ns.name, provider("file", "slack", "file:///etc/passwd", None)).await;
+    create::<Provider>(
+        &client,
+        &ns.name,
+        provider(
+            "locked",
+            "generic-hmac",
+            &format!("http://{addr}/locked"),
+            Some("hmac"),
+        ),
+    )
+    .await;
+    create::<Provider>(
+        &client,
+        &ns.name,
+        provider("file", "slack", "file:///etc/passwd", None),
+    )
+    .await;
     create::<Alert>(&client, &ns.name, alert("locked", "locked")).await;
     create::<Alert>(&client, &ns.name, alert("file", "file")).await;
-    create::<GitSource>(&client, &ns.name, git_source("repo", &repo.url, Some("git-auth"), "1h")).await;
-    create::<Release>(&client, &ns.name, release("app", "repo", "app", serde_json::json!({}))).await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1h"),
+    )
+    .await;
+    create::<Release>(
+        &client,
+        &ns.name,
+        release("app", "repo", "app", serde_json::json!({})),
+    )
+    .await;
 
     let providers: Api<Provider> = Api::namespaced(client.clone(), &ns.name);
     for (name, reason, needle) in [
-        ("locked", "SecretUnreadable", "grant that identity get on the Secret"),
+        (
+            "locked",
+            "SecretUnreadable",
+            "grant that identity get on the Secret",
+        ),
         ("file", "InvalidAddress", "has scheme \"file\""),
     ] {
-        let p = wait_for(&format!("Provider {name} refused"), Duration::from_secs(90), || {
-            let providers = providers.clone();
-            async move {
-                let p = providers.get(name).await?;
-                match ready_state(&p.status.clone().unwrap_or_default().conditions) {
-                    Some((s, r, m)) if s == "False" => Ok(Some((r, m))),
-                    other => anyhow::bail!("not yet: {other:?}"),
+        let p = wait_for(
+            &format!("Provider {name} refused"),
+            Duration::from_secs(90),
+            || {
+                let providers = providers.clone();
+                async move {
+                    let p = providers.get(name).await?;
+                    match ready_state(&p.status.clone().unwrap_or_default().conditions) {
+                        Some((s, r, m)) if s == "False" => Ok(Some((r, m))),
+                        other => anyhow::bail!("not yet: {other:?}"),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(p.0, reason, "{name}: {}", p.1);
         assert!(p.1.contains(needle), "{name}: {}", p.1);
         assert!(!p.1.contains("hm4c-key"));
     }
-    assert!(sink.seen.lock().expect("lock").is_empty(), "nothing sent by refused Providers");
+    assert!(
+        sink.seen.lock().expect("lock").is_empty(),
+        "nothing sent by refused Providers"
+    );
     let alerts: Api<Alert> = Api::namespaced(client.clone(), &ns.name);
     let locked = alerts.get("locked").await.expect("alert");
     let state = ready_state(&locked.status.unwrap_or_default().conditions);
-    assert_eq!(state.map(|(s, r, _)| (s, r)), Some(("False".into(), "SecretUnreadable".into())));
+    assert_eq!(
+        state.map(|(s, r, _)| (s, r)),
+        Some(("False".into(), "SecretUnreadable".into()))
+    );
 }

@@ -58,6 +58,10 @@ pub struct ReleaseSpec {
     /// Timeout for apply + wait (Go duration). Default `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Custom health checks in CEL for `wait` (Flux's `healthCheckExprs`): per apiVersion and
+    /// kind, `current` (required), `inProgress` and `failed` expressions over the live object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_check_exprs: Vec<crate::health::HealthCheckExpr>,
     /// Releases that must be Ready (at their current generation) before this one applies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<NamespacedObjectReference>,

@@ -331,7 +331,9 @@ async fn install_hooks_run_on_the_first_apply_and_upgrade_hooks_on_later_ones() 
     assert!(jobs.get_opt("announce").await.expect("get").is_none());
 
     // Nothing changed: no hook runs (not even the upgrade hooks), nothing is written.
-    let again = apply(render(&req).expect("render")).await.expect("re-apply");
+    let again = apply(render(&req).expect("render"))
+        .await
+        .expect("re-apply");
     assert_eq!(again.requests.writes, 0, "{:#?}", again.objects);
     assert!(jobs.get_opt("migrate").await.expect("get").is_none());
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT, RECONCILING, STALLED};
+use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT};
 use ferry_api::{GitSource, GitSourceStatus};
 use ferry_engine::source::git::{self, FetchRequest, GitAuth, GitReference};
 use k8s_openapi::api::core::v1::Secret;
@@ -85,7 +85,6 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> (Result<Action, S
     let mut status = old.clone();
     status.observed_generation = source.metadata.generation;
     status.last_handled_reconcile_at = requested.clone();
-    common::remove_condition(&mut status.conditions, RECONCILING);
 
     let fetched = fetch(source, ctx).await;
     let good = fetched.is_ok();
@@ -102,11 +101,8 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> (Result<Action, S
                 status.revision = Some(checkout.revision.clone());
                 status.last_fetch_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
             }
-            common::remove_condition(&mut status.conditions, STALLED);
-            common::set_condition(
+            common::set_ready(
                 &mut status.conditions,
-                READY,
-                true,
                 "Succeeded",
                 &format!("stored revision {}", checkout.revision),
                 source.metadata.generation,
@@ -143,24 +139,14 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> (Result<Action, S
                 .map(|r| format!("; still serving the last good revision {r}"))
                 .unwrap_or_default();
             let full = format!("{message}{kept}");
-            common::set_condition(
+            // kstatus: Stalled for an invalid spec, Reconciling (retrying) for a failed fetch.
+            common::set_failure(
                 &mut status.conditions,
-                READY,
-                false,
                 reason,
                 &full,
+                stalled,
                 source.metadata.generation,
             );
-            if stalled {
-                common::set_condition(
-                    &mut status.conditions,
-                    STALLED,
-                    true,
-                    reason,
-                    &message,
-                    source.metadata.generation,
-                );
-            }
             if prev_message != full {
                 tracing::warn!(source = %format!("{}/{}", key.0, key.1), "fetch failed: {message}");
                 ctx.publish_event(source, EventType::Warning, reason, &full)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_api::common::{READY, STALLED, is_ready, remove_condition, set_condition, set_failure};
+use ferry_api::common::{READY, is_ready, set_failure, set_ready};
 use ferry_api::images::{ImagePolicy, ImagePolicySpec, ImagePolicyStatus, ImageRepository};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -307,15 +307,12 @@ async fn reconcile_inner(
         status.latest_image = Some(image.clone());
         status.last_change_time = Some(now_time());
     }
-    set_condition(
+    set_ready(
         &mut status.conditions,
-        READY,
-        true,
         "Succeeded",
         &format!("latest image is {image}"),
         generation,
     );
-    remove_condition(&mut status.conditions, STALLED);
     let ready = patch_status(ctx, policy, &status).await?;
     ctx.agent.backoff.on_success(KIND, &key_of(policy));
     Ok((Action::await_change(), ready))

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_api::common::{
-    READY, RECONCILE_REQUESTED_AT, STALLED, is_ready, remove_condition, set_condition,
-};
+use ferry_api::common::{RECONCILE_REQUESTED_AT, is_ready, set_failure, set_ready};
 use ferry_api::images::{ImageRepository, ImageRepositoryStatus, ScanResult};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -278,12 +276,11 @@ async fn reconcile_inner(
         Ok(t) => t,
         Err((reason, message)) => {
             let permanent = reason == "InvalidImage";
-            set_condition(
+            set_failure(
                 &mut status.conditions,
-                READY,
-                false,
                 &reason,
                 &message,
+                permanent,
                 generation,
             );
             status.observed_generation = generation;
@@ -338,15 +335,7 @@ async fn reconcile_inner(
             } else {
                 format!("scan found {count} tags")
             };
-            set_condition(
-                &mut status.conditions,
-                READY,
-                true,
-                "Succeeded",
-                &message,
-                generation,
-            );
-            remove_condition(&mut status.conditions, STALLED);
+            set_ready(&mut status.conditions, "Succeeded", &message, generation);
         }
         Err(err) => {
             let (retry, within) = retry_delay(ctx, &key, &err, interval);
@@ -357,12 +346,11 @@ async fn reconcile_inner(
                 within.as_secs()
             );
             tracing::warn!(repository = %format!("{ns}/{name}"), "{message}");
-            set_condition(
+            set_failure(
                 &mut status.conditions,
-                READY,
-                false,
                 err.reason(),
                 &message,
+                false,
                 generation,
             );
             status.observed_generation = generation;
@@ -426,22 +414,7 @@ async fn stall(
     message: &str,
 ) -> Result<(Action, bool), ReconcileError> {
     let generation = repo.meta().generation;
-    set_condition(
-        &mut status.conditions,
-        READY,
-        false,
-        reason,
-        message,
-        generation,
-    );
-    set_condition(
-        &mut status.conditions,
-        STALLED,
-        true,
-        reason,
-        message,
-        generation,
-    );
+    set_failure(&mut status.conditions, reason, message, true, generation);
     status.observed_generation = generation;
     let ready = patch_status(ctx, repo, &status).await?;
     Ok((Action::await_change(), ready))

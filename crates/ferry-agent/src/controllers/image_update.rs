@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_api::GitSource;
 use ferry_api::common::{
-    READY, RECONCILE_REQUESTED_AT, STALLED, is_ready, remove_condition, set_condition, set_failure,
+    RECONCILE_REQUESTED_AT, is_ready, remove_condition, set_condition, set_failure, set_ready,
 };
 use ferry_api::images::{ImagePolicy, ImageUpdate, ImageUpdateStatus};
 use k8s_openapi::api::core::v1::Secret;
@@ -679,15 +679,12 @@ async fn reconcile_inner(
                     &head[..head.len().min(12)]
                 ),
             };
-            set_condition(
+            set_ready(
                 &mut status.conditions,
-                READY,
-                true,
                 "Succeeded",
                 &format!("{message}{kept}"),
                 generation,
             );
-            remove_condition(&mut status.conditions, STALLED);
             let ready = patch_status(ctx, update, &status).await?;
             ctx.agent.backoff.on_success(KIND, &key);
             Ok((Action::requeue(ctx.agent.backoff.interval(interval)), ready))

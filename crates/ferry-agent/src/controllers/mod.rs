@@ -17,6 +17,7 @@ pub mod release;
 pub mod release_drift;
 pub mod release_helm;
 pub mod release_inputs;
+pub mod release_progress;
 pub mod unsealer;
 
 use std::sync::Arc;
@@ -50,7 +51,8 @@ pub async fn run(
     shutdown: CancellationToken,
     http_task: JoinHandle<()>,
 ) -> anyhow::Result<()> {
-    let result = if options.leader_elect {
+    // Sharded replicas all run; the shard Leases (crate::shard) decide who reconciles what.
+    let result = if options.leader_elect && options.shards <= 1 {
         run_with_lease(
             &client,
             &config,
@@ -233,6 +235,7 @@ pub async fn run_controllers(
         options.watch_namespaces.iter().cloned().map(Some).collect()
     };
     let concurrency = options.concurrency;
+    let extras_parts = (config.clone(), options.clone(), metrics.clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,
@@ -240,13 +243,14 @@ pub async fn run_controllers(
         metrics,
         stop.clone(),
     ));
+    let coordinator = sharding(&client, &ctx);
     // ferry_resource_info reads this term's caches (weakly: a finished term reports nothing).
     let objects: Arc<dyn crate::metrics::ObjectInfoSource> = ctx.clone();
     ctx.metrics.watch_objects(Arc::downgrade(&objects));
     // Releases queued by their GitSource, their dependencies, drift and webhooks.
     let release_queue =
         futures::stream::iter(ctx.take_release_queue()).flat_map(UnboundedReceiverStream);
-    let extras = extra_controllers(&client, ctx.clone(), certificate);
+    let extras = one_per_cluster(&client, &ctx, extras_parts, certificate);
 
     // One watch per namespace (or one cluster-wide), merged. Only spec (generation) and
     // annotation changes trigger: status writes by the agent itself do not.
@@ -295,7 +299,9 @@ pub async fn run_controllers(
     );
     let releases = drive(
         "Release",
-        Controller::for_stream(release_stream, release_reader).reconcile_on(release_queue),
+        Controller::for_stream(release_stream, release_reader)
+            .reconcile_on(release_queue)
+            .reconcile_all_on(ctx.shards.acquisitions()),
         concurrency,
         release::reconcile,
         release::error_policy,
@@ -327,7 +333,15 @@ pub async fn run_controllers(
     );
     let oci_sources = oci_source_controller(&client, &namespaces, ctx.clone(), stop.clone());
     let depth = queue_depth(ctx.clone(), stop.clone());
-    tokio::join!(sources, releases, receivers, oci_sources, extras, depth);
+    tokio::join!(
+        sources,
+        releases,
+        receivers,
+        oci_sources,
+        extras,
+        depth,
+        coordinator
+    );
     tracing::info!("controllers stopped");
 }
 
@@ -364,6 +378,54 @@ async fn oci_source_controller(
         ctx,
         stop,
     )
+    .await;
+}
+
+/// With `--shards`: keep this replica's membership and shard Leases until `ctx.stop`, then hand
+/// its shards back. Without: nothing (one replica owns the only shard).
+async fn sharding(client: &Client, ctx: &Arc<Context>) {
+    if ctx.shards.total() <= 1 {
+        return;
+    }
+    let options = &ctx.options;
+    let config = crate::shard::ShardConfig {
+        namespace: options.namespace.clone(),
+        group: options.lease_name.clone(),
+        identity: options.identity.clone().unwrap_or_else(default_identity),
+        lease_duration: options.lease_duration(),
+    };
+    tracing::info!(
+        identity = %config.identity,
+        shards = ctx.shards.total(),
+        "sharding: joining the replicas"
+    );
+    crate::shard::run(client.clone(), config, ctx.shards.clone(), ctx.stop.clone()).await;
+}
+
+/// The unsealer and image automation: here without sharding; with it, only on the replica that
+/// owns shard 0, each time on a Context of their own whose stop token ends when shard 0 leaves.
+async fn one_per_cluster(
+    client: &Client,
+    ctx: &Arc<Context>,
+    (config, options, metrics): (Config, AgentOptions, Arc<Metrics>),
+    certificate: CertificateSlot,
+) {
+    if ctx.shards.total() <= 1 {
+        return extra_controllers(client, ctx.clone(), certificate).await;
+    }
+    let client = client.clone();
+    crate::shard::run_on_shard_zero(ctx.shards.clone(), ctx.stop.clone(), move |term| {
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            config.clone(),
+            options.clone(),
+            metrics.clone(),
+            term,
+        ));
+        let client = client.clone();
+        let certificate = certificate.clone();
+        async move { extra_controllers(&client, ctx, certificate).await }
+    })
     .await;
 }
 

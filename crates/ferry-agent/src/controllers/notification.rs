@@ -7,9 +7,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_api::common::{READY, set_condition};
-use ferry_api::notification::{
-    Alert, EventSeverity, NotificationStatus, Provider, ProviderType,
-};
+use ferry_api::notification::{Alert, EventSeverity, NotificationStatus, Provider, ProviderType};
 use ferry_api::{Release, parse_duration};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -32,7 +30,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum NotifyError {
     #[error("Provider {0} not found in the Alert's namespace; create it or fix spec.providerRef")]
     ProviderNotFound(String),
-    #[error("cannot read Secret {secret} (spec.secretRef of Provider {provider}) as {identity}: {source}; grant that identity get on the Secret")]
+    #[error(
+        "cannot read Secret {secret} (spec.secretRef of Provider {provider}) as {identity}: {source}; grant that identity get on the Secret"
+    )]
     SecretUnreadable {
         provider: String,
         secret: String,
@@ -42,7 +42,9 @@ pub enum NotifyError {
     },
     #[error("Secret {secret} named in spec.secretRef of Provider {provider} does not exist")]
     SecretNotFound { provider: String, secret: String },
-    #[error("Secret {secret} of Provider {provider} has no `{key}` key, which a {kind:?} provider needs")]
+    #[error(
+        "Secret {secret} of Provider {provider} has no `{key}` key, which a {kind:?} provider needs"
+    )]
     SecretKeyMissing {
         provider: String,
         secret: String,
@@ -115,8 +117,8 @@ impl ReleaseEvent {
     pub fn commit(&self) -> Option<String> {
         let rev = self.revision.as_deref()?;
         let tail = rev.rsplit([':', '@', '/']).next()?;
-        let is_sha = (tail.len() == 40 || tail.len() == 64)
-            && tail.chars().all(|c| c.is_ascii_hexdigit());
+        let is_sha =
+            (tail.len() == 40 || tail.len() == 64) && tail.chars().all(|c| c.is_ascii_hexdigit());
         is_sha.then(|| tail.to_ascii_lowercase())
     }
 
@@ -207,9 +209,11 @@ pub fn alert_wants(alert: &Alert, event: &ReleaseEvent) -> Result<bool, NotifyEr
     if alert.spec.suspend {
         return Ok(false);
     }
-    let source_matches = alert.spec.event_sources.iter().any(|s| {
-        s.kind == "Release" && (s.name == "*" || s.name == event.name)
-    });
+    let source_matches = alert
+        .spec
+        .event_sources
+        .iter()
+        .any(|s| s.kind == "Release" && (s.name == "*" || s.name == event.name));
     if !source_matches {
         return Ok(false);
     }
@@ -277,7 +281,11 @@ pub struct ResolvedProvider {
     pub timeout: Duration,
 }
 
-async fn deliver(ctx: &Context, alert: &Alert, event: &ReleaseEvent) -> Result<String, NotifyError> {
+async fn deliver(
+    ctx: &Context,
+    alert: &Alert,
+    event: &ReleaseEvent,
+) -> Result<String, NotifyError> {
     let namespace = &event.namespace;
     let providers: Api<Provider> = Api::namespaced(ctx.client.clone(), namespace);
     let name = &alert.spec.provider_ref.name;
@@ -314,14 +322,14 @@ async fn resolve(ctx: &Context, provider: &Provider) -> Result<ResolvedProvider,
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     if let Some(secret_ref) = &provider.spec.secret_ref {
         let secret_name = format!("{namespace}/{}", secret_ref.name);
-        let (reader, identity) = ctx.secret_reader(&namespace).map_err(|e| {
-            NotifyError::SecretUnreadable {
-                provider: label.clone(),
-                secret: secret_name.clone(),
-                identity: "the tenant".to_string(),
-                source: kube::Error::Service(e.into()),
-            }
-        })?;
+        let (reader, identity) =
+            ctx.secret_reader(&namespace)
+                .map_err(|e| NotifyError::SecretUnreadable {
+                    provider: label.clone(),
+                    secret: secret_name.clone(),
+                    identity: "the tenant".to_string(),
+                    source: kube::Error::Service(e.into()),
+                })?;
         let secrets: Api<Secret> = Api::namespaced(reader, &namespace);
         let secret = secrets
             .get_opt(&secret_ref.name)
@@ -480,7 +488,12 @@ pub fn build_request(
                 "state": match state { CommitState::Pending => "pending", CommitState::Success => "success", CommitState::Failure => "failure" },
                 "context": context, "description": description,
             }));
-            Outgoing { url, headers, body, what: format!("commit status on {commit}") }
+            Outgoing {
+                url,
+                headers,
+                body,
+                what: format!("commit status on {commit}"),
+            }
         }
         ProviderType::Github => {
             // github.com's API lives on api.github.com; GitHub Enterprise serves /api/v3 on its host.
@@ -500,7 +513,12 @@ pub fn build_request(
                 "state": match state { CommitState::Pending => "pending", CommitState::Success => "success", CommitState::Failure => "failure" },
                 "context": context, "description": description,
             }));
-            Outgoing { url, headers, body, what: format!("commit status on {commit}") }
+            Outgoing {
+                url,
+                headers,
+                body,
+                what: format!("commit status on {commit}"),
+            }
         }
         ProviderType::Gitlab => {
             let (url, commit, _) = forge("/api/v4/projects/{project}/statuses/{sha}")?;
@@ -509,7 +527,12 @@ pub fn build_request(
                 "state": match state { CommitState::Pending => "running", CommitState::Success => "success", CommitState::Failure => "failed" },
                 "name": context, "description": description,
             }));
-            Outgoing { url, headers, body, what: format!("commit status on {commit}") }
+            Outgoing {
+                url,
+                headers,
+                body,
+                what: format!("commit status on {commit}"),
+            }
         }
         ProviderType::GenericHmac => {
             let body = json(serde_json::json!({
@@ -522,7 +545,12 @@ pub fn build_request(
             }));
             let key = provider.hmac_key.clone().unwrap_or_default();
             headers.push(("X-Signature", format!("sha256={}", hmac_hex(&key, &body))));
-            Outgoing { url: provider.address.clone(), headers, body, what: "signed event".to_string() }
+            Outgoing {
+                url: provider.address.clone(),
+                headers,
+                body,
+                what: "signed event".to_string(),
+            }
         }
         ProviderType::Slack => {
             let mut body = serde_json::json!({
@@ -538,7 +566,12 @@ pub fn build_request(
             if let Some(channel) = &provider.channel {
                 body["channel"] = serde_json::Value::String(channel.clone());
             }
-            Outgoing { url: provider.address.clone(), headers, body: json(body), what: "Slack message".to_string() }
+            Outgoing {
+                url: provider.address.clone(),
+                headers,
+                body: json(body),
+                what: "Slack message".to_string(),
+            }
         }
         ProviderType::Msteams => {
             let body = json(serde_json::json!({
@@ -552,7 +585,12 @@ pub fn build_request(
                     "facts": [{"name": "revision", "value": event.revision}, {"name": "reason", "value": event.reason}],
                 }],
             }));
-            Outgoing { url: provider.address.clone(), headers, body, what: "Teams message".to_string() }
+            Outgoing {
+                url: provider.address.clone(),
+                headers,
+                body,
+                what: "Teams message".to_string(),
+            }
         }
         ProviderType::Discord => {
             let body = json(serde_json::json!({
@@ -565,7 +603,12 @@ pub fn build_request(
                     "fields": [{"name": "revision", "value": event.revision, "inline": false}],
                 }],
             }));
-            Outgoing { url: provider.address.clone(), headers, body, what: "Discord message".to_string() }
+            Outgoing {
+                url: provider.address.clone(),
+                headers,
+                body,
+                what: "Discord message".to_string(),
+            }
         }
     };
     Ok(out)
@@ -583,17 +626,21 @@ fn chat_text(summary: Option<&str>, event: &ReleaseEvent) -> String {
 fn repo_path(provider: &ResolvedProvider) -> Result<(String, String), NotifyError> {
     let path = provider.address.path().trim_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
-    let (owner, repo) = path.rsplit_once('/').ok_or_else(|| NotifyError::InvalidAddress {
-        provider: provider.name.clone(),
-        reason: "names no repository".to_string(),
-        hint: " naming the repository, e.g. https://gitea.example/owner/repo",
-    })?;
+    let (owner, repo) = path
+        .rsplit_once('/')
+        .ok_or_else(|| NotifyError::InvalidAddress {
+            provider: provider.name.clone(),
+            reason: "names no repository".to_string(),
+            hint: " naming the repository, e.g. https://gitea.example/owner/repo",
+        })?;
     let safe = |s: &str| {
         !s.is_empty()
             && s.split('/').all(|part| {
                 !part.is_empty()
                     && part != ".."
-                    && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             })
     };
     if !safe(owner) || !safe(repo) {
@@ -709,7 +756,11 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({ "status": status });
     if let Err(err) = api
-        .patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         tracing::debug!("cannot write notification status: {err}");

@@ -87,12 +87,18 @@ pub async fn reconcile(
         ),
         (Ok(_), false) => (false, "SecretNotFound", unusable.unwrap_or_default()),
     };
-    common::set_condition(
+    // kstatus: an invalid spec is Stalled; a missing Secret is retried (Reconciling).
+    let outcome = if ok {
+        ferry_api::kstatus::Outcome::Ready {
+            reason,
+            message: &message,
+        }
+    } else {
+        ferry_api::kstatus::failure(reason, &message, reason == "InvalidResources")
+    };
+    ferry_api::kstatus::set_outcome(
         &mut status.conditions,
-        READY,
-        ok,
-        reason,
-        &message,
+        outcome,
         receiver.metadata.generation,
     );
     let strip = |s: &ReceiverStatus| {

@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT, RECONCILING, STALLED};
+use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT};
+use ferry_api::kstatus;
 use ferry_api::release::{DeletionPolicy, HISTORY_LIMIT, InventoryEntry, SyncRecord};
 use ferry_api::{GitSource, Release, ReleaseStatus};
 use ferry_engine::decrypt::sops::AgeKeys;
@@ -137,6 +138,11 @@ fn legacy_app(release: &Release, ctx: &Context, url: &str) -> Option<Legacy> {
 
 pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReleaseError> {
     let key = key_of(&*release);
+    // Sharding (--shards): another replica owns this Release; it is looked at again when this
+    // replica takes its shard (the controller re-runs everything cached then).
+    let Some(_shard) = ctx.shards.enter(&key.0, &key.1) else {
+        return Ok(Action::await_change());
+    };
     // Fairness: a namespace over --max-concurrent-per-namespace waits outside the controller's
     // shared slots, so other tenants' Releases keep being reconciled.
     let Some(_slot) = ctx.try_namespace_slot(&key.0) else {
@@ -232,6 +238,8 @@ async fn sync(release: &Release, ctx: &Arc<Context>) -> Result<Action, ReleaseEr
     if release.spec.suspend && requested == old.last_handled_reconcile_at {
         return Ok(Action::await_change());
     }
+    // kstatus: Reconciling=True before new work (a new generation or revision).
+    let old = super::release_progress::announce(release, ctx, old).await;
     let decision = decide(release, ctx).await;
     tracing::debug!(release = %format!("{}/{}", key.0, key.1), ready = decision.ready, reason = decision.reason, message = %decision.message, summary = %summary(decision.report.as_ref()), "sync finished");
     if decision.keep_status {
@@ -260,7 +268,8 @@ async fn sync(release: &Release, ctx: &Arc<Context>) -> Result<Action, ReleaseEr
         }
     }
     for (type_, reason, note) in events {
-        ctx.publish_event(release, type_.clone(), reason, &note).await;
+        ctx.publish_event(release, type_.clone(), reason, &note)
+            .await;
         let revision = status.last_attempted_revision.as_deref();
         super::notification::dispatch(ctx, release, revision, type_, reason, &note);
     }
@@ -291,30 +300,19 @@ fn next_status(
         .annotations()
         .get(ferry_api::deploy::DEPLOY_REQUEST)
         .cloned();
-    common::remove_condition(&mut status.conditions, RECONCILING);
-    if decision.stalled {
-        common::set_condition(
-            &mut status.conditions,
-            STALLED,
-            true,
-            decision.reason,
-            &decision.message,
-            generation,
-        );
-    } else {
-        common::remove_condition(&mut status.conditions, STALLED);
-    }
     let previous_message = common::find_condition(&old.conditions, READY)
         .map(|c| c.message.clone())
         .unwrap_or_default();
-    common::set_condition(
-        &mut status.conditions,
-        READY,
-        decision.ready,
-        decision.reason,
-        &decision.message,
-        generation,
-    );
+    // Ready / Reconciling (retrying) / Stalled, by the one rule of `ferry_api::kstatus`.
+    let outcome = if decision.ready {
+        kstatus::Outcome::Ready {
+            reason: decision.reason,
+            message: &decision.message,
+        }
+    } else {
+        kstatus::failure(decision.reason, &decision.message, decision.stalled)
+    };
+    kstatus::set_outcome(&mut status.conditions, outcome, generation);
     if let Some(revision) = &decision.attempted {
         status.last_attempted_revision = Some(revision.clone());
         let changed_objects = decision
@@ -571,6 +569,12 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         return Decision::unchanged(release, revision, ctx.backoff.interval(timing.interval));
     }
     let drift_mark = ctx.drift.mark(&key_of(release));
+    // Custom health rules: a bad expression is the spec's fault (Stalled).
+    let health_checks =
+        match ferry_engine::health::CustomHealth::compile(&release.spec.health_check_exprs) {
+            Ok(compiled) => Arc::new(compiled),
+            Err(e) => return Decision::stalled("InvalidSpec", format!("spec.{e}")),
+        };
     // Identity.
     let (client, identity) = match client_for(release, ctx) {
         Ok(c) => c,
@@ -637,13 +641,17 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
                 }
                 _ => "",
             };
-            return failed(
+            let mut d = failed(
                 "RenderFailed",
                 format!(
                     "rendering {path} of {} at {revision} failed: {e}{hint}; the last applied revision stays in place",
                     artifact.url
                 ),
             );
+            // kstatus: a revision that does not render needs a new commit (Stalled); retries
+            // go on at the retry interval in case the cause was outside the revision.
+            d.stalled = render_needs_a_change(&e);
+            return d;
         }
         Err(e) => return failed("RenderFailed", format!("render task failed: {e}")),
     };
@@ -680,6 +688,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         force_conflicts: true,
         discovery: Some(ctx.discovery.clone()),
         redactor,
+        health_checks,
         ..ApplyOptions::default()
     };
     // The same intent as the last apply: this reconcile is about drift. Look at what differs
@@ -804,6 +813,18 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         report: Some(report),
         keep_status: false,
     }
+}
+
+/// Whether a render error is in the source itself (bad YAML, a failing kustomize or Helm render,
+/// a refused path): the same revision will fail the same way, so the Release is Stalled until
+/// a change. Decryption (a key Secret may still be added), cluster and other errors are retried.
+fn render_needs_a_change(err: &ferry_engine::Error) -> bool {
+    matches!(
+        err,
+        ferry_engine::Error::Source { .. }
+            | ferry_engine::Error::Render { .. }
+            | ferry_engine::Error::Refused(_)
+    )
 }
 
 /// Which of these namespaces are being deleted, read with the agent's own identity (a tenant's
@@ -1173,7 +1194,7 @@ mod tests {
         let mut stalled = decision(false, "InvalidSpec", "spec.interval: not a duration", None);
         stalled.stalled = true;
         let (stuck, _) = next_status(&r, &first, stalled, None);
-        assert!(common::find_condition(&stuck.conditions, STALLED).is_some());
+        assert!(common::find_condition(&stuck.conditions, common::STALLED).is_some());
         let ok = decision(
             true,
             "ReconciliationSucceeded",
@@ -1181,7 +1202,7 @@ mod tests {
             Some("main@sha1:aaa"),
         );
         let (fixed, _) = next_status(&r, &stuck, ok, Some("2026-12-02T08:00:00Z".to_string()));
-        assert!(common::find_condition(&fixed.conditions, STALLED).is_none());
+        assert!(common::find_condition(&fixed.conditions, common::STALLED).is_none());
         // `ferry sync` asked for this run: it is recorded as handled.
         assert_eq!(
             fixed.last_handled_reconcile_at.as_deref(),

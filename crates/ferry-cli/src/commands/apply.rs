@@ -278,7 +278,17 @@ pub fn apply_options(app: &AppArgs, source: &SourceArgs) -> Result<ApplyOptions>
             ferry_engine::source::git_revision(&std::env::current_dir().ok()?.join(p))
         })
     });
+    // The apps' ferry.yaml `healthCheckExprs`: a bad one fails here, naming the file.
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let app_dirs: Vec<PathBuf> = source
+        .paths
+        .iter()
+        .filter(|p| p.as_os_str() != "-")
+        .map(|p| cwd.join(p))
+        .collect();
+    let health_checks = std::sync::Arc::new(ferry_engine::health::cel::from_app_dirs(&app_dirs)?);
     Ok(ApplyOptions {
+        health_checks,
         app: app_name(app, source)?,
         namespace: apply_namespace(source)?,
         prune: app.prune,

@@ -8,9 +8,9 @@ pub(crate) mod completion;
 pub(crate) mod delete;
 pub(crate) mod deploy;
 pub(crate) mod diff;
-pub(crate) mod handover;
 pub(crate) mod events;
 pub(crate) mod get;
+pub(crate) mod handover;
 pub(crate) mod history;
 pub(crate) mod install;
 pub(crate) mod logs;
@@ -70,5 +70,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(EXIT_OK)
         }
+        Command::Completion(args) => completion::run(&args),
+        Command::Get(args) => get::run(&cli.global, &args).await,
+        Command::Tree(args) => tree::run(&cli.global, &args).await,
+        Command::Events(args) => events::run(&cli.global, &args).await,
+        Command::Logs(args) => logs::run(&cli.global, &args).await,
+        Command::History(args) => history::run(&cli.global, &args).await,
+        Command::Rollback(args) => rollback::run(&cli.global, &args).await,
+        Command::Version(args) => version::run(&cli.global, &args).await,
     }
 }
