@@ -14,10 +14,10 @@ pub mod notification;
 pub mod ocisource;
 pub mod receiver;
 pub mod release;
-pub mod release_progress;
 pub mod release_drift;
 pub mod release_helm;
 pub mod release_inputs;
+pub mod release_progress;
 pub mod release_progress;
 pub mod unsealer;
 
