@@ -603,6 +603,8 @@ async fn a_github_shaped_token_deploys_a_commit_and_every_forgery_is_refused() {
     // Key rotation: a new key published later is found by its kid.
     let rotated = key("rsa-2", Algorithm::RS256);
     issuer.publish(&[&rotated, &ec]);
+    // Deliberate: the JWKS re-read is rate-limited to once per REFRESH_MIN_INTERVAL; rotation is
+    // only found after it has passed (waiting on a condition would not test the limit).
     tokio::time::sleep(ferry_agent::deploy::verify::REFRESH_MIN_INTERVAL).await;
     let third = repo.commit(
         &[("app/cm.yaml", Some(&configmap_yaml("shop", "three")))],

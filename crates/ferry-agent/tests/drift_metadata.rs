@@ -226,6 +226,8 @@ async fn hand_edited_labels_and_annotations_of_deployments_and_custom_resources_
         &env,
         &["-n", &ns.name, "label", "deployment/web", "extra=mine"],
     );
+    // Deliberate: this asserts that something does NOT happen (the foreign label is not
+    // reverted), so it waits longer than the drift watch takes to revert an owned field.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let obj = deployments.get("web").await.expect("deployment");
     assert_eq!(

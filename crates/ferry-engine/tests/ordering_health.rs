@@ -237,6 +237,8 @@ async fn a_cel_health_check_decides_a_custom_resource() {
             .await
             .expect("created");
             for phase in ["Provisioning", "Running"] {
+                // Deliberate: plays a slow operator moving the resource through its phases, so
+                // ferry's CEL health check sees each phase while it waits.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 let patch = serde_json::json!({"status": {"phase": phase}});
                 api.patch_status("orders", &PatchParams::default(), &Patch::Merge(&patch))
