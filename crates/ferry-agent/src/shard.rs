@@ -41,7 +41,7 @@ pub fn shard_of(namespace: &str, name: &str, total: u32) -> u32 {
 /// The member that should own `shard`: the highest score of hash(member, shard) (rendezvous or
 /// highest-random-weight hashing). Adding a member moves only the shards it now wins; removing
 /// one moves only the shards it owned.
-pub fn preferred_owner<'a>(shard: u32, members: &'a BTreeSet<String>) -> Option<&'a str> {
+pub fn preferred_owner(shard: u32, members: &BTreeSet<String>) -> Option<&str> {
     members
         .iter()
         .map(|m| {

@@ -18,7 +18,6 @@ pub mod release_drift;
 pub mod release_helm;
 pub mod release_inputs;
 pub mod release_progress;
-pub mod release_progress;
 pub mod unsealer;
 
 use std::sync::Arc;

@@ -38,7 +38,7 @@ pub enum NotifyError {
         secret: String,
         identity: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("Secret {secret} named in spec.secretRef of Provider {provider} does not exist")]
     SecretNotFound { provider: String, secret: String },
@@ -86,17 +86,6 @@ impl NotifyError {
             Self::InvalidExclusion { .. } => "InvalidExclusionList",
             Self::Delivery { .. } | Self::Client(_) => "DeliveryFailed",
         }
-    }
-
-    /// A refusal of the Provider itself (shown on the Provider too), not a failed delivery.
-    fn is_provider_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::SecretUnreadable { .. }
-                | Self::SecretNotFound { .. }
-                | Self::SecretKeyMissing { .. }
-                | Self::InvalidAddress { .. }
-        )
     }
 }
 
@@ -328,7 +317,7 @@ async fn resolve(ctx: &Context, provider: &Provider) -> Result<ResolvedProvider,
                     provider: label.clone(),
                     secret: secret_name.clone(),
                     identity: "the tenant".to_string(),
-                    source: kube::Error::Service(e.into()),
+                    source: Box::new(kube::Error::Service(e.into())),
                 })?;
         let secrets: Api<Secret> = Api::namespaced(reader, &namespace);
         let secret = secrets
@@ -338,7 +327,7 @@ async fn resolve(ctx: &Context, provider: &Provider) -> Result<ResolvedProvider,
                 provider: label.clone(),
                 secret: secret_name.clone(),
                 identity: identity.to_string(),
-                source,
+                source: Box::new(source),
             })?
             .ok_or_else(|| NotifyError::SecretNotFound {
                 provider: label.clone(),

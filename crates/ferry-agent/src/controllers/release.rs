@@ -268,8 +268,7 @@ async fn sync(release: &Release, ctx: &Arc<Context>) -> Result<Action, ReleaseEr
         }
     }
     for (type_, reason, note) in events {
-        ctx.publish_event(release, type_.clone(), reason, &note)
-            .await;
+        ctx.publish_event(release, type_, reason, &note).await;
         let revision = status.last_attempted_revision.as_deref();
         super::notification::dispatch(ctx, release, revision, type_, reason, &note);
     }

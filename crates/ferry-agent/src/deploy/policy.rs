@@ -125,7 +125,7 @@ fn check(
     if spec.issuer.url != token.issuer {
         return Err(format!("issuer is {:?}, not the token's", spec.issuer.url));
     }
-    if !token.audiences.iter().any(|a| *a == spec.audience) {
+    if !token.audiences.contains(&spec.audience) {
         return Err(format!(
             "audience {:?} is not among the token's {:?}",
             spec.audience, token.audiences

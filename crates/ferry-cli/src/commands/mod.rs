@@ -70,13 +70,5 @@ pub async fn run(cli: Cli) -> Result<u8> {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(EXIT_OK)
         }
-        Command::Completion(args) => completion::run(&args),
-        Command::Get(args) => get::run(&cli.global, &args).await,
-        Command::Tree(args) => tree::run(&cli.global, &args).await,
-        Command::Events(args) => events::run(&cli.global, &args).await,
-        Command::Logs(args) => logs::run(&cli.global, &args).await,
-        Command::History(args) => history::run(&cli.global, &args).await,
-        Command::Rollback(args) => rollback::run(&cli.global, &args).await,
-        Command::Version(args) => version::run(&cli.global, &args).await,
     }
 }
