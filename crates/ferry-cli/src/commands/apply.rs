@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferry_engine::pipeline::{self, ApplyOptions};
 use ferry_engine::progress::{Progress, ProgressEvent};
-use ferry_engine::render::config::AppConfig;
+use ferry_engine::render::config::{AppConfig, RendererKind};
+use ferry_engine::render::request::Capabilities;
 use ferry_engine::render::{self, RenderRequest, set_image};
 use ferry_engine::{Manifest, cluster};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -141,15 +142,45 @@ fn source_root(args: &SourceArgs) -> Result<PathBuf> {
     Ok(cwd)
 }
 
-/// Render every path into one list of manifests.
-pub fn render_sources(args: &SourceArgs) -> Result<Vec<Manifest>> {
-    render_sources_collecting(args).map(|(manifests, _)| manifests)
+/// Render every path into one list of manifests; `capabilities` is what helm's `.Capabilities`
+/// says (`None`: helm template's offline defaults).
+pub fn render_sources(
+    args: &SourceArgs,
+    capabilities: Option<&Capabilities>,
+) -> Result<Vec<Manifest>> {
+    render_sources_collecting(args, capabilities).map(|(manifests, _)| manifests)
+}
+
+/// True when one of the sources is rendered by helm (a `--chart`, or an app whose ferry.yaml,
+/// flags or detection pick helm): only those need the cluster's capabilities, so the others
+/// keep rendering while ferry connects. An app that cannot be resolved counts as not helm; its
+/// render says what is wrong with it.
+pub fn needs_capabilities(args: &SourceArgs) -> bool {
+    if args.render.chart.is_some() {
+        return true;
+    }
+    let (Ok(root), Ok(settings), Ok(cwd)) = (
+        source_root(args),
+        args.render.driver_settings(),
+        std::env::current_dir(),
+    ) else {
+        return false;
+    };
+    args.paths
+        .iter()
+        .filter(|p| p.as_os_str() != "-")
+        .any(|path| {
+            let mut req = RenderRequest::new(root.clone(), cwd.join(path));
+            render::overrides::layer_onto(&mut req, settings.clone()).is_ok()
+                && render::app::kind_of(&req).is_ok_and(|kind| kind == RendererKind::Helm)
+        })
 }
 
 /// [`render_sources`], also returning every value that came from decryption, so that diffs,
 /// reports and errors can hide it (docs/secrets.md, "Redaction").
 pub fn render_sources_collecting(
     args: &SourceArgs,
+    capabilities: Option<&Capabilities>,
 ) -> Result<(Vec<Manifest>, ferry_engine::render::safety::Redactor)> {
     let mut redactor = ferry_engine::render::safety::Redactor::new();
     // A chart given by --chart needs no PATH: it is rendered from an empty directory (no
@@ -190,6 +221,7 @@ pub fn render_sources_collecting(
         render::overrides::layer_onto(&mut req, render_settings.clone())?;
         req.vars = args.render.vars();
         req.age_keys = age_keys.clone();
+        req.capabilities = capabilities.cloned();
         let rendered = render::render_collecting(&req, &mut redactor).map_err(|err| {
             // A refusal (typically a path that leaves the source root) under a root ferry chose
             // itself: say which root that was and that --root changes it.
@@ -407,22 +439,51 @@ impl Prepared {
 /// Render, read the git revision, connect and discover concurrently: none needs another's
 /// result, and before the first write the API server is otherwise idle. A render error is
 /// reported at once, without waiting for the cluster (it is the one the user can fix first).
+/// A helm app is the exception: like `helm install`, its chart sees the cluster's API versions
+/// and Kubernetes version (`.Capabilities`, from the same discovery), so it renders once they
+/// are known; when the cluster cannot be reached it still renders (offline defaults) to report
+/// a render error first, and then reports the cluster's.
 pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) -> Result<Prepared> {
-    let render_source = source.clone();
-    let rendered = tokio::task::spawn_blocking(move || render_sources_collecting(&render_source));
     let (app_args, option_source) = (app.clone(), source.clone());
     let options = tokio::task::spawn_blocking(move || apply_options(&app_args, &option_source));
     let discovery =
         std::sync::Arc::new(ferry_engine::cluster::discovery::DiscoveryCache::default());
     let cluster = cluster_options(global);
     let prefetch = discovery.clone();
-    let connected = tokio::spawn(async move {
+    let mut connected = tokio::spawn(async move {
         let config = cluster::load_config(&cluster).await?;
         let server = config.cluster_url.to_string();
         let client = cluster::client_from_config(config)?;
         // A failed prefetch is not an error here: the engine discovers again and reports it.
         let reads = prefetch.prefetch(&client).await.unwrap_or(0);
         anyhow::Ok((client, reads, server))
+    });
+    let helm_source = source.clone();
+    let helm = tokio::task::spawn_blocking(move || needs_capabilities(&helm_source))
+        .await
+        .context("render task failed")?;
+    // For a helm app: the connection (awaited here instead of below) and the capabilities.
+    let mut early: Option<Result<(kube::Client, u64, String)>> = None;
+    let mut capabilities = None;
+    if helm {
+        let connection = (&mut connected)
+            .await
+            .context("connect task failed")
+            .and_then(|r| r);
+        if let Ok((client, _, _)) = &connection {
+            capabilities = Some(
+                cluster::capabilities::of(Some(&discovery), client)
+                    .await
+                    .context(
+                        "reading the cluster's API versions and version for helm's .Capabilities",
+                    )?,
+            );
+        }
+        early = Some(connection);
+    }
+    let render_source = source.clone();
+    let rendered = tokio::task::spawn_blocking(move || {
+        render_sources_collecting(&render_source, capabilities.as_ref())
     });
     let bail_early = |err: anyhow::Error| {
         connected.abort();
@@ -438,7 +499,10 @@ pub async fn prepare(global: &GlobalArgs, app: &AppArgs, source: &SourceArgs) ->
         .context("option task failed")
         .and_then(|r| r)
         .map_err(bail_early)?;
-    let (client, discovery_reads, server) = connected.await.context("connect task failed")??;
+    let (client, discovery_reads, server) = match early {
+        Some(connection) => connection?,
+        None => connected.await.context("connect task failed")??,
+    };
     opts.discovery = Some(discovery);
     opts.redactor = redactor;
     Ok(Prepared {

@@ -8,6 +8,7 @@
 use anyhow::Result;
 use clap::Args;
 use ferry_engine::Manifest;
+use ferry_engine::render::request::Capabilities;
 
 use crate::cli::GlobalArgs;
 use crate::commands::apply::{SourceArgs, render_sources};
@@ -18,6 +19,10 @@ Examples:
   ferry render ./deploy                          # YAML stream on stdout
   ferry render ./deploy --set-image web=ghcr.io/acme/web:2.0 -o json
   ferry render ./deploy | kubectl apply --dry-run=client -f -
+  ferry render --chart ./chart --kube-version v1.35.4 --api-versions monitoring.coreos.com/v1
+
+Like `helm template`, charts see helm's default .Capabilities unless --kube-version /
+--api-versions say otherwise (`ferry apply` and `ferry diff` pass the cluster's own).
 
 Secret values are printed (decrypted, if a later stage decrypts them): this is exactly what
 would be applied. They go to stdout only; errors and logs never show them (use `ferry diff`
@@ -30,10 +35,62 @@ Exit codes: 0 rendered, 2 error (the message names the file, line and document).
 pub struct RenderArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Kubernetes version for helm's .Capabilities.KubeVersion, e.g. v1.35.4 (default: helm's
+    /// built-in one; `ferry apply` and `ferry diff` use the cluster's).
+    #[arg(long, value_name = "VERSION", help_heading = "Rendering")]
+    pub kube_version: Option<String>,
+    /// API versions for helm's .Capabilities.APIVersions, GROUP/VERSION or GROUP/VERSION/KIND
+    /// (repeatable or comma-separated; default: helm's built-in list; `ferry apply` and `ferry
+    /// diff` use what the cluster serves).
+    #[arg(
+        long = "api-versions",
+        short = 'a',
+        value_name = "GROUP/VERSION[/KIND]",
+        value_delimiter = ',',
+        help_heading = "Rendering"
+    )]
+    pub api_versions: Vec<String>,
+}
+
+/// Why `--kube-version` / `--api-versions` were refused: they end up on helm's command line,
+/// so only the shapes helm documents are passed.
+#[derive(Debug, thiserror::Error)]
+pub enum CapabilityFlagError {
+    #[error("--kube-version {0:?}: expected a Kubernetes version such as v1.35.4 or 1.35")]
+    KubeVersion(String, #[source] ferry_engine::render::names::NameError),
+    #[error(
+        "--api-versions {0:?}: expected GROUP/VERSION or GROUP/VERSION/KIND, e.g. monitoring.coreos.com/v1 or apps/v1/Deployment"
+    )]
+    ApiVersion(String, #[source] ferry_engine::render::names::NameError),
+}
+
+impl RenderArgs {
+    /// What helm's `.Capabilities` should say: `None` (helm template's offline defaults)
+    /// unless `--kube-version` or `--api-versions` is given. Each value is checked here, so a
+    /// bad one names its flag instead of being dropped by the render.
+    pub fn capabilities(&self) -> Result<Option<Capabilities>, CapabilityFlagError> {
+        use ferry_engine::render::names;
+        if self.kube_version.is_none() && self.api_versions.is_empty() {
+            return Ok(None);
+        }
+        if let Some(version) = &self.kube_version {
+            names::kube_version(version)
+                .map_err(|err| CapabilityFlagError::KubeVersion(version.clone(), err))?;
+        }
+        for api in &self.api_versions {
+            names::api_version(api)
+                .map_err(|err| CapabilityFlagError::ApiVersion(api.clone(), err))?;
+        }
+        Ok(Some(Capabilities {
+            kube_version: self.kube_version.clone(),
+            api_versions: self.api_versions.clone(),
+        }))
+    }
 }
 
 pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8> {
-    let manifests = render_sources(&args.source)?;
+    let capabilities = args.capabilities()?;
+    let manifests = render_sources(&args.source, capabilities.as_ref())?;
     match global.output {
         OutputFormat::Json => {
             let objects: Vec<_> = manifests.iter().map(|m| &m.object).collect();
