@@ -8,10 +8,17 @@
 //! waits for the ones running to finish, then clears the Lease's holder; the new owner takes the
 //! Lease only when it is free or expired. A replica that dies stops renewing, and its shards are
 //! taken over when their Leases expire (one lease duration plus one tick).
+//!
+//! Ownership is checked against a deadline, not only a flag: each successful renewal makes the
+//! shard ours until 0.8 lease durations after the renewal was sent, and [`Shards::enter`] refuses
+//! past that, even if the coordinating task is late (a stalled process, an unreachable API
+//! server). So a replica stops starting reconciles before any other replica may take its shard.
+//! One reconcile that already runs when its replica stalls for a whole lease duration can still
+//! overlap its successor's: Leases fence new work, not work in flight.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -60,8 +67,8 @@ fn prefix_u64(bytes: &[u8]) -> u64 {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Shards whose Lease this replica holds.
-    owned: BTreeSet<u32>,
+    /// Shards whose Lease this replica holds, each until when (None: for good, unsharded).
+    owned: BTreeMap<u32, Option<Instant>>,
     /// Owned shards being handed over: no new reconcile starts for them.
     draining: BTreeSet<u32>,
     /// Reconciles running per shard.
@@ -83,10 +90,17 @@ pub struct Shards {
 pub struct ShardGuard {
     shards: Arc<Shards>,
     shard: u32,
+    /// `namespace/name` of the object reconciled (None: a pinned shard, see `enter_shard`).
+    object: Option<String>,
 }
 
 impl Drop for ShardGuard {
     fn drop(&mut self) {
+        if let Some(object) = &self.object {
+            // With the "started" line: the window in which this replica may write for the
+            // object (tests/sharding_e2e.rs checks no two replicas' windows overlap).
+            tracing::debug!(object = %object, shard = self.shard, "sharding: reconcile ended");
+        }
         let mut s = self.shards.lock();
         if let Some(n) = s.running.get_mut(&self.shard) {
             *n = n.saturating_sub(1);
@@ -101,7 +115,7 @@ impl Shards {
     /// One shard, always owned: the unsharded agent (one replica, or leader election).
     pub fn single() -> Arc<Self> {
         let shards = Self::new(1);
-        shards.lock().owned.insert(0);
+        shards.lock().owned.insert(0, None);
         shards
     }
 
@@ -126,43 +140,38 @@ impl Shards {
     /// Whether this replica owns the shard of `namespace/name` now.
     pub fn owns(&self, namespace: &str, name: &str) -> bool {
         let shard = shard_of(namespace, name, self.total);
-        let s = self.lock();
-        s.owned.contains(&shard) && !s.draining.contains(&shard)
+        !self.leaving(shard)
     }
 
     /// Start a reconcile of `namespace/name` if this replica owns its shard and is not handing it
     /// over; `None` means "not ours: do nothing".
     pub fn enter(self: &Arc<Self>, namespace: &str, name: &str) -> Option<ShardGuard> {
         let shard = shard_of(namespace, name, self.total);
-        let mut s = self.lock();
-        if !s.owned.contains(&shard) || s.draining.contains(&shard) {
-            return None;
-        }
-        *s.running.entry(shard).or_default() += 1;
-        Some(ShardGuard {
-            shards: self.clone(),
-            shard,
-        })
+        let mut guard = self.enter_shard(shard)?;
+        let object = format!("{namespace}/{name}");
+        tracing::debug!(object = %object, shard, "sharding: reconcile started");
+        guard.object = Some(object);
+        Some(guard)
     }
 
     /// Pin `shard` (owned, not draining) for work that is not one object's reconcile: while the
     /// guard lives, the shard is not handed over.
     pub fn enter_shard(self: &Arc<Self>, shard: u32) -> Option<ShardGuard> {
         let mut s = self.lock();
-        if !s.owned.contains(&shard) || s.draining.contains(&shard) {
+        if !usable(&s, shard, Instant::now()) {
             return None;
         }
         *s.running.entry(shard).or_default() += 1;
         Some(ShardGuard {
             shards: self.clone(),
             shard,
+            object: None,
         })
     }
 
-    /// Whether `shard` is no longer ours or is being handed over.
+    /// Whether `shard` is no longer ours (or our hold on it ran out) or is being handed over.
     pub fn leaving(&self, shard: u32) -> bool {
-        let s = self.lock();
-        !s.owned.contains(&shard) || s.draining.contains(&shard)
+        !usable(&self.lock(), shard, Instant::now())
     }
 
     /// One item each time this replica takes a shard (for `Controller::reconcile_all_on`).
@@ -173,9 +182,15 @@ impl Shards {
         })
     }
 
-    /// The shards owned now (for status and metrics).
+    /// The shards owned now, holds that ran out excluded (for status, metrics and tests).
     pub fn owned(&self) -> Vec<u32> {
-        self.lock().owned.iter().copied().collect()
+        let now = Instant::now();
+        self.lock()
+            .owned
+            .iter()
+            .filter(|(_, until)| until.is_none_or(|t| t > now))
+            .map(|(shard, _)| *shard)
+            .collect()
     }
 
     /// A receiver that changes each time this replica acquires a shard.
@@ -183,13 +198,34 @@ impl Shards {
         self.acquired.subscribe()
     }
 
-    fn acquire(&self, shard: u32) {
+    /// Record a successful write of the shard's Lease: ours until `until`. Taking a shard that
+    /// was not ours (or whose hold had run out, so reconciles were refused) wakes the controllers.
+    fn acquire(&self, shard: u32, until: Instant) {
         let mut s = self.lock();
         s.draining.remove(&shard);
-        if s.owned.insert(shard) {
-            drop(s);
+        let was_usable = usable(&s, shard, Instant::now());
+        s.owned.insert(shard, Some(until));
+        drop(s);
+        if !was_usable {
             self.acquired.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Forget shards whose hold ran out (their Lease was not renewed in time); returns them.
+    fn expire(&self) -> Vec<u32> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let gone: Vec<u32> = s
+            .owned
+            .iter()
+            .filter(|(_, until)| until.is_some_and(|t| t <= now))
+            .map(|(shard, _)| *shard)
+            .collect();
+        for shard in &gone {
+            s.owned.remove(shard);
+            s.draining.remove(shard);
+        }
+        gone
     }
 
     /// Stop starting reconciles for `shard`; true once none is running (the Lease may go).
@@ -199,6 +235,13 @@ impl Shards {
         !s.running.contains_key(&shard)
     }
 
+    /// Renewed while draining: keep the hold (and the draining mark) a little longer.
+    fn extend(&self, shard: u32, until: Instant) {
+        if let Some(held) = self.lock().owned.get_mut(&shard) {
+            *held = Some(until);
+        }
+    }
+
     fn forget(&self, shard: u32) {
         let mut s = self.lock();
         s.owned.remove(&shard);
@@ -206,8 +249,17 @@ impl Shards {
     }
 
     fn is_owned(&self, shard: u32) -> bool {
-        self.lock().owned.contains(&shard)
+        self.lock().owned.contains_key(&shard)
     }
+}
+
+/// Owned, the hold not run out, and not being handed over.
+fn usable(s: &State, shard: u32, now: Instant) -> bool {
+    let held = s
+        .owned
+        .get(&shard)
+        .is_some_and(|until| until.is_none_or(|t| t > now));
+    held && !s.draining.contains(&shard)
 }
 
 /// How the replicas coordinate.
@@ -226,6 +278,12 @@ pub struct ShardConfig {
 impl ShardConfig {
     fn tick(&self) -> Duration {
         (self.lease_duration / 4).max(Duration::from_millis(250))
+    }
+    /// How long a renewal keeps a shard ours, counted from before the write was sent: less than
+    /// the lease duration, so this replica stops before another may take the shard (the margin
+    /// absorbs clock skew between replicas).
+    fn hold(&self) -> Duration {
+        self.lease_duration.mul_f64(0.8)
     }
     fn member_lease(&self) -> String {
         format!("{}-member-{}", self.group, lease_safe(&self.identity))
@@ -272,24 +330,14 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let mut last_renewed: HashMap<u32, Timestamp> = HashMap::new();
     loop {
-        if let Err(err) = step(&leases, &config, &shards, &mut last_renewed).await {
+        if let Err(err) = step(&leases, &config, &shards).await {
             tracing::warn!("sharding: {err}");
         }
-        // A shard whose Lease could not be renewed for a whole lease duration may already have
-        // been taken over by another replica: stop reconciling it now.
-        let now = Timestamp::now();
-        for shard in shards.owned() {
-            let fresh = last_renewed.get(&shard).is_some_and(|t| {
-                let age_ms = now.as_millisecond().saturating_sub(t.as_millisecond());
-                (age_ms as f64) < config.lease_duration.as_millis() as f64 * 0.8
-            });
-            if !fresh {
-                tracing::warn!(shard, "sharding: lost the Lease of shard {shard}");
-                shards.forget(shard);
-                last_renewed.remove(&shard);
-            }
+        // A shard whose Lease was not renewed in time may already be another replica's:
+        // `enter` refuses it already; say so once and forget it.
+        for shard in shards.expire() {
+            tracing::warn!(shard, "sharding: lost the Lease of shard {shard}");
         }
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -303,9 +351,10 @@ async fn step(
     leases: &Api<Lease>,
     config: &ShardConfig,
     shards: &Arc<Shards>,
-    last_renewed: &mut HashMap<u32, Timestamp>,
 ) -> Result<(), ShardError> {
     let now = Timestamp::now();
+    // Every write of this step says "renewed at `now`", so our hold counts from here.
+    let until = Instant::now() + config.hold();
     let member = config.member_lease();
     renew_member(leases, config, &member, now).await?;
     let selector = format!("{LEASE_GROUP_LABEL}={}", config.group);
@@ -357,11 +406,10 @@ async fn step(
                     .is_none_or(|l| live_holder(l, now).is_none())
             {
                 if write_shard_lease(leases, config, &name, existing, Some(now), now).await? {
-                    last_renewed.insert(shard, now);
                     if !shards.is_owned(shard) {
                         tracing::info!(shard, "sharding: took shard {shard}");
                     }
-                    shards.acquire(shard);
+                    shards.acquire(shard, until);
                 } else {
                     shards.forget(shard);
                 }
@@ -371,16 +419,14 @@ async fn step(
                 // Nothing of this shard runs any more: let its new owner have it.
                 write_shard_lease(leases, config, &name, existing, None, now).await?;
                 shards.forget(shard);
-                last_renewed.remove(&shard);
                 tracing::info!(shard, "sharding: handed shard {shard} over");
             } else if write_shard_lease(leases, config, &name, existing, Some(now), now).await? {
                 // Still finishing: keep the Lease until the running reconciles end.
-                last_renewed.insert(shard, now);
+                shards.extend(shard, until);
             }
         } else if shards.is_owned(shard) {
             // Someone else holds it (we lost it): never reconcile it again until re-acquired.
             shards.forget(shard);
-            last_renewed.remove(&shard);
         }
     }
     Ok(())
@@ -557,6 +603,12 @@ where
             }
         }
         drop(pinned);
+        // Work that ended by itself (none configured, or it gave up) is not restarted while
+        // shard 0 stays here: restarting at once would spin, and an endless spin in the task
+        // that also renews the Leases let them all expire.
+        while !term.is_cancelled() && !shards.leaving(0) && !stop.is_cancelled() {
+            tokio::time::sleep(poll).await;
+        }
         if stop.is_cancelled() {
             return;
         }
@@ -613,11 +665,15 @@ mod tests {
         }
     }
 
+    fn for_a_minute() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     #[test]
     fn guards_block_a_draining_shard_until_reconciles_end() {
         let shards = Shards::new(1);
         assert!(shards.enter("ns", "x").is_none(), "nothing owned yet");
-        shards.acquire(0);
+        shards.acquire(0, for_a_minute());
         let guard = shards.enter("ns", "x").expect("owned");
         assert!(!shards.drain(0), "a reconcile still runs");
         assert!(
@@ -628,6 +684,42 @@ mod tests {
         assert!(shards.drain(0), "drained");
         shards.forget(0);
         assert!(!shards.owns("ns", "x"));
+    }
+
+    #[test]
+    fn a_hold_that_runs_out_refuses_new_reconciles_without_the_coordinator() {
+        let shards = Shards::new(1);
+        shards.acquire(0, Instant::now() + Duration::from_millis(50));
+        assert!(shards.enter("ns", "x").is_some());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(shards.enter("ns", "x").is_none(), "hold ran out");
+        assert!(shards.owned().is_empty());
+        assert_eq!(shards.expire(), vec![0]);
+        // Renewed after running out: usable again, and the controllers are woken.
+        let woken = shards.subscribe();
+        shards.acquire(0, for_a_minute());
+        assert!(woken.has_changed().unwrap_or(false));
+        assert!(shards.enter("ns", "x").is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shard_zero_work_that_ends_by_itself_is_not_restarted() {
+        let shards = Shards::new(1);
+        shards.acquire(0, for_a_minute());
+        let stop = CancellationToken::new();
+        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = starts.clone();
+        let runner = tokio::spawn(run_on_shard_zero(shards.clone(), stop.clone(), move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {}
+        }));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), runner)
+            .await
+            .expect("stops")
+            .expect("no panic");
     }
 
     #[test]

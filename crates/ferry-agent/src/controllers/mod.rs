@@ -243,7 +243,13 @@ pub async fn run_controllers(
         metrics,
         stop.clone(),
     ));
-    let coordinator = sharding(&client, &ctx);
+    // A task of its own: renewing the shard Leases must not wait on the controllers' polls.
+    let coordinator = tokio::spawn(sharding(client.clone(), ctx.clone()));
+    let coordinator = async move {
+        if let Err(err) = coordinator.await {
+            tracing::error!("sharding task failed: {err}");
+        }
+    };
     // ferry_resource_info reads this term's caches (weakly: a finished term reports nothing).
     let objects: Arc<dyn crate::metrics::ObjectInfoSource> = ctx.clone();
     ctx.metrics.watch_objects(Arc::downgrade(&objects));
@@ -383,7 +389,7 @@ async fn oci_source_controller(
 
 /// With `--shards`: keep this replica's membership and shard Leases until `ctx.stop`, then hand
 /// its shards back. Without: nothing (one replica owns the only shard).
-async fn sharding(client: &Client, ctx: &Arc<Context>) {
+async fn sharding(client: Client, ctx: Arc<Context>) {
     if ctx.shards.total() <= 1 {
         return;
     }
@@ -399,7 +405,7 @@ async fn sharding(client: &Client, ctx: &Arc<Context>) {
         shards = ctx.shards.total(),
         "sharding: joining the replicas"
     );
-    crate::shard::run(client.clone(), config, ctx.shards.clone(), ctx.stop.clone()).await;
+    crate::shard::run(client, config, ctx.shards.clone(), ctx.stop.clone()).await;
 }
 
 /// The unsealer and image automation: here without sharding; with it, only on the replica that
