@@ -85,11 +85,10 @@ impl Agent {
             watch_namespaces: options.watch_namespaces.clone(),
             certificate: Default::default(),
             keys: webhook::ReceiverKeys::default().with_tenants(tenants.clone()),
-            deploy: Some(Arc::new(deploy::DeployService::new(
-                client.clone(),
-                tenants,
-                options.clone(),
-            ))),
+            deploy: Some(Arc::new(
+                deploy::DeployService::new(client.clone(), tenants, options.clone())
+                    .with_metrics(&metrics),
+            )),
         };
         let certificate = state.certificate.clone();
         let (http_addr, http_task) =

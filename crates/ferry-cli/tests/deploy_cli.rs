@@ -112,6 +112,21 @@ fn fake_github_token_endpoint(token: String) -> (String, Arc<Mutex<Vec<String>>>
     (url, seen)
 }
 
+/// The agent's `/metrics` text (a plain HTTP/1.1 GET).
+fn metrics_text(addr: std::net::SocketAddr) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request /metrics");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    assert!(text.starts_with("HTTP/1.1 200"), "GET /metrics: {text}");
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     ferry_testsupport::init_logging();
@@ -363,6 +378,39 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("401") && err.contains("not a JWT"), "{err}");
+    // Every request so far is counted on the agent's /metrics, refusals with their reason
+    // (a token that names no issuer gets no namespace label: made-up input grows no series).
+    let metrics = metrics_text(agent.metrics_addr);
+    let sample = |labels: &str| -> u64 {
+        let prefix = format!("ferry_deploy_requests_total{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let ns_label = format!("namespace=\"{}\"", ns.name);
+    assert_eq!(
+        sample(r#"namespace="",result="refused",reason="unauthenticated""#),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&format!(r#"{ns_label},result="refused",reason="replayed""#)),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&format!(r#"{ns_label},result="refused",reason="rollback""#)),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        sample(&format!(
+            r#"{ns_label},result="accepted",reason="succeeded""#
+        )) >= 2,
+        "{metrics}"
+    );
     // No token at all, and plain http to another host: refused before anything is sent.
     let (code, _, err) = deploy(
         &[

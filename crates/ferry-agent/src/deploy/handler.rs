@@ -36,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::DeployService;
 use super::policy::{self, Ask, CommitRules, Reachability};
 use super::verify::TokenError;
+use super::{DeployService, RequestResult};
 use crate::http::HttpState;
 
 /// Largest request body (a commit and a few image overrides).
@@ -82,7 +82,7 @@ fn refuse(
     message: String,
 ) -> Response {
     if let Some(service) = &state.deploy {
-        service.count(namespace, result);
+        service.count(namespace, RequestResult::Refused, result);
     }
     tracing::info!(%namespace, %status, "deploy request refused: {message}");
     (status, format!("{message}\n")).into_response()
@@ -296,7 +296,7 @@ pub async fn deploy(
             &state,
             &namespace,
             StatusCode::CONFLICT,
-            "refused",
+            "suspended",
             format!(
                 "Release {namespace}/{name} is suspended; `ferry resume release {name} -n {namespace}` first"
             ),
@@ -379,19 +379,24 @@ impl Run {
             "message": message,
             "durationMs": started.elapsed().as_millis() as u64,
         });
+        let (counted, reason) = match outcome {
+            Outcome::Succeeded => (RequestResult::Accepted, "succeeded"),
+            Outcome::Failed => (RequestResult::Accepted, "failed"),
+            Outcome::TimedOut => (RequestResult::Accepted, "timed-out"),
+            Outcome::Superseded => (RequestResult::Accepted, "superseded"),
+            Outcome::Refused => (
+                RequestResult::Refused,
+                match extra.get("refusedBy").and_then(Value::as_str) {
+                    Some("unreachable") => "unreachable",
+                    Some("rollback") => "rollback",
+                    _ => "source",
+                },
+            ),
+        };
         if let (Some(map), Value::Object(more)) = (result.as_object_mut(), extra) {
             map.extend(more);
         }
-        self.service.count(
-            &namespace,
-            match outcome {
-                Outcome::Succeeded => "succeeded",
-                Outcome::Failed => "failed",
-                Outcome::TimedOut => "timed-out",
-                Outcome::Refused => "refused",
-                Outcome::Superseded => "superseded",
-            },
-        );
+        self.service.count(&namespace, counted, reason);
         let (type_, reason) = match outcome {
             Outcome::Succeeded => (EventType::Normal, "DeploySucceeded"),
             Outcome::Failed => (EventType::Warning, "DeployFailed"),
@@ -463,7 +468,7 @@ impl Run {
                     "commit {} is not reachable from {} (DeployPolicy {} spec.revisions)",
                     self.commit, reach, self.rules.policy
                 ),
-                Value::Null,
+                json!({"refusedBy": "unreachable"}),
             );
         }
         let relation = fetched.relation;
@@ -480,7 +485,7 @@ impl Run {
                     deployed.as_deref().unwrap_or("?"),
                     self.rules.policy
                 ),
-                Value::Null,
+                json!({"refusedBy": "rollback"}),
             );
         }
         self.say(json!({

@@ -30,11 +30,35 @@ use crate::context::{Key, TenantClients};
 use crate::options::AgentOptions;
 
 /// `ferry_deploy_requests_total` labels: the namespace (only one that has DeployPolicies, else
-/// empty, so made-up namespaces cannot grow the metric) and how the request ended.
+/// empty, so made-up namespaces cannot grow the metric), `accepted` or `refused`, and the reason:
+/// for an accepted request how its run ended (`succeeded`, `failed`, `timed-out`, `superseded`),
+/// for a refused one why (`invalid`, `unauthenticated`, `issuer-unreachable`, `denied`,
+/// `replayed`, `suspended`, `error`, and after acceptance `unreachable`, `rollback`, `source`).
+/// One count per request, when its answer is final.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct DeployLabels {
     pub namespace: String,
     pub result: String,
+    pub reason: String,
+}
+
+/// The metric's name as registered (the text format adds `_total`).
+pub const REQUESTS_METRIC: &str = "ferry_deploy_requests";
+
+/// Whether a deploy request was taken on (the `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestResult {
+    Accepted,
+    Refused,
+}
+
+impl RequestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 /// Everything deploy requests share, for the life of the agent process (every replica serves
@@ -75,6 +99,16 @@ impl DeployService {
         }
     }
 
+    /// Count requests in the agent's `ferry_deploy_requests_total` (served on `/metrics`)
+    /// instead of a family nobody serves.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.requests = metrics.shared(
+            REQUESTS_METRIC,
+            "Deploy requests (POST /deploy/v1/...) by namespace, result (accepted, refused) and reason",
+        );
+        self
+    }
+
     /// True once the DeployPolicies have been listed (requests before that find none).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
@@ -91,11 +125,12 @@ impl DeployService {
             .collect()
     }
 
-    fn count(&self, namespace: &str, result: &str) {
+    fn count(&self, namespace: &str, result: RequestResult, reason: &str) {
         self.requests
             .get_or_create(&DeployLabels {
                 namespace: namespace.to_string(),
-                result: result.to_string(),
+                result: result.as_str().to_string(),
+                reason: reason.to_string(),
             })
             .inc();
     }
