@@ -228,6 +228,16 @@ async fn dashboard_and_alerts_use_only_metrics_the_real_agent_exports() {
     )
     .await;
     assert_eq!(status, 401);
+    // One deploy request without a token, so the deploy metric has a series.
+    let (status, _) = http(
+        agent.http_addr,
+        "POST",
+        &format!("/deploy/v1/{}/app", ns.name),
+        &[("Content-Type", "application/json".into())],
+        br#"{"revision":"0000000000000000000000000000000000000000"}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
 
     let (status, text) = http(agent.metrics_addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(status, 200);
