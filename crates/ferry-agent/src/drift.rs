@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use ferry_api::Release;
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::{Api, DynamicObject};
 use kube::core::{GroupVersionKind, PartialObjectMeta};
 use kube::discovery::{ApiResource, Scope, pinned_kind};
@@ -255,13 +256,28 @@ fn observe(
 
 /// Whether the newest change was ferry's own server-side apply (field manager `ferry`): the echo
 /// of an apply is not drift. Anything else — kubectl, another controller, a deletion — is.
+/// Status writes are not changes of intent; other subresources are (`kubectl scale` writes
+/// `spec.replicas` through `scale`). Times have a resolution of one second: another writer in
+/// the same second as ferry, or one without a time, counts as drift (at worst one needless
+/// check, which writes nothing), so an edit right after an apply is never taken for its echo.
 fn written_by_ferry(obj: &PartialObjectMeta<DynamicObject>) -> bool {
     let fields = obj.metadata.managed_fields.as_deref().unwrap_or_default();
-    fields
+    let intent: Vec<_> = fields
         .iter()
-        .filter(|f| f.subresource.as_deref().unwrap_or_default().is_empty())
-        .max_by_key(|f| f.time.as_ref().map(|t| t.0))
-        .is_some_and(|f| f.manager.as_deref() == Some(ferry_engine::FIELD_MANAGER))
+        .filter(|f| f.subresource.as_deref() != Some("status"))
+        .collect();
+    let is_ferry =
+        |f: &&&ManagedFieldsEntry| f.manager.as_deref() == Some(ferry_engine::FIELD_MANAGER);
+    let time = |f: &&ManagedFieldsEntry| f.time.as_ref().map(|t| t.0);
+    let Some(ferry) = intent.iter().filter(is_ferry).map(time).max() else {
+        return false;
+    };
+    // Writes through a subresource (`kubectl scale`, an HPA) carry no time at all: they may be
+    // newer than ferry's, so they count as drift too.
+    intent
+        .iter()
+        .filter(|f| !is_ferry(f))
+        .all(|f| time(f).is_some() && time(f) < ferry)
 }
 
 fn uid(obj: &PartialObjectMeta<DynamicObject>) -> String {

@@ -663,10 +663,12 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
     for (api_version, kind) in &kinds {
         watched &= crate::drift::ensure(ctx, api_version, kind).await;
     }
+    // The intent as the source states it: which objects exist already (and so lose their
+    // ignored fields below) must not make the same intent look new.
+    let digest = super::release_drift::digest(&manifests);
     // Fields left to other managers are not applied to existing objects.
     super::release_drift::strip_ignored(release, &mut manifests, &drift_policy.rules);
     let intents = super::release_drift::intents_of(release, &manifests);
-    let digest = super::release_drift::digest(&manifests);
     // Apply through the one engine.
     let options = ApplyOptions {
         release: Some(release_ref(release)),

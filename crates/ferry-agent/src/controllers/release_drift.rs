@@ -9,9 +9,9 @@ use ferry_api::drift::{
     DRIFT_OBJECTS_LIMIT, DRIFT_PATHS_LIMIT, DriftMode, DriftStatus, DriftedObject,
 };
 use ferry_api::{Release, ReleaseStatus};
+use ferry_engine::Manifest;
 use ferry_engine::pipeline::ApplyOptions;
-use ferry_engine::pipeline::drift::{IgnoreRule, ObjectDrift, check_pointer, drift};
-use ferry_engine::{Manifest, ObjectKey};
+use ferry_engine::pipeline::drift::{IgnoreRule, ObjectDrift, drift};
 use kube::runtime::events::EventType;
 
 use crate::context::{Context, Key, key_of, owner_id, target_namespace};
@@ -70,29 +70,9 @@ impl Policy {
         let Some(spec) = &release.spec.drift else {
             return Ok(Self::default());
         };
-        let mut rules = Vec::new();
-        for (i, ignore) in spec.ignore.iter().enumerate() {
-            if ignore.paths.is_empty() {
-                return Err(format!(
-                    "spec.drift.ignore[{i}].paths is empty; name the fields to leave to others, e.g. /spec/replicas"
-                ));
-            }
-            for (j, path) in ignore.paths.iter().enumerate() {
-                check_pointer(path)
-                    .map_err(|e| format!("spec.drift.ignore[{i}].paths[{j}]: {e}"))?;
-            }
-            let t = &ignore.target;
-            rules.push(IgnoreRule {
-                group: t.group.clone(),
-                kind: t.kind.clone(),
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
-                paths: ignore.paths.clone(),
-            });
-        }
         Ok(Self {
             mode: spec.mode,
-            rules,
+            rules: IgnoreRule::from_spec(spec)?,
         })
     }
 }
@@ -101,38 +81,7 @@ impl Policy {
 /// exist: the fields are left to whoever else manages them, e.g. an HPA). A new object is
 /// created with them, as the source says.
 pub fn strip_ignored(release: &Release, manifests: &mut [Manifest], rules: &[IgnoreRule]) {
-    if rules.is_empty() {
-        return;
-    }
-    let target = target_namespace(release);
-    let inventory = release
-        .status
-        .as_ref()
-        .map(|s| s.inventory.as_slice())
-        .unwrap_or_default();
-    for manifest in manifests {
-        let (group, _) = split_api_version(manifest.api_version());
-        let applied = inventory.iter().find(|e| {
-            split_api_version(&e.api_version).0 == group
-                && e.kind == manifest.kind()
-                && e.name == manifest.name()
-                && e.namespace.as_deref().unwrap_or(&target)
-                    == manifest
-                        .namespace()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or(&target)
-        });
-        let Some(entry) = applied else {
-            continue;
-        };
-        let key = ObjectKey {
-            group: group.to_string(),
-            kind: entry.kind.clone(),
-            namespace: entry.namespace.clone(),
-            name: entry.name.clone(),
-        };
-        ferry_engine::pipeline::drift::strip_ignored(manifest, &key, rules);
-    }
+    ferry_engine::pipeline::drift::strip_ignored_applied(release, manifests, rules);
 }
 
 /// Whether the Release's render reads anything besides its source revision and its own spec:
@@ -208,8 +157,9 @@ pub fn at_rest(release: &Release, ctx: &Context, revision: &str) -> bool {
         && ferry_api::common::is_ready(&status.conditions)
 }
 
-/// A digest of the rendered manifests (after the ignored fields were taken out): equal digests
-/// at the same generation mean the Release would apply exactly what it applied before.
+/// A digest of the rendered manifests (before the ignored fields are taken out, which depends
+/// on what exists already): equal digests at the same generation (which covers `spec.drift`)
+/// mean the Release would apply what it applied before.
 pub fn digest(manifests: &[Manifest]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

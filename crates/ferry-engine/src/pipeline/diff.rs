@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use kube::Client;
 
+use super::drift::IgnoreRule;
 use super::{ApplyOptions, resolve_entries};
 use crate::cluster::discovery;
 use crate::cluster::manager::ResourceManager;
@@ -27,7 +28,20 @@ pub async fn diff(
     opts: &ApplyOptions,
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
-    match diff_unredacted(client, manifests, opts, progress).await {
+    diff_ignoring(client, manifests, opts, &[], progress).await
+}
+
+/// [`diff`] that leaves out what `ignore` (a Release's `spec.drift.ignore`) leaves to others
+/// and objects opted out with `ferry.dev/reconcile: disabled` (see
+/// [`ResourceManager::diff_planned`]).
+pub async fn diff_ignoring(
+    client: &Client,
+    manifests: Vec<Manifest>,
+    opts: &ApplyOptions,
+    ignore: &[IgnoreRule],
+    progress: &dyn Progress,
+) -> Result<DiffReport> {
+    match diff_unredacted(client, manifests, opts, ignore, progress).await {
         Ok(mut report) => {
             report.redact(&opts.redactor);
             Ok(report)
@@ -40,6 +54,7 @@ async fn diff_unredacted(
     client: &Client,
     manifests: Vec<Manifest>,
     opts: &ApplyOptions,
+    ignore: &[IgnoreRule],
     _progress: &dyn Progress,
 ) -> Result<DiffReport> {
     let mut owner = opts.owner(client)?;
@@ -75,7 +90,9 @@ async fn diff_unredacted(
     let manager = ResourceManager::new(client.clone(), owner.clone())
         .with_concurrency(opts.concurrency)
         .with_force_conflicts(opts.force_conflicts);
-    let mut objects = manager.diff_planned(&planned, &opts.redactor).await?;
+    let mut objects = manager
+        .diff_planned(&planned, &opts.redactor, ignore)
+        .await?;
     for (diff, p) in objects.iter_mut().zip(&planned) {
         diff.hook = hook_timing(p);
     }

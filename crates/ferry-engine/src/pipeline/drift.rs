@@ -40,6 +40,32 @@ pub struct IgnoreRule {
 }
 
 impl IgnoreRule {
+    /// A Release's `spec.drift.ignore`, checked: a malformed pointer or an empty `paths` is the
+    /// tenant's error, named by its place (`spec.drift.ignore[i].paths[j]`).
+    pub fn from_spec(spec: &ferry_api::drift::DriftSpec) -> std::result::Result<Vec<Self>, String> {
+        let mut rules = Vec::new();
+        for (i, ignore) in spec.ignore.iter().enumerate() {
+            if ignore.paths.is_empty() {
+                return Err(format!(
+                    "spec.drift.ignore[{i}].paths is empty; name the fields to leave to others, e.g. /spec/replicas"
+                ));
+            }
+            for (j, path) in ignore.paths.iter().enumerate() {
+                check_pointer(path)
+                    .map_err(|e| format!("spec.drift.ignore[{i}].paths[{j}]: {e}"))?;
+            }
+            let t = &ignore.target;
+            rules.push(IgnoreRule {
+                group: t.group.clone(),
+                kind: t.kind.clone(),
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                paths: ignore.paths.clone(),
+            });
+        }
+        Ok(rules)
+    }
+
     /// Whether the rule is about `key`. A rule without a namespace matches every namespace.
     pub fn matches(&self, key: &ObjectKey) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
@@ -124,6 +150,92 @@ pub fn remove_pointer(value: &mut Value, pointer: &str) -> bool {
             _ => false,
         },
         _ => false,
+    }
+}
+
+/// Put `value` at `pointer` in `target`, creating missing parent objects; false when a parent
+/// is not an object (or an array index out of range).
+pub fn set_pointer(target: &mut Value, pointer: &str, value: Value) -> bool {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return false;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    let mut at = target;
+    for token in parent.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        at = match at {
+            Value::Object(map) => map
+                .entry(token)
+                .or_insert_with(|| Value::Object(serde_json::Map::new())),
+            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+            {
+                Some(item) => item,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        Value::Object(map) => {
+            map.insert(last, value);
+            true
+        }
+        Value::Array(items) => match last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+            Some(item) => {
+                *item = value;
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Take the ignored fields out of the manifests of objects `release` applied before (its
+/// `status.inventory` lists them: the fields are left to whoever else manages them, e.g. an
+/// HPA). A new object is created with them, as the source says. The agent and
+/// `ferry diff release` both do this.
+pub fn strip_ignored_applied(
+    release: &ferry_api::Release,
+    manifests: &mut [Manifest],
+    rules: &[IgnoreRule],
+) {
+    if rules.is_empty() {
+        return;
+    }
+    let target = crate::render::release::target_namespace(release);
+    let inventory = release
+        .status
+        .as_ref()
+        .map(|s| s.inventory.as_slice())
+        .unwrap_or_default();
+    for manifest in manifests {
+        let group = manifest
+            .api_version()
+            .split_once('/')
+            .map_or("", |(g, _)| g)
+            .to_string();
+        let namespace = manifest
+            .namespace()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&target)
+            .to_string();
+        let applied = inventory.iter().find(|e| {
+            e.api_version.split_once('/').map_or("", |(g, _)| g) == group
+                && e.kind == manifest.kind()
+                && e.name == manifest.name()
+                && e.namespace.as_deref().unwrap_or(&target) == namespace
+        });
+        let Some(entry) = applied else {
+            continue;
+        };
+        let key = ObjectKey {
+            group,
+            kind: entry.kind.clone(),
+            namespace: entry.namespace.clone(),
+            name: entry.name.clone(),
+        };
+        strip_ignored(manifest, &key, rules);
     }
 }
 
@@ -323,6 +435,19 @@ mod tests {
         assert!(check_pointer("/a~2b").is_err());
         assert!(check_pointer("/metadata/name").is_err());
         assert!(check_pointer("/").is_err());
+        let mut v = serde_json::json!({"spec": {"list": [1]}});
+        assert!(set_pointer(&mut v, "/spec/replicas", serde_json::json!(3)));
+        assert!(set_pointer(
+            &mut v,
+            "/metadata/annotations/a~1b",
+            serde_json::json!("x")
+        ));
+        assert!(set_pointer(&mut v, "/spec/list/0", serde_json::json!(2)));
+        assert!(!set_pointer(&mut v, "/spec/list/5", serde_json::json!(2)));
+        assert_eq!(
+            v,
+            serde_json::json!({"metadata": {"annotations": {"a/b": "x"}}, "spec": {"list": [2], "replicas": 3}})
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use kube::Client;
 
 pub use apply::apply;
 pub use delete::{delete, delete_app};
-pub use diff::diff;
+pub use diff::{diff, diff_ignoring};
 pub use status::{status, status_of, status_with};
 
 use crate::cluster::discovery::DiscoveryCache;

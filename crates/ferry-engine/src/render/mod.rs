@@ -20,6 +20,7 @@ pub mod names;
 pub mod overrides;
 pub mod plain;
 pub mod process;
+pub mod release;
 pub mod request;
 pub mod safety;
 pub mod set_image;

@@ -2,8 +2,9 @@
 //! `ferry delete` (every object of an app).
 //!
 //! An object is deleted only if it is in the app's inventory **and** its live metadata carries
-//! the app's label and exact owner id **and** it has no `ferry.dev/prune: disabled`
-//! annotation. Deletion uses a UID precondition, so an object re-created by someone else
+//! the app's label and exact owner id **and** it has neither a `ferry.dev/prune: disabled` nor
+//! a `ferry.dev/reconcile: disabled` annotation (Flux's `kustomize.toolkit.fluxcd.io/reconcile`
+//! too). Deletion uses a UID precondition, so an object re-created by someone else
 //! between the read and the delete is never removed. Deletes go in reverse apply order
 //! (workloads before their namespaces and CRDs).
 //!
@@ -211,6 +212,20 @@ async fn delete_one(
                 )),
             ),
             keep: false,
+        };
+    }
+    // Opted out of ferry entirely (`ferry.dev/reconcile: disabled`, as Flux's annotation):
+    // neither written nor deleted; it stays in the inventory until the annotation goes.
+    if live.reconcile_disabled() {
+        return Outcome {
+            result: result(
+                Action::Kept,
+                Some(format!(
+                    "not deleted: annotation {}: disabled",
+                    super::live::ANNOTATION_RECONCILE
+                )),
+            ),
+            keep: true,
         };
     }
     if live.annotation(ANNOTATION_PRUNE) == Some("disabled") {

@@ -12,12 +12,14 @@ use serde_json::Value;
 use super::ResourceManager;
 use super::apply::apply_params;
 use super::delete::{Candidate, is_destructive};
+use super::live::reconcile_disabled;
 use crate::cluster::api_for;
 use crate::cluster::kube_error::{describe_kube_error, status_code};
 use crate::ownership::{
     ANNOTATION_HASH, ANNOTATION_OWNER, ANNOTATION_PRUNE, ANNOTATION_REVISION,
     PRUNE_ALLOW_DESTRUCTIVE,
 };
+use crate::pipeline::drift::{IgnoreRule, ignored_paths, remove_pointer, set_pointer};
 use crate::plan::PlannedObject;
 use crate::report::redact::{REDACTED, Redactor};
 use crate::report::{DiffAction, ObjectDiff};
@@ -26,10 +28,13 @@ use crate::{Error, ObjectKey, Result};
 impl ResourceManager {
     /// Dry-run apply each planned object and diff the answer against the live object, in plan
     /// order. Fails on the first object the server refuses, or that another ferry app owns.
+    /// Fields `ignore` names (`spec.drift.ignore`) show the live value on both sides; an object
+    /// opted out (`ferry.dev/reconcile: disabled`) shows no change.
     pub async fn diff_planned(
         &self,
         planned: &[PlannedObject],
         redactor: &Redactor,
+        ignore: &[IgnoreRule],
     ) -> Result<Vec<ObjectDiff>> {
         let mut params = apply_params().dry_run();
         if self.force_conflicts {
@@ -91,6 +96,10 @@ impl ResourceManager {
                         }
                     };
                     let live = live.map(|l| serde_json::to_value(&l).unwrap_or(Value::Null));
+                    let desired = match &live {
+                        Some(live) => left_to_others(p, live, desired, ignore),
+                        None => desired,
+                    };
                     Ok(diff_object_redacted(
                         &p.key,
                         live.as_ref(),
@@ -157,6 +166,7 @@ impl ResourceManager {
                 .owner()
                 .owns(live.metadata.labels.as_ref(), annotations)
                 || prune_annotation == Some("disabled")
+                || super::live::reconcile_disabled(annotations)
                 || (is_destructive(&c.entry.key.group, &c.entry.key.kind)
                     && prune_annotation != Some(PRUNE_ALLOW_DESTRUCTIVE))
             {
@@ -172,6 +182,32 @@ impl ResourceManager {
         }
         out
     }
+}
+
+/// What ferry would write to an existing object, minus what it leaves to others: the whole
+/// object when it is opted out (`ferry.dev/reconcile: disabled`, live or in the source), and
+/// the live value (or absence) at every pointer `ignore` names for it.
+fn left_to_others(p: &PlannedObject, live: &Value, desired: Value, ignore: &[IgnoreRule]) -> Value {
+    let live_annotations = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| serde_json::from_value(a.clone()).ok());
+    if reconcile_disabled(live_annotations.as_ref())
+        || reconcile_disabled(p.manifest.object.metadata.annotations.as_ref())
+    {
+        return live.clone();
+    }
+    let mut desired = desired;
+    for pointer in ignored_paths(ignore, &p.key) {
+        match live.pointer(pointer) {
+            Some(value) => {
+                set_pointer(&mut desired, pointer, value.clone());
+            }
+            None => {
+                remove_pointer(&mut desired, pointer);
+            }
+        }
+    }
+    desired
 }
 
 /// Diff one object. `live == None`: create; `desired == None`: prune. Secret data is redacted;
