@@ -8,6 +8,7 @@ pub(crate) mod completion;
 pub(crate) mod delete;
 pub(crate) mod deploy;
 pub(crate) mod diff;
+pub(crate) mod diff_release;
 pub(crate) mod events;
 pub(crate) mod get;
 pub(crate) mod handover;

@@ -1,0 +1,581 @@
+//! `ferry diff release NAME` (the real binary) against the testenv: a Release applied by a real
+//! agent (in-process), hand edits shown (Secret values never), `spec.drift.ignore` fields left
+//! out, `--latest` diffs the GitSource's new commit, exit codes and output formats as
+//! `ferry diff`. Hostile GitSources: `file://` and path URLs are refused without reading the
+//! disk, credentials never follow a redirect to another host, and the user's own git
+//! credentials are never sent.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_agent::{Agent, AgentOptions};
+use ferry_api::{GitSource, Release};
+use ferry_testsupport::git::Repo;
+use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+const GIT_PASSWORD_VALUE: &str = "s3cret-from-git";
+const HAND_PASSWORD_VALUE: &str = "hunter2-by-hand";
+
+/// The ferry binary as a user runs it: the testenv kubeconfig, `home` as HOME (so no git
+/// configuration or credentials of the machine's user are around), no SSH agent.
+fn ferry(env: &TestEnv, home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env_remove("SSH_AUTH_SOCK")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run ferry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+    let out = Command::new(env.tool("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", env.kubeconfig())
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+async fn create<K>(client: &kube::Client, ns: &str, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let obj: K = serde_json::from_value(value).expect("valid object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create object")
+}
+
+async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let string_data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    create::<k8s_openapi::api::core::v1::Secret>(
+        client,
+        ns,
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name}, "stringData": string_data}),
+    )
+    .await;
+}
+
+fn git_source(name: &str, url: &str, secret: Option<&str>) -> serde_json::Value {
+    let mut spec = serde_json::json!({"url": url, "ref": {"branch": "main"}, "interval": "1h", "timeout": "20s"});
+    if let Some(s) = secret {
+        spec["secretRef"] = serde_json::json!({"name": s});
+    }
+    serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+fn release(name: &str, source: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = serde_json::json!({
+        "sourceRef": {"kind": "GitSource", "name": source},
+        "path": "app", "interval": "1h", "retryInterval": "2s", "prune": true,
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+fn deployment_yaml() -> &'static str {
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: {tier: web}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: app, image: registry.invalid/app:1}]\n"
+}
+
+fn configmap_yaml(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: {value}\n"
+    )
+}
+
+fn secret_yaml() -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {GIT_PASSWORD_VALUE}\n"
+    )
+}
+
+/// (action, diff) per object name in `ferry diff -o json` output.
+fn actions(json: &str) -> Vec<(String, String, String)> {
+    let report: serde_json::Value = serde_json::from_str(json).expect("diff JSON");
+    report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap_or_default().to_string(),
+                o["action"].as_str().unwrap_or_default().to_string(),
+                o["diff"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn action_of(objects: &[(String, String, String)], name: &str) -> (String, String) {
+    objects
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, a, d)| (a.clone(), d.clone()))
+        .unwrap_or_else(|| panic!("{name} not in {objects:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn diff_release_shows_hand_edits_and_the_next_revision_without_secret_values() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
+    let ns = TestNamespace::create(&client, "diff-release").await;
+    let home = tempfile::tempdir().expect("home");
+    let repo = Repo::create(&env, &ns.name);
+    let first = repo.commit(
+        &[
+            ("app/deploy.yaml", Some(deployment_yaml())),
+            ("app/cm.yaml", Some(&configmap_yaml("desired"))),
+            ("app/secret.yaml", Some(&secret_yaml())),
+        ],
+        "first",
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
+    options.watch_namespaces = vec![ns.name.clone()];
+    // The agent's own identity: this test is about the CLI's diff, not tenancy.
+    options.insecure_agent_identity_for_tenants = true;
+    let agent = Agent::start(options).await.expect("agent starts");
+    secret(
+        &client,
+        &ns.name,
+        "git-auth",
+        &[
+            ("username", &env.var("FERRY_GIT_USER")),
+            ("password", &env.var("FERRY_GIT_PASSWORD")),
+        ],
+    )
+    .await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth")),
+    )
+    .await;
+    // detect: the agent leaves the hand edits for the CLI to see.
+    create::<Release>(
+        &client,
+        &ns.name,
+        release(
+            "app",
+            "repo",
+            serde_json::json!({"drift": {"mode": "detect", "ignore": [
+                {"target": {"kind": "Deployment"}, "paths": ["/spec/replicas"]}]}}),
+        ),
+    )
+    .await;
+    let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    let applied = |sha: String| {
+        let releases = releases.clone();
+        async move {
+            let r = releases.get("app").await?;
+            let status = r.status.unwrap_or_default();
+            let ready = ferry_api::common::is_ready(&status.conditions);
+            Ok((ready
+                && status
+                    .last_applied_revision
+                    .is_some_and(|rev| rev.ends_with(&sha)))
+            .then_some(()))
+        }
+    };
+    wait_for("Release applied", Duration::from_secs(60), || {
+        applied(first.clone())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Nothing differs right after the apply.
+    let (code, out, err) = ferry(
+        &env,
+        home.path(),
+        &["diff", "release", "app", "-n", &ns.name],
+    );
+    assert_eq!(code, 0, "no changes expected: {out}{err}");
+
+    // Hand edits: an ignored scale, a ConfigMap value, a Secret value.
+    let encoded_git_value = kubectl(
+        &env,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "secret",
+            "db",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    );
+    kubectl(
+        &env,
+        &["-n", &ns.name, "scale", "deployment/web", "--replicas=3"],
+    );
+    kubectl(
+        &env,
+        &[
+            "-n",
+            &ns.name,
+            "patch",
+            "configmap/settings",
+            "-p",
+            r#"{"data":{"value":"hand"}}"#,
+        ],
+    );
+    let patch = format!(r#"{{"stringData":{{"password":"{HAND_PASSWORD_VALUE}"}}}}"#);
+    kubectl(&env, &["-n", &ns.name, "patch", "secret/db", "-p", &patch]);
+    let encoded_hand_value = kubectl(
+        &env,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "secret",
+            "db",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    );
+
+    let (code, out, err) = ferry(
+        &env,
+        home.path(),
+        &["diff", "release", "app", "-n", &ns.name],
+    );
+    assert_eq!(code, 1, "changes expected: {out}{err}");
+    assert!(
+        out.contains("settings") && out.contains("-  value: hand"),
+        "{out}"
+    );
+    assert!(out.contains("+  value: desired"), "{out}");
+    assert!(
+        out.contains("<redacted"),
+        "the Secret's change shows redacted: {out}"
+    );
+    assert!(
+        !out.contains("replicas: 3"),
+        "an ignored field is not shown: {out}"
+    );
+    for value in [
+        GIT_PASSWORD_VALUE,
+        HAND_PASSWORD_VALUE,
+        encoded_git_value.trim(),
+        encoded_hand_value.trim(),
+    ] {
+        assert!(
+            !out.contains(value) && !err.contains(value),
+            "value shown: {out}{err}"
+        );
+    }
+    let (code, json, err) = ferry(
+        &env,
+        home.path(),
+        &["diff", "release", "app", "-n", &ns.name, "-o", "json"],
+    );
+    assert_eq!(code, 1, "{err}");
+    let objects = actions(&json);
+    assert_eq!(action_of(&objects, "settings").0, "change");
+    assert_eq!(action_of(&objects, "db").0, "change");
+    assert_eq!(
+        action_of(&objects, "web").0,
+        "unchanged",
+        "the scale is left to others: {objects:?}"
+    );
+    assert!(!json.contains(HAND_PASSWORD_VALUE) && !json.contains(encoded_hand_value.trim()));
+    let (code, markdown, err) = ferry(
+        &env,
+        home.path(),
+        &["diff", "release", "app", "-n", &ns.name, "-o", "markdown"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        markdown.contains("settings") && markdown.contains("```"),
+        "{markdown}"
+    );
+
+    // A new commit the suspended Release has not applied: only --latest shows it.
+    releases
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .expect("suspend");
+    let second = repo.commit(
+        &[("app/cm.yaml", Some(&configmap_yaml("second")))],
+        "second",
+    );
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
+    sources
+        .patch(
+            "repo",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {
+                ferry_api::common::RECONCILE_REQUESTED_AT: "diff-release"}}})),
+        )
+        .await
+        .expect("request a fetch");
+    wait_for(
+        "GitSource at the second commit",
+        Duration::from_secs(60),
+        || {
+            let sources = sources.clone();
+            let second = second.clone();
+            async move {
+                let revision = sources.get("repo").await?.status.and_then(|s| s.revision);
+                Ok(revision.is_some_and(|r| r.ends_with(&second)).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (_, json, err) = ferry(
+        &env,
+        home.path(),
+        &["diff", "release", "app", "-n", &ns.name, "-o", "json"],
+    );
+    assert!(
+        !action_of(&actions(&json), "settings").1.contains("second"),
+        "{err}"
+    );
+    let (code, json, err) = ferry(
+        &env,
+        home.path(),
+        &[
+            "diff", "release", "app", "-n", &ns.name, "--latest", "-o", "json",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    let (action, diff) = action_of(&actions(&json), "settings");
+    assert_eq!(action, "change");
+    assert!(diff.contains("+  value: second"), "{diff}");
+
+    // Errors: exit 2, naming what is wrong.
+    let (code, _, err) = ferry(
+        &env,
+        home.path(),
+        &["diff", "release", "nope", "-n", &ns.name],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("nope") && err.contains("not found"), "{err}");
+    agent.stop().await.expect("agent stops");
+}
+
+/// What a hostile HTTP peer saw: one entry per request, `(path, Authorization header)`.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// A tiny HTTP/1.1 server bound to `ip` that records every request's path and Authorization
+/// header and answers with `respond(path, has_authorization)`.
+async fn hostile_server(
+    ip: [u8; 4],
+    respond: impl Fn(&str, bool) -> String + Send + Sync + 'static,
+) -> (u16, Seen) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::from(ip), 0))
+        .await
+        .expect("bind hostile server");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let respond = Arc::new(respond);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            let respond = respond.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let auth = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .map(str::to_string);
+                let reply = respond(&path, auth.is_some());
+                record.lock().expect("lock").push((path, auth));
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn unauthorized() -> String {
+    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+}
+
+fn redirect(to: &str) -> String {
+    format!(
+        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// A Release (never applied by an agent here) whose status says it applied `commit` of
+/// GitSource `source`, as the agent would have written it.
+async fn applied_release(client: &kube::Client, ns: &str, name: &str, source: &str, commit: &str) {
+    create::<Release>(client, ns, release(name, source, serde_json::json!({}))).await;
+    let releases: Api<Release> = Api::namespaced(client.clone(), ns);
+    releases
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"status": {
+                "lastAppliedRevision": format!("main@sha1:{commit}")}})),
+        )
+        .await
+        .expect("status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_git_sources_read_no_local_files_and_get_no_credentials() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
+    let ns = TestNamespace::create(&client, "diff-release-atk").await;
+    // The user's own git setup: a credential store with a password for every host this test
+    // uses. ferry must never send it.
+    let home = tempfile::tempdir().expect("home");
+    let user_password = "users-own-password";
+    // A real repository on this machine's disk, readable by the user.
+    let repo = Repo::create(&env, &ns.name);
+    let commit = repo.commit(&[("app/cm.yaml", Some(&configmap_yaml("local")))], "local");
+
+    // 1. file:// to an existing repository, and a bare path: refused before any read.
+    let local_url = repo.file_url(&env);
+    let local_path = local_url.trim_start_matches("file://").to_string();
+    for (name, url) in [
+        ("file-url", local_url.as_str()),
+        ("path", local_path.as_str()),
+    ] {
+        create::<GitSource>(&client, &ns.name, git_source(name, url, None)).await;
+        applied_release(&client, &ns.name, name, name, &commit).await;
+        let (code, out, err) = ferry(
+            &env,
+            home.path(),
+            &["diff", "release", name, "-n", &ns.name],
+        );
+        assert_eq!(code, 2, "{name}: {out}{err}");
+        assert!(
+            err.contains("refused") && err.contains(url),
+            "{name}: the error names the URL and the refusal: {err}"
+        );
+        assert!(
+            !out.contains("local"),
+            "nothing of the local repository rendered: {out}"
+        );
+    }
+
+    // 2. Credentials asked for, then redirected to another host.
+    let (other_host, other_host_seen) = hostile_server([127, 0, 0, 2], |_, _| unauthorized()).await;
+    let (after_auth, after_auth_seen) = hostile_server([127, 0, 0, 1], move |path, auth| {
+        if auth {
+            redirect(&format!("http://127.0.0.2:{other_host}{path}"))
+        } else {
+            unauthorized()
+        }
+    })
+    .await;
+    // 3. No secretRef: asks for credentials the user's own setup has.
+    let (asks, asks_seen) = hostile_server([127, 0, 0, 1], |_, _| unauthorized()).await;
+    let store = format!(
+        "http://bob:{user_password}@127.0.0.1:{asks}\nhttp://bob:{user_password}@127.0.0.1:{after_auth}\nhttp://bob:{user_password}@127.0.0.2:{other_host}\n"
+    );
+    std::fs::write(home.path().join(".git-credentials"), store).expect("credential store");
+    std::fs::write(
+        home.path().join(".gitconfig"),
+        "[credential]\n\thelper = store\n",
+    )
+    .expect("gitconfig");
+
+    let source_password = "diff-release-source-password";
+    secret(
+        &client,
+        &ns.name,
+        "basic",
+        &[("username", "alice"), ("password", source_password)],
+    )
+    .await;
+    for (name, port, secret_name) in [
+        ("redirect", after_auth, Some("basic")),
+        ("anonymous", asks, None),
+    ] {
+        let url = format!("http://127.0.0.1:{port}/repo.git");
+        create::<GitSource>(&client, &ns.name, git_source(name, &url, secret_name)).await;
+        applied_release(&client, &ns.name, name, name, &commit).await;
+        let (code, out, err) = ferry(
+            &env,
+            home.path(),
+            &["diff", "release", name, "-n", &ns.name],
+        );
+        assert_eq!(code, 2, "{name}: {out}{err}");
+        assert!(err.contains(&url), "{name}: the error names the URL: {err}");
+        for secret in [source_password, user_password] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{name}: {err}"
+            );
+        }
+    }
+    // The configured host got the GitSource's credentials (the attack was really tried)...
+    assert!(
+        after_auth_seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(_, a)| a.is_some()),
+        "the configured host was asked and answered"
+    );
+    // ...another host never saw any, and the user's own were sent nowhere.
+    let other = other_host_seen.lock().expect("lock").clone();
+    assert!(
+        other.iter().all(|(_, a)| a.is_none()),
+        "127.0.0.2 received credentials: {other:?}"
+    );
+    let asked = asks_seen.lock().expect("lock").clone();
+    assert!(!asked.is_empty(), "the anonymous fetch reached the server");
+    assert!(
+        asked.iter().all(|(_, a)| a.is_none()),
+        "the user's own credentials were sent: {asked:?}"
+    );
+}
