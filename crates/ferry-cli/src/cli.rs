@@ -58,6 +58,9 @@ pub struct GlobalArgs {
 #[command(defer = true)]
 pub enum Command {
     /// Show the cluster's version, the identity it sees, and whether server-side apply works.
+    #[command(
+        after_help = "Examples:\n  ferry cluster-info\n  ferry cluster-info --context staging -o json"
+    )]
     ClusterInfo,
     /// Server-side apply files, directories or stdin as one app; optionally prune and wait.
     #[command(after_help = crate::commands::apply::APPLY_HELP)]
@@ -77,22 +80,37 @@ pub enum Command {
     /// Rewrite image references in a checkout (setter markers, kustomization images).
     SetImage(crate::commands::set_image::SetImageArgs),
     /// Encrypt, decrypt or edit SOPS files with age keys (no sops binary needed).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ferry secrets encrypt --age age1… secret.yaml > secret.enc.yaml\n  ferry secrets decrypt secret.enc.yaml\n  ferry secrets edit secret.enc.yaml"
+    )]
     Secrets(crate::commands::secrets::SecretsCommand),
     /// Seal a Secret into a kubeseal-compatible SealedSecret.
     Seal(crate::commands::seal::SealArgs),
     /// Push a directory to a registry as an OCI artifact (Flux's format), for an OCISource.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  ferry push artifact oci://registry.example/fleet/apps:v1 --path ./deploy"
+    )]
     Push(crate::commands::push_artifact::PushCommand),
     /// Ask the agent to reconcile a Release now (pull mode).
+    #[command(
+        after_help = "Examples:\n  ferry sync web -n team-a                  # reconcile now, wait and report the result\n  ferry sync web -n team-a --with-source    # fetch its GitSource first\n  ferry sync web -n team-a --wait=false -o name"
+    )]
     Sync(crate::commands::sync::SyncArgs),
     /// Ask the agent to deploy a commit, authenticated by the CI system's OIDC token (no
     /// kubeconfig).
     #[command(after_help = crate::commands::deploy::DEPLOY_HELP)]
     Deploy(crate::commands::deploy::DeployArgs),
     /// Stop the agent from applying or pruning a Release.
+    #[command(
+        after_help = "Examples:\n  ferry suspend web -n team-a\n  ferry suspend web -n team-a -o yaml       # the Release afterwards"
+    )]
     Suspend(crate::commands::suspend::SuspendArgs),
     /// Resume a suspended Release and sync it at once.
+    #[command(
+        after_help = "Examples:\n  ferry resume web -n team-a\n  ferry resume web -n team-a -o name"
+    )]
     Resume(crate::commands::resume::ResumeArgs),
     /// Install the agent: CRDs, namespace, RBAC, Deployment (or print them with --export).
     #[command(after_help = crate::commands::install::INSTALL_HELP)]
@@ -104,6 +122,9 @@ pub enum Command {
     #[command(after_help = crate::commands::uninstall::UNINSTALL_HELP)]
     Uninstall(crate::commands::uninstall::UninstallArgs),
     /// Make the agent manage itself from a git repository.
+    #[command(
+        after_help = "Examples:\n  FERRY_GIT_USERNAME=me FERRY_GIT_PASSWORD=… ferry bootstrap --url https://git.example/org/fleet.git --path clusters/prod\n  ferry bootstrap --url file:///srv/git/fleet.git --branch main"
+    )]
     Bootstrap(crate::commands::bootstrap::BootstrapArgs),
     /// Start the web dashboard on 127.0.0.1, as your kubeconfig's user (docs/ui.md).
     #[command(after_help = crate::commands::ui::UI_HELP)]

@@ -21,6 +21,10 @@ fn main() -> ExitCode {
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
     output::init_tracing(cli.global.verbose);
+    if let Err(err) = output::check_format(&cli.command, cli.global.output) {
+        output::print_error(&anyhow::Error::new(err));
+        return ExitCode::from(output::EXIT_ERROR);
+    }
     ferry_engine::install_crypto_provider();
     // `render` never talks to the cluster: it runs without an async runtime (and its worker
     // threads), which is measurable next to a ~40 ms `helm template`.

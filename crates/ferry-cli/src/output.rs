@@ -140,3 +140,252 @@ pub fn write_stdout(text: &str) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+impl OutputFormat {
+    /// The spelling `-o` takes.
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Json => "json",
+            Self::Markdown => "markdown",
+            Self::Yaml => "yaml",
+            Self::Name => "name",
+            Self::Wide => "wide",
+        }
+    }
+}
+
+/// `-o FORMAT` given to a command that has nothing to print in that format.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "-o/--output {format} does not apply to `ferry {command}` ({why}): {instead}",
+    format = .format.flag_value()
+)]
+pub struct UnsupportedFormat {
+    pub format: OutputFormat,
+    pub command: &'static str,
+    pub why: &'static str,
+    pub instead: &'static str,
+}
+
+/// Check `-o` against what `command` can print, before it runs (so nothing is changed by a
+/// command whose answer could not be printed). Every command prints `human`; `wide` is
+/// `human` with more columns where there are columns. The rest is per command: the listing
+/// and showing commands take every format; commands that act print what they did as people
+/// read it and name where to get the data instead.
+pub fn check_format(
+    command: &crate::cli::Command,
+    format: OutputFormat,
+) -> Result<(), UnsupportedFormat> {
+    use crate::cli::Command as C;
+    use OutputFormat as F;
+    if matches!(format, F::Human | F::Wide) {
+        return Ok(());
+    }
+    let refuse = |command, why, instead| {
+        Err(UnsupportedFormat {
+            format,
+            command,
+            why,
+            instead,
+        })
+    };
+    match command {
+        // Objects listed or shown: every format.
+        C::ClusterInfo
+        | C::Apply(_)
+        | C::Diff(_)
+        | C::Delete(_)
+        | C::Status(_)
+        | C::SetImage(_)
+        | C::Check(_)
+        | C::Get(_)
+        | C::Tree(_)
+        | C::Events(_)
+        | C::History(_)
+        | C::Version(_) => Ok(()),
+        // The Release changed: its name, or the object as it is afterwards.
+        C::Sync(_) | C::Suspend(_) | C::Resume(_) => match format {
+            F::Markdown => refuse(
+                "sync/suspend/resume",
+                "it changes one Release",
+                "use -o name, json or yaml",
+            ),
+            _ => Ok(()),
+        },
+        C::Render(_) => match format {
+            F::Markdown => refuse(
+                "render",
+                "it prints manifests",
+                "use -o yaml (the default), json or name",
+            ),
+            _ => Ok(()),
+        },
+        C::Logs(_) => match format {
+            F::Json | F::Yaml => Ok(()),
+            _ => refuse(
+                "logs",
+                "it prints log records, not objects",
+                "use -o json or yaml for the records as the agent wrote them",
+            ),
+        },
+        C::Deploy(_) => match format {
+            F::Json | F::Markdown => Ok(()),
+            _ => refuse(
+                "deploy",
+                "it prints the agent's apply report",
+                "use -o json or markdown",
+            ),
+        },
+        C::Push(_) => match format {
+            F::Name => Ok(()),
+            _ => refuse(
+                "push artifact",
+                "it prints the pushed reference",
+                "use -o name (the same line) or the default",
+            ),
+        },
+        C::Rollback(_) => refuse(
+            "rollback",
+            "it reports the steps it takes",
+            "run `ferry get release NAME -o json` or `ferry history release NAME -o json` afterwards",
+        ),
+        C::Install(_) => refuse(
+            "install",
+            "it reports the steps it takes",
+            "use --export for the objects as YAML, or `ferry check -o json` afterwards",
+        ),
+        C::Uninstall(_) => refuse(
+            "uninstall",
+            "it reports the steps it takes",
+            "use --dry-run to list what it would delete",
+        ),
+        C::Bootstrap(_) => refuse(
+            "bootstrap",
+            "it reports the steps it takes",
+            "run `ferry get releases -A -o json` afterwards",
+        ),
+        C::Seal(_) => refuse(
+            "seal",
+            "it prints a SealedSecret",
+            "use --format json or --format yaml",
+        ),
+        C::Secrets(_) => refuse(
+            "secrets",
+            "it prints files as they are",
+            "drop -o; the file's own format is kept",
+        ),
+        C::Ui(_) => refuse("ui", "it serves a web page", "drop -o"),
+        C::Completion(_) | C::Completions { .. } => {
+            refuse("completion", "it prints a shell script", "drop -o")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{OutputFormat, check_format};
+    use crate::cli::Cli;
+
+    /// Every command and subcommand, at any depth, shows examples in `--help` (issue 16).
+    #[test]
+    fn every_command_has_help_examples() {
+        fn walk(cmd: &mut clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            let help = cmd.render_long_help().to_string();
+            if !help.contains("Example") {
+                missing.push(path.clone());
+            }
+            for sub in cmd.get_subcommands_mut() {
+                if sub.get_name() != "help" {
+                    walk(sub, &path, missing);
+                }
+            }
+        }
+        let mut root = Cli::command();
+        root.build();
+        let mut missing = Vec::new();
+        for sub in root.get_subcommands_mut() {
+            if sub.get_name() != "help" {
+                walk(sub, "ferry", &mut missing);
+            }
+        }
+        assert!(missing.is_empty(), "no examples in --help: {missing:?}");
+    }
+
+    /// A format a command cannot print is refused before it runs, naming -o and what to use.
+    #[test]
+    fn formats_a_command_cannot_print_are_refused_naming_the_flag() {
+        let format_of = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            check_format(&cli.command, cli.global.output)
+        };
+        for ok in [
+            &["ferry", "get", "releases", "-o", "name"][..],
+            &["ferry", "logs", "-o", "json"],
+            &["ferry", "logs", "-o", "yaml"],
+            &["ferry", "sync", "web", "-o", "yaml"],
+            &["ferry", "resume", "web", "-o", "name"],
+            &["ferry", "render", ".", "-o", "json"],
+            &["ferry", "ui", "-o", "wide"],
+            &["ferry", "rollback", "release", "web", "--undo"],
+        ] {
+            assert!(format_of(ok).is_ok(), "{ok:?} refused");
+        }
+        for (refused, names) in [
+            (&["ferry", "logs", "-o", "name"][..], "-o json or yaml"),
+            (&["ferry", "ui", "-o", "json"], "drop -o"),
+            (&["ferry", "completion", "bash", "-o", "yaml"], "drop -o"),
+            (
+                &["ferry", "seal", "--cert", "c.pem", "-o", "json"],
+                "--format json",
+            ),
+            (
+                &[
+                    "ferry", "rollback", "release", "web", "--undo", "-o", "json",
+                ],
+                "ferry get release NAME -o json",
+            ),
+            (&["ferry", "install", "-o", "yaml"], "--export"),
+            (&["ferry", "render", ".", "-o", "markdown"], "-o yaml"),
+        ] {
+            let err = format_of(refused).expect_err("refused").to_string();
+            assert!(
+                err.starts_with("-o/--output ") && err.contains(names),
+                "{refused:?}: {err}"
+            );
+        }
+        assert_eq!(OutputFormat::Markdown.flag_value(), "markdown");
+    }
+
+    /// Every command with --dry-run takes kubectl's three spellings, and refuses others naming
+    /// them.
+    #[test]
+    fn every_dry_run_takes_kubectls_spellings() {
+        for command in [
+            &["ferry", "apply", "."][..],
+            &["ferry", "delete", "--app", "web"],
+            &["ferry", "set-image", "a=b:1"],
+            &["ferry", "install"],
+            &["ferry", "uninstall"],
+            &["ferry", "rollback", "release", "web", "--undo"],
+        ] {
+            for spelling in ["--dry-run", "--dry-run=client", "--dry-run=server"] {
+                let mut args = command.to_vec();
+                args.push(spelling);
+                if let Err(err) = Cli::try_parse_from(&args) {
+                    panic!("{args:?}: {err}");
+                }
+            }
+            let mut args = command.to_vec();
+            args.push("--dry-run=maybe");
+            let err = Cli::try_parse_from(&args).expect_err("refused").to_string();
+            assert!(
+                err.contains("--dry-run=server or --dry-run=client"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! The inspection commands against the real testenv and a real (in-process) agent: `ferry get`,
-//! `history`, `events`, `tree`, `rollback` (and `--undo`), `version`, dynamic completion, and
-//! `kubectl ferry` as a plugin. (`ferry logs` reads the agent's pods, so its end-to-end test
-//! needs the agent image on the real node: see `logs_of_an_installed_agent` in in_cluster.rs's
-//! style below; its filtering is unit-tested in commands/logs.rs.)
+//! `history`, `events`, `tree`, `rollback` (and `--undo`), `suspend`/`resume`/`sync` output,
+//! `version`, dynamic completion, and `kubectl ferry` as a plugin. (`ferry logs` reads the
+//! agent's pods, so its end-to-end test runs where the agent image runs on the real node:
+//! in_cluster.rs; its filtering is unit-tested in commands/logs.rs.)
 
 use std::process::Command;
 use std::time::Duration;
@@ -445,6 +445,55 @@ async fn inspection_commands_show_a_release_and_roll_it_back() {
     assert!(
         script.contains("COMPLETE=\"bash\"") || script.contains("COMPLETE=bash"),
         "{script}"
+    );
+
+    // suspend/resume/sync print the Release with -o name|json|yaml (the human line on stderr).
+    assert_eq!(
+        ok(&env, &["suspend", "web", "-n", n, "-o", "name"]),
+        "release.ferry.dev/web\n"
+    );
+    assert!(releases.get("web").await.expect("get").spec.suspend);
+    let resumed: Value =
+        serde_json::from_str(&ok(&env, &["resume", "web", "-n", n, "-o", "json"])).expect("json");
+    assert_eq!(resumed["kind"], "Release");
+    // (`suspend: false` is left out of the object, as the CRD's default.)
+    assert!(
+        !resumed["spec"]["suspend"].as_bool().unwrap_or(false),
+        "{resumed}"
+    );
+    assert!(!releases.get("web").await.expect("get").spec.suspend);
+    let (code, out, err) = ferry(
+        &env,
+        &["sync", "web", "-n", n, "--timeout", "90s", "-o", "yaml"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("kind: Release") && out.contains("name: web"),
+        "{out}"
+    );
+    assert!(
+        err.contains("ready:"),
+        "the human line went to stderr: {err}"
+    );
+
+    // `ferry logs` where no agent pod runs (this test's agent is in-process): the refusal
+    // names --agent-namespace. (Its end-to-end test against agent pods: in_cluster.rs.)
+    let (code, _, err) = ferry(
+        &env,
+        &[
+            "logs",
+            "--for",
+            "release/web",
+            "-n",
+            n,
+            "--agent-namespace",
+            n,
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no agent pods") && err.contains("--agent-namespace"),
+        "{err}"
     );
 
     agent.stop().await.expect("agent stops");

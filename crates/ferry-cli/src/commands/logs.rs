@@ -27,10 +27,12 @@ Examples:
   ferry logs --for gitsource/apps -n team-a --since 10m
   ferry logs --level warn                           # every warning and error of the agent
   ferry logs --for release/web -n team-a -o json    # the JSON records as the agent wrote them
+  ferry logs --agent-namespace team-a-ferry --tail 100 -o yaml
 
 The agent runs in --agent-namespace (default ferry-system, where `ferry install` puts it); every
 pod of it is read (the leader does the work, standbys log little). Reading logs needs `get` on
-pods/log there.";
+pods/log there. With several agent pods, human lines start with `[POD]` and -o json/yaml
+records carry a `pod` field.";
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -147,6 +149,20 @@ fn human_line(line: &str) -> String {
         .to_string()
 }
 
+/// A line as data: the agent's JSON record as written (a text-format line as `{"message":
+/// line}`), with the pod it came from in `pod` when several were read, so each output line
+/// stays one JSON document (`jq` reads it) instead of carrying a `[pod]` prefix.
+fn data_record(line: &str, pod: Option<&str>) -> Value {
+    let mut record = match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(record)) => record,
+        _ => serde_json::Map::from_iter([("message".to_string(), Value::from(line))]),
+    };
+    if let Some(pod) = pod {
+        record.insert("pod".to_string(), Value::from(pod));
+    }
+    Value::Object(record)
+}
+
 pub async fn run(global: &GlobalArgs, args: &LogsArgs) -> Result<u8> {
     let client = cluster::connect(&cluster_options(global)).await?;
     let object = match args.for_object.as_deref().map(parse_for).transpose()? {
@@ -181,6 +197,8 @@ pub async fn run(global: &GlobalArgs, args: &LogsArgs) -> Result<u8> {
     }
     let several = list.items.len() > 1;
     let mut out = String::new();
+    // -o yaml: one sequence of the records, written at the end.
+    let mut records: Vec<Value> = Vec::new();
     for pod in &list.items {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let params = LogParams {
@@ -200,17 +218,28 @@ pub async fn run(global: &GlobalArgs, args: &LogsArgs) -> Result<u8> {
             }
         };
         for line in text.lines().filter(|l| filter.keeps(l)) {
-            let shown = if global.output == OutputFormat::Json {
-                line.to_string()
-            } else {
-                human_line(line)
-            };
-            if several {
-                out.push_str(&format!("[{name}] "));
+            match global.output {
+                OutputFormat::Json | OutputFormat::Yaml => {
+                    let record = data_record(line, several.then_some(name.as_str()));
+                    if global.output == OutputFormat::Json {
+                        out.push_str(&serde_json::to_string(&record)?);
+                        out.push('\n');
+                    } else {
+                        records.push(record);
+                    }
+                }
+                _ => {
+                    if several {
+                        out.push_str(&format!("[{name}] "));
+                    }
+                    out.push_str(&human_line(line));
+                    out.push('\n');
+                }
             }
-            out.push_str(&shown);
-            out.push('\n');
         }
+    }
+    if global.output == OutputFormat::Yaml {
+        out = serde_saphyr::to_string(&records)?;
     }
     write_stdout(&out)?;
     Ok(EXIT_OK)
@@ -260,6 +289,16 @@ mod tests {
         assert!(warn.keeps(r#"{"level":"ERROR","message":"x"}"#));
         assert!(!warn.keeps(r#"{"level":"INFO","message":"x"}"#));
         assert!(!warn.keeps("2026-12-02T12:00:00Z  INFO ferry_agent: started"));
+    }
+
+    #[test]
+    fn data_records_stay_json_and_name_their_pod() {
+        let record = data_record(r#"{"level":"INFO","release":"a/b"}"#, Some("agent-1"));
+        assert_eq!(record["release"], "a/b");
+        assert_eq!(record["pod"], "agent-1");
+        let text = data_record("2026-12-02T12:00:00Z  INFO started", None);
+        assert_eq!(text["message"], "2026-12-02T12:00:00Z  INFO started");
+        assert!(text.get("pod").is_none());
     }
 
     #[test]

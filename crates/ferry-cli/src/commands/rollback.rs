@@ -498,7 +498,7 @@ async fn wait_for_commit(
         }
         if Instant::now() >= deadline {
             eprintln!(
-                "timed out after {timeout:?} waiting for Release {namespace}/{name} to be Ready{}; is ferry-agent running? (`ferry get releases -n {namespace}`, `ferry logs release {name} -n {namespace}`)",
+                "timed out after {timeout:?} waiting for Release {namespace}/{name} to be Ready{}; is ferry-agent running? (`ferry get releases -n {namespace}`, `ferry logs --for release/{name} -n {namespace}`)",
                 commit.map(|c| format!(" at {c}")).unwrap_or_default()
             );
             return Ok(EXIT_TIMEOUT);

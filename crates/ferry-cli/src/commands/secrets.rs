@@ -20,8 +20,14 @@ pub enum SecretsCommand {
     )]
     Encrypt(EncryptArgs),
     /// Decrypt a SOPS file to stdout (keys: SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, ~/.config/sops/age/keys.txt).
+    #[command(
+        after_help = "Examples:\n  ferry secrets decrypt secret.enc.yaml\n  SOPS_AGE_KEY_FILE=key.txt ferry secrets decrypt values.enc.yaml > /dev/shm/values.yaml"
+    )]
     Decrypt(DecryptArgs),
     /// Decrypt into a private tmpfs file, run $EDITOR, re-encrypt in place.
+    #[command(
+        after_help = "Examples:\n  ferry secrets edit secret.enc.yaml\n  EDITOR=nano ferry secrets edit values.enc.yaml"
+    )]
     Edit(EditArgs),
 }
 

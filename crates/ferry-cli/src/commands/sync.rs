@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 
 use crate::cli::GlobalArgs;
 use crate::commands::cluster_info::cluster_options;
-use crate::output::{EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT};
+use crate::output::{EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, OutputFormat, object_name, print_data};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -49,6 +49,32 @@ async fn releases(
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     Ok((Api::namespaced(client.clone(), &ns), client, ns))
+}
+
+/// With `-o name|json|yaml`, the Release as it is now on stdout (its name, or the object); the
+/// human lines then go to stderr, so stdout stays data.
+async fn print_release(global: &GlobalArgs, api: &Api<Release>, name: &str) -> Result<()> {
+    match global.output {
+        OutputFormat::Name => println!("{}", object_name("ferry.dev", "Release", name)),
+        OutputFormat::Json | OutputFormat::Yaml => {
+            let release = api
+                .get(name)
+                .await
+                .with_context(|| format!("reading Release {name}"))?;
+            print_data(global.output, &release)?;
+        }
+        OutputFormat::Human | OutputFormat::Wide | OutputFormat::Markdown => {}
+    }
+    Ok(())
+}
+
+/// A line for people: stdout in the human formats, stderr when stdout carries data.
+fn say(global: &GlobalArgs, line: &str) {
+    if global.output.is_for_people() {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 fn now_token() -> String {
@@ -101,6 +127,7 @@ pub async fn run_sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
     .with_context(|| format!("requesting a sync of Release {ns}/{}", args.release))?;
     eprintln!("sync of Release {ns}/{} requested", args.release);
     if !args.wait {
+        print_release(global, &api, &args.release).await?;
         return Ok(EXIT_OK);
     }
     let deadline = Instant::now() + args.timeout;
@@ -111,7 +138,11 @@ pub async fn run_sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
             let ready = find_condition(&status.conditions, READY);
             let ok = ready.is_some_and(|c| c.status == "True");
             let message = ready.map(|c| c.message.clone()).unwrap_or_default();
-            println!("{}: {message}", if ok { "ready" } else { "not ready" });
+            say(
+                global,
+                &format!("{}: {message}", if ok { "ready" } else { "not ready" }),
+            );
+            print_release(global, &api, &args.release).await?;
             return Ok(if ok { EXIT_OK } else { EXIT_ERROR });
         }
         if Instant::now() >= deadline {
@@ -150,10 +181,14 @@ pub async fn run_suspend(global: &GlobalArgs, args: &SuspendArgs, suspend: bool)
     )
     .await
     .with_context(|| format!("updating Release {ns}/{}", args.release))?;
-    println!(
-        "Release {ns}/{} {}",
-        args.release,
-        if suspend { "suspended" } else { "resumed" }
+    say(
+        global,
+        &format!(
+            "Release {ns}/{} {}",
+            args.release,
+            if suspend { "suspended" } else { "resumed" }
+        ),
     );
+    print_release(global, &api, &args.release).await?;
     Ok(EXIT_OK)
 }
