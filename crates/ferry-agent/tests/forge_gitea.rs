@@ -162,13 +162,16 @@ impl ForgeRepo {
         );
     }
 
-    async fn statuses(&self, http: &reqwest::Client, sha: &str) -> Vec<serde_json::Value> {
-        let url = format!(
+    fn statuses_url(&self, sha: &str) -> String {
+        format!(
             "{}/api/v1/repos/{}/{}/commits/{sha}/statuses",
             self.base, self.user, self.repo
-        );
+        )
+    }
+
+    async fn statuses(&self, http: &reqwest::Client, sha: &str) -> Vec<serde_json::Value> {
         match http
-            .get(url)
+            .get(self.statuses_url(sha))
             .header("Authorization", format!("token {}", self.token))
             .send()
             .await
@@ -177,6 +180,67 @@ impl ForgeRepo {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// When a watch of Release `name` first sees it Ready with `sha` applied (`None`: not within
+/// 90 s; the test's own waits then fail with the reason).
+async fn ready_seen_by_watch(
+    api: kube::Api<Release>,
+    name: String,
+    sha: String,
+) -> Option<Instant> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut releases = std::pin::pin!(watcher(api, config).applied_objects());
+    let ready = async {
+        while let Some(event) = releases.next().await {
+            let Ok(release) = event else { continue };
+            let status = release.status.unwrap_or_default();
+            let applied = status
+                .last_applied_revision
+                .as_deref()
+                .is_some_and(|r| r.ends_with(&sha));
+            if applied && ready_state(&status.conditions).is_some_and(|(s, _, _)| s == "True") {
+                return Some(Instant::now());
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(90), ready)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// When a commit status `state` for `context` first shows at `url` (Gitea's statuses of one
+/// commit), polling every 20 ms for up to 90 s.
+async fn status_seen_by_polling(
+    url: String,
+    token: String,
+    context: String,
+    state: &'static str,
+) -> Option<Instant> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let found = match http
+            .get(&url)
+            .header("Authorization", format!("token {token}"))
+            .send()
+            .await
+        {
+            Ok(r) => r.json::<Vec<serde_json::Value>>().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if found.iter().any(|s| {
+            s["context"].as_str() == Some(context.as_str()) && s["status"].as_str() == Some(state)
+        }) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 async fn wait_status(
@@ -255,22 +319,38 @@ async fn gitea_commit_status_follows_applies_and_failures() {
         git_source("repo", &forge.clone_url(), Some("forge"), "2s"),
     )
     .await;
+    let context = format!("ferry/{}/app", ns.name);
+    // For bench/notify: when a watch sees the Release Ready at the commit, and when the status
+    // first shows in Gitea's API (polled every 20 ms), both started before the Release exists.
+    let ready_seen = tokio::spawn(ready_seen_by_watch(
+        kube::Api::namespaced(client.clone(), &ns.name),
+        "app".to_string(),
+        first.clone(),
+    ));
+    let status_seen = tokio::spawn(status_seen_by_polling(
+        forge.statuses_url(&first),
+        forge.token.clone(),
+        context.clone(),
+        "success",
+    ));
     create::<Release>(
         &client,
         &ns.name,
         release("app", "repo", "app", serde_json::json!({})),
     )
     .await;
-    let context = format!("ferry/{}/app", ns.name);
 
     let applied =
         wait_release_applied(&client, &ns.name, "app", &first, Duration::from_secs(90)).await;
-    let applied_at = Instant::now();
     let status = wait_status(&forge, &http, &first, &context, "success").await;
-    eprintln!(
-        "notify latency: Release Ready at {first} seen -> Gitea success status seen: {:?}",
-        applied_at.elapsed()
-    );
+    if let (Ok(Some(ready_at)), Ok(Some(status_at))) = (ready_seen.await, status_seen.await) {
+        let ms = if status_at >= ready_at {
+            status_at.duration_since(ready_at).as_millis() as i128
+        } else {
+            -(ready_at.duration_since(status_at).as_millis() as i128)
+        };
+        eprintln!("notify latency (Release Ready -> Gitea commit status visible): {ms} ms");
+    }
     assert!(
         applied
             .status
@@ -422,7 +502,7 @@ async fn gitea_push_webhook_triggers_the_receiver_and_forged_deliveries_are_refu
 
     // The real thing: a webhook with the Receiver's secret; a push is applied within seconds
     // although every interval is an hour.
-    forge.add_webhook(api, &hook_url, &hook_secret).await;
+    let good = forge.add_webhook(api, &hook_url, &hook_secret).await;
     let third = forge.commit_and_push(&[("app/a.yaml", &configmap_yaml("a", "three"))], "third");
     let pushed = Instant::now();
     let applied =
@@ -445,4 +525,61 @@ async fn gitea_push_webhook_triggers_the_receiver_and_forged_deliveries_are_refu
             .and_then(|s| s.last_applied_revision)
             .is_some_and(|r| r.ends_with(&third))
     );
+
+    // Flux documents Gitea webhooks with a `github` Receiver: Gitea also sends GitHub's headers
+    // (`X-GitHub-Event`, `X-Hub-Signature-256`), so that works here too.
+    forge.delete_webhook(api, good).await;
+    create::<Receiver>(
+        &client,
+        &ns.name,
+        serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Receiver",
+            "metadata": {"name": "github-style"},
+            "spec": {"type": "github", "secretRef": {"name": "hook-token"}},
+        }),
+    )
+    .await;
+    let github_style = format!(
+        "ferry_webhook_requests_total{{receiver=\"{}/github-style\",result=\"accepted\"}}",
+        ns.name
+    );
+    let url = format!("http://{}/hook/{}/github-style", agent.http_addr, ns.name);
+    forge.add_webhook(api, &url, &hook_secret).await;
+    // The Receiver's key is loaded in the background: wait until a signed ping of ours is
+    // accepted, then push.
+    let mut attempt = 0u32;
+    wait_for(
+        "the github-style Receiver accepts a signed ping",
+        Duration::from_secs(30),
+        || {
+            attempt += 1;
+            let body = format!(r#"{{"zen":"ping {attempt}"}}"#).into_bytes();
+            let path = format!("/hook/{}/github-style", ns.name);
+            let signature = github_signature(&hook_secret, &body);
+            let addr = agent.http_addr;
+            async move {
+                let (status, _) = http(
+                    addr,
+                    "POST",
+                    &path,
+                    &[
+                        ("X-GitHub-Event", "ping".into()),
+                        ("X-Hub-Signature-256", signature),
+                    ],
+                    &body,
+                )
+                .await;
+                if status == 200 {
+                    return Ok(Some(()));
+                }
+                anyhow::bail!("ping answered {status}")
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let fourth = forge.commit_and_push(&[("app/a.yaml", &configmap_yaml("a", "four"))], "fourth");
+    wait_release_applied(&client, &ns.name, "app", &fourth, Duration::from_secs(60)).await;
+    // Our ping and Gitea's push.
+    assert!(metric(&agent, &github_style).await >= 2);
 }
