@@ -24,7 +24,7 @@ use ferry_engine::decrypt::sops::AgeKeys;
 use ferry_engine::inventory::Legacy;
 use ferry_engine::ownership::legacy_release_app;
 use ferry_engine::pipeline::{self, ApplyOptions, DeleteOptions};
-use ferry_engine::render::{self, RenderRequest};
+use ferry_engine::render;
 use ferry_engine::report::{Action as ObjAction, ApplyReport};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -604,15 +604,17 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         .clone()
         .unwrap_or_else(|| ns.clone());
     let path = release.spec.path.clone().unwrap_or_else(|| ".".to_string());
-    let mut request = RenderRequest::new(artifact.path.clone(), path.trim_start_matches("./"))
-        .with_default_namespace(Some(target_ns.clone()));
-    match crate::deploy::pin::image_overrides(release) {
-        Ok(images) => request.set_images = images,
-        Err(e) => return Decision::stalled("InvalidSpec", e),
-    }
-    if let Err(e) = apply_render_spec(release, render_spec, &ctx.options, &mut request) {
-        return Decision::stalled("InvalidSpec", redactor.redact(&e));
-    }
+    // Path, target namespace, spec.render, deploy images: the engine's one definition, which
+    // `ferry diff release` renders with too.
+    let mut request = match render::release::request_for(
+        release,
+        &artifact.path,
+        render_spec,
+        ctx.options.render_policy(),
+    ) {
+        Ok(request) => request,
+        Err(e) => return Decision::stalled("InvalidSpec", redactor.redact(&e.to_string())),
+    };
     request.age_keys = keys;
     // Helm's inputs from the cluster: chart credentials (read as the Release), capabilities.
     if let Err(e) = super::release_helm::prepare(&mut request, &ns, &client, &identity, ctx).await {
@@ -929,34 +931,6 @@ fn client_for(release: &Release, ctx: &Context) -> Result<(Client, Identity), St
     let identity = ctx.identity_for(&ns, release.spec.service_account_name.as_deref());
     let client = ctx.client_as(&identity).map_err(|e| e.to_string())?;
     Ok((client, identity))
-}
-
-/// Layer `spec.render` (the ferry.yaml schema) over the app's own ferry.yaml as one more
-/// ferry.yaml-level layer. A tenant writes it, so it is exactly as untrusted as the repository:
-/// the engine checks it like ferry.yaml (paths inside the source root, chart sources, every
-/// name that reaches a renderer's argv); a chart name without a repository is an error, never
-/// a path on the agent's disk. Only the agent's own flags become render policy.
-fn apply_render_spec(
-    release: &Release,
-    render: Option<serde_json::Value>,
-    options: &crate::options::AgentOptions,
-    request: &mut RenderRequest,
-) -> Result<(), String> {
-    use ferry_engine::render::overrides::{DriverSettings, ObjectLayer, layer_onto};
-    let object = render.map(|value| ObjectLayer {
-        object: format!(
-            "Release {}/{} spec.render",
-            release.namespace().unwrap_or_default(),
-            release.name_any()
-        ),
-        value,
-    });
-    let settings = DriverSettings {
-        object,
-        policy: options.render_policy(),
-        ..DriverSettings::default()
-    };
-    layer_onto(request, settings).map_err(|e| e.to_string())
 }
 
 /// Age keys from the decryption Secret (every value whose key ends in `.agekey`), read as the

@@ -80,8 +80,13 @@ pub async fn run(global: &GlobalArgs, args: &DiffReleaseArgs) -> Result<u8> {
     let cache = tempfile::tempdir().context("creating a temporary directory for the fetch")?;
     let checkout = fetch(&source, auth, &revision, cache.path()).await?;
 
-    let mut request =
-        release_render::request_for(&release, &checkout.path, RenderPolicy::default())?;
+    let mut request = release_render::request_for(
+        &release,
+        &checkout.path,
+        release.spec.render.clone(),
+        RenderPolicy::default(),
+    )
+    .with_context(|| format!("Release {release_name}"))?;
     request.age_keys = Some(decryption_keys(&client, &release, &found.namespace).await?);
     let (mut manifests, redactor) = tokio::task::spawn_blocking(move || {
         let mut redactor = Redactor::new();
@@ -283,7 +288,7 @@ async fn fetch(
     .await
     .with_context(|| format!("fetch of {} timed out", git::redact_url(&url)))?
     .context("fetch task failed")?;
-    Ok(fetched.with_context(|| name)?)
+    fetched.with_context(|| name)
 }
 
 /// The age keys of `spec.decryption`'s Secret, read with the user's rights; without

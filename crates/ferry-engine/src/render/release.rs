@@ -17,35 +17,22 @@ use crate::ownership::ReleaseRef;
 /// Why a Release cannot be rendered as the agent would (the spec's fault).
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseSpecError {
-    #[error(
-        "Release {release}: annotation {DEPLOY_IMAGES} is not a JSON list of NAME=IMAGE strings: {source}"
-    )]
+    #[error("annotation {DEPLOY_IMAGES} is not a JSON list of strings: {source}")]
     DeployImagesJson {
-        release: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("Release {release}: annotation {DEPLOY_IMAGES}: {source}")]
+    #[error("annotation {DEPLOY_IMAGES}: {source}")]
     DeployImages {
-        release: String,
         #[source]
         source: crate::Error,
     },
-    #[error("Release {release}: {source}")]
+    /// `spec.render` is not a valid ferry.yaml layer (the message names the Release).
+    #[error("{source}")]
     Render {
-        release: String,
         #[source]
         source: crate::Error,
     },
-}
-
-/// `namespace/name` of the Release, for messages.
-fn name_of(release: &Release) -> String {
-    format!(
-        "{}/{}",
-        release.namespace().unwrap_or_default(),
-        release.name_any()
-    )
 }
 
 /// The Release by its own namespace and name (its objects' owner).
@@ -66,33 +53,35 @@ pub fn target_namespace(release: &Release) -> String {
 }
 
 /// The render request for the Release's `spec.path` in `checkout` (the source at one revision),
-/// as the agent builds it: the target namespace as default, `spec.render` as an untrusted
-/// object layer under `policy`, and the deploy request's image overrides. Decryption keys are
-/// the caller's to add (`age_keys`; never a process's own keys).
+/// as the agent builds it: the target namespace as default, `render` (its `spec.render`, with
+/// whatever the driver layered into it from `valuesFrom`/`postBuild`) as an untrusted object
+/// layer under `policy`, and the deploy request's image overrides. A tenant writes
+/// `spec.render`, so it is exactly as untrusted as the repository: the engine checks it like
+/// ferry.yaml (paths inside the source root, chart sources, every name that reaches a
+/// renderer's argv); a chart name without a repository is an error, never a path on the
+/// driver's disk. Only the driver's own settings become `policy`. Decryption keys are the
+/// caller's to add (`age_keys`; never a process's own keys).
 pub fn request_for(
     release: &Release,
     checkout: &Path,
+    render: Option<serde_json::Value>,
     policy: RenderPolicy,
 ) -> Result<RenderRequest, ReleaseSpecError> {
-    let release_name = name_of(release);
     let path = release.spec.path.clone().unwrap_or_else(|| ".".to_string());
     let mut request = RenderRequest::new(checkout, path.trim_start_matches("./"))
         .with_default_namespace(Some(target_namespace(release)));
     if let Some(raw) = release.annotations().get(DEPLOY_IMAGES) {
-        let list: Vec<String> =
-            serde_json::from_str(raw).map_err(|source| ReleaseSpecError::DeployImagesJson {
-                release: release_name.clone(),
-                source,
-            })?;
-        request.set_images = super::set_image::parse_all(&list).map_err(|source| {
-            ReleaseSpecError::DeployImages {
-                release: release_name.clone(),
-                source,
-            }
-        })?;
+        let list: Vec<String> = serde_json::from_str(raw)
+            .map_err(|source| ReleaseSpecError::DeployImagesJson { source })?;
+        request.set_images = super::set_image::parse_all(&list)
+            .map_err(|source| ReleaseSpecError::DeployImages { source })?;
     }
-    let object = release.spec.render.clone().map(|value| ObjectLayer {
-        object: format!("Release {release_name} spec.render"),
+    let object = render.map(|value| ObjectLayer {
+        object: format!(
+            "Release {}/{} spec.render",
+            release.namespace().unwrap_or_default(),
+            release.name_any()
+        ),
         value,
     });
     layer_onto(
@@ -103,9 +92,6 @@ pub fn request_for(
             ..DriverSettings::default()
         },
     )
-    .map_err(|source| ReleaseSpecError::Render {
-        release: release_name,
-        source,
-    })?;
+    .map_err(|source| ReleaseSpecError::Render { source })?;
     Ok(request)
 }
