@@ -579,3 +579,114 @@ async fn hostile_git_sources_read_no_local_files_and_get_no_credentials() {
         "the user's own credentials were sent: {asked:?}"
     );
 }
+
+/// A kubeconfig for service account `sa` of `ns` (a fresh token from the TokenRequest API), on
+/// the testenv's API server: a user with only the rights the test grants.
+async fn kubeconfig_for(env: &TestEnv, client: &kube::Client, ns: &str, sa: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": sa}})).expect("sa"),
+    )
+    .await
+    .expect("create service account");
+    let request: TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 600}}))
+            .expect("request");
+    let answer: TokenRequest = sas
+        .create_subresource("token", sa, &PostParams::default(), &request)
+        .await
+        .expect("token");
+    let token = answer.status.expect("token status").token;
+    let admin = std::fs::read_to_string(env.kubeconfig()).expect("testenv kubeconfig");
+    let field = |name: &str| {
+        admin
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{name}: "))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| panic!("{name} in the testenv kubeconfig"))
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n- name: t\n  context: {{cluster: t, user: {sa}, namespace: {ns}}}\ncurrent-context: t\n",
+        field("server"),
+        field("certificate-authority-data")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_who_may_not_read_the_sources_secret_is_told_so_and_nothing_is_fetched() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
+    let ns = TestNamespace::create(&client, "diff-release-rbac").await;
+    let home = tempfile::tempdir().expect("home");
+    // The GitSource points at a server that records requests: nothing may reach it.
+    let (port, seen) = hostile_server([127, 0, 0, 1], |_, _| unauthorized()).await;
+    secret(
+        &client,
+        &ns.name,
+        "git-auth",
+        &[("username", "alice"), ("password", "tenant-only")],
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &url, Some("git-auth")),
+    )
+    .await;
+    applied_release(&client, &ns.name, "app", "repo", &"a".repeat(40)).await;
+    // A user who may read Releases and GitSources, but no Secret.
+    let role = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "ferry-reader"},
+        "rules": [{"apiGroups": ["ferry.dev"], "resources": ["releases", "gitsources"],
+                   "verbs": ["get", "list", "watch"]}],
+    });
+    create::<k8s_openapi::api::rbac::v1::Role>(&client, &ns.name, role).await;
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "ferry-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferry-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns.name}],
+    });
+    create::<k8s_openapi::api::rbac::v1::RoleBinding>(&client, &ns.name, binding).await;
+    let kubeconfig = home.path().join("reader.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig_for(&env, &client, &ns.name, "reader").await,
+    )
+    .expect("write kubeconfig");
+    let kubeconfig = kubeconfig.to_string_lossy().to_string();
+
+    let (code, out, err) = ferry(
+        &env,
+        home.path(),
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "diff",
+            "release",
+            "app",
+            "-n",
+            &ns.name,
+        ],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!("Secret {}/git-auth", ns.name)) && err.contains("your kubeconfig"),
+        "the error names the Secret and whose rights: {err}"
+    );
+    assert!(!err.contains("tenant-only"));
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing was fetched without the user's own rights"
+    );
+}
