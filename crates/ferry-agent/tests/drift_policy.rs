@@ -279,6 +279,41 @@ async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
     {
         assert_no_secret_value("an Event", &event.message.unwrap_or_default());
     }
+
+    // A new revision is still applied in detect mode: it writes every field ferry owns (the
+    // hand edits go) and the finding is cleared.
+    let second = repo.commit(
+        &[(
+            "app/deploy.yaml",
+            Some(&deployment_yaml("web").replace("tier: web", "tier: web2")),
+        )],
+        "second",
+    );
+    let gitsources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
+    let sync = serde_json::json!({"metadata": {"annotations": {
+        ferry_api::common::RECONCILE_REQUESTED_AT: "second"}}});
+    gitsources
+        .patch(
+            "repo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&sync),
+        )
+        .await
+        .expect("request a sync");
+    let applied =
+        wait_release_applied(&client, &ns.name, "app", &second, Duration::from_secs(60)).await;
+    assert_eq!(applied.status.and_then(|s| s.drift), None);
+    assert_eq!(replicas(&deployments, "web").await, 0);
+    assert_eq!(
+        label(&deployments, "web", "tier").await.as_deref(),
+        Some("web2")
+    );
+    let (_, metrics) = http(agent.metrics_addr, "GET", "/metrics", &[], b"").await;
+    let cleared = format!(
+        "ferry_release_drift_objects{{namespace=\"{}\",name=\"app\"}} 0",
+        ns.name
+    );
+    assert!(metrics.contains(&cleared), "{cleared} in:\n{metrics}");
     agent.stop().await.expect("agent stops");
 }
 

@@ -256,7 +256,11 @@ async fn sync(release: &Release, ctx: &Arc<Context>) -> Result<Action, ReleaseEr
     let mut status_error = None;
     if status_differs(&old, &status) {
         let api: Api<Release> = Api::namespaced(ctx.client.clone(), &key.0);
-        let patch = serde_json::json!({ "status": status });
+        let mut patch = serde_json::json!({ "status": status });
+        // A merge patch keeps what it leaves out: a cleared drift finding is removed explicitly.
+        if status.drift.is_none() {
+            patch["status"]["drift"] = serde_json::Value::Null;
+        }
         if let Err(e) = api
             .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
             .await
