@@ -852,6 +852,40 @@ mod tests {
         assert!(verify(ReceiverType::Bitbucket, &bb, b"x", b"k", 0).is_ok());
     }
 
+    /// Gitea signs twice (`X-Gitea-Signature: <hex>` and `X-Hub-Signature-256: sha256=<hex>`)
+    /// and names the event in both its own and GitHub's headers.
+    fn gitea_headers(body: &[u8], key: &[u8]) -> HeaderMap {
+        let mut headers = signed("x-gitea-signature", "", body, key);
+        let hub = signed("x-hub-signature-256", "sha256=", body, key);
+        headers.extend(hub);
+        headers.insert("x-gitea-event", HeaderValue::from_static("push"));
+        headers.insert("x-github-event", HeaderValue::from_static("push"));
+        headers
+    }
+
+    #[test]
+    fn gitea_deliveries_verify_as_gitea_and_as_github() {
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let headers = gitea_headers(body, b"k");
+        assert!(verify(ReceiverType::Gitea, &headers, body, b"k", 0).is_ok());
+        assert!(verify(ReceiverType::Github, &headers, body, b"k", 0).is_ok());
+        assert_eq!(event_name(ReceiverType::Gitea, &headers, body), "push");
+        assert!(is_push(ReceiverType::Gitea, "push"));
+        // Signed with another secret, or not signed at all (a Gitea webhook without a secret
+        // sends an empty signature): refused.
+        let forged = gitea_headers(body, b"other");
+        assert!(verify(ReceiverType::Gitea, &forged, body, b"k", 0).is_err());
+        let mut empty = HeaderMap::new();
+        empty.insert("x-gitea-signature", HeaderValue::from_static(""));
+        assert!(verify(ReceiverType::Gitea, &empty, body, b"k", 0).is_err());
+        assert!(verify(ReceiverType::Gitea, &HeaderMap::new(), body, b"k", 0).is_err());
+        // X-Gitea-Signature is the one checked when present: a right GitHub-style signature
+        // does not rescue a wrong Gitea one.
+        let mut mixed = signed("x-gitea-signature", "", body, b"other");
+        mixed.extend(signed("x-hub-signature-256", "sha256=", body, b"k"));
+        assert!(verify(ReceiverType::Gitea, &mixed, body, b"k", 0).is_err());
+    }
+
     #[test]
     fn urls_match_across_forms() {
         assert_eq!(
