@@ -3,7 +3,8 @@
 //! talks to the API server the in-cluster way with the shipped RBAC only, fetches from the git
 //! server through the node address (`FERRY_GIT_URL_FROM_PODS`, testenv/node-up's
 //! gitserver-forward) and deploys a tenant's Release; a replacement pod takes over when the
-//! agent pod is deleted, and answers a webhook sent through the agent's Service.
+//! agent pod is deleted, and answers a webhook sent through the agent's Service. `ferry logs`
+//! and `ferry version` are tested here too: they read those agent pods.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -368,6 +369,84 @@ async fn wait_event_from(client: &kube::Client, namespace: &str, pod: &str, sha:
     .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
+/// `ferry logs` and `ferry version` against the agent pods this test runs (issue 16): the log
+/// records about the Release, read from the pods through the API server, are exactly those
+/// whose `release` or `object` field names it, the new leader's among them (its Synced record
+/// for `sha`); another Release's name shows nothing; the text form is one line per record; and
+/// `ferry version` finds the installed agent's image.
+fn ferry_logs_and_version_read_the_agent_pods(
+    env: &TestEnv,
+    system: &str,
+    tenant: &str,
+    leader: &str,
+    sha: &str,
+    image: &str,
+) {
+    let logs = |extra: &[&str]| {
+        let (code, out, err) = run(ferry(env)
+            .args(["logs", "-n", tenant, "--agent-namespace", system])
+            .args(extra));
+        assert_eq!(code, 0, "ferry logs {extra:?}: {out}{err}");
+        out
+    };
+    let key = format!("{tenant}/app");
+    let object = format!("Release/{key}");
+    let out = logs(&["--for", "release/app", "-o", "json"]);
+    let records: Vec<Value> = out
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON record ({e}): {line}"))
+        })
+        .collect();
+    assert!(!records.is_empty(), "no records about {key}");
+    for record in &records {
+        assert!(
+            record["release"] == key.as_str() || record["object"] == object.as_str(),
+            "a record about something else: {record}"
+        );
+        // Two agent pods are read: each record says which one wrote it.
+        assert!(record["pod"].as_str().is_some(), "{record}");
+    }
+    assert!(
+        records.iter().any(|r| r["pod"] == leader
+            && r["object"] == object.as_str()
+            && r["reason"] == "Synced"
+            && r["message"].as_str().is_some_and(|m| m.contains(sha))),
+        "no Synced record of {sha} from the leader {leader}: {records:#?}"
+    );
+    let text = logs(&["--for", "release/app"]);
+    assert_eq!(text.lines().count(), records.len(), "{text}");
+    assert!(
+        text.lines().all(|l| l.starts_with('[')
+            && (l.contains(&format!("release={key}")) || l.contains(&format!("object={object}")))),
+        "{text}"
+    );
+    assert_eq!(
+        logs(&["--for", "release/ap", "-o", "json"]),
+        "",
+        "a name prefix matches nothing"
+    );
+    let warnings = logs(&["--level", "error", "-o", "json"]);
+    for line in warnings.lines() {
+        let record: Value = serde_json::from_str(line).expect("json");
+        assert_eq!(record["level"], "ERROR", "{record}");
+    }
+
+    let (code, out, err) = run(ferry(env).args(["version", "--namespace", system, "-o", "json"]));
+    assert_eq!(code, 0, "{err}");
+    let version: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(version["client"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(version["server"]["agentImage"], image, "{version}");
+    assert!(version["server"]["agent"].as_str().is_some(), "{version}");
+    assert!(
+        version["server"]["kubernetes"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('v')),
+        "{version}"
+    );
+}
+
 /// `ferry install` puts two replicas of the agent image on the real node (pinned by digest,
 /// node selector and toleration flags); the kubelet probes them Ready; one leads; the in-cluster
 /// leader, with the shipped RBAC, fetches a tenant's GitSource through the node address and
@@ -698,6 +777,14 @@ async fn ferry_install_runs_the_agent_on_the_real_node_and_it_deploys_from_git()
         Some("two".to_string())
     );
     wait_event_from(&client, &tenant.name, &second, &sha2).await;
+    ferry_logs_and_version_read_the_agent_pods(
+        &env,
+        &system.name,
+        &tenant.name,
+        &second,
+        &sha2,
+        &image,
+    );
     // One leader at a time: every pod that applied anything held the Lease (two replicas that
     // both took a free Lease would both have applied: regression test for the Lease's shared
     // field manager, which let the API server accept both).
