@@ -176,11 +176,19 @@ fn chart_urls_and_redirects_to_another_host_get_no_repository_credentials() {
     assert_no_credentials(&other_seen, "chart URL on another host");
 
     // 2. The repository redirects the chart download to another host.
-    let cdn_dir = tempfile::tempdir().expect("tempdir");
-    package(&t, cdn_dir.path());
-    let (cdn, cdn_seen) = serve([127, 0, 0, 2], cdn_dir.path().to_path_buf(), false, None);
+    // One package served from both places: the index's digest must match what the CDN sends
+    // (packaging twice can differ in its timestamps, and ferry checks the digest).
     let redirecting_dir = tempfile::tempdir().expect("tempdir");
     package(&t, redirecting_dir.path());
+    let cdn_dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(redirecting_dir.path()).expect("read package dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "tgz") {
+            std::fs::copy(&path, cdn_dir.path().join(path.file_name().expect("name")))
+                .expect("copy package");
+        }
+    }
+    let (cdn, cdn_seen) = serve([127, 0, 0, 2], cdn_dir.path().to_path_buf(), false, None);
     let (redirecting, _) = serve(
         [127, 0, 0, 1],
         redirecting_dir.path().to_path_buf(),

@@ -180,12 +180,20 @@ async fn the_dashboard_shows_the_cluster_live_and_its_actions_work() {
     .await;
 
     // The app's page: its tree matches the cluster's owner references.
-    page.find_element(format!("#{row} a"))
-        .await
-        .expect("row link")
-        .click()
-        .await
-        .expect("click");
+    // A live update can replace the row between finding its link and clicking it (the node id
+    // is then gone): find it again, a bounded number of times.
+    let mut clicked = Err(String::new());
+    for _ in 0..5 {
+        clicked = match page.find_element(format!("#{row} a")).await {
+            Ok(link) => link.click().await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if clicked.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    clicked.expect("click the row's link");
     wait_js(&page, "document.querySelector('h1') && document.querySelector('h1').textContent.startsWith('Release')", "the Release page", WAIT).await;
     wait_js(
         &page,
