@@ -301,9 +301,14 @@ async fn tag_to_commit_loop_with_markers_kustomize_and_manual_rollback() {
         &client,
         &ns.name,
         "auto",
-        "ImageUpdate reports the malformed marker",
+        "ImageUpdate reports the malformed marker and the pushed commit",
         Duration::from_secs(30),
-        |v| condition(v, "MarkersValid").is_some_and(|c| c["status"] == "False"),
+        // Both in one status: the first pass (before the policy had an image) already
+        // reports the malformed marker, so waiting on the marker alone races the push.
+        |v| {
+            condition(v, "MarkersValid").is_some_and(|c| c["status"] == "False")
+                && v["status"]["lastPushCommit"].as_str() == Some(second.as_str())
+        },
     )
     .await;
     let status = update.status.unwrap_or_default();
