@@ -2,19 +2,20 @@
 //! the real testenv (API server, smart-HTTP git server) through an in-process agent:
 //! local-file URLs, a tenant reusing another tenant's cached pinned commit without
 //! credentials, hostile tree entries served by the git server, redirects that try to carry
-//! credentials to another host (a hostile HTTP server written here), and oversized repositories.
+//! credentials to another host (a hostile HTTP server, ferry_testsupport::http's), and oversized
+//! repositories.
 
 mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use ferry_api::GitSource;
 use ferry_api::common::{READY, find_condition};
-use ferry_testsupport::{TestEnv, TestNamespace};
+use ferry_testsupport::TestNamespace;
+use ferry_testsupport::http::{hostile_server, redirect, saw_credentials, unauthorized};
 
 /// `(status, reason, message)` of the Ready condition.
 fn ready(gs: &GitSource) -> Option<(String, String, String)> {
@@ -62,11 +63,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_git_urls_are_refused_by_default() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "atk-local").await;
+    let (env, client, ns) = setup("atk-local").await;
     let repo = Repo::create(&env, &ns.name);
     repo.commit(&[("a.yaml", Some(&configmap_yaml("a", "1")))], "1");
     let (agent, cache) = start_agent(&env, &[&ns.name], |_| {}).await;
@@ -99,11 +96,7 @@ async fn local_git_urls_are_refused_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cached_pinned_commit_is_not_served_without_credentials() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let a = TestNamespace::create(&client, "atk-tenant-a").await;
+    let (env, client, a) = setup("atk-tenant-a").await;
     let b = TestNamespace::create(&client, "atk-tenant-b").await;
     // Tenant A's private repository (the git server requires credentials for every fetch).
     let repo = Repo::create(&env, &a.name);
@@ -134,15 +127,7 @@ async fn cached_pinned_commit_is_not_served_without_credentials() {
     );
     // A itself is served its cached commit again after re-authenticating (the ls-remote-like
     // check runs over HTTP with A's credentials).
-    let api: kube::Api<GitSource> = kube::Api::namespaced(client.clone(), &a.name);
-    api.patch(
-        "private",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {
-            ferry_api::common::RECONCILE_REQUESTED_AT: "again"}}})),
-    )
-    .await
-    .expect("annotate");
+    request_sync(&client, &a.name, "private", "again").await;
     wait_source(
         &client,
         &a.name,
@@ -163,14 +148,7 @@ async fn cached_pinned_commit_is_not_served_without_credentials() {
         &[("username", "ferry"), ("password", "revoked")],
     )
     .await;
-    api.patch(
-        "private",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {
-            ferry_api::common::RECONCILE_REQUESTED_AT: "revoked"}}})),
-    )
-    .await
-    .expect("annotate");
+    request_sync(&client, &a.name, "private", "revoked").await;
     let revoked = wait_source(
         &client,
         &a.name,
@@ -287,11 +265,7 @@ fn branch_with_tree(bare: &Path, branch: &str, tree: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_tree_entries_write_nothing_outside_the_checkout() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "atk-tree").await;
+    let (env, client, ns) = setup("atk-tree").await;
     let repo = Repo::create(&env, &ns.name);
     repo.commit(&[("ok.yaml", Some(&configmap_yaml("ok", "1")))], "seed");
     let bare = PathBuf::from(env.var("FERRY_GIT_ROOT")).join(format!("{}.git", ns.name));
@@ -372,73 +346,9 @@ async fn hostile_tree_entries_write_nothing_outside_the_checkout() {
     drop(agent);
 }
 
-/// What a hostile HTTP peer saw: one entry per request, `(path, Authorization header)`.
-type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-/// A tiny HTTP/1.1 server (the hostile peer) bound to `ip`: records every request's path and
-/// Authorization header and answers with `respond(path, has_authorization)`.
-async fn hostile_server(
-    ip: [u8; 4],
-    respond: impl Fn(&str, bool) -> String + Send + Sync + 'static,
-) -> (u16, Seen) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::from(ip), 0))
-        .await
-        .expect("bind hostile server");
-    let port = listener.local_addr().expect("addr").port();
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let respond = Arc::new(respond);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let record = record.clone();
-            let respond = respond.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                let path = head
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_string();
-                let auth = head
-                    .lines()
-                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
-                    .map(|l| l.to_string());
-                let reply = respond(&path, auth.is_some());
-                record.lock().expect("lock").push((path, auth));
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    (port, seen)
-}
-
-fn unauthorized() -> String {
-    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-}
-
-fn redirect(to: &str) -> String {
-    format!(
-        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redirects_never_carry_credentials_to_another_host() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "atk-redirect").await;
+    let (env, client, ns) = setup("atk-redirect").await;
 
     // The places credentials must never reach: another host (127.0.0.2) and another port of
     // the same host. Both ask for credentials to tempt the client.
@@ -507,20 +417,10 @@ async fn redirects_never_carry_credentials_to_another_host() {
     }
     // The configured host did get the credentials (so the attack was really attempted)...
     assert!(
-        after_auth_seen
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|(_, a)| a.is_some()),
+        saw_credentials(&after_auth_seen),
         "the configured host was asked and answered"
     );
-    assert!(
-        bearer_seen
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|(_, a)| a.is_some())
-    );
+    assert!(saw_credentials(&bearer_seen));
     // ...and no other host or port ever saw an Authorization header.
     for (what, seen) in [
         ("127.0.0.2", &other_host_seen),
@@ -562,11 +462,7 @@ fn dir_size(dir: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_repositories_fail_clearly_without_filling_the_disk() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "atk-size").await;
+    let (env, client, ns) = setup("atk-size").await;
     // 8 MiB that do not compress (the fetch limit trips), and 8 MiB of zeros (a tiny pack
     // whose checkout trips the checkout limit).
     let big = Repo::create(&env, &format!("{}-big", ns.name));

@@ -15,21 +15,6 @@ use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 
-/// kubectl against the testenv, as a person would run it.
-pub fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    let out = Command::new(env.tool("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", env.kubeconfig())
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// A CRD of the test's own (its group carries the namespace name), deleted when dropped.
 pub struct TestCrd {
     pub group: String,
@@ -53,16 +38,13 @@ impl TestCrd {
         });
         let file = std::env::temp_dir().join(format!("{group}.json"));
         std::fs::write(&file, crd.to_string()).expect("write CRD");
-        kubectl(env, &["apply", "-f", &file.to_string_lossy()]);
-        kubectl(
-            env,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                &format!("crd/widgets.{group}"),
-            ],
-        );
+        env.kubectl(&["apply", "-f", &file.to_string_lossy()]);
+        env.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/widgets.{group}"),
+        ]);
         Self {
             group,
             env: TestEnv::get(),
@@ -171,35 +153,29 @@ async fn hand_edited_labels_and_annotations_of_deployments_and_custom_resources_
         assert_eq!((label.as_str(), annotation.as_str()), ("web", "payments"));
         let object = format!("{resource}/{name}");
         // The generation in kubectl's own answer to the edit: nothing else wrote in between.
-        let after_label = kubectl(
-            &env,
-            &[
-                "-n",
-                &ns.name,
-                "label",
-                &object,
-                "tier=hand",
-                "--overwrite",
-                "-o",
-                "jsonpath={.metadata.generation}",
-            ],
-        );
+        let after_label = env.kubectl(&[
+            "-n",
+            &ns.name,
+            "label",
+            &object,
+            "tier=hand",
+            "--overwrite",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ]);
         assert_eq!(
             after_label.trim(),
             generation.to_string(),
             "{object}: a label edit must not bump the generation (the case under test)"
         );
-        kubectl(
-            &env,
-            &[
-                "-n",
-                &ns.name,
-                "annotate",
-                &object,
-                "team=hand",
-                "--overwrite",
-            ],
-        );
+        env.kubectl(&[
+            "-n",
+            &ns.name,
+            "annotate",
+            &object,
+            "team=hand",
+            "--overwrite",
+        ]);
         wait_for(
             &format!("{object}: label and annotation reverted"),
             Duration::from_secs(30),
@@ -212,7 +188,7 @@ async fn hand_edited_labels_and_annotations_of_deployments_and_custom_resources_
         .unwrap_or_else(|e| panic!("{e:#}"));
 
         // A label removed by hand comes back as well.
-        kubectl(&env, &["-n", &ns.name, "label", &object, "tier-"]);
+        env.kubectl(&["-n", &ns.name, "label", &object, "tier-"]);
         wait_for(
             &format!("{object}: removed label restored"),
             Duration::from_secs(30),
@@ -222,10 +198,7 @@ async fn hand_edited_labels_and_annotations_of_deployments_and_custom_resources_
         .unwrap_or_else(|e| panic!("{e:#}"));
     }
     // A label ferry does not apply is not drift: it stays.
-    kubectl(
-        &env,
-        &["-n", &ns.name, "label", "deployment/web", "extra=mine"],
-    );
+    env.kubectl(&["-n", &ns.name, "label", "deployment/web", "extra=mine"]);
     // Deliberate: this asserts that something does NOT happen (the foreign label is not
     // reverted), so it waits longer than the drift watch takes to revert an owned field.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use ferry_agent::Agent;
+use ferry_api::Release;
 use ferry_api::common::{STALLED, find_condition};
-use ferry_api::{GitSource, Release};
-use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use ferry_testsupport::{TestEnv, TestNamespace, wait_until};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::Client;
@@ -22,21 +22,6 @@ use kube::api::Api;
 
 const GIT_PASSWORD_VALUE: &str = "s3cret-from-git";
 const HAND_PASSWORD_VALUE: &str = "hunter2-by-hand";
-
-/// kubectl against the testenv, as a person would run it.
-fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    let out = Command::new(env.tool("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", env.kubeconfig())
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 fn deployment_yaml(name: &str) -> String {
     format!(
@@ -50,30 +35,101 @@ fn secret_yaml(name: &str) -> String {
     )
 }
 
-/// A git repository with `files`, a GitSource for it and a Release of `app/` with `extra`
-/// spec fields, all in `ns`; returns the commit.
-async fn release_of(
-    env: &TestEnv,
-    client: &Client,
-    ns: &str,
-    repo: &Repo,
+/// One test's world: its namespace, git repository and agent, and Release `app` of the
+/// repository's `app/` (GitSource `repo`), applied at `sha`. Bind every field (no `..`): a
+/// field left out of a pattern is dropped at once, and the agent's cache with it.
+struct Applied {
+    env: TestEnv,
+    client: Client,
+    ns: TestNamespace,
+    repo: Repo,
+    agent: Agent,
+    _cache: tempfile::TempDir,
+    sha: String,
+}
+
+/// Set up [`Applied`]: the first commit writes `files`, the Release has `extra` spec fields.
+async fn applied_release(
+    prefix: &str,
     files: &[(&str, Option<&str>)],
     extra: serde_json::Value,
-) -> String {
+) -> Applied {
+    let (env, client, ns) = setup(prefix).await;
+    let repo = Repo::create(&env, &ns.name);
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     let sha = repo.commit(files, "first");
-    git_secret(env, client, ns, "git-auth").await;
-    create::<GitSource>(
+    hourly_release(&env, &client, &ns.name, &repo, "app", extra).await;
+    wait_release_applied(&client, &ns.name, "app", &sha, Duration::from_secs(60)).await;
+    Applied {
+        env,
         client,
         ns,
-        git_source("repo", &repo.url, Some("git-auth"), "1h"),
+        repo,
+        agent,
+        _cache,
+        sha,
+    }
+}
+
+/// `kubectl scale` of Deployment `web`, as a person (or an HPA) would.
+fn scale_by_hand(env: &TestEnv, ns: &str, replicas: u32) {
+    let replicas = format!("--replicas={replicas}");
+    env.kubectl(&["-n", ns, "scale", "deployment/web", &replicas]);
+}
+
+/// `kubectl label` of Deployment `web`'s `tier` (ferry's value: `web`) to `hand`.
+fn label_by_hand(env: &TestEnv, ns: &str) {
+    env.kubectl(&[
+        "-n",
+        ns,
+        "label",
+        "deployment/web",
+        "tier=hand",
+        "--overwrite",
+    ]);
+}
+
+/// Wait until ferry has put Deployment `web`'s `tier` label back to `web`.
+async fn wait_label_reverted(deployments: &Api<Deployment>) {
+    wait_until(
+        "the label reverted",
+        Duration::from_secs(30),
+        move || async move {
+            Ok((label(deployments, "web", "tier").await.as_deref() == Some("web")).then_some(()))
+        },
     )
     .await;
-    let mut spec = serde_json::json!({"interval": "1h"});
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    create::<Release>(client, ns, release("app", "repo", "app", spec)).await;
-    sha
+}
+
+/// The ignored field (Deployment `web`'s replicas, scaled to 3) and the disabled object
+/// (ConfigMap `keep`, edited to `hand`) as they were left: nothing wrote them back.
+async fn assert_left_alone(deployments: &Api<Deployment>, cms: &Api<ConfigMap>) {
+    assert_eq!(
+        replicas(deployments, "web").await,
+        3,
+        "an ignored field is not reverted"
+    );
+    let keep = cms.get("keep").await.expect("keep");
+    assert_eq!(
+        keep.data
+            .unwrap_or_default()
+            .get("value")
+            .map(String::as_str),
+        Some("hand"),
+        "an object with reconcile: disabled is not written"
+    );
+}
+
+/// The agent's `/metrics` line of `metric` for Release `app` of `ns` with `value`.
+fn release_metric(metric: &str, ns: &str, value: u32) -> String {
+    format!("{metric}{{namespace=\"{ns}\",name=\"app\"}} {value}")
+}
+
+/// The agent's `/metrics` text.
+async fn metrics(agent: &Agent) -> String {
+    http(agent.metrics_addr, "GET", "/metrics", &[], b"")
+        .await
+        .1
 }
 
 async fn replicas(api: &Api<Deployment>, name: &str) -> i32 {
@@ -110,6 +166,17 @@ async fn events_with(client: &Client, ns: &str, reason: &str) -> Vec<(String, St
         .collect()
 }
 
+/// Wait until the agent has written an Event with `reason` about Release `app`; returns them
+/// all, as [`events_with`].
+async fn wait_event(client: &Client, ns: &str, reason: &str) -> Vec<(String, String)> {
+    let what = format!("a {reason} Event");
+    wait_until(&what, Duration::from_secs(15), move || async move {
+        let found = events_with(client, ns, reason).await;
+        Ok((!found.is_empty()).then_some(found))
+    })
+    .await
+}
+
 /// Every way a password could show: as written and base64-encoded (Secret data).
 fn assert_no_secret_value(what: &str, text: &str) {
     use base64::Engine;
@@ -124,18 +191,16 @@ fn assert_no_secret_value(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "drift-detect").await;
-    let repo = Repo::create(&env, &ns.name);
-    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
-    let sha = release_of(
-        &env,
-        &client,
-        &ns.name,
-        &repo,
+    let Applied {
+        env,
+        client,
+        ns,
+        repo,
+        agent,
+        sha,
+        _cache,
+    } = applied_release(
+        "drift-detect",
         &[
             ("app/deploy.yaml", Some(&deployment_yaml("web"))),
             ("app/secret.yaml", Some(&secret_yaml("db"))),
@@ -143,29 +208,15 @@ async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
         serde_json::json!({"drift": {"mode": "detect"}}),
     )
     .await;
-    wait_release_applied(&client, &ns.name, "app", &sha, Duration::from_secs(60)).await;
 
     // Hand edits: a scale (spec), a label (metadata only) and a Secret value.
-    kubectl(
-        &env,
-        &["-n", &ns.name, "scale", "deployment/web", "--replicas=2"],
-    );
-    kubectl(
-        &env,
-        &[
-            "-n",
-            &ns.name,
-            "label",
-            "deployment/web",
-            "tier=hand",
-            "--overwrite",
-        ],
-    );
+    scale_by_hand(&env, &ns.name, 2);
+    label_by_hand(&env, &ns.name);
     let patch = format!(r#"{{"stringData":{{"password":"{HAND_PASSWORD_VALUE}"}}}}"#);
-    kubectl(&env, &["-n", &ns.name, "patch", "secret/db", "-p", &patch]);
+    env.kubectl(&["-n", &ns.name, "patch", "secret/db", "-p", &patch]);
 
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    let drift = wait_for(
+    let drift = wait_until(
         "status.drift lists the Deployment's and the Secret's drifted fields",
         Duration::from_secs(30),
         || {
@@ -194,8 +245,7 @@ async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
             }
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    .await;
     assert_eq!(drift.mode, "detect");
     assert_eq!(drift.count, 2, "{drift:?}");
     assert!(
@@ -218,16 +268,7 @@ async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
     assert!(!web.missing);
 
     // The Warning Event names the objects and fields.
-    let detected = wait_for("a DriftDetected Event", Duration::from_secs(15), || {
-        let client = client.clone();
-        let ns = ns.name.clone();
-        async move {
-            let found = events_with(&client, &ns, "DriftDetected").await;
-            Ok((!found.is_empty()).then_some(found))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let detected = wait_event(&client, &ns.name, "DriftDetected").await;
     let (type_, message) = &detected[0];
     assert_eq!(type_, "Warning");
     assert!(
@@ -237,13 +278,13 @@ async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
     );
 
     // The metric: two objects left drifted.
-    let metric = format!(
-        "ferry_release_drift_objects{{namespace=\"{}\",name=\"app\"}} 2",
-        ns.name
-    );
-    let (status, metrics) = http(agent.metrics_addr, "GET", "/metrics", &[], b"").await;
+    let metric = release_metric("ferry_release_drift_objects", &ns.name, 2);
+    let (status, metrics_text) = http(agent.metrics_addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains(&metric), "{metric} in:\n{metrics}");
+    assert!(
+        metrics_text.contains(&metric),
+        "{metric} in:\n{metrics_text}"
+    );
 
     // Nothing was changed: the edits are still there. Deliberate wait: this asserts that
     // something does NOT happen (a revert takes well under a second after a signal).
@@ -289,17 +330,7 @@ async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
         )],
         "second",
     );
-    let gitsources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
-    let sync = serde_json::json!({"metadata": {"annotations": {
-        ferry_api::common::RECONCILE_REQUESTED_AT: "second"}}});
-    gitsources
-        .patch(
-            "repo",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&sync),
-        )
-        .await
-        .expect("request a sync");
+    request_sync(&client, &ns.name, "repo", "second").await;
     let applied =
         wait_release_applied(&client, &ns.name, "app", &second, Duration::from_secs(60)).await;
     assert_eq!(applied.status.and_then(|s| s.drift), None);
@@ -308,56 +339,36 @@ async fn detect_mode_reports_hand_edits_with_paths_and_changes_nothing() {
         label(&deployments, "web", "tier").await.as_deref(),
         Some("web2")
     );
-    let (_, metrics) = http(agent.metrics_addr, "GET", "/metrics", &[], b"").await;
-    let cleared = format!(
-        "ferry_release_drift_objects{{namespace=\"{}\",name=\"app\"}} 0",
-        ns.name
+    let metrics_text = metrics(&agent).await;
+    let cleared = release_metric("ferry_release_drift_objects", &ns.name, 0);
+    assert!(
+        metrics_text.contains(&cleared),
+        "{cleared} in:\n{metrics_text}"
     );
-    assert!(metrics.contains(&cleared), "{cleared} in:\n{metrics}");
     agent.stop().await.expect("agent stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn correct_mode_reverts_hand_edits_and_records_drift_corrected() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "drift-correct").await;
-    let repo = Repo::create(&env, &ns.name);
-    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
-    let sha = release_of(
-        &env,
-        &client,
-        &ns.name,
-        &repo,
+    let Applied {
+        env,
+        client,
+        ns,
+        agent,
+        repo: _repo,
+        _cache,
+        sha: _,
+    } = applied_release(
+        "drift-correct",
         &[("app/deploy.yaml", Some(&deployment_yaml("web")))],
         serde_json::json!({"drift": {"mode": "correct"}}),
     )
     .await;
-    wait_release_applied(&client, &ns.name, "app", &sha, Duration::from_secs(60)).await;
-    kubectl(
-        &env,
-        &[
-            "-n",
-            &ns.name,
-            "label",
-            "deployment/web",
-            "tier=hand",
-            "--overwrite",
-        ],
-    );
+    label_by_hand(&env, &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    wait_for("the label reverted", Duration::from_secs(30), || {
-        let deployments = deployments.clone();
-        async move {
-            Ok((label(&deployments, "web", "tier").await.as_deref() == Some("web")).then_some(()))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_label_reverted(&deployments).await;
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    let drift = wait_for(
+    let drift = wait_until(
         "status.drift says what was corrected",
         Duration::from_secs(15),
         || {
@@ -368,21 +379,11 @@ async fn correct_mode_reverts_hand_edits_and_records_drift_corrected() {
             }
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    .await;
     assert_eq!(drift.count, 1, "{drift:?}");
     assert_eq!(drift.objects[0].kind, "Deployment");
     assert_eq!(drift.objects[0].paths, ["/metadata/labels/tier"]);
-    let corrected = wait_for("a DriftCorrected Event", Duration::from_secs(15), || {
-        let client = client.clone();
-        let ns = ns.name.clone();
-        async move {
-            let found = events_with(&client, &ns, "DriftCorrected").await;
-            Ok((!found.is_empty()).then_some(found))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let corrected = wait_event(&client, &ns.name, "DriftCorrected").await;
     assert_eq!(corrected[0].0, "Normal");
     assert!(
         corrected[0].1.contains("/metadata/labels/tier"),
@@ -395,44 +396,35 @@ async fn correct_mode_reverts_hand_edits_and_records_drift_corrected() {
             .is_empty()
     );
     // `kubectl scale` writes through the scale subresource: drift as well, reverted.
-    kubectl(
-        &env,
-        &["-n", &ns.name, "scale", "deployment/web", "--replicas=2"],
-    );
-    wait_for("the scale reverted", Duration::from_secs(30), || {
+    scale_by_hand(&env, &ns.name, 2);
+    wait_until("the scale reverted", Duration::from_secs(30), || {
         let deployments = deployments.clone();
         async move { Ok((replicas(&deployments, "web").await == 0).then_some(())) }
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let (_, metrics) = http(agent.metrics_addr, "GET", "/metrics", &[], b"").await;
-    let counted = format!(
-        "ferry_release_drift_corrected_objects_total{{namespace=\"{}\",name=\"app\"}} 2",
-        ns.name
+    .await;
+    let metrics_text = metrics(&agent).await;
+    let counted = release_metric("ferry_release_drift_corrected_objects_total", &ns.name, 2);
+    assert!(
+        metrics_text.contains(&counted),
+        "{counted} in:\n{metrics_text}"
     );
-    assert!(metrics.contains(&counted), "{counted} in:\n{metrics}");
-    let left = format!(
-        "ferry_release_drift_objects{{namespace=\"{}\",name=\"app\"}} 0",
-        ns.name
-    );
-    assert!(metrics.contains(&left), "{left} in:\n{metrics}");
+    let left = release_metric("ferry_release_drift_objects", &ns.name, 0);
+    assert!(metrics_text.contains(&left), "{left} in:\n{metrics_text}");
     agent.stop().await.expect("agent stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ignored_fields_and_disabled_objects_are_left_to_others() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "drift-ignore").await;
-    let repo = Repo::create(&env, &ns.name);
-    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
-    let sha = release_of(
-        &env,
-        &client,
-        &ns.name,
-        &repo,
+    let Applied {
+        env,
+        client,
+        ns,
+        repo,
+        agent,
+        _cache,
+        sha: _,
+    } = applied_release(
+        "drift-ignore",
         &[
             ("app/deploy.yaml", Some(&deployment_yaml("web"))),
             ("app/keep.yaml", Some(&configmap_yaml("keep", "desired"))),
@@ -443,51 +435,31 @@ async fn ignored_fields_and_disabled_objects_are_left_to_others() {
         ]}}),
     )
     .await;
-    wait_release_applied(&client, &ns.name, "app", &sha, Duration::from_secs(60)).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     let value = |cm: ConfigMap| cm.data.unwrap_or_default().get("value").cloned();
-
     // An HPA-style scale, a ConfigMap opted out by hand and then edited.
-    kubectl(
-        &env,
-        &["-n", &ns.name, "scale", "deployment/web", "--replicas=3"],
-    );
-    kubectl(
-        &env,
-        &[
-            "-n",
-            &ns.name,
-            "annotate",
-            "configmap/keep",
-            "ferry.dev/reconcile=disabled",
-        ],
-    );
-    kubectl(
-        &env,
-        &[
-            "-n",
-            &ns.name,
-            "patch",
-            "configmap/keep",
-            "-p",
-            r#"{"data":{"value":"hand"}}"#,
-        ],
-    );
+    scale_by_hand(&env, &ns.name, 3);
+    env.kubectl(&[
+        "-n",
+        &ns.name,
+        "annotate",
+        "configmap/keep",
+        "ferry.dev/reconcile=disabled",
+    ]);
+    env.kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "configmap/keep",
+        "-p",
+        r#"{"data":{"value":"hand"}}"#,
+    ]);
     // Deliberate wait: an absence check (neither edit is reverted nor reported; a revert takes
     // well under a second after the signal), and it keeps the agent's handling of these
     // signals apart from the next edit's.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        replicas(&deployments, "web").await,
-        3,
-        "an ignored field is not reverted"
-    );
-    assert_eq!(
-        value(cms.get("keep").await.expect("keep")).as_deref(),
-        Some("hand"),
-        "an object with reconcile: disabled is not written"
-    );
+    assert_left_alone(&deployments, &cms).await;
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
     let status = releases
         .get("app")
@@ -500,36 +472,10 @@ async fn ignored_fields_and_disabled_objects_are_left_to_others() {
         "ignored field and disabled object are not drift"
     );
     // Then a drift ferry does correct, reported alone.
-    kubectl(
-        &env,
-        &[
-            "-n",
-            &ns.name,
-            "label",
-            "deployment/web",
-            "tier=hand",
-            "--overwrite",
-        ],
-    );
-    wait_for("the label reverted", Duration::from_secs(30), || {
-        let deployments = deployments.clone();
-        async move {
-            Ok((label(&deployments, "web", "tier").await.as_deref() == Some("web")).then_some(()))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(
-        replicas(&deployments, "web").await,
-        3,
-        "an ignored field is not reverted"
-    );
-    assert_eq!(
-        value(cms.get("keep").await.expect("keep")).as_deref(),
-        Some("hand"),
-        "an object with reconcile: disabled is not written"
-    );
-    let drift = wait_for(
+    label_by_hand(&env, &ns.name);
+    wait_label_reverted(&deployments).await;
+    assert_left_alone(&deployments, &cms).await;
+    let drift = wait_until(
         "the correction in status.drift",
         Duration::from_secs(15),
         || {
@@ -537,8 +483,7 @@ async fn ignored_fields_and_disabled_objects_are_left_to_others() {
             async move { Ok(releases.get("app").await?.status.and_then(|s| s.drift)) }
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    .await;
     assert_eq!(drift.count, 1, "only the Deployment's label: {drift:?}");
     assert_eq!(
         drift.objects[0].paths,
@@ -559,18 +504,8 @@ async fn ignored_fields_and_disabled_objects_are_left_to_others() {
         "drop the ConfigMaps",
     );
     // The GitSource polls hourly: ask for a sync as `ferry sync` does.
-    let gitsources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
     let now = format!("{:?}", std::time::SystemTime::now());
-    let sync =
-        serde_json::json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": now}}});
-    gitsources
-        .patch(
-            "repo",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&sync),
-        )
-        .await
-        .expect("request a sync");
+    request_sync(&client, &ns.name, "repo", &now).await;
     let applied =
         wait_release_applied(&client, &ns.name, "app", &second, Duration::from_secs(60)).await;
     assert!(
@@ -599,24 +534,14 @@ async fn ignored_fields_and_disabled_objects_are_left_to_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_ignore_rules_stall_the_release_naming_the_field() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "drift-invalid").await;
+    let (env, client, ns) = setup("drift-invalid").await;
     let repo = Repo::create(&env, &ns.name);
     let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     repo.commit(
         &[("app/a.yaml", Some(&configmap_yaml("a", "desired")))],
         "first",
     );
-    git_secret(&env, &client, &ns.name, "git-auth").await;
-    create::<GitSource>(
-        &client,
-        &ns.name,
-        git_source("repo", &repo.url, Some("git-auth"), "1h"),
-    )
-    .await;
+    hourly_source(&env, &client, &ns.name, &repo).await;
     let cases = [
         (
             "no-slash",

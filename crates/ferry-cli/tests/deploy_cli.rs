@@ -6,16 +6,21 @@
 //! CLI's side of that flow (URL, audience parameter, bearer, answer shape) is what is tested.
 //! No kubeconfig is given to the `ferry deploy` processes.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_agent::{Agent, AgentOptions};
-use ferry_api::{GitSource, Release};
+use common::{run, start_agent};
+use ferry_testsupport::ferry::{
+    create, grant_admin, hourly_release, service_account, service_account_token, setup,
+};
 use ferry_testsupport::git::Repo;
-use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use ferry_testsupport::http::request;
+use ferry_testsupport::wait_until;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
@@ -35,29 +40,7 @@ fn deploy(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     for (k, v) in env {
         command.env(k, v);
     }
-    let out = command.output().expect("run ferry deploy");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-async fn create<K>(client: &kube::Client, ns: &str, value: serde_json::Value)
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(value).expect("object"),
-    )
-    .await
-    .expect("create");
+    run(&mut command)
 }
 
 async fn configmap(client: &kube::Client, ns: &str) -> Option<String> {
@@ -73,6 +56,26 @@ fn cm(value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  value: \"{value}\"\n"
     )
+}
+
+/// `ferry deploy --agent AGENT --release RELEASE --revision REVISION MORE...` with `env`.
+fn deploy_to(
+    agent: &str,
+    release: &str,
+    revision: &str,
+    more: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut args = vec![
+        "--agent",
+        agent,
+        "--release",
+        release,
+        "--revision",
+        revision,
+    ];
+    args.extend_from_slice(more);
+    deploy(&args, env)
 }
 
 /// A stand-in for GitHub's ID token endpoint: answers one GET with `{"value": token}` and
@@ -113,42 +116,17 @@ fn fake_github_token_endpoint(token: String) -> (String, Arc<Mutex<Vec<String>>>
 }
 
 /// The agent's `/metrics` text (a plain HTTP/1.1 GET).
-fn metrics_text(addr: std::net::SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request /metrics");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    assert!(text.starts_with("HTTP/1.1 200"), "GET /metrics: {text}");
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    let (status, text) = request(addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(status, 200, "GET /metrics: {text}");
     text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
-    let ns = TestNamespace::create(&client, "deploy-cli").await;
+    let (env, client, ns) = setup("deploy-cli").await;
     // The tenant's default service account applies (the agent's secure default).
-    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
-        Api::namespaced(client.clone(), &ns.name);
-    bindings
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "default-admin"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns.name}],
-            }))
-            .expect("binding"),
-        )
-        .await
-        .expect("binding");
+    grant_admin(&client, &ns.name, "default").await;
     // Anonymous reads of the API server's OIDC discovery (only that).
     let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
     let crb = format!("{}-oidc-discovery", ns.name);
@@ -163,35 +141,10 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
             .expect("crb"),
         )
         .await;
-    let cache = tempfile::tempdir().expect("cache");
-    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
-    options.watch_namespaces = vec![ns.name.clone()];
-    let agent = Agent::start(options).await.expect("agent");
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     let repo = Repo::create(&env, &ns.name);
     let first = repo.commit_files(&[("app/cm.yaml", cm("one").as_str())], "one");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(client.clone(), &ns.name);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "git-auth"},
-                "stringData": {"username": env.var("FERRY_GIT_USER"), "password": env.var("FERRY_GIT_PASSWORD")},
-            }))
-            .expect("secret"),
-        )
-        .await
-        .expect("secret");
-    create::<GitSource>(&client, &ns.name, json!({
-        "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource", "metadata": {"name": "repo"},
-        "spec": {"url": repo.url, "ref": {"branch": "main"}, "interval": "1h", "secretRef": {"name": "git-auth"}},
-    }))
-    .await;
-    create::<Release>(&client, &ns.name, json!({
-        "apiVersion": "ferry.dev/v1alpha1", "kind": "Release", "metadata": {"name": "web"},
-        "spec": {"sourceRef": {"kind": "GitSource", "name": "repo"}, "path": "app", "interval": "1h", "retryInterval": "2s"},
-    }))
-    .await;
+    hourly_release(&env, &client, &ns.name, &repo, "web", json!({})).await;
     let apiserver = env.var("FERRY_APISERVER_URL");
     let ca = std::fs::read_to_string(format!("{}/pki/ca.crt", env.var("FERRY_TESTENV_DIR")))
         .expect("CA");
@@ -212,29 +165,9 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
         }),
     )
     .await;
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "ci"}})).expect("sa"),
-    )
-    .await
-    .expect("sa");
-    let mint = || {
-        let sas = sas.clone();
-        async move {
-            let request: k8s_openapi::api::authentication::v1::TokenRequest =
-                serde_json::from_value(
-                    json!({"spec": {"audiences": [AUDIENCE], "expirationSeconds": 600}}),
-                )
-                .expect("request");
-            let answer: k8s_openapi::api::authentication::v1::TokenRequest = sas
-                .create_subresource("token", "ci", &PostParams::default(), &request)
-                .await
-                .expect("token");
-            answer.status.expect("status").token
-        }
-    };
-    wait_for("Release web applied", Duration::from_secs(60), || {
+    service_account(&client, &ns.name, "ci").await;
+    let mint = || service_account_token(&client, &ns.name, "ci", &[AUDIENCE]);
+    wait_until("Release web applied", Duration::from_secs(60), || {
         let client = client.clone();
         let ns = ns.name.clone();
         async move {
@@ -244,8 +177,7 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
             }
         }
     })
-    .await
-    .expect("first commit applied");
+    .await;
     let agent_url = format!("http://{}", agent.http_addr);
     let release = format!("{}/web", ns.name);
 
@@ -255,17 +187,11 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, mint().await).expect("token file");
     let token_path = token_file.to_str().expect("utf8");
-    let (code, out, err) = deploy(
-        &[
-            "--agent",
-            &agent_url,
-            "--release",
-            &release,
-            "--revision",
-            &second,
-            "--token-file",
-            token_path,
-        ],
+    let (code, out, err) = deploy_to(
+        &agent_url,
+        &release,
+        &second,
+        &["--token-file", token_path],
         &[],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -283,17 +209,11 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     );
     assert_eq!(configmap(&client, &ns.name).await.as_deref(), Some("two"));
     // The same token again: refused (replay), exit 2.
-    let (code, _, err) = deploy(
-        &[
-            "--agent",
-            &agent_url,
-            "--release",
-            &release,
-            "--revision",
-            &second,
-            "--token-file",
-            token_path,
-        ],
+    let (code, _, err) = deploy_to(
+        &agent_url,
+        &release,
+        &second,
+        &["--token-file", token_path],
         &[],
     );
     assert_eq!(code, 2, "{err}");
@@ -302,17 +222,11 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     // $FERRY_OIDC_TOKEN, markdown for a job summary.
     let third = repo.commit_files(&[("app/cm.yaml", cm("three").as_str())], "three");
     let token = mint().await;
-    let (code, out, err) = deploy(
-        &[
-            "--agent",
-            &agent_url,
-            "--release",
-            &release,
-            "--revision",
-            &third,
-            "-o",
-            "markdown",
-        ],
+    let (code, out, err) = deploy_to(
+        &agent_url,
+        &release,
+        &third,
+        &["-o", "markdown"],
         &[("FERRY_OIDC_TOKEN", &token)],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -329,17 +243,11 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     // GitHub Actions' flow (stand-in endpoint, see the module doc): a rollback to the first
     // commit, which the policy refuses: exit 2, nothing applied.
     let (url, seen) = fake_github_token_endpoint(mint().await);
-    let (code, out, err) = deploy(
-        &[
-            "--agent",
-            &agent_url,
-            "--release",
-            &release,
-            "--revision",
-            &first,
-            "--audience",
-            AUDIENCE,
-        ],
+    let (code, out, err) = deploy_to(
+        &agent_url,
+        &release,
+        &first,
+        &["--audience", AUDIENCE],
         &[
             ("ACTIONS_ID_TOKEN_REQUEST_URL", &url),
             ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token"),
@@ -363,24 +271,18 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
 
     // A garbage token: refused by the agent with the reason, exit 2.
     std::fs::write(&token_file, "not-a-jwt").expect("write");
-    let (code, _, err) = deploy(
-        &[
-            "--agent",
-            &agent_url,
-            "--release",
-            &release,
-            "--revision",
-            &third,
-            "--token-file",
-            token_path,
-        ],
+    let (code, _, err) = deploy_to(
+        &agent_url,
+        &release,
+        &third,
+        &["--token-file", token_path],
         &[],
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("401") && err.contains("not a JWT"), "{err}");
     // Every request so far is counted on the agent's /metrics, refusals with their reason
     // (a token that names no issuer gets no namespace label: made-up input grows no series).
-    let metrics = metrics_text(agent.metrics_addr);
+    let metrics = metrics_text(agent.metrics_addr).await;
     let sample = |labels: &str| -> u64 {
         let prefix = format!("ferry_deploy_requests_total{{{labels}}} ");
         metrics
@@ -412,30 +314,14 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
         "{metrics}"
     );
     // No token at all, and plain http to another host: refused before anything is sent.
-    let (code, _, err) = deploy(
-        &[
-            "--agent",
-            &agent_url,
-            "--release",
-            &release,
-            "--revision",
-            &third,
-        ],
-        &[],
-    );
+    let (code, _, err) = deploy_to(&agent_url, &release, &third, &[], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("no OIDC token"), "{err}");
-    let (code, _, err) = deploy(
-        &[
-            "--agent",
-            "http://ferry.example.com",
-            "--release",
-            &release,
-            "--revision",
-            &third,
-            "--token-file",
-            token_path,
-        ],
+    let (code, _, err) = deploy_to(
+        "http://ferry.example.com",
+        &release,
+        &third,
+        &["--token-file", token_path],
         &[],
     );
     assert_eq!(code, 2);

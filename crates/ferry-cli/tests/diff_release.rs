@@ -5,16 +5,22 @@
 //! disk, credentials never follow a redirect to another host, and the user's own git
 //! credentials are never sent.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_agent::{Agent, AgentOptions};
+use common::{run, start_agent};
 use ferry_api::{GitSource, Release};
+use ferry_testsupport::TestEnv;
+use ferry_testsupport::ferry::{
+    create, git_source, hourly_release, release, request_sync, secret, service_account,
+    service_account_token, setup, wait_release_applied, wait_source,
+};
 use ferry_testsupport::git::Repo;
-use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use ferry_testsupport::http::{hostile_server, redirect, saw_credentials, unauthorized};
+use kube::api::{Api, Patch, PatchParams};
 
 const GIT_PASSWORD_VALUE: &str = "s3cret-from-git";
 const HAND_PASSWORD_VALUE: &str = "hunter2-by-hand";
@@ -22,84 +28,13 @@ const HAND_PASSWORD_VALUE: &str = "hunter2-by-hand";
 /// The ferry binary as a user runs it: the testenv kubeconfig, `home` as HOME (so no git
 /// configuration or credentials of the machine's user are around), no SSH agent.
 fn ferry(env: &TestEnv, home: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    run(Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .env("KUBECONFIG", env.kubeconfig())
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env_remove("SSH_AUTH_SOCK")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run ferry");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    let out = Command::new(env.tool("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", env.kubeconfig())
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-async fn create<K>(client: &kube::Client, ns: &str, value: serde_json::Value) -> K
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let obj: K = serde_json::from_value(value).expect("valid object");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("create object")
-}
-
-async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) {
-    let string_data: serde_json::Map<String, serde_json::Value> = data
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-        .collect();
-    create::<k8s_openapi::api::core::v1::Secret>(
-        client,
-        ns,
-        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name}, "stringData": string_data}),
-    )
-    .await;
-}
-
-fn git_source(name: &str, url: &str, secret: Option<&str>) -> serde_json::Value {
-    let mut spec = serde_json::json!({"url": url, "ref": {"branch": "main"}, "interval": "1h", "timeout": "20s"});
-    if let Some(s) = secret {
-        spec["secretRef"] = serde_json::json!({"name": s});
-    }
-    serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
-        "metadata": {"name": name}, "spec": spec})
-}
-
-fn release(name: &str, source: &str, extra: serde_json::Value) -> serde_json::Value {
-    let mut spec = serde_json::json!({
-        "sourceRef": {"kind": "GitSource", "name": source},
-        "path": "app", "interval": "1h", "retryInterval": "2s", "prune": true,
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
-        "metadata": {"name": name}, "spec": spec})
+        .env("NO_COLOR", "1"))
 }
 
 fn deployment_yaml() -> &'static str {
@@ -145,11 +80,7 @@ fn action_of(objects: &[(String, String, String)], name: &str) -> (String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn diff_release_shows_hand_edits_and_the_next_revision_without_secret_values() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
-    let ns = TestNamespace::create(&client, "diff-release").await;
+    let (env, client, ns) = setup("diff-release").await;
     let home = tempfile::tempdir().expect("home");
     let repo = Repo::create(&env, &ns.name);
     let first = repo.commit(
@@ -160,59 +91,24 @@ async fn diff_release_shows_hand_edits_and_the_next_revision_without_secret_valu
         ],
         "first",
     );
-    let cache = tempfile::tempdir().expect("cache");
-    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
-    options.watch_namespaces = vec![ns.name.clone()];
-    // The agent's own identity: this test is about the CLI's diff, not tenancy.
-    options.insecure_agent_identity_for_tenants = true;
-    let agent = Agent::start(options).await.expect("agent starts");
-    secret(
-        &client,
-        &ns.name,
-        "git-auth",
-        &[
-            ("username", &env.var("FERRY_GIT_USER")),
-            ("password", &env.var("FERRY_GIT_PASSWORD")),
-        ],
-    )
-    .await;
-    create::<GitSource>(
-        &client,
-        &ns.name,
-        git_source("repo", &repo.url, Some("git-auth")),
-    )
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |options| {
+        // The agent's own identity: this test is about the CLI's diff, not tenancy.
+        options.insecure_agent_identity_for_tenants = true;
+    })
     .await;
     // detect: the agent leaves the hand edits for the CLI to see.
-    create::<Release>(
+    hourly_release(
+        &env,
         &client,
         &ns.name,
-        release(
-            "app",
-            "repo",
-            serde_json::json!({"drift": {"mode": "detect", "ignore": [
-                {"target": {"kind": "Deployment"}, "paths": ["/spec/replicas"]}]}}),
-        ),
+        &repo,
+        "app",
+        serde_json::json!({"drift": {"mode": "detect", "ignore": [
+            {"target": {"kind": "Deployment"}, "paths": ["/spec/replicas"]}]}}),
     )
     .await;
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    let applied = |sha: String| {
-        let releases = releases.clone();
-        async move {
-            let r = releases.get("app").await?;
-            let status = r.status.unwrap_or_default();
-            let ready = ferry_api::common::is_ready(&status.conditions);
-            Ok((ready
-                && status
-                    .last_applied_revision
-                    .is_some_and(|rev| rev.ends_with(&sha)))
-            .then_some(()))
-        }
-    };
-    wait_for("Release applied", Duration::from_secs(60), || {
-        applied(first.clone())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_release_applied(&client, &ns.name, "app", &first, Duration::from_secs(60)).await;
 
     // Nothing differs right after the apply.
     let (code, out, err) = ferry(
@@ -223,9 +119,9 @@ async fn diff_release_shows_hand_edits_and_the_next_revision_without_secret_valu
     assert_eq!(code, 0, "no changes expected: {out}{err}");
 
     // Hand edits: an ignored scale, a ConfigMap value, a Secret value.
-    let encoded_git_value = kubectl(
-        &env,
-        &[
+    // Secret db's password as the API server stores it (base64).
+    let encoded_password = || {
+        env.kubectl(&[
             "-n",
             &ns.name,
             "get",
@@ -233,37 +129,21 @@ async fn diff_release_shows_hand_edits_and_the_next_revision_without_secret_valu
             "db",
             "-o",
             "jsonpath={.data.password}",
-        ],
-    );
-    kubectl(
-        &env,
-        &["-n", &ns.name, "scale", "deployment/web", "--replicas=3"],
-    );
-    kubectl(
-        &env,
-        &[
-            "-n",
-            &ns.name,
-            "patch",
-            "configmap/settings",
-            "-p",
-            r#"{"data":{"value":"hand"}}"#,
-        ],
-    );
+        ])
+    };
+    let encoded_git_value = encoded_password();
+    env.kubectl(&["-n", &ns.name, "scale", "deployment/web", "--replicas=3"]);
+    env.kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "configmap/settings",
+        "-p",
+        r#"{"data":{"value":"hand"}}"#,
+    ]);
     let patch = format!(r#"{{"stringData":{{"password":"{HAND_PASSWORD_VALUE}"}}}}"#);
-    kubectl(&env, &["-n", &ns.name, "patch", "secret/db", "-p", &patch]);
-    let encoded_hand_value = kubectl(
-        &env,
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "secret",
-            "db",
-            "-o",
-            "jsonpath={.data.password}",
-        ],
-    );
+    env.kubectl(&["-n", &ns.name, "patch", "secret/db", "-p", &patch]);
+    let encoded_hand_value = encoded_password();
 
     let (code, out, err) = ferry(
         &env,
@@ -334,30 +214,14 @@ async fn diff_release_shows_hand_edits_and_the_next_revision_without_secret_valu
         &[("app/cm.yaml", Some(&configmap_yaml("second")))],
         "second",
     );
-    let sources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
-    sources
-        .patch(
-            "repo",
-            &PatchParams::default(),
-            &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {
-                ferry_api::common::RECONCILE_REQUESTED_AT: "diff-release"}}})),
-        )
-        .await
-        .expect("request a fetch");
-    wait_for(
-        "GitSource at the second commit",
-        Duration::from_secs(60),
-        || {
-            let sources = sources.clone();
-            let second = second.clone();
-            async move {
-                let revision = sources.get("repo").await?.status.and_then(|s| s.revision);
-                Ok(revision.is_some_and(|r| r.ends_with(&second)).then_some(()))
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    request_sync(&client, &ns.name, "repo", "diff-release").await;
+    wait_source(&client, &ns.name, "repo", "at the second commit", |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.revision.as_deref())
+            .is_some_and(|r| r.ends_with(&second))
+    })
+    .await;
     let (_, json, err) = ferry(
         &env,
         home.path(),
@@ -390,70 +254,15 @@ async fn diff_release_shows_hand_edits_and_the_next_revision_without_secret_valu
     agent.stop().await.expect("agent stops");
 }
 
-/// What a hostile HTTP peer saw: one entry per request, `(path, Authorization header)`.
-type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-/// A tiny HTTP/1.1 server bound to `ip` that records every request's path and Authorization
-/// header and answers with `respond(path, has_authorization)`.
-async fn hostile_server(
-    ip: [u8; 4],
-    respond: impl Fn(&str, bool) -> String + Send + Sync + 'static,
-) -> (u16, Seen) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::from(ip), 0))
-        .await
-        .expect("bind hostile server");
-    let port = listener.local_addr().expect("addr").port();
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let respond = Arc::new(respond);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let record = record.clone();
-            let respond = respond.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                let path = head
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_string();
-                let auth = head
-                    .lines()
-                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
-                    .map(str::to_string);
-                let reply = respond(&path, auth.is_some());
-                record.lock().expect("lock").push((path, auth));
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    (port, seen)
-}
-
-fn unauthorized() -> String {
-    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-}
-
-fn redirect(to: &str) -> String {
-    format!(
-        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-}
-
 /// A Release (never applied by an agent here) whose status says it applied `commit` of
 /// GitSource `source`, as the agent would have written it.
 async fn applied_release(client: &kube::Client, ns: &str, name: &str, source: &str, commit: &str) {
-    create::<Release>(client, ns, release(name, source, serde_json::json!({}))).await;
+    create::<Release>(
+        client,
+        ns,
+        release(name, source, "app", serde_json::json!({"interval": "1h"})),
+    )
+    .await;
     let releases: Api<Release> = Api::namespaced(client.clone(), ns);
     releases
         .patch_status(
@@ -468,11 +277,7 @@ async fn applied_release(client: &kube::Client, ns: &str, name: &str, source: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_git_sources_read_no_local_files_and_get_no_credentials() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
-    let ns = TestNamespace::create(&client, "diff-release-atk").await;
+    let (env, client, ns) = setup("diff-release-atk").await;
     // The user's own git setup: a credential store with a password for every host this test
     // uses. ferry must never send it.
     let home = tempfile::tempdir().expect("home");
@@ -488,7 +293,7 @@ async fn hostile_git_sources_read_no_local_files_and_get_no_credentials() {
         ("file-url", local_url.as_str()),
         ("path", local_path.as_str()),
     ] {
-        create::<GitSource>(&client, &ns.name, git_source(name, url, None)).await;
+        create::<GitSource>(&client, &ns.name, git_source(name, url, None, "1h")).await;
         applied_release(&client, &ns.name, name, name, &commit).await;
         let (code, out, err) = ferry(
             &env,
@@ -541,7 +346,7 @@ async fn hostile_git_sources_read_no_local_files_and_get_no_credentials() {
         ("anonymous", asks, None),
     ] {
         let url = format!("http://127.0.0.1:{port}/repo.git");
-        create::<GitSource>(&client, &ns.name, git_source(name, &url, secret_name)).await;
+        create::<GitSource>(&client, &ns.name, git_source(name, &url, secret_name, "1h")).await;
         applied_release(&client, &ns.name, name, name, &commit).await;
         let (code, out, err) = ferry(
             &env,
@@ -559,11 +364,7 @@ async fn hostile_git_sources_read_no_local_files_and_get_no_credentials() {
     }
     // The configured host got the GitSource's credentials (the attack was really tried)...
     assert!(
-        after_auth_seen
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|(_, a)| a.is_some()),
+        saw_credentials(&after_auth_seen),
         "the configured host was asked and answered"
     );
     // ...another host never saw any, and the user's own were sent nowhere.
@@ -583,23 +384,8 @@ async fn hostile_git_sources_read_no_local_files_and_get_no_credentials() {
 /// A kubeconfig for service account `sa` of `ns` (a fresh token from the TokenRequest API), on
 /// the testenv's API server: a user with only the rights the test grants.
 async fn kubeconfig_for(env: &TestEnv, client: &kube::Client, ns: &str, sa: &str) -> String {
-    use k8s_openapi::api::authentication::v1::TokenRequest;
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(serde_json::json!({"metadata": {"name": sa}})).expect("sa"),
-    )
-    .await
-    .expect("create service account");
-    let request: TokenRequest =
-        serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 600}}))
-            .expect("request");
-    let answer: TokenRequest = sas
-        .create_subresource("token", sa, &PostParams::default(), &request)
-        .await
-        .expect("token");
-    let token = answer.status.expect("token status").token;
+    service_account(client, ns, sa).await;
+    let token = service_account_token(client, ns, sa, &[]).await;
     let admin = std::fs::read_to_string(env.kubeconfig()).expect("testenv kubeconfig");
     let field = |name: &str| {
         admin
@@ -620,11 +406,7 @@ async fn kubeconfig_for(env: &TestEnv, client: &kube::Client, ns: &str, sa: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_user_who_may_not_read_the_sources_secret_is_told_so_and_nothing_is_fetched() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    ferry_testsupport::install_crds(&client, &ferry_agent::crds::all(), "ferry-cli-tests").await;
-    let ns = TestNamespace::create(&client, "diff-release-rbac").await;
+    let (env, client, ns) = setup("diff-release-rbac").await;
     let home = tempfile::tempdir().expect("home");
     // The GitSource points at a server that records requests: nothing may reach it.
     let (port, seen) = hostile_server([127, 0, 0, 1], |_, _| unauthorized()).await;
@@ -639,7 +421,7 @@ async fn a_user_who_may_not_read_the_sources_secret_is_told_so_and_nothing_is_fe
     create::<GitSource>(
         &client,
         &ns.name,
-        git_source("repo", &url, Some("git-auth")),
+        git_source("repo", &url, Some("git-auth"), "1h"),
     )
     .await;
     applied_release(&client, &ns.name, "app", "repo", &"a".repeat(40)).await;

@@ -4,13 +4,16 @@
 //! agent's pods, so its end-to-end test runs where the agent image runs on the real node:
 //! in_cluster.rs; its filtering is unit-tested in commands/logs.rs.)
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_agent::{Agent, AgentOptions};
+use common::{run, start_agent};
 use ferry_api::{GitSource, Release};
+use ferry_testsupport::ferry::{apply, setup, wait_release_applied};
 use ferry_testsupport::git::Repo;
-use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
+use ferry_testsupport::{TestEnv, wait_until};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -26,12 +29,7 @@ fn ferry_with(env: &TestEnv, args: &[&str], env_vars: &[(&str, &str)]) -> (i32, 
     for (k, v) in env_vars {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run ferry");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run(&mut cmd)
 }
 
 fn ferry(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
@@ -44,19 +42,17 @@ fn ok(env: &TestEnv, args: &[&str]) -> String {
     out
 }
 
-fn app_files(value: &str) -> Vec<(String, String)> {
-    vec![
-        (
-            "app/cm.yaml".to_string(),
-            format!(
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: {value}\n"
-            ),
-        ),
-        (
-            "app/deploy.yaml".to_string(),
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: registry.invalid/web:1\n".to_string(),
-        ),
-    ]
+/// Commit ConfigMap `settings` (`data.value: value`) and Deployment `web` under `app/`;
+/// returns the commit.
+fn commit_app(repo: &Repo, value: &str) -> String {
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: {value}\n"
+    );
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: registry.invalid/web:1\n";
+    repo.commit_files(
+        &[("app/cm.yaml", cm.as_str()), ("app/deploy.yaml", deploy)],
+        value,
+    )
 }
 
 async fn configmap_value(client: &kube::Client, ns: &str) -> Option<String> {
@@ -69,85 +65,44 @@ async fn configmap_value(client: &kube::Client, ns: &str) -> Option<String> {
         .and_then(|d| d.get("value").cloned())
 }
 
-async fn wait_applied(releases: &Api<Release>, name: &str, commit: &str) {
-    let (releases, name, commit) = (releases.clone(), name.to_string(), commit.to_string());
-    wait_for(
-        "Release Ready at the commit",
-        Duration::from_secs(90),
-        || {
-            let (releases, name, commit) = (releases.clone(), name.clone(), commit.clone());
-            async move {
-                let s = releases.get(&name).await?.status.unwrap_or_default();
-                let at = s.last_applied_revision.clone().unwrap_or_default();
-                if ferry_api::common::is_ready(&s.conditions) && at.ends_with(&commit) {
-                    return Ok(Some(()));
-                }
-                anyhow::bail!("at {at}, conditions {:?}", s.conditions)
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inspection_commands_show_a_release_and_roll_it_back() {
-    ferry_testsupport::init_logging();
-    let env = TestEnv::get();
-    let client = env.client().await;
-    ferry_testsupport::install_crds(&client, &ferry_api::all_crd_values(), "ferry-tests").await;
-    let ns = TestNamespace::create(&client, "inspect").await;
+    let (env, client, ns) = setup("inspect").await;
     let repo = Repo::create(&env, &ns.name);
-    let files = app_files("one");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let first = repo.commit_files(&files, "one");
-
-    let cache = tempfile::tempdir().expect("dir");
-    let mut options = AgentOptions::for_kubeconfig(env.kubeconfig(), cache.path().to_path_buf());
-    options.watch_namespaces = vec![ns.name.clone()];
-    options.namespace = ns.name.clone();
-    options.allow_local_git_sources = true;
-    // Tenancy is not what this test is about: apply with the test's own (admin) identity.
-    options.insecure_agent_identity_for_tenants = true;
-    let agent = Agent::start(options).await.expect("agent");
+    let first = commit_app(&repo, "one");
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |options| {
+        options.namespace = ns.name.clone();
+        options.allow_local_git_sources = true;
+        // Tenancy is not what this test is about: apply with the test's own (admin) identity.
+        options.insecure_agent_identity_for_tenants = true;
+    })
+    .await;
 
     let sources: Api<GitSource> = Api::namespaced(client.clone(), &ns.name);
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    let apply = PatchParams::apply("ferry-tests").force();
-    sources
-        .patch(
-            "apps",
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
-                "metadata": {"name": "apps"},
-                "spec": {"url": repo.file_url(&env), "interval": "1h"},
-            })),
-        )
-        .await
-        .expect("GitSource");
-    releases
-        .patch(
-            "web",
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
-                "metadata": {"name": "web"},
-                "spec": {"sourceRef": {"kind": "GitSource", "name": "apps"}, "path": "app", "interval": "1h"},
-            })),
-        )
-        .await
-        .expect("Release");
-    wait_applied(&releases, "web", &first).await;
-    let files = app_files("two");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let second = repo.commit_files(&files, "two");
+    apply::<GitSource>(
+        &client,
+        &ns.name,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "GitSource",
+            "metadata": {"name": "apps"},
+            "spec": {"url": repo.file_url(&env), "interval": "1h"},
+        }),
+    )
+    .await;
+    apply::<Release>(
+        &client,
+        &ns.name,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "web"},
+            "spec": {"sourceRef": {"kind": "GitSource", "name": "apps"}, "path": "app", "interval": "1h"},
+        }),
+    )
+    .await;
+    let applied = Duration::from_secs(90);
+    wait_release_applied(&client, &ns.name, "web", &first, applied).await;
+    let second = commit_app(&repo, "two");
     ok(
         &env,
         &[
@@ -160,7 +115,7 @@ async fn inspection_commands_show_a_release_and_roll_it_back() {
             "90s",
         ],
     );
-    wait_applied(&releases, "web", &second).await;
+    wait_release_applied(&client, &ns.name, "web", &second, applied).await;
     let n = ns.name.as_str();
 
     // get: the flux-like table, one object as itself, names, every namespace, wide.
@@ -255,7 +210,7 @@ async fn inspection_commands_show_a_release_and_roll_it_back() {
     assert!(err.contains("unknown kind"), "{err}");
 
     // tree: the inventory with health, and down to the Deployment's pods (kwok runs them).
-    let tree = wait_for("the tree reaches the pods", Duration::from_secs(60), || {
+    let tree = wait_until("the tree reaches the pods", Duration::from_secs(60), || {
         let env = env.clone();
         let n = n.to_string();
         async move {
@@ -266,8 +221,7 @@ async fn inspection_commands_show_a_release_and_roll_it_back() {
             anyhow::bail!("exit {code}: {out}{err}")
         }
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    .await;
     assert!(
         tree.starts_with(&format!("Release {n}/web  Ready")),
         "{tree}"
@@ -406,7 +360,7 @@ async fn inspection_commands_show_a_release_and_roll_it_back() {
         releases.get("web").await.expect("get").spec.source_ref.name,
         "apps"
     );
-    wait_for(
+    wait_until(
         "the pinned GitSource is deleted",
         Duration::from_secs(30),
         || {
@@ -419,8 +373,7 @@ async fn inspection_commands_show_a_release_and_roll_it_back() {
             }
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    .await;
 
     // Dynamic completion: Release names of -n's namespace, and namespaces.
     let complete = |index: &str, words: &[&str]| {
@@ -674,17 +627,10 @@ fn render_needs_no_path_for_a_chart_and_a_refusal_names_root() {
     let overlay = tree.join("overlays/prod").to_string_lossy().into_owned();
     let elsewhere = tempfile::tempdir().expect("cwd");
     let run_in = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        run(Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(args)
             .current_dir(elsewhere.path())
-            .env("PATH", env.path_env())
-            .output()
-            .expect("run ferry");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+            .env("PATH", env.path_env()))
     };
     let (code, _, err) = run_in(&["render", &overlay]);
     assert_eq!(code, 2, "{err}");

@@ -3,10 +3,14 @@
 //! [`TestEnv::get`] reads `$FERRY_TESTENV_DIR/env` (default `/tmp/ferry-testenv/env`) written by
 //! `testenv/up`, and fails loudly if the environment is not up: tests never silently skip.
 //! [`TestNamespace`] gives each test its own namespace and deletes it on drop. [`git`] holds the
-//! git server and registry fixtures (repositories, commits, images) every crate's tests share.
+//! git server and registry fixtures (repositories, commits, images) every crate's tests share,
+//! [`ferry`] ferry's own (CRDs, GitSources, Releases, waits on their status), [`http`] plain
+//! HTTP/1.1 (a minimal client, a hostile server).
 #![forbid(unsafe_code)]
 
+pub mod ferry;
 pub mod git;
+pub mod http;
 pub mod sshd;
 
 use std::collections::BTreeMap;
@@ -83,6 +87,22 @@ impl TestEnv {
     pub fn path_env(&self) -> String {
         let current = std::env::var("PATH").unwrap_or_default();
         format!("{}:{current}", self.bin_dir().display())
+    }
+
+    /// `kubectl args...` against the testenv as its admin, as a person would run it; stdout.
+    /// Panics with kubectl's stderr on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(self.tool("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     /// An admin client for the testenv cluster.
@@ -243,6 +263,17 @@ where
     }
 }
 
+/// [`wait_for`], panicking with its error (what was awaited, the last observation) on timeout.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    wait_for(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// Server-side apply CRDs (JSON objects, e.g. from `CustomResourceExt::crd`) as
 /// `field_manager`, taking over conflicting fields, and wait until each is Established.
 pub async fn install_crds(client: &Client, crds: &[serde_json::Value], field_manager: &str) {
@@ -259,7 +290,7 @@ pub async fn install_crds(client: &Client, crds: &[serde_json::Value], field_man
         )
         .await
         .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        wait_for(
+        wait_until(
             &format!("CRD {name} established"),
             Duration::from_secs(30),
             || {
@@ -277,7 +308,6 @@ pub async fn install_crds(client: &Client, crds: &[serde_json::Value], field_man
                 }
             },
         )
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        .await;
     }
 }
