@@ -77,14 +77,40 @@ spec:
     }
 
 
-def releases_ready():
-    out = sh(f"kubectl -n {NS} get releases.ferry.dev -o json")
-    n = 0
-    for r in json.loads(out)["items"]:
-        for c in r.get("status", {}).get("conditions", []):
-            if c["type"] == "Ready" and c["status"] == "True":
-                n += 1
-    return n
+class ReadyWatch:
+    """Counts Ready Releases from one watch stream (no resourceVersion: the API server first sends
+    every existing Release as ADDED, then changes). A back-to-back `kubectl get -o json` of 10,000
+    Releases would load the API server this benchmark measures; one watch costs it nothing."""
+
+    def __init__(self, api_stream, namespace):
+        import threading
+        self.ready = {}
+        self.lock = threading.Lock()
+        self.error = None
+        self.path = f"/apis/ferry.dev/v1alpha1/namespaces/{namespace}/releases?watch=1&timeoutSeconds=3600"
+        self.api_stream = api_stream
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                for event in self.api_stream(self.path):
+                    obj = event.get("object", {})
+                    name = obj.get("metadata", {}).get("name")
+                    if event.get("type") == "ERROR" or not name:
+                        continue
+                    ok = event["type"] != "DELETED" and any(
+                        c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in obj.get("status", {}).get("conditions", []))
+                    with self.lock:
+                        self.ready[name] = ok
+            except Exception as err:  # reconnect: the count is rebuilt from the new stream's ADDED events
+                self.error = err
+                time.sleep(0.5)
+
+    def count(self):
+        with self.lock:
+            return sum(1 for v in self.ready.values() if v)
 
 
 def rss_kib(pid, field):
@@ -142,23 +168,39 @@ spec: {{sourceRef: {{kind: GitSource, name: mono}}, path: apps/app-{i:04d}, targ
     port = 19000 + random.randint(0, 900)
     cache = tempfile.mkdtemp()
     log = open(os.path.join(cache, "agent.log"), "w")
+    server_before = apiserver_requests()
     t0 = time.monotonic()
     agent = subprocess.Popen([AGENT, "--namespace", NS, "--watch-namespace", NS, "--leader-elect", "false",
                               "--http-addr", f"127.0.0.1:{port}", "--metrics-addr", f"127.0.0.1:{port + 1000}", "--cache-dir", cache, "--log-format", "text",
                               # One tenant: no per-namespace fairness cap on the 8 workers.
                               "--max-concurrent-per-namespace", "0"],
                              stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+    watch = ReadyWatch(api_stream_getter(), NS)
     ready = 0
+    timeout = int(os.environ.get("BENCH_TIMEOUT", "900"))
+    next_progress = 30
     while ready < N:
-        time.sleep(0.5)
+        time.sleep(0.2)
         if agent.poll() is not None:
             sys.exit(f"agent exited: see {cache}/agent.log")
-        ready = releases_ready()
-        if time.monotonic() - t0 > 900:
-            sys.exit(f"only {ready}/{N} Ready after 900 s")
+        ready = watch.count()
+        elapsed = time.monotonic() - t0
+        if elapsed >= next_progress:
+            # Progress lines, so that a run stopped early still says how far it got.
+            cpu = agent_cpu_s(agent.pid)
+            print(f"PROGRESS seconds={elapsed:.0f} ready={ready} rss_mib={rss_kib(agent.pid, 'VmRSS')/1024:.1f} "
+                  f"cpu_s={cpu:.1f}", flush=True)
+            next_progress += 30
+        if elapsed > timeout:
+            sys.exit(f"only {ready}/{N} Ready after {timeout} s (BENCH_TIMEOUT)")
     took = time.monotonic() - t0
     peak_startup = rss_kib(agent.pid, "VmHWM")
     print(f"RESULT all_ready releases={N} objects={4*N} seconds={took:.1f} peak_rss_mib={peak_startup/1024:.1f}", flush=True)
+    # What the API server served during the sync (every client: agent, controller-manager, ...),
+    # by verb and resource, largest first: where the requests per Release go.
+    server_after = apiserver_requests()
+    served = sorted(((v - server_before.get(k, 0), k) for k, v in server_after.items()), reverse=True)
+    print("RESULT apiserver_requests_during_sync " + " ".join(f"{k}={v:.0f}" for v, k in served[:30] if v > 0), flush=True)
 
     # Steady state: one full interval with nothing changed.
     time.sleep(10)
@@ -230,8 +272,42 @@ spec: {{sourceRef: {{kind: GitSource, name: latency}}, path: ., interval: 1h}}
     subprocess.run(["kubectl", "delete", "namespace", "-l", f"ferry.dev/bench={NS}", "--wait=false"], capture_output=True)
 
 
-def api_getter():
-    """GET against the API server with the admin kubeconfig's client certificate."""
+def apiserver_requests():
+    """apiserver_request_total summed by verb and resource (from the API server's /metrics)."""
+    out = {}
+    for line in sh("kubectl get --raw /metrics").splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        fields = dict(kv.split("=", 1) for kv in labels[len("apiserver_request_total{"):-1].split(",") if "=" in kv)
+        key = f'{fields.get("verb", "").strip(chr(34))}:{fields.get("resource", "").strip(chr(34))}'
+        out[key] = out.get(key, 0) + float(value)
+    return out
+
+
+def agent_cpu_s(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api_stream_getter():
+    """A streaming GET (watch) that yields one decoded JSON event per line."""
+    ctx, host = tls_context()
+
+    def stream(path):
+        conn = http.client.HTTPSConnection(host, context=ctx, timeout=3700)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError(f"watch {path}: HTTP {resp.status}")
+        for line in resp:
+            if line.strip():
+                yield json.loads(line)
+    return stream
+
+
+def tls_context():
+    """TLS context and host:port from the admin kubeconfig's client certificate."""
     kc = json.loads(sh("kubectl config view --raw -o json"))
     cluster = kc["clusters"][0]["cluster"]
     user = kc["users"][0]["user"]
@@ -241,7 +317,12 @@ def api_getter():
         open(os.path.join(tmp, key), "wb").write(base64.b64decode(src[field]))
     ctx = ssl.create_default_context(cafile=os.path.join(tmp, "ca"))
     ctx.load_cert_chain(os.path.join(tmp, "crt"), os.path.join(tmp, "key"))
-    host = cluster["server"].split("://", 1)[1]
+    return ctx, cluster["server"].split("://", 1)[1]
+
+
+def api_getter():
+    """GET against the API server with the admin kubeconfig's client certificate."""
+    ctx, host = tls_context()
 
     def get(path):
         conn = http.client.HTTPSConnection(host, context=ctx, timeout=10)

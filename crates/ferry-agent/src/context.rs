@@ -122,6 +122,9 @@ pub struct Context {
     pub releases: OnceLock<Store<Release>>,
     /// The GitSource controller's cache.
     pub sources: OnceLock<Store<GitSource>>,
+    /// Every Alert in the watched namespaces (one watch): a Release event finds its Alerts here
+    /// instead of listing them per event, one request per event saved (issue 17).
+    pub alerts: OnceLock<Store<ferry_api::notification::Alert>>,
     /// Drift watches by (apiVersion, kind): ready once listed.
     pub drift_watches: Mutex<HashMap<(String, String), tokio::sync::watch::Receiver<bool>>>,
     /// What the drift watches know, for the Release controller (see [`crate::drift`]).
@@ -188,6 +191,7 @@ impl Context {
             release_queue: Mutex::new(Some(release_queue)),
             releases: OnceLock::new(),
             sources: OnceLock::new(),
+            alerts: OnceLock::new(),
             drift_watches: Mutex::default(),
             drift,
             tenants,

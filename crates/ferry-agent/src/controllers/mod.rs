@@ -268,6 +268,7 @@ pub async fn run_controllers(
             .collect(),
         watcher_config(),
     )
+    .modify(strip_managed_fields)
     .reflect(source_writer)
     .applied_objects()
     .predicate_filter(
@@ -284,6 +285,7 @@ pub async fn run_controllers(
             .collect(),
         watcher_config(),
     )
+    .modify(strip_managed_fields)
     .reflect(release_writer)
     .applied_objects()
     .predicate_filter(
@@ -337,18 +339,59 @@ pub async fn run_controllers(
         ctx.clone(),
         stop.clone(),
     );
+    let alerts = alert_cache(&client, &namespaces, ctx.clone(), stop.clone());
     let oci_sources = oci_source_controller(&client, &namespaces, ctx.clone(), stop.clone());
     let depth = queue_depth(ctx.clone(), stop.clone());
     tokio::join!(
         sources,
         releases,
         receivers,
+        alerts,
         oci_sources,
         extras,
         depth,
         coordinator
     );
     tracing::info!("controllers stopped");
+}
+
+/// The Alerts of the watched namespaces, kept in `ctx.alerts` for the notification dispatch
+/// (no controller: an Alert is only read when a Release event happens). Without the Alert CRD
+/// the watch keeps retrying with backoff and the dispatch falls back to listing.
+async fn alert_cache(
+    client: &Client,
+    namespaces: &[Option<String>],
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) {
+    use ferry_api::notification::Alert;
+    let (reader, writer) = reflector::store::<Alert>();
+    let _ = ctx.alerts.set(reader);
+    let stream = crate::watch::merged_watch(
+        namespaces
+            .iter()
+            .map(|ns| api_for::<Alert>(client, ns.as_deref()))
+            .collect(),
+        watcher_config(),
+    )
+    .modify(strip_managed_fields)
+    .reflect(writer)
+    .for_each(|event| {
+        if let Err(err) = event {
+            tracing::debug!("Alert watch: {err}");
+        }
+        future::ready(())
+    });
+    tokio::select! {
+        () = stream => {}
+        () = stop.cancelled() => {}
+    }
+}
+
+/// Cached objects need no managedFields (nothing reads them from a cache): dropping them
+/// before the store keeps about a third of each cached Release out of memory.
+fn strip_managed_fields<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// The OCISource controller: one watch per namespace, merged; only spec and annotation

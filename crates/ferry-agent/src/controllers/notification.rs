@@ -156,16 +156,10 @@ pub fn dispatch(
 }
 
 async fn deliver_to_alerts(ctx: &Context, event: ReleaseEvent) {
-    let alerts: Api<Alert> = Api::namespaced(ctx.client.clone(), &event.namespace);
-    let list = match alerts.list(&Default::default()).await {
-        Ok(list) => list,
-        Err(err) => {
-            // No Alert CRD installed, or no right to list: nothing to notify.
-            tracing::debug!("cannot list Alerts in {}: {err}", event.namespace);
-            return;
-        }
+    let Some(alerts) = alerts_of(ctx, &event.namespace).await else {
+        return;
     };
-    for alert in list.items {
+    for alert in alerts {
         match alert_wants(&alert, &event) {
             Ok(false) => continue,
             Ok(true) => {}
@@ -189,6 +183,37 @@ async fn deliver_to_alerts(ctx: &Context, event: ReleaseEvent) {
                 tracing::warn!(alert = %alert.name_any(), "notification not delivered: {err}");
                 write_status::<Alert>(ctx, &alert, false, err.reason(), &err.to_string()).await;
             }
+        }
+    }
+}
+
+/// How long an event waits for the Alert watch's first list (agent start) before it lists.
+const ALERT_CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The Alerts of `namespace`: from the agent's Alert watch once it has listed; otherwise (the
+/// watch not started or not listed yet, e.g. no Alert CRD installed) from one LIST. `None`:
+/// nothing to notify (no Alert CRD, or no right to list).
+async fn alerts_of(ctx: &Context, namespace: &str) -> Option<Vec<Alert>> {
+    if let Some(store) = ctx.alerts.get()
+        && tokio::time::timeout(ALERT_CACHE_WAIT, store.wait_until_ready())
+            .await
+            .is_ok_and(|ready| ready.is_ok())
+    {
+        return Some(
+            store
+                .state()
+                .into_iter()
+                .filter(|a| a.namespace().as_deref() == Some(namespace))
+                .map(|a| (*a).clone())
+                .collect(),
+        );
+    }
+    let api: Api<Alert> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.list(&Default::default()).await {
+        Ok(list) => Some(list.items),
+        Err(err) => {
+            tracing::debug!("cannot list Alerts in {namespace}: {err}");
+            None
         }
     }
 }

@@ -12,12 +12,22 @@ use kube::api::{Api, Patch, PatchParams};
 use crate::context::Context;
 
 /// What the Release is about to work on that its status does not show yet: a generation it has
-/// not observed, or a source revision it has not attempted. `None`: nothing new.
+/// not observed, or a source revision it has not attempted. `None`: nothing new, or nothing a
+/// reader could mistake: a Release that never had a Ready condition (a new one) already reads
+/// as in progress to kstatus (no observed generation) and to `kubectl wait` (no Ready), so its
+/// first apply needs no announcement (one write per new Release saved: 10,000 at 10,000 apps).
 pub fn new_work(
     generation: Option<i64>,
     old: &ReleaseStatus,
     source_revision: Option<&str>,
 ) -> Option<String> {
+    if !old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == ferry_api::common::READY)
+    {
+        return None;
+    }
     if old.observed_generation != generation {
         return Some(match generation {
             Some(g) => format!("reconciling generation {g}"),
@@ -82,11 +92,19 @@ mod tests {
 
     #[test]
     fn only_a_new_generation_or_revision_is_announced() {
-        let seen = ReleaseStatus {
+        let mut seen = ReleaseStatus {
             observed_generation: Some(2),
             last_attempted_revision: Some("main@sha1:aaa".into()),
             ..Default::default()
         };
+        set_outcome(
+            &mut seen.conditions,
+            Outcome::Ready {
+                reason: "ReconciliationSucceeded",
+                message: "Applied revision: main@sha1:aaa",
+            },
+            Some(2),
+        );
         assert_eq!(new_work(Some(2), &seen, Some("main@sha1:aaa")), None);
         assert_eq!(new_work(Some(2), &seen, None), None);
         assert_eq!(
@@ -97,6 +115,11 @@ mod tests {
             new_work(Some(2), &seen, Some("main@sha1:bbb")).as_deref(),
             Some("applying revision main@sha1:bbb")
         );
-        assert!(new_work(Some(1), &ReleaseStatus::default(), None).is_some());
+        // A new Release (no Ready yet) reads as in progress without an announcement.
+        assert_eq!(new_work(Some(1), &ReleaseStatus::default(), None), None);
+        assert_eq!(
+            new_work(Some(1), &ReleaseStatus::default(), Some("main@sha1:aaa")),
+            None
+        );
     }
 }
