@@ -253,7 +253,6 @@ async fn agent_adopts_a_pre_upgrade_release_inventory_and_prunes_correctly() {
         &[("app/keep.yaml", Some(&configmap_yaml("keep", "new")))],
         "first",
     );
-    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     git_secret(&env, &client, &ns.name, "git-auth").await;
     create::<GitSource>(
         &client,
@@ -267,6 +266,19 @@ async fn agent_adopts_a_pre_upgrade_release_inventory_and_prunes_correctly() {
         release("web.v1", "repo", "./app", serde_json::json!({})),
     )
     .await;
+    // The previous version had applied this Release: its status says so (the agent looks for
+    // a pre-upgrade inventory only for a Release that had been applied before).
+    Api::<Release>::namespaced(client.clone(), &ns.name)
+        .patch_status(
+            "web.v1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "status": {"lastAppliedRevision": "main@sha1:0000000000000000000000000000000000000000"}
+            })),
+        )
+        .await
+        .expect("pre-upgrade status");
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     wait_release_applied(&client, &ns.name, "web.v1", &first, Duration::from_secs(90)).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     let keep = cms.get("keep").await.expect("keep");

@@ -116,6 +116,20 @@ fn legacy_app(release: &Release, ctx: &Context, url: &str) -> Option<Legacy> {
             push_takeover: true,
         });
     }
+    // A Release that never got as far as an apply attempt (a new one) cannot have a
+    // pre-upgrade inventory; one this process has applied already has its inventory under the
+    // new identity (the engine looks for the old one only when there is none). Either way no
+    // lookup: it saves a GET per new Release and the scan of every Release below, which made
+    // the first sync of 10,000 Releases quadratic.
+    let status = release.status.as_ref();
+    let attempted = status.is_some_and(|s| {
+        s.last_attempted_revision.is_some()
+            || s.last_applied_revision.is_some()
+            || !s.inventory.is_empty()
+    });
+    if !attempted || ctx.drift.applied_in_this_process(&key_of(release)) {
+        return None;
+    }
     let me = release_ref(release);
     let target = target_namespace(release);
     let legacy = legacy_release_app(&me, &target);

@@ -21,7 +21,10 @@ use crate::drift::{AppliedRecord, MetadataIntent, ObjectId, ReleaseLabels, Signa
 /// ownership annotation the engine stamps (an edit of either is drift).
 /// An object without a namespace is recorded under the target namespace (where the engine puts
 /// it when its kind is namespaced) and without one (when it is cluster-scoped).
-pub fn intents_of(release: &Release, manifests: &[Manifest]) -> Vec<(ObjectId, MetadataIntent)> {
+pub fn intents_of(
+    release: &Release,
+    manifests: &[Manifest],
+) -> Vec<(ObjectId, std::sync::Arc<MetadataIntent>)> {
     let owner = owner_id(release);
     let target = target_namespace(release);
     manifests
@@ -36,10 +39,15 @@ pub fn intents_of(release: &Release, manifests: &[Manifest]) -> Vec<(ObjectId, M
                     owner.clone(),
                 );
             }
-            let intent = MetadataIntent {
-                labels: meta.labels.clone().unwrap_or_default(),
-                annotations,
-            };
+            let intent = std::sync::Arc::new(MetadataIntent {
+                labels: meta
+                    .labels
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                annotations: annotations.into_iter().collect(),
+            });
             let namespaces = match meta.namespace.as_deref() {
                 Some(ns) if !ns.is_empty() => vec![Some(ns)],
                 _ => vec![Some(target.as_str()), None],
