@@ -4,7 +4,9 @@
 //! Actions' ID token request. GitHub's token endpoint cannot run here: a stand-in HTTP server
 //! (this test's, said so) answers the runner's request with a real service-account token, so the
 //! CLI's side of that flow (URL, audience parameter, bearer, answer shape) is what is tested.
-//! No kubeconfig is given to the `ferry deploy` processes.
+//! No kubeconfig is given to the `ferry deploy` processes. And a pipeline fails when its deploy
+//! does: a commit the API server refuses exits 1 naming the object (nothing else changed), a
+//! commit whose objects never become healthy within the Release's timeout exits 3.
 
 mod common;
 
@@ -115,6 +117,51 @@ fn fake_github_token_endpoint(token: String) -> (String, Arc<Mutex<Vec<String>>>
     (url, seen)
 }
 
+/// Anonymous reads of the API server's OIDC discovery (only that), as the test's issuer needs:
+/// the ClusterRoleBinding's name, to delete it at the end.
+async fn allow_oidc_discovery(client: &kube::Client, ns: &str) -> String {
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let crb = format!("{ns}-oidc-discovery");
+    let _ = crbs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": crb},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:service-account-issuer-discovery"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+            }))
+            .expect("crb"),
+        )
+        .await;
+    crb
+}
+
+/// A DeployPolicy `ci` admitting tokens of the service account `ci` (audience [`AUDIENCE`]),
+/// issued by the testenv kube-apiserver, for the Release `web` and commits on `main`.
+async fn ci_policy(env: &ferry_testsupport::TestEnv, client: &kube::Client, ns: &str) {
+    let apiserver = env.var("FERRY_APISERVER_URL");
+    let ca = std::fs::read_to_string(format!("{}/pki/ca.crt", env.var("FERRY_TESTENV_DIR")))
+        .expect("CA");
+    create::<ferry_api::DeployPolicy>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "DeployPolicy", "metadata": {"name": "ci"},
+            "spec": {
+                "issuer": {"url": "https://kubernetes.default.svc.cluster.local",
+                           "discoveryURL": format!("{apiserver}/.well-known/openid-configuration"),
+                           "caBundle": ca},
+                "audience": AUDIENCE,
+                "subjects": [format!("system:serviceaccount:{ns}:ci")],
+                "releases": ["web"],
+                "revisions": {"branch": "main"},
+            },
+        }),
+    )
+    .await;
+    service_account(client, ns, "ci").await;
+}
+
 /// The agent's `/metrics` text (a plain HTTP/1.1 GET).
 async fn metrics_text(addr: std::net::SocketAddr) -> String {
     let (status, text) = request(addr, "GET", "/metrics", &[], b"").await;
@@ -127,45 +174,12 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     let (env, client, ns) = setup("deploy-cli").await;
     // The tenant's default service account applies (the agent's secure default).
     grant_admin(&client, &ns.name, "default").await;
-    // Anonymous reads of the API server's OIDC discovery (only that).
-    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
-    let crb = format!("{}-oidc-discovery", ns.name);
-    let _ = crbs
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": crb},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:service-account-issuer-discovery"},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
-            }))
-            .expect("crb"),
-        )
-        .await;
+    let crb = allow_oidc_discovery(&client, &ns.name).await;
     let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
     let repo = Repo::create(&env, &ns.name);
     let first = repo.commit_files(&[("app/cm.yaml", cm("one").as_str())], "one");
     hourly_release(&env, &client, &ns.name, &repo, "web", json!({})).await;
-    let apiserver = env.var("FERRY_APISERVER_URL");
-    let ca = std::fs::read_to_string(format!("{}/pki/ca.crt", env.var("FERRY_TESTENV_DIR")))
-        .expect("CA");
-    create::<ferry_api::DeployPolicy>(
-        &client,
-        &ns.name,
-        json!({
-            "apiVersion": "ferry.dev/v1alpha1", "kind": "DeployPolicy", "metadata": {"name": "ci"},
-            "spec": {
-                "issuer": {"url": "https://kubernetes.default.svc.cluster.local",
-                           "discoveryURL": format!("{apiserver}/.well-known/openid-configuration"),
-                           "caBundle": ca},
-                "audience": AUDIENCE,
-                "subjects": [format!("system:serviceaccount:{}:ci", ns.name)],
-                "releases": ["web"],
-                "revisions": {"branch": "main"},
-            },
-        }),
-    )
-    .await;
-    service_account(&client, &ns.name, "ci").await;
+    ci_policy(&env, &client, &ns.name).await;
     let mint = || service_account_token(&client, &ns.name, "ci", &[AUDIENCE]);
     wait_until("Release web applied", Duration::from_secs(60), || {
         let client = client.clone();
@@ -327,6 +341,149 @@ async fn ferry_deploy_deploys_with_an_oidc_token_and_no_kubeconfig() {
     assert_eq!(code, 2);
     assert!(err.contains("clear text"), "{err}");
 
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let _ = crbs.delete(&crb, &DeleteParams::default()).await;
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ferry_deploy_fails_when_the_commit_is_refused_and_times_out_when_it_never_gets_healthy() {
+    let (env, client, ns) = setup("deploy-cli-fail").await;
+    grant_admin(&client, &ns.name, "default").await;
+    let crb = allow_oidc_discovery(&client, &ns.name).await;
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    let repo = Repo::create(&env, &ns.name);
+    let extra =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  value: \"kept\"\n";
+    let first = repo.commit_files(
+        &[
+            ("app/cm.yaml", cm("one").as_str()),
+            ("app/extra.yaml", extra),
+        ],
+        "one",
+    );
+    // Waits for health, 8 s at most; a ConfigMap whose value is "stuck" never becomes healthy.
+    hourly_release(
+        &env,
+        &client,
+        &ns.name,
+        &repo,
+        "web",
+        json!({"wait": true, "timeout": "8s", "healthCheckExprs": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "current": "data.value != 'stuck'"}
+        ]}),
+    )
+    .await;
+    ci_policy(&env, &client, &ns.name).await;
+    let releases: Api<ferry_api::Release> = Api::namespaced(client.clone(), &ns.name);
+    let applied_revision = || async {
+        releases
+            .get("web")
+            .await
+            .expect("Release web")
+            .status
+            .and_then(|s| s.last_applied_revision)
+            .unwrap_or_default()
+    };
+    wait_until("Release web applied", Duration::from_secs(60), || async {
+        let revision = applied_revision().await;
+        if revision.ends_with(&first) {
+            return Ok(Some(()));
+        }
+        anyhow::bail!("lastAppliedRevision {revision:?}")
+    })
+    .await;
+    let agent_url = format!("http://{}", agent.http_addr);
+    let release = format!("{}/web", ns.name);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+
+    // A commit the API server refuses: a ConfigMap key with a space and `!`. The same commit
+    // drops extra.yaml, which must not be pruned by a failed deploy.
+    let bad = repo.commit(
+        &[
+            (
+                "app/broken.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  \"bad key!\": v\n"),
+            ),
+            ("app/extra.yaml", None),
+        ],
+        "refused by the API server",
+    );
+    let token = service_account_token(&client, &ns.name, "ci", &[AUDIENCE]).await;
+    let (code, out, err) = deploy_to(
+        &agent_url,
+        &release,
+        &bad,
+        &[],
+        &[("FERRY_OIDC_TOKEN", &token)],
+    );
+    assert_eq!(code, 1, "a refused commit fails the job: {out}{err}");
+    assert!(
+        out.contains(&format!("deploy {release} at {}: failed", &bad[..12])),
+        "{out}"
+    );
+    // The report names the refused object and the API server's reason.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("failed") && l.contains("ConfigMap") && l.contains("broken")),
+        "a `failed ConfigMap/.../broken` line: {out}"
+    );
+    assert!(
+        out.contains("bad key!") && out.contains("valid config key"),
+        "the API server's reason: {out}"
+    );
+    // Nothing else changed: not created, nothing pruned, the applied revision kept.
+    assert!(
+        configmaps.get_opt("broken").await.expect("get").is_none(),
+        "the refused object does not exist"
+    );
+    assert!(
+        configmaps.get_opt("extra").await.expect("get").is_some(),
+        "a failed deploy prunes nothing"
+    );
+    assert_eq!(configmap(&client, &ns.name).await.as_deref(), Some("one"));
+    assert!(
+        applied_revision().await.ends_with(&first),
+        "lastAppliedRevision stays at the last good commit"
+    );
+
+    // A commit whose object never becomes healthy: health times out after the Release's 8 s.
+    let stuck = repo.commit(
+        &[
+            ("app/broken.yaml", None),
+            ("app/cm.yaml", Some(cm("stuck").as_str())),
+        ],
+        "never healthy",
+    );
+    let token = service_account_token(&client, &ns.name, "ci", &[AUDIENCE]).await;
+    let started = std::time::Instant::now();
+    let (code, out, err) = deploy_to(
+        &agent_url,
+        &release,
+        &stuck,
+        &[],
+        &[("FERRY_OIDC_TOKEN", &token)],
+    );
+    assert_eq!(code, 3, "health timed out: {out}{err}");
+    assert!(
+        out.contains(&format!("deploy {release} at {}: timedOut", &stuck[..12])),
+        "{out}"
+    );
+    assert!(
+        out.contains("ConfigMap") && out.contains("shop") && out.contains("in-progress"),
+        "the report names the object still in progress: {out}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "waited the Release's timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        applied_revision().await.ends_with(&first),
+        "a timed-out revision is not recorded as applied"
+    );
+
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
     let _ = crbs.delete(&crb, &DeleteParams::default()).await;
     agent.stop().await.expect("agent stops");
 }
