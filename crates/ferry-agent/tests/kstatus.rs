@@ -2,7 +2,11 @@
 //! them: a revision that does not render is Stalled (only a change helps), a Release whose
 //! target namespace does not exist yet is Reconciling (retried) and becomes Ready once it
 //! does, an invalid `healthCheckExprs` is Stalled, and a CEL health check in the spec is used
-//! by `wait`. observedGeneration is set throughout; Ready is the last condition.
+//! by `wait`. observedGeneration is set throughout; Ready is the last condition. The other
+//! kinds too: a GitSource and an OCISource whose server is unreachable are Reconciling (retried)
+//! with Ready=False, an invalid spec of each is Stalled, an Alert with an unknown eventSources
+//! kind is Stalled as soon as it is created, and a Provider with a non-http address is Stalled
+//! at its first event.
 
 mod common;
 
@@ -11,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use ferry_api::common::{READY, RECONCILING, STALLED, find_condition};
 use ferry_api::kstatus::{Reading, read};
-use ferry_api::{GitSource, Release};
+use ferry_api::{Alert, GitSource, OCISource, Provider, Release};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
@@ -219,6 +223,243 @@ async fn stalled_for_bad_input_reconciling_while_retrying_ready_when_done() {
         read(&failing.status.clone().unwrap_or_default().conditions),
         Reading::InProgress
     );
+    drop(agent);
+}
+
+/// The conditions of `kind/name` (any ferry kind) once `check` holds on them and they describe
+/// the current generation.
+async fn wait_conditions<K, F>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: F,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    F: Fn(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let check = &check;
+    let kind = K::kind(&()).to_string();
+    wait_for(
+        &format!("{kind} {ns}/{name}: {what}"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let obj = api.get(name).await?;
+                let generation = obj.meta().generation;
+                let value = serde_json::to_value(&obj)?;
+                let conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> =
+                    serde_json::from_value(value["status"]["conditions"].clone())
+                        .unwrap_or_default();
+                let observed = value["status"]["observedGeneration"].as_i64();
+                if observed == generation && check(&conditions) {
+                    return Ok(Some(conditions));
+                }
+                anyhow::bail!("status: {}", value["status"])
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn has(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> bool {
+    find_condition(conditions, type_).is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+/// Retrying (Reconciling=True, Ready=False, no Stalled, Ready last): a retryable failure.
+fn retrying(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    reason: &str,
+) -> bool {
+    has(conditions, RECONCILING, "True", "ProgressingWithRetry")
+        && has(conditions, READY, "False", reason)
+        && find_condition(conditions, STALLED).is_none()
+        && conditions.last().is_some_and(|c| c.type_ == READY)
+}
+
+/// Stalled (Stalled=True, Ready=False, no Reconciling, Ready last): only a change helps.
+fn stalled(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    reason: &str,
+) -> bool {
+    has(conditions, STALLED, "True", reason)
+        && has(conditions, READY, "False", reason)
+        && find_condition(conditions, RECONCILING).is_none()
+        && conditions.last().is_some_and(|c| c.type_ == READY)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sources_alerts_and_providers_follow_kstatus() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "kstatus-sources").await;
+    let (agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    // A Provider that may not be used, an Alert sending it the failing GitSource's events, and
+    // an Alert naming Flux's kind instead of ferry's. Created first: the GitSource's failure is
+    // news once.
+    create::<Provider>(
+        &client,
+        &ns.name,
+        serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Provider",
+            "metadata": {"name": "file"}, "spec": {"type": "slack", "address": "file:///etc/passwd"}}),
+    )
+    .await;
+    create::<Alert>(
+        &client,
+        &ns.name,
+        serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Alert",
+            "metadata": {"name": "to-file"},
+            "spec": {"providerRef": {"name": "file"},
+                     "eventSources": [{"kind": "GitSource", "name": "down"}]}}),
+    )
+    .await;
+
+    create::<Alert>(
+        &client,
+        &ns.name,
+        serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Alert",
+            "metadata": {"name": "flux-kind"},
+            "spec": {"providerRef": {"name": "file"},
+                     "eventSources": [{"kind": "GitRepository", "name": "*"}]}}),
+    )
+    .await;
+    // The Alert is refused when the watch sees it, before any event, naming ferry's kind (and
+    // the watch has seen `to-file` too).
+    let alert = wait_conditions::<Alert, _>(
+        &client,
+        &ns.name,
+        "flux-kind",
+        "Stalled=True (InvalidEventSource)",
+        |c| stalled(c, "InvalidEventSource"),
+    )
+    .await;
+    let message = &find_condition(&alert, READY).expect("Ready").message;
+    assert!(
+        message.contains("spec.eventSources[0]") && message.contains("GitSource"),
+        "{message}"
+    );
+    // Nothing listens on port 1 of the loopback: every fetch is refused, and retried.
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("down", "http://127.0.0.1:1/nothing.git", None, "1m"),
+    )
+    .await;
+    let mut bad = git_source("badspec", "http://127.0.0.1:1/nothing.git", None, "1m");
+    bad["spec"]["timeout"] = serde_json::json!("forever");
+    create::<GitSource>(&client, &ns.name, bad).await;
+    let oci = |name: &str, insecure: bool| {
+        serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "OCISource",
+            "metadata": {"name": name},
+            "spec": {"url": "oci://127.0.0.1:1/app", "ref": {"tag": "v1"}, "interval": "1m",
+                     "timeout": "10s", "insecure": insecure}})
+    };
+    create::<OCISource>(&client, &ns.name, oci("down", true)).await;
+    // Plain HTTP to a loopback registry without `insecure: true`: the spec's fault.
+    create::<OCISource>(&client, &ns.name, oci("badspec", false)).await;
+    let git_down = wait_conditions::<GitSource, _>(
+        &client,
+        &ns.name,
+        "down",
+        "Reconciling=True, Ready=False (FetchFailed)",
+        |c| retrying(c, "FetchFailed"),
+    )
+    .await;
+    assert_eq!(read(&git_down), Reading::InProgress);
+    let ready = find_condition(&git_down, READY).expect("Ready");
+    assert!(ready.message.contains("127.0.0.1:1"), "{}", ready.message);
+    let git_bad = wait_conditions::<GitSource, _>(
+        &client,
+        &ns.name,
+        "badspec",
+        "Stalled=True (InvalidSpec)",
+        |c| stalled(c, "InvalidSpec"),
+    )
+    .await;
+    assert_eq!(read(&git_bad), Reading::Failed);
+    assert!(
+        find_condition(&git_bad, READY).is_some_and(|c| c.message.contains("spec.timeout")),
+        "{git_bad:?}"
+    );
+
+    // OCISource: before, a retried pull failure had only Ready=False (kstatus: Current).
+    let oci_down = wait_conditions::<OCISource, _>(
+        &client,
+        &ns.name,
+        "down",
+        "Reconciling=True, Ready=False (FetchFailed)",
+        |c| retrying(c, "FetchFailed"),
+    )
+    .await;
+    assert_eq!(read(&oci_down), Reading::InProgress);
+    let oci_bad = wait_conditions::<OCISource, _>(
+        &client,
+        &ns.name,
+        "badspec",
+        "Stalled=True (InvalidSpec)",
+        |c| stalled(c, "InvalidSpec"),
+    )
+    .await;
+    assert!(
+        find_condition(&oci_bad, READY).is_some_and(|c| c.message.contains("spec.insecure")),
+        "{oci_bad:?}"
+    );
+
+    // The failing GitSource's event went to `to-file`, whose Provider may not be used: both
+    // Stalled (a change of the Provider is needed), nothing sent.
+    let provider = wait_conditions::<Provider, _>(
+        &client,
+        &ns.name,
+        "file",
+        "Stalled=True (InvalidAddress)",
+        |c| stalled(c, "InvalidAddress"),
+    )
+    .await;
+    assert_eq!(read(&provider), Reading::Failed);
+    wait_conditions::<Alert, _>(
+        &client,
+        &ns.name,
+        "to-file",
+        "Stalled=True (InvalidAddress)",
+        |c| stalled(c, "InvalidAddress"),
+    )
+    .await;
+
+    // Fixed, the Alert is accepted again (Ready=True, no Stalled) without waiting for an event.
+    let alerts: Api<Alert> = Api::namespaced(client.clone(), &ns.name);
+    alerts
+        .patch(
+            "flux-kind",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"eventSources": [{"kind": "GitSource", "name": "*"}]}}),
+            ),
+        )
+        .await
+        .expect("fix the Alert");
+    wait_conditions::<Alert, _>(
+        &client,
+        &ns.name,
+        "flux-kind",
+        "Ready=True (Accepted)",
+        |c| has(c, READY, "True", "Accepted") && find_condition(c, STALLED).is_none(),
+    )
+    .await;
     drop(agent);
 }
 

@@ -2,7 +2,10 @@
 //! for the hosted services that cannot run here (GitHub, GitLab, Slack, Teams, Discord, a
 //! generic-hmac receiver); the Releases, Providers, Alerts and agent are real. Also: a 500 is
 //! retried until it succeeds, and refused Providers (unreadable Secret, non-http address) say
-//! why in their status.
+//! why in their status. Events of sources and image automation reach Alerts too: a GitSource's
+//! new commits and an unreachable GitSource, an ImagePolicy's new latest image and the commit an
+//! ImageUpdate pushed, as signed generic-hmac payloads naming the right kind; commit-status
+//! Providers get none of them.
 
 mod common;
 
@@ -14,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use common::*;
+use ferry_api::images::{ImagePolicy, ImageRepository, ImageUpdate};
 use ferry_api::{Alert, GitSource, Provider, Release};
 use ferry_testsupport::{TestEnv, TestNamespace, wait_for};
 use kube::Api;
@@ -348,4 +352,320 @@ async fn refused_providers_say_why_and_send_nothing() {
         state.map(|(s, r, _)| (s, r)),
         Some(("False".into(), "SecretUnreadable".into()))
     );
+}
+
+fn alert_for(name: &str, provider: &str, sources: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Alert",
+        "metadata": {"name": name},
+        "spec": {"providerRef": {"name": provider}, "eventSources": sources}})
+}
+
+/// The JSON bodies received on `path` (each checked against its HMAC signature first).
+fn bodies(sink: &Sink, path: &str, key: &[u8]) -> Vec<serde_json::Value> {
+    sink.seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| {
+            let signature = r.headers.get("x-signature").and_then(|v| v.to_str().ok());
+            assert_eq!(
+                signature,
+                Some(format!("sha256={}", hmac_hex(key, &r.raw)).as_str()),
+                "signed body on {path}"
+            );
+            r.body.clone()
+        })
+        .collect()
+}
+
+/// Wait until a body on `path` satisfies `check`; returns it.
+async fn wait_body<F>(sink: &Sink, path: &str, what: &str, check: F) -> serde_json::Value
+where
+    F: Fn(&serde_json::Value) -> bool,
+{
+    let check = &check;
+    wait_for(what, Duration::from_secs(90), || async move {
+        let all = bodies(sink, path, b"hm4c-key");
+        if let Some(found) = all.iter().find(|b| check(b)) {
+            return Ok(Some(found.clone()));
+        }
+        anyhow::bail!("{path} got {all:#?}")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn about(body: &serde_json::Value, kind: &str, name: &str, reason: &str) -> bool {
+    body["involvedObject"]["kind"] == kind
+        && body["involvedObject"]["name"] == name
+        && body["reason"] == reason
+}
+
+fn marked_deployment(ns: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: app}}\n  template:\n    metadata:\n      labels: {{app: app}}\n    spec:\n      containers:\n        - name: app\n          image: {image}:1.0.0 # {{\"$imagepolicy\": \"{ns}:app\"}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn source_and_image_automation_events_reach_alerts() {
+    ferry_testsupport::init_logging();
+    let env = TestEnv::get();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "notify-sources").await;
+    let registry = env.var("FERRY_REGISTRY");
+    let image = format!(
+        "{registry}/{}/app",
+        ns.name.trim_start_matches("ferry-test-")
+    );
+    ferry_testsupport::git::push_empty_image(&env, &format!("{image}:1.0.0"), None);
+    let repo = Repo::create(&env, &ns.name);
+    let first = repo.commit(
+        &[
+            ("app/a.yaml", Some(&configmap_yaml("a", "one"))),
+            (
+                "deploy/app.yaml",
+                Some(&marked_deployment(&ns.name, &image)),
+            ),
+        ],
+        "first",
+    );
+    let (addr, sink) = start_sink().await;
+    let (_agent, _cache) = start_agent(&env, &[&ns.name], |o| o.image_automation = true).await;
+    git_secret(&env, &client, &ns.name, "git-auth").await;
+    secret(&client, &ns.name, "hmac", &[("hmacKey", "hm4c-key")]).await;
+    secret(&client, &ns.name, "token", &[("token", "t0ken-value")]).await;
+    let base = format!("http://{addr}");
+    for (name, path) in [
+        ("sources", "/sources"),
+        ("errors", "/errors"),
+        ("images", "/images"),
+    ] {
+        create::<Provider>(
+            &client,
+            &ns.name,
+            provider(name, "generic-hmac", &format!("{base}{path}"), Some("hmac")),
+        )
+        .await;
+    }
+    create::<Provider>(
+        &client,
+        &ns.name,
+        provider(
+            "forge",
+            "gitea",
+            &format!("{base}/owner/repo"),
+            Some("token"),
+        ),
+    )
+    .await;
+    let any_source = serde_json::json!([{"kind": "GitSource", "name": "*"}]);
+    create::<Alert>(
+        &client,
+        &ns.name,
+        alert_for("sources", "sources", any_source.clone()),
+    )
+    .await;
+    let mut errors = alert_for("errors", "errors", any_source.clone());
+    errors["spec"]["eventSeverity"] = serde_json::json!("error");
+    create::<Alert>(&client, &ns.name, errors).await;
+    create::<Alert>(
+        &client,
+        &ns.name,
+        alert_for(
+            "images",
+            "images",
+            serde_json::json!([{"kind": "ImagePolicy", "name": "*", "matchLabels": {"notify": "yes"}},
+                               {"kind": "ImageUpdate", "name": "app"}]),
+        ),
+    )
+    .await;
+    // A commit status names a commit a Release applied: source events are not sent there.
+    create::<Alert>(&client, &ns.name, alert_for("forge", "forge", any_source)).await;
+
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("repo", &repo.url, Some("git-auth"), "1h"),
+    )
+    .await;
+    create::<GitSource>(
+        &client,
+        &ns.name,
+        git_source("down", "http://127.0.0.1:1/nothing.git", None, "1h"),
+    )
+    .await;
+    create::<ImageRepository>(&client, &ns.name, serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "app"}, "spec": {"image": image, "interval": "10m"}})).await;
+    create::<ImagePolicy>(&client, &ns.name, serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "app", "labels": {"notify": "yes"}}, "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": "^1.0.0"}}}})).await;
+    create::<ImageUpdate>(&client, &ns.name, serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": "app"}, "spec": {
+        "sourceRef": {"kind": "GitSource", "name": "repo"},
+        "interval": "10m",
+        "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}},
+        "update": {"path": "./deploy"}
+    }})).await;
+
+    // The GitSource's first revision: an info event of kind GitSource with its revision.
+    let fetched = wait_body(&sink, "/sources", "NewArtifact of repo", |b| {
+        about(b, "GitSource", "repo", "NewArtifact")
+    })
+    .await;
+    assert_eq!(
+        fetched["involvedObject"]["apiVersion"],
+        "ferry.dev/v1alpha1"
+    );
+    assert_eq!(fetched["involvedObject"]["namespace"], ns.name.as_str());
+    assert_eq!(fetched["severity"], "info");
+    assert_eq!(fetched["reportingController"], "ferry-agent");
+    let revision = fetched["metadata"]["revision"].as_str().unwrap_or_default();
+    assert!(revision.ends_with(&first), "{fetched}");
+    assert!(
+        fetched["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&first)),
+        "{fetched}"
+    );
+    // The unreachable one: an error event, to the severity=error Alert as well.
+    let failed = wait_body(&sink, "/sources", "FetchFailed of down", |b| {
+        about(b, "GitSource", "down", "FetchFailed")
+    })
+    .await;
+    assert_eq!(failed["severity"], "error");
+    assert!(
+        failed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("127.0.0.1")),
+        "names the URL: {failed}"
+    );
+    wait_body(&sink, "/errors", "FetchFailed of down to errors", |b| {
+        about(b, "GitSource", "down", "FetchFailed")
+    })
+    .await;
+
+    // The ImagePolicy's selection, to the Alert whose matchLabels it carries.
+    let selected = wait_body(&sink, "/images", "NewLatestImage of app", |b| {
+        about(b, "ImagePolicy", "app", "NewLatestImage")
+    })
+    .await;
+    assert_eq!(selected["severity"], "info");
+    assert_eq!(
+        selected["metadata"]["revision"],
+        format!("{image}:1.0.0"),
+        "{selected}"
+    );
+
+    // A new commit, fetched on request: one more NewArtifact, at the new commit.
+    let second = repo.commit(
+        &[("app/a.yaml", Some(&configmap_yaml("a", "two")))],
+        "second",
+    );
+    request_reconcile::<GitSource>(&client, &ns.name, "repo").await;
+    wait_body(
+        &sink,
+        "/sources",
+        "NewArtifact of repo at the second commit",
+        |b| {
+            about(b, "GitSource", "repo", "NewArtifact")
+                && b["metadata"]["revision"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(&second))
+        },
+    )
+    .await;
+
+    // A new tag: the policy selects it and the ImageUpdate pushes a commit; both are told.
+    ferry_testsupport::git::crane(
+        &env,
+        &["tag", "--insecure", &format!("{image}:1.0.0"), "1.1.0"],
+    );
+    request_reconcile::<ImageRepository>(&client, &ns.name, "app").await;
+    wait_body(&sink, "/images", "NewLatestImage 1.1.0", |b| {
+        about(b, "ImagePolicy", "app", "NewLatestImage")
+            && b["metadata"]["revision"] == format!("{image}:1.1.0")
+    })
+    .await;
+    let pushed = wait_body(&sink, "/images", "Pushed of the ImageUpdate", |b| {
+        about(b, "ImageUpdate", "app", "Pushed")
+    })
+    .await;
+    let head = repo.head();
+    assert_eq!(pushed["severity"], "info");
+    assert_eq!(
+        pushed["metadata"]["revision"],
+        format!("main@sha1:{head}"),
+        "{pushed}"
+    );
+    assert!(
+        repo.file("deploy/app.yaml")
+            .contains(&format!("{image}:1.1.0"))
+    );
+
+    // Filters held: only errors on /errors, no ImageRepository kind (not selected), each
+    // revision of repo sent once, and nothing reached the commit-status Provider.
+    let errors = bodies(&sink, "/errors", b"hm4c-key");
+    assert!(
+        errors.iter().all(|b| b["severity"] == "error"),
+        "{errors:#?}"
+    );
+    let images = bodies(&sink, "/images", b"hm4c-key");
+    assert!(
+        images
+            .iter()
+            .all(|b| b["involvedObject"]["kind"] != "ImageRepository"),
+        "{images:#?}"
+    );
+    let sources = bodies(&sink, "/sources", b"hm4c-key");
+    for sha in [&first, &second] {
+        let n = sources
+            .iter()
+            .filter(|b| {
+                about(b, "GitSource", "repo", "NewArtifact")
+                    && b["metadata"]["revision"]
+                        .as_str()
+                        .is_some_and(|r| r.ends_with(sha.as_str()))
+            })
+            .count();
+        assert_eq!(n, 1, "NewArtifact at {sha} sent once: {sources:#?}");
+    }
+    let paths: Vec<String> = sink
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        paths.iter().all(|p| !p.starts_with("/api/")),
+        "no commit status for source events: {paths:?}"
+    );
+    // The Alerts say the last delivery worked.
+    let alerts: Api<Alert> = Api::namespaced(client.clone(), &ns.name);
+    let sources_alert = alerts.get("sources").await.expect("alert");
+    let state = ready_state(&sources_alert.status.unwrap_or_default().conditions);
+    assert_eq!(
+        state.map(|(s, r, _)| (s, r)),
+        Some(("True".into(), "Delivered".into()))
+    );
+}
+
+/// Ask for a reconcile now, as `ferry sync` does.
+async fn request_reconcile<K>(client: &kube::Client, ns: &str, name: &str)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!(
+            {"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": now}}}
+        )),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("annotate {ns}/{name}: {e}"));
 }

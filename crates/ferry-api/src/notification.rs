@@ -1,6 +1,9 @@
-//! The `Provider` and `Alert` CRDs: where the agent sends notifications about Releases (a forge's
-//! commit status, a chat webhook, a signed JSON POST) and which events go there. Modelled on
+//! The `Provider` and `Alert` CRDs: where the agent sends notifications about Releases, sources
+//! and image automation (a forge's commit status, a chat webhook, a signed JSON POST) and which
+//! events go there. Modelled on
 //! Flux's notification-controller (`Provider`, `Alert` in notification.toolkit.fluxcd.io).
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -77,7 +80,29 @@ pub struct ProviderSpec {
     pub suspend: bool,
 }
 
-/// Which Release events go to which Provider.
+/// The kinds whose events an Alert can select (`spec.eventSources[].kind`), as Flux's Alert
+/// selects Kustomizations, GitRepositories, OCIRepositories and image automation objects.
+pub const EVENT_SOURCE_KINDS: [&str; 6] = [
+    "Release",
+    "GitSource",
+    "OCISource",
+    "ImageRepository",
+    "ImagePolicy",
+    "ImageUpdate",
+];
+
+/// The Flux kind a user may have written for a ferry kind (for the error message).
+pub fn ferry_kind_for_flux(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Kustomization" | "HelmRelease" => Some("Release"),
+        "GitRepository" => Some("GitSource"),
+        "OCIRepository" => Some("OCISource"),
+        "ImageUpdateAutomation" => Some("ImageUpdate"),
+        _ => None,
+    }
+}
+
+/// Which events (of Releases, sources and image automation) go to which Provider.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "ferry.dev",
@@ -94,8 +119,9 @@ pub struct ProviderSpec {
 pub struct AlertSpec {
     /// A Provider in the same namespace.
     pub provider_ref: LocalObjectReference,
-    /// The objects whose events are sent: `kind` (`Release`) and `name` (`*` for all) in the
-    /// Alert's namespace.
+    /// The objects whose events are sent: `kind` (`Release`, `GitSource`, `OCISource`,
+    /// `ImageRepository`, `ImagePolicy`, `ImageUpdate`), `name` (`*` for all) and, with `*`,
+    /// `matchLabels`, in the Alert's namespace.
     pub event_sources: Vec<EventSource>,
     /// `info` (everything, the default) or `error` (failures only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,9 +141,13 @@ pub struct AlertSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventSource {
+    /// One of the kinds `Release`, `GitSource`, `OCISource`, `ImageRepository`, `ImagePolicy`, `ImageUpdate`.
     pub kind: String,
     /// An object name or `*`.
     pub name: String,
+    /// With `name: "*"`: only objects carrying all these labels (as Flux's `matchLabels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -128,8 +158,10 @@ pub enum EventSeverity {
     Error,
 }
 
-/// Observed state of a Provider or an Alert: `Ready` says whether the last delivery worked
-/// (or why the object is refused).
+/// Observed state of a Provider or an Alert, with kstatus conditions: `Ready` says whether the
+/// last delivery worked (or why the object is refused); `Stalled=True` when only a change of the
+/// spec (or the Provider's Secret) helps; `Reconciling=True` after a delivery failure that the
+/// next event retries.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationStatus {

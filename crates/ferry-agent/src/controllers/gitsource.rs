@@ -16,6 +16,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
+use super::notification;
 use crate::context::{Artifact, Context, key_of};
 use crate::metrics::ObjectLabels;
 
@@ -69,7 +70,10 @@ pub async fn reconcile(source: Arc<GitSource>, ctx: Arc<Context>) -> Result<Acti
 }
 
 /// The reconcile, and whether the source is good (fetched, or suspended with an artifact).
-async fn reconcile_inner(source: &GitSource, ctx: &Context) -> (Result<Action, SourceError>, bool) {
+async fn reconcile_inner(
+    source: &GitSource,
+    ctx: &Arc<Context>,
+) -> (Result<Action, SourceError>, bool) {
     let key = key_of(source);
     let api: Api<GitSource> = Api::namespaced(ctx.client.clone(), &key.0);
     let old = source.status.clone().unwrap_or_default();
@@ -112,15 +116,20 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> (Result<Action, S
                 ctx.trigger_releases_of_source(&key);
             }
             // A revision new to the status (not one re-fetched after a restart or a takeover) is
-            // a Normal event, as Flux's source-controller reports `NewArtifact`.
+            // a Normal event, as Flux's source-controller reports `NewArtifact`, and goes to the
+            // namespace's Alerts.
             if old.revision.as_deref() != Some(&checkout.revision) {
-                ctx.publish_event(
+                let note = format!("stored revision {}", checkout.revision);
+                ctx.publish_event(source, EventType::Normal, "NewArtifact", &note)
+                    .await;
+                notification::dispatch(
+                    ctx,
                     source,
+                    Some(&checkout.revision),
                     EventType::Normal,
                     "NewArtifact",
-                    &format!("stored revision {}", checkout.revision),
-                )
-                .await;
+                    &note,
+                );
             }
             Action::requeue(ctx.backoff.interval(ctx.clamp_interval(interval(source))))
         }
@@ -151,6 +160,14 @@ async fn reconcile_inner(source: &GitSource, ctx: &Context) -> (Result<Action, S
                 tracing::warn!(source = %format!("{}/{}", key.0, key.1), "fetch failed: {message}");
                 ctx.publish_event(source, EventType::Warning, reason, &full)
                     .await;
+                notification::dispatch(
+                    ctx,
+                    source,
+                    status.revision.as_deref(),
+                    EventType::Warning,
+                    reason,
+                    &full,
+                );
             }
             if stalled {
                 Action::await_change()

@@ -105,18 +105,22 @@ impl ImageContext {
 /// that found the same tags, a run with nothing to write and a steady state publish nothing, so
 /// a scan every interval does not flood the namespace's Events. News has reasons of its own, so
 /// `kubectl get events` tells a push from a recovery (as GitSource's `NewArtifact` does). Status
-/// messages never carry secret values.
+/// messages never carry secret values. The same Event goes to the namespace's Alerts
+/// (`eventSources` of the object's kind), with `revision` (the latest image, the pushed commit)
+/// as its revision.
 pub(super) async fn publish_ready_change<K>(
     ctx: &ImageContext,
     obj: &K,
     before: &[Condition],
     after: &[Condition],
     news: Option<&str>,
+    revision: Option<&str>,
 ) where
     K: Resource<DynamicType = ()>,
 {
     if let Some((type_, reason, note)) = ready_event(before, after, news) {
         ctx.agent.publish_event(obj, type_, reason, note).await;
+        super::notification::dispatch(&ctx.agent, obj, revision, type_, reason, note);
     }
 }
 

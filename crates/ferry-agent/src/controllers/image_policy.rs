@@ -148,7 +148,15 @@ async fn patch_status(
     .await?;
     let before = policy.status.clone().unwrap_or_default();
     let news = (before.latest_image != status.latest_image).then_some("NewLatestImage");
-    publish_ready_change(ctx, policy, &before.conditions, &status.conditions, news).await;
+    publish_ready_change(
+        ctx,
+        policy,
+        &before.conditions,
+        &status.conditions,
+        news,
+        status.latest_image.as_deref(),
+    )
+    .await;
     Ok(ready)
 }
 

@@ -200,7 +200,15 @@ async fn patch_status(
             .map(|r| (r.tag_count, r.latest_tags.clone()))
     };
     let news = (found(&before) != found(status)).then_some("NewTags");
-    publish_ready_change(ctx, repo, &before.conditions, &status.conditions, news).await;
+    publish_ready_change(
+        ctx,
+        repo,
+        &before.conditions,
+        &status.conditions,
+        news,
+        None,
+    )
+    .await;
     Ok(is_ready(&status.conditions))
 }
 

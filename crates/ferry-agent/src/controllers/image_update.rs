@@ -379,7 +379,24 @@ async fn patch_status(
     let before = update.status.clone().unwrap_or_default();
     // A push is news; a run with nothing to write ("no changes ... at <head>") is not.
     let news = (before.last_push_commit != status.last_push_commit).then_some("Pushed");
-    publish_ready_change(ctx, update, &before.conditions, &status.conditions, news).await;
+    // The revision as a Release's reads: `<branch>@sha1:<commit>`.
+    let revision =
+        status
+            .last_push_commit
+            .as_deref()
+            .map(|commit| match status.last_push_branch.as_deref() {
+                Some(branch) => format!("{branch}@sha1:{commit}"),
+                None => commit.to_string(),
+            });
+    publish_ready_change(
+        ctx,
+        update,
+        &before.conditions,
+        &status.conditions,
+        news,
+        revision.as_deref(),
+    )
+    .await;
     Ok(ready)
 }
 

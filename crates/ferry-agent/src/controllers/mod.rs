@@ -356,8 +356,10 @@ pub async fn run_controllers(
 }
 
 /// The Alerts of the watched namespaces, kept in `ctx.alerts` for the notification dispatch
-/// (no controller: an Alert is only read when a Release event happens). Without the Alert CRD
-/// the watch keeps retrying with backoff and the dispatch falls back to listing.
+/// (no controller: an Alert is only read when an event of a Release, source or image
+/// automation object happens). Each Alert seen is checked against its spec, so an invalid one is
+/// `Stalled` at once; a valid, unchanged Alert costs no write. Without the Alert CRD the watch
+/// keeps retrying with backoff and the dispatch falls back to listing.
 async fn alert_cache(
     client: &Client,
     namespaces: &[Option<String>],
@@ -377,8 +379,12 @@ async fn alert_cache(
     .modify(strip_managed_fields)
     .reflect(writer)
     .for_each(|event| {
-        if let Err(err) = event {
-            tracing::debug!("Alert watch: {err}");
+        match event {
+            Ok(watcher::Event::Apply(alert) | watcher::Event::InitApply(alert)) => {
+                notification::check_alert_spec(&ctx, &alert);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::debug!("Alert watch: {err}"),
         }
         future::ready(())
     });

@@ -1,14 +1,21 @@
-//! Notifications: sends a Release's Events to the Providers of the Alerts that match it (forge
-//! commit statuses, chat webhooks, signed JSON POSTs), deduplicated, retried with backoff, and
-//! the outcome written to the Alert's and Provider's `Ready` condition.
+//! Notifications: sends the Events of Releases, sources (GitSource, OCISource) and image
+//! automation (ImageRepository, ImagePolicy, ImageUpdate) to the Providers of the Alerts that
+//! match them (forge commit statuses for Releases, chat webhooks, signed JSON POSTs),
+//! deduplicated, retried with backoff, and the outcome written to the Alert's and Provider's
+//! kstatus conditions (`Ready`, `Stalled` when only a change helps, `Reconciling` after a
+//! failure the next event retries). An Alert's own spec is checked when the Alert watch sees it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_api::common::{READY, set_condition};
-use ferry_api::notification::{Alert, EventSeverity, NotificationStatus, Provider, ProviderType};
-use ferry_api::{Release, parse_duration};
+use ferry_api::common::{STALLED, find_condition};
+use ferry_api::kstatus::{self, Outcome};
+use ferry_api::notification::{
+    Alert, EVENT_SOURCE_KINDS, EventSeverity, NotificationStatus, Provider, ProviderType,
+    ferry_kind_for_flux,
+};
+use ferry_api::parse_duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -57,6 +64,12 @@ pub enum NotifyError {
         reason: String,
         hint: &'static str,
     },
+    #[error("Alert {alert}: spec.eventSources[{index}]: {detail}")]
+    InvalidEventSource {
+        alert: String,
+        index: usize,
+        detail: String,
+    },
     #[error("Alert {alert}: exclusionList entry {pattern:?} is not a regular expression: {source}")]
     InvalidExclusion {
         alert: String,
@@ -83,25 +96,46 @@ impl NotifyError {
             Self::SecretNotFound { .. } => "SecretNotFound",
             Self::SecretKeyMissing { .. } => "SecretKeyMissing",
             Self::InvalidAddress { .. } => "InvalidAddress",
+            Self::InvalidEventSource { .. } => "InvalidEventSource",
             Self::InvalidExclusion { .. } => "InvalidExclusionList",
             Self::Delivery { .. } | Self::Client(_) => "DeliveryFailed",
         }
     }
+
+    /// kstatus: only a change of a spec (the Alert's, the Provider's) or of the Provider's
+    /// Secret helps. A missing Provider or Secret, a Secret the tenant may not read yet and a
+    /// failed delivery are retried by the next event.
+    fn needs_change(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidEventSource { .. }
+                | Self::InvalidExclusion { .. }
+                | Self::InvalidAddress { .. }
+                | Self::SecretKeyMissing { .. }
+        )
+    }
 }
 
-/// One Release Event, as the Release controller published it.
+/// One Event of a ferry object, as its controller published it.
 #[derive(Clone, Debug)]
-pub struct ReleaseEvent {
+pub struct ObjectEvent {
+    /// The involved object's kind (`Release`, `GitSource`, `OCISource`, `ImageRepository`,
+    /// `ImagePolicy`, `ImageUpdate`).
+    pub kind: String,
     pub namespace: String,
     pub name: String,
+    /// The involved object's labels (for `eventSources[].matchLabels`).
+    pub labels: BTreeMap<String, String>,
     pub warning: bool,
     pub reason: String,
     pub message: String,
-    /// The source revision the event is about (`main@sha1:<hex>`).
+    /// The revision the event is about: a Release's or GitSource's `main@sha1:<hex>`, an
+    /// OCISource's artifact revision, an ImagePolicy's latest image, an ImageUpdate's pushed
+    /// commit.
     pub revision: Option<String>,
 }
 
-impl ReleaseEvent {
+impl ObjectEvent {
     /// The commit SHA in the revision (the hex after `sha1:`/`sha256:` or after the last `@`).
     pub fn commit(&self) -> Option<String> {
         let rev = self.revision.as_deref()?;
@@ -122,7 +156,7 @@ impl ReleaseEvent {
     }
 
     fn title(&self) -> String {
-        format!("Release/{}/{}", self.namespace, self.name)
+        format!("{}/{}/{}", self.kind, self.namespace, self.name)
     }
 }
 
@@ -133,19 +167,23 @@ enum CommitState {
     Failure,
 }
 
-/// Hand a Release Event to the Alerts of its namespace, in the background: the Release
-/// controller never waits for a provider.
-pub fn dispatch(
+/// Hand an Event of a Release, source or image automation object to the Alerts of its
+/// namespace, in the background: no controller waits for a provider. Controllers call it for
+/// the Events they publish, which are news only (a new revision, a new failure message), so an
+/// unchanged reconcile dispatches nothing; with no Alert in the namespace it costs no request.
+pub fn dispatch<K: Resource<DynamicType = ()>>(
     ctx: &Arc<Context>,
-    release: &Release,
+    obj: &K,
     revision: Option<&str>,
     type_: EventType,
     reason: &str,
     note: &str,
 ) {
-    let event = ReleaseEvent {
-        namespace: release.namespace().unwrap_or_default(),
-        name: release.name_any(),
+    let event = ObjectEvent {
+        kind: K::kind(&()).to_string(),
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+        labels: obj.meta().labels.clone().unwrap_or_default(),
         warning: matches!(type_, EventType::Warning),
         reason: reason.to_string(),
         message: note.to_string(),
@@ -155,7 +193,7 @@ pub fn dispatch(
     tokio::spawn(async move { deliver_to_alerts(&ctx, event).await });
 }
 
-async fn deliver_to_alerts(ctx: &Context, event: ReleaseEvent) {
+async fn deliver_to_alerts(ctx: &Context, event: ObjectEvent) {
     let Some(alerts) = alerts_of(ctx, &event.namespace).await else {
         return;
     };
@@ -164,7 +202,7 @@ async fn deliver_to_alerts(ctx: &Context, event: ReleaseEvent) {
             Ok(false) => continue,
             Ok(true) => {}
             Err(err) => {
-                write_status::<Alert>(ctx, &alert, false, err.reason(), &err.to_string()).await;
+                write_failure::<Alert>(ctx, &alert, &err).await;
                 continue;
             }
         }
@@ -174,14 +212,15 @@ async fn deliver_to_alerts(ctx: &Context, event: ReleaseEvent) {
         }
         let outcome = deliver(ctx, &alert, &event).await;
         match outcome {
-            Ok(what) => {
+            Ok(Some(what)) => {
                 let message = format!("{what} for {} ({})", event.title(), event.reason);
-                write_status::<Alert>(ctx, &alert, true, "Delivered", &message).await;
+                write_ready::<Alert>(ctx, &alert, "Delivered", &message).await;
             }
+            Ok(None) => {}
             Err(err) => {
                 forget(&alert, &event);
                 tracing::warn!(alert = %alert.name_any(), "notification not delivered: {err}");
-                write_status::<Alert>(ctx, &alert, false, err.reason(), &err.to_string()).await;
+                write_failure::<Alert>(ctx, &alert, &err).await;
             }
         }
     }
@@ -218,43 +257,139 @@ async fn alerts_of(ctx: &Context, namespace: &str) -> Option<Vec<Alert>> {
     }
 }
 
-/// Whether `alert` selects this event (sources, severity, exclusions).
-pub fn alert_wants(alert: &Alert, event: &ReleaseEvent) -> Result<bool, NotifyError> {
+/// Check an Alert's own spec: known kinds in `eventSources`, `matchLabels` only with `name: "*"`,
+/// regular expressions in `exclusionList`. Returns the compiled exclusions.
+pub fn validate_alert(alert: &Alert) -> Result<Vec<regex::Regex>, NotifyError> {
+    let name = alert.name_any();
+    for (index, source) in alert.spec.event_sources.iter().enumerate() {
+        let invalid = |detail: String| NotifyError::InvalidEventSource {
+            alert: name.clone(),
+            index,
+            detail,
+        };
+        if !EVENT_SOURCE_KINDS.contains(&source.kind.as_str()) {
+            let hint = ferry_kind_for_flux(&source.kind)
+                .map(|k| format!(" (ferry's kind for Flux's {} is {k})", source.kind))
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "kind {:?} is not one of {}{hint}; change spec.eventSources[{index}].kind",
+                source.kind,
+                EVENT_SOURCE_KINDS.join(", ")
+            )));
+        }
+        if source.name.is_empty() {
+            return Err(invalid(
+                "name is empty; set an object name or \"*\"".to_string(),
+            ));
+        }
+        if !source.match_labels.is_empty() && source.name != "*" {
+            return Err(invalid(format!(
+                "matchLabels needs name \"*\" (name is {:?}); set name: \"*\" or drop matchLabels",
+                source.name
+            )));
+        }
+    }
+    alert
+        .spec
+        .exclusion_list
+        .iter()
+        .map(|pattern| {
+            regex::Regex::new(pattern).map_err(|source| NotifyError::InvalidExclusion {
+                alert: name.clone(),
+                pattern: pattern.to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Whether `alert` selects this event (kind, name or labels, severity, exclusions).
+pub fn alert_wants(alert: &Alert, event: &ObjectEvent) -> Result<bool, NotifyError> {
     if alert.spec.suspend {
         return Ok(false);
     }
-    let source_matches = alert
-        .spec
-        .event_sources
-        .iter()
-        .any(|s| s.kind == "Release" && (s.name == "*" || s.name == event.name));
+    let exclusions = validate_alert(alert)?;
+    let source_matches = alert.spec.event_sources.iter().any(|s| {
+        s.kind == event.kind
+            && (s.name == event.name
+                || (s.name == "*"
+                    && s.match_labels
+                        .iter()
+                        .all(|(k, v)| event.labels.get(k) == Some(v))))
+    });
     if !source_matches {
         return Ok(false);
     }
     if alert.spec.event_severity == Some(EventSeverity::Error) && !event.warning {
         return Ok(false);
     }
-    for pattern in &alert.spec.exclusion_list {
-        let re = regex::Regex::new(pattern).map_err(|source| NotifyError::InvalidExclusion {
-            alert: alert.name_any(),
-            pattern: pattern.to_string(),
-            source,
-        })?;
-        if re.is_match(&event.message) {
-            return Ok(false);
+    Ok(!exclusions.iter().any(|re| re.is_match(&event.message)))
+}
+
+/// Called for each Alert the Alert watch sees (created, changed, listed at start): an invalid
+/// spec is `Stalled` at once (not at the first event), and a fixed one is `Ready` again. Writes
+/// only when the conditions would change, so a restart or an unchanged Alert writes nothing.
+pub fn check_alert_spec(ctx: &Arc<Context>, alert: &Alert) {
+    let conditions = alert
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = alert.meta().generation;
+    let stalled = find_condition(&conditions, STALLED).filter(|c| c.status == "True");
+    let write = match validate_alert(alert) {
+        Err(err) => {
+            let message = err.to_string();
+            let same = stalled.is_some_and(|c| {
+                c.reason == err.reason()
+                    && c.message == message
+                    && c.observed_generation == generation
+            });
+            (!same).then(|| (None, Some(err)))
         }
-    }
-    Ok(true)
+        Ok(_) => {
+            // Only a stall of the Alert's own spec is lifted here; the Provider's is lifted by
+            // the next delivery that works.
+            let own = stalled.is_some_and(|c| {
+                matches!(
+                    c.reason.as_str(),
+                    "InvalidEventSource" | "InvalidExclusionList"
+                )
+            });
+            own.then(|| {
+                (
+                    Some("spec accepted; no event delivered since".to_string()),
+                    None,
+                )
+            })
+        }
+    };
+    let Some((ready, failure)) = write else {
+        return;
+    };
+    let ctx = ctx.clone();
+    let alert = alert.clone();
+    tokio::spawn(async move {
+        match (ready, failure) {
+            (_, Some(err)) => {
+                tracing::warn!(alert = %format!("{}/{}", alert.namespace().unwrap_or_default(), alert.name_any()), "{err}");
+                write_failure::<Alert>(&ctx, &alert, &err).await;
+            }
+            (Some(message), None) => write_ready::<Alert>(&ctx, &alert, "Accepted", &message).await,
+            (None, None) => {}
+        }
+    });
 }
 
 static SENT: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Mutex::default);
 
-fn dedup_key(alert: &Alert, event: &ReleaseEvent) -> String {
+fn dedup_key(alert: &Alert, event: &ObjectEvent) -> String {
     format!(
-        "{}/{}|{}|{}|{}|{}",
+        "{}/{}|{}|{}/{}|{}|{}",
         event.namespace,
         alert.name_any(),
         alert.uid().unwrap_or_default(),
+        event.kind,
         event.name,
         event.reason,
         event.revision.as_deref().unwrap_or(&event.message),
@@ -262,7 +397,7 @@ fn dedup_key(alert: &Alert, event: &ReleaseEvent) -> String {
 }
 
 /// Rate limit: true the first time this (Alert, object, reason, revision) is seen in the window.
-fn first_in_window(alert: &Alert, event: &ReleaseEvent) -> bool {
+fn first_in_window(alert: &Alert, event: &ObjectEvent) -> bool {
     let key = dedup_key(alert, event);
     let Ok(mut sent) = SENT.lock() else {
         return true;
@@ -277,7 +412,7 @@ fn first_in_window(alert: &Alert, event: &ReleaseEvent) -> bool {
 }
 
 /// A failed delivery may be tried again by the next Event.
-fn forget(alert: &Alert, event: &ReleaseEvent) {
+fn forget(alert: &Alert, event: &ObjectEvent) {
     if let Ok(mut sent) = SENT.lock() {
         sent.remove(&dedup_key(alert, event));
     }
@@ -295,11 +430,13 @@ pub struct ResolvedProvider {
     pub timeout: Duration,
 }
 
+/// Send `event` to the Alert's Provider. `Ok(None)`: nothing to send to this Provider (a
+/// commit status is only written for a Release's events).
 async fn deliver(
     ctx: &Context,
     alert: &Alert,
-    event: &ReleaseEvent,
-) -> Result<String, NotifyError> {
+    event: &ObjectEvent,
+) -> Result<Option<String>, NotifyError> {
     let namespace = &event.namespace;
     let providers: Api<Provider> = Api::namespaced(ctx.client.clone(), namespace);
     let name = &alert.spec.provider_ref.name;
@@ -310,23 +447,27 @@ async fn deliver(
         .flatten()
         .ok_or_else(|| NotifyError::ProviderNotFound(format!("{namespace}/{name}")))?;
     if provider.spec.suspend {
-        return Ok("Provider suspended; nothing sent".to_string());
+        return Ok(Some("Provider suspended; nothing sent".to_string()));
+    }
+    // A commit status is about a commit a Release applied; a source's or an image
+    // automation's events have no such commit. Not an error: an Alert may mix kinds.
+    if provider.spec.provider_type.is_forge() && event.kind != "Release" {
+        tracing::debug!(provider = %provider.name_any(), kind = %event.kind, "commit-status providers take Release events only; skipped");
+        return Ok(None);
     }
     let resolved = match resolve(ctx, &provider).await {
         Ok(resolved) => resolved,
         Err(err) => {
-            write_status::<Provider>(ctx, &provider, false, err.reason(), &err.to_string()).await;
+            write_failure::<Provider>(ctx, &provider, &err).await;
             return Err(err);
         }
     };
     let result = send(&resolved, alert, event).await;
     match &result {
-        Ok(what) => write_status::<Provider>(ctx, &provider, true, "Delivered", what).await,
-        Err(err) => {
-            write_status::<Provider>(ctx, &provider, false, err.reason(), &err.to_string()).await
-        }
+        Ok(what) => write_ready::<Provider>(ctx, &provider, "Delivered", what).await,
+        Err(err) => write_failure::<Provider>(ctx, &provider, err).await,
     }
-    result
+    result.map(Some)
 }
 
 /// Read the Provider's Secret as the namespace's tenant and check its address.
@@ -463,7 +604,7 @@ pub struct Outgoing {
 pub fn build_request(
     provider: &ResolvedProvider,
     alert_summary: Option<&str>,
-    event: &ReleaseEvent,
+    event: &ObjectEvent,
 ) -> Result<Outgoing, NotifyError> {
     let state = event.state();
     let description: String = event.message.chars().take(140).collect();
@@ -550,7 +691,7 @@ pub fn build_request(
         }
         ProviderType::GenericHmac => {
             let body = json(serde_json::json!({
-                "involvedObject": {"apiVersion": "ferry.dev/v1alpha1", "kind": "Release", "namespace": event.namespace, "name": event.name},
+                "involvedObject": {"apiVersion": "ferry.dev/v1alpha1", "kind": event.kind, "namespace": event.namespace, "name": event.name},
                 "severity": if event.warning { "error" } else { "info" },
                 "reason": event.reason,
                 "message": event.message,
@@ -628,7 +769,7 @@ pub fn build_request(
     Ok(out)
 }
 
-fn chat_text(summary: Option<&str>, event: &ReleaseEvent) -> String {
+fn chat_text(summary: Option<&str>, event: &ObjectEvent) -> String {
     let head = format!("{} {}", event.title(), event.reason);
     match summary {
         Some(s) => format!("{s}: {head}"),
@@ -685,7 +826,7 @@ pub fn hmac_hex(key: &[u8], body: &[u8]) -> String {
 async fn send(
     provider: &ResolvedProvider,
     alert: &Alert,
-    event: &ReleaseEvent,
+    event: &ObjectEvent,
 ) -> Result<String, NotifyError> {
     let out = build_request(provider, alert.spec.summary.as_deref(), event)?;
     // Credentials only to the configured host: a request on another host is a bug; refuse it.
@@ -748,8 +889,8 @@ async fn send(
     })
 }
 
-/// Set `Ready` on an Alert or Provider (status subresource, merge patch). Best effort.
-async fn write_status<K>(ctx: &Context, obj: &K, ok: bool, reason: &str, message: &str)
+/// `Ready=True` on an Alert or Provider (kstatus: no `Reconciling`, no `Stalled`).
+async fn write_ready<K>(ctx: &Context, obj: &K, reason: &str, message: &str)
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -757,17 +898,47 @@ where
         + std::fmt::Debug
         + HasNotificationStatus,
 {
-    let mut status = obj.notification_status().cloned().unwrap_or_default();
-    set_condition(
-        &mut status.conditions,
-        READY,
-        ok,
-        reason,
-        message,
-        obj.meta().generation,
-    );
+    write_status(ctx, obj, Outcome::Ready { reason, message }).await;
+}
+
+/// A refusal or failed delivery on an Alert or Provider: `Stalled` when only a change helps,
+/// else `Reconciling=True` (the next event retries), `Ready=False` either way.
+async fn write_failure<K>(ctx: &Context, obj: &K, err: &NotifyError)
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasNotificationStatus,
+{
+    let message = err.to_string();
+    write_status(
+        ctx,
+        obj,
+        kstatus::failure(err.reason(), &message, err.needs_change()),
+    )
+    .await;
+}
+
+/// Set the kstatus conditions of an Alert or Provider (status subresource, merge patch), only
+/// when they change. Best effort.
+async fn write_status<K>(ctx: &Context, obj: &K, outcome: Outcome<'_>)
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasNotificationStatus,
+{
+    let old = obj.notification_status().cloned().unwrap_or_default();
+    let mut status = old.clone();
+    kstatus::set_outcome(&mut status.conditions, outcome, obj.meta().generation);
     status.observed_generation = obj.meta().generation;
+    if same_status(&old, &status) {
+        return;
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    // A merge patch replaces the conditions list whole: removed conditions go.
     let patch = serde_json::json!({ "status": status });
     if let Err(err) = api
         .patch_status(
@@ -779,6 +950,20 @@ where
     {
         tracing::debug!("cannot write notification status: {err}");
     }
+}
+
+/// Equal but for condition timestamps.
+fn same_status(old: &NotificationStatus, new: &NotificationStatus) -> bool {
+    let strip = |s: &NotificationStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            );
+        }
+        s
+    };
+    strip(old) == strip(new)
 }
 
 trait HasNotificationStatus {
@@ -794,5 +979,141 @@ impl HasNotificationStatus for Alert {
 impl HasNotificationStatus for Provider {
     fn notification_status(&self) -> Option<&NotificationStatus> {
         self.status.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_api::common::LocalObjectReference;
+    use ferry_api::notification::{AlertSpec, EventSource};
+
+    fn alert(sources: Vec<EventSource>, exclusions: &[&str]) -> Alert {
+        Alert::new(
+            "a",
+            AlertSpec {
+                provider_ref: LocalObjectReference {
+                    name: "p".to_string(),
+                },
+                event_sources: sources,
+                exclusion_list: exclusions.iter().map(|s| s.to_string()).collect(),
+                ..AlertSpec::default()
+            },
+        )
+    }
+
+    fn source(kind: &str, name: &str, labels: &[(&str, &str)]) -> EventSource {
+        EventSource {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            match_labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn event(kind: &str, name: &str, labels: &[(&str, &str)], warning: bool) -> ObjectEvent {
+        ObjectEvent {
+            kind: kind.to_string(),
+            namespace: "ns".to_string(),
+            name: name.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            warning,
+            reason: "NewArtifact".to_string(),
+            message: "stored revision main@sha1:abc".to_string(),
+            revision: Some("main@sha1:abc".to_string()),
+        }
+    }
+
+    #[test]
+    fn alerts_select_by_kind_name_and_labels() {
+        let a = alert(
+            vec![
+                source("GitSource", "*", &[("team", "web")]),
+                source("ImagePolicy", "app", &[]),
+                source("Release", "*", &[]),
+            ],
+            &[],
+        );
+        let wants = |e: &ObjectEvent| alert_wants(&a, e).expect("valid alert");
+        assert!(wants(&event(
+            "GitSource",
+            "repo",
+            &[("team", "web")],
+            false
+        )));
+        assert!(!wants(&event(
+            "GitSource",
+            "repo",
+            &[("team", "db")],
+            false
+        )));
+        assert!(!wants(&event("GitSource", "repo", &[], true)));
+        assert!(wants(&event("ImagePolicy", "app", &[], false)));
+        assert!(!wants(&event("ImagePolicy", "other", &[], false)));
+        assert!(
+            !wants(&event("OCISource", "app", &[], false)),
+            "kind not listed"
+        );
+        assert!(wants(&event("Release", "anything", &[], false)));
+    }
+
+    #[test]
+    fn invalid_alert_specs_are_stalled_with_the_field_named() {
+        for (a, reason, needle) in [
+            (
+                alert(vec![source("GitRepository", "*", &[])], &[]),
+                "InvalidEventSource",
+                "ferry's kind for Flux's GitRepository is GitSource",
+            ),
+            (
+                alert(vec![source("GitSource", "repo", &[("a", "b")])], &[]),
+                "InvalidEventSource",
+                "matchLabels needs name \"*\"",
+            ),
+            (
+                alert(vec![source("GitSource", "*", &[])], &["("]),
+                "InvalidExclusionList",
+                "exclusionList entry \"(\"",
+            ),
+        ] {
+            let err = validate_alert(&a).expect_err("invalid");
+            assert_eq!(err.reason(), reason);
+            assert!(err.needs_change(), "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let retried = NotifyError::ProviderNotFound("ns/p".to_string());
+        assert!(!retried.needs_change());
+    }
+
+    #[test]
+    fn payloads_name_the_involved_kind() {
+        let provider = ResolvedProvider {
+            name: "ns/p".to_string(),
+            provider_type: ProviderType::GenericHmac,
+            address: Url::parse("http://127.0.0.1:9/hook").expect("url"),
+            token: None,
+            hmac_key: Some(b"k".to_vec()),
+            channel: None,
+            username: "ferry".to_string(),
+            timeout: DEFAULT_TIMEOUT,
+        };
+        let e = event("OCISource", "charts", &[], true);
+        let out = build_request(&provider, None, &e).expect("request");
+        let body: serde_json::Value = serde_json::from_slice(&out.body).expect("json");
+        assert_eq!(body["involvedObject"]["kind"], "OCISource");
+        assert_eq!(body["severity"], "error");
+        let slack = ResolvedProvider {
+            provider_type: ProviderType::Slack,
+            ..provider
+        };
+        let out = build_request(&slack, Some("prod"), &e).expect("request");
+        let body: serde_json::Value = serde_json::from_slice(&out.body).expect("json");
+        assert_eq!(body["attachments"][0]["title"], "OCISource/ns/charts");
+        assert_eq!(body["text"], "prod: OCISource/ns/charts NewArtifact");
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT, RECONCILING, STALLED};
+use ferry_api::common::{self, READY, RECONCILE_REQUESTED_AT};
 use ferry_api::{OCISource, OCISourceStatus};
 use ferry_engine::source::oci::{self, ArtifactRef, OciError, PullLimits, PullRequest};
 use ferry_engine::source::registry::auth::{self, Credentials};
@@ -26,6 +26,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
+use super::notification;
 use crate::context::{Artifact, Context, Key, key_of};
 use crate::metrics::ObjectLabels;
 
@@ -122,7 +123,7 @@ pub async fn reconcile(
 
 async fn reconcile_inner(
     source: &OCISource,
-    ctx: &Context,
+    ctx: &Arc<Context>,
 ) -> (Result<Action, OciSourceError>, bool) {
     let key = key_of(source);
     let shown = format!("{}/{}", key.0, key.1);
@@ -138,7 +139,6 @@ async fn reconcile_inner(
     let mut status = old.clone();
     status.observed_generation = source.metadata.generation;
     status.last_handled_reconcile_at = requested;
-    common::remove_condition(&mut status.conditions, RECONCILING);
 
     let pulled = pull(source, ctx).await;
     let good = pulled.is_ok();
@@ -160,11 +160,9 @@ async fn reconcile_inner(
             }
             status.origin_source = pulled.origin_source.clone();
             status.origin_revision = pulled.origin_revision.clone();
-            common::remove_condition(&mut status.conditions, STALLED);
-            common::set_condition(
+            // kstatus (ferry_api::kstatus): Ready=True, no Reconciling, no Stalled.
+            common::set_ready(
                 &mut status.conditions,
-                READY,
-                true,
                 "Succeeded",
                 &format!("stored artifact revision {}", pulled.revision),
                 source.metadata.generation,
@@ -174,13 +172,17 @@ async fn reconcile_inner(
                 ctx.trigger_releases_of_source(&key);
             }
             if old.revision.as_deref() != Some(&pulled.revision) {
-                ctx.publish_event(
+                let note = format!("stored artifact revision {}", pulled.revision);
+                ctx.publish_event(source, EventType::Normal, "NewArtifact", &note)
+                    .await;
+                notification::dispatch(
+                    ctx,
                     source,
+                    Some(&pulled.revision),
                     EventType::Normal,
                     "NewArtifact",
-                    &format!("stored artifact revision {}", pulled.revision),
-                )
-                .await;
+                    &note,
+                );
             }
             Action::requeue(ctx.backoff.interval(ctx.clamp_interval(interval(source))))
         }
@@ -194,30 +196,28 @@ async fn reconcile_inner(
                 .map(|r| format!("; still serving the last good revision {r}"))
                 .unwrap_or_default();
             let full = format!("{}{kept}", failure.message);
-            common::set_condition(
+            // kstatus: Stalled (only a spec change helps) for an invalid spec, else Reconciling
+            // (ProgressingWithRetry: a failed pull, refused credentials, a missing Secret are
+            // retried); Ready=False last either way.
+            common::set_failure(
                 &mut status.conditions,
-                READY,
-                false,
                 failure.reason,
                 &full,
+                failure.stalled,
                 source.metadata.generation,
             );
-            if failure.stalled {
-                common::set_condition(
-                    &mut status.conditions,
-                    STALLED,
-                    true,
-                    failure.reason,
-                    &failure.message,
-                    source.metadata.generation,
-                );
-            } else {
-                common::remove_condition(&mut status.conditions, STALLED);
-            }
             if prev_message != full {
                 tracing::warn!(source = %shown, "pull failed: {}", failure.message);
                 ctx.publish_event(source, EventType::Warning, failure.reason, &full)
                     .await;
+                notification::dispatch(
+                    ctx,
+                    source,
+                    status.revision.as_deref(),
+                    EventType::Warning,
+                    failure.reason,
+                    &full,
+                );
             }
             if failure.stalled {
                 Action::await_change()
