@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 source "${FERRY_TESTENV_DIR:-/tmp/ferry-testenv}/env"
-cargo run -q -p ferry-ui --example first_paint -- "${1:-1000}" "${2:-5}"
+# --release: what users run (`ferry ui` ships as a release binary); a debug build paints slower.
+cargo run -q --release -p ferry-ui --example first_paint -- "${1:-1000}" "${2:-5}"
