@@ -160,6 +160,11 @@ pub struct AgentOptions {
     /// spec.render says (Flux's flag of the same name). See docs/render.md.
     #[arg(long, env = "FERRY_NO_REMOTE_BASES")]
     pub no_remote_bases: bool,
+    /// The dashboard's external URL (e.g. `https://ferry.example.com/ui`): commit statuses link
+    /// to `<URL>/apps/release/<namespace>/<name>` (the `ferry ui` page of the Release) when
+    /// their Provider sets no `spec.targetURL`. http(s), no user info, query or fragment.
+    #[arg(long, env = "FERRY_EXTERNAL_URL", value_name = "URL", value_parser = parse_external_url)]
+    pub external_url: Option<reqwest::Url>,
     /// Ceiling on a renderer's run time in seconds: ferry.yaml / spec.render
     /// `limits.timeoutSeconds` may lower it, never raise it above this.
     #[arg(long, env = "FERRY_RENDER_MAX_TIMEOUT_SECONDS", default_value_t = 300)]
@@ -213,6 +218,7 @@ impl AgentOptions {
             sealed_secrets: false,
             sealed_secrets_despite_bitnami: false,
             no_remote_bases: false,
+            external_url: None,
             render_max_timeout_seconds: 300,
             render_max_total_bytes: 256 * 1024 * 1024,
             render_max_file_bytes: 32 * 1024 * 1024,
@@ -251,6 +257,35 @@ impl AgentOptions {
     }
 }
 
+/// --external-url: an http(s) URL with a host and no user info (it is shown on every commit
+/// status), no query or fragment (paths are appended to it).
+pub fn parse_external_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text.trim())
+        .map_err(|e| format!("--external-url is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "--external-url has scheme {:?}; use an http(s) URL",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("--external-url has no host".to_string());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "--external-url carries user info; it is shown on commit statuses, so it must hold no credentials"
+                .to_string(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "--external-url has a query or fragment; give the dashboard's base URL (paths are appended)"
+                .to_string(),
+        );
+    }
+    Ok(url)
+}
+
 /// A size flag: bytes, or with a binary (`Ki`, `Mi`, `Gi`, `Ti`) or decimal (`k`, `M`, `G`, `T`)
 /// suffix, like Kubernetes quantities.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -285,7 +320,26 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_external_url, parse_size};
+
+    #[test]
+    fn external_urls_are_http_without_credentials() {
+        let url = parse_external_url("https://ferry.example.com/ui/").expect("https");
+        assert_eq!(url.as_str(), "https://ferry.example.com/ui/");
+        assert!(parse_external_url("http://10.0.0.1:7077").is_ok());
+        for (bad, needle) in [
+            ("https://admin:s3cret@ferry.example.com", "user info"),
+            ("https://token@ferry.example.com", "user info"),
+            ("javascript:alert(1)", "scheme"),
+            ("file:///etc/passwd", "scheme"),
+            ("https://ferry.example.com/?token=x", "query"),
+            ("ferry.example.com", "not a URL"),
+        ] {
+            let err = parse_external_url(bad).expect_err(bad);
+            assert!(err.contains(needle), "{bad}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -1,6 +1,8 @@
 //! The REAL forge of the test environment (Gitea) both ways. Notifications: a Provider of type
-//! `gitea` and an Alert make the in-process agent write a commit status on the commit it applied
-//! (success after an apply, failure for a broken commit), read back through Gitea's API.
+//! `gitea` and an Alert make the in-process agent write commit statuses on the commit it applies
+//! (pending while it applies, then success, or failure for a broken commit), each with its link
+//! (the agent's --external-url page of the Release, then the Provider's spec.targetURL), read
+//! back through Gitea's API.
 //! Webhooks: Gitea's own signed push events (a repository webhook made through its API) reach
 //! the agent's Receiver and the pushed commit is applied at once; deliveries signed with a wrong
 //! secret or with none are refused (401) and trigger nothing. The app lives in a Gitea
@@ -243,6 +245,31 @@ async fn status_seen_by_polling(
     None
 }
 
+/// The statuses of `context` on `sha`, oldest first (Gitea keeps every status it was sent).
+async fn history(
+    forge: &ForgeRepo,
+    http: &reqwest::Client,
+    sha: &str,
+    context: &str,
+) -> Vec<serde_json::Value> {
+    let mut all: Vec<serde_json::Value> = forge
+        .statuses(http, sha)
+        .await
+        .into_iter()
+        .filter(|s| s["context"].as_str() == Some(context))
+        .collect();
+    all.sort_by_key(|s| s["id"].as_i64());
+    all
+}
+
+/// The states of `statuses` in order, e.g. `["pending", "success"]`.
+fn states(statuses: &[serde_json::Value]) -> Vec<String> {
+    statuses
+        .iter()
+        .map(|s| s["status"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 async fn wait_status(
     forge: &ForgeRepo,
     http: &reqwest::Client,
@@ -279,7 +306,11 @@ async fn gitea_commit_status_follows_applies_and_failures() {
     let forge = ForgeRepo::create(&env, &http).await;
     let first = forge.commit_and_push(&[("app/a.yaml", &configmap_yaml("a", "one"))], "first");
 
-    let (_agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    // The dashboard's address: the default link of every commit status.
+    let (_agent, _cache) = start_agent(&env, &[&ns.name], |o| {
+        o.external_url = Some("https://ferry.example.com/ui/".parse().expect("url"));
+    })
+    .await;
     secret(
         &client,
         &ns.name,
@@ -364,6 +395,41 @@ async fn gitea_commit_status_follows_applies_and_failures() {
             .is_some_and(|d| d.contains(&first)),
         "description names the revision: {status}"
     );
+    // The link: the dashboard's page of the Release (--external-url, no Provider targetURL).
+    let dashboard = format!("https://ferry.example.com/ui/apps/release/{}/app", ns.name);
+    assert_eq!(status["target_url"], dashboard.as_str(), "{status}");
+    // Pending while the agent applied, then success; both with the link.
+    let first_statuses = history(&forge, &http, &first, &context).await;
+    assert_eq!(
+        states(&first_statuses),
+        ["pending", "success"],
+        "{first_statuses:#?}"
+    );
+    assert!(
+        first_statuses[0]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains(&first) && d.contains("applying")),
+        "{first_statuses:#?}"
+    );
+    assert!(
+        first_statuses
+            .iter()
+            .all(|s| s["target_url"] == dashboard.as_str()),
+        "{first_statuses:#?}"
+    );
+
+    // The Provider's own link template wins over the dashboard's.
+    let providers: kube::Api<Provider> = kube::Api::namespaced(client.clone(), &ns.name);
+    providers
+        .patch(
+            "gitea",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {
+                "targetURL": "https://grafana.example/d/deploys?release={namespace}/{name}&commit={commit}",
+            }})),
+        )
+        .await
+        .expect("set spec.targetURL");
 
     // A broken commit: the API server refuses the object, the commit gets a failure status.
     let broken = forge.commit_and_push(
@@ -379,13 +445,27 @@ async fn gitea_commit_status_follows_applies_and_failures() {
             .as_str()
             .is_some_and(|d| !d.is_empty())
     );
-    // The earlier commit keeps its success; the Alert says the last delivery worked.
+    let broken_statuses = history(&forge, &http, &broken, &context).await;
+    assert_eq!(
+        states(&broken_statuses),
+        ["pending", "failure"],
+        "{broken_statuses:#?}"
+    );
+    let grafana = format!(
+        "https://grafana.example/d/deploys?release={}/app&commit={broken}",
+        ns.name
+    );
     assert!(
-        forge
-            .statuses(&http, &first)
-            .await
+        broken_statuses
             .iter()
-            .all(|s| s["status"] == "success")
+            .all(|s| s["target_url"] == grafana.as_str()),
+        "{broken_statuses:#?}"
+    );
+    // The earlier commit keeps its pending and success (retries of the broken commit post
+    // nothing more); the Alert says the last delivery worked.
+    assert_eq!(
+        states(&history(&forge, &http, &first, &context).await),
+        ["pending", "success"]
     );
     let alerts: kube::Api<Alert> = kube::Api::namespaced(client.clone(), &ns.name);
     let alert = alerts.get("status").await.expect("alert");

@@ -101,11 +101,23 @@ async fn every_provider_shape_and_a_retried_500() {
         "first",
     );
     let (addr, sink) = start_sink().await;
-    let (_agent, _cache) = start_agent(&env, &[&ns.name], |_| {}).await;
+    // The dashboard's address: the commit status link of Providers without spec.targetURL.
+    let (_agent, _cache) = start_agent(&env, &[&ns.name], |o| {
+        o.external_url = Some("https://ferry.example.com".parse().expect("url"));
+    })
+    .await;
     git_secret(&env, &client, &ns.name, "git-auth").await;
     secret(&client, &ns.name, "hmac", &[("hmacKey", "hm4c-key")]).await;
     secret(&client, &ns.name, "token", &[("token", "t0ken-value")]).await;
     let base = format!("http://{addr}");
+    let mut github = provider(
+        "github",
+        "github",
+        &format!("{base}/owner/repo"),
+        Some("token"),
+    );
+    github["spec"]["targetURL"] =
+        serde_json::json!("https://ci.example.com/deploys/{namespace}/{name}?commit={commit}");
     let providers = [
         provider(
             "hmac",
@@ -122,12 +134,7 @@ async fn every_provider_shape_and_a_retried_500() {
         provider("slack", "slack", &format!("{base}/slack"), None),
         provider("teams", "msteams", &format!("{base}/teams"), None),
         provider("discord", "discord", &format!("{base}/discord"), None),
-        provider(
-            "github",
-            "github",
-            &format!("{base}/owner/repo"),
-            Some("token"),
-        ),
+        github,
         provider(
             "gitlab",
             "gitlab",
@@ -234,7 +241,59 @@ async fn every_provider_shape_and_a_retried_500() {
             .is_some_and(|d| d.contains(&sha))
     );
 
-    let github = by(&format!("/api/v3/repos/owner/repo/statuses/{sha}"));
+    // Forges: pending (GitLab: running) while the agent applied, then the result, in this order.
+    let github_path = format!("/api/v3/repos/owner/repo/statuses/{sha}");
+    let gitlab_path = format!("/api/v4/projects/group%2Fproject/statuses/{sha}");
+    let settled = wait_for(
+        "both forges got the result after the pending state",
+        Duration::from_secs(60),
+        || async {
+            let seen = sink.seen.lock().expect("lock").clone();
+            let count = |p: &str| seen.iter().filter(|r| r.path == p).count();
+            if count(&github_path) >= 2 && count(&gitlab_path) >= 2 {
+                return Ok(Some(seen));
+            }
+            anyhow::bail!(
+                "not yet: {:?}",
+                seen.iter().map(|r| &r.path).collect::<Vec<_>>()
+            )
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let seen = settled;
+    let states = |path: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.body["state"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(states(&github_path), ["pending", "success"]);
+    assert_eq!(states(&gitlab_path), ["running", "success"]);
+    let last = |path: &str| {
+        seen.iter()
+            .rev()
+            .find(|r| r.path == path)
+            .cloned()
+            .expect("recorded")
+    };
+    // The links: the Provider's template for GitHub, the dashboard's page for GitLab.
+    for r in seen.iter().filter(|r| r.path == github_path) {
+        assert_eq!(
+            r.body["target_url"],
+            format!(
+                "https://ci.example.com/deploys/{}/app?commit={sha}",
+                ns.name
+            )
+        );
+    }
+    for r in seen.iter().filter(|r| r.path == gitlab_path) {
+        assert_eq!(
+            r.body["target_url"],
+            format!("https://ferry.example.com/apps/release/{}/app", ns.name)
+        );
+    }
+    let github = last(&github_path);
     assert_eq!(
         github
             .headers
@@ -248,7 +307,7 @@ async fn every_provider_shape_and_a_retried_500() {
     );
     assert_eq!(github.body["state"], "success");
     assert_eq!(github.body["context"], format!("ferry/{}/app", ns.name));
-    let gitlab = by(&format!("/api/v4/projects/group%2Fproject/statuses/{sha}"));
+    let gitlab = last(&gitlab_path);
     assert_eq!(
         gitlab
             .headers
@@ -259,8 +318,10 @@ async fn every_provider_shape_and_a_retried_500() {
     assert_eq!(gitlab.body["state"], "success");
     assert_eq!(gitlab.body["name"], format!("ferry/{}/app", ns.name));
 
-    // Deduplicated: the same event for the same revision went out once per Alert.
+    // Deduplicated: the same event for the same revision went out once per Alert; chats and
+    // signed events get the result only (no "applying").
     assert_eq!(seen.iter().filter(|r| r.path == "/slack").count(), 1);
+    assert_eq!(seen.iter().filter(|r| r.path == "/hmac").count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -297,8 +358,18 @@ async fn refused_providers_say_why_and_send_nothing() {
         provider("file", "slack", "file:///etc/passwd", None),
     )
     .await;
+    // A commit status link with credentials in it: refused, never quoted.
+    let mut leaky = provider(
+        "leaky",
+        "github",
+        &format!("http://{addr}/owner/repo"),
+        None,
+    );
+    leaky["spec"]["targetURL"] = serde_json::json!("https://admin:s3cret@dash.example/{name}");
+    create::<Provider>(&client, &ns.name, leaky).await;
     create::<Alert>(&client, &ns.name, alert("locked", "locked")).await;
     create::<Alert>(&client, &ns.name, alert("file", "file")).await;
+    create::<Alert>(&client, &ns.name, alert("leaky", "leaky")).await;
     create::<GitSource>(
         &client,
         &ns.name,
@@ -320,6 +391,11 @@ async fn refused_providers_say_why_and_send_nothing() {
             "grant that identity get on the Secret",
         ),
         ("file", "InvalidAddress", "has scheme \"file\""),
+        (
+            "leaky",
+            "InvalidTargetURL",
+            "spec.targetURL carries user info",
+        ),
     ] {
         let p = wait_for(
             &format!("Provider {name} refused"),
@@ -339,7 +415,7 @@ async fn refused_providers_say_why_and_send_nothing() {
         .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(p.0, reason, "{name}: {}", p.1);
         assert!(p.1.contains(needle), "{name}: {}", p.1);
-        assert!(!p.1.contains("hm4c-key"));
+        assert!(!p.1.contains("hm4c-key") && !p.1.contains("s3cret"));
     }
     assert!(
         sink.seen.lock().expect("lock").is_empty(),

@@ -72,6 +72,13 @@ pub struct ProviderSpec {
     /// Credentials go only to the host of the provider's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+    /// The link a commit status carries (forge providers): an http(s) URL template where
+    /// `{namespace}`, `{name}`, `{revision}` and `{commit}` are replaced by the Release's
+    /// namespace, name, attempted revision and commit SHA (each percent-encoded). Without it,
+    /// the agent's `--external-url` dashboard link to the Release, if the agent has one. No
+    /// user info (credentials) allowed: the link is shown to everyone who can see the commit.
+    #[serde(default, rename = "targetURL", skip_serializing_if = "Option::is_none")]
+    pub target_url: Option<String>,
     /// Timeout of one delivery attempt (Go duration). Default `15s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,

@@ -5,7 +5,7 @@
 //! kstatus conditions (`Ready`, `Stalled` when only a change helps, `Reconciling` after a
 //! failure the next event retries). An Alert's own spec is checked when the Alert watch sees it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,10 @@ pub enum NotifyError {
         index: usize,
         detail: String,
     },
+    #[error(
+        "Provider {provider}: spec.targetURL {reason}; use an http(s) URL without credentials, e.g. https://dashboard.example/{{namespace}}/{{name}}"
+    )]
+    InvalidTargetUrl { provider: String, reason: String },
     #[error("Alert {alert}: exclusionList entry {pattern:?} is not a regular expression: {source}")]
     InvalidExclusion {
         alert: String,
@@ -96,6 +100,7 @@ impl NotifyError {
             Self::SecretNotFound { .. } => "SecretNotFound",
             Self::SecretKeyMissing { .. } => "SecretKeyMissing",
             Self::InvalidAddress { .. } => "InvalidAddress",
+            Self::InvalidTargetUrl { .. } => "InvalidTargetURL",
             Self::InvalidEventSource { .. } => "InvalidEventSource",
             Self::InvalidExclusion { .. } => "InvalidExclusionList",
             Self::Delivery { .. } | Self::Client(_) => "DeliveryFailed",
@@ -111,6 +116,7 @@ impl NotifyError {
             Self::InvalidEventSource { .. }
                 | Self::InvalidExclusion { .. }
                 | Self::InvalidAddress { .. }
+                | Self::InvalidTargetUrl { .. }
                 | Self::SecretKeyMissing { .. }
         )
     }
@@ -148,7 +154,7 @@ impl ObjectEvent {
     fn state(&self) -> CommitState {
         if self.warning {
             CommitState::Failure
-        } else if matches!(self.reason.as_str(), "Progressing" | "Reconciling") {
+        } else if matches!(self.reason.as_str(), PROGRESSING | "Reconciling") {
             CommitState::Pending
         } else {
             CommitState::Success
@@ -159,6 +165,11 @@ impl ObjectEvent {
         format!("{}/{}/{}", self.kind, self.namespace, self.name)
     }
 }
+
+/// The reason of the event the Release controller publishes when it starts applying a revision
+/// it has not attempted before: a `pending` commit status (GitLab: `running`) until the
+/// `Synced` or failure event of the same revision follows. Sent to forge providers only.
+pub const PROGRESSING: &str = "Progressing";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CommitState {
@@ -190,7 +201,58 @@ pub fn dispatch<K: Resource<DynamicType = ()>>(
         revision: revision.map(str::to_string),
     };
     let ctx = ctx.clone();
-    tokio::spawn(async move { deliver_to_alerts(&ctx, event).await });
+    in_order(
+        event.title(),
+        Box::pin(async move { deliver_to_alerts(&ctx, event).await }),
+    );
+}
+
+type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The deliveries of each object still to run, in the order its controller published them: an
+/// object with deliveries under way has an entry, which its one worker drains.
+static QUEUES: LazyLock<Mutex<HashMap<String, VecDeque<Delivery>>>> = LazyLock::new(Mutex::default);
+
+/// Run the deliveries of one object (`key`) one after the other, in the order they were handed
+/// in, in the background: a `pending` commit status must not land after the `success` that
+/// follows it, whichever provider answers faster.
+fn in_order(key: String, delivery: Delivery) {
+    {
+        let mut queues = QUEUES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = queues.get_mut(&key) {
+            // Its worker is busy with an earlier one: it takes this one next.
+            queue.push_back(delivery);
+            return;
+        }
+        queues.insert(key.clone(), VecDeque::new());
+    }
+    tokio::spawn(async move {
+        let _worker = Worker(key.clone());
+        let mut next = Some(delivery);
+        while let Some(delivery) = next {
+            delivery.await;
+            let mut queues = QUEUES.lock().unwrap_or_else(|p| p.into_inner());
+            next = queues.get_mut(&key).and_then(VecDeque::pop_front);
+            if next.is_none() {
+                queues.remove(&key);
+            }
+        }
+    });
+}
+
+/// An object's delivery worker; should it panic, its queue goes too, so the next event starts a
+/// new worker instead of waiting behind a dead one.
+struct Worker(String);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            QUEUES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.0);
+        }
+    }
 }
 
 async fn deliver_to_alerts(ctx: &Context, event: ObjectEvent) {
@@ -428,6 +490,9 @@ pub struct ResolvedProvider {
     pub channel: Option<String>,
     pub username: String,
     pub timeout: Duration,
+    /// The commit status link, a template checked by [`check_target_url`]: the Provider's
+    /// `spec.targetURL`, else the agent's `--external-url` page of the Release.
+    pub target_url: Option<String>,
 }
 
 /// Send `event` to the Alert's Provider. `Ok(None)`: nothing to send to this Provider (a
@@ -453,6 +518,10 @@ async fn deliver(
     // automation's events have no such commit. Not an error: an Alert may mix kinds.
     if provider.spec.provider_type.is_forge() && event.kind != "Release" {
         tracing::debug!(provider = %provider.name_any(), kind = %event.kind, "commit-status providers take Release events only; skipped");
+        return Ok(None);
+    }
+    // "Applying" is a commit status (pending); chats and signed events get the results only.
+    if event.reason == PROGRESSING && !provider.spec.provider_type.is_forge() {
         return Ok(None);
     }
     let resolved = match resolve(ctx, &provider).await {
@@ -520,6 +589,19 @@ async fn resolve(ctx: &Context, provider: &Provider) -> Result<ResolvedProvider,
         })?;
     let address = check_address(&label, &address_text)?;
     let provider_type = provider.spec.provider_type;
+    // The link: the Provider's template, else the dashboard's page of the Release.
+    let target_url = match &provider.spec.target_url {
+        Some(template) => Some(template.trim().to_string()),
+        None => ctx.options.external_url.as_ref().map(|base| {
+            format!(
+                "{}/apps/release/{{namespace}}/{{name}}",
+                base.as_str().trim_end_matches('/')
+            )
+        }),
+    };
+    if let Some(template) = &target_url {
+        check_target_url(&label, template)?;
+    }
     let token = text("token");
     let hmac_key = data.get("hmacKey").or_else(|| data.get("token")).cloned();
     let secret_label = || {
@@ -565,6 +647,7 @@ async fn resolve(ctx: &Context, provider: &Provider) -> Result<ResolvedProvider,
             .clone()
             .unwrap_or_else(|| "ferry".to_string()),
         timeout,
+        target_url,
     })
 }
 
@@ -589,6 +672,57 @@ pub fn check_address(provider: &str, text: &str) -> Result<Url, NotifyError> {
         ));
     }
     Ok(url)
+}
+
+/// A commit status link: `template` with `{namespace}`, `{name}`, `{revision}` and `{commit}`
+/// replaced by the Release's values, each percent-encoded (a value cannot add a path segment, a
+/// query or a host), and the result checked like an address: http(s), a host, no user info.
+pub fn target_url(
+    provider: &str,
+    template: &str,
+    namespace: &str,
+    name: &str,
+    revision: Option<&str>,
+    commit: Option<&str>,
+) -> Result<Url, NotifyError> {
+    let invalid = |reason: String| NotifyError::InvalidTargetUrl {
+        provider: provider.to_string(),
+        reason,
+    };
+    let text = template
+        .replace("{namespace}", &urlencode(namespace))
+        .replace("{name}", &urlencode(name))
+        .replace("{revision}", &urlencode(revision.unwrap_or_default()))
+        .replace("{commit}", &urlencode(commit.unwrap_or_default()));
+    let url = Url::parse(&text).map_err(|e| invalid(format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("has scheme {:?}", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("has no host".to_string()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "carries user info (credentials), which everyone who sees the commit would see"
+                .to_string(),
+        ));
+    }
+    Ok(url)
+}
+
+/// Refuse a link template that cannot give a valid link (tried with a sample Release).
+pub fn check_target_url(provider: &str, template: &str) -> Result<(), NotifyError> {
+    let commit = "0".repeat(40);
+    let revision = format!("main@sha1:{commit}");
+    target_url(
+        provider,
+        template,
+        "namespace",
+        "name",
+        Some(&revision),
+        Some(&commit),
+    )
+    .map(drop)
 }
 
 /// One HTTP request a provider makes: the URL is always on the provider's address host.
@@ -635,11 +769,32 @@ pub fn build_request(
         Ok((url, commit, path))
     };
     let token = provider.token.clone().unwrap_or_default();
+    // Forges: the link as `target_url` (the statuses APIs of Gitea, GitHub and GitLab alike).
+    let link = match &provider.target_url {
+        Some(template) if provider.provider_type.is_forge() => Some(
+            target_url(
+                &provider.name,
+                template,
+                &event.namespace,
+                &event.name,
+                event.revision.as_deref(),
+                event.commit().as_deref(),
+            )?
+            .to_string(),
+        ),
+        _ => None,
+    };
+    let with_link = |mut body: serde_json::Value| {
+        if let Some(link) = &link {
+            body["target_url"] = serde_json::Value::String(link.clone());
+        }
+        json(body)
+    };
     let out = match provider.provider_type {
         ProviderType::Gitea => {
             let (url, commit, _) = forge("/api/v1/repos/{owner}/{repo}/statuses/{sha}")?;
             headers.push(("Authorization", format!("token {token}")));
-            let body = json(serde_json::json!({
+            let body = with_link(serde_json::json!({
                 "state": match state { CommitState::Pending => "pending", CommitState::Success => "success", CommitState::Failure => "failure" },
                 "context": context, "description": description,
             }));
@@ -664,7 +819,7 @@ pub fn build_request(
             }
             headers.push(("Authorization", format!("Bearer {token}")));
             headers.push(("Accept", "application/vnd.github+json".to_string()));
-            let body = json(serde_json::json!({
+            let body = with_link(serde_json::json!({
                 "state": match state { CommitState::Pending => "pending", CommitState::Success => "success", CommitState::Failure => "failure" },
                 "context": context, "description": description,
             }));
@@ -678,7 +833,7 @@ pub fn build_request(
         ProviderType::Gitlab => {
             let (url, commit, _) = forge("/api/v4/projects/{project}/statuses/{sha}")?;
             headers.push(("PRIVATE-TOKEN", token));
-            let body = json(serde_json::json!({
+            let body = with_link(serde_json::json!({
                 "state": match state { CommitState::Pending => "running", CommitState::Success => "success", CommitState::Failure => "failed" },
                 "name": context, "description": description,
             }));
@@ -1101,6 +1256,7 @@ mod tests {
             channel: None,
             username: "ferry".to_string(),
             timeout: DEFAULT_TIMEOUT,
+            target_url: None,
         };
         let e = event("OCISource", "charts", &[], true);
         let out = build_request(&provider, None, &e).expect("request");
@@ -1115,5 +1271,175 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&out.body).expect("json");
         assert_eq!(body["attachments"][0]["title"], "OCISource/ns/charts");
         assert_eq!(body["text"], "prod: OCISource/ns/charts NewArtifact");
+    }
+}
+
+/// The commit status bodies of the three forges, with their link and the pending state.
+#[cfg(test)]
+mod commit_status_tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn forge(kind: ProviderType, address: &str, link: Option<&str>) -> ResolvedProvider {
+        ResolvedProvider {
+            name: "shop/forge".to_string(),
+            provider_type: kind,
+            address: Url::parse(address).expect("url"),
+            token: Some("t0ken".to_string()),
+            hmac_key: None,
+            channel: None,
+            username: "ferry".to_string(),
+            timeout: DEFAULT_TIMEOUT,
+            target_url: link.map(str::to_string),
+        }
+    }
+
+    fn release_event(reason: &str, warning: bool) -> ObjectEvent {
+        ObjectEvent {
+            kind: "Release".to_string(),
+            namespace: "shop".to_string(),
+            name: "web".to_string(),
+            labels: BTreeMap::new(),
+            warning,
+            reason: reason.to_string(),
+            message: format!("main@sha1:{SHA}: {reason}"),
+            revision: Some(format!("main@sha1:{SHA}")),
+        }
+    }
+
+    fn body(out: &Outgoing) -> serde_json::Value {
+        serde_json::from_slice(&out.body).expect("json body")
+    }
+
+    const DASHBOARD: &str = "https://ferry.example.com/ui/apps/release/{namespace}/{name}";
+
+    #[test]
+    fn gitea_status_carries_the_link_and_each_state() {
+        let gitea = forge(
+            ProviderType::Gitea,
+            "https://gitea.example/acme/shop.git",
+            Some(DASHBOARD),
+        );
+        let out = build_request(&gitea, None, &release_event(PROGRESSING, false)).expect("out");
+        assert_eq!(
+            out.url.as_str(),
+            format!("https://gitea.example/api/v1/repos/acme/shop/statuses/{SHA}")
+        );
+        assert!(
+            out.headers
+                .contains(&("Authorization", "token t0ken".to_string()))
+        );
+        assert_eq!(
+            body(&out),
+            serde_json::json!({
+                "state": "pending",
+                "context": "ferry/shop/web",
+                "description": format!("main@sha1:{SHA}: Progressing"),
+                "target_url": "https://ferry.example.com/ui/apps/release/shop/web",
+            })
+        );
+        let done = build_request(&gitea, None, &release_event("Synced", false)).expect("out");
+        assert_eq!(body(&done)["state"], "success");
+        let failed = build_request(&gitea, None, &release_event("ApplyFailed", true)).expect("out");
+        assert_eq!(body(&failed)["state"], "failure");
+        assert_eq!(body(&failed)["target_url"], body(&out)["target_url"]);
+    }
+
+    #[test]
+    fn github_status_carries_the_link() {
+        let template = "https://grafana.example/d/deploys?var-release={namespace}/{name}&var-rev={revision}&sha={commit}";
+        let github = forge(
+            ProviderType::Github,
+            "https://github.com/acme/shop",
+            Some(template),
+        );
+        let out = build_request(&github, None, &release_event(PROGRESSING, false)).expect("out");
+        assert_eq!(
+            out.url.as_str(),
+            format!("https://api.github.com/repos/acme/shop/statuses/{SHA}")
+        );
+        assert_eq!(
+            body(&out),
+            serde_json::json!({
+                "state": "pending",
+                "context": "ferry/shop/web",
+                "description": format!("main@sha1:{SHA}: Progressing"),
+                "target_url": format!("https://grafana.example/d/deploys?var-release=shop/web&var-rev=main%40sha1%3A{SHA}&sha={SHA}"),
+            })
+        );
+        let done = build_request(&github, None, &release_event("Synced", false)).expect("out");
+        assert_eq!(body(&done)["state"], "success");
+    }
+
+    #[test]
+    fn gitlab_status_carries_the_link_as_target_url() {
+        let gitlab = forge(
+            ProviderType::Gitlab,
+            "https://gitlab.example/group/sub/shop",
+            Some(DASHBOARD),
+        );
+        let out = build_request(&gitlab, None, &release_event(PROGRESSING, false)).expect("out");
+        assert_eq!(
+            out.url.as_str(),
+            format!("https://gitlab.example/api/v4/projects/group%2Fsub%2Fshop/statuses/{SHA}")
+        );
+        assert_eq!(
+            body(&out),
+            serde_json::json!({
+                "state": "running",
+                "name": "ferry/shop/web",
+                "description": format!("main@sha1:{SHA}: Progressing"),
+                "target_url": "https://ferry.example.com/ui/apps/release/shop/web",
+            })
+        );
+        let failed =
+            build_request(&gitlab, None, &release_event("ApplyFailed", true)).expect("out");
+        assert_eq!(body(&failed)["state"], "failed");
+        // No link configured: no `target_url` key at all.
+        let plain = forge(
+            ProviderType::Gitlab,
+            "https://gitlab.example/group/shop",
+            None,
+        );
+        let out = build_request(&plain, None, &release_event("Synced", false)).expect("out");
+        assert!(body(&out).get("target_url").is_none(), "{}", body(&out));
+    }
+
+    #[test]
+    fn link_templates_are_http_without_credentials_and_values_cannot_escape() {
+        assert!(check_target_url("shop/forge", DASHBOARD).is_ok());
+        for (template, needle) in [
+            ("https://admin:s3cret@ferry.example.com/{name}", "user info"),
+            ("https://token@ferry.example.com/{name}", "user info"),
+            ("javascript:alert('{name}')", "scheme"),
+            ("file:///srv/{name}", "scheme"),
+            ("/apps/{namespace}/{name}", "not a URL"),
+        ] {
+            let err = check_target_url("shop/forge", template).expect_err(template);
+            assert_eq!(err.reason(), "InvalidTargetURL");
+            assert!(err.needs_change(), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(needle) && text.contains("spec.targetURL"),
+                "{text}"
+            );
+            assert!(!text.contains("s3cret"), "never quoted: {text}");
+        }
+        // A value is one percent-encoded piece: a revision cannot add a path, query or host.
+        let url = target_url(
+            "shop/forge",
+            "https://ferry.example.com/{name}/{revision}",
+            "shop",
+            "web",
+            Some("feature/x?y=1#z@evil.example"),
+            None,
+        )
+        .expect("url");
+        assert_eq!(url.host_str(), Some("ferry.example.com"));
+        assert_eq!(
+            url.as_str(),
+            "https://ferry.example.com/web/feature%2Fx%3Fy%3D1%23z%40evil.example"
+        );
     }
 }

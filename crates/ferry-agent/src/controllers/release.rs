@@ -738,6 +738,19 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
             Err(e) => return failed("DriftCheckFailed", e),
         }
     }
+    // A revision not attempted before: the Alerts hear that it is being applied (a `pending`
+    // commit status) now, and its result (`Synced` or the failure, always recorded for a new
+    // revision) after the apply. A notification only: no Kubernetes Event, no API request.
+    if super::release_progress::first_attempt(release, &revision) {
+        super::notification::dispatch(
+            ctx,
+            release,
+            Some(&revision),
+            EventType::Normal,
+            super::notification::PROGRESSING,
+            &format!("{revision}: applying"),
+        );
+    }
     // The engine's futures are Send: the apply runs on this reconcile's own task (no blocking
     // thread pinned per Release).
     let applied = tokio::time::timeout(

@@ -39,6 +39,17 @@ pub fn new_work(
         .then(|| format!("applying revision {revision}"))
 }
 
+/// Whether the Release is about to apply `revision` for the first time (not its last attempted
+/// one): then its apply is announced to the Alerts (`Progressing`, a pending commit status).
+/// A retry of a failed revision, a re-apply on the interval and a drift correction are not.
+pub fn first_attempt(release: &Release, revision: &str) -> bool {
+    release
+        .status
+        .as_ref()
+        .and_then(|s| s.last_attempted_revision.as_deref())
+        != Some(revision)
+}
+
 /// The revision of the Release's GitSource this replica has, if any (a refused cross-namespace
 /// reference is decided later; here it only means no announcement).
 fn source_revision(release: &Release, ctx: &Context) -> Option<String> {
@@ -115,6 +126,12 @@ mod tests {
             new_work(Some(2), &seen, Some("main@sha1:bbb")).as_deref(),
             Some("applying revision main@sha1:bbb")
         );
+        // The apply of a revision is announced to the Alerts the first time only.
+        let mut release = Release::new("app", Default::default());
+        assert!(first_attempt(&release, "main@sha1:aaa"));
+        release.status = Some(seen.clone());
+        assert!(!first_attempt(&release, "main@sha1:aaa"));
+        assert!(first_attempt(&release, "main@sha1:bbb"));
         // A new Release (no Ready yet) reads as in progress without an announcement.
         assert_eq!(new_work(Some(1), &ReleaseStatus::default(), None), None);
         assert_eq!(
