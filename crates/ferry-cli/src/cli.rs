@@ -20,7 +20,8 @@ Exit codes:
   0  success (diff: no changes)
   1  diff: changes found; other commands: some objects failed
   2  error (bad input, cluster unreachable, refused for safety)
-  3  timed out waiting for health";
+  3  timed out waiting for health
+  4  apply: drift reported and left in place (ferry.yaml drift.mode: detect)";
 
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
@@ -51,6 +52,176 @@ pub struct GlobalArgs {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Namespace of the objects the command is about (default: the kubeconfig context's; for
+    /// install, check, uninstall, version and bootstrap the agent's, default ferry-system).
+    /// `ferry ui` takes it several times.
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        global = true,
+        value_name = "NS",
+        action = clap::ArgAction::Append,
+        add = crate::completion::namespaces()
+    )]
+    pub namespaces: Vec<String>,
+    /// Every namespace (get, events, ui; uninstall: the agent watches every namespace).
+    #[arg(short = 'A', long = "all-namespaces", global = true)]
+    pub all_namespaces: bool,
+}
+
+/// A combination of -n/-A a command cannot take, named with the flag that changes it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NamespaceFlagError(String);
+
+impl Cli {
+    /// Hand the global `-n/--namespace` and `-A/--all-namespaces` to the command that runs
+    /// (each keeps its own field, so every command reads its namespace as before), refusing
+    /// what makes no sense for it: a namespace for a command without one, `-A` for a command
+    /// about one namespace, both at once, several `-n` where one is meant.
+    pub fn resolve_namespaces(&mut self) -> Result<(), NamespaceFlagError> {
+        use Command as C;
+        let namespaces = self.global.namespaces.clone();
+        let all = self.global.all_namespaces;
+        let name = command_name(&self.command);
+        let refuse = |message: String| Err(NamespaceFlagError(message));
+        // Commands without a namespace of their own.
+        let no_namespace = match &self.command {
+            C::ClusterInfo => Some("it shows the cluster and your identity"),
+            C::SetImage(_) => Some("it edits files in a checkout"),
+            C::Secrets(_) => Some("it encrypts and decrypts files"),
+            C::Push(_) => Some("it pushes to a registry"),
+            C::Deploy(_) => Some("the Release is named by --release NAMESPACE/NAME"),
+            C::Completions { .. } | C::Completion(_) => Some("it prints a shell script"),
+            _ => None,
+        };
+        if let Some(why) = no_namespace {
+            if !namespaces.is_empty() {
+                return refuse(format!(
+                    "-n/--namespace does not apply to `ferry {name}`: {why}; leave it out"
+                ));
+            }
+            if all {
+                return refuse(format!(
+                    "-A/--all-namespaces does not apply to `ferry {name}`: {why}; leave it out"
+                ));
+            }
+            return Ok(());
+        }
+        let takes_all = matches!(
+            &self.command,
+            C::Get(_) | C::Events(_) | C::Ui(_) | C::Uninstall(_)
+        );
+        if all && !takes_all {
+            return refuse(format!(
+                "-A/--all-namespaces does not apply to `ferry {name}`: it acts in one namespace; name it with -n/--namespace NS (only get, events, ui and uninstall take -A)"
+            ));
+        }
+        // uninstall: -n is the agent's namespace and -A says that it watches every namespace.
+        if all && !namespaces.is_empty() && !matches!(&self.command, C::Uninstall(_)) {
+            return refuse(format!(
+                "-n/--namespace and -A/--all-namespaces cannot be used together with `ferry {name}`: -A already means every namespace; leave one out"
+            ));
+        }
+        if namespaces.len() > 1 && !matches!(&self.command, C::Ui(_)) {
+            return refuse(format!(
+                "-n/--namespace was given {} times ({}); `ferry {name}` acts in one namespace (only `ferry ui` takes several)",
+                namespaces.len(),
+                namespaces.join(", ")
+            ));
+        }
+        let one = namespaces.first().cloned();
+        let agent = || one.clone().unwrap_or_else(|| "ferry-system".to_string());
+        match &mut self.command {
+            C::Apply(args) => args.source.namespace = one,
+            C::Diff(args) => match &mut args.target {
+                Some(crate::commands::diff::DiffTarget::Release(release)) => {
+                    release.namespace = one
+                }
+                None => args.source.namespace = one,
+            },
+            C::Render(args) => args.source.namespace = one,
+            C::Delete(args) => args.namespace = one,
+            C::Status(args) => args.namespace = one,
+            C::Seal(args) => args.namespace = one,
+            C::Sync(args) => args.namespace = one,
+            C::Suspend(args) | C::Resume(args) => args.namespace = one,
+            C::Install(args) => args.namespace = agent(),
+            C::Check(args) => args.namespace = agent(),
+            C::Uninstall(args) => {
+                if all && !args.watch_namespaces.is_empty() {
+                    return refuse(
+                        "-A/--all-namespaces and --watch-namespace cannot be used together: the agent watches either every namespace or those listed".to_string(),
+                    );
+                }
+                args.namespace = agent();
+                args.all_namespaces = all;
+            }
+            C::Bootstrap(args) => args.install.namespace = agent(),
+            C::Ui(args) => args.namespaces = namespaces,
+            C::Get(args) => {
+                if all && let Some(object) = &args.name {
+                    return refuse(format!(
+                        "-A/--all-namespaces lists every namespace, but NAME {object:?} is one object: name its namespace with -n/--namespace instead"
+                    ));
+                }
+                args.namespace = one;
+                args.all_namespaces = all;
+            }
+            C::Tree(args) => args.namespace = one,
+            C::Events(args) => {
+                args.namespace = one;
+                args.all_namespaces = all;
+            }
+            C::Logs(args) => args.namespace = one,
+            C::History(args) => args.namespace = one,
+            C::Rollback(args) => args.namespace = one,
+            C::Version(args) => args.namespace = agent(),
+            C::ClusterInfo
+            | C::SetImage(_)
+            | C::Secrets(_)
+            | C::Push(_)
+            | C::Deploy(_)
+            | C::Completions { .. }
+            | C::Completion(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// The subcommand's name as typed (`get`, `cluster-info`), for messages.
+fn command_name(command: &Command) -> &'static str {
+    use Command as C;
+    match command {
+        C::ClusterInfo => "cluster-info",
+        C::Apply(_) => "apply",
+        C::Diff(_) => "diff",
+        C::Render(_) => "render",
+        C::Delete(_) => "delete",
+        C::Status(_) => "status",
+        C::SetImage(_) => "set-image",
+        C::Secrets(_) => "secrets",
+        C::Seal(_) => "seal",
+        C::Push(_) => "push",
+        C::Sync(_) => "sync",
+        C::Deploy(_) => "deploy",
+        C::Suspend(_) => "suspend",
+        C::Resume(_) => "resume",
+        C::Install(_) => "install",
+        C::Check(_) => "check",
+        C::Uninstall(_) => "uninstall",
+        C::Bootstrap(_) => "bootstrap",
+        C::Ui(_) => "ui",
+        C::Completions { .. } => "completions",
+        C::Completion(_) => "completion",
+        C::Get(_) => "get",
+        C::Tree(_) => "tree",
+        C::Events(_) => "events",
+        C::Logs(_) => "logs",
+        C::History(_) => "history",
+        C::Rollback(_) => "rollback",
+        C::Version(_) => "version",
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +347,101 @@ mod tests {
         match cli.command {
             Command::Apply(args) => Ok(args.timeout),
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn resolved(args: &[&str]) -> Result<Cli, String> {
+        let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        cli.resolve_namespaces().map_err(|e| e.to_string())?;
+        Ok(cli)
+    }
+
+    /// `-n`/`-A` are global: the same before and after the subcommand, handed to the command's
+    /// own field (the agent commands default to ferry-system), refused where they make no
+    /// sense, naming the flag.
+    #[test]
+    fn namespace_flags_are_global_and_refused_where_meaningless() {
+        for args in [
+            ["ferry", "-n", "team-a", "get", "releases"],
+            ["ferry", "get", "releases", "-n", "team-a"],
+            ["ferry", "get", "--namespace", "team-a", "releases"],
+        ] {
+            match resolved(&args).map(|c| c.command) {
+                Ok(Command::Get(get)) => {
+                    assert_eq!(get.namespace.as_deref(), Some("team-a"), "{args:?}");
+                    assert!(!get.all_namespaces);
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        match resolved(&["ferry", "-A", "events"]).map(|c| c.command) {
+            Ok(Command::Events(events)) => assert!(events.all_namespaces),
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["ferry", "version", "--client"]).map(|c| c.command) {
+            Ok(Command::Version(v)) => assert_eq!(v.namespace, "ferry-system"),
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["ferry", "-n", "ops", "install", "--export"]).map(|c| c.command) {
+            Ok(Command::Install(i)) => assert_eq!(i.namespace, "ops"),
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["ferry", "uninstall", "-n", "ops", "-A"]).map(|c| c.command) {
+            Ok(Command::Uninstall(u)) => {
+                assert_eq!(u.namespace, "ops");
+                assert!(u.all_namespaces);
+            }
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["ferry", "ui", "-n", "a", "-n", "b"]).map(|c| c.command) {
+            Ok(Command::Ui(ui)) => assert_eq!(ui.namespaces, ["a", "b"]),
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["ferry", "diff", "release", "web", "-n", "team-a"]).map(|c| c.command) {
+            Ok(Command::Diff(diff)) => match diff.target {
+                Some(crate::commands::diff::DiffTarget::Release(r)) => {
+                    assert_eq!(r.namespace.as_deref(), Some("team-a"))
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["ferry", "apply", ".", "-n", "team-a"]).map(|c| c.command) {
+            Ok(Command::Apply(apply)) => {
+                assert_eq!(apply.source.namespace.as_deref(), Some("team-a"))
+            }
+            other => panic!("{other:?}"),
+        }
+        for (args, names) in [
+            (
+                &["ferry", "get", "releases", "-n", "a", "-A"][..],
+                "-n/--namespace and -A/--all-namespaces",
+            ),
+            (
+                &["ferry", "-A", "get", "releases", "web"],
+                "-A/--all-namespaces",
+            ),
+            (&["ferry", "cluster-info", "-n", "a"], "-n/--namespace"),
+            (
+                &["ferry", "set-image", "-A", "a=b:1"],
+                "-A/--all-namespaces",
+            ),
+            (
+                &["ferry", "status", "--app", "web", "-n", "a", "-n", "b"],
+                "-n/--namespace",
+            ),
+            (&["ferry", "apply", ".", "-A"], "-A/--all-namespaces"),
+            (
+                &["ferry", "history", "release", "web", "-A"],
+                "-A/--all-namespaces",
+            ),
+            (
+                &["ferry", "uninstall", "-A", "--watch-namespace", "x"],
+                "--watch-namespace",
+            ),
+        ] {
+            let err = resolved(args).map(|c| c.command).expect_err("refused");
+            assert!(err.contains(names), "{args:?}: {err}");
         }
     }
 

@@ -19,9 +19,14 @@ fn main() -> ExitCode {
     // `COMPLETE=bash ferry -- ARGS` (the hook `ferry completion` prints) answers with
     // candidates and exits; without that variable this returns at once.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     output::init_tracing(cli.global.verbose);
     if let Err(err) = output::check_format(&cli.command, cli.global.output) {
+        output::print_error(&anyhow::Error::new(err));
+        return ExitCode::from(output::EXIT_ERROR);
+    }
+    // -n/--namespace and -A/--all-namespaces are global: handed to the command, or refused.
+    if let Err(err) = cli.resolve_namespaces() {
         output::print_error(&anyhow::Error::new(err));
         return ExitCode::from(output::EXIT_ERROR);
     }

@@ -10,6 +10,9 @@ pub const EXIT_CHANGES: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 /// `--wait` ran out of time before every object became healthy.
 pub const EXIT_TIMEOUT: u8 = 3;
+/// `ferry apply` with ferry.yaml `drift.mode: detect`: everything else applied, but objects
+/// edited in the cluster (and unchanged in the source) were reported and left as they are.
+pub const EXIT_DRIFT: u8 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {

@@ -63,6 +63,9 @@ pub fn apply_human(report: &ApplyReport, verbose: bool) -> String {
                 let _ = writeln!(out, "           {line}");
             }
         }
+        if !o.drift.is_empty() {
+            let _ = writeln!(out, "           differs: {}", o.drift.join(", "));
+        }
         if let Some(h) = &o.health
             && h.state != HealthState::Current
         {

@@ -643,3 +643,203 @@ fn render_needs_no_path_for_a_chart_and_a_refusal_names_root() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "configmap/prod-base\n");
 }
+
+/// The Ready condition of `kind`/`name` as the API server has it: (status, message).
+async fn ready_of(
+    client: &kube::Client,
+    ns: &str,
+    plural: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    let resource = kube::core::ApiResource {
+        group: ferry_api::GROUP.to_string(),
+        version: ferry_api::VERSION.to_string(),
+        api_version: format!("{}/{}", ferry_api::GROUP, ferry_api::VERSION),
+        kind: String::new(),
+        plural: plural.to_string(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let object = api.get_opt(name).await.ok().flatten()?;
+    let conditions = object.data["status"]["conditions"].as_array()?.clone();
+    conditions.iter().find(|c| c["type"] == "Ready").map(|c| {
+        (
+            c["status"].as_str().unwrap_or_default().to_string(),
+            c["message"].as_str().unwrap_or_default().to_string(),
+        )
+    })
+}
+
+/// `ferry get images` and `ferry get receivers` against objects the (in-process) agent has
+/// reconciled, and the global `-n`/`-A`: before or after the subcommand alike, refused where
+/// they make no sense, naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_images_and_receivers_with_global_namespace_flags() {
+    let (env, client, ns) = setup("get-kinds").await;
+    let ns = ns.name.clone();
+    ferry_testsupport::ferry::secret(&client, &ns, "hook-token", &[("token", "t0ken")]).await;
+    apply::<ferry_api::Receiver>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Receiver", "metadata": {"name": "github"},
+               "spec": {"type": "github", "secretRef": {"name": "hook-token"}}}),
+    )
+    .await;
+    apply::<ferry_api::ImageRepository>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageRepository", "metadata": {"name": "app"},
+               "spec": {"image": "registry.invalid/team/app", "interval": "10m"}}),
+    )
+    .await;
+    apply::<ferry_api::ImagePolicy>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImagePolicy", "metadata": {"name": "app"},
+               "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": ">=1.0.0"}}}}),
+    )
+    .await;
+    apply::<ferry_api::ImageUpdate>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ImageUpdate", "metadata": {"name": "auto"},
+               "spec": {"sourceRef": {"kind": "GitSource", "name": "repo"}, "interval": "10m",
+                        "git": {"commit": {"author": {"name": "ferry-bot", "email": "bot@ferry.invalid"}}, "pushBranch": "auto"},
+                        "update": {"path": "./"}}}),
+    )
+    .await;
+    // The agent reads a Receiver's Secret as the namespace's tenant (its `default` service
+    // account), which a cluster admin grants the namespace's admin role.
+    ferry_testsupport::ferry::grant_admin(&client, &ns, "default").await;
+    let (agent, _cache) = start_agent(&env, &[&ns], |o| o.image_automation = true).await;
+    // The agent has looked at each of them (ready or not, with its reason).
+    let ready = wait_until("the agent reconciled them", Duration::from_secs(60), || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let receiver = ready_of(&client, &ns, "receivers", "github").await;
+            let repository = ready_of(&client, &ns, "imagerepositories", "app").await;
+            Ok(match (receiver, repository) {
+                (Some(r), Some(i)) if r.0 == "True" => Some((r, i)),
+                _ => None,
+            })
+        }
+    })
+    .await;
+    let ((_, receiver_message), (repository_ready, repository_message)) = ready;
+
+    // Receivers: table, wide (the webhook path), -A (with the namespace), one by name, names.
+    let table = ok(&env, &["get", "receivers", "-n", &ns]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("github "))
+        .unwrap_or_else(|| panic!("no github row: {table}"));
+    assert!(
+        row.contains("True") && row.contains(&receiver_message),
+        "{table}"
+    );
+    assert_eq!(
+        ok(&env, &["-n", &ns, "get", "receivers"]),
+        table,
+        "-n before the subcommand is the same flag"
+    );
+    let wide = ok(&env, &["get", "receivers", "-n", &ns, "-o", "wide"]);
+    assert!(
+        wide.contains("WEBHOOK PATH") && wide.contains(&format!("/hook/{ns}/github")),
+        "{wide}"
+    );
+    let all = ok(&env, &["get", "receivers", "-A"]);
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with(&format!("{ns} ")) && l.contains("github")),
+        "{all}"
+    );
+    let one: Value = serde_json::from_str(&ok(
+        &env,
+        &["get", "rcv", "github", "-n", &ns, "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(one["kind"], "Receiver");
+    assert_eq!(one["metadata"]["name"], "github");
+    assert_eq!(
+        ok(&env, &["-n", &ns, "get", "receivers", "-o", "name"]),
+        "receiver.ferry.dev/github\n"
+    );
+
+    // Images: the three kinds in one table with a KIND column, the repository's Ready as the
+    // API server has it; the objects as a List; names.
+    let table = ok(&env, &["get", "images", "-n", &ns]);
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("KIND")),
+        "{table}"
+    );
+    let repository = table
+        .lines()
+        .find(|l| l.starts_with("ImageRepository "))
+        .unwrap_or_else(|| panic!("no ImageRepository row: {table}"));
+    assert!(repository.contains(" app "), "{table}");
+    assert!(repository.contains(&repository_ready), "{table}");
+    let first_line = repository_message.lines().next().unwrap_or_default();
+    let shown: String = first_line.chars().take(20).collect();
+    assert!(
+        repository.contains(&shown),
+        "the condition's message ({first_line}): {table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ImagePolicy ") && l.contains(" app ")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ImageUpdate ") && l.contains(" auto ")),
+        "{table}"
+    );
+    let list: Value =
+        serde_json::from_str(&ok(&env, &["-n", &ns, "get", "images", "-o", "json"])).expect("json");
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .expect("a List")
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ImageRepository", "ImagePolicy", "ImageUpdate"],
+        "{list:#}"
+    );
+    let names = ok(&env, &["get", "image", "-o", "name", "-n", &ns]);
+    assert_eq!(
+        names,
+        "imagerepository.ferry.dev/app\nimagepolicy.ferry.dev/app\nimageupdate.ferry.dev/auto\n"
+    );
+    let wide = ok(&env, &["get", "images", "-n", &ns, "-o", "wide"]);
+    assert!(wide.contains("registry.invalid/team/app"), "{wide}");
+
+    // Combinations that make no sense are refused before anything is read, naming the flag.
+    for (args, flag) in [
+        (
+            vec!["get", "releases", "-n", ns.as_str(), "-A"],
+            "-n/--namespace and -A/--all-namespaces",
+        ),
+        (
+            vec!["-A", "get", "receivers", "github"],
+            "-A/--all-namespaces",
+        ),
+        (vec!["cluster-info", "-n", ns.as_str()], "-n/--namespace"),
+        (
+            vec!["status", "--app", "web", "-n", "a", "-n", "b"],
+            "-n/--namespace",
+        ),
+        (
+            vec!["history", "release", "web", "-A"],
+            "-A/--all-namespaces",
+        ),
+    ] {
+        let (code, out, err) = ferry(&env, &args);
+        assert_eq!(code, 2, "ferry {args:?}: {out}{err}");
+        assert!(err.contains(flag), "ferry {args:?} names {flag}: {err}");
+    }
+    agent.stop().await.expect("agent stops");
+}

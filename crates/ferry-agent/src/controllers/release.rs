@@ -574,7 +574,7 @@ async fn decide(release: &Release, ctx: &Arc<Context>) -> Decision {
         keep_status: false,
     };
     // Drift policy; a Release at rest needs no API request at all (issue 17).
-    let drift_policy = match super::release_drift::Policy::of(release) {
+    let drift_policy = match super::release_drift::Policy::of_release(release) {
         Ok(policy) => policy,
         Err(e) => return Decision::stalled("InvalidSpec", e),
     };

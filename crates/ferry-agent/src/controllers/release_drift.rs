@@ -65,25 +65,9 @@ fn split_api_version(api_version: &str) -> (&str, &str) {
     api_version.split_once('/').unwrap_or(("", api_version))
 }
 
-/// `spec.drift`, checked: the mode and the ignore rules in the engine's terms.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    pub mode: DriftMode,
-    pub rules: Vec<IgnoreRule>,
-}
-
-impl Policy {
-    /// The Release's policy; a malformed pointer is the tenant's error, named by its place.
-    pub fn of(release: &Release) -> Result<Self, String> {
-        let Some(spec) = &release.spec.drift else {
-            return Ok(Self::default());
-        };
-        Ok(Self {
-            mode: spec.mode,
-            rules: IgnoreRule::from_spec(spec)?,
-        })
-    }
-}
+/// `spec.drift`, checked: the mode and the ignore rules in the engine's terms (the engine's
+/// one reading of a drift policy, shared with push apps' ferry.yaml `drift:`).
+pub use ferry_engine::pipeline::drift::DriftPolicy as Policy;
 
 /// Take the ignored fields out of the manifests of objects the Release applied before (they
 /// exist: the fields are left to whoever else manages them, e.g. an HPA). A new object is

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::GlobalArgs;
 use crate::commands::cluster_info::cluster_options;
-use crate::output::{EXIT_CHANGES, EXIT_OK, EXIT_TIMEOUT, OutputFormat};
+use crate::output::{EXIT_CHANGES, EXIT_DRIFT, EXIT_OK, EXIT_TIMEOUT, OutputFormat};
 
 pub const APPLY_HELP: &str = "\
 Examples:
@@ -38,7 +38,13 @@ ferry.dev/prune: allow-destructive, never objects in a terminating namespace, an
 source is empty (unless --allow-empty).
 --wait is on by default when $CI is set.
 
-Exit codes: 0 applied (and healthy with --wait), 1 some objects failed, 2 error, 3 timed out.";
+The app's ferry.yaml `drift:` block (docs/push.md, \"Drift\") leaves fields to other managers
+(`ignore`: not sent for objects that exist) or, with `mode: detect`, reports objects edited in
+the cluster whose source did not change (action `drifted`, with the fields) instead of
+overwriting them.
+
+Exit codes: 0 applied (and healthy with --wait), 1 some objects failed, 2 error, 3 timed out,
+4 drift left in place (drift.mode: detect; everything else applied).";
 
 // Where the manifests come from (shared by apply, diff and render). A `//` comment: as a doc
 // comment it would replace the subcommand's about text once clap builds it deferred.
@@ -57,9 +63,10 @@ pub struct SourceArgs {
     /// NAME=:TAG or NAME:TAG. Repeatable.
     #[arg(long = "set-image", value_name = "NAME=IMAGE")]
     pub set_images: Vec<String>,
-    /// Namespace for namespaced objects without one; also where the app's inventory lives
-    /// (default: the app's ferry.yaml `namespace`, else the kubeconfig context's namespace).
-    #[arg(short = 'n', long, value_name = "NS")]
+    // Namespace for namespaced objects without one; also where the app's inventory lives
+    // (default: the app's ferry.yaml `namespace`, else the kubeconfig context's namespace).
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Renderer, chart, values, variables (override the app's ferry.yaml).
     #[command(flatten)]
@@ -319,8 +326,11 @@ pub fn apply_options(app: &AppArgs, source: &SourceArgs) -> Result<ApplyOptions>
         .map(|p| cwd.join(p))
         .collect();
     let health_checks = std::sync::Arc::new(ferry_engine::health::cel::from_app_dirs(&app_dirs)?);
+    // The apps' ferry.yaml `drift:`; a bad pointer fails here, naming the file and field.
+    let drift = pipeline::drift::DriftPolicy::from_app_dirs(&app_dirs)?;
     Ok(ApplyOptions {
         health_checks,
+        drift,
         app: app_name(app, source)?,
         namespace: apply_namespace(source)?,
         prune: app.prune,
@@ -549,6 +559,8 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8> {
         EXIT_TIMEOUT
     } else if !report.succeeded() {
         EXIT_CHANGES
+    } else if report.count(ferry_engine::report::Action::Drifted) > 0 {
+        EXIT_DRIFT
     } else {
         EXIT_OK
     })

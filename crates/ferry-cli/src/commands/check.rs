@@ -40,8 +40,9 @@ Exit codes: 0 every check passed, 1 at least one failed.";
 
 #[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
-    /// Namespace the agent was installed into.
-    #[arg(long, default_value = "ferry-system")]
+    // The agent's namespace: the global -n/--namespace, default ferry-system
+    // (`Cli::resolve_namespaces`).
+    #[arg(skip = String::from("ferry-system"))]
     pub namespace: String,
     /// Before installing: only the cluster's version and whether you may create what
     /// `ferry install` creates (CRDs, ClusterRoles and bindings, the namespace, the Deployment).

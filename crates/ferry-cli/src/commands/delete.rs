@@ -40,7 +40,8 @@ pub struct DeleteArgs {
     pub release: Option<String>,
     /// Namespace holding the app's inventory (default: the kubeconfig context's namespace; for
     /// --release: the Release's namespace).
-    #[arg(short = 'n', long, value_name = "NS")]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Show what would be deleted; delete nothing.
     #[arg(long, value_name = "server|client", num_args = 0..=1, require_equals = true, default_value = "none", default_missing_value = "server", value_parser = crate::output::parse_dry_run)]

@@ -61,9 +61,16 @@ pub async fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8> {
     }
     let mut prepared = prepare(global, &args.app, &args.source).await?;
     let manifests = std::mem::take(&mut prepared.manifests);
-    let report = pipeline::diff(&prepared.client, manifests, &prepared.opts, &NoProgress)
-        .await
-        .map_err(|err| prepared.name_server(err))?;
+    // ferry.yaml `drift.ignore`: fields left to others are not shown as changes.
+    let report = pipeline::diff_ignoring(
+        &prepared.client,
+        manifests,
+        &prepared.opts,
+        &prepared.opts.drift.rules,
+        &NoProgress,
+    )
+    .await
+    .map_err(|err| prepared.name_server(err))?;
     match global.output {
         OutputFormat::Json | OutputFormat::Yaml => {
             crate::output::print_data(global.output, &report)?;

@@ -55,8 +55,8 @@ pub struct DiffReleaseArgs {
     /// The Release.
     #[arg(value_name = "NAME", add = crate::completion::release_names())]
     pub name: String,
-    /// Its namespace (default: the kubeconfig context's).
-    #[arg(short = 'n', long, value_name = "NS", add = crate::completion::namespaces())]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Render the GitSource's current revision (what the next sync applies) instead of the
     /// Release's last applied one.

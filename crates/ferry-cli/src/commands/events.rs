@@ -31,10 +31,12 @@ pub struct EventsArgs {
     #[arg(long = "for", value_name = "KIND/NAME")]
     pub for_object: Option<String>,
     /// Namespace (default: the kubeconfig context's).
-    #[arg(short = 'n', long, value_name = "NS", add = crate::completion::namespaces())]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Every namespace.
-    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    // Filled from the global -A/--all-namespaces.
+    #[arg(skip)]
     pub all_namespaces: bool,
 }
 

@@ -55,11 +55,11 @@ pub struct GetArgs {
     /// Only this object.
     #[arg(value_name = "NAME", add = crate::completion::release_names())]
     pub name: Option<String>,
-    /// Namespace to list (default: the kubeconfig context's).
-    #[arg(short = 'n', long, value_name = "NS", add = crate::completion::namespaces())]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
-    /// List every namespace.
-    #[arg(short = 'A', long, conflicts_with_all = ["namespace", "name"])]
+    // Filled from the global -A/--all-namespaces.
+    #[arg(skip)]
     pub all_namespaces: bool,
 }
 

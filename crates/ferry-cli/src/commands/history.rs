@@ -37,8 +37,8 @@ pub struct HistoryArgs {
     /// The Release.
     #[arg(value_name = "NAME", add = crate::completion::release_names())]
     pub name: String,
-    /// Its namespace (default: the kubeconfig context's).
-    #[arg(short = 'n', long, value_name = "NS", add = crate::completion::namespaces())]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
 }
 

@@ -37,8 +37,9 @@ Then: ferry check (is it healthy), ferry uninstall (remove it).";
 
 #[derive(Debug, Args, Clone)]
 pub struct InstallArgs {
-    /// Namespace for the agent (and its leader-election Lease).
-    #[arg(long, default_value = "ferry-system")]
+    // The agent's namespace: the global -n/--namespace, default ferry-system
+    // (`Cli::resolve_namespaces`).
+    #[arg(skip = String::from("ferry-system"))]
     pub namespace: String,
     /// Agent container image.
     #[arg(long, default_value = concat!("ghcr.io/ferry-dev/ferry-agent:", env!("CARGO_PKG_VERSION")))]

@@ -39,8 +39,8 @@ pub struct LogsArgs {
     /// Only lines about this object, as KIND/NAME (e.g. release/web), in -n's namespace.
     #[arg(long = "for", value_name = "KIND/NAME")]
     pub for_object: Option<String>,
-    /// Namespace of the object given with --for (default: the kubeconfig context's).
-    #[arg(short = 'n', long, value_name = "NS", add = crate::completion::namespaces())]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Namespace the agent runs in.
     #[arg(long, default_value = "ferry-system", value_name = "NS", add = crate::completion::namespaces())]

@@ -57,8 +57,8 @@ pub struct RollbackArgs {
     /// The Release.
     #[arg(value_name = "NAME", add = crate::completion::release_names())]
     pub name: String,
-    /// Its namespace (default: the kubeconfig context's).
-    #[arg(short = 'n', long, value_name = "NS", add = crate::completion::namespaces())]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// The revision to go back to: as `ferry history` prints it (`main@sha1:…`), its commit
     /// SHA, or a unique prefix of at least 7 characters.

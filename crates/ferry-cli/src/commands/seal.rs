@@ -42,8 +42,8 @@ pub struct SealArgs {
     /// Where the sealed values may be unsealed.
     #[arg(long, value_enum, default_value_t)]
     pub scope: ScopeArg,
-    /// Namespace for a Secret that has none.
-    #[arg(short = 'n', long)]
+    // For a Secret that has none: the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Output format of the SealedSecret.
     #[arg(long = "format", value_enum, default_value_t)]

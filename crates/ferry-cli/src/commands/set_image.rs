@@ -130,6 +130,8 @@ mod tests {
             context: None,
             output: OutputFormat::Json,
             verbose: 0,
+            namespaces: Vec::new(),
+            all_namespaces: false,
         }
     }
 

@@ -35,7 +35,8 @@ pub struct StatusArgs {
     pub release: Option<String>,
     /// Namespace holding the app's inventory (default: the kubeconfig context's namespace; for
     /// --release: the Release's namespace).
-    #[arg(short = 'n', long, value_name = "NS")]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
 }
 

@@ -18,8 +18,8 @@ use crate::output::{EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, OutputFormat, object_name
 pub struct SyncArgs {
     /// The Release to reconcile now.
     pub release: String,
-    /// Its namespace (default: the kubeconfig context's).
-    #[arg(short, long)]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Fetch its GitSource first (like `flux reconcile --with-source`).
     #[arg(long)]
@@ -36,7 +36,8 @@ pub struct SyncArgs {
 pub struct SuspendArgs {
     /// The Release.
     pub release: String,
-    #[arg(short, long)]
+    // Filled from the global -n/--namespace (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub namespace: Option<String>,
 }
 

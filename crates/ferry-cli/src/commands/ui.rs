@@ -28,8 +28,9 @@ pub struct UiArgs {
     /// Port to listen on (0: any free port).
     #[arg(long, default_value_t = 7077)]
     pub port: u16,
-    /// Only these namespaces (repeatable). Default: all you may list, else the context's.
-    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    // Only these namespaces (the global -n, repeatable). Default: all you may list, else the
+    // context's. Filled by `Cli::resolve_namespaces`.
+    #[arg(skip)]
     pub namespaces: Vec<String>,
     /// Open the URL in the default browser (xdg-open / open).
     #[arg(long)]

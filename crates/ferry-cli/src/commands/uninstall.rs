@@ -56,8 +56,9 @@ pub enum ReleasePolicy {
 
 #[derive(Debug, Args, Clone)]
 pub struct UninstallArgs {
-    /// Namespace the agent was installed into.
-    #[arg(long, default_value = "ferry-system")]
+    // The agent's namespace: the global -n/--namespace, default ferry-system
+    // (`Cli::resolve_namespaces`).
+    #[arg(skip = String::from("ferry-system"))]
     pub namespace: String,
     /// What happens to the objects of the agent's Releases (required when any exist).
     #[arg(long, value_enum)]
@@ -67,9 +68,10 @@ pub struct UninstallArgs {
     /// agent's own namespace is always included.
     #[arg(long = "watch-namespace", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
-    /// The agent watches every namespace (what its Deployment says when it has no
-    /// --watch-namespace; needed for an agent without a Deployment, run outside the cluster).
-    #[arg(long, conflicts_with = "watch_namespaces")]
+    // The agent watches every namespace (what its Deployment says when it has no
+    // --watch-namespace; needed for an agent without a Deployment, run outside the cluster):
+    // the global -A/--all-namespaces (`Cli::resolve_namespaces`).
+    #[arg(skip)]
     pub all_namespaces: bool,
     /// How long `--releases delete` waits for the agent to delete the Releases' objects.
     #[arg(long, default_value = "5m", value_parser = ferry_api::parse_positive_duration, value_name = "DURATION")]

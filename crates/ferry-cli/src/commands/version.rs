@@ -31,8 +31,9 @@ pub struct VersionArgs {
     /// Only this CLI's version; no cluster is contacted.
     #[arg(long)]
     pub client: bool,
-    /// Namespace of the agent installed by `ferry install`.
-    #[arg(long, default_value = "ferry-system", value_name = "NS", add = crate::completion::namespaces())]
+    // The agent's namespace: the global -n/--namespace, default ferry-system
+    // (`Cli::resolve_namespaces`).
+    #[arg(skip = String::from("ferry-system"))]
     pub namespace: String,
 }
 

@@ -5,8 +5,10 @@
 //!
 //! 1. [`plan_objects`]: refuse an empty source with prune, resolve kinds, plan.
 //! 2. [`read_state`]: namespaces, the inventory (adopting a pre-upgrade one), live metadata.
-//! 3. decide: [`Staging::of`] (main objects by phase, pre/post hooks in Helm order),
-//!    [`should_run_hooks`], what is gone from the source.
+//! 3. decide: ferry.yaml `drift.ignore` fields out of existing objects
+//!    ([`drift::strip_ignored_planned`]), [`Staging::of`] (main objects by phase, pre/post hooks
+//!    in Helm order), with `drift.mode: detect` the hand-edited objects left alone
+//!    ([`drift::detect_edited`]), [`should_run_hooks`], what is gone from the source.
 //! 4. [`InventoryUpdate::widen`]: the inventory grows before anything is written.
 //! 5. [`apply_phases`]: the foundation (Namespaces, CRDs: Established before their instances),
 //!    pre-deploy hooks, then wave by wave and phase by phase ([`plan::waves`]); with `--wait`
@@ -20,10 +22,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use ferry_api::drift::DriftMode;
 use kube::Client;
 
 use super::{
-    ApplyOptions, candidate_namespaces, delete::kinds_of, entry_for, now_rfc3339, resolve_entries,
+    ApplyOptions, candidate_namespaces, delete::kinds_of, drift, entry_for, now_rfc3339,
+    resolve_entries,
 };
 use crate::cluster::discovery::{self, RunResolver};
 use crate::cluster::manager::delete::{self as prune};
@@ -72,7 +76,7 @@ async fn run(
     let client = &counted_client;
     let owner = opts.owner(client)?;
 
-    let (mut resolver, planned) = plan_objects(client, manifests, opts, &owner).await?;
+    let (mut resolver, mut planned) = plan_objects(client, manifests, opts, &owner).await?;
     progress.event(ProgressEvent::Planned {
         total: planned.len(),
     });
@@ -83,6 +87,12 @@ async fn run(
         .with_timeout(opts.timeout)
         .with_health_checks(opts.health_checks.clone());
     let state = read_state(&mut manager, &planned, opts).await?;
+    // ferry.yaml `drift.ignore`: fields left to others are not sent for objects that exist.
+    drift::strip_ignored_planned(
+        &mut planned,
+        |key| state.live.contains_key(key),
+        &opts.drift.rules,
+    );
 
     // Helm's install/upgrade distinction for hooks: an install until the first run finished.
     let event = match &state.previous {
@@ -90,6 +100,21 @@ async fn run(
         _ => hook_class::DeployEvent::Install,
     };
     let staging = Staging::of(&planned, event);
+    // ferry.yaml `drift.mode: detect`: hand edits of objects whose intent did not change are
+    // reported and left alone.
+    let edited = if opts.drift.mode == DriftMode::Detect {
+        drift::detect_edited(
+            &manager,
+            &staging.main,
+            &state.live,
+            &state.recorded,
+            &opts.drift.rules,
+            &opts.redactor,
+        )
+        .await
+    } else {
+        HashMap::new()
+    };
     let planned_keys: BTreeSet<&ObjectKey> = planned.iter().map(|p| &p.key).collect();
     let gone = inventory::gone_from_source(state.previous.as_ref(), &planned_keys);
     let hook_hashes = staging.hook_hashes();
@@ -98,11 +123,12 @@ async fn run(
         state.previous.as_ref(),
         opts.prune && !gone.is_empty(),
         staging.main.iter().any(|p| {
-            !is_unchanged(
-                p,
-                state.live.get(&p.key),
-                state.recorded.get(&p.key).map(String::as_str),
-            )
+            !edited.contains_key(&p.key)
+                && !is_unchanged(
+                    p,
+                    state.live.get(&p.key),
+                    state.recorded.get(&p.key).map(String::as_str),
+                )
         }),
     );
 
@@ -120,6 +146,7 @@ async fn run(
         &manager,
         &staging,
         &state,
+        &edited,
         run_hooks,
         wait_waves,
         &mut update,
@@ -499,10 +526,12 @@ struct Phases {
 /// anything else is applied. After the foundation batch the widened inventory is written (if its
 /// namespace only exists now) and new CRDs are awaited until Established. With `wait_waves`,
 /// each wave but the last must be healthy before the next is applied ([`wave_stop`]).
+#[allow(clippy::too_many_arguments)]
 async fn apply_phases(
     manager: &ResourceManager,
     staging: &Staging<'_>,
     state: &State,
+    edited: &HashMap<ObjectKey, std::result::Result<Vec<String>, String>>,
     run_hooks: bool,
     wait_waves: bool,
     update: &mut InventoryUpdate,
@@ -517,10 +546,24 @@ async fn apply_phases(
             hook_outcomes.push(run_pre_hooks(manager, staging, state, progress).await?);
             pre_hooks_done = true;
         }
+        let (held, to_apply): (Vec<&PlannedObject>, Vec<&PlannedObject>) = batch
+            .iter()
+            .copied()
+            .partition(|p| edited.contains_key(&p.key));
         let changes = manager
-            .apply_batch(batch, &state.live, &state.recorded, progress)
+            .apply_batch(&to_apply, &state.live, &state.recorded, progress)
             .await;
         applied.extend(changes.into_map());
+        for p in held {
+            let change = left_in_place(p, &edited[&p.key], state.recorded.get(&p.key));
+            if let Some(action) = change.action() {
+                progress.event(ProgressEvent::Applied {
+                    key: &p.key,
+                    action,
+                });
+            }
+            applied.insert(p.key.clone(), change);
+        }
         let Some(wave) = step.wave else {
             update.write_widened(manager).await?;
             if !manager.dry_run() {
@@ -567,6 +610,38 @@ async fn apply_phases(
         hook_outcomes,
         stopped: None,
     })
+}
+
+/// The report line of an object [`drift::detect_edited`] found edited (or could not compare):
+/// not written, and its inventory entry keeps the fingerprint of ferry's last write, so the
+/// next apply finds the same drift until the source changes the object or the mode is
+/// `correct`.
+fn left_in_place(
+    p: &PlannedObject,
+    found: &std::result::Result<Vec<String>, String>,
+    recorded: Option<&String>,
+) -> Change {
+    let mut result = ObjectResult::new(p.key.clone(), p.api_version(), Action::Drifted);
+    result.source = Some(p.manifest.origin.to_string());
+    match found {
+        Ok(paths) => {
+            result.message = Some(
+                "edited in the cluster since ferry's last apply, unchanged in the source: left as it is (ferry.yaml drift.mode: detect; change it in the source or set mode correct to overwrite)"
+                    .to_string(),
+            );
+            result.drift = paths.clone();
+        }
+        Err(message) => {
+            result.action = Action::Failed;
+            result.message = Some(message.clone());
+        }
+    }
+    Change {
+        key: p.key.clone(),
+        result: Some(result),
+        fingerprint: recorded.cloned(),
+        stays: true,
+    }
 }
 
 fn target_of(p: &PlannedObject) -> Target {

@@ -1,7 +1,11 @@
 //! Drift: which objects of an app differ from what ferry would apply now, and in which fields
 //! (JSON pointers, never values), without writing anything. The agent runs it when its watches
 //! saw an owned object change while the source did not move, to report drift
-//! (`spec.drift.mode: detect`) or to say what it corrected.
+//! (`spec.drift.mode: detect`) or to say what it corrected. The policy ([`DriftPolicy`]: mode
+//! and [`IgnoreRule`]s) is read here for both drivers: a Release's `spec.drift` and a push
+//! app's ferry.yaml `drift:`; `ferry apply` strips ignored fields
+//! ([`strip_ignored_planned`]) and, in `detect` mode, leaves hand-edited objects alone
+//! ([`detect_edited`]).
 //!
 //! Steps: plan → the inventory's fingerprints and the live metadata (one LIST per kind and
 //! namespace) → objects the apply would skip are in sync; each other one is dry-run applied and
@@ -10,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use ferry_api::drift::DriftMode;
 use kube::Client;
 use serde::Serialize;
 use serde_json::Value;
@@ -21,7 +26,8 @@ use crate::cluster::manager::apply::is_unchanged;
 use crate::cluster::manager::live::reconcile_disabled;
 use crate::cluster::requests::{RequestCounter, counted};
 use crate::inventory;
-use crate::plan;
+use crate::ownership::ANNOTATION_HASH;
+use crate::plan::{self, PlannedObject};
 use crate::render::helm::hooks::{self as hook_class, HookPhase};
 use crate::report::RequestCounts;
 use crate::{Manifest, ObjectKey, Result};
@@ -43,16 +49,24 @@ impl IgnoreRule {
     /// A Release's `spec.drift.ignore`, checked: a malformed pointer or an empty `paths` is the
     /// tenant's error, named by its place (`spec.drift.ignore[i].paths[j]`).
     pub fn from_spec(spec: &ferry_api::drift::DriftSpec) -> std::result::Result<Vec<Self>, String> {
+        Self::from_spec_at(spec, "spec.drift")
+    }
+
+    /// [`Self::from_spec`] for a policy written at `field` (`spec.drift` of a Release,
+    /// `drift` of a ferry.yaml): errors name `<field>.ignore[i].paths[j]`.
+    pub fn from_spec_at(
+        spec: &ferry_api::drift::DriftSpec,
+        field: &str,
+    ) -> std::result::Result<Vec<Self>, String> {
         let mut rules = Vec::new();
         for (i, ignore) in spec.ignore.iter().enumerate() {
             if ignore.paths.is_empty() {
                 return Err(format!(
-                    "spec.drift.ignore[{i}].paths is empty; name the fields to leave to others, e.g. /spec/replicas"
+                    "{field}.ignore[{i}].paths is empty; name the fields to leave to others, e.g. /spec/replicas"
                 ));
             }
             for (j, path) in ignore.paths.iter().enumerate() {
-                check_pointer(path)
-                    .map_err(|e| format!("spec.drift.ignore[{i}].paths[{j}]: {e}"))?;
+                check_pointer(path).map_err(|e| format!("{field}.ignore[{i}].paths[{j}]: {e}"))?;
             }
             let t = &ignore.target;
             rules.push(IgnoreRule {
@@ -189,6 +203,154 @@ pub fn set_pointer(target: &mut Value, pointer: &str, value: Value) -> bool {
         },
         _ => false,
     }
+}
+
+/// A drift policy in the engine's terms: what to do about objects edited in the cluster
+/// (`mode`) and the fields left to others (`rules`). A Release's `spec.drift` and a push app's
+/// ferry.yaml `drift:` are read into this one type, by [`DriftPolicy::from_spec`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriftPolicy {
+    pub mode: DriftMode,
+    pub rules: Vec<IgnoreRule>,
+}
+
+impl DriftPolicy {
+    /// The policy written at `field` (`spec.drift`, or `drift` in a ferry.yaml), checked; the
+    /// error names the field (`drift.ignore[0].paths[1]: ...`).
+    pub fn from_spec(
+        spec: &ferry_api::drift::DriftSpec,
+        field: &str,
+    ) -> std::result::Result<Self, String> {
+        Ok(Self {
+            mode: spec.mode,
+            rules: IgnoreRule::from_spec_at(spec, field)?,
+        })
+    }
+
+    /// A Release's `spec.drift` (none: correct, nothing ignored).
+    pub fn of_release(release: &ferry_api::Release) -> std::result::Result<Self, String> {
+        match &release.spec.drift {
+            Some(spec) => Self::from_spec(spec, "spec.drift"),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// The push app's policy from the ferry.yaml files of the app directories in `dirs` (the
+    /// paths of one `ferry apply`): their ignore rules together, and the one mode they state;
+    /// two different modes are an error naming both files.
+    pub fn from_app_dirs(dirs: &[std::path::PathBuf]) -> Result<Self> {
+        let mut policy = Self::default();
+        let mut stated: Option<std::path::PathBuf> = None;
+        for dir in dirs.iter().filter(|d| d.is_dir()) {
+            let Some((path, config)) = crate::render::config::AppConfig::load(dir)? else {
+                continue;
+            };
+            let Some(drift) = &config.drift else {
+                continue;
+            };
+            let found = Self::from_spec(&drift.to_spec(), "drift").map_err(|message| {
+                crate::Error::Source {
+                    path: path.clone(),
+                    message,
+                }
+            })?;
+            if let Some(first) = &stated
+                && found.mode != policy.mode
+            {
+                return Err(crate::Error::Source {
+                    path,
+                    message: format!(
+                        "drift.mode is {} here but {} in {}: the paths of one `ferry apply` are one app with one mode",
+                        found.mode.as_str(),
+                        policy.mode.as_str(),
+                        first.display()
+                    ),
+                });
+            }
+            stated.get_or_insert(path);
+            policy.mode = found.mode;
+            policy.rules.extend(found.rules);
+        }
+        Ok(policy)
+    }
+}
+
+/// Take the ignored fields out of the planned objects that exist in the cluster (`exists`),
+/// re-hashing what changed: the fields are left to whoever else manages them, and the intent
+/// hash is that of what ferry sends. A new object is created with them, as the source says.
+pub fn strip_ignored_planned(
+    planned: &mut [PlannedObject],
+    exists: impl Fn(&ObjectKey) -> bool,
+    rules: &[IgnoreRule],
+) {
+    if rules.is_empty() {
+        return;
+    }
+    for p in planned.iter_mut().filter(|p| exists(&p.key)) {
+        if strip_ignored(&mut p.manifest, &p.key, rules) {
+            p.hash = crate::plan::intent_hash(&p.manifest);
+            p.manifest
+                .object
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(ANNOTATION_HASH.to_string(), p.hash.clone());
+        }
+    }
+}
+
+/// `drift.mode: detect` for a push app: which of `main` were edited in the cluster since
+/// ferry's last apply while their intent did not change (the live `ferry.dev/intent-hash` is
+/// the planned one, but [`is_unchanged`] fails: the fingerprint moved, or a label or
+/// annotation ferry applies is gone), with the fields that differ (JSON pointers, ignored ones
+/// left out, run through `redactor`). Those are reported and not written. Objects whose intent
+/// changed, new ones, deleted ones (nothing to keep) and opted-out ones are not looked at. An
+/// object that cannot be compared is returned with the error, and is not written either.
+pub async fn detect_edited(
+    manager: &ResourceManager,
+    main: &[&PlannedObject],
+    live: &HashMap<ObjectKey, crate::cluster::manager::live::LiveMeta>,
+    recorded: &HashMap<ObjectKey, String>,
+    rules: &[IgnoreRule],
+    redactor: &crate::report::redact::Redactor,
+) -> HashMap<ObjectKey, std::result::Result<Vec<String>, String>> {
+    let mut found = HashMap::new();
+    for p in main {
+        let Some(meta) = live.get(&p.key) else {
+            continue;
+        };
+        if meta.annotation(ANNOTATION_HASH) != Some(p.hash.as_str())
+            || meta.reconcile_disabled()
+            || reconcile_disabled(p.manifest.object.metadata.annotations.as_ref())
+            || is_unchanged(p, Some(meta), recorded.get(&p.key).map(String::as_str))
+        {
+            continue;
+        }
+        let ignored = ignored_paths(rules, &p.key);
+        match manager.drift_of(p).await {
+            Ok(Some(paths)) => {
+                let paths: Vec<String> = paths
+                    .into_iter()
+                    .filter(|path| !is_ignored(path, &ignored))
+                    .map(|path| redactor.redact(&path))
+                    .collect();
+                if !paths.is_empty() {
+                    found.insert(p.key.clone(), Ok(paths));
+                }
+            }
+            // Deleted meanwhile: applied (re-created) as usual.
+            Ok(None) => {}
+            Err(e) => {
+                found.insert(
+                    p.key.clone(),
+                    Err(redactor.redact(&format!(
+                        "not applied: cannot compare with the live object (drift.mode: detect): {e}"
+                    ))),
+                );
+            }
+        }
+    }
+    found
 }
 
 /// Take the ignored fields out of the manifests of objects `release` applied before (its

@@ -77,6 +77,11 @@ pub struct ApplyOptions {
     /// driver so that it can name where a bad one came from.
     pub health_checks: Arc<crate::health::CustomHealth>,
 }
+    /// The push app's drift policy (ferry.yaml `drift:`): ignored fields are not sent for
+    /// objects that exist, and in `detect` mode hand-edited objects whose intent did not change
+    /// are reported and left alone (see [`drift::detect_edited`]). The agent strips a
+    /// Release's ignored fields itself and leaves this at its default.
+    pub drift: drift::DriftPolicy,
 
 impl Default for ApplyOptions {
     fn default() -> Self {
@@ -98,6 +103,7 @@ impl Default for ApplyOptions {
             redactor: Redactor::new(),
             health_checks: Arc::default(),
         }
+            drift: drift::DriftPolicy::default(),
     }
 }
 

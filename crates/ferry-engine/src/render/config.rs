@@ -83,6 +83,77 @@ pub struct AppConfig {
     /// `health::cel` and docs/push.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_check_exprs: Vec<ferry_api::health::HealthCheckExpr>,
+    /// Drift policy of the push app (`ferry apply`), the shape of a Release's `spec.drift`:
+    /// `mode` (`correct`, the default, or `detect`) and `ignore` rules (JSON pointers per
+    /// group/kind/name/namespace). See docs/push.md "Drift". A Release's own policy is its
+    /// `spec.drift`; the agent does not read this block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftConfig>,
+}
+
+/// ferry.yaml `drift:` (the fields of `ferry_api::drift::DriftSpec`, with unknown fields
+/// refused: a misspelt `target` field would otherwise widen a rule to every object).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftConfig {
+    /// `correct` (default): `ferry apply` reverts hand edits. `detect`: an object edited in the
+    /// cluster while unchanged in the source is reported (action `drifted`, exit code 4) and
+    /// left as it is; objects whose source changed are applied as usual.
+    #[serde(default)]
+    pub mode: ferry_api::drift::DriftMode,
+    /// Fields ferry leaves to other managers on objects that exist: not sent with the apply,
+    /// not shown by `ferry diff`, never reported as drift (Argo CD `ignoreDifferences`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<DriftIgnoreConfig>,
+}
+
+/// One `drift.ignore` rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftIgnoreConfig {
+    /// Which objects; every field left out matches all (no target: every object).
+    #[serde(default)]
+    pub target: DriftTargetConfig,
+    /// JSON pointers (RFC 6901), e.g. `/spec/replicas`, `/metadata/annotations/a~1b`.
+    pub paths: Vec<String>,
+}
+
+/// Selects objects by API group (`apps`; `""` for the core group), kind, name and namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftTargetConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl DriftConfig {
+    /// The same policy as a Release's `spec.drift`, for the engine's one reading of it
+    /// (`pipeline::drift::DriftPolicy::from_spec`).
+    pub fn to_spec(&self) -> ferry_api::drift::DriftSpec {
+        use ferry_api::drift::{DriftIgnore, DriftSpec, DriftTarget};
+        DriftSpec {
+            mode: self.mode,
+            ignore: self
+                .ignore
+                .iter()
+                .map(|i| DriftIgnore {
+                    target: DriftTarget {
+                        group: i.target.group.clone(),
+                        kind: i.target.kind.clone(),
+                        name: i.target.name.clone(),
+                        namespace: i.target.namespace.clone(),
+                    },
+                    paths: i.paths.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -364,6 +435,12 @@ impl AppConfig {
         {
             return fail("helm.values must be a mapping".to_string());
         }
+        if let Some(drift) = &self.drift
+            && let Err(message) =
+                crate::pipeline::drift::DriftPolicy::from_spec(&drift.to_spec(), "drift")
+        {
+            return fail(message);
+        }
         // Everything that reaches a renderer's argv (see `names`).
         if let Some(namespace) = &self.namespace {
             names::namespace(namespace).or_else(|m| fail(format!("namespace: {m}")))?;
@@ -411,6 +488,7 @@ impl AppConfig {
             decryption,
             limits,
             health_check_exprs,
+            drift,
         } = over;
         self.health_check_exprs.extend(health_check_exprs);
         replace(&mut self.renderer, renderer);
@@ -419,6 +497,7 @@ impl AppConfig {
         replace(&mut self.kustomize, kustomize);
         replace(&mut self.decryption, decryption);
         replace(&mut self.limits, limits);
+        replace(&mut self.drift, drift);
         replace(&mut self.strict_substitute, strict_substitute);
         self.substitute_from.extend(substitute_from);
         if let Some(vars) = substitute {

@@ -100,6 +100,13 @@ fn object_layer(object: &ObjectLayer) -> Result<SpecLayer> {
             message: "`path` is not supported here; set spec.path".to_string(),
         });
     }
+    if config.drift.is_some() {
+        return Err(Error::Source {
+            path: source,
+            message: "`drift` is not supported here; a Release's drift policy is its spec.drift"
+                .to_string(),
+        });
+    }
     config.validate_as(&source)?;
     Ok(SpecLayer { source, config })
 }

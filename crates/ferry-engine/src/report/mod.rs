@@ -23,6 +23,9 @@ pub enum Action {
     Kept,
     Deleted,
     Failed,
+    /// Left as it is in the cluster: edited there since ferry's last apply while unchanged in
+    /// the source, and the app's drift policy is `detect` (ferry.yaml `drift.mode`).
+    Drifted,
 }
 
 impl Action {
@@ -35,6 +38,7 @@ impl Action {
             Self::Kept => "kept",
             Self::Deleted => "deleted",
             Self::Failed => "failed",
+            Self::Drifted => "drifted",
         }
     }
 }
@@ -62,6 +66,10 @@ pub struct ObjectResult {
     pub conflicts: Vec<Conflict>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// With [`Action::Drifted`]: the fields that differ from the source, as JSON pointers
+    /// (never values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 impl ObjectResult {
@@ -74,6 +82,7 @@ impl ObjectResult {
             message: None,
             conflicts: Vec::new(),
             health: None,
+            drift: Vec::new(),
         }
     }
 
@@ -91,6 +100,9 @@ impl ObjectResult {
         }
         for c in &mut self.conflicts {
             c.field = redactor.redact(&c.field);
+        }
+        for path in &mut self.drift {
+            *path = redactor.redact(path);
         }
     }
 }
@@ -164,6 +176,7 @@ impl ApplyReport {
             Action::Unchanged,
             Action::Pruned,
             Action::Kept,
+            Action::Drifted,
             Action::Failed,
         ] {
             let n = self.count(action);

@@ -19,7 +19,9 @@ use crate::ownership::{
     ANNOTATION_HASH, ANNOTATION_OWNER, ANNOTATION_PRUNE, ANNOTATION_REVISION,
     PRUNE_ALLOW_DESTRUCTIVE,
 };
-use crate::pipeline::drift::{IgnoreRule, ignored_paths, remove_pointer, set_pointer};
+use crate::pipeline::drift::{
+    IgnoreRule, ignored_paths, remove_pointer, set_pointer, strip_ignored,
+};
 use crate::plan::PlannedObject;
 use crate::report::redact::{REDACTED, Redactor};
 use crate::report::{DiffAction, ObjectDiff};
@@ -76,8 +78,19 @@ impl ResourceManager {
                             ),
                         });
                     }
+                    // An existing object is sent without the ignored fields, as apply sends it
+                    // (else another manager's value there would be a conflict).
+                    let stripped = live
+                        .as_ref()
+                        .filter(|_| !ignored_paths(ignore, &p.key).is_empty())
+                        .map(|_| {
+                            let mut manifest = p.manifest.clone();
+                            strip_ignored(&mut manifest, &p.key, ignore);
+                            manifest
+                        });
+                    let sent = stripped.as_ref().unwrap_or(&p.manifest);
                     let desired = match api
-                        .patch(&p.key.name, &params, &Patch::Apply(&p.manifest.object))
+                        .patch(&p.key.name, &params, &Patch::Apply(&sent.object))
                         .await
                     {
                         Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
