@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ferry_api::Release;
 use ferry_api::common::{READY, RECONCILING, find_condition};
+use ferry_api::drift::{DriftMode, DriftStatus};
 use ferry_engine::health::{Health, HealthState, assess};
 use ferry_engine::inventory::Inventory;
 use ferry_engine::inventory::store::LABEL_INVENTORY;
@@ -98,7 +99,8 @@ impl AppKey {
 pub enum SyncState {
     /// Applied at the source's current revision.
     Synced,
-    /// The source moved on; the Release has not applied its revision yet.
+    /// The source moved on and the Release has not applied its revision yet, or (drift
+    /// `detect`) objects differ from git and were left so (`status.drift`).
     OutOfSync,
     /// The agent is working on it (or has not seen it yet).
     Progressing,
@@ -236,6 +238,13 @@ pub fn release_row(release: &Release, source_revision: Option<&str>) -> AppRow {
         _ => true,
     };
     let revision = status.last_applied_revision.clone();
+    // `status.drift` of a detect-mode check: objects that differ from git and were left so.
+    let drifted_left = status
+        .drift
+        .as_ref()
+        .filter(|d| d.mode == DriftMode::Detect.as_str())
+        .map(|d| d.count.max(d.objects.len() as u32))
+        .filter(|n| *n > 0);
     let sync = if release.spec.suspend {
         SyncState::Suspended
     } else if !observed_current || reconciling {
@@ -244,6 +253,8 @@ pub fn release_row(release: &Release, source_revision: Option<&str>) -> AppRow {
         match ready.map(|c| c.status.as_str()) {
             Some("True") => match (source_revision, revision.as_deref()) {
                 (Some(source), Some(applied)) if source != applied => SyncState::OutOfSync,
+                // Applied at git's revision, but objects were edited and left so (detect).
+                _ if drifted_left.is_some() => SyncState::OutOfSync,
                 _ => SyncState::Synced,
             },
             Some("False") => SyncState::Failed,
@@ -277,7 +288,15 @@ pub fn release_row(release: &Release, source_revision: Option<&str>) -> AppRow {
         health,
         revision,
         last_change,
-        message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+        message: match drifted_left {
+            Some(n) => format!(
+                "Drift: {n} object(s) differ from git, not corrected (spec.drift.mode detect). {}",
+                ready.map(|c| c.message.as_str()).unwrap_or_default()
+            )
+            .trim_end()
+            .to_string(),
+            None => ready.map(|c| c.message.clone()).unwrap_or_default(),
+        },
         source: Some(release_source(release)),
         namespaces,
     }
@@ -781,6 +800,98 @@ mod tests {
         assert!(!f(json!({"health": "healthy"})).matches(&row));
     }
 
+    fn drift_view(spec_drift: Value, status_drift: Option<Value>) -> DriftView {
+        let rev = format!("main@sha1:{}", "a".repeat(40));
+        let mut status = json!({"lastAppliedRevision": rev});
+        if let Some(d) = status_drift {
+            status["drift"] = d;
+        }
+        let mut value = base(status);
+        value["spec"]["drift"] = spec_drift;
+        DriftView::of_release(&release(value), Some(rev))
+    }
+
+    #[test]
+    fn drift_findings_are_never_summarised_as_matching_git() {
+        let found = json!({"mode": "detect", "count": 3, "revision": format!("main@sha1:{}", "a".repeat(40)),
+            "objects": [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "settings", "paths": ["/data/value"]},
+                        {"apiVersion": "v1", "kind": "Secret", "namespace": "shop", "name": "db", "missing": true}]});
+        let v = drift_view(
+            json!({"mode": "detect", "ignore": [{"target": {"kind": "Deployment"}, "paths": ["/spec/replicas"]}]}),
+            Some(found.clone()),
+        );
+        assert_eq!(v.mode, DriftMode::Detect);
+        assert!(v.policy().contains("not corrected"), "{}", v.policy());
+        let summary = v.summary();
+        assert!(
+            summary.contains("differs from git")
+                && summary.contains("3 objects")
+                && summary.contains("not corrected"),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("matches") && !summary.contains("has what git has"),
+            "{summary}"
+        );
+        assert_eq!(v.findings.as_ref().map(|f| f.objects.len()), Some(2));
+        assert_eq!(v.ignored, vec!["Deployment: /spec/replicas".to_string()]);
+
+        // Correct mode: found and corrected.
+        let mut corrected = found;
+        corrected["mode"] = json!("correct");
+        corrected["objects"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "settings", "paths": ["/data/value"]}]);
+        corrected["count"] = json!(1);
+        let v = drift_view(json!({}), Some(corrected));
+        assert_eq!(v.mode, DriftMode::Correct);
+        assert!(v.policy().starts_with("correct: ") && v.policy().contains("are corrected"));
+        assert!(
+            v.summary().contains("1 object drifted") && v.summary().contains("corrected them"),
+            "{}",
+            v.summary()
+        );
+
+        // The row: out of sync while detect-mode drift is left in place, with the count.
+        let rev = format!("main@sha1:{}", "a".repeat(40));
+        let mut value = base(json!({"lastAppliedRevision": rev, "observedGeneration": 2,
+            "conditions": [ready("True")], "drift": {"mode": "detect", "count": 2}}));
+        value["spec"]["drift"] = json!({"mode": "detect"});
+        let row = release_row(&release(value.clone()), Some(&rev));
+        assert_eq!(row.sync, SyncState::OutOfSync);
+        assert!(
+            row.message
+                .starts_with("Drift: 2 object(s) differ from git"),
+            "{}",
+            row.message
+        );
+        value["status"]["drift"]["mode"] = json!("correct");
+        assert_eq!(
+            release_row(&release(value), Some(&rev)).sync,
+            SyncState::Synced
+        );
+
+        // Nothing found: no claim beyond what the agent reported.
+        let v = drift_view(json!({"mode": "detect"}), None);
+        assert!(v.findings.is_none());
+        assert!(
+            v.summary().contains("No drift reported") && v.summary().contains("detect mode"),
+            "{}",
+            v.summary()
+        );
+        // An empty finding is no finding.
+        let v = drift_view(
+            json!({"mode": "detect"}),
+            Some(json!({"mode": "detect", "count": 0})),
+        );
+        assert!(v.findings.is_none());
+        // Not applied yet.
+        let mut never = base(json!({}));
+        never["spec"]["drift"] = json!({"mode": "detect"});
+        assert_eq!(
+            DriftView::of_release(&release(never), None).summary(),
+            "Nothing applied yet."
+        );
+    }
+
     fn obj(kind: &str, name: &str, uid: &str, owner: Option<&str>) -> LiveObject {
         let group = match kind {
             "Deployment" | "ReplicaSet" => "apps",
@@ -898,12 +1009,121 @@ pub struct HistoryRow {
     pub message: String,
 }
 
-/// Where the app's source stands, for the drift section: what git has, what was applied.
+/// Git and the cluster, for the "Git and cluster" section: what git has, what was applied, the
+/// drift policy (`spec.drift`) and what the agent's last drift check found (`status.drift`:
+/// objects and JSON pointers, never values).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriftView {
     pub source_revision: Option<String>,
     pub applied_revision: Option<String>,
     pub attempted_revision: Option<String>,
+    /// `spec.drift.mode` (default `correct`).
+    pub mode: DriftMode,
+    /// `spec.drift.ignore`, one line per rule: `Deployment web: /spec/replicas`.
+    pub ignored: Vec<String>,
+    /// `status.drift`: absent when no drift was seen since the last apply.
+    pub findings: Option<DriftStatus>,
+}
+
+impl DriftView {
+    /// From the Release and the source's current revision.
+    pub fn of_release(release: &Release, source_revision: Option<String>) -> Self {
+        let status = release.status.clone().unwrap_or_default();
+        let spec = release.spec.drift.clone().unwrap_or_default();
+        let ignored = spec
+            .ignore
+            .iter()
+            .map(|rule| {
+                let t = &rule.target;
+                let mut target: Vec<String> = Vec::new();
+                if let Some(g) = &t.group {
+                    target.push(if g.is_empty() {
+                        "core group".to_string()
+                    } else {
+                        g.clone()
+                    });
+                }
+                if let Some(k) = &t.kind {
+                    target.push(k.clone());
+                }
+                if let Some(ns) = &t.namespace {
+                    target.push(format!("in {ns}"));
+                }
+                if let Some(n) = &t.name {
+                    target.push(n.clone());
+                }
+                let target = if target.is_empty() {
+                    "every object".to_string()
+                } else {
+                    target.join(" ")
+                };
+                format!("{target}: {}", rule.paths.join(", "))
+            })
+            .collect();
+        DriftView {
+            source_revision,
+            applied_revision: status.last_applied_revision.clone(),
+            attempted_revision: status.last_attempted_revision.clone(),
+            mode: spec.mode,
+            ignored,
+            findings: status
+                .drift
+                .filter(|d| d.count > 0 || !d.objects.is_empty()),
+        }
+    }
+
+    /// The drift policy in words: what the agent does about a hand edit.
+    pub fn policy(&self) -> &'static str {
+        match self.mode {
+            DriftMode::Detect => {
+                "detect: hand edits and deletions of applied objects are reported here and not corrected (left in place until a new revision or spec is applied)"
+            }
+            DriftMode::Correct => {
+                "correct: hand edits and deletions of applied objects are corrected (the agent re-applies what git has)"
+            }
+        }
+    }
+
+    /// Where git and the cluster stand, in one or two sentences. Never says the cluster matches
+    /// git when `status.drift` lists differences.
+    pub fn summary(&self) -> String {
+        let (Some(applied), source) = (&self.applied_revision, &self.source_revision) else {
+            return "Nothing applied yet.".to_string();
+        };
+        let revisions = match source {
+            Some(s) if s == applied => "Git's current revision is the applied one.".to_string(),
+            Some(s) => format!(
+                "Git has a newer revision ({}) than the applied one: the next sync applies it.",
+                short_revision(s)
+            ),
+            None => "The source's current revision is unknown.".to_string(),
+        };
+        let drift = match &self.findings {
+            Some(f) => {
+                let at = f
+                    .revision
+                    .as_deref()
+                    .map(|r| format!(" at {}", short_revision(r)))
+                    .unwrap_or_default();
+                let n = f.count.max(f.objects.len() as u32);
+                let objects = if n == 1 { "object" } else { "objects" };
+                if f.mode == DriftMode::Detect.as_str() {
+                    format!(
+                        "The cluster differs from git: {n} {objects} drifted from git{at} and the agent left them as they are (detect mode: reported, not corrected)."
+                    )
+                } else {
+                    format!(
+                        "The agent's last check found {n} {objects} drifted from git{at} and corrected them (correct mode: re-applied)."
+                    )
+                }
+            }
+            None => match self.mode {
+                DriftMode::Detect => "No drift reported since the last apply; in detect mode the agent reports hand edits here and leaves them in place.".to_string(),
+                DriftMode::Correct => "No drift reported since the last apply; the agent corrects hand edits of the applied objects when it sees them.".to_string(),
+            },
+        };
+        format!("{revisions} {drift}")
+    }
 }
 
 /// A source object (GitSource, OCISource, ...), read generically from its JSON.

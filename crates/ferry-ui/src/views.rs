@@ -226,21 +226,7 @@ pub fn detail_panel(d: &Detail, csrf: &str) -> Markup {
             @else { ul.tree #tree aria-label="Resource tree" { @for n in &d.tree { (tree_node(n)) } } }
         }
         @if is_release {
-            section aria-labelledby="h-diff" {
-                h2 #h-diff { "Git and cluster" }
-                dl.summary {
-                    dt { "Source revision (git)" } dd #source-revision { (d.drift.source_revision.as_deref().unwrap_or("unknown")) }
-                    dt { "Applied revision" } dd { (d.drift.applied_revision.as_deref().unwrap_or("none yet")) }
-                    dt { "Last attempted" } dd { (d.drift.attempted_revision.as_deref().unwrap_or("none yet")) }
-                }
-                p {
-                    @match (&d.drift.source_revision, &d.drift.applied_revision) {
-                        (Some(s), Some(a)) if s == a => "The cluster has what git has at this revision; the agent corrects drift of applied objects at every interval.",
-                        (Some(_), Some(_)) => "Git has a newer revision than the cluster: the next sync applies it.",
-                        _ => "Nothing applied yet.",
-                    }
-                }
-            }
+            (git_and_cluster(d))
             section aria-labelledby="h-history" {
                 h2 #h-history { "History" }
                 @if d.history.is_empty() { p { "No syncs recorded yet." } }
@@ -310,6 +296,153 @@ pub fn detail_panel(d: &Detail, csrf: &str) -> Markup {
     }
 }
 
+/// The "Git and cluster" section: revisions, the drift policy, what the agent's last drift
+/// check found (`status.drift`: objects and fields, never values), and the button that computes
+/// the real diff on demand (`GET …/diff`, as the user; its result goes into `#diff-result`,
+/// which the script keeps when the panel reloads).
+fn git_and_cluster(d: &Detail) -> Markup {
+    let drift = &d.drift;
+    html! {
+        section #git-and-cluster aria-labelledby="h-diff" {
+            h2 #h-diff { "Git and cluster" }
+            dl.summary {
+                dt { "Source revision (git)" } dd #source-revision { (drift.source_revision.as_deref().unwrap_or("unknown")) }
+                dt { "Applied revision" } dd #applied-revision { (drift.applied_revision.as_deref().unwrap_or("none yet")) }
+                dt { "Last attempted" } dd { (drift.attempted_revision.as_deref().unwrap_or("none yet")) }
+                dt { "Drift policy" } dd #drift-mode data-mode=(drift.mode.as_str()) { (drift.policy()) }
+            }
+            p #drift-summary data-drifted=(drift.findings.is_some()) { (drift.summary()) }
+            @if let Some(found) = &drift.findings {
+                @if !found.objects.is_empty() {
+                    table #drift {
+                        caption { "What differs from git (status.drift: fields only, never values)" }
+                        thead { tr { th scope="col" { "Object" } th scope="col" { "Fields that differ" } } }
+                        tbody { @for o in &found.objects {
+                            tr data-kind=(o.kind) data-name=(o.name) {
+                                th scope="row" {
+                                    (o.kind) " "
+                                    @if let Some(ns) = &o.namespace { (ns) "/" }
+                                    (o.name)
+                                }
+                                td {
+                                    @if o.missing { "deleted from the cluster" }
+                                    @else {
+                                        @for (i, p) in o.paths.iter().enumerate() {
+                                            @if i > 0 { ", " }
+                                            code.path { (p) }
+                                        }
+                                        @if o.more_paths > 0 { " and " (o.more_paths) " more" }
+                                    }
+                                }
+                            }
+                        } }
+                    }
+                }
+                @let listed = found.objects.len() as u32;
+                @if found.count > listed {
+                    p { (found.count - listed) " more objects differ (status.drift lists the first " (listed) ")." }
+                }
+            }
+            @if !drift.ignored.is_empty() {
+                p #drift-ignored { "Left to others, neither compared nor corrected (spec.drift.ignore): "
+                    @for (i, rule) in drift.ignored.iter().enumerate() { @if i > 0 { "; " } code { (rule) } }
+                }
+            }
+            @if drift.applied_revision.is_some() || drift.source_revision.is_some() {
+                form.diff #diff-form method="get" action=(format!("{}/diff", d.key.path())) {
+                    label { input type="checkbox" name="latest" value="1"; " at git's latest revision (what the next sync would change) instead of the applied one" }
+                    button type="submit" { "Show the diff" }
+                }
+                p.hint { "Renders the Release here as the agent does and compares it with the cluster, as you (your RBAC); Secret values are redacted. Computed when you ask, within "
+                    (crate::server::diff::DIFF_TIMEOUT.as_secs()) " s." }
+                div #diff-result aria-live="polite" {}
+            }
+        }
+    }
+}
+
+/// The outcome of one on-demand diff, for [`release_diff`].
+pub struct DiffOutcome<'a> {
+    pub key: &'a crate::model::AppKey,
+    /// The diff, or why there is none (the message names the object and what to do).
+    pub result: Result<&'a ferry_engine::pipeline::release_diff::ReleaseDiff, String>,
+    /// When it was computed (UTC).
+    pub at: String,
+}
+
+fn diff_line_class(line: &str) -> &'static str {
+    if line.starts_with("@@") {
+        "hunk"
+    } else if line.starts_with('+') && !line.starts_with("+++") {
+        "add"
+    } else if line.starts_with('-') && !line.starts_with("---") {
+        "del"
+    } else {
+        "ctx"
+    }
+}
+
+/// The diff between git and the cluster (what `#diff-result` shows): per object that differs,
+/// its action and unified diff (live → git), as `ferry diff release` prints it.
+pub fn release_diff(outcome: &DiffOutcome) -> Markup {
+    use ferry_engine::report::DiffAction;
+    match &outcome.result {
+        Err(message) => html! {
+            div.diff-outcome data-state="error" {
+                p #diff-error role="alert" { "No diff: " (message) }
+            }
+        },
+        Ok(diff) => {
+            let report = &diff.report;
+            let changed: Vec<_> = report
+                .objects
+                .iter()
+                .filter(|o| o.action != DiffAction::Unchanged)
+                .collect();
+            let count = |a: DiffAction| report.objects.iter().filter(|o| o.action == a).count();
+            let which = if diff.latest {
+                "git's latest revision"
+            } else {
+                "the applied revision"
+            };
+            html! {
+                div.diff-outcome data-state=(if changed.is_empty() { "clean" } else { "changes" }) {
+                    p #diff-summary {
+                        "Compared at " (outcome.at) " with " (which) " " code { (short_revision(&diff.commit)) } ": "
+                        (count(DiffAction::Create)) " to create, " (count(DiffAction::Change)) " to change, "
+                        (count(DiffAction::Unchanged)) " unchanged, " (count(DiffAction::Prune)) " to prune."
+                    }
+                    @if changed.is_empty() {
+                        p { "No differences: the cluster has what git has at this revision (fields in spec.drift.ignore and objects with ferry.dev/reconcile: disabled are not compared)." }
+                    }
+                    @for o in &changed {
+                        article.object-diff data-kind=(o.key.kind) data-name=(o.key.name) data-action=(o.action.as_str()) {
+                            h3 { span class={"badge action-" (o.action.as_str())} { (o.action.as_str()) } " " (o.key.to_string()) }
+                            @if o.diff.is_empty() { p { "(no field-level diff)" } }
+                            @else {
+                                pre.diff aria-label=(format!("diff of {} (- cluster, + git)", o.key)) {
+                                    @for line in o.diff.lines() { span class=(diff_line_class(line)) { (line) } "\n" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The diff as a page of its own (without the script: the form's GET lands here).
+pub fn release_diff_page(outcome: &DiffOutcome) -> Markup {
+    let key = outcome.key;
+    html! {
+        nav aria-label="Breadcrumb" { a href="/" { "Apps" } " / " a href=(key.path()) { (key.namespace) " / " (key.name) } " / diff" }
+        h1 { "Git and cluster: " (key.kind.label()) " " (key.namespace) "/" (key.name) }
+        div #diff-result { (release_diff(outcome)) }
+        p { a href=(key.path()) { "Back to the app" } }
+    }
+}
+
 fn events_table(events: &[EventRow]) -> Markup {
     html! {
         @if events.is_empty() { p { "No Events." } }
@@ -359,4 +492,105 @@ pub fn refusal(message: &str) -> Markup {
 /// Used by tests and the SSE payload: markup as a string.
 pub fn to_string(markup: Markup) -> String {
     markup.into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AppKey;
+    use ferry_engine::ObjectKey;
+    use ferry_engine::pipeline::release_diff::ReleaseDiff;
+    use ferry_engine::report::{DiffAction, DiffReport, ObjectDiff, RequestCounts};
+
+    fn key() -> AppKey {
+        AppKey {
+            kind: AppKind::Release,
+            namespace: "team".into(),
+            name: "web".into(),
+        }
+    }
+
+    fn object(kind: &str, name: &str, action: DiffAction, diff: &str) -> ObjectDiff {
+        ObjectDiff {
+            key: ObjectKey {
+                group: String::new(),
+                kind: kind.into(),
+                namespace: Some("team".into()),
+                name: name.into(),
+            },
+            action,
+            diff: diff.into(),
+            hook: None,
+        }
+    }
+
+    #[test]
+    fn the_diff_marks_lines_escapes_them_and_leaves_unchanged_objects_out() {
+        let key = key();
+        let diff = ReleaseDiff {
+            commit: "0123456789".repeat(4),
+            latest: false,
+            report: DiffReport {
+                app: "web".into(),
+                namespace: "team".into(),
+                objects: vec![
+                    object(
+                        "ConfigMap",
+                        "settings",
+                        DiffAction::Change,
+                        "@@ -1,2 +1,2 @@\n-  value: <b>hand</b>\n+  value: one\n   other: x\n",
+                    ),
+                    object("Service", "web", DiffAction::Unchanged, ""),
+                ],
+                requests: RequestCounts::default(),
+            },
+        };
+        let html = release_diff(&DiffOutcome {
+            key: &key,
+            result: Ok(&diff),
+            at: "2026-12-03 06:00:00 UTC".into(),
+        })
+        .into_string();
+        assert!(html.contains(r#"data-state="changes""#), "{html}");
+        assert!(
+            html.contains(r#"<span class="del">-  value: &lt;b&gt;hand&lt;/b&gt;</span>"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"<span class="add">+  value: one</span>"#));
+        assert!(html.contains(r#"<span class="hunk">@@ -1,2 +1,2 @@</span>"#));
+        assert!(html.contains("1 to change, 1 unchanged"), "{html}");
+        assert!(html.contains("the applied revision") && html.contains("0123456"));
+        assert!(
+            !html.contains(r#"data-kind="Service""#),
+            "unchanged objects are not listed"
+        );
+
+        let clean = ReleaseDiff {
+            report: DiffReport {
+                objects: vec![object("Service", "web", DiffAction::Unchanged, "")],
+                ..diff.report.clone()
+            },
+            latest: true,
+            ..diff.clone()
+        };
+        let html = release_diff(&DiffOutcome {
+            key: &key,
+            result: Ok(&clean),
+            at: String::new(),
+        })
+        .into_string();
+        assert!(html.contains(r#"data-state="clean""#) && html.contains("No differences"));
+        assert!(html.contains("latest revision"));
+
+        let html = release_diff(&DiffOutcome {
+            key: &key,
+            result: Err("cannot read Secret team/git-auth <x>".into()),
+            at: String::new(),
+        })
+        .into_string();
+        assert!(
+            html.contains(r#"id="diff-error""#) && html.contains("Secret team/git-auth &lt;x&gt;"),
+            "{html}"
+        );
+    }
 }

@@ -2,8 +2,9 @@
 //! the real test environment: an app deployed from git by the in-process agent; the list and
 //! the resource tree match the cluster; sync, suspend, resume, roll back and undo work through
 //! the page and are refused when the user's RBAC says no; live updates arrive over SSE without
-//! a reload; no Secret value reaches a page or an SSE payload. Screenshots go to
-//! target/ui-screenshots/.
+//! a reload; no Secret value reaches a page or an SSE payload; in drift detect mode a hand edit
+//! is shown in the "Git and cluster" panel (status.drift) and in the diff computed on request,
+//! Secret values redacted. Screenshots go to target/ui-screenshots/.
 
 mod common;
 
@@ -74,6 +75,19 @@ async fn wait_pods_running(client: &kube::Client, ns: &str, n: usize) {
     })
     .await
     .expect("pods running");
+}
+
+/// Click the element `selector` finds, found and clicked in one step in the page: a live panel
+/// reload can replace the node between a DevTools lookup and a click on it.
+async fn click(page: &chromiumoxide::page::Page, selector: &str) {
+    let found = serde_json::to_string(selector).expect("selector");
+    wait_js(
+        page,
+        &format!("(() => {{ const e = document.querySelector({found}); if (!e || e.disabled) return false; e.click(); return true; }})()"),
+        &format!("{selector} to click"),
+        WAIT,
+    )
+    .await;
 }
 
 fn assert_no_secret(what: &str, text: &str) {
@@ -517,12 +531,7 @@ async fn actions_are_refused_when_the_users_rbac_says_no() {
         "the viewer sees the pods: {tree:?}"
     );
     for action in ["sync", "suspend"] {
-        page.find_element(format!("form.action[action$='/{action}'] button"))
-            .await
-            .expect("button")
-            .click()
-            .await
-            .expect("click");
+        click(&page, &format!("form.action[action$='/{action}'] button")).await;
         wait_js(&page, "document.getElementById('result').classList.contains('error') && document.getElementById('result').textContent.includes('forbidden')", "the refusal", WAIT).await;
         let text: String = js(&page, "document.getElementById('result').textContent").await;
         assert!(
@@ -531,6 +540,23 @@ async fn actions_are_refused_when_the_users_rbac_says_no() {
         );
         run_js(&page, "(() => { const r = document.getElementById('result'); r.textContent = ''; r.classList.remove('error'); return null; })()").await;
     }
+    // The diff needs the GitSource's Secret, which this user may not read: the page says which
+    // Secret, and nothing is fetched.
+    click(&page, "form.diff button").await;
+    wait_js(
+        &page,
+        "!!document.getElementById('diff-error')",
+        "the diff's refusal",
+        Duration::from_secs(70),
+    )
+    .await;
+    let refusal: String = js(&page, "document.getElementById('diff-error').innerText").await;
+    assert!(
+        refusal.contains(&format!("Secret {ns}/git-auth"))
+            && refusal.contains("your kubeconfig")
+            && refusal.contains("nothing was fetched"),
+        "{refusal}"
+    );
     screenshot(&page, "refused").await;
     let r: Release = Api::namespaced(fx.client.clone(), &ns)
         .get("web")
@@ -544,6 +570,220 @@ async fn actions_are_refused_when_the_users_rbac_says_no() {
             .contains_key(RECONCILE_REQUESTED_AT),
         "no sync annotation"
     );
+
+    chrome.close().await;
+    ui.stop().await;
+    fx.stop().await;
+}
+
+/// A hand edit's value for Secret `creds` (plain and base64): never in a page either.
+const HAND_SECRET: &str = "ui-hand-edited-s3cret-4b9a";
+const HAND_SECRET_B64: &str = "dWktaGFuZC1lZGl0ZWQtczNjcmV0LTRiOWE=";
+
+fn assert_no_secret_at_all(what: &str, text: &str) {
+    assert_no_secret(what, text);
+    for value in [HAND_SECRET, HAND_SECRET_B64] {
+        assert!(
+            !text.contains(value),
+            "{what} contains the hand-edited Secret value"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_in_detect_mode_is_shown_with_the_diff_and_no_secret_value() {
+    // detect: the agent reports hand edits and leaves them; the replica count is left to others.
+    let fx = deploy_with(
+        "ui-drift",
+        serde_json::json!({"drift": {"mode": "detect", "ignore": [
+            {"target": {"kind": "Deployment"}, "paths": ["/spec/replicas"]}]}}),
+    )
+    .await;
+    let ns = fx.ns.name.clone();
+    // Hand edits: a ConfigMap value and a Secret value.
+    let cms: Api<ConfigMap> = Api::namespaced(fx.client.clone(), &ns);
+    cms.patch(
+        "settings",
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"data": {"value": "hand-edit"}})),
+    )
+    .await
+    .expect("edit the ConfigMap by hand");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(fx.client.clone(), &ns);
+    secrets
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"stringData": {"password": HAND_SECRET}})),
+        )
+        .await
+        .expect("edit the Secret by hand");
+    // The agent reports both in status.drift (and leaves them).
+    let releases: Api<Release> = Api::namespaced(fx.client.clone(), &ns);
+    ferry_testsupport::wait_for(
+        "status.drift lists the ConfigMap and the Secret",
+        Duration::from_secs(60),
+        || {
+            let releases = releases.clone();
+            async move {
+                let r = releases.get("web").await?;
+                let drift = r.status.and_then(|s| s.drift);
+                let names: BTreeSet<String> = drift
+                    .iter()
+                    .flat_map(|d| d.objects.iter().map(|o| o.name.clone()))
+                    .collect();
+                if names.contains("settings") && names.contains("creds") {
+                    Ok(Some(()))
+                } else {
+                    anyhow::bail!("status.drift: {drift:?}")
+                }
+            }
+        },
+    )
+    .await
+    .expect("drift reported");
+    let value = cms
+        .get("settings")
+        .await
+        .expect("settings")
+        .data
+        .unwrap_or_default()
+        .remove("value");
+    assert_eq!(value.as_deref(), Some("hand-edit"), "detect mode left it");
+
+    let ui = start_ui(fx.env.kubeconfig(), &[&ns]).await;
+    let chrome = Chrome::launch().await;
+    let page = chrome
+        .browser
+        .new_page(ui.url.as_str())
+        .await
+        .expect("page");
+    wait_js(
+        &page,
+        "!!document.getElementById('apps')",
+        "the apps page",
+        WAIT,
+    )
+    .await;
+    page.goto(format!("http://{}/apps/release/{ns}/web", ui.addr))
+        .await
+        .expect("goto");
+    // The panel: the policy as it is, the objects and fields status.drift lists.
+    wait_js(
+        &page,
+        "!!document.querySelector('#drift tr[data-kind=ConfigMap][data-name=settings]')",
+        "the drift findings",
+        WAIT,
+    )
+    .await;
+    let fields: String = js(
+        &page,
+        "document.querySelector('#drift tr[data-kind=ConfigMap][data-name=settings]').innerText",
+    )
+    .await;
+    assert!(fields.contains("/data/value"), "{fields}");
+    let secret_fields: String = js(
+        &page,
+        "document.querySelector('#drift tr[data-kind=Secret][data-name=creds]').innerText",
+    )
+    .await;
+    assert!(secret_fields.contains("/data/password"), "{secret_fields}");
+    let sync: String = js(&page, "document.getElementById('sync-state').innerText").await;
+    assert_eq!(
+        sync.trim(),
+        "Out of sync",
+        "detect-mode drift left in place"
+    );
+    let mode: String = js(
+        &page,
+        "document.getElementById('drift-mode').dataset.mode + ' ' + document.getElementById('drift-mode').innerText",
+    )
+    .await;
+    assert!(
+        mode.starts_with("detect ") && mode.contains("not corrected"),
+        "{mode}"
+    );
+    let summary: String = js(&page, "document.getElementById('drift-summary').innerText").await;
+    assert!(
+        summary.contains("differs from git") && summary.contains("not corrected"),
+        "{summary}"
+    );
+    for wrong in ["has what git has", "matches git", "corrects drift"] {
+        assert!(!summary.contains(wrong), "{summary}");
+    }
+    let ignored: String = js(&page, "document.getElementById('drift-ignored').innerText").await;
+    assert!(
+        ignored.contains("Deployment") && ignored.contains("/spec/replicas"),
+        "{ignored}"
+    );
+    // Not computed on a page load: only when asked.
+    let before: String = js(&page, "document.getElementById('diff-result').innerHTML").await;
+    assert!(before.trim().is_empty(), "diff computed unasked: {before}");
+    click(&page, "form.diff button").await;
+    wait_js(
+        &page,
+        "!!document.querySelector('#diff-result .diff-outcome')",
+        "the diff",
+        Duration::from_secs(70),
+    )
+    .await;
+    let state: String = js(
+        &page,
+        "document.querySelector('#diff-result .diff-outcome').dataset.state + ': ' + document.getElementById('diff-result').innerText",
+    )
+    .await;
+    assert!(state.starts_with("changes: "), "{state}");
+    let cm_diff: bool = js(&page, "(() => { const a = document.querySelector('#diff-result article[data-kind=ConfigMap][data-name=settings]'); return !!a && a.dataset.action === 'change' && [...a.querySelectorAll('.del')].some(s => s.textContent.includes('value: hand-edit')) && [...a.querySelectorAll('.add')].some(s => s.textContent.includes('value: one')); })()").await;
+    assert!(
+        cm_diff,
+        "the ConfigMap's diff: - the hand edit, + git's value: {state}"
+    );
+    let secret_diff: String = js(
+        &page,
+        "(document.querySelector('#diff-result article[data-kind=Secret][data-name=creds]') || {innerText: ''}).innerText",
+    )
+    .await;
+    assert!(secret_diff.contains("redacted"), "{secret_diff}");
+    assert!(
+        !state.contains("replicas"),
+        "an ignored field is not in the diff: {state}"
+    );
+    assert_no_secret_at_all(
+        "the page with its diff",
+        &page.content().await.expect("content"),
+    );
+    screenshot(&page, "drift").await;
+
+    // The same as a page of its own (no script) and at git's latest revision; no Secret value
+    // in either.
+    let token = token_of(&ui);
+    let cookie = ("Cookie", format!("ferry_ui_{}={token}", ui.addr.port()));
+    for (path, expect) in [
+        (
+            format!("/apps/release/{ns}/web/diff"),
+            "the applied revision",
+        ),
+        (
+            format!("/apps/release/{ns}/web/diff?latest=1"),
+            "latest revision",
+        ),
+    ] {
+        let (status, _, body) = http(
+            ui.addr,
+            "GET",
+            &path,
+            std::slice::from_ref(&cookie),
+            "",
+            Duration::from_secs(70),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            body.contains(expect) && body.contains("value: hand-edit"),
+            "{path}: {body}"
+        );
+        assert_no_secret_at_all(&path, &body);
+    }
 
     chrome.close().await;
     ui.stop().await;

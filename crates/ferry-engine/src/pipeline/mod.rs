@@ -13,6 +13,7 @@ mod apply;
 mod delete;
 mod diff;
 pub mod drift;
+pub mod release_diff;
 mod status;
 
 use std::collections::BTreeSet;
@@ -76,12 +77,12 @@ pub struct ApplyOptions {
     /// Custom CEL health rules (ferry.yaml / a Release's `healthCheckExprs`), compiled by the
     /// driver so that it can name where a bad one came from.
     pub health_checks: Arc<crate::health::CustomHealth>,
-}
     /// The push app's drift policy (ferry.yaml `drift:`): ignored fields are not sent for
     /// objects that exist, and in `detect` mode hand-edited objects whose intent did not change
     /// are reported and left alone (see [`drift::detect_edited`]). The agent strips a
     /// Release's ignored fields itself and leaves this at its default.
     pub drift: drift::DriftPolicy,
+}
 
 impl Default for ApplyOptions {
     fn default() -> Self {
@@ -102,8 +103,8 @@ impl Default for ApplyOptions {
             discovery: None,
             redactor: Redactor::new(),
             health_checks: Arc::default(),
-        }
             drift: drift::DriftPolicy::default(),
+        }
     }
 }
 

@@ -60,7 +60,16 @@
         const active = document.activeElement;
         const form = active && active.closest("form.action");
         const actionPath = form ? form.getAttribute("action") : null;
+        // The diff was computed on request: keep it (and the checkbox) across the reload.
+        const oldDiff = document.getElementById("diff-result");
+        const kept = oldDiff ? oldDiff.innerHTML : "";
+        const oldLatest = document.querySelector("form.diff input[name=latest]");
+        const latest = oldLatest ? oldLatest.checked : false;
         panel.innerHTML = await res.text();
+        const newDiff = document.getElementById("diff-result");
+        if (newDiff && kept) newDiff.innerHTML = kept;
+        const newLatest = document.querySelector("form.diff input[name=latest]");
+        if (newLatest) newLatest.checked = latest;
         if (actionPath) {
           const again = panel.querySelector('form.action[action="' + CSS.escape(actionPath) + '"] button');
           if (again) again.focus();
@@ -99,9 +108,43 @@
     source.addEventListener("resync", () => location.reload());
   }
 
+  // The diff between git and the cluster: computed by the server when asked, shown in place.
+  async function showDiff(f) {
+    const out = document.getElementById("diff-result");
+    const button = f.querySelector("button");
+    if (!out) return;
+    if (button) button.disabled = true;
+    out.setAttribute("aria-busy", "true");
+    out.textContent = "Computing the diff (fetching git, rendering, dry-run apply as you)…";
+    try {
+      const params = new URLSearchParams(new FormData(f));
+      const res = await fetch(f.action + (params.toString() ? "?" + params : ""), {
+        credentials: "same-origin", headers: { "X-Ferry-Ui": "fetch" },
+      });
+      const text = await res.text();
+      const target = document.getElementById("diff-result") || out;
+      if (res.ok) target.innerHTML = text;
+      else target.textContent = "No diff: " + text;
+      announce("Diff computed");
+    } catch (e) {
+      out.textContent = "request failed: " + e;
+    } finally {
+      const target = document.getElementById("diff-result");
+      if (target) target.removeAttribute("aria-busy");
+      const b = document.querySelector("form.diff button");
+      if (b) b.disabled = false;
+      if (button) button.disabled = false;
+    }
+  }
+
   // Actions: POST with the page's token, the answer shown in the status line.
   document.addEventListener("submit", async (ev) => {
     const f = ev.target;
+    if (f instanceof HTMLFormElement && f.classList.contains("diff")) {
+      ev.preventDefault();
+      showDiff(f);
+      return;
+    }
     if (!(f instanceof HTMLFormElement) || !f.classList.contains("action")) return;
     ev.preventDefault();
     const result = document.getElementById("result");

@@ -166,11 +166,7 @@ async fn load_release(
                 message: h.message.clone().unwrap_or_default(),
             })
             .collect(),
-        drift: DriftView {
-            source_revision,
-            applied_revision: status.last_applied_revision.clone(),
-            attempted_revision: status.last_attempted_revision.clone(),
-        },
+        drift: DriftView::of_release(&release, source_revision),
         row,
         tree,
         events,

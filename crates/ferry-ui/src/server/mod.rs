@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod detail;
+pub mod diff;
 pub mod store;
 
 use std::convert::Infallible;
@@ -95,6 +96,8 @@ struct AppState {
     store: Arc<Store>,
     discovery: Arc<DiscoveryCache>,
     frame: Frame,
+    /// Slots for on-demand diffs ([`diff`]).
+    diffs: tokio::sync::Semaphore,
 }
 
 type Shared = Arc<AppState>;
@@ -183,6 +186,7 @@ pub async fn start_with_client(
             user,
             scope: scope_text,
         },
+        diffs: diff::limiter(),
     });
     let router = router(state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -219,6 +223,7 @@ fn router(state: Shared) -> Router {
         )
         .route("/apps/{kind}/{namespace}/{name}", get(detail_page))
         .route("/apps/{kind}/{namespace}/{name}/panel", get(detail_panel))
+        .route("/apps/{kind}/{namespace}/{name}/diff", get(diff_view))
         .route("/apps/{kind}/{namespace}/{name}/{action}", post(action))
         .route("/events/apps", get(apps_events))
         .route("/events/apps/{kind}/{namespace}/{name}", get(app_events))
@@ -412,6 +417,71 @@ async fn detail_panel(
             e.to_string(),
         )
             .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct DiffQuery {
+    /// `1`: git's latest revision instead of the applied one.
+    #[serde(default)]
+    latest: String,
+}
+
+/// The diff between git and the cluster, computed now, as the user (a GET: it changes nothing;
+/// the dry-run apply is the API server's). The script asks for the fragment (`X-Ferry-Ui`) and
+/// puts it into the panel; without the script the form lands on a page of its own.
+async fn diff_view(
+    State(state): State<Shared>,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+    Query(q): Query<DiffQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let from_script = headers.contains_key("x-ferry-ui");
+    let key = match app_key(&kind, &namespace, &name) {
+        Ok(k) if k.kind == AppKind::Release => k,
+        Ok(_) => {
+            let m = "a diff is shown for Releases; a push app's is `ferry diff` in its pipeline";
+            return if from_script {
+                (StatusCode::BAD_REQUEST, m).into_response()
+            } else {
+                error_page(&state, 400, m)
+            };
+        }
+        Err(m) => {
+            return if from_script {
+                (StatusCode::BAD_REQUEST, m).into_response()
+            } else {
+                error_page(&state, 400, &m)
+            };
+        }
+    };
+    let latest = q.latest == "1" || q.latest == "on" || q.latest == "true";
+    let result = diff::run(state.access.client(), &state.diffs, &key, latest).await;
+    if let Err(message) = &result {
+        tracing::info!(release = %format!("{}/{}", key.namespace, key.name), %message, "diff failed");
+    }
+    let at = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M:%S UTC")
+        .to_string();
+    let outcome = views::DiffOutcome {
+        key: &key,
+        result: result.as_ref().map_err(Clone::clone),
+        at,
+    };
+    if from_script {
+        html(StatusCode::OK, views::release_diff(&outcome))
+    } else {
+        let title = format!("diff {}/{}", key.namespace, key.name);
+        html(
+            StatusCode::OK,
+            views::page(
+                &state.frame,
+                &title,
+                "",
+                None,
+                views::release_diff_page(&outcome),
+            ),
+        )
     }
 }
 

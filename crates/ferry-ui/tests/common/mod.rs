@@ -84,6 +84,11 @@ async fn grant_admin(client: &Client, ns: &str, sa: &str) {
 
 /// Deploy the app through the real agent and wait until the Release is Ready at the commit.
 pub async fn deploy(prefix: &str) -> Fixture {
+    deploy_with(prefix, serde_json::json!({})).await
+}
+
+/// [`deploy`] with more fields in the Release's spec (`extra_spec`, e.g. a drift policy).
+pub async fn deploy_with(prefix: &str, extra_spec: serde_json::Value) -> Fixture {
     ferry_testsupport::init_logging();
     ferry_engine::install_crypto_provider();
     let env = TestEnv::get();
@@ -131,9 +136,13 @@ pub async fn deploy(prefix: &str) -> Fixture {
         .await
         .expect("create GitSource");
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    let mut spec = serde_json::json!({"sourceRef": {"kind": "GitSource", "name": "repo"}, "path": "./app", "interval": "1m", "retryInterval": "2s", "prune": true});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        spec.extend(extra.clone());
+    }
     let release = serde_json::json!({
         "apiVersion": "ferry.dev/v1alpha1", "kind": "Release", "metadata": {"name": "web"},
-        "spec": {"sourceRef": {"kind": "GitSource", "name": "repo"}, "path": "./app", "interval": "1m", "retryInterval": "2s", "prune": true},
+        "spec": spec,
     });
     releases
         .create(
