@@ -296,20 +296,7 @@ async fn load_auth(ctx: &Context, namespace: &str, name: &str) -> Result<GitAuth
         )));
     };
     let data = secret.data.unwrap_or_default();
-    let get = |k: &str| {
-        data.get(k).map(|v| {
-            String::from_utf8_lossy(&v.0)
-                .trim_end_matches('\n')
-                .to_string()
-        })
-    };
-    let auth = GitAuth {
-        username: get("username"),
-        password: get("password"),
-        bearer_token: get("bearerToken"),
-        ssh_identity: get("identity"),
-        known_hosts: get("known_hosts"),
-    };
+    let auth = GitAuth::from_secret_keys(|k| data.get(k).map(|v| v.0.as_slice()));
     if auth.username.is_none() && auth.bearer_token.is_none() && auth.ssh_identity.is_none() {
         return Err(SourceError::Invalid(format!(
             "Secret {namespace}/{name} has none of the keys username/password, bearerToken, identity"

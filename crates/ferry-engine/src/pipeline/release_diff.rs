@@ -200,20 +200,7 @@ async fn source_auth(client: &Client, source: &GitSource, driver: &str) -> Resul
         })?
         .with_context(|| format!("Secret {ns}/{name} (spec.secretRef of GitSource {ns}/{}) does not exist, so nothing was fetched", source.name_any()))?;
     let mut data = secret.data.unwrap_or_default();
-    let get = |k: &str| {
-        data.get(k).map(|v| {
-            String::from_utf8_lossy(&v.0)
-                .trim_end_matches('\n')
-                .to_string()
-        })
-    };
-    let auth = GitAuth {
-        username: get("username"),
-        password: get("password"),
-        bearer_token: get("bearerToken"),
-        ssh_identity: get("identity"),
-        known_hosts: get("known_hosts"),
-    };
+    let auth = GitAuth::from_secret_keys(|k| data.get(k).map(|v| v.0.as_slice()));
     AgeKeys::wipe_secret_data(data.values_mut().map(|v| &mut v.0));
     Ok(auth)
 }

@@ -40,6 +40,29 @@ pub struct GitAuth {
     pub known_hosts: Option<String>,
 }
 
+impl GitAuth {
+    /// The credentials a GitSource's `spec.secretRef` Secret holds, under Flux's key names
+    /// (`username`, `password`, `bearerToken`, `identity`, `known_hosts`), from `value_of` (the
+    /// Secret's data by key). A trailing newline, which `kubectl create secret --from-file`
+    /// keeps, is dropped.
+    pub fn from_secret_keys<'a>(value_of: impl Fn(&str) -> Option<&'a [u8]>) -> Self {
+        let get = |key: &str| {
+            value_of(key).map(|v| {
+                String::from_utf8_lossy(v)
+                    .trim_end_matches('\n')
+                    .to_string()
+            })
+        };
+        Self {
+            username: get("username"),
+            password: get("password"),
+            bearer_token: get("bearerToken"),
+            ssh_identity: get("identity"),
+            known_hosts: get("known_hosts"),
+        }
+    }
+}
+
 impl fmt::Debug for GitAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GitAuth")
