@@ -118,10 +118,10 @@ pub struct DriftIgnoreConfig {
     pub paths: Vec<String>,
 }
 
+// The ferry.yaml twin of `ferry_api::drift::DriftTarget`: the same fields, but a misspelt key is
+// refused here (`deny_unknown_fields`), which the CRD type cannot do without breaking Releases
+// written by a newer ferry.
 /// Selects objects by API group (`apps`; `""` for the core group), kind, name and namespace.
-/// The ferry.yaml twin of `ferry_api::drift::DriftTarget`: the same fields, but a misspelt key is
-/// refused here (`deny_unknown_fields`), which the CRD type cannot do without breaking Releases
-/// written by a newer ferry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftTargetConfig {
