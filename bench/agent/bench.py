@@ -170,6 +170,7 @@ spec: {{sourceRef: {{kind: GitSource, name: mono}}, path: apps/app-{i:04d}, targ
     cache = tempfile.mkdtemp()
     log = open(os.path.join(cache, "agent.log"), "w")
     server_before = apiserver_requests()
+    server_seconds_before = apiserver_requests("apiserver_request_duration_seconds_sum")
     t0 = time.monotonic()
     agent = subprocess.Popen([AGENT, "--namespace", NS, "--watch-namespace", NS, "--leader-elect", "false",
                               "--http-addr", f"127.0.0.1:{port}", "--metrics-addr", f"127.0.0.1:{port + 1000}", "--cache-dir", cache, "--log-format", "text",
@@ -202,6 +203,11 @@ spec: {{sourceRef: {{kind: GitSource, name: mono}}, path: apps/app-{i:04d}, targ
     server_after = apiserver_requests()
     served = sorted(((v - server_before.get(k, 0), k) for k, v in server_after.items()), reverse=True)
     print("RESULT apiserver_requests_during_sync " + " ".join(f"{k}={v:.0f}" for v, k in served[:30] if v > 0), flush=True)
+    # The seconds the API server spent serving each verb and resource (latency summed, so
+    # concurrent requests overlap): which requests its time goes to, WATCH excluded (open streams).
+    seconds_after = apiserver_requests("apiserver_request_duration_seconds_sum")
+    spent = sorted(((v - server_seconds_before.get(k, 0), k) for k, v in seconds_after.items() if not k.startswith("WATCH")), reverse=True)
+    print("RESULT apiserver_seconds_during_sync " + " ".join(f"{k}={v:.1f}" for v, k in spent[:30] if v > 0.05), flush=True)
 
     # Steady state: one full interval with nothing changed.
     time.sleep(10)
@@ -277,14 +283,15 @@ spec: {{sourceRef: {{kind: GitSource, name: latency}}, path: ., interval: 1h}}
     subprocess.run(["kubectl", "delete", "namespace", "-l", f"ferry.dev/bench={NS}", "--wait=false"], capture_output=True)
 
 
-def apiserver_requests():
-    """apiserver_request_total summed by verb and resource (from the API server's /metrics)."""
+def apiserver_requests(metric="apiserver_request_total"):
+    """A counter of the API server's /metrics summed by verb and resource: apiserver_request_total
+    (requests served) or apiserver_request_duration_seconds_sum (seconds spent serving them)."""
     out = {}
     for line in sh("kubectl get --raw /metrics").splitlines():
-        if not line.startswith("apiserver_request_total{"):
+        if not line.startswith(metric + "{"):
             continue
         labels, value = line.rsplit(" ", 1)
-        fields = dict(kv.split("=", 1) for kv in labels[len("apiserver_request_total{"):-1].split(",") if "=" in kv)
+        fields = dict(kv.split("=", 1) for kv in labels[len(metric) + 1:-1].split(",") if "=" in kv)
         key = f'{fields.get("verb", "").strip(chr(34))}:{fields.get("resource", "").strip(chr(34))}'
         out[key] = out.get(key, 0) + float(value)
     return out
