@@ -309,14 +309,17 @@ def control_plane_cpu_s():
 
 
 def settle(limit_s):
-    """Wait until the control plane used < 10% of a core over 2 s; return the seconds waited.
+    """Wait until the control plane used < 35% of one core over 10 s; return the seconds waited.
     After a sync of thousands of Deployments the controller-manager keeps creating ReplicaSets
-    for minutes; a latency measured during that is the controller-manager's backlog, not ferry."""
+    for minutes; a latency measured during that is the controller-manager's backlog, not ferry.
+    The bar is not "idle": with 10,000 Releases' 40,000 objects the control plane alone uses ~21%
+    of a core at rest (kube-apiserver 10%, etcd 7%, controller-manager 4%, measured 2026-12-03),
+    while a backlog keeps it above 100%."""
     start = time.monotonic()
     while time.monotonic() - start < limit_s:
         before = control_plane_cpu_s()
-        time.sleep(2)
-        if control_plane_cpu_s() - before < 0.2:
+        time.sleep(10)
+        if control_plane_cpu_s() - before < 3.5:
             return time.monotonic() - start
     print(f"warning: control plane still busy after {limit_s} s", flush=True)
     return time.monotonic() - start
