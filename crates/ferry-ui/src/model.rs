@@ -18,7 +18,8 @@ use ferry_engine::inventory::store::LABEL_INVENTORY;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
 
-/// The inventory ConfigMap's data key (`inventory::store` writes it).
+/// The inventory ConfigMap's data key for a plain (small) inventory (`inventory::store` writes it).
+#[cfg(test)]
 const INVENTORY_DATA_KEY: &str = "inventory.json";
 
 /// Which kind of app.
@@ -353,8 +354,7 @@ pub fn push_row(cm: &ConfigMap) -> Option<AppRow> {
 /// The inventory in a ConfigMap labelled as one, if it parses.
 pub fn read_inventory(cm: &ConfigMap) -> Option<Inventory> {
     cm.metadata.labels.as_ref()?.get(LABEL_INVENTORY)?;
-    let text = cm.data.as_ref()?.get(INVENTORY_DATA_KEY)?;
-    serde_json::from_str(text).ok()
+    ferry_engine::inventory::store::decode(cm).ok()
 }
 
 /// Whether `s` is a Kubernetes object or namespace name (DNS-1123 subdomain characters): what

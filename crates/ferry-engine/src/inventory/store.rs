@@ -13,9 +13,17 @@
 //!
 //! Legacy adoption: [`read_legacy`] finds an inventory a pre-upgrade ferry wrote under the
 //! conflated app name, [`delete_legacy`] removes it once its content lives in the new one.
+//!
+//! Size: the inventory is JSON in `data["inventory.json"]` while that fits comfortably in a
+//! ConfigMap (1 MiB for everything); a larger one (~7,000 objects and up) is stored gzipped in
+//! `binaryData["inventory.json.gz"]` instead, ~15× smaller, so one app can own ~100,000 objects.
+//! Decision: small inventories stay plain so `kubectl get -o yaml` and older ferry versions can
+//! still read them. An app too large even compressed is refused before anything is applied.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
@@ -28,6 +36,16 @@ use crate::{Error, Result};
 
 pub const LABEL_INVENTORY: &str = "ferry.dev/inventory";
 const DATA_KEY: &str = "inventory.json";
+const COMPRESSED_KEY: &str = "inventory.json.gz";
+/// Above this much JSON the inventory is stored compressed (the ConfigMap limit is 1 MiB,
+/// labels and annotations included).
+const PLAIN_LIMIT: usize = 768 * 1024;
+/// What a stored inventory may take, compressed: the API server's own limit, with room for the
+/// ConfigMap's metadata.
+const STORED_LIMIT: usize = 1_000_000;
+/// What a compressed inventory may inflate to when read. The ConfigMap is in the app's (a
+/// tenant's) namespace, so a hand-written one could be a gzip bomb.
+const INFLATED_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Where a stored inventory is: what a write or delete must present as its precondition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,20 +73,79 @@ async fn get(client: &Client, namespace: &str, name: &str) -> Result<Option<Conf
     })
 }
 
-fn parse(cm: &ConfigMap, object: &str) -> Result<Inventory> {
-    let text = cm
-        .data
+/// Why a ConfigMap's inventory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("has neither {DATA_KEY} nor {COMPRESSED_KEY}")]
+    Missing,
+    #[error("{COMPRESSED_KEY} is not gzip or inflates past {INFLATED_LIMIT} bytes")]
+    Compressed(#[source] std::io::Error),
+    #[error("its inventory is not valid JSON")]
+    Json(#[source] serde_json::Error),
+}
+
+/// The inventory a ConfigMap holds, plain or compressed (see the module docs).
+pub fn decode(cm: &ConfigMap) -> std::result::Result<Inventory, DecodeError> {
+    if let Some(text) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)) {
+        return serde_json::from_str(text).map_err(DecodeError::Json);
+    }
+    let packed = cm
+        .binary_data
         .as_ref()
-        .and_then(|d| d.get(DATA_KEY))
-        .ok_or_else(|| Error::Object {
+        .and_then(|d| d.get(COMPRESSED_KEY))
+        .ok_or(DecodeError::Missing)?;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(packed.0.as_slice())
+        .take(INFLATED_LIMIT + 1)
+        .read_to_end(&mut json)
+        .map_err(DecodeError::Compressed)?;
+    if json.len() as u64 > INFLATED_LIMIT {
+        return Err(DecodeError::Compressed(std::io::Error::other(
+            "inflates past the limit",
+        )));
+    }
+    serde_json::from_slice(&json).map_err(DecodeError::Json)
+}
+
+/// The ConfigMap fields that hold `inventory`: `(data, binaryData)`, one of them set.
+type Encoded = (
+    Option<BTreeMap<String, String>>,
+    Option<BTreeMap<String, ByteString>>,
+);
+
+/// Encode `inventory` for its ConfigMap, compressed when large; an error (naming `object`) when
+/// even the compressed form cannot be stored.
+fn encode(inventory: &Inventory, object: &str) -> Result<Encoded> {
+    let text = serde_json::to_string(inventory).map_err(anyhow::Error::from)?;
+    if text.len() <= PLAIN_LIMIT {
+        return Ok((Some(BTreeMap::from([(DATA_KEY.to_string(), text)])), None));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).map_err(anyhow::Error::from)?;
+    let packed = gz.finish().map_err(anyhow::Error::from)?;
+    if packed.len() > STORED_LIMIT {
+        return Err(Error::Object {
             object: object.to_string(),
-            message: format!("has no {DATA_KEY}; it was edited by hand — delete it and re-apply"),
-        })?;
-    serde_json::from_str(text).map_err(|err| Error::Object {
+            message: format!(
+                "cannot hold {} objects: the inventory is {} bytes even compressed, over the {STORED_LIMIT} a ConfigMap can store; nothing was applied. Split the app into smaller ones",
+                inventory.objects.len(),
+                packed.len()
+            ),
+        });
+    }
+    Ok((
+        None,
+        Some(BTreeMap::from([(
+            COMPRESSED_KEY.to_string(),
+            ByteString(packed),
+        )])),
+    ))
+}
+
+fn parse(cm: &ConfigMap, object: &str) -> Result<Inventory> {
+    decode(cm).map_err(|err| Error::Object {
         object: object.to_string(),
-        message: format!(
-            "{DATA_KEY} is not valid: {err}; it was edited by hand — delete it and re-apply"
-        ),
+        message: format!("{err}; it was edited by hand — delete it and re-apply"),
     })
 }
 
@@ -280,7 +357,7 @@ pub async fn write(
     let mut inventory = inventory.clone();
     inventory.app = owner.app.clone();
     inventory.owner = Some(owner.id());
-    let text = serde_json::to_string(&inventory).map_err(anyhow::Error::from)?;
+    let (data, binary_data) = encode(&inventory, &object)?;
     let mut annotations = BTreeMap::from([(ANNOTATION_OWNER.to_string(), owner.id())]);
     if let Some(revision) = &inventory.revision {
         annotations.insert(ANNOTATION_REVISION.to_string(), revision.clone());
@@ -300,7 +377,8 @@ pub async fn write(
             resource_version: version.as_ref().map(|v| v.resource_version.clone()),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(DATA_KEY.to_string(), text)])),
+        data,
+        binary_data,
         ..Default::default()
     };
     let params = PostParams {
@@ -386,4 +464,118 @@ pub async fn delete_legacy(
         Some(&version),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ObjectKey;
+    use crate::inventory::Entry;
+
+    fn inventory_of(objects: usize) -> Inventory {
+        Inventory {
+            app: "bench".into(),
+            source: "apps/".into(),
+            applied_at: "2026-12-03T11:00:00Z".into(),
+            objects: (0..objects)
+                .map(|i| Entry {
+                    api_version: "v1".into(),
+                    key: ObjectKey {
+                        group: String::new(),
+                        kind: "ConfigMap".into(),
+                        namespace: Some("team-a".into()),
+                        name: format!("app-{i:05}-config"),
+                    },
+                    fingerprint: Some(format!("{}", 100_000 + i)),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn config_map((data, binary_data): Encoded) -> ConfigMap {
+        ConfigMap {
+            data,
+            binary_data,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_small_inventory_stays_readable_json() {
+        let inventory = inventory_of(10);
+        let cm = config_map(encode(&inventory, "cm").unwrap());
+        assert!(cm.binary_data.is_none());
+        assert!(cm.data.as_ref().unwrap()[DATA_KEY].contains("app-00009-config"));
+        assert_eq!(decode(&cm).unwrap(), inventory);
+    }
+
+    #[test]
+    fn ten_thousand_objects_are_stored_compressed_under_the_configmap_limit() {
+        let inventory = inventory_of(10_000);
+        let plain = serde_json::to_string(&inventory).unwrap().len();
+        assert!(
+            plain > PLAIN_LIMIT,
+            "the test needs a large inventory ({plain} bytes)"
+        );
+        let cm = config_map(encode(&inventory, "cm").unwrap());
+        assert!(cm.data.is_none());
+        let stored = cm.binary_data.as_ref().unwrap()[COMPRESSED_KEY].0.len();
+        assert!(stored < STORED_LIMIT / 4, "{stored} bytes compressed");
+        assert_eq!(decode(&cm).unwrap(), inventory);
+    }
+
+    #[test]
+    fn an_app_too_large_even_compressed_is_refused_naming_the_configmap() {
+        // Fingerprints that do not compress: random-looking 40-hex strings.
+        let mut inventory = inventory_of(40_000);
+        for (i, entry) in inventory.objects.iter_mut().enumerate() {
+            let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut hex = String::new();
+            for _ in 0..5 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                hex.push_str(&format!("{state:016x}"));
+            }
+            entry.fingerprint = Some(hex);
+        }
+        let err = encode(&inventory, "ConfigMap team-a/ferry-inventory-bench").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("team-a/ferry-inventory-bench"), "{text}");
+        assert!(
+            text.contains("40000 objects") && text.contains("Split the app"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_hand_written_gzip_bomb_is_refused() {
+        // 80 MiB of zeros compress to ~80 KB: more than a tenant-written inventory may inflate to.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..80 {
+            gz.write_all(&zeros).unwrap();
+        }
+        let cm = config_map((
+            None,
+            Some(BTreeMap::from([(
+                COMPRESSED_KEY.to_string(),
+                ByteString(gz.finish().unwrap()),
+            )])),
+        ));
+        assert!(matches!(decode(&cm), Err(DecodeError::Compressed(_))));
+        let garbage = config_map((
+            None,
+            Some(BTreeMap::from([(
+                COMPRESSED_KEY.to_string(),
+                ByteString(b"not gzip".to_vec()),
+            )])),
+        ));
+        assert!(matches!(decode(&garbage), Err(DecodeError::Compressed(_))));
+        assert!(matches!(
+            decode(&ConfigMap::default()),
+            Err(DecodeError::Missing)
+        ));
+    }
 }
