@@ -10,6 +10,8 @@
 //! - Two inventory writers with the same (stale) resourceVersion: the second gets a conflict.
 //! - Namespaces, CRDs, PVCs and PVs that leave the source are kept unless they opted in with
 //!   `ferry.dev/prune: allow-destructive`; objects in a terminating namespace are left to it.
+//! - A 10,000-object inventory is stored compressed; a tenant's hand-written gzip bomb in its
+//!   place is refused naming the ConfigMap, and nothing is applied.
 
 mod push_common;
 
@@ -948,4 +950,94 @@ async fn push_to_release_hand_over_is_explicit() {
             .expect("get")
             .is_none()
     );
+}
+
+/// An app of 10,000 objects: its inventory (over 1 MiB as JSON) is stored compressed and reads
+/// back whole through the real API server; when the app shrinks it is plain JSON again; and a
+/// hand-written compressed inventory that inflates without bound (a tenant owns the namespace)
+/// is refused naming the ConfigMap, before anything is applied or pruned.
+#[tokio::test]
+async fn a_large_inventory_is_stored_compressed_and_a_hand_written_bomb_is_refused() {
+    let env = TestEnv::get();
+    let client = env.client().await;
+    let ns = TestNamespace::create(&client, "idn-big").await;
+    let owner = Owner::push("big", &ns.name).expect("owner");
+    let mut big = Inventory {
+        app: "big".into(),
+        source: "apps/".into(),
+        applied_at: "2026-12-03T11:00:00Z".into(),
+        ..Default::default()
+    };
+    big.objects = (0..10_000)
+        .map(|i| inventory::Entry {
+            api_version: "v1".into(),
+            key: ferry_engine::ObjectKey {
+                group: String::new(),
+                kind: "ConfigMap".into(),
+                namespace: Some(ns.name.clone()),
+                name: format!("app-{i:05}-config"),
+            },
+            fingerprint: Some(format!("{}", 1_000_000 + i)),
+        })
+        .collect();
+    let mut version = None;
+    inventory::write(&client, &owner, &big, &mut version)
+        .await
+        .expect("a 10,000-object inventory is stored");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let stored = cms.get(&owner.inventory_name()).await.expect("get");
+    assert!(stored.data.is_none(), "stored compressed, not as JSON");
+    assert!(stored.binary_data.is_some());
+    let read = inventory::read(&client, &owner)
+        .await
+        .expect("read")
+        .expect("inventory");
+    assert_eq!(read.inventory.objects, big.objects);
+
+    let mut small = read.inventory.clone();
+    small.objects.truncate(3);
+    let mut version = Some(read.version.clone());
+    inventory::write(&client, &owner, &small, &mut version)
+        .await
+        .expect("shrink");
+    let stored = cms.get(&owner.inventory_name()).await.expect("get");
+    assert!(stored.binary_data.is_none(), "small again: plain JSON");
+    assert!(stored.data.expect("data")["inventory.json"].contains("app-00002-config"));
+
+    // The tenant replaces it with 200 MiB of zeros, gzipped (~200 KB).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1024 * 1024];
+    for _ in 0..200 {
+        std::io::Write::write_all(&mut gz, &zeros).expect("gzip");
+    }
+    let bomb = serde_json::json!({
+        "data": null,
+        "binaryData": {"inventory.json.gz": base64_encode(&gz.finish().expect("gzip"))},
+    });
+    cms.patch(
+        &owner.inventory_name(),
+        &PatchParams::default(),
+        &Patch::Merge(&bomb),
+    )
+    .await
+    .expect("tenant edit");
+    let err = inventory::read(&client, &owner)
+        .await
+        .expect_err("the bomb is refused");
+    let text = err.to_string();
+    assert!(text.contains(&owner.inventory_name()), "{text}");
+    assert!(text.contains("inflates past"), "{text}");
+    // An apply of the app stops there: nothing applied, nothing pruned.
+    let mut o = opts("big", &ns.name);
+    o.prune = true;
+    let err = pipeline::apply(&client, manifests(&configmap("a", "1")), &o, &NoProgress)
+        .await
+        .expect_err("apply refuses");
+    assert!(err.to_string().contains(&owner.inventory_name()), "{err}");
+    assert!(cms.get_opt("a").await.expect("get").is_none());
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
