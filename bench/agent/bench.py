@@ -275,12 +275,33 @@ spec: {{sourceRef: {{kind: GitSource, name: latency}}, path: ., interval: 1h}}
     agent.wait(timeout=60)
     # No agent is left to run the Releases' finalizers (they would prune 4000 objects one by
     # one): drop them so the namespaces can go.
-    patch = '{"metadata":{"finalizers":null}}'
-    subprocess.run(f"kubectl -n {NS} get releases.ferry.dev -o name | xargs -P 8 -I@ kubectl -n {NS} patch @ --type=merge -p '{patch}'",
-                   shell=True, capture_output=True)
+    # One PATCH per Release over kept-alive connections (a kubectl process per Release took
+    # minutes at 10,000).
+    drop_release_finalizers()
     subprocess.run(["kubectl", "delete", "namespace", NS, "--wait=false"], capture_output=True)
     subprocess.run(["kubectl", "delete", "clusterrolebinding", f"ferry-admin-{NS}"], capture_output=True)
     subprocess.run(["kubectl", "delete", "namespace", "-l", f"ferry.dev/bench={NS}", "--wait=false"], capture_output=True)
+
+
+def drop_release_finalizers():
+    """Clears metadata.finalizers of every Release in NS, 8 connections in parallel."""
+    import concurrent.futures
+    ctx, host = tls_context()
+    listed = api_getter()(f"/apis/ferry.dev/v1alpha1/namespaces/{NS}/releases") or {"items": []}
+    names = [item["metadata"]["name"] for item in listed["items"]]
+    body = json.dumps({"metadata": {"finalizers": None}})
+
+    def worker(chunk):
+        conn = http.client.HTTPSConnection(host, context=ctx, timeout=30)
+        for name in chunk:
+            conn.request("PATCH", f"/apis/ferry.dev/v1alpha1/namespaces/{NS}/releases/{name}", body=body,
+                         headers={"Content-Type": "application/merge-patch+json"})
+            conn.getresponse().read()
+        conn.close()
+
+    chunks = [names[i::8] for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, chunks))
 
 
 def apiserver_requests(metric="apiserver_request_total"):
