@@ -20,13 +20,8 @@ APPS="${1:-2500}"
 read -r -a TOOLS <<<"${2:-floor16 ferry kubectl floor64}"
 TESTENV_DIR="${FERRY_TESTENV_DIR:-/tmp/ferry-testenv}"
 
-if [[ -n "${FERRY_BIN:-}" ]]; then
-	FERRY="$FERRY_BIN"
-else
-	(cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2)
-	FERRY="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry"
-fi
-FLOOR="$("$ROOT/bench/floor/build")"
+# shellcheck source=bench/apply/clients.sh
+source "$HERE/clients.sh"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 "$HERE/gen.sh" "$WORK/manifests" "$APPS"

@@ -22,13 +22,8 @@ export KUBECONFIG
 KUBECTL="$FERRY_TESTENV_BIN/kubectl"
 
 # FERRY_BIN: a ferry binary built elsewhere (e.g. by bench/compare); otherwise build this checkout's
-if [[ -n "${FERRY_BIN:-}" ]]; then
-	FERRY="$FERRY_BIN"
-else
-	(cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2)
-	FERRY="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry"
-fi
-FLOOR="$("$ROOT/bench/floor/build")"
+# shellcheck source=bench/apply/clients.sh
+source "$HERE/clients.sh"
 read -r -a FLOOR_CONCS <<<"${FLOOR_CONCURRENCY:-64}"
 
 WORK="$(mktemp -d)"
