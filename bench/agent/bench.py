@@ -13,6 +13,7 @@ Usage: bench/agent/bench.py [N]   (testenv up; builds nothing: run
        `cargo build --release -p ferry-agent` first)
 """
 import json, os, random, shlex, ssl, string, subprocess, sys, tempfile, time, base64, http.client, urllib.request
+import concurrent.futures
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 INTERVAL = int(os.environ.get("BENCH_INTERVAL", "60"))
@@ -285,16 +286,20 @@ spec: {{sourceRef: {{kind: GitSource, name: latency}}, path: ., interval: 1h}}
 
 def drop_release_finalizers():
     """Clears metadata.finalizers of every Release in NS, 8 connections in parallel."""
-    import concurrent.futures
     ctx, host = tls_context()
-    listed = api_getter()(f"/apis/ferry.dev/v1alpha1/namespaces/{NS}/releases") or {"items": []}
+    base = f"/apis/ferry.dev/v1alpha1/namespaces/{NS}/releases"
+    conn = http.client.HTTPSConnection(host, context=ctx, timeout=60)
+    conn.request("GET", base)
+    resp = conn.getresponse()
+    listed = json.loads(resp.read()) if resp.status == 200 else {"items": []}
+    conn.close()
     names = [item["metadata"]["name"] for item in listed["items"]]
     body = json.dumps({"metadata": {"finalizers": None}})
 
     def worker(chunk):
         conn = http.client.HTTPSConnection(host, context=ctx, timeout=30)
         for name in chunk:
-            conn.request("PATCH", f"/apis/ferry.dev/v1alpha1/namespaces/{NS}/releases/{name}", body=body,
+            conn.request("PATCH", f"{base}/{name}", body=body,
                          headers={"Content-Type": "application/merge-patch+json"})
             conn.getresponse().read()
         conn.close()
